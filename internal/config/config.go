@@ -1,0 +1,353 @@
+// Package config holds kailash.yaml: the types every part shares, a strict
+// loader that names the file and line of every problem, and validation.
+//
+// It sits at the bottom of the import graph: xds, extauthz and workflow import
+// it; it imports nothing of ours.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole of kailash.yaml.
+type Config struct {
+	Envoy   Envoy    `yaml:"envoy"`
+	XDS     XDS      `yaml:"xds"`
+	Authz   Authz    `yaml:"authz"`
+	Runner  Runner   `yaml:"runner"`
+	Policy  Policy   `yaml:"policy"`
+	Tenants []Tenant `yaml:"tenants"`
+
+	// File is the path the config was loaded from ("" when built in code).
+	File string `yaml:"-"`
+}
+
+// Envoy describes the data plane the control plane configures.
+type Envoy struct {
+	// Listen is the address of the HTTP listener pushed to Envoy.
+	Listen string `yaml:"listen"`
+	// Admin is the Envoy admin address, written into the bootstrap.
+	Admin string `yaml:"admin"`
+	// NodeID and Cluster identify the Envoy node to the control plane.
+	NodeID  string `yaml:"node_id"`
+	Cluster string `yaml:"cluster"`
+}
+
+// XDS is the control plane's own addresses.
+type XDS struct {
+	GRPC string `yaml:"grpc"` // ADS server
+	HTTP string `yaml:"http"` // /metrics, /healthz, /readyz
+}
+
+// Authz is the ext_authz server.
+type Authz struct {
+	GRPC string `yaml:"grpc"` // envoy.service.auth.v3.Authorization (+ gRPC health)
+	HTTP string `yaml:"http"` // /metrics, /healthz, /readyz
+	// Timeout is how long Envoy waits for a Check before answering 503.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxRequestBytes of the body Envoy buffers and sends with each Check
+	// (0 sends no body).
+	MaxRequestBytes uint32 `yaml:"max_request_bytes"`
+}
+
+// Runner is the workflow runner.
+type Runner struct {
+	HTTP string `yaml:"http"`
+	// Workflows is a directory of workflow definitions (relative to the config file).
+	Workflows string `yaml:"workflows"`
+}
+
+// Policy selects the Rego bundle and the decision evaluated for each Check.
+type Policy struct {
+	// Bundle is a directory of .rego/.json files; empty means the bundle
+	// embedded in the binary (package policies).
+	Bundle string `yaml:"bundle"`
+	// Decision is the path of the rule evaluated, e.g. "kailash/authz/result".
+	Decision string `yaml:"decision"`
+}
+
+// Tenant is one customer: its domains and the identities it trusts.
+type Tenant struct {
+	ID       string   `yaml:"id"`
+	Domains  []string `yaml:"domains"`
+	Plan     string   `yaml:"plan"`
+	Features []string `yaml:"features"`
+	JWT      JWT      `yaml:"jwt"`
+
+	// Line is where the tenant starts in the file (for error messages).
+	Line int `yaml:"-"`
+}
+
+// UnmarshalYAML records the tenant's line and decodes strictly.
+func (t *Tenant) UnmarshalYAML(n *yaml.Node) error {
+	type plain Tenant
+	var p plain
+	if err := decodeStrict(n, &p); err != nil {
+		return err
+	}
+	*t = Tenant(p)
+	t.Line = n.Line
+	return nil
+}
+
+// JWT says which bearer tokens a tenant accepts.
+type JWT struct {
+	Issuer    string   `yaml:"issuer"`
+	Audiences []string `yaml:"audiences"`
+	// Exactly one of JWKSFile (relative to the config file) and JWKSURL.
+	JWKSFile string `yaml:"jwks_file"`
+	JWKSURL  string `yaml:"jwks_url"`
+	// ClockSkew tolerated on exp/nbf/iat (default 30s, at most 5m).
+	ClockSkew time.Duration `yaml:"clock_skew"`
+	// RolesClaim names the claim holding the caller's roles (default "roles").
+	RolesClaim string `yaml:"roles_claim"`
+	// TenantClaim, when the token carries it, must equal the tenant id
+	// (default "tenant"); a token minted for another tenant is refused.
+	TenantClaim string `yaml:"tenant_claim"`
+}
+
+// Defaults used when a field is left empty.
+const (
+	DefaultDecision    = "kailash/authz/result"
+	DefaultClockSkew   = 30 * time.Second
+	MaxClockSkew       = 5 * time.Minute
+	DefaultAuthzTimout = 500 * time.Millisecond
+	DefaultNodeID      = "kailash-envoy"
+	DefaultCluster     = "kailash"
+)
+
+// Load reads, strictly decodes, defaults and validates a config file.
+// Every error names the file and, where known, the line.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, b)
+}
+
+// Parse is Load on bytes already read; name is used in errors and to resolve
+// relative paths.
+func Parse(name string, b []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	c.File = name
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func decodeStrict(n *yaml.Node, v any) error {
+	// yaml.v3 has no strict mode on Node.Decode; re-encode the node and decode
+	// it with KnownFields so unknown keys inside nested types are errors too,
+	// then put back the original line numbers in the message.
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	if err := enc.Encode(n); err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(&buf)
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return relineError(err, n.Line-1)
+	}
+	return nil
+}
+
+var lineRe = regexp.MustCompile(`line (\d+)`)
+
+// relineError shifts "line N" in a yaml error by offset (the node's own start).
+func relineError(err error, offset int) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		out := make([]string, len(te.Errors))
+		for i, e := range te.Errors {
+			out[i] = lineRe.ReplaceAllStringFunc(e, func(s string) string {
+				var n int
+				fmt.Sscanf(s, "line %d", &n)
+				return fmt.Sprintf("line %d", n+offset)
+			})
+		}
+		return &yaml.TypeError{Errors: out}
+	}
+	return err
+}
+
+// SetDefaults fills empty fields with their defaults.
+func (c *Config) SetDefaults() {
+	if c.Envoy.NodeID == "" {
+		c.Envoy.NodeID = DefaultNodeID
+	}
+	if c.Envoy.Cluster == "" {
+		c.Envoy.Cluster = DefaultCluster
+	}
+	if c.Authz.Timeout == 0 {
+		c.Authz.Timeout = DefaultAuthzTimout
+	}
+	if c.Policy.Decision == "" {
+		c.Policy.Decision = DefaultDecision
+	}
+	for i := range c.Tenants {
+		j := &c.Tenants[i].JWT
+		if j.ClockSkew == 0 {
+			j.ClockSkew = DefaultClockSkew
+		}
+		if j.RolesClaim == "" {
+			j.RolesClaim = "roles"
+		}
+		if j.TenantClaim == "" {
+			j.TenantClaim = "tenant"
+		}
+	}
+}
+
+// Path resolves p relative to the config file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.File == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// Tenant returns the tenant with this id.
+func (c *Config) Tenant(id string) (*Tenant, bool) {
+	for i := range c.Tenants {
+		if c.Tenants[i].ID == id {
+			return &c.Tenants[i], true
+		}
+	}
+	return nil, false
+}
+
+var (
+	idRe     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	domainRe = regexp.MustCompile(`^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9*]+)?$`)
+)
+
+// Validate checks the whole config and reports every problem at once, each
+// naming the file, the line where known, and the field.
+func (c *Config) Validate() error {
+	var errs []error
+	at := func(line int, format string, args ...any) {
+		loc := c.File
+		if loc == "" {
+			loc = "config"
+		}
+		if line > 0 {
+			loc = fmt.Sprintf("%s:%d", loc, line)
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", loc, fmt.Sprintf(format, args...)))
+	}
+	addr := func(field, v string, required bool) {
+		if v == "" {
+			if required {
+				at(0, "%s: required (host:port)", field)
+			}
+			return
+		}
+		if _, _, err := SplitHostPort(v); err != nil {
+			at(0, "%s: %v", field, err)
+		}
+	}
+	addr("envoy.listen", c.Envoy.Listen, true)
+	addr("envoy.admin", c.Envoy.Admin, false)
+	addr("xds.grpc", c.XDS.GRPC, true)
+	addr("xds.http", c.XDS.HTTP, false)
+	addr("authz.grpc", c.Authz.GRPC, true)
+	addr("authz.http", c.Authz.HTTP, false)
+	addr("runner.http", c.Runner.HTTP, true)
+	if c.Authz.Timeout < 0 {
+		at(0, "authz.timeout: must be positive")
+	}
+	if strings.HasPrefix(c.Policy.Decision, "/") || strings.HasPrefix(c.Policy.Decision, "data.") {
+		at(0, "policy.decision: %q: give the path without a leading / or data. (e.g. kailash/authz/result)", c.Policy.Decision)
+	}
+	if len(c.Tenants) == 0 {
+		at(0, "tenants: at least one tenant is required")
+	}
+	ids := map[string]int{}
+	domains := map[string]string{}
+	for i := range c.Tenants {
+		t := &c.Tenants[i]
+		name := fmt.Sprintf("tenant %q", t.ID)
+		if t.ID == "" {
+			name = fmt.Sprintf("tenants[%d]", i)
+			at(t.Line, "%s: id: required", name)
+		} else if !idRe.MatchString(t.ID) {
+			at(t.Line, "%s: id: must be lowercase letters, digits and '-' (at most 63)", name)
+		}
+		if prev, dup := ids[t.ID]; dup && t.ID != "" {
+			at(t.Line, "%s: id: duplicate of tenants[%d]", name, prev)
+		}
+		ids[t.ID] = i
+		if len(t.Domains) == 0 {
+			at(t.Line, "%s: domains: at least one domain is required", name)
+		}
+		for _, d := range t.Domains {
+			if !domainRe.MatchString(d) {
+				at(t.Line, "%s: domains: %q is not a host name", name, d)
+				continue
+			}
+			key := strings.ToLower(d)
+			if other, dup := domains[key]; dup {
+				at(t.Line, "%s: domains: %q is already served by tenant %q", name, d, other)
+			}
+			domains[key] = t.ID
+		}
+		j := t.JWT
+		if j.Issuer == "" {
+			at(t.Line, "%s: jwt.issuer: required", name)
+		}
+		if len(j.Audiences) == 0 {
+			at(t.Line, "%s: jwt.audiences: at least one audience is required", name)
+		}
+		switch {
+		case j.JWKSFile == "" && j.JWKSURL == "":
+			at(t.Line, "%s: jwt: one of jwks_file or jwks_url is required", name)
+		case j.JWKSFile != "" && j.JWKSURL != "":
+			at(t.Line, "%s: jwt: give jwks_file or jwks_url, not both", name)
+		case j.JWKSFile != "":
+			if _, err := os.Stat(c.Path(j.JWKSFile)); err != nil {
+				at(t.Line, "%s: jwt.jwks_file: %v", name, err)
+			}
+		case !strings.HasPrefix(j.JWKSURL, "https://") && !strings.HasPrefix(j.JWKSURL, "http://"):
+			at(t.Line, "%s: jwt.jwks_url: %q must be an http(s) URL", name, j.JWKSURL)
+		}
+		if j.ClockSkew < 0 || j.ClockSkew > MaxClockSkew {
+			at(t.Line, "%s: jwt.clock_skew: %s is outside 0..%s", name, j.ClockSkew, MaxClockSkew)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SplitHostPort splits "host:port" and checks the port is numeric.
+func SplitHostPort(addr string) (string, uint32, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	var port uint32
+	if _, err := fmt.Sscanf(p, "%d", &port); err != nil || port == 0 || port > 65535 || fmt.Sprint(port) != p {
+		return "", 0, fmt.Errorf("%q: port must be 1..65535", addr)
+	}
+	if h == "" {
+		return "", 0, fmt.Errorf("%q: host is required", addr)
+	}
+	return h, port, nil
+}
