@@ -1,0 +1,97 @@
+package workflow
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestCompileErrorsNameTheNode(t *testing.T) {
+	cases := []struct {
+		name string
+		def  Definition
+		want string
+	}{
+		{"unknown type", Definition{Name: "w", Nodes: []Node{{ID: "a", Type: "teleport"}}}, `node "a": unknown type "teleport"`},
+		{"missing node", Definition{Name: "w", Nodes: []Node{{ID: "a", Type: "transform"}}, Connections: []Connection{{From: "a", To: "b"}}}, `node "b" does not exist`},
+		{"cycle", Definition{Name: "w", Nodes: []Node{{ID: "a", Type: "transform"}, {ID: "b", Type: "transform"}}, Connections: []Connection{{From: "a", To: "b"}, {From: "b", To: "a"}}}, "cycle through nodes a, b"},
+		{"duplicate", Definition{Name: "w", Nodes: []Node{{ID: "a", Type: "transform"}, {ID: "a", Type: "identity"}}}, `node "a": duplicate id`},
+		{"no name", Definition{Nodes: []Node{{ID: "a", Type: "transform"}}}, "name: required"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Compile(tc.def)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestExampleWorkflowRuns(t *testing.T) {
+	wfs, err := LoadDir("../examples/workflows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := wfs["hello"].Execute(context.Background(), map[string]any{"x": 1.0}, Caller{Tenant: "acme", User: "alice", Roles: []string{"admin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := res.Output["identity"].(map[string]any)
+	if res.Output["greeting"] != "hello" || res.Output["x"] != 1.0 || id["tenant"] != "acme" || id["user"] != "alice" {
+		t.Fatalf("unexpected output %#v", res.Output)
+	}
+}
+
+func TestExecuteRequiresGatewayIdentity(t *testing.T) {
+	wfs, err := LoadDir("../examples/workflows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, wfs)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/v1/workflows/hello/executions", strings.NewReader(`{}`))
+	req.Header.Set("x-kailash-tenant", "acme") // a user without a tenant is not an identity
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("no identity: got %d, want 401", rec.Code)
+	}
+}
+
+func TestExecuteOverHTTP(t *testing.T) {
+	wfs, err := LoadDir("../examples/workflows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, wfs)
+	req := httptest.NewRequest("POST", "/v1/workflows/hello/executions", strings.NewReader(`{"order":42}`))
+	req.Header.Set("x-kailash-tenant", "acme")
+	req.Header.Set("x-kailash-user", "alice")
+	req.Header.Set("x-kailash-roles", "admin,auditor")
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("got %d: %s", rec.Code, rec.Body)
+	}
+	var body struct {
+		Tenant, User string
+		Output       map[string]any
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Tenant != "acme" || body.User != "alice" || body.Output["order"] != 42.0 {
+		t.Fatalf("unexpected body %s", rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	req = httptest.NewRequest("POST", "/v1/workflows/nope/executions", nil)
+	req.Header.Set("x-kailash-tenant", "acme")
+	req.Header.Set("x-kailash-user", "alice")
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != 404 {
+		t.Fatalf("unknown workflow: got %d", rec.Code)
+	}
+}

@@ -1,0 +1,69 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/envoyproxy/go-control-plane/pkg/log"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the control plane's own; the registry is the Server's.
+type metrics struct {
+	version   prometheus.Gauge
+	snapshots prometheus.Counter
+	rejected  prometheus.Counter
+	nacks     *prometheus.CounterVec
+	streams   prometheus.Gauge
+	nodes     prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		version: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kailash_xds_snapshot_version",
+			Help: "Sequence number of the snapshot being served.",
+		}),
+		snapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kailash_xds_snapshots_total",
+			Help: "Snapshots published.",
+		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kailash_xds_config_rejected_total",
+			Help: "Configs refused (translation or snapshot consistency); the last good snapshot kept serving.",
+		}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kailash_xds_nacks_total",
+			Help: "Discovery requests in which Envoy rejected the previous response.",
+		}, []string{"type_url"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kailash_xds_streams",
+			Help: "Open xDS streams.",
+		}),
+		nodes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kailash_xds_nodes",
+			Help: "Envoy node ids known to the control plane (configured or seen).",
+		}),
+	}
+	reg.MustRegister(m.version, m.snapshots, m.rejected, m.nacks, m.streams, m.nodes)
+	return m
+}
+
+// cacheLogger routes go-control-plane's printf logging to slog. Its Info
+// output is per-request chatter, so it goes to Debug.
+func cacheLogger(l *slog.Logger) log.Logger {
+	at := func(level slog.Level) func(string, ...any) {
+		return func(format string, args ...any) {
+			if l.Enabled(context.Background(), level) {
+				l.Log(context.Background(), level, fmt.Sprintf(format, args...))
+			}
+		}
+	}
+	return log.LoggerFuncs{
+		DebugFunc: at(slog.LevelDebug),
+		InfoFunc:  at(slog.LevelDebug),
+		WarnFunc:  at(slog.LevelWarn),
+		ErrorFunc: at(slog.LevelError),
+	}
+}

@@ -1,0 +1,369 @@
+// Package xds is kailash's control plane: it translates the config (package
+// translate), keeps one consistent snapshot of Envoy resources per node and
+// serves it over ADS, with gRPC health on the same port and /metrics,
+// /healthz and /readyz on an optional HTTP port.
+//
+// A config that fails to translate or to form a consistent snapshot never
+// replaces the last good snapshot; it is counted and logged.
+package xds
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/telemetry"
+	"github.com/kailash-gw/kailash/xds/translate"
+)
+
+// shutdownGrace bounds GracefulStop before open streams are cut.
+const shutdownGrace = 5 * time.Second
+
+// Options tune a Server.
+type Options struct {
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is the ADS control plane. Create it with New, run it with Serve, and
+// push new configs with Update (safe for concurrent use).
+type Server struct {
+	log   *slog.Logger
+	cache cachev3.SnapshotCache
+	reg   *prometheus.Registry
+	m     *metrics
+
+	grpcLn net.Listener
+	httpLn net.Listener // nil when the config has no xds.http
+
+	started atomic.Bool // Serve (or Close) was called; listeners are owned by it
+
+	// mu guards the fields below and serialises SetSnapshot calls, so a node
+	// seen for the first time can never receive an older snapshot than the
+	// one Update just published.
+	mu      sync.Mutex
+	nodes   map[string]struct{} // every node id known: configured or seen on a stream
+	snap    *cachev3.Snapshot   // last good snapshot; never nil after New
+	seq     uint64              // snapshot counter, the first part of version
+	hash    string              // hash of snap's resources
+	version string              // snap's version, "<seq>-<hash prefix>"
+}
+
+// New translates cfg into the first snapshot and binds the xDS gRPC address
+// and, when set, the HTTP address (so callers know the ports are taken).
+// Nothing is served until Serve.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg == nil {
+		return nil, errors.New("xds: nil config")
+	}
+	res, err := translate.Translate(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	reg := telemetry.NewRegistry()
+	s := &Server{
+		log:   logger.With("component", "xds"),
+		cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger(logger.With("component", "xds.cache"))),
+		reg:   reg,
+		m:     newMetrics(reg),
+		nodes: map[string]struct{}{},
+	}
+	if cfg.Envoy.NodeID != "" {
+		s.nodes[cfg.Envoy.NodeID] = struct{}{}
+	}
+	if err := s.publish(res); err != nil {
+		return nil, fmt.Errorf("xds: %w", err)
+	}
+	s.grpcLn, err = net.Listen("tcp", cfg.XDS.GRPC)
+	if err != nil {
+		return nil, fmt.Errorf("xds: xds.grpc: %w", err)
+	}
+	if cfg.XDS.HTTP != "" {
+		s.httpLn, err = net.Listen("tcp", cfg.XDS.HTTP)
+		if err != nil {
+			_ = s.grpcLn.Close()
+			return nil, fmt.Errorf("xds: xds.http: %w", err)
+		}
+	}
+	s.log.Info("xds snapshot ready", "version", s.version, "tenants", len(cfg.Tenants),
+		"grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr())
+	return s, nil
+}
+
+// GRPCAddr is the bound ADS address (useful with port 0).
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// HTTPAddr is the bound metrics/health address, or "" when there is none.
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Version is the version of the snapshot being served.
+func (s *Server) Version() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
+// Registry is the server's Prometheus registry (served on /metrics).
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Update translates cfg and, if it forms a consistent snapshot, publishes it
+// to every known node under a new version. On any error the last good
+// snapshot keeps serving, kailash_xds_config_rejected_total is incremented,
+// and the error is returned. A config whose resources are identical to the
+// current ones publishes nothing.
+//
+// Changes to xds.grpc and xds.http need a restart; they are logged.
+func (s *Server) Update(cfg *config.Config) error {
+	err := s.update(cfg)
+	if err != nil {
+		s.m.rejected.Inc()
+		s.log.Error("config rejected; last good snapshot keeps serving", "version", s.Version(), "err", err)
+	}
+	return err
+}
+
+func (s *Server) update(cfg *config.Config) error {
+	if cfg == nil {
+		return errors.New("xds: nil config")
+	}
+	res, err := translate.Translate(cfg)
+	if err != nil {
+		return fmt.Errorf("xds: %w", err)
+	}
+	if cfg.Envoy.NodeID != "" {
+		s.mu.Lock()
+		s.addNodeLocked(cfg.Envoy.NodeID)
+		s.mu.Unlock()
+	}
+	if cfg.XDS.GRPC != s.GRPCAddr() || cfg.XDS.HTTP != s.HTTPAddr() {
+		s.log.Debug("xds addresses in the new config apply only after a restart",
+			"grpc", cfg.XDS.GRPC, "http", cfg.XDS.HTTP)
+	}
+	if err := s.publish(res); err != nil {
+		return fmt.Errorf("xds: %w", err)
+	}
+	return nil
+}
+
+// publish makes res the current snapshot if it is consistent and differs
+// from the current one, and sets it for every known node.
+func (s *Server) publish(res *translate.Resources) error {
+	hash, err := hashResources(res)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap != nil && hash == s.hash {
+		s.log.Debug("config unchanged; snapshot kept", "version", s.version)
+		return nil
+	}
+	seq := s.seq + 1
+	version := fmt.Sprintf("%d-%s", seq, hash[:12])
+	snap, err := cachev3.NewSnapshot(version, map[resource.Type][]types.Resource{
+		resource.ListenerType: res.Listeners,
+		resource.RouteType:    res.Routes,
+		resource.ClusterType:  res.Clusters,
+	})
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", version, err)
+	}
+	if err := snap.Consistent(); err != nil {
+		return fmt.Errorf("snapshot %s is inconsistent: %w", version, err)
+	}
+	// From here on the snapshot is valid and becomes the current one: the
+	// cache stores it before answering watches, so even a failed SetSnapshot
+	// (only possible when its context ends) has already published it.
+	s.snap, s.seq, s.hash, s.version = snap, seq, hash, version
+	var errs []error
+	for node := range s.nodes {
+		if err := s.cache.SetSnapshot(context.Background(), node, snap); err != nil {
+			errs = append(errs, fmt.Errorf("node %q: %w", node, err))
+		}
+	}
+	s.m.snapshots.Inc()
+	s.m.version.Set(float64(seq))
+	s.log.Info("xds snapshot published", "version", version, "nodes", len(s.nodes))
+	return errors.Join(errs...)
+}
+
+// addNodeLocked records a node id and gives it the current snapshot. The
+// caller holds s.mu.
+func (s *Server) addNodeLocked(node string) {
+	if _, ok := s.nodes[node]; ok {
+		return
+	}
+	s.nodes[node] = struct{}{}
+	s.m.nodes.Set(float64(len(s.nodes)))
+	if s.snap == nil {
+		return
+	}
+	if err := s.cache.SetSnapshot(context.Background(), node, s.snap); err != nil {
+		s.log.Error("cannot set snapshot for new node", "node", node, "err", err)
+		return
+	}
+	s.log.Info("xds node connected", "node", node, "version", s.version)
+}
+
+// seeNode is called for every discovery request's node id.
+func (s *Server) seeNode(node string) {
+	if node == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addNodeLocked(node)
+}
+
+func (s *Server) ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap == nil {
+		return errors.New("no snapshot yet")
+	}
+	return nil
+}
+
+// Serve serves ADS (and the LDS/RDS/CDS/EDS services and gRPC health) on the
+// gRPC listener and telemetry on the HTTP listener until ctx is cancelled,
+// then stops gracefully (open streams are cut after 5s) and returns nil. It
+// returns an error if a listener fails. Every goroutine it starts has ended
+// when it returns. Serve may be called once.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("xds: Serve called twice or after Close")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	xs := serverv3.NewServer(ctx, s.cache, &callbacks{s: s})
+	gs := grpc.NewServer(
+		grpc.MaxConcurrentStreams(1<<20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second, PermitWithoutStream: true}),
+	)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+	listenerservice.RegisterListenerDiscoveryServiceServer(gs, xs)
+	routeservice.RegisterRouteDiscoveryServiceServer(gs, xs)
+	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(discoveryv3.AggregatedDiscoveryService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := gs.Serve(s.grpcLn); err != nil {
+			errc <- fmt.Errorf("xds: grpc: %w", err)
+		}
+	}()
+	if s.httpLn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := telemetry.ServeHTTP(ctx, s.httpLn, telemetry.Mux(s.reg, s.ready)); err != nil {
+				errc <- fmt.Errorf("xds: http: %w", err)
+			}
+		}()
+	}
+	s.log.Info("xds serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		s.log.Error("xds server failed", "err", err)
+	}
+	cancel() // ends ADS streams and the HTTP server
+	hs.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	t := time.NewTimer(shutdownGrace)
+	select {
+	case <-stopped:
+		t.Stop()
+	case <-t.C:
+		s.log.Warn("xds graceful stop timed out; closing streams", "after", shutdownGrace)
+		gs.Stop()
+		<-stopped
+	}
+	wg.Wait()
+	close(errc)
+	if err == nil {
+		err = <-errc // a failure that raced with cancellation
+	}
+	s.log.Info("xds stopped")
+	return err
+}
+
+// Close releases the listeners of a Server whose Serve was never called.
+// After Serve has started it does nothing: Serve closes them on return.
+func (s *Server) Close() error {
+	if !s.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	err := s.grpcLn.Close()
+	if s.httpLn != nil {
+		err = errors.Join(err, s.httpLn.Close())
+	}
+	return err
+}
+
+// hashResources is a stable digest of the resources (deterministic proto
+// encoding, in the translator's sorted order).
+func hashResources(res *translate.Resources) (string, error) {
+	h := sha256.New()
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, list := range [][]types.Resource{res.Listeners, res.Routes, res.Clusters} {
+		for _, r := range list {
+			b, err := opts.Marshal(r)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(h, "%d:", len(b))
+			h.Write(b)
+		}
+		h.Write([]byte{'|'})
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

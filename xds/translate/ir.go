@@ -1,0 +1,154 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kailash-gw/kailash/internal/config"
+)
+
+// IR is the data plane as the control plane means it, with every name and
+// address already resolved and checked. It is built from a config.Config by
+// BuildIR and turned into Envoy protos by Translate; nothing in it refers to
+// Envoy types, so later features (rate limits, CORS, ...) add fields here
+// first and filters read them.
+//
+// All slices are sorted, so the same config always yields the same IR.
+type IR struct {
+	// Listener is where Envoy accepts client traffic (an IP literal).
+	Listener Address
+	// Authz is the ext_authz gRPC service.
+	Authz Authz
+	// Runner is the workflow runner every tenant's traffic is routed to.
+	Runner Address
+	// VirtualHosts has one entry per tenant, sorted by tenant ID.
+	VirtualHosts []VirtualHost
+}
+
+// Address is a resolved host:port.
+type Address struct {
+	Host string
+	Port uint32
+}
+
+// IsIP reports whether Host is an IP literal (a STATIC cluster) rather than a
+// name Envoy must resolve (STRICT_DNS).
+func (a Address) IsIP() bool { return net.ParseIP(a.Host) != nil }
+
+func (a Address) String() string { return net.JoinHostPort(a.Host, fmt.Sprint(a.Port)) }
+
+// Authz is the ext_authz filter's settings.
+type Authz struct {
+	Address Address
+	// Timeout of each Check call; Envoy answers 503 when it expires.
+	Timeout time.Duration
+	// MaxRequestBytes of the body sent with each Check (0: no body).
+	MaxRequestBytes uint32
+}
+
+// VirtualHost is one tenant's slice of the route table.
+type VirtualHost struct {
+	// TenantID is set as the ext_authz context extension "tenant".
+	TenantID string
+	// Domains are lower-cased, unique across all virtual hosts, and sorted.
+	Domains []string
+}
+
+// Name is the Envoy virtual host name.
+func (v VirtualHost) Name() string { return "tenant_" + v.TenantID }
+
+var (
+	tenantIDRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	// domainRe accepts host names, optionally with a leading "*." wildcard and
+	// a port (Envoy matches ports literally, but we strip them first).
+	domainRe = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9*]+)?$`)
+)
+
+// BuildIR checks cfg and resolves it into an IR. It does not trust that cfg
+// went through config.Validate: configs built in code are checked as well.
+// Every problem is reported, joined, each naming the field or the tenant.
+func BuildIR(cfg *config.Config) (*IR, error) {
+	if cfg == nil {
+		return nil, errors.New("translate: nil config")
+	}
+	var errs []error
+	addr := func(field, v string) Address {
+		h, p, err := config.SplitHostPort(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+		}
+		return Address{Host: h, Port: p}
+	}
+	ir := &IR{
+		Listener: addr("envoy.listen", cfg.Envoy.Listen),
+		Authz: Authz{
+			Address:         addr("authz.grpc", cfg.Authz.GRPC),
+			Timeout:         cfg.Authz.Timeout,
+			MaxRequestBytes: cfg.Authz.MaxRequestBytes,
+		},
+		Runner: addr("runner.http", cfg.Runner.HTTP),
+	}
+	if ir.Listener.Host != "" && !ir.Listener.IsIP() {
+		errs = append(errs, fmt.Errorf("envoy.listen: %q: host must be an IP address (Envoy listeners do not resolve names)", cfg.Envoy.Listen))
+	}
+	if ir.Authz.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("authz.timeout: %s: must be positive", ir.Authz.Timeout))
+	}
+	if len(cfg.Tenants) == 0 {
+		errs = append(errs, errors.New("tenants: at least one tenant is required"))
+	}
+
+	ids := map[string]bool{}
+	owner := map[string]string{} // lower-cased domain → tenant id
+	for i, t := range cfg.Tenants {
+		name := fmt.Sprintf("tenant %q", t.ID)
+		if t.ID == "" {
+			name = fmt.Sprintf("tenants[%d]", i)
+		}
+		tenantErr := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+		}
+		switch {
+		case t.ID == "":
+			tenantErr("id: required")
+		case !tenantIDRe.MatchString(t.ID):
+			tenantErr("id: must be lowercase letters, digits and '-' (at most 63)")
+		case ids[t.ID]:
+			tenantErr("id: duplicate")
+		}
+		ids[t.ID] = true
+		if len(t.Domains) == 0 {
+			tenantErr("domains: at least one domain is required")
+		}
+		vh := VirtualHost{TenantID: t.ID}
+		for _, d := range t.Domains {
+			key := strings.ToLower(strings.TrimSpace(d))
+			if !domainRe.MatchString(key) {
+				tenantErr("domains: %q is not a host name", d)
+				continue
+			}
+			if other, dup := owner[key]; dup {
+				if other == t.ID {
+					tenantErr("domains: %q is listed twice", d)
+				} else {
+					tenantErr("domains: %q is already served by tenant %q", d, other)
+				}
+				continue
+			}
+			owner[key] = t.ID
+			vh.Domains = append(vh.Domains, key)
+		}
+		slices.Sort(vh.Domains)
+		ir.VirtualHosts = append(ir.VirtualHosts, vh)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(ir.VirtualHosts, func(a, b VirtualHost) int { return strings.Compare(a.TenantID, b.TenantID) })
+	return ir, nil
+}

@@ -1,0 +1,126 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// RunnerRouteTimeout bounds a request routed to the runner.
+const RunnerRouteTimeout = 60 * time.Second
+
+// unknownHostBody is the 404 body for a host no tenant serves.
+const unknownHostBody = "unknown host\n"
+
+// buildRouteConfig is one virtual host per tenant, in tenant order, then the
+// catch-all that answers 404 for any other host.
+func buildRouteConfig(ir *IR, filters []httpFilter) (*routev3.RouteConfiguration, error) {
+	var errs []error
+	rc := &routev3.RouteConfiguration{Name: RouteConfigName}
+	for i := range ir.VirtualHosts {
+		vh := &ir.VirtualHosts[i]
+		v, err := tenantVirtualHost(ir, vh, filters)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
+			continue
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, v)
+	}
+	v, err := unknownVirtualHost(ir, filters)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("virtual host %s: %w", UnknownHostName, err))
+	}
+	rc.VirtualHosts = append(rc.VirtualHosts, v)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := rc.ValidateAll(); err != nil {
+		// Name the virtual host (tenant) at fault where we can.
+		for i, v := range rc.VirtualHosts {
+			if verr := v.ValidateAll(); verr != nil {
+				name := UnknownHostName
+				if i < len(ir.VirtualHosts) {
+					name = fmt.Sprintf("tenant %q", ir.VirtualHosts[i].TenantID)
+				}
+				errs = append(errs, fmt.Errorf("%s: %w", name, verr))
+			}
+		}
+		return nil, errors.Join(append(errs, err)...)
+	}
+	return rc, nil
+}
+
+func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.VirtualHost, error) {
+	perFilter, err := perFilterConfig(filters, func(f httpFilter) (proto.Message, error) { return f.tenantConfig(ir, vh) })
+	if err != nil {
+		return nil, err
+	}
+	return &routev3.VirtualHost{
+		Name:    vh.Name(),
+		Domains: append([]string(nil), vh.Domains...),
+		Routes: []*routev3.Route{{
+			Match: prefixMatch("/"),
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: RunnerCluster},
+				Timeout:          durationpb.New(RunnerRouteTimeout),
+			}},
+		}},
+		TypedPerFilterConfig: perFilter,
+	}, nil
+}
+
+func unknownVirtualHost(ir *IR, filters []httpFilter) (*routev3.VirtualHost, error) {
+	perFilter, err := perFilterConfig(filters, func(f httpFilter) (proto.Message, error) { return f.unknownHostConfig(ir) })
+	if err != nil {
+		return nil, err
+	}
+	return &routev3.VirtualHost{
+		Name:    UnknownHostName,
+		Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Match: prefixMatch("/"),
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+				Status: 404,
+				Body:   inlineString(unknownHostBody),
+			}},
+		}},
+		TypedPerFilterConfig: perFilter,
+	}, nil
+}
+
+// perFilterConfig collects the filters' per-virtual-host configs (keyed by
+// filter name; protojson and the proto marshaller both sort map keys).
+func perFilterConfig(filters []httpFilter, get func(httpFilter) (proto.Message, error)) (map[string]*anypb.Any, error) {
+	var errs []error
+	out := map[string]*anypb.Any{}
+	for _, f := range filters {
+		m, err := get(f)
+		if err == nil && m != nil {
+			var a *anypb.Any
+			if a, err = toAny(m); err == nil {
+				out[f.name()] = a
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("http filter %s: %w", f.name(), err))
+		}
+	}
+	if len(out) == 0 {
+		out = nil
+	}
+	return out, errors.Join(errs...)
+}
+
+func prefixMatch(p string) *routev3.RouteMatch {
+	return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: p}}
+}
+
+func inlineString(s string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: s}}
+}

@@ -1,0 +1,67 @@
+package translate
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/encoding/protojson"
+	"gopkg.in/yaml.v3"
+)
+
+// ToYAML renders resources as one YAML document with listeners, routes and
+// clusters sections, for `kailash translate` and golden tests. Fields keep
+// their proto order, map keys are sorted and Any values show their type URL,
+// so the output is stable.
+func ToYAML(r *Resources) ([]byte, error) {
+	if r == nil {
+		return nil, fmt.Errorf("translate: nil resources")
+	}
+	doc := &yaml.Node{Kind: yaml.MappingNode}
+	sections := []struct {
+		name string
+		res  []types.Resource
+	}{
+		{"listeners", r.Listeners},
+		{"routes", r.Routes},
+		{"clusters", r.Clusters},
+	}
+	opts := protojson.MarshalOptions{UseProtoNames: true}
+	for _, s := range sections {
+		seq := &yaml.Node{Kind: yaml.SequenceNode}
+		for _, res := range s.res {
+			// protojson output is stable apart from whitespace, which the YAML
+			// round trip discards.
+			j, err := opts.Marshal(res)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+			var n yaml.Node
+			if err := yaml.Unmarshal(j, &n); err != nil {
+				return nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+			plain(&n)
+			seq.Content = append(seq.Content, n.Content[0])
+		}
+		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: s.name}, seq)
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// plain drops the JSON styles (quotes, flow collections) so the encoder
+// picks block YAML; it still quotes any string that would read as another type.
+func plain(n *yaml.Node) {
+	n.Style = 0
+	for _, c := range n.Content {
+		plain(c)
+	}
+}
