@@ -65,6 +65,40 @@ type Runner struct {
 	HTTP string `yaml:"http"`
 	// Workflows is a directory of workflow definitions (relative to the config file).
 	Workflows string `yaml:"workflows"`
+	// DataDir holds one SQLite database per tenant (relative to the config
+	// file); empty keeps workflows and executions in memory only.
+	DataDir string `yaml:"data_dir"`
+	// IdentityJWKS (a file relative to the config file, or an http(s) URL)
+	// holds the keys of the identity token ext_authz signs. When set, the
+	// runner requires x-kailash-identity and takes tenant, user and roles
+	// from its claims; IdentityAudience is then required.
+	IdentityJWKS     string `yaml:"identity_jwks"`
+	IdentityAudience string `yaml:"identity_audience"`
+	// HTTPAllow lists the hosts ("host" or "host:port") the http node may call;
+	// empty allows none.
+	HTTPAllow []string `yaml:"http_allow"`
+	// Limits apply to every tenant; TenantLimits override them per tenant
+	// (a zero field inherits).
+	Limits       RunnerLimits            `yaml:"limits"`
+	TenantLimits map[string]RunnerLimits `yaml:"tenant_limits"`
+}
+
+// RunnerLimits bound what one tenant's workflows may do. Zero means the
+// runner's default.
+type RunnerLimits struct {
+	MaxWorkflows            int           `yaml:"max_workflows"`
+	MaxNodes                int           `yaml:"max_nodes"`
+	MaxExecutionTime        time.Duration `yaml:"max_execution_time"`
+	NodeTimeout             time.Duration `yaml:"node_timeout"`
+	MaxConcurrentExecutions int           `yaml:"max_concurrent_executions"`
+	MaxParallelNodes        int           `yaml:"max_parallel_nodes"`
+	// AllowedNodeTypes, when not empty, is the only node types allowed.
+	AllowedNodeTypes []string `yaml:"allowed_node_types"`
+	// CodeMaxSteps and CodeMaxMemory (bytes) bound one run of a code node.
+	CodeMaxSteps  uint64 `yaml:"code_max_steps"`
+	CodeMaxMemory int64  `yaml:"code_max_memory"`
+	// BatchMaxItems bounds the items of one batch node.
+	BatchMaxItems int `yaml:"batch_max_items"`
 }
 
 // Policy selects the Rego bundle and the decision evaluated for each Check.
@@ -178,6 +212,7 @@ func relineError(err error, offset int) error {
 	if errors.As(err, &te) {
 		out := make([]string, len(te.Errors))
 		for i, e := range te.Errors {
+			e = strings.ReplaceAll(e, "in type config.plain", "in tenant")
 			out[i] = lineRe.ReplaceAllStringFunc(e, func(s string) string {
 				var n int
 				fmt.Sscanf(s, "line %d", &n)
@@ -272,6 +307,7 @@ func (c *Config) Validate() error {
 	addr("authz.grpc", c.Authz.GRPC, true)
 	addr("authz.http", c.Authz.HTTP, false)
 	addr("runner.http", c.Runner.HTTP, true)
+	c.validateRunner(at)
 	if c.Authz.Timeout < 0 {
 		at(0, "authz.timeout: must be positive")
 	}
@@ -350,4 +386,48 @@ func SplitHostPort(addr string) (string, uint32, error) {
 		return "", 0, fmt.Errorf("%q: host is required", addr)
 	}
 	return h, port, nil
+}
+
+// validateRunner checks the runner section; defaults live in package workflow.
+func (c *Config) validateRunner(at func(line int, format string, args ...any)) {
+	r := c.Runner
+	switch {
+	case r.IdentityJWKS != "" && r.IdentityAudience == "":
+		at(0, "runner.identity_audience: required when runner.identity_jwks is set")
+	case r.IdentityJWKS == "" && r.IdentityAudience != "":
+		at(0, "runner.identity_jwks: required when runner.identity_audience is set")
+	case strings.HasPrefix(r.IdentityJWKS, "https://") || strings.HasPrefix(r.IdentityJWKS, "http://"):
+	case r.IdentityJWKS != "":
+		if _, err := os.Stat(c.Path(r.IdentityJWKS)); err != nil {
+			at(0, "runner.identity_jwks: %v", err)
+		}
+	}
+	for _, h := range r.HTTPAllow {
+		if h == "" || strings.ContainsAny(h, "/ ") || strings.Contains(h, "://") {
+			at(0, "runner.http_allow: %q must be a host or host:port", h)
+		}
+	}
+	checkLimits := func(field string, l RunnerLimits) {
+		for _, f := range []struct {
+			name string
+			v    int64
+		}{
+			{"max_workflows", int64(l.MaxWorkflows)}, {"max_nodes", int64(l.MaxNodes)},
+			{"max_execution_time", int64(l.MaxExecutionTime)}, {"node_timeout", int64(l.NodeTimeout)},
+			{"max_concurrent_executions", int64(l.MaxConcurrentExecutions)},
+			{"max_parallel_nodes", int64(l.MaxParallelNodes)}, {"code_max_memory", l.CodeMaxMemory},
+			{"batch_max_items", int64(l.BatchMaxItems)},
+		} {
+			if f.v < 0 {
+				at(0, "%s.%s: must not be negative", field, f.name)
+			}
+		}
+	}
+	checkLimits("runner.limits", r.Limits)
+	for id, l := range r.TenantLimits {
+		if _, ok := c.Tenant(id); !ok {
+			at(0, "runner.tenant_limits: %q is not a tenant", id)
+		}
+		checkLimits(fmt.Sprintf("runner.tenant_limits.%s", id), l)
+	}
 }

@@ -1,0 +1,365 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Headers extauthz sets on the upstream request (allow) and, for the
+// decision id, on every response.
+const (
+	HeaderPrefix     = "x-kailash-"
+	HeaderTenant     = "x-kailash-tenant"
+	HeaderUser       = "x-kailash-user"
+	HeaderRoles      = "x-kailash-roles"
+	HeaderDecisionID = "x-kailash-decision-id"
+)
+
+// Decision is what the server knows about a request besides the policy
+// result: the pieces response mapping needs.
+type Decision struct {
+	ID       string
+	Tenant   string
+	Identity *Identity
+	// ClientHeaders are the names of the request's headers (lowercase); every
+	// one starting with x-kailash- is stripped on allow.
+	ClientHeaders []string
+}
+
+// ErrBadDecision wraps every policy result that is not a valid decision.
+var ErrBadDecision = errors.New("invalid policy decision")
+
+func badDecision(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadDecision, fmt.Sprintf(format, args...))
+}
+
+// policyResult is a decoded opa-envoy-plugin style result.
+type policyResult struct {
+	allowed         bool
+	headers         []*corev3.HeaderValueOption
+	removeHeaders   []string
+	responseHeaders []*corev3.HeaderValueOption
+	body            string
+	hasBody         bool
+	status          int
+	metadata        map[string]any
+}
+
+// parseResult accepts a boolean or an object with a boolean "allowed" and the
+// optional fields headers, request_headers_to_remove,
+// response_headers_to_add, body, http_status and dynamic_metadata. Anything
+// else is an error: the caller fails closed.
+func parseResult(v any) (*policyResult, error) {
+	switch x := v.(type) {
+	case bool:
+		return &policyResult{allowed: x}, nil
+	case map[string]any:
+		return parseObject(x)
+	}
+	return nil, badDecision("result is %T, want a boolean or an object", v)
+}
+
+func parseObject(m map[string]any) (*policyResult, error) {
+	r := &policyResult{}
+	allowed, ok := m["allowed"].(bool)
+	if !ok {
+		return nil, badDecision(`"allowed" is %s, want a boolean`, describe(m["allowed"]))
+	}
+	r.allowed = allowed
+	var err error
+	if r.headers, err = headerOptions(m, "headers"); err != nil {
+		return nil, err
+	}
+	if r.responseHeaders, err = headerOptions(m, "response_headers_to_add"); err != nil {
+		return nil, err
+	}
+	if raw, ok := m["request_headers_to_remove"]; ok {
+		list, ok := raw.([]any)
+		if !ok {
+			return nil, badDecision(`"request_headers_to_remove" is %s, want a list of strings`, describe(raw))
+		}
+		for _, e := range list {
+			s, ok := e.(string)
+			if !ok {
+				return nil, badDecision(`"request_headers_to_remove" holds %s, want strings`, describe(e))
+			}
+			r.removeHeaders = append(r.removeHeaders, strings.ToLower(s))
+		}
+	}
+	if raw, ok := m["body"]; ok {
+		s, ok := raw.(string)
+		if !ok {
+			return nil, badDecision(`"body" is %s, want a string`, describe(raw))
+		}
+		r.body, r.hasBody = s, true
+	}
+	if raw, ok := m["http_status"]; ok {
+		n, ok := raw.(json.Number)
+		i, err := n.Int64()
+		if !ok || err != nil || i < 100 || i > 599 {
+			return nil, badDecision(`"http_status" is %v, want an HTTP status code`, raw)
+		}
+		r.status = int(i)
+	}
+	if raw, ok := m["dynamic_metadata"]; ok {
+		md, ok := raw.(map[string]any)
+		if !ok {
+			return nil, badDecision(`"dynamic_metadata" is %s, want an object`, describe(raw))
+		}
+		r.metadata = md
+	}
+	return r, nil
+}
+
+func describe(v any) string {
+	if v == nil {
+		return "missing"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// headerOptions reads {"name": "value" | ["v1", "v2"]}: the first value
+// overwrites, further values are appended. Names are sorted for a stable
+// response.
+func headerOptions(m map[string]any, field string) ([]*corev3.HeaderValueOption, error) {
+	raw, ok := m[field]
+	if !ok {
+		return nil, nil
+	}
+	hm, ok := raw.(map[string]any)
+	if !ok {
+		return nil, badDecision("%q is %s, want an object", field, describe(raw))
+	}
+	names := make([]string, 0, len(hm))
+	for k := range hm {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var out []*corev3.HeaderValueOption
+	for _, name := range names {
+		var vals []string
+		switch v := hm[name].(type) {
+		case string:
+			vals = []string{v}
+		case []any:
+			for _, e := range v {
+				s, ok := e.(string)
+				if !ok {
+					return nil, badDecision("%q[%q] holds %s, want strings", field, name, describe(e))
+				}
+				vals = append(vals, s)
+			}
+		default:
+			return nil, badDecision("%q[%q] is %s, want a string or a list of strings", field, name, describe(v))
+		}
+		for i, val := range vals {
+			action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+			if i > 0 {
+				action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+			}
+			out = append(out, header(strings.ToLower(name), val, action))
+		}
+	}
+	return out, nil
+}
+
+func header(k, v string, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: action}
+}
+
+func set(k, v string) *corev3.HeaderValueOption {
+	return header(k, v, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+}
+
+// MapDecision turns a policy result into a CheckResponse. It returns whether
+// the request is allowed; an error (an invalid result) must become a gRPC
+// error so Envoy answers 503.
+//
+// On allow, the upstream request gets x-kailash-tenant, -user, -roles and
+// -decision-id (overwriting), the policy's headers, and loses every other
+// client-sent x-kailash-* header. Envoy applies headers_to_remove after the
+// headers it sets, so the names set here are never listed for removal (an
+// overwrite already replaces the client's value).
+func MapDecision(result any, d Decision) (*authv3.CheckResponse, bool, error) {
+	r, err := parseResult(result)
+	if err != nil {
+		return nil, false, err
+	}
+	md, err := metadata(r.metadata, d)
+	if err != nil {
+		return nil, false, err
+	}
+	if !r.allowed {
+		return denied(r, d, md), false, nil
+	}
+	var headers []*corev3.HeaderValueOption
+	setNames := map[string]bool{}
+	for _, h := range r.headers {
+		if isIdentityHeader(h.Header.Key) {
+			continue // the policy cannot forge the identity headers
+		}
+		headers = append(headers, h)
+		setNames[h.Header.Key] = true
+	}
+	ours := []*corev3.HeaderValueOption{set(HeaderDecisionID, d.ID), set(HeaderTenant, d.Tenant)}
+	if d.Identity != nil {
+		ours = append(ours, set(HeaderUser, d.Identity.Subject), set(HeaderRoles, strings.Join(d.Identity.Roles, ",")))
+	}
+	for _, h := range ours {
+		setNames[h.Header.Key] = true
+	}
+	headers = append(headers, ours...)
+	var remove []string
+	seen := map[string]bool{}
+	for _, name := range append(slices.Clone(d.ClientHeaders), r.removeHeaders...) {
+		name = strings.ToLower(name)
+		isOurs := strings.HasPrefix(name, HeaderPrefix)
+		fromPolicy := slices.Contains(r.removeHeaders, name)
+		if (!isOurs && !fromPolicy) || setNames[name] || seen[name] {
+			continue
+		}
+		seen[name] = true
+		remove = append(remove, name)
+	}
+	sort.Strings(remove)
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code.Code_OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:              headers,
+			HeadersToRemove:      remove,
+			ResponseHeadersToAdd: r.responseHeaders,
+		}},
+		DynamicMetadata: md,
+	}, true, nil
+}
+
+func isIdentityHeader(name string) bool {
+	switch name {
+	case HeaderTenant, HeaderUser, HeaderRoles, HeaderDecisionID:
+		return true
+	}
+	return false
+}
+
+func denied(r *policyResult, d Decision, md *structpb.Struct) *authv3.CheckResponse {
+	status := r.status
+	if status == 0 {
+		status = 403
+	}
+	headers := make([]*corev3.HeaderValueOption, 0, len(r.headers)+2)
+	for _, h := range r.headers {
+		if h.Header.Key != HeaderDecisionID {
+			headers = append(headers, h)
+		}
+	}
+	body := r.body
+	if !r.hasBody {
+		b, _ := json.Marshal(map[string]string{"error": "forbidden", "decision_id": d.ID})
+		body = string(b)
+		headers = append(headers, set("content-type", "application/json"))
+	}
+	headers = append(headers, set(HeaderDecisionID, d.ID))
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+			Headers: headers,
+			Body:    body,
+		}},
+		DynamicMetadata: md,
+	}
+}
+
+// metadata is the policy's dynamic_metadata plus ours (which wins): read by
+// the rate-limit filter and access logs.
+func metadata(policy map[string]any, d Decision) (*structpb.Struct, error) {
+	m := make(map[string]any, len(policy)+4)
+	for k, v := range policy {
+		m[k] = plain(v)
+	}
+	m["decision_id"] = d.ID
+	m["tenant"] = d.Tenant
+	if d.Identity != nil {
+		m["user"] = d.Identity.Subject
+		roles := make([]any, len(d.Identity.Roles))
+		for i, r := range d.Identity.Roles {
+			roles[i] = r
+		}
+		m["roles"] = roles
+	}
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		return nil, badDecision("dynamic_metadata: %v", err)
+	}
+	return s, nil
+}
+
+// plain converts OPA's json.Number into float64 for structpb.
+func plain(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = plain(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = plain(e)
+		}
+		return out
+	}
+	return v
+}
+
+// Unauthenticated is the 401 for an identity failure.
+func Unauthenticated(e *AuthError, decisionID string) *authv3.CheckResponse {
+	challenge := `Bearer realm="kailash"`
+	if e.Reason != ReasonMissingToken {
+		challenge = fmt.Sprintf(`Bearer realm="kailash", error="invalid_token", error_description="%s"`, e.Reason)
+	}
+	b, _ := json.Marshal(map[string]string{"error": "unauthenticated", "reason": string(e.Reason), "decision_id": decisionID})
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code.Code_UNAUTHENTICATED)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized},
+			Headers: []*corev3.HeaderValueOption{
+				set("www-authenticate", challenge),
+				set("content-type", "application/json"),
+				set(HeaderDecisionID, decisionID),
+			},
+			Body: string(b),
+		}},
+	}
+}
+
+// BadRequest is the 400 for a request that cannot become policy input.
+func BadRequest(e *InputError, decisionID string) *authv3.CheckResponse {
+	b, _ := json.Marshal(map[string]string{"error": "bad_request", "reason": e.Detail, "decision_id": decisionID})
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code.Code_INVALID_ARGUMENT)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_BadRequest},
+			Headers: []*corev3.HeaderValueOption{
+				set("content-type", "application/json"),
+				set(HeaderDecisionID, decisionID),
+			},
+			Body: string(b),
+		}},
+	}
+}

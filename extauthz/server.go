@@ -1,0 +1,430 @@
+package extauthz
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/telemetry"
+	"github.com/kailash-gw/kailash/policies"
+)
+
+// Options are the server's injected dependencies.
+type Options struct {
+	Logger *slog.Logger     // default: discard
+	Now    func() time.Time // clock for token validation (default time.Now)
+	// TokenCacheSize bounds each tenant's verified-token cache
+	// (0 = 4096 entries; negative disables the cache).
+	TokenCacheSize int
+}
+
+// Results of a Check, the "result" label of kailash_authz_checks_total.
+const (
+	ResultAllow           = "allow"
+	ResultDeny            = "deny"
+	ResultUnauthenticated = "unauthenticated"
+	ResultError           = "error"
+)
+
+// jwksMinRefresh bounds how often a jwks_url is fetched.
+const jwksMinRefresh = 5 * time.Minute
+
+// Server is the envoy.service.auth.v3.Authorization server.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	log       *slog.Logger
+	now       func() time.Time
+	cacheSize int
+	engine    *policies.Engine
+	snap      atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
+
+	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
+	stopBG context.CancelFunc
+
+	jwksMu sync.Mutex // guards jwks
+	jwks   *jwk.Cache // created on first jwks_url
+
+	grpcLn, httpLn net.Listener
+	closeOnce      sync.Once
+
+	reg      *prometheus.Registry
+	checks   *prometheus.CounterVec
+	duration prometheus.Histogram
+	rejected prometheus.Counter
+	reloads  *prometheus.CounterVec
+}
+
+// snapshot is one immutable view of the tenants.
+type snapshot struct {
+	timeout time.Duration
+	tenants map[string]*tenantState
+}
+
+type tenantState struct {
+	cfg      config.Tenant
+	verifier *Verifier
+}
+
+// New builds the verifiers and the policy engine and binds the listeners
+// named by cfg.Authz. ctx bounds background work (JWKS refresh) as well as
+// Serve does.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error) {
+	if cfg == nil {
+		return nil, errors.New("extauthz: nil config")
+	}
+	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry()}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.bg, s.stopBG = context.WithCancel(ctx)
+	s.initMetrics()
+
+	engine, err := policies.NewEngine(ctx, policies.EngineOptions{Dir: cfg.Path(cfg.Policy.Bundle), Decision: cfg.Policy.Decision})
+	if err != nil {
+		s.stopBG()
+		return nil, err
+	}
+	s.engine = engine
+	snap, err := s.build(cfg)
+	if err != nil {
+		s.stopBG()
+		return nil, err
+	}
+	s.snap.Store(snap)
+
+	var lc net.ListenConfig
+	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.Authz.GRPC); err != nil {
+		s.stopBG()
+		return nil, fmt.Errorf("authz.grpc: %w", err)
+	}
+	if cfg.Authz.HTTP != "" {
+		if s.httpLn, err = lc.Listen(ctx, "tcp", cfg.Authz.HTTP); err != nil {
+			s.grpcLn.Close()
+			s.stopBG()
+			return nil, fmt.Errorf("authz.http: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Server) initMetrics() {
+	s.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kailash_authz_checks_total",
+		Help: "Check decisions by result (allow, deny, unauthenticated, error) and reason code.",
+	}, []string{"result", "reason"})
+	s.duration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "kailash_authz_check_duration_seconds",
+		Help:    "Time to answer a Check.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5},
+	})
+	s.rejected = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kailash_authz_config_rejected_total",
+		Help: "Config updates rejected (the last good config kept serving).",
+	})
+	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kailash_authz_policy_reloads_total",
+		Help: "Policy bundle hot reloads by result (ok, error).",
+	}, []string{"result"})
+	s.reg.MustRegister(s.checks, s.duration, s.rejected, s.reloads)
+}
+
+// build makes the tenant snapshot for cfg; it does no network I/O (a
+// jwks_url is fetched on first use).
+func (s *Server) build(cfg *config.Config) (*snapshot, error) {
+	snap := &snapshot{timeout: cfg.Authz.Timeout, tenants: make(map[string]*tenantState, len(cfg.Tenants))}
+	if snap.timeout <= 0 {
+		snap.timeout = config.DefaultAuthzTimout
+	}
+	var errs []error
+	for _, t := range cfg.Tenants {
+		var keys KeySource
+		var err error
+		switch {
+		case t.JWT.JWKSFile != "":
+			keys, err = FileKeys(cfg.Path(t.JWT.JWKSFile))
+		case t.JWT.JWKSURL != "":
+			keys, err = NewRemoteKeys(s.jwksCache(), t.JWT.JWKSURL, jwksMinRefresh)
+		default:
+			err = errors.New("no jwks_file or jwks_url")
+		}
+		if err == nil {
+			var v *Verifier
+			if v, err = NewVerifier(t.ID, t.JWT, keys, VerifierOptions{Now: s.now, CacheSize: s.cacheSize}); err == nil {
+				t.Features = slices.Clone(t.Features)
+				snap.tenants[t.ID] = &tenantState{cfg: t, verifier: v}
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %q: %w", t.ID, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+func (s *Server) jwksCache() *jwk.Cache {
+	s.jwksMu.Lock()
+	defer s.jwksMu.Unlock()
+	if s.jwks == nil {
+		s.jwks = jwk.NewCache(s.bg)
+	}
+	return s.jwks
+}
+
+// Update swaps in the tenants of cfg. On error the previous tenants keep
+// serving and kailash_authz_config_rejected_total is incremented. Listener
+// addresses and policy settings are read only by New.
+func (s *Server) Update(cfg *config.Config) error {
+	snap, err := s.build(cfg)
+	if err != nil {
+		s.rejected.Inc()
+		s.log.Error("authz config rejected; last good config keeps serving", "err", err)
+		return err
+	}
+	s.snap.Store(snap)
+	s.log.Info("authz config updated", "tenants", len(snap.tenants))
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// HTTPAddr is the bound HTTP address ("" when authz.http is not set).
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Registry is the server's Prometheus registry (served on /metrics).
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Engine is the policy engine in use.
+func (s *Server) Engine() *policies.Engine { return s.engine }
+
+// Close releases the listeners and background work of a server whose Serve
+// was never called (Serve does this itself when it returns).
+func (s *Server) Close() error {
+	s.stopBG()
+	var err error
+	s.closeOnce.Do(func() {
+		err = s.grpcLn.Close()
+		if s.httpLn != nil {
+			err = errors.Join(err, s.httpLn.Close())
+		}
+	})
+	return err
+}
+
+// Serve answers Checks and gRPC health on the gRPC listener, and /metrics,
+// /healthz, /readyz on the HTTP one, and hot-reloads a bundle directory,
+// until ctx is cancelled; then it stops gracefully and returns nil.
+func (s *Server) Serve(ctx context.Context) error {
+	defer s.stopBG()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, s)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Go(func() {
+		if err := gs.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("authz grpc: %w", err)
+			cancel()
+		}
+	})
+	if s.httpLn != nil {
+		mux := telemetry.Mux(s.reg, func() error {
+			if s.snap.Load() == nil {
+				return errors.New("no config")
+			}
+			return nil
+		})
+		wg.Go(func() {
+			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
+				errc <- fmt.Errorf("authz http: %w", err)
+				cancel()
+			}
+		})
+	}
+	if s.engine.Dir() != "" {
+		wg.Go(func() {
+			err := s.engine.Watch(ctx, 200*time.Millisecond, func(err error) {
+				if err != nil {
+					s.reloads.WithLabelValues("error").Inc()
+					s.log.Error("policy bundle rejected; last good version keeps serving", "dir", s.engine.Dir(), "err", err)
+					return
+				}
+				s.reloads.WithLabelValues("ok").Inc()
+				s.log.Info("policy bundle reloaded", "dir", s.engine.Dir(), "revision", s.engine.Revision())
+			})
+			if err != nil {
+				s.log.Warn("policy bundle not watched; changes need a restart", "dir", s.engine.Dir(), "err", err)
+			}
+		})
+	}
+	s.log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "policy_revision", s.engine.Revision())
+
+	<-ctx.Done()
+	hs.Shutdown()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+		<-stopped
+	}
+	wg.Wait()
+	s.closeOnce.Do(func() {}) // the servers closed the listeners
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Check answers one ext_authz request. The tenant comes only from the
+// route's context_extensions (set by the control plane), never from a
+// client header; an unknown tenant, a key fetch failure, an evaluation error
+// or an invalid decision is a gRPC error, which Envoy turns into a 503.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	snap := s.snap.Load()
+	ctx, cancel := context.WithTimeout(ctx, snap.timeout)
+	defer cancel()
+	d := Decision{ID: newDecisionID()}
+	resp, result, reason, err := s.check(ctx, snap, req, &d)
+	s.checks.WithLabelValues(result, reason).Inc()
+	s.duration.Observe(time.Since(start).Seconds())
+	sub := ""
+	if d.Identity != nil {
+		sub = d.Identity.Subject
+	}
+	level := slog.LevelDebug
+	if result == ResultError {
+		level = slog.LevelWarn
+	}
+	s.log.Log(ctx, level, "authz decision", "decision_id", d.ID, "tenant", d.Tenant, "sub", sub, "result", result, "reason", reason, "err", err)
+	return resp, err
+}
+
+func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *Decision) (*authv3.CheckResponse, string, string, error) {
+	d.Tenant = req.GetAttributes().GetContextExtensions()["tenant"]
+	ts, ok := snap.tenants[d.Tenant]
+	if !ok {
+		return nil, ResultError, "unknown_tenant", status.Errorf(codes.FailedPrecondition, "route tenant %q is not configured", d.Tenant)
+	}
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	headers := requestHeaders(httpReq)
+	for name := range headers {
+		d.ClientHeaders = append(d.ClientHeaders, name)
+	}
+
+	if err := ctx.Err(); err != nil {
+		return nil, ResultError, "deadline", status.FromContextError(err).Err()
+	}
+	id, err := ts.verifier.Verify(ctx, bearer(headers["authorization"]))
+	if err != nil {
+		var ae *AuthError
+		if errors.As(err, &ae) {
+			return Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
+		}
+		return nil, ResultError, "keys_unavailable", status.Error(codes.Unavailable, "verification keys are unavailable")
+	}
+	d.Identity = id
+
+	input, err := BuildInput(req, id, &ts.cfg)
+	if err != nil {
+		var ie *InputError
+		if errors.As(err, &ie) {
+			return BadRequest(ie, d.ID), ResultDeny, "bad_request", nil
+		}
+		return nil, ResultError, "input", status.Error(codes.Internal, "cannot build policy input")
+	}
+
+	result, err := s.engine.Eval(ctx, input)
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return nil, ResultError, "deadline", status.FromContextError(ctxErr).Err()
+	}
+	if err != nil {
+		reason := "eval_error"
+		if errors.Is(err, policies.ErrUndefined) {
+			reason = "undefined"
+		}
+		return nil, ResultError, reason, status.Errorf(codes.Internal, "policy evaluation failed: %s", reason)
+	}
+	resp, allowed, err := MapDecision(result, *d)
+	if err != nil {
+		return nil, ResultError, "bad_decision", status.Error(codes.Internal, err.Error())
+	}
+	if allowed {
+		return resp, ResultAllow, "policy", nil
+	}
+	return resp, ResultDeny, "policy", nil
+}
+
+// requestHeaders returns the request's headers with lowercase names, from
+// the headers map or, when Envoy sends raw headers, header_map.
+func requestHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
+	if m := h.GetHeaders(); len(m) > 0 {
+		return m
+	}
+	out := map[string]string{}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		v := hv.GetValue()
+		if v == "" {
+			v = string(hv.GetRawValue())
+		}
+		out[strings.ToLower(hv.GetKey())] = v
+	}
+	return out
+}
+
+// bearer extracts the token of an "Authorization: Bearer <token>" header
+// (scheme case-insensitive); anything else is no token.
+func bearer(h string) string {
+	const scheme = "bearer "
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return ""
+	}
+	return strings.TrimSpace(h[len(scheme):])
+}
+
+func newDecisionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
+	return hex.EncodeToString(b[:])
+}
