@@ -8,11 +8,21 @@ import (
 
 func newTestServer(t *testing.T, wfs map[string]*Workflow) *Server {
 	t.Helper()
-	s, err := New(&config.Config{Runner: config.Runner{HTTP: "127.0.0.1:0"}}, Options{})
+	return newTestServerCfg(t, wfs, config.Runner{HTTP: "127.0.0.1:0"})
+}
+
+func newTestServerCfg(t *testing.T, wfs map[string]*Workflow, r config.Runner) *Server {
+	t.Helper()
+	if r.HTTP == "" {
+		r.HTTP = "127.0.0.1:0"
+	}
+	s, err := New(&config.Config{Runner: r}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.ln.Close() })
-	s.workflows.Store(&wfs)
+	t.Cleanup(func() { s.ln.Close(); s.shutdown() })
+	if wfs != nil {
+		s.workflows.Store(&wfs)
+	}
 	return s
 }

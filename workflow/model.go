@@ -4,21 +4,38 @@ package workflow
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"regexp"
+	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
 
-// Definition is a workflow as written in a file.
+// Definition is a workflow as written in a file or sent to the API.
 type Definition struct {
 	Name        string       `yaml:"name" json:"name"`
+	Description string       `yaml:"description,omitempty" json:"description,omitempty"`
 	Nodes       []Node       `yaml:"nodes" json:"nodes"`
-	Connections []Connection `yaml:"connections" json:"connections"`
+	Connections []Connection `yaml:"connections,omitempty" json:"connections,omitempty"`
+	// Output names the node whose output is the execution's output. Empty:
+	// the only sink node's output, or with several sinks an object of their
+	// outputs keyed by node id.
+	Output string `yaml:"output,omitempty" json:"output,omitempty"`
+	// Events describes who may watch this workflow's execution events.
+	Events EventPolicy `yaml:"events,omitempty" json:"events,omitzero"`
+}
+
+// EventPolicy is the seed's event metadata: a permission a subscriber must
+// hold and a data classification it must be cleared for.
+type EventPolicy struct {
+	RequiredPermission string `yaml:"required_permission,omitempty" json:"required_permission,omitempty"`
+	Classification     string `yaml:"classification,omitempty" json:"classification,omitempty"`
 }
 
 // Node is one step: an id unique in the workflow, a type from the node
@@ -26,61 +43,163 @@ type Definition struct {
 type Node struct {
 	ID     string         `yaml:"id" json:"id"`
 	Type   string         `yaml:"type" json:"type"`
-	Config map[string]any `yaml:"config" json:"config,omitempty"`
+	Config map[string]any `yaml:"config,omitempty" json:"config,omitempty"`
+	// Timeout bounds this node (a Go duration, e.g. "2s"); it never exceeds
+	// the tenant's node_timeout.
+	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 }
 
-// Connection feeds one node's output into another's input.
+// Connection feeds one node's output into another's input, as the seed's
+// add_connection(from_node, from_output, to_node, to_input). Each end is
+// "node" or "node/port". Without an output port the whole output is sent;
+// without an input port it is merged into the target's input (and must be an
+// object).
 type Connection struct {
 	From string `yaml:"from" json:"from"`
 	To   string `yaml:"to" json:"to"`
 }
 
-// Workflow is a validated definition with its nodes in execution order.
+// Workflow is a validated, compiled definition. It is immutable and safe to
+// execute concurrently.
 type Workflow struct {
-	Def   Definition
-	order []string            // topological order
-	preds map[string][]string // node -> its inputs
-	nodes map[string]Node
+	Def    Definition
+	nodes  []*cnode
+	index  map[string]int
+	order  []int // topological order
+	output []int // nodes whose output forms the execution output
 }
 
-// Compile validates a definition: known node types, unique ids, connections
-// between existing nodes, no cycles. Each error names the node.
+// cnode is a compiled node.
+type cnode struct {
+	id      string
+	typ     string
+	spec    *nodeSpec
+	cfg     map[string]any
+	prep    any // what spec.prepare made of cfg (a compiled script, a jq query)
+	timeout time.Duration
+	in      []edge
+}
+
+type edge struct {
+	from     int
+	out, in  string // ports; "" = whole output / merge
+	fromName string
+}
+
+var nodeIDRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,63}$`)
+
+// Compile validates a definition and prepares it for execution: node ids,
+// known node types and their config, connections between existing nodes and
+// ports, required inputs connected, no cycles. Every problem is reported,
+// each naming its node.
 func Compile(d Definition) (*Workflow, error) {
 	var errs []error
 	if d.Name == "" {
 		errs = append(errs, errors.New("name: required"))
+	} else if !nodeIDRe.MatchString(d.Name) {
+		errs = append(errs, fmt.Errorf("name: %q must be letters, digits, '_' and '-' (at most 64)", d.Name))
 	}
 	if len(d.Nodes) == 0 {
 		errs = append(errs, errors.New("nodes: at least one node is required"))
 	}
-	w := &Workflow{Def: d, preds: map[string][]string{}, nodes: map[string]Node{}}
+	w := &Workflow{Def: d, index: map[string]int{}}
 	for i, n := range d.Nodes {
 		switch {
 		case n.ID == "":
 			errs = append(errs, fmt.Errorf("nodes[%d]: id: required", i))
 			continue
-		case w.nodes[n.ID].ID != "":
+		case !nodeIDRe.MatchString(n.ID):
+			errs = append(errs, fmt.Errorf("node %q: id must be letters, digits, '_' and '-' (at most 64)", n.ID))
+			continue
+		}
+		if _, dup := w.index[n.ID]; dup {
 			errs = append(errs, fmt.Errorf("node %q: duplicate id", n.ID))
+			continue
 		}
-		if _, ok := library[n.Type]; !ok {
-			errs = append(errs, fmt.Errorf("node %q: unknown type %q (known: %s)", n.ID, n.Type, strings.Join(nodeTypes(), ", ")))
+		cfg, err := normalize(n.Config)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %q: config: %w", n.ID, err))
 		}
-		w.nodes[n.ID] = n
-	}
-	for i, c := range d.Connections {
-		for _, end := range []string{c.From, c.To} {
-			if _, ok := w.nodes[end]; !ok {
-				errs = append(errs, fmt.Errorf("connections[%d]: node %q does not exist", i, end))
+		cn := &cnode{id: n.ID, typ: n.Type, cfg: cfg}
+		if n.Timeout != "" {
+			if cn.timeout, err = time.ParseDuration(n.Timeout); err != nil || cn.timeout <= 0 {
+				errs = append(errs, fmt.Errorf("node %q: timeout: %q is not a positive duration", n.ID, n.Timeout))
 			}
 		}
-		w.preds[c.To] = append(w.preds[c.To], c.From)
+		spec, ok := library[n.Type]
+		if !ok {
+			errs = append(errs, fmt.Errorf("node %q: unknown type %q (known: %s)", n.ID, n.Type, strings.Join(NodeTypes(), ", ")))
+		} else {
+			cn.spec = spec
+			if spec.prepare != nil {
+				if cn.prep, err = spec.prepare(cfg); err != nil {
+					errs = append(errs, fmt.Errorf("node %q (%s): config: %w", n.ID, n.Type, err))
+				}
+			}
+		}
+		w.index[n.ID] = len(w.nodes)
+		w.nodes = append(w.nodes, cn)
+	}
+	fed := map[[2]string]int{} // (node, input) -> connection index
+	for i, c := range d.Connections {
+		fromID, out, _ := strings.Cut(c.From, "/")
+		toID, in, _ := strings.Cut(c.To, "/")
+		ok := true
+		for _, end := range []string{fromID, toID} {
+			if _, exists := w.index[end]; !exists {
+				errs = append(errs, fmt.Errorf("connections[%d] (%s -> %s): node %q does not exist", i, c.From, c.To, end))
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		src, dst := w.nodes[w.index[fromID]], w.nodes[w.index[toID]]
+		if src.spec != nil && out != "" && src.spec.outputs != nil && !slices.Contains(src.spec.outputs, out) {
+			errs = append(errs, fmt.Errorf("node %q: type %s has no output %q (outputs: %s)", fromID, src.typ, out, strings.Join(src.spec.outputs, ", ")))
+		}
+		if in != "" {
+			if dst.spec != nil && !dst.spec.openInputs && dst.spec.input(in) == nil {
+				errs = append(errs, fmt.Errorf("node %q: type %s has no input %q", toID, dst.typ, in))
+			}
+			if prev, dup := fed[[2]string{toID, in}]; dup {
+				errs = append(errs, fmt.Errorf("node %q: input %q is fed by connections[%d] and connections[%d]", toID, in, prev, i))
+			}
+			fed[[2]string{toID, in}] = i
+		}
+		dst.in = append(dst.in, edge{from: w.index[fromID], out: out, in: in, fromName: fromID})
+	}
+	// A required input must be fed by a named connection, a merge (checked
+	// again at run time) or, for a root node, the execution input.
+	for _, n := range w.nodes {
+		if n.spec == nil || len(n.in) == 0 {
+			continue
+		}
+		merges := slices.ContainsFunc(n.in, func(e edge) bool { return e.in == "" })
+		for _, is := range n.spec.inputs {
+			if is.required && !merges {
+				if _, ok := fed[[2]string{n.id, is.name}]; !ok {
+					errs = append(errs, fmt.Errorf("node %q: required input %q is not connected", n.id, is.name))
+				}
+			}
+		}
+	}
+	if d.Output != "" {
+		if i, ok := w.index[d.Output]; ok {
+			w.output = []int{i}
+		} else {
+			errs = append(errs, fmt.Errorf("output: node %q does not exist", d.Output))
+		}
 	}
 	if len(errs) == 0 {
-		order, err := topo(d.Nodes, d.Connections)
+		order, err := w.topo()
 		if err != nil {
 			errs = append(errs, err)
 		}
 		w.order = order
+		if w.output == nil {
+			w.output = w.sinks()
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("workflow %q: %w", d.Name, err)
@@ -90,42 +209,110 @@ func Compile(d Definition) (*Workflow, error) {
 
 // topo orders nodes so every node comes after its inputs (Kahn's algorithm,
 // ties broken by declaration order so execution is deterministic).
-func topo(nodes []Node, conns []Connection) ([]string, error) {
-	indeg := map[string]int{}
-	succ := map[string][]string{}
-	for _, n := range nodes {
-		indeg[n.ID] += 0
+func (w *Workflow) topo() ([]int, error) {
+	indeg := make([]int, len(w.nodes))
+	succ := make([][]int, len(w.nodes))
+	for i, n := range w.nodes {
+		for _, e := range n.in {
+			indeg[i]++
+			succ[e.from] = append(succ[e.from], i)
+		}
 	}
-	for _, c := range conns {
-		indeg[c.To]++
-		succ[c.From] = append(succ[c.From], c.To)
-	}
-	var ready, order []string
-	for _, n := range nodes {
-		if indeg[n.ID] == 0 {
-			ready = append(ready, n.ID)
+	var ready, order []int
+	for i := range w.nodes {
+		if indeg[i] == 0 {
+			ready = append(ready, i)
 		}
 	}
 	for len(ready) > 0 {
-		id := ready[0]
+		i := ready[0]
 		ready = ready[1:]
-		order = append(order, id)
-		for _, s := range succ[id] {
+		order = append(order, i)
+		for _, s := range succ[i] {
 			if indeg[s]--; indeg[s] == 0 {
 				ready = append(ready, s)
 			}
 		}
 	}
-	if len(order) != len(nodes) {
+	if len(order) != len(w.nodes) {
 		var cyc []string
-		for _, n := range nodes {
-			if indeg[n.ID] > 0 {
-				cyc = append(cyc, n.ID)
+		for i, n := range w.nodes {
+			if indeg[i] > 0 {
+				cyc = append(cyc, n.id)
 			}
 		}
 		return nil, fmt.Errorf("cycle through nodes %s", strings.Join(cyc, ", "))
 	}
 	return order, nil
+}
+
+func (w *Workflow) sinks() []int {
+	feeds := make([]bool, len(w.nodes))
+	for _, n := range w.nodes {
+		for _, e := range n.in {
+			feeds[e.from] = true
+		}
+	}
+	var out []int
+	for i := range w.nodes {
+		if !feeds[i] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Name is the workflow's name.
+func (w *Workflow) Name() string { return w.Def.Name }
+
+// NodeTypes lists every node type used by the workflow, batch sub-steps included.
+func (w *Workflow) NodeTypes() []string {
+	var ts []string
+	for _, n := range w.nodes {
+		ts = append(ts, n.typ)
+		if b, ok := n.prep.(*batchPrep); ok {
+			ts = append(ts, b.step.typ)
+		}
+	}
+	slices.Sort(ts)
+	return slices.Compact(ts)
+}
+
+// normalize turns decoded YAML or JSON into JSON's types (map[string]any,
+// []any, float64, string, bool, nil), so nodes see one representation.
+func normalize(m map[string]any) (map[string]any, error) {
+	if m == nil {
+		return map[string]any{}, nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	return out, json.Unmarshal(b, &out)
+}
+
+// ParseDefinition decodes a definition strictly (unknown keys are errors):
+// JSON when it starts with '{', YAML otherwise.
+func ParseDefinition(b []byte) (Definition, error) {
+	var d Definition
+	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' {
+		dec := json.NewDecoder(bytes.NewReader(t))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&d); err != nil {
+			return d, fmt.Errorf("json: %w", err)
+		}
+		if dec.More() {
+			return d, errors.New("json: trailing data after the definition")
+		}
+		return d, nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&d); err != nil {
+		return d, errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return d, nil
 }
 
 // LoadDir compiles every *.yaml, *.yml and *.json file in dir, strictly
@@ -148,11 +335,9 @@ func LoadDir(dir string) (map[string]*Workflow, error) {
 			errs = append(errs, err)
 			continue
 		}
-		var d Definition
-		dec := yaml.NewDecoder(bytes.NewReader(b)) // YAML is a superset of JSON
-		dec.KnownFields(true)
-		if err := dec.Decode(&d); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %s", p, strings.TrimPrefix(err.Error(), "yaml: ")))
+		d, err := ParseDefinition(b)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 			continue
 		}
 		w, err := Compile(d)
@@ -169,11 +354,12 @@ func LoadDir(dir string) (map[string]*Workflow, error) {
 	return out, errors.Join(errs...)
 }
 
-func nodeTypes() []string {
+// NodeTypes is every node type of the library, sorted.
+func NodeTypes() []string {
 	var ts []string
 	for t := range library {
 		ts = append(ts, t)
 	}
-	sort.Strings(ts)
+	slices.Sort(ts)
 	return ts
 }

@@ -3,13 +3,18 @@ package workflow
 import (
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,23 +32,44 @@ type Options struct {
 }
 
 // Server is the runner's HTTP API. Envoy forwards authorized requests to it
-// with the identity headers ext_authz set (x-kailash-tenant, -user, -roles).
+// with the identity ext_authz attached.
 type Server struct {
 	log       *slog.Logger
 	wrap      func(http.Handler) http.Handler
 	ln        net.Listener
-	workflows atomic.Pointer[map[string]*Workflow]
-	reg       *prometheus.Registry
-	execs     *prometheus.CounterVec
-	dur       prometheus.Histogram
+	workflows atomic.Pointer[map[string]*Workflow] // from runner.workflows, shared by every tenant
+	exec      *Executor
+	store     *Store
+	verify    *verifier // nil: trust the x-kailash-* headers
+	events    *broker
+
+	// base is cancelled when Serve returns; asynchronous executions run under it.
+	base     context.Context
+	stop     context.CancelFunc
+	running  sync.Map // execution id -> *runningExec
+	inflight sync.WaitGroup
+
+	reg   *prometheus.Registry
+	execs *prometheus.CounterVec
+	dur   prometheus.Histogram
+}
+
+type runningExec struct {
+	tenant string
+	cancel context.CancelCauseFunc
 }
 
 // maxBody bounds a request body the runner reads.
 const maxBody = 1 << 20
 
-// New loads the workflows named by cfg.Runner.Workflows and binds cfg.Runner.HTTP.
+//go:embed openapi.json
+var openAPI []byte
+
+// New loads the workflows named by cfg.Runner.Workflows, opens the store in
+// cfg.Runner.DataDir (marking executions a previous run left running as
+// interrupted) and binds cfg.Runner.HTTP.
 func New(cfg *config.Config, opts Options) (*Server, error) {
-	s := &Server{log: opts.Logger, wrap: opts.Middleware, reg: telemetry.NewRegistry()}
+	s := &Server{log: opts.Logger, wrap: opts.Middleware, reg: telemetry.NewRegistry(), events: newBroker()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -55,9 +81,36 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 	}
 	s.workflows.Store(&wfs)
+	for _, t := range cfg.Runner.Limits.AllowedNodeTypes {
+		if _, ok := library[t]; !ok {
+			return nil, fmt.Errorf("runner.limits.allowed_node_types: unknown node type %q (known: %s)", t, strings.Join(NodeTypes(), ", "))
+		}
+	}
+	if cfg.Runner.IdentityJWKS != "" {
+		src := cfg.Runner.IdentityJWKS
+		if !strings.HasPrefix(src, "http://") && !strings.HasPrefix(src, "https://") {
+			src = cfg.Path(src)
+		}
+		v, err := newVerifier(src, cfg.Runner.IdentityAudience)
+		if err != nil {
+			return nil, err
+		}
+		s.verify = v
+	}
+	s.base, s.stop = context.WithCancel(context.Background())
+	st, err := OpenStore(s.base, cfg.Path(cfg.Runner.DataDir))
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	s.store = st
+	s.exec = NewExecutor(ExecutorOptions{
+		Limits: cfg.Runner.Limits, TenantLimits: cfg.Runner.TenantLimits,
+		HTTPAllow: cfg.Runner.HTTPAllow, Audit: st.Audit, Logger: s.log,
+	})
 	s.execs = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "kailash_runner_executions_total", Help: "Workflow executions by workflow and outcome.",
-	}, []string{"workflow", "outcome"})
+		Name: "kailash_runner_executions_total", Help: "Workflow executions by outcome.",
+	}, []string{"outcome"})
 	s.dur = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "kailash_runner_execution_duration_seconds", Help: "Time to execute a workflow.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10),
@@ -65,6 +118,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.reg.MustRegister(s.execs, s.dur)
 	ln, err := net.Listen("tcp", cfg.Runner.HTTP)
 	if err != nil {
+		s.stop()
+		st.Close()
 		return nil, fmt.Errorf("runner.http: %w", err)
 	}
 	s.ln = ln
@@ -74,43 +129,207 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // Addr is the bound HTTP address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Serve serves the API until ctx is cancelled.
+// Serve serves the API until ctx is cancelled, then cancels the executions
+// still running, waits for them to record their end, and closes the store.
 func (s *Server) Serve(ctx context.Context) error {
 	h := s.Handler()
 	if s.wrap != nil {
 		h = s.wrap(h)
 	}
-	return telemetry.ServeHTTP(ctx, s.ln, h)
+	err := telemetry.ServeHTTP(ctx, s.ln, h)
+	s.shutdown()
+	return err
 }
 
-// Handler is the runner's HTTP API plus /metrics, /healthz and /readyz.
+func (s *Server) shutdown() {
+	s.stop()
+	s.inflight.Wait()
+	if err := s.store.Close(); err != nil {
+		s.log.Warn("closing the store", "err", err)
+	}
+}
+
+// Handler is the runner's HTTP API plus /metrics, /healthz, /readyz and
+// /openapi.json.
 func (s *Server) Handler() http.Handler {
 	mux := telemetry.Mux(s.reg, nil)
-	mux.HandleFunc("GET /v1/workflows", s.list)
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPI)
+	})
+	mux.HandleFunc("GET /v1/workflows", s.listWorkflows)
+	mux.HandleFunc("POST /v1/workflows", s.createWorkflow)
+	mux.HandleFunc("GET /v1/workflows/{name}", s.getWorkflow)
+	mux.HandleFunc("DELETE /v1/workflows/{name}", s.deleteWorkflow)
 	mux.HandleFunc("POST /v1/workflows/{name}/executions", s.execute)
+	mux.HandleFunc("GET /v1/workflows/{name}/executions", s.listExecutions)
+	mux.HandleFunc("GET /v1/workflows/{name}/executions/{id}", s.getExecution)
+	mux.HandleFunc("POST /v1/workflows/{name}/executions/{id}/cancel", s.cancelExecution)
+	mux.HandleFunc("GET /v1/workflows/{name}/events", s.serveEvents)
+	mux.HandleFunc("GET /v1/events", s.serveEvents)
 	return mux
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	if _, ok := caller(w, r); !ok {
-		return
+// caller is the identity of the request. With runner.identity_jwks it is
+// the verified x-kailash-identity token's claims, and nothing else counts;
+// without, the x-kailash-tenant/-user/-roles headers Envoy forwarded. No
+// identity: 401.
+func (s *Server) caller(w http.ResponseWriter, r *http.Request) (Caller, bool) {
+	if s.verify != nil {
+		tok := r.Header.Get(IdentityHeader)
+		if tok == "" {
+			writeError(w, http.StatusUnauthorized, "no_identity", "request carries no signed identity from the gateway")
+			return Caller{}, false
+		}
+		c, err := s.verify.verify(r.Context(), tok)
+		if err != nil {
+			s.log.Info("identity refused", "err", err, "remote", r.RemoteAddr)
+			writeError(w, http.StatusUnauthorized, "bad_identity", "the identity token is not valid: "+err.Error())
+			return Caller{}, false
+		}
+		return c, true
 	}
-	var names []string
-	for n := range *s.workflows.Load() {
-		names = append(names, n)
+	c := Caller{Tenant: r.Header.Get("x-kailash-tenant"), User: r.Header.Get("x-kailash-user")}
+	if roles := r.Header.Get("x-kailash-roles"); roles != "" {
+		c.Roles = strings.Split(roles, ",")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"workflows": names})
+	if c.Tenant == "" || c.User == "" {
+		writeError(w, http.StatusUnauthorized, "no_identity", "request carries no identity from the gateway")
+		return c, false
+	}
+	if !tenantRe.MatchString(c.Tenant) {
+		writeError(w, http.StatusUnauthorized, "bad_identity", "the tenant is not a valid tenant id")
+		return c, false
+	}
+	return c, true
 }
 
-func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
-	c, ok := caller(w, r)
+// lookup finds a workflow: the tenant's own first, then the shared ones.
+func (s *Server) lookup(ctx context.Context, tenant, name string) (*Workflow, bool, error) {
+	sw, err := s.store.GetWorkflow(ctx, tenant, name)
+	switch {
+	case err == nil:
+		w, err := Compile(sw.Definition)
+		return w, true, err
+	case !errors.Is(err, ErrNotFound):
+		return nil, false, err
+	}
+	if w := (*s.workflows.Load())[name]; w != nil {
+		return w, false, nil
+	}
+	return nil, false, ErrNotFound
+}
+
+func (s *Server) listWorkflows(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	own, err := s.store.ListWorkflows(r.Context(), c.Tenant)
+	if err != nil {
+		s.internal(w, err)
+		return
+	}
+	shared := slices.Sorted(maps.Keys(*s.workflows.Load()))
+	names := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(own), shared...))))
+	writeJSON(w, http.StatusOK, map[string]any{"workflows": names, "tenant_workflows": nonNil(own), "shared_workflows": shared})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", err.Error())
+		return
+	}
+	d, err := ParseDefinition(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_definition", err.Error())
+		return
+	}
+	wf, err := Compile(d)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid_workflow", err.Error())
+		return
+	}
+	if err := s.exec.Admit(wf, c.Tenant); err != nil {
+		s.writeExecError(w, err, nil)
+		return
+	}
+	if _, shared := (*s.workflows.Load())[d.Name]; shared {
+		writeError(w, http.StatusConflict, "exists", fmt.Sprintf("workflow %q is a shared workflow", d.Name))
+		return
+	}
+	if err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d, s.exec.Limits(c.Tenant).MaxWorkflows); err != nil {
+		var le *LimitError
+		switch {
+		case errors.Is(err, errExists):
+			writeError(w, http.StatusConflict, "exists", err.Error())
+		case errors.As(err, &le):
+			s.writeExecError(w, err, nil)
+		default:
+			s.internal(w, err)
+		}
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"name": d.Name, "nodes": len(d.Nodes)})
+}
+
+func (s *Server) getWorkflow(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	wf, own, err := s.lookup(r.Context(), c.Tenant, r.PathValue("name"))
+	if err != nil {
+		s.notFoundOr(w, err, "workflow")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"definition": wf.Def, "shared": !own})
+}
+
+func (s *Server) deleteWorkflow(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
 	if !ok {
 		return
 	}
 	name := r.PathValue("name")
-	wf := (*s.workflows.Load())[name]
-	if wf == nil {
-		writeError(w, http.StatusNotFound, "unknown_workflow", fmt.Sprintf("no workflow named %q", name))
+	err := s.store.DeleteWorkflow(r.Context(), c.Tenant, name)
+	if errors.Is(err, ErrNotFound) {
+		if _, shared := (*s.workflows.Load())[name]; shared {
+			writeError(w, http.StatusConflict, "shared_workflow", fmt.Sprintf("workflow %q is shared from runner.workflows and cannot be deleted", name))
+			return
+		}
+	}
+	if err != nil {
+		s.notFoundOr(w, err, "workflow")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// execute starts an execution of the workflow with the JSON body as input.
+// Synchronous by default (?timeout=2s shortens the tenant's limit); with
+// ?async=true (or Prefer: respond-async) it answers 202 with the id at once.
+func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	name := r.PathValue("name")
+	wf, _, err := s.lookup(r.Context(), c.Tenant, name)
+	if err != nil {
+		s.notFoundOr(w, err, "workflow")
 		return
 	}
 	input := map[string]any{}
@@ -125,42 +344,223 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
-	res, err := wf.Execute(ctx, input, c)
-	s.dur.Observe(time.Since(start).Seconds())
-	id := newID()
+	var timeout time.Duration
+	if t := r.URL.Query().Get("timeout"); t != "" {
+		if timeout, err = time.ParseDuration(t); err != nil || timeout <= 0 {
+			writeError(w, http.StatusBadRequest, "bad_timeout", "timeout must be a positive duration such as 5s")
+			return
+		}
+	}
+	async := r.URL.Query().Get("async") == "true" || strings.Contains(r.Header.Get("Prefer"), "respond-async")
+
+	res, err := s.exec.Reserve(wf, c)
 	if err != nil {
-		s.execs.WithLabelValues(name, "failed").Inc()
-		s.log.Warn("execution failed", "workflow", name, "execution", id, "tenant", c.Tenant, "err", err)
-		writeError(w, http.StatusUnprocessableEntity, "execution_failed", err.Error())
+		s.execs.WithLabelValues(limitLabel(err)).Inc()
+		s.writeExecError(w, err, nil)
 		return
 	}
-	s.execs.WithLabelValues(name, "completed").Inc()
+	rec := &ExecutionRecord{ID: newID(), Workflow: name, Status: StatusRunning, Tenant: c.Tenant, User: c.User,
+		Input: input, CreatedAt: now()}
+	if err := s.store.StartExecution(r.Context(), rec); err != nil {
+		res.Release()
+		s.internal(w, err)
+		return
+	}
+	// A synchronous execution ends with its request; an asynchronous one
+	// with the server. Either can be cancelled through the API.
+	parent := r.Context()
+	if async {
+		parent = s.base
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	s.running.Store(rec.ID, &runningExec{tenant: c.Tenant, cancel: cancel})
+	s.inflight.Add(1)
+	run := func() *ExecutionRecord {
+		defer s.inflight.Done()
+		defer s.running.Delete(rec.ID)
+		defer cancel(nil)
+		return s.run(ctx, res, wf, rec, timeout)
+	}
+	if async {
+		go run()
+		w.Header().Set("Location", fmt.Sprintf("/v1/workflows/%s/executions/%s", name, rec.ID))
+		writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": rec.ID, "workflow": name, "status": StatusRunning, "tenant": c.Tenant, "user": c.User})
+		return
+	}
+	done := run()
+	if done.Status != StatusCompleted {
+		s.writeExecError(w, errors.New(done.Error), done)
+		return
+	}
+	nodes := map[string]map[string]any{}
+	for _, n := range done.Nodes {
+		nodes[n.Node] = n.Output
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"execution_id": id,
+		"execution_id": rec.ID,
 		"workflow":     name,
-		"status":       "completed",
+		"status":       done.Status,
 		"tenant":       c.Tenant,
 		"user":         c.User,
-		"output":       res.Output,
-		"nodes":        res.Nodes,
+		"output":       done.Output,
+		"nodes":        nodes,
 	})
 }
 
-// caller reads the identity Envoy forwarded. Without it the request did not
-// come through ext_authz: refuse.
-func caller(w http.ResponseWriter, r *http.Request) (Caller, bool) {
-	c := Caller{Tenant: r.Header.Get("x-kailash-tenant"), User: r.Header.Get("x-kailash-user")}
-	if roles := r.Header.Get("x-kailash-roles"); roles != "" {
-		c.Roles = strings.Split(roles, ",")
+// run executes and records: the start event, each node's result as it
+// ends, and the outcome. The records are written even after cancellation.
+func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *ExecutionRecord, timeout time.Duration) *ExecutionRecord {
+	wctx := context.WithoutCancel(ctx)
+	ev := func(typ string) Event {
+		return Event{Type: typ, Tenant: rec.Tenant, Workflow: rec.Workflow, Execution: rec.ID, At: time.Now().UTC(), Policy: wf.Def.Events}
 	}
-	if c.Tenant == "" || c.User == "" {
-		writeError(w, http.StatusUnauthorized, "no_identity", "request carries no identity from the gateway")
-		return c, false
+	s.events.publish(ev("execution.started"))
+	var mu sync.Mutex // guards rec.Nodes
+	start := time.Now()
+	result, err := res.Run(ctx, rec.Input, RunOptions{ID: rec.ID, Timeout: timeout, OnNode: func(ctx context.Context, nr NodeRun) {
+		if err := s.store.RecordNode(ctx, rec.Tenant, rec.ID, nr); err != nil {
+			s.log.Warn("recording a node result", "execution", rec.ID, "node", nr.Node, "err", err)
+		}
+		mu.Lock()
+		rec.Nodes = append(rec.Nodes, nr)
+		mu.Unlock()
+		e := ev("node.finished")
+		if nr.Status == "failed" {
+			e.Type = "node.failed"
+		}
+		e.Node, e.Status, e.Error = nr.Node, nr.Status, nr.Error
+		s.events.publish(e)
+	}})
+	s.dur.Observe(time.Since(start).Seconds())
+	rec.Status = StatusCompleted
+	if err != nil {
+		rec.Status, rec.Error = statusOf(err), err.Error()
+		s.log.Warn("execution failed", "workflow", rec.Workflow, "execution", rec.ID, "tenant", rec.Tenant, "status", rec.Status, "err", err)
+	} else {
+		rec.Output = result.Output
 	}
-	return c, true
+	s.execs.WithLabelValues(rec.Status).Inc()
+	if err := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error); err != nil {
+		s.log.Error("recording an execution's end", "execution", rec.ID, "err", err)
+	}
+	e := ev("execution.completed")
+	if rec.Status != StatusCompleted {
+		e.Type = "execution.failed"
+	}
+	e.Status, e.Error = rec.Status, rec.Error
+	s.events.publish(e)
+	return rec
+}
+
+func statusOf(err error) string {
+	switch {
+	case errors.Is(err, ErrCancelled):
+		return StatusCancelled
+	case errors.Is(err, ErrTimeout):
+		return StatusTimedOut
+	}
+	return StatusFailed
+}
+
+func limitLabel(err error) string {
+	var le *LimitError
+	if errors.As(err, &le) {
+		return "limit_" + le.Limit
+	}
+	return "error"
+}
+
+func (s *Server) listExecutions(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	list, err := s.store.ListExecutions(r.Context(), c.Tenant, r.PathValue("name"), 100)
+	if err != nil {
+		s.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"executions": list})
+}
+
+func (s *Server) getExecution(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	e, err := s.store.GetExecution(r.Context(), c.Tenant, r.PathValue("id"))
+	if err == nil && e.Workflow != r.PathValue("name") {
+		err = ErrNotFound
+	}
+	if err != nil {
+		s.notFoundOr(w, err, "execution")
+		return
+	}
+	writeJSON(w, http.StatusOK, e)
+}
+
+func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	v, ok := s.running.Load(id)
+	if !ok || v.(*runningExec).tenant != c.Tenant {
+		// Not running here: say whether it exists (in this tenant) at all.
+		if e, err := s.store.GetExecution(r.Context(), c.Tenant, id); err == nil && e.Workflow == r.PathValue("name") {
+			writeJSON(w, http.StatusConflict, map[string]any{"error": "not_running", "message": "the execution is not running", "status": e.Status})
+			return
+		}
+		writeError(w, http.StatusNotFound, "not_found", "no such execution")
+		return
+	}
+	v.(*runningExec).cancel(fmt.Errorf("%w by %s", ErrCancelled, c.User))
+	writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": id, "status": "cancelling"})
+}
+
+// writeExecError maps an execution error onto a status: a concurrency
+// limit 429, another limit 403, a timeout 504, a cancellation 409, a node
+// failure 422.
+func (s *Server) writeExecError(w http.ResponseWriter, err error, rec *ExecutionRecord) {
+	code, kind := http.StatusUnprocessableEntity, "execution_failed"
+	var le *LimitError
+	status := ""
+	if rec != nil {
+		status = rec.Status
+	}
+	switch {
+	case errors.As(err, &le) && le.Limit == "max_concurrent_executions":
+		code, kind = http.StatusTooManyRequests, "limit_exceeded"
+		w.Header().Set("Retry-After", "1")
+	case errors.As(err, &le):
+		code, kind = http.StatusForbidden, "limit_exceeded"
+	case status == StatusTimedOut || (rec == nil && errors.Is(err, ErrTimeout)):
+		code, kind = http.StatusGatewayTimeout, "execution_timed_out"
+	case status == StatusCancelled || (rec == nil && errors.Is(err, ErrCancelled)):
+		code, kind = http.StatusConflict, "execution_cancelled"
+	}
+	body := map[string]any{"error": kind, "message": err.Error()}
+	if le != nil {
+		body["limit"] = le.Limit
+	}
+	if rec != nil {
+		body["execution_id"], body["status"] = rec.ID, rec.Status
+	}
+	writeJSON(w, code, body)
+}
+
+func (s *Server) notFoundOr(w http.ResponseWriter, err error, what string) {
+	if errors.Is(err, ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", "no such "+what)
+		return
+	}
+	s.internal(w, err)
+}
+
+func (s *Server) internal(w http.ResponseWriter, err error) {
+	s.log.Error("runner request failed", "err", err)
+	writeError(w, http.StatusInternalServerError, "internal", "the runner could not complete the request")
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -95,3 +95,18 @@ func TestExecuteOverHTTP(t *testing.T) {
 		t.Fatalf("unknown workflow: got %d", rec.Code)
 	}
 }
+
+func TestEventPipelineExample(t *testing.T) {
+	wfs, err := LoadDir("../examples/workflows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := wfs["event-pipeline"].Execute(context.Background(), map[string]any{"items": []any{1.0, 2.0}}, Caller{Tenant: "acme", User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := res.Output["events"].([]any)
+	if len(ev) != 2 || ev[1].(map[string]any)["result"].(map[string]any)["doubled"] != 4.0 || res.Output["audit_id"] == nil {
+		t.Fatalf("output %v", res.Output)
+	}
+}

@@ -1,0 +1,141 @@
+package workflow
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Event is one step in an execution's life, as the event stream shows it.
+type Event struct {
+	Type      string    `json:"type"` // execution.started | node.finished | node.failed | execution.completed | execution.failed
+	Tenant    string    `json:"tenant"`
+	Workflow  string    `json:"workflow"`
+	Execution string    `json:"execution_id"`
+	Node      string    `json:"node,omitempty"`
+	Status    string    `json:"status,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	At        time.Time `json:"at"`
+	// Policy is the workflow's event metadata; subscribers are filtered by it.
+	Policy EventPolicy `json:"-"`
+}
+
+// classification levels, as the seed's EnterpriseEventFilter.
+var clearance = map[string]int{"public": 1, "internal": 2, "confidential": 3, "secret": 4}
+
+// subscriber receives the events of one tenant (and optionally one
+// workflow) that pass its filter.
+type subscriber struct {
+	tenant, workflow string
+	roles            []string
+	ch               chan Event
+	dropped          int // guarded by broker.mu
+}
+
+// visible applies the seed's three rules: same tenant; the required
+// permission held (a role named like the permission, or admin); the
+// classification within the subscriber's clearance (its highest "clearance:<level>"
+// role, public by default).
+func (s *subscriber) visible(e Event) bool {
+	if e.Tenant != s.tenant || (s.workflow != "" && e.Workflow != s.workflow) {
+		return false
+	}
+	if p := e.Policy.RequiredPermission; p != "" && !slices.Contains(s.roles, p) && !slices.Contains(s.roles, "admin") {
+		return false
+	}
+	level := 1
+	for _, r := range s.roles {
+		if lv, ok := strings.CutPrefix(r, "clearance:"); ok && clearance[lv] > level {
+			level = clearance[lv]
+		}
+	}
+	cls := e.Policy.Classification
+	if cls == "" {
+		cls = "public"
+	}
+	need, ok := clearance[cls]
+	if !ok {
+		need = len(clearance) + 1 // an unknown classification is seen by none
+	}
+	return level >= need
+}
+
+// broker fans events out to subscribers; a slow subscriber loses events
+// (counted) rather than slowing executions.
+type broker struct {
+	mu   sync.Mutex // guards subs
+	subs map[*subscriber]struct{}
+}
+
+func newBroker() *broker { return &broker{subs: map[*subscriber]struct{}{}} }
+
+func (b *broker) publish(e Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs {
+		if !s.visible(e) {
+			continue
+		}
+		select {
+		case s.ch <- e:
+		default:
+			s.dropped++
+		}
+	}
+}
+
+func (b *broker) subscribe(s *subscriber) func() {
+	s.ch = make(chan Event, 256)
+	b.mu.Lock()
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		delete(b.subs, s)
+		b.mu.Unlock()
+	}
+}
+
+// serveEvents streams the caller's tenant's events as Server-Sent Events
+// until the client goes away or the server stops.
+func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "no_streaming", "the connection cannot stream")
+		return
+	}
+	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles}
+	unsubscribe := s.events.subscribe(sub)
+	defer unsubscribe()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, ": subscribed\n\n")
+	fl.Flush()
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.base.Done():
+			return
+		case <-keepalive.C:
+			fmt.Fprint(w, ": keepalive\n\n")
+			fl.Flush()
+		case e := <-sub.ch:
+			b, _ := json.Marshal(e)
+			fmt.Fprintf(w, "event: %s\nid: %s\ndata: %s\n\n", e.Type, e.Execution, b)
+			fl.Flush()
+		}
+	}
+}

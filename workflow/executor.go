@@ -1,0 +1,455 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kailash-gw/kailash/internal/config"
+)
+
+// Default limits, used where runner.limits leaves a field zero. The node and
+// concurrency numbers are the seed's (max_workflow_nodes 50,
+// max_concurrent_workflows 20).
+var defaultLimits = config.RunnerLimits{
+	MaxWorkflows:            100,
+	MaxNodes:                50,
+	MaxExecutionTime:        30 * time.Second,
+	NodeTimeout:             10 * time.Second,
+	MaxConcurrentExecutions: 20,
+	MaxParallelNodes:        8,
+	CodeMaxSteps:            1_000_000,
+	CodeMaxMemory:           64 << 20,
+	BatchMaxItems:           10_000,
+}
+
+// inherit fills the zero fields of l from base.
+func inherit(l, base config.RunnerLimits) config.RunnerLimits {
+	pick := func(a, b int) int {
+		if a == 0 {
+			return b
+		}
+		return a
+	}
+	if l.MaxExecutionTime == 0 {
+		l.MaxExecutionTime = base.MaxExecutionTime
+	}
+	if l.NodeTimeout == 0 {
+		l.NodeTimeout = base.NodeTimeout
+	}
+	if l.CodeMaxSteps == 0 {
+		l.CodeMaxSteps = base.CodeMaxSteps
+	}
+	if l.CodeMaxMemory == 0 {
+		l.CodeMaxMemory = base.CodeMaxMemory
+	}
+	if len(l.AllowedNodeTypes) == 0 {
+		l.AllowedNodeTypes = base.AllowedNodeTypes
+	}
+	l.MaxWorkflows = pick(l.MaxWorkflows, base.MaxWorkflows)
+	l.MaxNodes = pick(l.MaxNodes, base.MaxNodes)
+	l.MaxConcurrentExecutions = pick(l.MaxConcurrentExecutions, base.MaxConcurrentExecutions)
+	l.MaxParallelNodes = pick(l.MaxParallelNodes, base.MaxParallelNodes)
+	l.BatchMaxItems = pick(l.BatchMaxItems, base.BatchMaxItems)
+	return l
+}
+
+// Errors an execution ends with; test them with errors.Is / errors.As.
+var (
+	// ErrCancelled: the execution was cancelled (API call or the caller went away).
+	ErrCancelled = errors.New("execution cancelled")
+	// ErrTimeout: the execution or one node ran out of time.
+	ErrTimeout = errors.New("timed out")
+)
+
+// LimitError is a tenant limit hit. Limit is the config key
+// (runner.limits.<Limit>) and doubles as a metric label.
+type LimitError struct {
+	Tenant string
+	Limit  string
+	Msg    string
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("limit %s of tenant %q: %s", e.Limit, e.Tenant, e.Msg)
+}
+
+// NodeError is a node's failure.
+type NodeError struct {
+	Node, Type string
+	Err        error
+}
+
+func (e *NodeError) Error() string { return fmt.Sprintf("node %q (%s): %v", e.Node, e.Type, e.Err) }
+func (e *NodeError) Unwrap() error { return e.Err }
+
+// Caller is who the execution runs for (from the identity ext_authz attached).
+type Caller struct {
+	Tenant string   `json:"tenant"`
+	User   string   `json:"user"`
+	Roles  []string `json:"roles"`
+}
+
+// NodeRun is one node's outcome, reported as soon as the node ends.
+type NodeRun struct {
+	Node     string         `json:"node"`
+	Type     string         `json:"type"`
+	Status   string         `json:"status"` // completed | failed
+	Output   map[string]any `json:"output,omitempty"`
+	Error    string         `json:"error,omitempty"`
+	Started  time.Time      `json:"started_at"`
+	Finished time.Time      `json:"finished_at"`
+}
+
+// Result of one execution.
+type Result struct {
+	Output map[string]any            `json:"output"`
+	Nodes  map[string]map[string]any `json:"nodes"`
+}
+
+// RunOptions tune one execution.
+type RunOptions struct {
+	// ID identifies the execution (in lineage and audit records).
+	ID string
+	// Timeout, when positive and shorter than the tenant's
+	// max_execution_time, bounds this execution.
+	Timeout time.Duration
+	// OnNode, when set, is called after each node ends, from the node's
+	// goroutine (so concurrently); its ctx outlives cancellation.
+	OnNode func(ctx context.Context, r NodeRun)
+}
+
+// AuditRecord is what the audit_log node records.
+type AuditRecord struct {
+	ID        string         `json:"id"`
+	At        time.Time      `json:"at"`
+	Tenant    string         `json:"tenant"`
+	User      string         `json:"user"`
+	Workflow  string         `json:"workflow"`
+	Execution string         `json:"execution_id"`
+	Node      string         `json:"node"`
+	Action    string         `json:"action"`
+	Resource  string         `json:"resource,omitempty"`
+	Details   map[string]any `json:"details,omitempty"`
+}
+
+// ExecutorOptions configure an Executor.
+type ExecutorOptions struct {
+	Limits       config.RunnerLimits
+	TenantLimits map[string]config.RunnerLimits
+	// HTTPAllow is the hosts the http node may call ("host" or "host:port").
+	HTTPAllow []string
+	// Audit stores audit_log records; nil logs them only.
+	Audit  func(ctx context.Context, r AuditRecord) error
+	Logger *slog.Logger
+}
+
+// Executor runs compiled workflows within per-tenant limits. It is safe for
+// concurrent use.
+type Executor struct {
+	limits  config.RunnerLimits
+	tenants map[string]config.RunnerLimits
+	allow   map[string]bool
+	client  *http.Client
+	audit   func(ctx context.Context, r AuditRecord) error
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]int // guarded by mu: executions in flight per tenant
+}
+
+// NewExecutor returns an executor; zero limits take the defaults.
+func NewExecutor(o ExecutorOptions) *Executor {
+	x := &Executor{
+		limits:  inherit(o.Limits, defaultLimits),
+		tenants: map[string]config.RunnerLimits{},
+		allow:   map[string]bool{},
+		audit:   o.Audit,
+		log:     o.Logger,
+		running: map[string]int{},
+	}
+	if x.log == nil {
+		x.log = slog.Default()
+	}
+	for id, l := range o.TenantLimits {
+		x.tenants[id] = inherit(l, x.limits)
+	}
+	for _, h := range o.HTTPAllow {
+		x.allow[strings.ToLower(h)] = true
+	}
+	x.client = newHTTPClient(x.allowed)
+	return x
+}
+
+// Limits are the effective limits of a tenant.
+func (x *Executor) Limits(tenant string) config.RunnerLimits {
+	if l, ok := x.tenants[tenant]; ok {
+		return l
+	}
+	return x.limits
+}
+
+// Admit checks a workflow against the tenant's static limits: node count
+// and allowed node types.
+func (x *Executor) Admit(w *Workflow, tenant string) error {
+	l := x.Limits(tenant)
+	if len(w.nodes) > l.MaxNodes {
+		return &LimitError{tenant, "max_nodes", fmt.Sprintf("workflow %q has %d nodes, more than the %d allowed", w.Def.Name, len(w.nodes), l.MaxNodes)}
+	}
+	if len(l.AllowedNodeTypes) > 0 {
+		for _, n := range w.nodes {
+			types := []string{n.typ}
+			if b, ok := n.prep.(*batchPrep); ok {
+				types = append(types, b.step.typ)
+			}
+			for _, t := range types {
+				if !slices.Contains(l.AllowedNodeTypes, t) {
+					return &LimitError{tenant, "allowed_node_types", fmt.Sprintf("node %q: type %q is not allowed (allowed: %s)", n.id, t, strings.Join(l.AllowedNodeTypes, ", "))}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Reservation is an admitted execution holding one of its tenant's
+// concurrent-execution slots until Run returns or Release is called.
+type Reservation struct {
+	x       *Executor
+	w       *Workflow
+	c       Caller
+	limits  config.RunnerLimits
+	release sync.Once
+}
+
+// Reserve admits w for c and takes a concurrency slot; it never waits: a
+// full tenant gets a LimitError at once.
+func (x *Executor) Reserve(w *Workflow, c Caller) (*Reservation, error) {
+	if err := x.Admit(w, c.Tenant); err != nil {
+		return nil, err
+	}
+	l := x.Limits(c.Tenant)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.running[c.Tenant] >= l.MaxConcurrentExecutions {
+		return nil, &LimitError{c.Tenant, "max_concurrent_executions", fmt.Sprintf("%d executions are already running", x.running[c.Tenant])}
+	}
+	x.running[c.Tenant]++
+	return &Reservation{x: x, w: w, c: c, limits: l}, nil
+}
+
+// Release gives the slot back; it is idempotent.
+func (r *Reservation) Release() {
+	r.release.Do(func() {
+		r.x.mu.Lock()
+		defer r.x.mu.Unlock()
+		if r.x.running[r.c.Tenant]--; r.x.running[r.c.Tenant] <= 0 {
+			delete(r.x.running, r.c.Tenant)
+		}
+	})
+}
+
+// Running is the number of executions in flight for a tenant.
+func (x *Executor) Running(tenant string) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.running[tenant]
+}
+
+// Run reserves and runs w.
+func (x *Executor) Run(ctx context.Context, w *Workflow, input map[string]any, c Caller, o RunOptions) (*Result, error) {
+	r, err := x.Reserve(w, c)
+	if err != nil {
+		return nil, err
+	}
+	return r.Run(ctx, input, o)
+}
+
+// Execute runs the workflow with the default limits (tests, tools).
+func (w *Workflow) Execute(ctx context.Context, input map[string]any, c Caller) (*Result, error) {
+	return NewExecutor(ExecutorOptions{}).Run(ctx, w, input, c, RunOptions{})
+}
+
+// execution is the state one Run shares with its nodes.
+type execution struct {
+	id     string
+	w      *Workflow
+	c      Caller
+	limits config.RunnerLimits
+	input  map[string]any
+	outs   []map[string]any // outs[i] is written once, before done[i] is closed
+	done   []chan struct{}
+}
+
+// Run executes the workflow: every node starts as soon as all its inputs
+// are ready, so independent branches run in parallel (at most
+// max_parallel_nodes at once). The first failure cancels the rest. The
+// execution is bounded by max_execution_time (or o.Timeout if shorter),
+// each node by node_timeout (or its own shorter timeout). It releases the
+// reservation when it returns.
+func (r *Reservation) Run(ctx context.Context, input map[string]any, o RunOptions) (*Result, error) {
+	defer r.Release()
+	w, l := r.w, r.limits
+	limit, what := l.MaxExecutionTime, "max_execution_time"
+	if o.Timeout > 0 && o.Timeout < limit {
+		limit, what = o.Timeout, "requested timeout"
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, fmt.Errorf("execution %w after %s (%s)", ErrTimeout, limit, what))
+	defer cancel()
+	if input == nil {
+		input = map[string]any{}
+	}
+	ex := &execution{id: o.ID, w: w, c: r.c, limits: l, input: input,
+		outs: make([]map[string]any, len(w.nodes)), done: make([]chan struct{}, len(w.nodes))}
+	for i := range ex.done {
+		ex.done[i] = make(chan struct{})
+	}
+	sem := make(chan struct{}, max(1, l.MaxParallelNodes))
+	g, gctx := errgroup.WithContext(ctx)
+	for _, i := range w.order {
+		g.Go(func() error {
+			n := w.nodes[i]
+			for _, e := range n.in {
+				select {
+				case <-ex.done[e.from]:
+				case <-gctx.Done():
+					return nil // skipped: whoever failed reports why
+				}
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-gctx.Done():
+				return nil
+			}
+			defer func() { <-sem }()
+			out, err := r.x.runNode(gctx, ex, n, o.OnNode)
+			if err != nil {
+				return err
+			}
+			ex.outs[i] = out
+			close(ex.done[i])
+			return nil
+		})
+	}
+	err := g.Wait()
+	if ctx.Err() != nil {
+		// The execution's own deadline or its caller's cancellation wins over
+		// the node error it caused.
+		return nil, execCause(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Nodes: make(map[string]map[string]any, len(w.nodes))}
+	for i, n := range w.nodes {
+		res.Nodes[n.id] = ex.outs[i]
+	}
+	if len(w.output) == 1 {
+		res.Output = ex.outs[w.output[0]]
+	} else {
+		res.Output = map[string]any{}
+		for _, i := range w.output {
+			res.Output[w.nodes[i].id] = ex.outs[i]
+		}
+	}
+	return res, nil
+}
+
+// execCause explains why ctx ended: a timeout cause, or ErrCancelled.
+func execCause(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, ErrTimeout) || errors.Is(cause, ErrCancelled) {
+		return cause
+	}
+	if errors.Is(cause, context.DeadlineExceeded) {
+		return fmt.Errorf("execution %w (deadline of the request)", ErrTimeout)
+	}
+	return fmt.Errorf("%w: %v", ErrCancelled, cause)
+}
+
+// runNode assembles a node's input from its connections, runs it under its
+// timeout and reports the outcome.
+func (x *Executor) runNode(ctx context.Context, ex *execution, n *cnode, onNode func(context.Context, NodeRun)) (map[string]any, error) {
+	run := NodeRun{Node: n.id, Type: n.typ, Started: time.Now()}
+	out, err := x.runNodeInner(ctx, ex, n)
+	run.Finished = time.Now()
+	if err != nil {
+		err = &NodeError{Node: n.id, Type: n.typ, Err: err}
+		run.Status, run.Error = "failed", err.Error()
+	} else {
+		run.Status, run.Output = "completed", out
+	}
+	if onNode != nil {
+		onNode(context.WithoutCancel(ctx), run)
+	}
+	return out, err
+}
+
+func (x *Executor) runNodeInner(ctx context.Context, ex *execution, n *cnode) (map[string]any, error) {
+	in, err := ex.inputOf(n)
+	if err != nil {
+		return nil, err
+	}
+	for _, is := range n.spec.inputs {
+		if _, ok := in[is.name]; is.required && !ok {
+			return nil, fmt.Errorf("missing required input %q", is.name)
+		}
+	}
+	limit := ex.limits.NodeTimeout
+	if n.timeout > 0 && n.timeout < limit {
+		limit = n.timeout
+	}
+	nctx, cancel := context.WithTimeoutCause(ctx, limit, fmt.Errorf("node %w after %s", ErrTimeout, limit))
+	defer cancel()
+	out, err := n.spec.run(nctx, x, &call{node: n, input: in, ex: ex})
+	if nctx.Err() != nil {
+		if ctx.Err() != nil {
+			return nil, execCause(ctx)
+		}
+		return nil, context.Cause(nctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		out = map[string]any{}
+	}
+	return out, nil
+}
+
+// inputOf builds a node's input: the execution input for a root node,
+// otherwise what its connections carry (a named input, or merged).
+func (ex *execution) inputOf(n *cnode) (map[string]any, error) {
+	if len(n.in) == 0 {
+		return ex.input, nil
+	}
+	in := map[string]any{}
+	for _, e := range n.in {
+		var v any = ex.outs[e.from]
+		if e.out != "" {
+			var ok bool
+			if v, ok = ex.outs[e.from][e.out]; !ok {
+				return nil, fmt.Errorf("input from %s/%s: node %q produced no output %q", e.fromName, e.out, e.fromName, e.out)
+			}
+		}
+		if e.in != "" {
+			in[e.in] = v
+			continue
+		}
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("input from %s/%s: a %T cannot be merged; connect it to a named input", e.fromName, e.out, v)
+		}
+		maps.Copy(in, m)
+	}
+	return in, nil
+}
