@@ -24,7 +24,7 @@ func TestValidateExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "ok (2 tenants") || !strings.Contains(out, "1 workflows") {
+	if !strings.Contains(out, "ok (2 tenants") || !strings.Contains(out, "2 workflows") {
 		t.Fatalf("unexpected: %s", out)
 	}
 }
