@@ -86,3 +86,34 @@ func BenchmarkUpdate(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTranslate10k is translation plus snapshot for 10,000 tenants,
+// each with CORS, an IP allowlist, a local bucket and global quotas.
+func BenchmarkTranslate10k(b *testing.B) {
+	cfg := benchConfig(10000)
+	cfg.RateLimit.GRPC = "127.0.0.1:9193"
+	for i := range cfg.Tenants {
+		t := &cfg.Tenants[i]
+		t.CORS = config.CORS{AllowOrigins: []string{"https://app." + t.ID + ".example.com"}}
+		t.IPAllowlist = []string{"10.0.0.0/8"}
+		t.Limits = config.TenantLimits{RequestsPerSecond: 100, Burst: 200, MaxAPICallsPerDay: 1e6, PerUserPerHour: 1000}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := translate.Translate(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		snap, err := cachev3.NewSnapshot("1", map[resource.Type][]types.Resource{
+			resource.ListenerType: res.Listeners,
+			resource.RouteType:    res.Routes,
+			resource.ClusterType:  res.Clusters,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := snap.Consistent(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

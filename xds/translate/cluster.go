@@ -11,6 +11,7 @@ import (
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 )
@@ -28,20 +29,33 @@ const (
 	http2
 )
 
-// buildClusters returns the upstream clusters sorted by name.
+// clusterSpec is one cluster to build.
+type clusterSpec struct {
+	name  string
+	addrs []Address // all IPs or all names
+	proto upstreamProtocol
+	// maxConnections and maxRequests are circuit breakers (0: Envoy's default).
+	maxConnections, maxRequests uint32
+}
+
+// buildClusters returns the upstream clusters sorted by name: ours (authz,
+// ratelimit, runner) and the tenants' own (tenant_<id>).
 func buildClusters(ir *IR) ([]types.Resource, error) {
-	specs := []struct {
-		name  string
-		addr  Address
-		proto upstreamProtocol
-	}{
-		{AuthzCluster, ir.Authz.Address, http2}, // gRPC
-		{RunnerCluster, ir.Runner, http1},
+	specs := []clusterSpec{
+		{name: AuthzCluster, addrs: []Address{ir.Authz.Address}, proto: http2}, // gRPC
+	}
+	if ir.RateLimit != nil {
+		specs = append(specs, clusterSpec{name: RateLimitCluster, addrs: []Address{ir.RateLimit.Address}, proto: http2})
+	}
+	specs = append(specs, clusterSpec{name: RunnerCluster, addrs: []Address{ir.Runner}, proto: http1})
+	for _, u := range ir.Upstreams {
+		specs = append(specs, clusterSpec{name: u.Name, addrs: u.Addresses, proto: http1,
+			maxConnections: u.MaxConnections, maxRequests: u.MaxRequests})
 	}
 	var errs []error
 	var out []types.Resource
 	for _, s := range specs {
-		c, err := buildCluster(s.name, s.addr, s.proto)
+		c, err := buildCluster(s)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("cluster %s: %w", s.name, err))
 			continue
@@ -51,22 +65,36 @@ func buildClusters(ir *IR) ([]types.Resource, error) {
 	return out, errors.Join(errs...)
 }
 
-func buildCluster(name string, addr Address, p upstreamProtocol) (*clusterv3.Cluster, error) {
+func buildCluster(s clusterSpec) (*clusterv3.Cluster, error) {
+	name, p := s.name, s.proto
+	if len(s.addrs) == 0 {
+		return nil, errors.New("no addresses")
+	}
+	var eps []*endpointv3.LbEndpoint
+	for _, a := range s.addrs {
+		eps = append(eps, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(a)}},
+		})
+	}
 	c := &clusterv3.Cluster{
 		Name:           name,
 		ConnectTimeout: durationpb.New(ConnectTimeout),
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-						Address: socketAddress(addr),
-					}},
-				}},
-			}},
+			Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: eps}},
 		},
 	}
-	if addr.IsIP() {
+	if s.maxConnections > 0 || s.maxRequests > 0 {
+		t := &clusterv3.CircuitBreakers_Thresholds{Priority: corev3.RoutingPriority_DEFAULT}
+		if s.maxConnections > 0 {
+			t.MaxConnections = wrapperspb.UInt32(s.maxConnections)
+		}
+		if s.maxRequests > 0 {
+			t.MaxRequests = wrapperspb.UInt32(s.maxRequests)
+		}
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
+	}
+	if s.addrs[0].IsIP() {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 	} else {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}

@@ -24,12 +24,23 @@ type httpFilter interface {
 // the output: changing it changes the listener and makes Envoy drain
 // connections, so new filters go in their designed place once and stay:
 //
-//	(health_check) · (cors) · ext_authz · (local_ratelimit) · (ratelimit) · (compressor) · router
+//	rbac · cors · ext_authz · local_ratelimit · (ratelimit) · compressor · router
 //
+// rbac (the IP allowlist) is first so nothing else, not even a CORS
+// preflight answer or an ext_authz call, happens for a refused client.
+// local_ratelimit and ratelimit follow ext_authz: ratelimit needs the
+// identity ext_authz found. Filters without per-tenant config are still in
+// the chain (doing nothing), so that the first tenant to use one does not
+// change the listener; only ratelimit depends on ratelimit.grpc being set.
 // router must stay last.
 func httpFilters() []httpFilter {
 	return []httpFilter{
+		rbacFilter{},
+		corsFilter{},
 		extAuthzFilter{},
+		localRateLimitFilter{},
+		rateLimitFilter{},
+		compressorFilter{},
 		routerFilter{},
 	}
 }

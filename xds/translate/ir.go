@@ -28,6 +28,12 @@ type IR struct {
 	Runner Address
 	// VirtualHosts has one entry per tenant, sorted by tenant ID.
 	VirtualHosts []VirtualHost
+	// RateLimit is the global rate-limit service; nil when not configured.
+	RateLimit *RateLimit
+	// Upstreams are the tenants' own upstream clusters, sorted by name.
+	Upstreams []Upstream
+	// HTTPS is the TLS listener; nil when not configured.
+	HTTPS *HTTPS
 }
 
 // Address is a resolved host:port.
@@ -57,6 +63,7 @@ type VirtualHost struct {
 	TenantID string
 	// Domains are lower-cased, unique across all virtual hosts, and sorted.
 	Domains []string
+	Edge
 }
 
 // Name is the Envoy virtual host name.
@@ -144,11 +151,14 @@ func BuildIR(cfg *config.Config) (*IR, error) {
 			vh.Domains = append(vh.Domains, key)
 		}
 		slices.Sort(vh.Domains)
+		vh.Edge = buildEdge(cfg, &t, ir, tenantErr)
 		ir.VirtualHosts = append(ir.VirtualHosts, vh)
 	}
+	errs = append(errs, buildGlobalEdge(cfg, ir)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	slices.SortFunc(ir.Upstreams, func(a, b Upstream) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(ir.VirtualHosts, func(a, b VirtualHost) int { return strings.Compare(a.TenantID, b.TenantID) })
 	return ir, nil
 }

@@ -56,7 +56,18 @@ func buildRouteConfig(ir *IR, filters []httpFilter) (*routev3.RouteConfiguration
 	return rc, nil
 }
 
+// InactiveStatus is the answer for every request to an inactive tenant.
+const InactiveStatus = 403
+
+// inactiveBody is the body of that answer.
+func inactiveBody(tenant string) string {
+	return "tenant " + tenant + " is inactive: requests are refused\n"
+}
+
 func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.VirtualHost, error) {
+	if !vh.Active {
+		return inactiveVirtualHost(ir, vh, filters)
+	}
 	perFilter, err := perFilterConfig(filters, func(f httpFilter) (proto.Message, error) { return f.tenantConfig(ir, vh) })
 	if err != nil {
 		return nil, err
@@ -67,8 +78,34 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 		Routes: []*routev3.Route{{
 			Match: prefixMatch("/"),
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: RunnerCluster},
-				Timeout:          durationpb.New(RunnerRouteTimeout),
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: vh.Cluster},
+				Timeout:          durationpb.New(vh.Timeout),
+				// WebSocket upgrades pass ext_authz like any request (the
+				// upgrade request carries the token), then stream; the route
+				// timeout does not apply to the upgraded stream.
+				UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket"}},
+			}},
+		}},
+		TypedPerFilterConfig: perFilter,
+	}, nil
+}
+
+// inactiveVirtualHost refuses every request of an inactive tenant at the
+// edge, with no filter doing anything (ext_authz is not called): the same
+// per-filter configs as the unknown host.
+func inactiveVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.VirtualHost, error) {
+	perFilter, err := perFilterConfig(filters, func(f httpFilter) (proto.Message, error) { return f.unknownHostConfig(ir) })
+	if err != nil {
+		return nil, err
+	}
+	return &routev3.VirtualHost{
+		Name:    vh.Name(),
+		Domains: append([]string(nil), vh.Domains...),
+		Routes: []*routev3.Route{{
+			Match: prefixMatch("/"),
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+				Status: InactiveStatus,
+				Body:   inlineString(inactiveBody(vh.TenantID)),
 			}},
 		}},
 		TypedPerFilterConfig: perFilter,

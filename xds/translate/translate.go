@@ -26,6 +26,7 @@ const (
 	RouteConfigName  = "kailash_routes"
 	AuthzCluster     = "kailash_authz"
 	RunnerCluster    = "kailash_runner"
+	RateLimitCluster = "kailash_ratelimit"
 	UnknownHostName  = "unknown_host"
 	HCMStatPrefix    = "ingress_http"
 	TenantContextKey = "tenant" // ext_authz context extension holding the tenant id

@@ -133,6 +133,14 @@ func TestTranslateErrors(t *testing.T) {
 		{"authz bad port", func(c *config.Config) { c.Authz.GRPC = "127.0.0.1:99999" }, []string{"authz.grpc", "port"}},
 		{"runner missing", func(c *config.Config) { c.Runner.HTTP = "" }, []string{"runner.http"}},
 		{"zero timeout", func(c *config.Config) { c.Authz.Timeout = 0 }, []string{"authz.timeout", "positive"}},
+		{"bad cidr", func(c *config.Config) { c.Tenants[1].IPAllowlist = []string{"300.0.0.0/8"} }, []string{`tenant "globex"`, "ip_allowlist"}},
+		{"quota without rls", func(c *config.Config) { c.Tenants[0].Limits.PerUserPerHour = 5 }, []string{`tenant "acme"`, "ratelimit.grpc"}},
+		{"bad role name", func(c *config.Config) {
+			c.RateLimit.GRPC = "127.0.0.1:9193"
+			c.Tenants[0].Limits.PerRolePerHour = map[string]uint64{"a b": 1}
+		}, []string{`tenant "acme"`, "per_role_per_hour"}},
+		{"bad upstream", func(c *config.Config) { c.Tenants[1].Upstreams = []string{"127.0.0.1"} }, []string{`tenant "globex"`, "upstreams"}},
+		{"negative request timeout", func(c *config.Config) { c.Tenants[1].RequestTimeout = -1 }, []string{`tenant "globex"`, "request_timeout"}},
 		{"every problem at once", func(c *config.Config) {
 			c.Authz.Timeout = -1
 			c.Tenants[0].Domains = nil
@@ -216,11 +224,13 @@ func TestShape(t *testing.T) {
 	for _, f := range hcm.HttpFilters {
 		names = append(names, f.Name)
 	}
-	if got := strings.Join(names, ","); got != "envoy.filters.http.ext_authz,envoy.filters.http.router" {
+	want := "envoy.filters.http.rbac,envoy.filters.http.cors,envoy.filters.http.ext_authz," +
+		"envoy.filters.http.local_ratelimit,envoy.filters.http.compressor,envoy.filters.http.router"
+	if got := strings.Join(names, ","); got != want {
 		t.Errorf("filter order %s", got)
 	}
 	authz := &extauthzv3.ExtAuthz{}
-	if err := hcm.HttpFilters[0].GetTypedConfig().UnmarshalTo(authz); err != nil {
+	if err := hcm.HttpFilters[2].GetTypedConfig().UnmarshalTo(authz); err != nil {
 		t.Fatal(err)
 	}
 	if authz.FailureModeAllow || authz.StatusOnError.GetCode() != 503 || authz.WithRequestBody != nil {

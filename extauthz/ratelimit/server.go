@@ -1,0 +1,343 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/telemetry"
+)
+
+// DefaultDecisionTimeout bounds the backend work of one ShouldRateLimit
+// call, so the fail mode applies well within 50ms.
+const DefaultDecisionTimeout = 40 * time.Millisecond
+
+// Options tune a Server.
+type Options struct {
+	Logger *slog.Logger
+	// Backend overrides the one the config selects (tests).
+	Backend Backend
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// DecisionTimeout bounds one call's backend work (default 40ms).
+	DecisionTimeout time.Duration
+}
+
+// Server is the rate-limit service. Create it with New, serve it with Serve,
+// follow config changes with Update.
+type Server struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+
+	log      *slog.Logger
+	backend  Backend
+	closer   func() error // closes the backend, nil for memory
+	now      func() time.Time
+	timeout  time.Duration
+	failOpen bool
+	reg      *prometheus.Registry
+	m        *metrics
+
+	rules atomic.Pointer[Rules] // one immutable snapshot per request
+
+	grpcLn, httpLn net.Listener
+	started        atomic.Bool
+
+	// lastLog rate-limits the backend error log to one line per second.
+	lastLog atomic.Int64
+}
+
+var _ rlsv3.RateLimitServiceServer = (*Server)(nil)
+
+// New builds the server for cfg.RateLimit and binds its addresses. With
+// backend redis nothing is dialled yet: Redis may come up later.
+func New(cfg *config.Config, o Options) (*Server, error) {
+	if cfg == nil {
+		return nil, errors.New("ratelimit: nil config")
+	}
+	rc := cfg.RateLimit
+	if rc.GRPC == "" {
+		return nil, errors.New("ratelimit: ratelimit.grpc: required")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "ratelimit")
+	reg := telemetry.NewRegistry()
+	s := &Server{
+		log:      log,
+		now:      o.Now,
+		timeout:  o.DecisionTimeout,
+		failOpen: rc.FailMode == config.FailOpen,
+		reg:      reg,
+		m:        newMetrics(reg),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultDecisionTimeout
+	}
+	s.backend = o.Backend
+	if s.backend == nil {
+		switch rc.Backend {
+		case "", config.BackendMemory:
+			s.backend = NewMemory()
+		case config.BackendRedis:
+			var pw string
+			if rc.Redis.PasswordEnv != "" {
+				pw = os.Getenv(rc.Redis.PasswordEnv)
+			}
+			timeout := rc.Redis.Timeout
+			if timeout == 0 {
+				timeout = config.DefaultRedisTimeout
+			}
+			r := NewRedis(RedisOptions{
+				Addr: rc.Redis.Addr, Password: pw, DB: rc.Redis.DB, Timeout: timeout,
+				OnStateChange: func(open bool, err error) {
+					if open {
+						s.m.breakerOpen.Set(1)
+						s.log.Error("redis unreachable: circuit open, fail mode applies", "fail_mode", s.failMode(), "err", err)
+					} else {
+						s.m.breakerOpen.Set(0)
+						s.log.Info("redis reachable again: circuit closed")
+					}
+				},
+			})
+			s.backend, s.closer = r, r.Close
+		default:
+			return nil, fmt.Errorf("ratelimit: ratelimit.backend: %q: want memory or redis", rc.Backend)
+		}
+	}
+	s.rules.Store(NewRules(cfg))
+	s.m.rules.Set(float64(s.rules.Load().Len()))
+	var err error
+	if s.grpcLn, err = net.Listen("tcp", rc.GRPC); err != nil {
+		s.closeBackend()
+		return nil, fmt.Errorf("ratelimit: ratelimit.grpc: %w", err)
+	}
+	if rc.HTTP != "" {
+		if s.httpLn, err = net.Listen("tcp", rc.HTTP); err != nil {
+			_ = s.grpcLn.Close()
+			s.closeBackend()
+			return nil, fmt.Errorf("ratelimit: ratelimit.http: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Server) failMode() string {
+	if s.failOpen {
+		return config.FailOpen
+	}
+	return config.FailClosed
+}
+
+func (s *Server) closeBackend() {
+	if s.closer != nil {
+		_ = s.closer()
+	}
+}
+
+// GRPCAddr is the bound gRPC address.
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// HTTPAddr is the bound telemetry address, or "".
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Registry is the server's Prometheus registry.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Update swaps in the quotas of cfg; requests in flight keep the rules they
+// started with. Backend and addresses change only on restart.
+func (s *Server) Update(cfg *config.Config) error {
+	if cfg == nil {
+		return errors.New("ratelimit: nil config")
+	}
+	r := NewRules(cfg)
+	s.rules.Store(r)
+	s.m.rules.Set(float64(r.Len()))
+	return nil
+}
+
+// ShouldRateLimit implements envoy.service.ratelimit.v3.RateLimitService.
+// Descriptors no quota matches are OK with no limit. If the counters cannot
+// be reached, fail open answers OK and fail closed answers a gRPC
+// Unavailable error (Envoy, configured fail-closed by xds, answers 503).
+func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	start := s.now()
+	rules := s.rules.Load()
+	if req.GetDomain() != config.RateLimitDomain {
+		s.m.decisions.WithLabelValues("unknown_domain").Inc()
+		return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}
+	for _, d := range req.GetDescriptors() {
+		st := &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+		resp.Statuses = append(resp.Statuses, st)
+		q, key, ok := rules.match(d)
+		if !ok {
+			continue
+		}
+		hits := uint64(req.GetHitsAddend())
+		if d.GetHitsAddend() != nil {
+			hits = d.GetHitsAddend().GetValue()
+		}
+		if hits == 0 {
+			hits = 1
+		}
+		res, err := s.backend.Take(ctx, key, q.Limit, q.Unit.Duration(), hits, start)
+		if err != nil {
+			s.m.backendErrors.Inc()
+			s.m.decisions.WithLabelValues("fail_" + s.failMode()).Inc()
+			s.logBackendError(err)
+			if s.failOpen {
+				continue
+			}
+			return nil, status.Error(codes.Unavailable, "rate-limit counters unavailable")
+		}
+		st.CurrentLimit = &rlsv3.RateLimitResponse_RateLimit{
+			Name:            q.Name,
+			RequestsPerUnit: uint32(min(q.Limit, math.MaxUint32)),
+			Unit:            unitProto(q.Unit),
+		}
+		st.DurationUntilReset = durationpb.New(res.Reset)
+		if res.Used < q.Limit {
+			st.LimitRemaining = uint32(min(q.Limit-res.Used, math.MaxUint32))
+		}
+		if !res.Allowed {
+			st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+			s.m.decisions.WithLabelValues("over_limit").Inc()
+		} else {
+			s.m.decisions.WithLabelValues("ok").Inc()
+		}
+	}
+	s.m.latency.Observe(s.now().Sub(start).Seconds())
+	return resp, nil
+}
+
+func (s *Server) logBackendError(err error) {
+	now := time.Now().UnixNano()
+	last := s.lastLog.Load()
+	if now-last < int64(time.Second) || !s.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("rate-limit counters unavailable; fail mode applied", "fail_mode", s.failMode(), "err", err)
+}
+
+func unitProto(u config.Unit) rlv3Unit {
+	switch u {
+	case config.Second:
+		return rlv3UnitSecond
+	case config.Minute:
+		return rlv3UnitMinute
+	case config.Hour:
+		return rlv3UnitHour
+	case config.Day:
+		return rlv3UnitDay
+	}
+	return rlv3UnitUnknown
+}
+
+type rlv3Unit = rlsv3.RateLimitResponse_RateLimit_Unit
+
+const (
+	rlv3UnitUnknown = rlsv3.RateLimitResponse_RateLimit_UNKNOWN
+	rlv3UnitSecond  = rlsv3.RateLimitResponse_RateLimit_SECOND
+	rlv3UnitMinute  = rlsv3.RateLimitResponse_RateLimit_MINUTE
+	rlv3UnitHour    = rlsv3.RateLimitResponse_RateLimit_HOUR
+	rlv3UnitDay     = rlsv3.RateLimitResponse_RateLimit_DAY
+)
+
+// Serve serves the rate-limit service and gRPC health on the gRPC listener
+// and telemetry on the HTTP listener until ctx is cancelled; then it stops
+// gracefully and closes the backend. Serve may be called once.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("ratelimit: Serve called twice or after Close")
+	}
+	defer s.closeBackend()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	gs := grpc.NewServer()
+	rlsv3.RegisterRateLimitServiceServer(gs, s)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := gs.Serve(s.grpcLn); err != nil {
+			errc <- fmt.Errorf("ratelimit: grpc: %w", err)
+		}
+	}()
+	if s.httpLn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := telemetry.ServeHTTP(ctx, s.httpLn, telemetry.Mux(s.reg, func() error { return nil })); err != nil {
+				errc <- fmt.Errorf("ratelimit: http: %w", err)
+			}
+		}()
+	}
+	s.log.Info("ratelimit serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "fail_mode", s.failMode())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	hs.Shutdown()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+		<-stopped
+	}
+	wg.Wait()
+	return err
+}
+
+// Close releases the listeners of a Server whose Serve was never called.
+func (s *Server) Close() error {
+	if !s.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	s.closeBackend()
+	err := s.grpcLn.Close()
+	if s.httpLn != nil {
+		err = errors.Join(err, s.httpLn.Close())
+	}
+	return err
+}

@@ -1,0 +1,382 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// This file holds what the edge (Envoy) enforces per tenant: activity,
+// upstreams, TLS certificates, CORS, the IP allowlist, request timeouts and
+// rate limits; plus the config of the rate-limit service and the HTTPS
+// listener. xds translates it into Envoy resources and extauthz/ratelimit
+// turns the global quotas into rules: Quotas is the contract both read.
+
+// TenantTLS is a tenant's certificate, served by SNI on the HTTPS listener.
+// Paths are relative to the config file; changes are pushed without restarts.
+type TenantTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled reports whether the tenant has a certificate.
+func (t TenantTLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// CORS is a tenant's cross-origin policy. Empty AllowOrigins means no CORS.
+type CORS struct {
+	// AllowOrigins are exact origins ("https://app.example.com") or "*".
+	AllowOrigins  []string      `yaml:"allow_origins"`
+	AllowMethods  []string      `yaml:"allow_methods"`
+	AllowHeaders  []string      `yaml:"allow_headers"`
+	ExposeHeaders []string      `yaml:"expose_headers"`
+	MaxAge        time.Duration `yaml:"max_age"`
+	// AllowCredentials needs explicit origins (not "*").
+	AllowCredentials bool `yaml:"allow_credentials"`
+}
+
+// Enabled reports whether the tenant has a CORS policy.
+func (c CORS) Enabled() bool { return len(c.AllowOrigins) > 0 }
+
+// TenantLimits are a tenant's edge limits. Zero means no limit.
+type TenantLimits struct {
+	// RequestsPerSecond and Burst are Envoy's per-tenant local token bucket
+	// (per Envoy process); Burst defaults to RequestsPerSecond.
+	RequestsPerSecond uint32 `yaml:"requests_per_second"`
+	Burst             uint32 `yaml:"burst"`
+	// MaxAPICallsPerDay is a global quota for the whole tenant.
+	MaxAPICallsPerDay uint64 `yaml:"max_api_calls_per_day"`
+	// PerUserPerHour is a global quota for each user of the tenant.
+	PerUserPerHour uint64 `yaml:"per_user_per_hour"`
+	// PerRolePerHour is a global quota shared by all callers holding a role.
+	PerRolePerHour map[string]uint64 `yaml:"per_role_per_hour"`
+	// MaxConnections and MaxRequests are the circuit breakers of the tenant's
+	// upstream cluster (only with upstreams of its own).
+	MaxConnections uint32 `yaml:"max_connections"`
+	MaxRequests    uint32 `yaml:"max_requests"`
+}
+
+// RateLimit is the global rate-limit service (envoy.service.ratelimit.v3).
+type RateLimit struct {
+	// GRPC is where the service listens and where Envoy calls it.
+	GRPC string `yaml:"grpc"`
+	// HTTP serves /metrics, /healthz and /readyz (optional).
+	HTTP string `yaml:"http"`
+	// Backend is "memory" (default, one process) or "redis" (shared).
+	Backend string `yaml:"backend"`
+	Redis   Redis  `yaml:"redis"`
+	// FailMode is what happens when the counters cannot be reached:
+	// "closed" (default: refuse with 503) or "open" (allow).
+	FailMode string `yaml:"fail_mode"`
+	// Timeout is how long Envoy waits for the service (default 100ms).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Redis is the shared counter store.
+type Redis struct {
+	Addr string `yaml:"addr"`
+	// PasswordEnv names an environment variable holding the password (the
+	// password itself never sits in the file).
+	PasswordEnv string `yaml:"password_env"`
+	DB          int    `yaml:"db"`
+	// Timeout bounds each Redis operation (default 25ms), so an unreachable
+	// Redis turns into the fail mode well within 50ms.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// EdgeTLS is the HTTPS listener.
+type EdgeTLS struct {
+	// Listen is the HTTPS listener address (an IP); empty means no HTTPS.
+	Listen string `yaml:"listen"`
+	// MinVersion is "1.2" or "1.3" (default "1.3").
+	MinVersion string `yaml:"min_version"`
+	// RedirectHTTP answers plain HTTP on envoy.listen with a redirect to HTTPS
+	// for tenants that have a certificate.
+	RedirectHTTP bool `yaml:"redirect_http"`
+}
+
+// Rate-limit contract between xds (which makes Envoy build descriptors) and
+// the rate-limit service (which matches them).
+const (
+	RateLimitDomain = "kailash"
+	// Descriptor keys.
+	DescTenant = "tenant" // the tenant id, set by the control plane
+	DescQuota  = "quota"  // which tenant quota ("day")
+	DescUser   = "user"   // from ext_authz dynamic metadata
+	DescRole   = "role"   // a role the caller holds (from ext_authz's x-kailash-roles)
+
+	// RolesHeader is the request header ext_authz sets, on allow, to the
+	// caller's roles joined by ","; Envoy matches role quotas against it
+	// (dynamic metadata holds roles as a list, which rate-limit actions
+	// cannot read).
+	RolesHeader = "x-kailash-roles"
+	// ExtAuthzNamespace is the dynamic metadata namespace of ext_authz.
+	ExtAuthzNamespace = "envoy.filters.http.ext_authz"
+
+	FailOpen   = "open"
+	FailClosed = "closed"
+
+	BackendMemory = "memory"
+	BackendRedis  = "redis"
+
+	DefaultRateLimitTimeout = 100 * time.Millisecond
+	DefaultRedisTimeout     = 25 * time.Millisecond
+	DefaultTLSMinVersion    = "1.3"
+)
+
+// Unit is a quota window.
+type Unit string
+
+// Units of quotas.
+const (
+	Second Unit = "second"
+	Minute Unit = "minute"
+	Hour   Unit = "hour"
+	Day    Unit = "day"
+)
+
+// Duration is the unit's window length.
+func (u Unit) Duration() time.Duration {
+	switch u {
+	case Second:
+		return time.Second
+	case Minute:
+		return time.Minute
+	case Hour:
+		return time.Hour
+	case Day:
+		return 24 * time.Hour
+	}
+	return 0
+}
+
+// DescriptorEntry is one key/value of a rate-limit descriptor. Value ""
+// matches any value (each distinct value has its own counter).
+type DescriptorEntry struct {
+	Key, Value string
+}
+
+// Quota is one global limit of a tenant, as a descriptor pattern.
+type Quota struct {
+	// Name is stable and readable, e.g. "acme/user/hour".
+	Name    string
+	Entries []DescriptorEntry
+	Limit   uint64
+	Unit    Unit
+}
+
+// Quotas are the tenant's global quotas in a fixed order: the daily tenant
+// quota, the per-user quota, then per-role quotas by role name. Descriptors
+// are [tenant, quota=day], [tenant, user=*] and [tenant, role=R].
+func (t *Tenant) Quotas() []Quota {
+	var out []Quota
+	l := t.Limits
+	if l.MaxAPICallsPerDay > 0 {
+		out = append(out, Quota{
+			Name:    t.ID + "/tenant/day",
+			Entries: []DescriptorEntry{{DescTenant, t.ID}, {DescQuota, string(Day)}},
+			Limit:   l.MaxAPICallsPerDay, Unit: Day,
+		})
+	}
+	if l.PerUserPerHour > 0 {
+		out = append(out, Quota{
+			Name:    t.ID + "/user/hour",
+			Entries: []DescriptorEntry{{DescTenant, t.ID}, {DescUser, ""}},
+			Limit:   l.PerUserPerHour, Unit: Hour,
+		})
+	}
+	roles := make([]string, 0, len(l.PerRolePerHour))
+	for r := range l.PerRolePerHour {
+		roles = append(roles, r)
+	}
+	slices.Sort(roles)
+	for _, r := range roles {
+		if l.PerRolePerHour[r] == 0 {
+			continue
+		}
+		out = append(out, Quota{
+			Name:    t.ID + "/role/" + r + "/hour",
+			Entries: []DescriptorEntry{{DescTenant, t.ID}, {DescRole, r}},
+			Limit:   l.PerRolePerHour[r], Unit: Hour,
+		})
+	}
+	return out
+}
+
+// IsActive reports whether the tenant is served (the default).
+func (t *Tenant) IsActive() bool { return t.Active == nil || *t.Active }
+
+// HasGlobalQuotas reports whether any tenant needs the rate-limit service.
+func (c *Config) HasGlobalQuotas() bool {
+	for i := range c.Tenants {
+		if len(c.Tenants[i].Quotas()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+var (
+	roleRe   = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+	originRe = regexp.MustCompile(`^https?://[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?$`)
+	methodRe = regexp.MustCompile(`^[A-Z]+$`)
+	headerRe = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_` + "`" + `|~-]+$`)
+)
+
+// validateEdge checks the edge fields of every tenant and the ratelimit and
+// tls sections.
+func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
+	addr := func(field, v string) {
+		if v == "" {
+			return
+		}
+		if _, _, err := SplitHostPort(v); err != nil {
+			at(0, "%s: %v", field, err)
+		}
+	}
+	rl := c.RateLimit
+	addr("ratelimit.grpc", rl.GRPC)
+	addr("ratelimit.http", rl.HTTP)
+	switch rl.Backend {
+	case "", BackendMemory:
+	case BackendRedis:
+		if rl.Redis.Addr == "" {
+			at(0, "ratelimit.redis.addr: required with backend redis")
+		}
+		addr("ratelimit.redis.addr", rl.Redis.Addr)
+	default:
+		at(0, "ratelimit.backend: %q: want memory or redis", rl.Backend)
+	}
+	switch rl.FailMode {
+	case "", FailOpen, FailClosed:
+	default:
+		at(0, "ratelimit.fail_mode: %q: want open or closed", rl.FailMode)
+	}
+	if rl.Timeout < 0 {
+		at(0, "ratelimit.timeout: must not be negative")
+	}
+	if rl.Redis.Timeout < 0 {
+		at(0, "ratelimit.redis.timeout: must not be negative")
+	}
+	tls := c.TLS
+	addr("tls.listen", tls.Listen)
+	switch tls.MinVersion {
+	case "", "1.2", "1.3":
+	default:
+		at(0, "tls.min_version: %q: want 1.2 or 1.3", tls.MinVersion)
+	}
+	if tls.RedirectHTTP && tls.Listen == "" {
+		at(0, "tls.redirect_http: needs tls.listen")
+	}
+
+	for i := range c.Tenants {
+		t := &c.Tenants[i]
+		name := fmt.Sprintf("tenant %q", t.ID)
+		if t.ID == "" {
+			name = fmt.Sprintf("tenants[%d]", i)
+		}
+		c.validateTenantEdge(at, t, name)
+		if len(t.Quotas()) > 0 && rl.GRPC == "" {
+			at(t.Line, "%s: limits: global quotas need ratelimit.grpc (the rate-limit service address)", name)
+		}
+	}
+}
+
+func (c *Config) validateTenantEdge(at func(line int, format string, args ...any), t *Tenant, name string) {
+	for _, u := range t.Upstreams {
+		if _, _, err := SplitHostPort(u); err != nil {
+			at(t.Line, "%s: upstreams: %v", name, err)
+		}
+	}
+	if t.TLS.Enabled() {
+		for _, f := range []struct{ field, path string }{{"tls.cert_file", t.TLS.CertFile}, {"tls.key_file", t.TLS.KeyFile}} {
+			if f.path == "" {
+				at(t.Line, "%s: %s: required with a certificate", name, f.field)
+				continue
+			}
+			if _, err := os.Stat(c.Path(f.path)); err != nil {
+				at(t.Line, "%s: %s: %v", name, f.field, err)
+			}
+		}
+		if c.TLS.Listen == "" {
+			at(t.Line, "%s: tls: a certificate needs tls.listen (the HTTPS listener)", name)
+		}
+	}
+	cors := t.CORS
+	for _, o := range cors.AllowOrigins {
+		if o != "*" && !originRe.MatchString(o) {
+			at(t.Line, "%s: cors.allow_origins: %q is not an origin (scheme://host[:port])", name, o)
+		}
+		if o == "*" && cors.AllowCredentials {
+			at(t.Line, "%s: cors.allow_credentials: not allowed with origin \"*\"", name)
+		}
+	}
+	if !cors.Enabled() && (len(cors.AllowMethods) > 0 || len(cors.AllowHeaders) > 0 || len(cors.ExposeHeaders) > 0) {
+		at(t.Line, "%s: cors.allow_origins: required when other cors fields are set", name)
+	}
+	for _, m := range cors.AllowMethods {
+		if !methodRe.MatchString(m) {
+			at(t.Line, "%s: cors.allow_methods: %q is not an HTTP method (upper case)", name, m)
+		}
+	}
+	for _, list := range []struct {
+		field string
+		v     []string
+	}{{"cors.allow_headers", cors.AllowHeaders}, {"cors.expose_headers", cors.ExposeHeaders}} {
+		for _, h := range list.v {
+			if !headerRe.MatchString(h) {
+				at(t.Line, "%s: %s: %q is not a header name", name, list.field, h)
+			}
+		}
+	}
+	if cors.MaxAge < 0 {
+		at(t.Line, "%s: cors.max_age: must not be negative", name)
+	}
+	for _, cidr := range t.IPAllowlist {
+		if _, err := ParseCIDR(cidr); err != nil {
+			at(t.Line, "%s: ip_allowlist: %v", name, err)
+		}
+	}
+	if t.RequestTimeout < 0 {
+		at(t.Line, "%s: request_timeout: must not be negative", name)
+	}
+	l := t.Limits
+	if l.Burst > 0 && l.RequestsPerSecond == 0 {
+		at(t.Line, "%s: limits.burst: needs limits.requests_per_second", name)
+	}
+	if l.Burst > 0 && l.Burst < l.RequestsPerSecond {
+		at(t.Line, "%s: limits.burst: %d is less than requests_per_second %d", name, l.Burst, l.RequestsPerSecond)
+	}
+	for r := range l.PerRolePerHour {
+		if !roleRe.MatchString(r) {
+			at(t.Line, "%s: limits.per_role_per_hour: %q is not a role name", name, r)
+		}
+	}
+	if (l.MaxConnections > 0 || l.MaxRequests > 0) && len(t.Upstreams) == 0 {
+		at(t.Line, "%s: limits.max_connections/max_requests: need upstreams of the tenant's own", name)
+	}
+}
+
+// ParseCIDR parses "10.0.0.0/8", "2001:db8::/32" or a bare address (a /32
+// or /128). The prefix must have no host bits set.
+func ParseCIDR(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or an IP address", s)
+		}
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR", s)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
+	}
+	return p, nil
+}

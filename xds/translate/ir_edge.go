@@ -1,0 +1,220 @@
+package translate
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/kailash-gw/kailash/internal/config"
+)
+
+// Edge is what Envoy enforces for one tenant besides routing: it is the part
+// of VirtualHost the HTTP filters read.
+type Edge struct {
+	// Active tenants are served; inactive ones are refused at the edge.
+	Active bool
+	// Plan is informational (a stat tag).
+	Plan string
+	// Cluster is the upstream cluster: RunnerCluster or the tenant's own.
+	Cluster string
+	// Timeout bounds each request routed upstream.
+	Timeout time.Duration
+	// CORS is nil when the tenant has no CORS policy.
+	CORS *CORS
+	// IPAllowlist, when not empty, is the only client networks admitted
+	// (sorted, deduplicated).
+	IPAllowlist []netip.Prefix
+	// Local is the per-tenant token bucket; nil when unlimited.
+	Local *TokenBucket
+	// Quotas are the tenant's global quotas (config.Tenant.Quotas order).
+	Quotas []config.Quota
+	// TLS is the tenant's certificate on the HTTPS listener; nil when none.
+	TLS *Certificate
+}
+
+// CORS is a tenant's CORS policy, lists sorted.
+type CORS struct {
+	AllowOrigins     []string
+	AllowMethods     []string
+	AllowHeaders     []string
+	ExposeHeaders    []string
+	MaxAge           time.Duration
+	AllowCredentials bool
+}
+
+// TokenBucket is Envoy's local rate limit: Burst tokens, refilled by
+// PerSecond every second.
+type TokenBucket struct {
+	PerSecond uint32
+	Burst     uint32
+}
+
+// RateLimit is the global rate-limit service as Envoy calls it.
+type RateLimit struct {
+	Address Address
+	Timeout time.Duration
+	// FailClosed refuses requests (503) when the service cannot decide.
+	FailClosed bool
+}
+
+// Upstream is a tenant's own upstream cluster.
+type Upstream struct {
+	Name      string
+	Addresses []Address
+	// MaxConnections and MaxRequests are circuit breakers (0: Envoy's default).
+	MaxConnections uint32
+	MaxRequests    uint32
+}
+
+// Certificate is a tenant's certificate and key (PEM), and the secret name
+// under which SDS delivers them.
+type Certificate struct {
+	SecretName string
+	CertPEM    []byte
+	KeyPEM     []byte
+}
+
+// HTTPS is the TLS listener.
+type HTTPS struct {
+	Listener Address
+	// MinTLS13 is true for TLS 1.3 minimum, false for 1.2.
+	MinTLS13 bool
+	// RedirectHTTP redirects plain HTTP of tenants with a certificate.
+	RedirectHTTP bool
+}
+
+var roleNameRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+
+// UpstreamClusterName is the cluster of a tenant with upstreams of its own.
+func UpstreamClusterName(tenantID string) string { return "tenant_" + tenantID }
+
+// SecretName is the SDS secret holding a tenant's certificate.
+func SecretName(tenantID string) string { return "tenant_" + tenantID + "_cert" }
+
+// buildEdge resolves a tenant's edge settings; problems go to tenantErr.
+func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(string, ...any)) Edge {
+	e := Edge{Active: t.IsActive(), Plan: t.Plan, Cluster: RunnerCluster, Timeout: RunnerRouteTimeout}
+	if t.RequestTimeout < 0 {
+		tenantErr("request_timeout: must not be negative")
+	} else if t.RequestTimeout > 0 {
+		e.Timeout = t.RequestTimeout
+	}
+	if len(t.Upstreams) > 0 {
+		up := Upstream{
+			Name:           UpstreamClusterName(t.ID),
+			MaxConnections: t.Limits.MaxConnections,
+			MaxRequests:    t.Limits.MaxRequests,
+		}
+		for _, u := range t.Upstreams {
+			h, p, err := config.SplitHostPort(u)
+			if err != nil {
+				tenantErr("upstreams: %v", err)
+				continue
+			}
+			up.Addresses = append(up.Addresses, Address{Host: h, Port: p})
+		}
+		slices.SortFunc(up.Addresses, func(a, b Address) int { return strings.Compare(a.String(), b.String()) })
+		up.Addresses = slices.Compact(up.Addresses)
+		if len(up.Addresses) > 0 && !sameKind(up.Addresses) {
+			tenantErr("upstreams: mix IP addresses and host names in separate tenants (one cluster type each)")
+		}
+		e.Cluster = up.Name
+		ir.Upstreams = append(ir.Upstreams, up)
+	}
+	if c := t.CORS; c.Enabled() {
+		e.CORS = &CORS{
+			AllowOrigins:     sortedUnique(c.AllowOrigins),
+			AllowMethods:     sortedUnique(c.AllowMethods),
+			AllowHeaders:     sortedUnique(lower(c.AllowHeaders)),
+			ExposeHeaders:    sortedUnique(lower(c.ExposeHeaders)),
+			MaxAge:           c.MaxAge,
+			AllowCredentials: c.AllowCredentials,
+		}
+		if len(e.CORS.AllowMethods) == 0 {
+			e.CORS.AllowMethods = []string{"DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"}
+		}
+	}
+	for _, s := range t.IPAllowlist {
+		p, err := config.ParseCIDR(s)
+		if err != nil {
+			tenantErr("ip_allowlist: %v", err)
+			continue
+		}
+		e.IPAllowlist = append(e.IPAllowlist, p)
+	}
+	slices.SortFunc(e.IPAllowlist, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
+	e.IPAllowlist = slices.Compact(e.IPAllowlist)
+	if l := t.Limits; l.RequestsPerSecond > 0 {
+		burst := max(l.Burst, l.RequestsPerSecond)
+		e.Local = &TokenBucket{PerSecond: l.RequestsPerSecond, Burst: burst}
+	} else if l.Burst > 0 {
+		tenantErr("limits.burst: needs limits.requests_per_second")
+	}
+	e.Quotas = t.Quotas()
+	if len(e.Quotas) > 0 && cfg.RateLimit.GRPC == "" {
+		tenantErr("limits: global quotas need ratelimit.grpc (the rate-limit service address)")
+	}
+	for _, q := range e.Quotas {
+		for _, en := range q.Entries {
+			if en.Key == config.DescRole && !roleNameRe.MatchString(en.Value) {
+				tenantErr("limits.per_role_per_hour: %q is not a role name", en.Value)
+			}
+		}
+	}
+	return e
+}
+
+// buildGlobalEdge resolves the rate-limit service and the HTTPS listener.
+func buildGlobalEdge(cfg *config.Config, ir *IR) []error {
+	var errs []error
+	if rl := cfg.RateLimit; rl.GRPC != "" {
+		h, p, err := config.SplitHostPort(rl.GRPC)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ratelimit.grpc: %w", err))
+		}
+		timeout := rl.Timeout
+		if timeout == 0 {
+			timeout = config.DefaultRateLimitTimeout
+		}
+		if timeout < 0 {
+			errs = append(errs, fmt.Errorf("ratelimit.timeout: must not be negative"))
+		}
+		switch rl.FailMode {
+		case "", config.FailClosed, config.FailOpen:
+		default:
+			errs = append(errs, fmt.Errorf("ratelimit.fail_mode: %q: want open or closed", rl.FailMode))
+		}
+		ir.RateLimit = &RateLimit{
+			Address:    Address{Host: h, Port: p},
+			Timeout:    timeout,
+			FailClosed: rl.FailMode != config.FailOpen,
+		}
+	}
+	return errs
+}
+
+func sameKind(as []Address) bool {
+	for _, a := range as[1:] {
+		if a.IsIP() != as[0].IsIP() {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedUnique(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func lower(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = strings.ToLower(v)
+	}
+	return out
+}
