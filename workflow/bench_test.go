@@ -6,8 +6,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 // BenchmarkExecuteTrivial3Node is the executor's overhead on a 3-node chain
@@ -51,23 +53,103 @@ func BenchmarkExecuteCodeNode(b *testing.B) {
 // BenchmarkHTTPExecuteSQLite is a whole synchronous execution through the
 // API handler with the execution and node results written to SQLite.
 func BenchmarkHTTPExecuteSQLite(b *testing.B) {
+	benchHTTPExecute(b, config.Runner{DataDir: b.TempDir()}, false)
+}
+
+// BenchmarkHTTPExecuteSQLiteParallel is the same from GOMAXPROCS callers.
+func BenchmarkHTTPExecuteSQLiteParallel(b *testing.B) {
+	benchHTTPExecute(b, config.Runner{DataDir: b.TempDir()}, true)
+}
+
+// BenchmarkHTTPExecutePostgres is a whole synchronous execution through the
+// API handler with the records written to PostgreSQL.
+func BenchmarkHTTPExecutePostgres(b *testing.B) {
+	benchHTTPExecute(b, config.Runner{PostgresDSN: testenv.StartPostgres(b).DSN}, false)
+}
+
+// BenchmarkHTTPExecutePostgresParallel is the same from GOMAXPROCS callers
+// (PostgreSQL takes concurrent writers; SQLite has one per tenant).
+func BenchmarkHTTPExecutePostgresParallel(b *testing.B) {
+	benchHTTPExecute(b, config.Runner{PostgresDSN: testenv.StartPostgres(b).DSN}, true)
+}
+
+func benchHTTPExecute(b *testing.B, r config.Runner, parallel bool) {
 	wfs, err := LoadDir("../examples/workflows")
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := New(&config.Config{Runner: config.Runner{HTTP: "127.0.0.1:0", DataDir: b.TempDir(), Limits: config.RunnerLimits{MaxConcurrentExecutions: 1 << 20}}}, Options{})
+	r.HTTP = "127.0.0.1:0"
+	r.Limits.MaxConcurrentExecutions = 1 << 20
+	s, err := New(&config.Config{Runner: r}, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.ln.Close(); s.shutdown() })
 	s.workflows.Store(&wfs)
 	h := s.Handler()
-	b.ReportAllocs()
-	for b.Loop() {
+	one := func() {
 		rec := newRecorder()
 		h.ServeHTTP(rec, newExecRequest())
 		if rec.Code != 200 {
 			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
+	one() // opens and migrates the tenant's store
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	if parallel {
+		b.SetParallelism(4)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				one()
+			}
+		})
+	} else {
+		for b.Loop() {
+			one()
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "exec/s")
+}
+
+// BenchmarkSQLNodeSQLite and BenchmarkSQLNodePostgres are one sql node
+// (a parameterized read of the tenant's own table) without the API.
+func BenchmarkSQLNodeSQLite(b *testing.B) {
+	st, err := OpenStore(context.Background(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchSQLNode(b, st)
+}
+
+func BenchmarkSQLNodePostgres(b *testing.B) {
+	st, err := OpenPostgresStore(context.Background(), testenv.StartPostgres(b).DSN)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchSQLNode(b, st)
+}
+
+func benchSQLNode(b *testing.B, st Store) {
+	b.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	if _, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: `CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)`, MaxRows: 1}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: `INSERT INTO kv VALUES ($1, $2)`, Args: []any{"a", "1"}, MaxRows: 1}); err != nil {
+		b.Fatal(err)
+	}
+	w, err := Compile(Definition{Name: "kv", Nodes: []Node{{ID: "q", Type: "sql", Config: map[string]any{"query": "SELECT v FROM kv WHERE k = $1", "params": []any{"k"}}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	x := NewExecutor(ExecutorOptions{Store: st, Limits: config.RunnerLimits{MaxConcurrentExecutions: 1 << 20}})
+	in := map[string]any{"k": "a"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := x.Run(ctx, w, in, acme, RunOptions{}); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -1,13 +1,17 @@
 package workflow
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // Event is one step in an execution's life, as the event stream shows it.
@@ -136,6 +140,64 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 			b, _ := json.Marshal(e)
 			fmt.Fprintf(w, "event: %s\nid: %s\ndata: %s\n\n", e.Type, e.Execution, b)
 			fl.Flush()
+		}
+	}
+}
+
+// serveEventsWS streams the same events as serveEvents over a WebSocket:
+// one JSON text message per event, with the same tenant, permission and
+// clearance filtering. The identity is checked before the upgrade, so a
+// request without one gets a plain 401. Messages from the client are
+// ignored; the stream ends when either side closes or the server stops.
+func (s *Server) serveEventsWS(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.caller(w, r)
+	if !ok {
+		return
+	}
+	conn, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return // Accept has answered
+	}
+	defer conn.CloseNow()
+	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles}
+	unsubscribe := s.events.subscribe(sub)
+	defer unsubscribe()
+	ctx := conn.CloseRead(r.Context()) // reads (and answers) control frames
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	write := func(v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return conn.Write(wctx, websocket.MessageText, b)
+	}
+	if err := write(map[string]any{"type": "subscribed", "tenant": c.Tenant, "workflow": sub.workflow}); err != nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.base.Done():
+			_ = conn.Close(websocket.StatusGoingAway, "runner stopping")
+			return
+		case <-keepalive.C:
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return
+			}
+		case e := <-sub.ch:
+			if err := write(e); err != nil {
+				if !errors.Is(err, context.Canceled) {
+					s.log.Debug("event stream write", "err", err)
+				}
+				return
+			}
 		}
 	}
 }

@@ -146,11 +146,19 @@ type AuditRecord struct {
 type ExecutorOptions struct {
 	Limits       config.RunnerLimits
 	TenantLimits map[string]config.RunnerLimits
+	// RoleLimits apply to callers with the role, on top of their tenant's:
+	// the stricter value wins (see LimitsFor).
+	RoleLimits map[string]config.RunnerLimits
 	// HTTPAllow is the hosts the http node may call ("host" or "host:port").
 	HTTPAllow []string
 	// Audit stores audit_log records; nil logs them only.
 	Audit  func(ctx context.Context, r AuditRecord) error
 	Logger *slog.Logger
+	// Store runs the sql node's statements in the tenant's own database;
+	// nil refuses sql nodes at run time.
+	Store Store
+	// Policy answers permission_check nodes; nil fails them (closed).
+	Policy PolicyEvaluator
 }
 
 // Executor runs compiled workflows within per-tenant limits. It is safe for
@@ -160,11 +168,16 @@ type Executor struct {
 	tenants map[string]config.RunnerLimits
 	allow   map[string]bool
 	client  *http.Client
+	roles   map[string]config.RunnerLimits // as configured: zero fields set nothing
 	audit   func(ctx context.Context, r AuditRecord) error
 	log     *slog.Logger
+	// store runs the sql node's statements; policy answers permission_check.
+	store  Store
+	policy PolicyEvaluator
 
-	mu      sync.Mutex
-	running map[string]int // guarded by mu: executions in flight per tenant
+	mu          sync.Mutex
+	running     map[string]int    // guarded by mu: executions in flight per tenant
+	roleRunning map[[2]string]int // guarded by mu: per (tenant, role) with a role limit
 }
 
 // NewExecutor returns an executor; zero limits take the defaults.
@@ -175,8 +188,14 @@ func NewExecutor(o ExecutorOptions) *Executor {
 		allow:   map[string]bool{},
 		audit:   o.Audit,
 		log:     o.Logger,
+		store:   o.Store,
+		policy:  o.Policy,
 		running: map[string]int{},
+		roles:   map[string]config.RunnerLimits{},
+
+		roleRunning: map[[2]string]int{},
 	}
+	maps.Copy(x.roles, o.RoleLimits)
 	if x.log == nil {
 		x.log = slog.Default()
 	}
@@ -198,14 +217,79 @@ func (x *Executor) Limits(tenant string) config.RunnerLimits {
 	return x.limits
 }
 
+// LimitsFor are the effective limits of a caller: its tenant's, tightened
+// by the role_limits of each role it holds. For every number the smallest
+// set value wins; allowed_node_types is the intersection of the lists set.
+func (x *Executor) LimitsFor(c Caller) config.RunnerLimits {
+	l := x.Limits(c.Tenant)
+	for _, r := range c.Roles {
+		if rl, ok := x.roles[r]; ok {
+			l = stricter(l, rl)
+		}
+	}
+	return l
+}
+
+// stricter tightens l by every field r sets.
+func stricter(l, r config.RunnerLimits) config.RunnerLimits {
+	minInt := func(a, b int) int {
+		if b > 0 && b < a {
+			return b
+		}
+		return a
+	}
+	if r.MaxExecutionTime > 0 && r.MaxExecutionTime < l.MaxExecutionTime {
+		l.MaxExecutionTime = r.MaxExecutionTime
+	}
+	if r.NodeTimeout > 0 && r.NodeTimeout < l.NodeTimeout {
+		l.NodeTimeout = r.NodeTimeout
+	}
+	if r.CodeMaxSteps > 0 && r.CodeMaxSteps < l.CodeMaxSteps {
+		l.CodeMaxSteps = r.CodeMaxSteps
+	}
+	if r.CodeMaxMemory > 0 && r.CodeMaxMemory < l.CodeMaxMemory {
+		l.CodeMaxMemory = r.CodeMaxMemory
+	}
+	l.MaxWorkflows = minInt(l.MaxWorkflows, r.MaxWorkflows)
+	l.MaxNodes = minInt(l.MaxNodes, r.MaxNodes)
+	l.MaxConcurrentExecutions = minInt(l.MaxConcurrentExecutions, r.MaxConcurrentExecutions)
+	l.MaxParallelNodes = minInt(l.MaxParallelNodes, r.MaxParallelNodes)
+	l.BatchMaxItems = minInt(l.BatchMaxItems, r.BatchMaxItems)
+	if len(r.AllowedNodeTypes) > 0 {
+		if len(l.AllowedNodeTypes) == 0 {
+			l.AllowedNodeTypes = slices.Clone(r.AllowedNodeTypes)
+		} else {
+			var both []string
+			for _, t := range l.AllowedNodeTypes {
+				if slices.Contains(r.AllowedNodeTypes, t) {
+					both = append(both, t)
+				}
+			}
+			if both == nil {
+				both = []string{} // nothing is allowed, which is not "everything"
+			}
+			l.AllowedNodeTypes = both
+		}
+	}
+	return l
+}
+
 // Admit checks a workflow against the tenant's static limits: node count
 // and allowed node types.
 func (x *Executor) Admit(w *Workflow, tenant string) error {
-	l := x.Limits(tenant)
+	return x.admit(w, tenant, x.Limits(tenant))
+}
+
+// AdmitCaller is Admit with the caller's limits (its roles' included).
+func (x *Executor) AdmitCaller(w *Workflow, c Caller) error {
+	return x.admit(w, c.Tenant, x.LimitsFor(c))
+}
+
+func (x *Executor) admit(w *Workflow, tenant string, l config.RunnerLimits) error {
 	if len(w.nodes) > l.MaxNodes {
 		return &LimitError{tenant, "max_nodes", fmt.Sprintf("workflow %q has %d nodes, more than the %d allowed", w.Def.Name, len(w.nodes), l.MaxNodes)}
 	}
-	if len(l.AllowedNodeTypes) > 0 {
+	if l.AllowedNodeTypes != nil {
 		for _, n := range w.nodes {
 			types := []string{n.typ}
 			if b, ok := n.prep.(*batchPrep); ok {
@@ -228,23 +312,47 @@ type Reservation struct {
 	w       *Workflow
 	c       Caller
 	limits  config.RunnerLimits
+	roles   [][2]string // the (tenant, role) counters it holds
 	release sync.Once
 }
 
 // Reserve admits w for c and takes a concurrency slot; it never waits: a
 // full tenant gets a LimitError at once.
+//
+// The tenant's max_concurrent_executions counts all of the tenant's
+// executions; a role's counts the executions its holders started in the
+// tenant.
 func (x *Executor) Reserve(w *Workflow, c Caller) (*Reservation, error) {
-	if err := x.Admit(w, c.Tenant); err != nil {
+	l := x.LimitsFor(c)
+	if err := x.admit(w, c.Tenant, l); err != nil {
 		return nil, err
 	}
-	l := x.Limits(c.Tenant)
+	tl := x.Limits(c.Tenant)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.running[c.Tenant] >= l.MaxConcurrentExecutions {
+	if x.running[c.Tenant] >= tl.MaxConcurrentExecutions {
 		return nil, &LimitError{c.Tenant, "max_concurrent_executions", fmt.Sprintf("%d executions are already running", x.running[c.Tenant])}
 	}
+	var roles [][2]string
+	for _, r := range c.Roles {
+		rl, ok := x.roles[r]
+		if !ok || rl.MaxConcurrentExecutions == 0 {
+			continue
+		}
+		k := [2]string{c.Tenant, r}
+		if slices.Contains(roles, k) {
+			continue
+		}
+		if x.roleRunning[k] >= rl.MaxConcurrentExecutions {
+			return nil, &LimitError{c.Tenant, "max_concurrent_executions", fmt.Sprintf("role %s: %d executions are already running (role limit %d)", r, x.roleRunning[k], rl.MaxConcurrentExecutions)}
+		}
+		roles = append(roles, k)
+	}
 	x.running[c.Tenant]++
-	return &Reservation{x: x, w: w, c: c, limits: l}, nil
+	for _, k := range roles {
+		x.roleRunning[k]++
+	}
+	return &Reservation{x: x, w: w, c: c, limits: l, roles: roles}, nil
 }
 
 // Release gives the slot back; it is idempotent.
@@ -254,6 +362,11 @@ func (r *Reservation) Release() {
 		defer r.x.mu.Unlock()
 		if r.x.running[r.c.Tenant]--; r.x.running[r.c.Tenant] <= 0 {
 			delete(r.x.running, r.c.Tenant)
+		}
+		for _, k := range r.roles {
+			if r.x.roleRunning[k]--; r.x.roleRunning[k] <= 0 {
+				delete(r.x.roleRunning, k)
+			}
 		}
 	})
 }

@@ -54,6 +54,9 @@ var library = map[string]*nodeSpec{
 	"http":      {openInputs: true, outputs: []string{"status", "headers", "body"}, prepare: prepareHTTP, run: runHTTP},
 	"audit_log": {openInputs: true, prepare: prepareAudit, run: runAudit},
 	"lineage":   {openInputs: true, outputs: []string{"data", "lineage"}, run: runLineage},
+	"sql":       {openInputs: true, outputs: []string{"rows", "count", "columns", "truncated", "first"}, prepare: prepareSQL, run: runSQL},
+
+	"permission_check": {openInputs: true, prepare: preparePermission, run: runPermission},
 	// batch's prepare and run reach back into library, so they are attached
 	// by batchSpec, not written here (an initialization cycle otherwise).
 	"batch": {inputs: []inputSpec{{name: "items", required: true}}, outputs: []string{"results", "count"}},

@@ -18,10 +18,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/telemetry"
+	"github.com/kailash-gw/kailash/policies"
 )
 
 // Options for the runner server.
@@ -29,6 +31,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Middleware, when set, wraps the API handler (tracing, recording in tests).
 	Middleware func(http.Handler) http.Handler
+	// Policy answers the permission_check node. Nil: an engine over
+	// policy.bundle (the embedded bundle when empty) evaluating
+	// runner.permission_decision, built on first use.
+	Policy PolicyEvaluator
+	// Store replaces the store runner.postgres_dsn / runner.data_dir name
+	// (tests); the server closes it.
+	Store Store
 }
 
 // Server is the runner's HTTP API. Envoy forwards authorized requests to it
@@ -39,7 +48,8 @@ type Server struct {
 	ln        net.Listener
 	workflows atomic.Pointer[map[string]*Workflow] // from runner.workflows, shared by every tenant
 	exec      *Executor
-	store     *Store
+	store     Store
+	compiled  compileCache
 	verify    *verifier // nil: trust the x-kailash-* headers
 	events    *broker
 
@@ -97,16 +107,39 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		s.verify = v
 	}
+	for role, l := range cfg.Runner.RoleLimits {
+		for _, t := range l.AllowedNodeTypes {
+			if _, ok := library[t]; !ok {
+				return nil, fmt.Errorf("runner.role_limits.%s.allowed_node_types: unknown node type %q (known: %s)", role, t, strings.Join(NodeTypes(), ", "))
+			}
+		}
+	}
 	s.base, s.stop = context.WithCancel(context.Background())
-	st, err := OpenStore(s.base, cfg.Path(cfg.Runner.DataDir))
-	if err != nil {
-		s.stop()
-		return nil, err
+	st := opts.Store
+	if st == nil {
+		var err error
+		if cfg.Runner.PostgresDSN != "" {
+			st, err = OpenPostgresStore(s.base, cfg.Runner.PostgresDSN)
+		} else {
+			st, err = OpenStore(s.base, cfg.Path(cfg.Runner.DataDir))
+		}
+		if err != nil {
+			s.stop()
+			return nil, err
+		}
 	}
 	s.store = st
+	pol := opts.Policy
+	if pol == nil {
+		decision := cfg.Runner.PermissionDecision
+		if decision == "" {
+			decision = DefaultPermissionDecision
+		}
+		pol = &lazyPolicy{opts: policies.EngineOptions{Dir: cfg.Path(cfg.Policy.Bundle), Decision: decision}}
+	}
 	s.exec = NewExecutor(ExecutorOptions{
-		Limits: cfg.Runner.Limits, TenantLimits: cfg.Runner.TenantLimits,
-		HTTPAllow: cfg.Runner.HTTPAllow, Audit: st.Audit, Logger: s.log,
+		Limits: cfg.Runner.Limits, TenantLimits: cfg.Runner.TenantLimits, RoleLimits: cfg.Runner.RoleLimits,
+		HTTPAllow: cfg.Runner.HTTPAllow, Audit: st.Audit, Logger: s.log, Store: st, Policy: pol,
 	})
 	s.execs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kailash_runner_executions_total", Help: "Workflow executions by outcome.",
@@ -167,6 +200,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/workflows/{name}/executions/{id}/cancel", s.cancelExecution)
 	mux.HandleFunc("GET /v1/workflows/{name}/events", s.serveEvents)
 	mux.HandleFunc("GET /v1/events", s.serveEvents)
+	mux.HandleFunc("GET /v1/workflows/{name}/events/ws", s.serveEventsWS)
+	mux.HandleFunc("GET /v1/events/ws", s.serveEventsWS)
 	return mux
 }
 
@@ -209,7 +244,7 @@ func (s *Server) lookup(ctx context.Context, tenant, name string) (*Workflow, bo
 	sw, err := s.store.GetWorkflow(ctx, tenant, name)
 	switch {
 	case err == nil:
-		w, err := Compile(sw.Definition)
+		w, err := s.compiled.compile(sw)
 		return w, true, err
 	case !errors.Is(err, ErrNotFound):
 		return nil, false, err
@@ -262,7 +297,7 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, "invalid_workflow", err.Error())
 		return
 	}
-	if err := s.exec.Admit(wf, c.Tenant); err != nil {
+	if err := s.exec.AdmitCaller(wf, c); err != nil {
 		s.writeExecError(w, err, nil)
 		return
 	}
@@ -270,7 +305,7 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "exists", fmt.Sprintf("workflow %q is a shared workflow", d.Name))
 		return
 	}
-	if err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d, s.exec.Limits(c.Tenant).MaxWorkflows); err != nil {
+	if err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d, s.exec.LimitsFor(c).MaxWorkflows); err != nil {
 		var le *LimitError
 		switch {
 		case errors.Is(err, errExists):
@@ -574,3 +609,60 @@ func writeError(w http.ResponseWriter, code int, kind, msg string) {
 }
 
 func newID() string { return strings.ToLower(rand.Text()) }
+
+// DefaultPermissionDecision is the decision permission_check evaluates
+// unless runner.permission_decision names another: the shipped bundle's set
+// of permissions the caller's roles grant.
+const DefaultPermissionDecision = "kailash/authz/granted"
+
+// lazyPolicy builds its engine on first use, so a runner whose workflows
+// never check a permission never compiles the bundle. A failed build fails
+// every check (closed) and is retried no sooner than the next call.
+type lazyPolicy struct {
+	opts policies.EngineOptions
+
+	mu sync.Mutex // guards e
+	e  *policies.Engine
+}
+
+func (l *lazyPolicy) Eval(ctx context.Context, input ast.Value) (any, error) {
+	l.mu.Lock()
+	e := l.e
+	if e == nil {
+		var err error
+		if e, err = policies.NewEngine(ctx, l.opts); err != nil {
+			l.mu.Unlock()
+			return nil, err
+		}
+		l.e = e
+	}
+	l.mu.Unlock()
+	return e.Eval(ctx, input)
+}
+
+// compileCache keeps compiled tenant workflows by the digest of their
+// stored definition, so an execution does not recompile (Starlark, jq) what
+// an earlier one compiled. A changed definition has another digest; the
+// cache is emptied when it grows past maxCompiled.
+type compileCache struct {
+	m sync.Map // digest -> *Workflow
+	n atomic.Int64
+}
+
+const maxCompiled = 4096
+
+func (c *compileCache) compile(sw *StoredWorkflow) (*Workflow, error) {
+	if v, ok := c.m.Load(sw.Digest); ok && sw.Digest != "" {
+		return v.(*Workflow), nil
+	}
+	w, err := Compile(sw.Definition)
+	if err != nil || sw.Digest == "" {
+		return w, err
+	}
+	if c.n.Add(1) > maxCompiled {
+		c.m.Clear()
+		c.n.Store(1)
+	}
+	c.m.Store(sw.Digest, w)
+	return w, nil
+}

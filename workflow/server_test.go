@@ -222,7 +222,7 @@ func TestInterruptedOnRestart(t *testing.T) {
 	if err != nil || e.Status != StatusInterrupted {
 		t.Fatalf("after restart: %v %+v", err, e)
 	}
-	if _, err := st.db(ctx, "../etc"); err == nil {
+	if _, err := st.GetWorkflow(ctx, "../etc", "w"); err == nil {
 		t.Fatal("a tenant id escaped the data directory")
 	}
 }

@@ -2,33 +2,65 @@ package workflow
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	_ "modernc.org/sqlite" // the pure-Go SQLite driver, "sqlite"
 )
 
 // Store keeps each tenant's workflows, executions, node results and audit
-// records in its own SQLite database (<data_dir>/<tenant>.db), so one
-// tenant's data never shares a file with another's. With no directory the
-// databases live in memory.
-type Store struct {
-	dir string
+// records apart from every other tenant's, and gives the sql node the
+// tenant's own database. Two implementations share one schema and one set of
+// versioned migrations: SQLite (OpenStore: one database file per tenant) and
+// PostgreSQL (OpenPostgresStore: one schema per tenant).
+type Store interface {
+	PutWorkflow(ctx context.Context, tenant, user string, d Definition, maxWorkflows int) error
+	GetWorkflow(ctx context.Context, tenant, name string) (*StoredWorkflow, error)
+	ListWorkflows(ctx context.Context, tenant string) ([]string, error)
+	DeleteWorkflow(ctx context.Context, tenant, name string) error
 
-	mu  sync.Mutex         // guards dbs
-	dbs map[string]*sql.DB // tenant -> database
+	StartExecution(ctx context.Context, e *ExecutionRecord) error
+	RecordNode(ctx context.Context, tenant, execID string, r NodeRun) error
+	FinishExecution(ctx context.Context, tenant, id, status string, output map[string]any, errMsg string) error
+	GetExecution(ctx context.Context, tenant, id string) (*ExecutionRecord, error)
+	ListExecutions(ctx context.Context, tenant, workflow string, limit int) ([]ExecutionRecord, error)
+
+	Audit(ctx context.Context, r AuditRecord) error
+
+	// TenantQuery runs one parameterized statement against the tenant's own
+	// data database (not the runner's tables), as the tenant: on SQLite its
+	// <tenant>.data.db under an authorizer, on PostgreSQL its own schema
+	// through its own login role.
+	TenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error)
+
+	Close() error
 }
 
-// migrations are applied in order; a database records the last one it has.
-// Append only: never edit a released migration.
+// TenantQuery is one statement of the sql node.
+type TenantQuery struct {
+	SQL      string
+	Args     []any
+	ReadOnly bool
+	MaxRows  int
+}
+
+// QueryResult is what a statement returned.
+type QueryResult struct {
+	Columns   []string
+	Rows      []map[string]any
+	Truncated bool
+}
+
+// migrations are applied in order; a database (SQLite) or schema
+// (PostgreSQL) records the last one it has. Append only: never edit a
+// released migration. Only types and syntax both databases accept.
 var migrations = []string{
 	`CREATE TABLE workflows (
 		name       TEXT PRIMARY KEY,
@@ -40,7 +72,7 @@ var migrations = []string{
 		id          TEXT PRIMARY KEY,
 		workflow    TEXT NOT NULL,
 		status      TEXT NOT NULL,
-		user        TEXT NOT NULL,
+		"user"      TEXT NOT NULL,
 		input       TEXT NOT NULL,
 		output      TEXT,
 		error       TEXT,
@@ -62,7 +94,7 @@ var migrations = []string{
 	CREATE TABLE audit_log (
 		id           TEXT PRIMARY KEY,
 		at           TEXT NOT NULL,
-		user         TEXT NOT NULL,
+		"user"       TEXT NOT NULL,
 		workflow     TEXT NOT NULL,
 		execution_id TEXT NOT NULL,
 		node         TEXT NOT NULL,
@@ -70,6 +102,7 @@ var migrations = []string{
 		resource     TEXT NOT NULL,
 		details      TEXT NOT NULL
 	);`,
+	`CREATE INDEX executions_by_status ON executions (status);`,
 }
 
 var tenantRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -84,112 +117,100 @@ const (
 	StatusInterrupted = "interrupted"
 )
 
-// OpenStore opens the store and marks every execution a previous process
-// left running as interrupted.
-func OpenStore(ctx context.Context, dir string) (*Store, error) {
-	s := &Store{dir: dir, dbs: map[string]*sql.DB{}}
-	if dir == "" {
-		return s, nil
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("runner.data_dir: %w", err)
-	}
-	files, err := filepath.Glob(filepath.Join(dir, "*.db"))
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range files {
-		tenant := strings.TrimSuffix(filepath.Base(f), ".db")
-		if !tenantRe.MatchString(tenant) {
-			continue
-		}
-		db, err := s.db(ctx, tenant)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := db.ExecContext(ctx, `UPDATE executions SET status = ?, error = ?, finished_at = ? WHERE status = ?`,
-			StatusInterrupted, "the runner stopped while this execution was running", now(), StatusRunning); err != nil {
-			return nil, fmt.Errorf("tenant %s: marking interrupted executions: %w", tenant, err)
-		}
-	}
-	return s, nil
-}
-
-// Close closes every database.
-func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var errs []error
-	for t, db := range s.dbs {
-		errs = append(errs, db.Close())
-		delete(s.dbs, t)
-	}
-	return errors.Join(errs...)
-}
+const interruptedMsg = "the runner stopped while this execution was running"
 
 func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 
-// db opens (once) and migrates a tenant's database.
-func (s *Store) db(ctx context.Context, tenant string) (*sql.DB, error) {
+// dialect is what differs between the SQLite and PostgreSQL stores.
+type dialect interface {
+	// tenant opens (once) and migrates the tenant's state database or schema.
+	tenant(ctx context.Context, tenant string) (*tenantDB, error)
+	// lockWorkflows serialises workflow creation within tx (max_workflows).
+	lockWorkflows(ctx context.Context, tx *sql.Tx, t *tenantDB) error
+	tenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error)
+	close() error
+}
+
+// tenantDB is a tenant's state: a database handle and how its queries are
+// written (table prefix, placeholders).
+type tenantDB struct {
+	db     *sql.DB
+	prefix string // "" (SQLite) or `"schema".` (PostgreSQL)
+	dollar bool   // $n placeholders (PostgreSQL) instead of ?
+
+	qs sync.Map // query template -> rendered query
+}
+
+// q renders a query template: {t} becomes the table prefix and, for
+// PostgreSQL, each ? becomes $n. Templates are constants with no ? in
+// literals.
+func (t *tenantDB) q(tmpl string) string {
+	if v, ok := t.qs.Load(tmpl); ok {
+		return v.(string)
+	}
+	s := strings.ReplaceAll(tmpl, "{t}", t.prefix)
+	if t.dollar {
+		var b strings.Builder
+		n := 0
+		for _, r := range s {
+			if r == '?' {
+				n++
+				b.WriteString("$" + strconv.Itoa(n))
+				continue
+			}
+			b.WriteRune(r)
+		}
+		s = b.String()
+	}
+	t.qs.Store(tmpl, s)
+	return s
+}
+
+// sqlStore is the Store over a dialect.
+type sqlStore struct {
+	d dialect
+}
+
+var _ Store = (*sqlStore)(nil)
+
+func (s *sqlStore) Close() error { return s.d.close() }
+
+func (s *sqlStore) db(ctx context.Context, tenant string) (*tenantDB, error) {
 	if !tenantRe.MatchString(tenant) {
 		return nil, fmt.Errorf("tenant %q: not a valid tenant id", tenant)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if db, ok := s.dbs[tenant]; ok {
-		return db, nil
-	}
-	dsn := "file:" + filepath.Join(s.dir, tenant+".db") + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
-	if s.dir == "" {
-		dsn = "file::memory:?_pragma=foreign_keys(1)"
-	}
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, err
-	}
-	// One connection: SQLite has one writer anyway, and an in-memory
-	// database lives exactly as long as its connection.
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
-	if err := migrate(ctx, db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("tenant %s: %w", tenant, err)
-	}
-	s.dbs[tenant] = db
-	return db, nil
+	return s.d.tenant(ctx, tenant)
 }
 
-func migrate(ctx context.Context, db *sql.DB) error {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER NOT NULL)`); err != nil {
+// migrate brings a tenant's database (SQLite) or schema (PostgreSQL; exec
+// runs with the schema as search_path) to the latest version. It runs in tx.
+func migrate(ctx context.Context, tx *sql.Tx, t *tenantDB) error {
+	if _, err := tx.ExecContext(ctx, t.q(`CREATE TABLE IF NOT EXISTS {t}schema_migrations (version INTEGER NOT NULL)`)); err != nil {
 		return err
 	}
 	var v int
-	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+	if err := tx.QueryRowContext(ctx, t.q(`SELECT COALESCE(MAX(version), 0) FROM {t}schema_migrations`)).Scan(&v); err != nil {
 		return err
 	}
 	if v > len(migrations) {
 		return fmt.Errorf("database schema version %d is newer than this runner's %d", v, len(migrations))
 	}
 	for i := v; i < len(migrations); i++ {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
 		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-			tx.Rollback()
 			return fmt.Errorf("migration %d: %w", i+1, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version) VALUES (?)`, i+1); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
+		if _, err := tx.ExecContext(ctx, t.q(`INSERT INTO {t}schema_migrations (version) VALUES (?)`), i+1); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// markInterrupted ends every execution a previous process left running.
+func markInterrupted(ctx context.Context, t *tenantDB) error {
+	_, err := t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, error = ?, finished_at = ? WHERE status = ?`),
+		StatusInterrupted, interruptedMsg, now(), StatusRunning)
+	return err
 }
 
 // ErrNotFound is a missing workflow or execution.
@@ -200,11 +221,14 @@ type StoredWorkflow struct {
 	Definition Definition `json:"definition"`
 	CreatedBy  string     `json:"created_by"`
 	CreatedAt  string     `json:"created_at"`
+	// Digest is the SHA-256 of the stored definition: compiled workflows
+	// are cached by it.
+	Digest string `json:"-"`
 }
 
 // PutWorkflow stores a new workflow; an existing name is an error.
-func (s *Store) PutWorkflow(ctx context.Context, tenant, user string, d Definition, maxWorkflows int) error {
-	db, err := s.db(ctx, tenant)
+func (s *sqlStore) PutWorkflow(ctx context.Context, tenant, user string, d Definition, maxWorkflows int) error {
+	t, err := s.db(ctx, tenant)
 	if err != nil {
 		return err
 	}
@@ -212,50 +236,65 @@ func (s *Store) PutWorkflow(ctx context.Context, tenant, user string, d Definiti
 	if err != nil {
 		return err
 	}
-	// The count and the insert are one statement, so two creates cannot
-	// both pass the limit.
-	res, err := db.ExecContext(ctx, `INSERT INTO workflows (name, definition, created_by, created_at)
-		SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM workflows) < ?
-		ON CONFLICT (name) DO NOTHING`, d.Name, string(b), user, now(), maxWorkflows)
+	tx, err := t.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := s.d.lockWorkflows(ctx, tx, t); err != nil {
+		return err
+	}
+	// The count and the insert are one statement under the lock, so two
+	// creates cannot both pass the limit.
+	res, err := tx.ExecContext(ctx, t.q(`INSERT INTO {t}workflows (name, definition, created_by, created_at)
+		SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM {t}workflows) < ?
+		ON CONFLICT (name) DO NOTHING`), d.Name, string(b), user, now(), maxWorkflows)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		if _, err := s.GetWorkflow(ctx, tenant, d.Name); err == nil {
+		var one int
+		err := tx.QueryRowContext(ctx, t.q(`SELECT 1 FROM {t}workflows WHERE name = ?`), d.Name).Scan(&one)
+		if err == nil {
 			return fmt.Errorf("workflow %q: %w", d.Name, errExists)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
 		}
 		return &LimitError{tenant, "max_workflows", fmt.Sprintf("the tenant already has %d workflows", maxWorkflows)}
 	}
-	return nil
+	return tx.Commit()
 }
 
 var errExists = errors.New("already exists")
 
 // GetWorkflow reads one workflow.
-func (s *Store) GetWorkflow(ctx context.Context, tenant, name string) (*StoredWorkflow, error) {
-	db, err := s.db(ctx, tenant)
+func (s *sqlStore) GetWorkflow(ctx context.Context, tenant, name string) (*StoredWorkflow, error) {
+	t, err := s.db(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	var w StoredWorkflow
 	var def string
-	err = db.QueryRowContext(ctx, `SELECT definition, created_by, created_at FROM workflows WHERE name = ?`, name).Scan(&def, &w.CreatedBy, &w.CreatedAt)
+	err = t.db.QueryRowContext(ctx, t.q(`SELECT definition, created_by, created_at FROM {t}workflows WHERE name = ?`), name).Scan(&def, &w.CreatedBy, &w.CreatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, err
 	}
+	sum := sha256.Sum256([]byte(def))
+	w.Digest = hex.EncodeToString(sum[:])
 	return &w, json.Unmarshal([]byte(def), &w.Definition)
 }
 
 // ListWorkflows lists a tenant's workflow names.
-func (s *Store) ListWorkflows(ctx context.Context, tenant string) ([]string, error) {
-	db, err := s.db(ctx, tenant)
+func (s *sqlStore) ListWorkflows(ctx context.Context, tenant string) ([]string, error) {
+	t, err := s.db(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := db.QueryContext(ctx, `SELECT name FROM workflows ORDER BY name`)
+	rows, err := t.db.QueryContext(ctx, t.q(`SELECT name FROM {t}workflows ORDER BY name`))
 	if err != nil {
 		return nil, err
 	}
@@ -272,12 +311,12 @@ func (s *Store) ListWorkflows(ctx context.Context, tenant string) ([]string, err
 }
 
 // DeleteWorkflow removes a workflow (its executions stay, for the record).
-func (s *Store) DeleteWorkflow(ctx context.Context, tenant, name string) error {
-	db, err := s.db(ctx, tenant)
+func (s *sqlStore) DeleteWorkflow(ctx context.Context, tenant, name string) error {
+	t, err := s.db(ctx, tenant)
 	if err != nil {
 		return err
 	}
-	res, err := db.ExecContext(ctx, `DELETE FROM workflows WHERE name = ?`, name)
+	res, err := t.db.ExecContext(ctx, t.q(`DELETE FROM {t}workflows WHERE name = ?`), name)
 	if err != nil {
 		return err
 	}
@@ -303,8 +342,8 @@ type ExecutionRecord struct {
 }
 
 // StartExecution records an execution before it starts.
-func (s *Store) StartExecution(ctx context.Context, e *ExecutionRecord) error {
-	db, err := s.db(ctx, e.Tenant)
+func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error {
+	t, err := s.db(ctx, e.Tenant)
 	if err != nil {
 		return err
 	}
@@ -312,14 +351,14 @@ func (s *Store) StartExecution(ctx context.Context, e *ExecutionRecord) error {
 	if err != nil {
 		return err
 	}
-	_, err = db.ExecContext(ctx, `INSERT INTO executions (id, workflow, status, user, input, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+	_, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}executions (id, workflow, status, "user", input, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
 		e.ID, e.Workflow, StatusRunning, e.User, string(in), e.CreatedAt)
 	return err
 }
 
 // RecordNode stores one node's outcome.
-func (s *Store) RecordNode(ctx context.Context, tenant, execID string, r NodeRun) error {
-	db, err := s.db(ctx, tenant)
+func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r NodeRun) error {
+	t, err := s.db(ctx, tenant)
 	if err != nil {
 		return err
 	}
@@ -329,8 +368,11 @@ func (s *Store) RecordNode(ctx context.Context, tenant, execID string, r NodeRun
 			return err
 		}
 	}
-	_, err = db.ExecContext(ctx, `INSERT OR REPLACE INTO node_results (execution_id, node, type, status, output, error, started_at, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, execID, r.Node, r.Type, r.Status, nullable(out), r.Error,
+	_, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (execution_id, node) DO UPDATE SET type = excluded.type, status = excluded.status, output = excluded.output,
+			error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at`),
+		execID, r.Node, r.Type, r.Status, nullable(out), r.Error,
 		r.Started.UTC().Format(time.RFC3339Nano), r.Finished.UTC().Format(time.RFC3339Nano))
 	return err
 }
@@ -344,8 +386,8 @@ func nullable(b []byte) any {
 
 // FinishExecution records the end of an execution, unless it already ended
 // (a cancel racing a completion keeps the first outcome).
-func (s *Store) FinishExecution(ctx context.Context, tenant, id, status string, output map[string]any, errMsg string) error {
-	db, err := s.db(ctx, tenant)
+func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status string, output map[string]any, errMsg string) error {
+	t, err := s.db(ctx, tenant)
 	if err != nil {
 		return err
 	}
@@ -355,21 +397,21 @@ func (s *Store) FinishExecution(ctx context.Context, tenant, id, status string, 
 			return err
 		}
 	}
-	_, err = db.ExecContext(ctx, `UPDATE executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ?`,
+	_, err = t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ?`),
 		status, nullable(out), errMsg, now(), id, StatusRunning)
 	return err
 }
 
 // GetExecution reads an execution with its node results.
-func (s *Store) GetExecution(ctx context.Context, tenant, id string) (*ExecutionRecord, error) {
-	db, err := s.db(ctx, tenant)
+func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*ExecutionRecord, error) {
+	t, err := s.db(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	e := &ExecutionRecord{Tenant: tenant}
 	var in string
 	var out, errMsg, fin sql.NullString
-	err = db.QueryRowContext(ctx, `SELECT id, workflow, status, user, input, output, error, created_at, finished_at FROM executions WHERE id = ?`, id).
+	err = t.db.QueryRowContext(ctx, t.q(`SELECT id, workflow, status, "user", input, output, error, created_at, finished_at FROM {t}executions WHERE id = ?`), id).
 		Scan(&e.ID, &e.Workflow, &e.Status, &e.User, &in, &out, &errMsg, &e.CreatedAt, &fin)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -382,7 +424,7 @@ func (s *Store) GetExecution(ctx context.Context, tenant, id string) (*Execution
 	if out.Valid {
 		_ = json.Unmarshal([]byte(out.String), &e.Output)
 	}
-	rows, err := db.QueryContext(ctx, `SELECT node, type, status, output, error, started_at, finished_at FROM node_results WHERE execution_id = ? ORDER BY started_at, node`, id)
+	rows, err := t.db.QueryContext(ctx, t.q(`SELECT node, type, status, output, error, started_at, finished_at FROM {t}node_results WHERE execution_id = ? ORDER BY started_at, node`), id)
 	if err != nil {
 		return nil, err
 	}
@@ -406,12 +448,12 @@ func (s *Store) GetExecution(ctx context.Context, tenant, id string) (*Execution
 }
 
 // ListExecutions lists a workflow's latest executions (without node results).
-func (s *Store) ListExecutions(ctx context.Context, tenant, workflow string, limit int) ([]ExecutionRecord, error) {
-	db, err := s.db(ctx, tenant)
+func (s *sqlStore) ListExecutions(ctx context.Context, tenant, workflow string, limit int) ([]ExecutionRecord, error) {
+	t, err := s.db(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := db.QueryContext(ctx, `SELECT id, status, user, error, created_at, finished_at FROM executions WHERE workflow = ? ORDER BY created_at DESC LIMIT ?`, workflow, limit)
+	rows, err := t.db.QueryContext(ctx, t.q(`SELECT id, status, "user", error, created_at, finished_at FROM {t}executions WHERE workflow = ? ORDER BY created_at DESC LIMIT ?`), workflow, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -430,8 +472,8 @@ func (s *Store) ListExecutions(ctx context.Context, tenant, workflow string, lim
 }
 
 // Audit stores an audit_log record in its tenant's database.
-func (s *Store) Audit(ctx context.Context, r AuditRecord) error {
-	db, err := s.db(ctx, r.Tenant)
+func (s *sqlStore) Audit(ctx context.Context, r AuditRecord) error {
+	t, err := s.db(ctx, r.Tenant)
 	if err != nil {
 		return err
 	}
@@ -439,7 +481,71 @@ func (s *Store) Audit(ctx context.Context, r AuditRecord) error {
 	if err != nil {
 		return err
 	}
-	_, err = db.ExecContext(ctx, `INSERT INTO audit_log (id, at, user, workflow, execution_id, node, action, resource, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}audit_log (id, at, "user", workflow, execution_id, node, action, resource, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		r.ID, r.At.Format(time.RFC3339Nano), r.User, r.Workflow, r.Execution, r.Node, r.Action, r.Resource, string(d))
 	return err
+}
+
+// TenantQuery runs the sql node's statement as the tenant.
+func (s *sqlStore) TenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error) {
+	if !tenantRe.MatchString(tenant) {
+		return nil, fmt.Errorf("tenant %q: not a valid tenant id", tenant)
+	}
+	return s.d.tenantQuery(ctx, tenant, q)
+}
+
+// scanRows reads at most max rows as JSON-like values.
+func scanRows(rows *sql.Rows, max int) (*QueryResult, error) {
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	res := &QueryResult{Columns: cols, Rows: []map[string]any{}}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if len(res.Rows) >= max {
+			res.Truncated = true
+			break
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		row := make(map[string]any, len(cols))
+		for i, c := range cols {
+			row[c] = jsonValue(vals[i])
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	return res, rows.Err()
+}
+
+// jsonValue maps a database value onto JSON's types.
+func jsonValue(v any) any {
+	switch v := v.(type) {
+	case nil, string, bool, float64:
+		return v
+	case []byte:
+		return string(v)
+	case int64:
+		return float64(v)
+	case int32:
+		return float64(v)
+	case float32:
+		return float64(v)
+	case time.Time:
+		return v.UTC().Format(time.RFC3339Nano)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	var out any
+	if json.Unmarshal(b, &out) != nil {
+		return string(b)
+	}
+	return out
 }
