@@ -2,7 +2,10 @@ package extauthz
 
 import (
 	"encoding/base64"
+	"io"
 	"math"
+	"mime"
+	"mime/multipart"
 	"net/url"
 	"sort"
 	"strconv"
@@ -25,48 +28,69 @@ import (
 const InputVersion = "kailash/v1"
 
 // InputError means the request itself cannot be turned into policy input
-// (a bad percent escape in the path, a bad query, a JSON body that does not
-// parse). The caller answers 400: the request is refused, not let through.
+// (no HTTP attributes, a bad percent escape or control character in the
+// path, a body that does not parse as its content type says). The caller
+// answers 400 with a request_parse_error body, as opa-envoy-plugin does:
+// the request is refused, not let through.
 type InputError struct{ Detail string }
 
-func (e *InputError) Error() string { return "bad request: " + e.Detail }
+func (e *InputError) Error() string { return "request_parse_error: " + e.Detail }
+
+// InputOptions change how input is built.
+type InputOptions struct {
+	// SkipBodyParse leaves parsed_body and truncated_body out of the input
+	// (opa-envoy-plugin's skip-request-body-parse).
+	SkipBodyParse bool
+	// DropIn builds opa-envoy-plugin's input exactly: no identity and no
+	// tenant (the policy decides who the caller is).
+	DropIn bool
+}
 
 // BuildInput turns a Check request, the verified identity and the route's
 // tenant into the policy input document. It is pure (no I/O) and matches
 // opa-envoy-plugin's input — attributes (the request's AttributeContext as
 // protojson: camelCase names, unset fields omitted), parsed_path,
-// parsed_query, parsed_body, truncated_body, version, source_principal — and
-// adds identity and tenant.
+// parsed_query, parsed_body, truncated_body, version — and adds
+// source_principal, identity and tenant.
 func BuildInput(req *authv3.CheckRequest, id *Identity, tenant *config.Tenant) (ast.Value, error) {
+	return BuildInputWith(req, id, tenant, InputOptions{})
+}
+
+// BuildInputWith is BuildInput with options.
+func BuildInputWith(req *authv3.CheckRequest, id *Identity, tenant *config.Tenant, opts InputOptions) (ast.Value, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	if httpReq == nil {
+		return nil, &InputError{Detail: "missing required attributes in v3 CheckRequest"}
+	}
 	headers := httpReq.GetHeaders()
 
 	path, query, err := parsePathQuery(httpReq.GetPath())
 	if err != nil {
 		return nil, err
 	}
-	body, truncated, err := parseBody(headers, httpReq.GetBody(), httpReq.GetRawBody())
-	if err != nil {
-		return nil, err
-	}
-	attrs := ast.NewObject()
-	if a := req.GetAttributes(); a != nil {
-		attrs = messageToAST(a.ProtoReflect())
-	}
+	attrs := messageToAST(req.GetAttributes().ProtoReflect())
 	obj := ast.NewObject(
 		ast.Item(ast.InternedTerm("attributes"), ast.NewTerm(attrs)),
 		ast.Item(ast.InternedTerm("parsed_path"), ast.NewTerm(path)),
 		ast.Item(ast.InternedTerm("parsed_query"), ast.NewTerm(query)),
-		ast.Item(ast.InternedTerm("parsed_body"), ast.NewTerm(body)),
-		ast.Item(ast.InternedTerm("truncated_body"), ast.InternedTerm(truncated)),
 		ast.Item(ast.InternedTerm("version"), ast.ObjectTerm(
 			ast.Item(ast.InternedTerm("encoding"), ast.InternedTerm("protojson")),
 			ast.Item(ast.InternedTerm("ext_authz"), ast.InternedTerm("v3")),
 			ast.Item(ast.InternedTerm("kailash"), ast.InternedTerm(InputVersion)),
 		)),
-		ast.Item(ast.InternedTerm("identity"), identityTerm(id)),
-		ast.Item(ast.InternedTerm("tenant"), tenantTerm(tenant)),
 	)
+	if !opts.SkipBodyParse {
+		body, truncated, err := parseBody(headers, httpReq.GetBody(), httpReq.GetRawBody())
+		if err != nil {
+			return nil, err
+		}
+		obj.Insert(ast.InternedTerm("parsed_body"), ast.NewTerm(body))
+		obj.Insert(ast.InternedTerm("truncated_body"), ast.InternedTerm(truncated))
+	}
+	if !opts.DropIn {
+		obj.Insert(ast.InternedTerm("identity"), identityTerm(id))
+		obj.Insert(ast.InternedTerm("tenant"), tenantTerm(tenant))
+	}
 	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
 		obj.Insert(ast.InternedTerm("source_principal"), ast.StringTerm(p))
 	}
@@ -75,22 +99,29 @@ func BuildInput(req *authv3.CheckRequest, id *Identity, tenant *config.Tenant) (
 
 // parsePathQuery splits the path as opa-envoy-plugin does: the part before
 // "?" percent-decoded, leading slashes trimmed, split on "/"; the query as a
-// map of lists.
+// map of lists, malformed pairs left out (Go's url.Values, as there). One
+// deliberate difference: a path starting with "//" is a path here, where
+// opa-envoy-plugin's url.Parse reads its first segment as a host and drops
+// it from parsed_path.
 func parsePathQuery(p string) (ast.Value, ast.Value, error) {
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x20 || p[i] == 0x7f {
+			return nil, nil, &InputError{Detail: "error parsing path and query: invalid control character in URL"}
+		}
+	}
 	rawPath, rawQuery, _ := strings.Cut(p, "?")
+	rawPath, _, _ = strings.Cut(rawPath, "#")
 	decoded, err := url.PathUnescape(rawPath)
 	if err != nil {
-		return nil, nil, &InputError{Detail: "path: " + err.Error()}
+		return nil, nil, &InputError{Detail: "error parsing path and query: " + err.Error()}
 	}
 	segs := strings.Split(strings.TrimLeft(decoded, "/"), "/")
 	terms := make([]*ast.Term, len(segs))
 	for i, s := range segs {
 		terms[i] = ast.StringTerm(s)
 	}
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		return nil, nil, &InputError{Detail: "query: " + err.Error()}
-	}
+	rawQuery, _, _ = strings.Cut(rawQuery, "#")
+	q, _ := url.ParseQuery(rawQuery) // keeps the well-formed pairs
 	query := ast.NewObject()
 	for k, vs := range q {
 		vals := make([]*ast.Term, len(vs))
@@ -102,13 +133,26 @@ func parsePathQuery(p string) (ast.Value, ast.Value, error) {
 	return ast.NewArray(terms...), query, nil
 }
 
-// parseBody parses a JSON body; other content types give null. A body Envoy
-// cut at max_request_bytes is reported as truncated and not parsed.
+// parseBody parses the body by content type as opa-envoy-plugin does: JSON
+// as a document, application/x-www-form-urlencoded as {name: [values]},
+// multipart/form-data as {name: [values]} (a part whose content type is JSON
+// as a document, any other as a string); other types, and no body, give
+// null. A body shorter than its content-length, or one Envoy marked partial,
+// is truncated and not parsed.
 func parseBody(headers map[string]string, body string, raw []byte) (ast.Value, bool, error) {
-	if headers["x-envoy-auth-partial-body"] == "true" {
-		return ast.Null{}, true, nil
+	ct, ok := headers["content-type"]
+	if !ok {
+		return ast.Null{}, false, nil
 	}
-	if !strings.Contains(headers["content-type"], "application/json") {
+	kind := ""
+	switch {
+	case strings.Contains(ct, "application/json"):
+		kind = "json"
+	case strings.Contains(ct, "application/x-www-form-urlencoded"):
+		kind = "form"
+	case strings.Contains(ct, "multipart/form-data"):
+		kind = "multipart"
+	default:
 		return ast.Null{}, false, nil
 	}
 	if body == "" {
@@ -117,24 +161,99 @@ func parseBody(headers map[string]string, body string, raw []byte) (ast.Value, b
 	if body == "" {
 		return ast.Null{}, false, nil
 	}
+	if headers["x-envoy-auth-partial-body"] == "true" {
+		return ast.Null{}, true, nil
+	}
 	if cl, ok := headers["content-length"]; ok {
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil {
-			return nil, false, &InputError{Detail: "content-length: " + cl}
+			return nil, false, &InputError{Detail: "error parsing request body: content-length: " + err.Error()}
 		}
-		if n > int64(len(body)) {
+		if n != -1 && n > int64(len(body)) {
 			return ast.Null{}, true, nil
 		}
 	}
-	var v any
-	if err := util.UnmarshalJSON([]byte(body), &v); err != nil {
-		return nil, false, &InputError{Detail: "JSON body: " + err.Error()}
+	var v ast.Value
+	var err error
+	switch kind {
+	case "json":
+		v, err = jsonToAST([]byte(body))
+	case "form":
+		var q url.Values
+		if q, err = url.ParseQuery(body); err == nil {
+			obj := ast.NewObject()
+			for k, vs := range q {
+				obj.Insert(ast.StringTerm(k), stringsTerm(vs))
+			}
+			v = obj
+		}
+	case "multipart":
+		v, err = parseMultipart(ct, body)
 	}
-	av, err := ast.InterfaceToValue(v)
 	if err != nil {
-		return nil, false, &InputError{Detail: "JSON body: " + err.Error()}
+		return nil, false, &InputError{Detail: "error parsing request body: " + err.Error()}
 	}
-	return av, false, nil
+	return v, false, nil
+}
+
+func jsonToAST(b []byte) (ast.Value, error) {
+	var x any
+	if err := util.UnmarshalJSON(b, &x); err != nil {
+		return nil, err
+	}
+	return ast.InterfaceToValue(x)
+}
+
+// parseMultipart reads every named part; without a boundary the body is not
+// parsed (null), as in opa-envoy-plugin.
+func parseMultipart(ct, body string) (ast.Value, error) {
+	_, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return nil, err
+	}
+	boundary, ok := params["boundary"]
+	if !ok {
+		return ast.Null{}, nil
+	}
+	values := map[string][]*ast.Term{}
+	var names []string
+	mr := multipart.NewReader(strings.NewReader(body), boundary)
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		name := part.FormName()
+		if name == "" {
+			continue
+		}
+		b, err := io.ReadAll(part)
+		if err != nil {
+			return nil, err
+		}
+		var t *ast.Term
+		if strings.Contains(part.Header.Get("Content-Type"), "application/json") {
+			v, err := jsonToAST(b)
+			if err != nil {
+				return nil, err
+			}
+			t = ast.NewTerm(v)
+		} else {
+			t = ast.StringTerm(string(b))
+		}
+		if _, seen := values[name]; !seen {
+			names = append(names, name)
+		}
+		values[name] = append(values[name], t)
+	}
+	obj := ast.NewObject()
+	for _, n := range names {
+		obj.Insert(ast.StringTerm(n), ast.ArrayTerm(values[n]...))
+	}
+	return obj, nil
 }
 
 func stringsTerm(ss []string) *ast.Term {

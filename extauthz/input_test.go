@@ -60,7 +60,7 @@ func TestBuildInputPaths(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"/v1/%zz", "/v1?a=%zz", "/v1?a;b"} {
+	for _, bad := range []string{"/v1/%zz", "/v1/a\x00b", "/v1/\x7f"} {
 		_, err := BuildInput(httpCheck("GET", bad, nil, ""), nil, nil)
 		if _, ok := err.(*InputError); !ok {
 			t.Errorf("%s: want InputError, got %v", bad, err)

@@ -35,6 +35,10 @@ type Decision struct {
 	// ClientHeaders are the names of the request's headers (lowercase); every
 	// one starting with x-kailash- is stripped on allow.
 	ClientHeaders []string
+	// DropIn maps the result exactly as opa-envoy-plugin does: no identity
+	// headers, no default deny body; only decision_id is added (to the
+	// dynamic metadata).
+	DropIn bool
 }
 
 // ErrBadDecision wraps every policy result that is not a valid decision.
@@ -50,6 +54,8 @@ type policyResult struct {
 	headers         []*corev3.HeaderValueOption
 	removeHeaders   []string
 	responseHeaders []*corev3.HeaderValueOption
+	querySet        []*corev3.QueryParameter
+	queryRemove     []string
 	body            string
 	hasBody         bool
 	status          int
@@ -84,18 +90,18 @@ func parseObject(m map[string]any) (*policyResult, error) {
 	if r.responseHeaders, err = headerOptions(m, "response_headers_to_add"); err != nil {
 		return nil, err
 	}
-	if raw, ok := m["request_headers_to_remove"]; ok {
-		list, ok := raw.([]any)
-		if !ok {
-			return nil, badDecision(`"request_headers_to_remove" is %s, want a list of strings`, describe(raw))
-		}
-		for _, e := range list {
-			s, ok := e.(string)
-			if !ok {
-				return nil, badDecision(`"request_headers_to_remove" holds %s, want strings`, describe(e))
-			}
-			r.removeHeaders = append(r.removeHeaders, strings.ToLower(s))
-		}
+	rm, err := resultStrings(m, "request_headers_to_remove")
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range rm {
+		r.removeHeaders = append(r.removeHeaders, strings.ToLower(name))
+	}
+	if r.queryRemove, err = resultStrings(m, "query_parameters_to_remove"); err != nil {
+		return nil, err
+	}
+	if r.querySet, err = queryParams(m); err != nil {
+		return nil, err
 	}
 	if raw, ok := m["body"]; ok {
 		s, ok := raw.(string)
@@ -107,7 +113,8 @@ func parseObject(m map[string]any) (*policyResult, error) {
 	if raw, ok := m["http_status"]; ok {
 		n, ok := raw.(json.Number)
 		i, err := n.Int64()
-		if !ok || err != nil || i < 100 || i > 599 {
+		// As opa-envoy-plugin: a code Envoy's StatusCode enum knows.
+		if _, known := typev3.StatusCode_name[int32(i)]; !ok || err != nil || !known || i != int64(int32(i)) {
 			return nil, badDecision(`"http_status" is %v, want an HTTP status code`, raw)
 		}
 		r.status = int(i)
@@ -129,46 +136,119 @@ func describe(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// headerOptions reads {"name": "value" | ["v1", "v2"]}: the first value
-// overwrites, further values are appended. Names are sorted for a stable
-// response.
+// headerOptions reads {"name": "value" | ["v1", "v2"]}, or a list of such
+// objects (as opa-envoy-plugin accepts): the first value of a name
+// overwrites, further values are appended. Names are sorted within each
+// object for a stable response.
 func headerOptions(m map[string]any, field string) ([]*corev3.HeaderValueOption, error) {
 	raw, ok := m[field]
 	if !ok {
 		return nil, nil
 	}
-	hm, ok := raw.(map[string]any)
-	if !ok {
+	var objs []map[string]any
+	switch x := raw.(type) {
+	case map[string]any:
+		objs = []map[string]any{x}
+	case []any:
+		for _, e := range x {
+			o, ok := e.(map[string]any)
+			if !ok {
+				return nil, badDecision("%q holds %s, want objects", field, describe(e))
+			}
+			objs = append(objs, o)
+		}
+	default:
 		return nil, badDecision("%q is %s, want an object", field, describe(raw))
 	}
-	names := make([]string, 0, len(hm))
-	for k := range hm {
+	var out []*corev3.HeaderValueOption
+	seen := map[string]bool{}
+	for _, hm := range objs {
+		names := make([]string, 0, len(hm))
+		for k := range hm {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			vals, err := stringOrList(hm[name])
+			if err != nil {
+				return nil, badDecision("%q[%q]: %v", field, name, err)
+			}
+			key := strings.ToLower(name)
+			for _, val := range vals {
+				action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+				if seen[key] {
+					action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+				}
+				seen[key] = true
+				out = append(out, header(key, val, action))
+			}
+		}
+	}
+	return out, nil
+}
+
+func stringOrList(v any) ([]string, error) {
+	switch x := v.(type) {
+	case string:
+		return []string{x}, nil
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("holds %s, want strings", describe(e))
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("is %s, want a string or a list of strings", describe(v))
+}
+
+// resultStrings reads an optional list of strings.
+func resultStrings(m map[string]any, field string) ([]string, error) {
+	raw, ok := m[field]
+	if !ok {
+		return nil, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, badDecision("%q is %s, want a list of strings", field, describe(raw))
+	}
+	out := make([]string, 0, len(list))
+	for _, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return nil, badDecision("%q holds %s, want strings", field, describe(e))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// queryParams reads query_parameters_to_set: {"name": "value" | [values]}.
+func queryParams(m map[string]any) ([]*corev3.QueryParameter, error) {
+	raw, ok := m["query_parameters_to_set"]
+	if !ok {
+		return nil, nil
+	}
+	qm, ok := raw.(map[string]any)
+	if !ok {
+		return nil, badDecision(`"query_parameters_to_set" is %s, want an object`, describe(raw))
+	}
+	names := make([]string, 0, len(qm))
+	for k := range qm {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	var out []*corev3.HeaderValueOption
+	var out []*corev3.QueryParameter
 	for _, name := range names {
-		var vals []string
-		switch v := hm[name].(type) {
-		case string:
-			vals = []string{v}
-		case []any:
-			for _, e := range v {
-				s, ok := e.(string)
-				if !ok {
-					return nil, badDecision("%q[%q] holds %s, want strings", field, name, describe(e))
-				}
-				vals = append(vals, s)
-			}
-		default:
-			return nil, badDecision("%q[%q] is %s, want a string or a list of strings", field, name, describe(v))
+		vals, err := stringOrList(qm[name])
+		if err != nil {
+			return nil, badDecision(`"query_parameters_to_set"[%q]: %v`, name, err)
 		}
-		for i, val := range vals {
-			action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-			if i > 0 {
-				action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
-			}
-			out = append(out, header(strings.ToLower(name), val, action))
+		for _, v := range vals {
+			out = append(out, &corev3.QueryParameter{Key: name, Value: v})
 		}
 	}
 	return out, nil
@@ -199,6 +279,9 @@ func MapDecision(result any, d Decision) (*authv3.CheckResponse, bool, error) {
 	md, err := metadata(r.metadata, d)
 	if err != nil {
 		return nil, false, err
+	}
+	if d.DropIn {
+		return dropInResponse(r, result, md), r.allowed, nil
 	}
 	if !r.allowed {
 		return denied(r, d, md), false, nil
@@ -236,12 +319,65 @@ func MapDecision(result any, d Decision) (*authv3.CheckResponse, bool, error) {
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code.Code_OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:              headers,
-			HeadersToRemove:      remove,
-			ResponseHeadersToAdd: r.responseHeaders,
+			Headers:                 headers,
+			HeadersToRemove:         remove,
+			ResponseHeadersToAdd:    r.responseHeaders,
+			QueryParametersToSet:    r.querySet,
+			QueryParametersToRemove: r.queryRemove,
 		}},
 		DynamicMetadata: md,
 	}, true, nil
+}
+
+// dropInResponse is opa-envoy-plugin's mapping: a boolean result sets only
+// the status (Envoy then answers 403 itself on deny); an object result sets
+// the policy's headers, removals and query changes on allow, or its
+// headers, body and http_status (default 403) on deny.
+func dropInResponse(r *policyResult, result any, md *structpb.Struct) *authv3.CheckResponse {
+	resp := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED)}, DynamicMetadata: md}
+	if r.allowed {
+		resp.Status.Code = int32(code.Code_OK)
+	}
+	if _, isObject := result.(map[string]any); !isObject {
+		return resp
+	}
+	if r.allowed {
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:                 r.headers,
+			HeadersToRemove:         r.removeHeaders,
+			ResponseHeadersToAdd:    r.responseHeaders,
+			QueryParametersToSet:    r.querySet,
+			QueryParametersToRemove: r.queryRemove,
+		}}
+		return resp
+	}
+	status := r.status
+	if status == 0 {
+		status = 403
+	}
+	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+		Headers: r.headers,
+		Body:    r.body,
+	}}
+	return resp
+}
+
+// DryRunAllow is the answer in dry-run mode for a request the policy
+// denied: allowed, as opa-envoy-plugin answers (an empty OK response in
+// drop-in mode; with the identity headers otherwise), with the decision_id
+// in the dynamic metadata.
+func DryRunAllow(d Decision) *authv3.CheckResponse {
+	if d.DropIn {
+		md, _ := metadata(nil, d)
+		return &authv3.CheckResponse{
+			Status:          &rpcstatus.Status{Code: int32(code.Code_OK)},
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
+			DynamicMetadata: md,
+		}
+	}
+	resp, _, _ := MapDecision(true, d) // a boolean never fails to map
+	return resp
 }
 
 func isIdentityHeader(name string) bool {
@@ -289,8 +425,10 @@ func metadata(policy map[string]any, d Decision) (*structpb.Struct, error) {
 		m[k] = plain(v)
 	}
 	m["decision_id"] = d.ID
-	m["tenant"] = d.Tenant
-	if d.Identity != nil {
+	if !d.DropIn {
+		m["tenant"] = d.Tenant
+	}
+	if d.Identity != nil && !d.DropIn {
 		m["user"] = d.Identity.Subject
 		roles := make([]any, len(d.Identity.Roles))
 		for i, r := range d.Identity.Roles {
@@ -345,21 +483,31 @@ func Unauthenticated(e *AuthError, decisionID string) *authv3.CheckResponse {
 			},
 			Body: string(b),
 		}},
+		DynamicMetadata: idMetadata(decisionID),
 	}
 }
 
-// BadRequest is the 400 for a request that cannot become policy input.
-func BadRequest(e *InputError, decisionID string) *authv3.CheckResponse {
-	b, _ := json.Marshal(map[string]string{"error": "bad_request", "reason": e.Detail, "decision_id": decisionID})
+func idMetadata(id string) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{"decision_id": structpb.NewStringValue(id)}}
+}
+
+// BadRequest is the 400 for a request that cannot become policy input, as
+// opa-envoy-plugin answers it: status PERMISSION_DENIED, body
+// "request_parse_error: <detail>". The decision_id is in the dynamic
+// metadata (and, outside drop-in mode, in x-kailash-decision-id).
+func BadRequest(e *InputError, d Decision) *authv3.CheckResponse {
+	md := idMetadata(d.ID)
+	var headers []*corev3.HeaderValueOption
+	if !d.DropIn {
+		headers = []*corev3.HeaderValueOption{set("content-type", "text/plain"), set(HeaderDecisionID, d.ID)}
+	}
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(code.Code_INVALID_ARGUMENT)},
+		Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED), Message: e.Error()},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status: &typev3.HttpStatus{Code: typev3.StatusCode_BadRequest},
-			Headers: []*corev3.HeaderValueOption{
-				set("content-type", "application/json"),
-				set(HeaderDecisionID, decisionID),
-			},
-			Body: string(b),
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_BadRequest},
+			Headers: headers,
+			Body:    e.Error(),
 		}},
+		DynamicMetadata: md,
 	}
 }

@@ -206,7 +206,7 @@ func TestUnauthenticated(t *testing.T) {
 			t.Fatal("detail leaked to the client")
 		}
 	}
-	resp := BadRequest(&InputError{Detail: "path"}, "d2")
+	resp := BadRequest(&InputError{Detail: "path"}, Decision{ID: "d2"})
 	if resp.GetDeniedResponse().GetStatus().GetCode() != 400 {
 		t.Fatal(resp)
 	}

@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -35,6 +38,13 @@ type Options struct {
 	// TokenCacheSize bounds each tenant's verified-token cache
 	// (0 = 4096 entries; negative disables the cache).
 	TokenCacheSize int
+	// DropIn runs as a replacement for opa-envoy-plugin: no tenant or
+	// identity is required or looked up, the input has no identity and no
+	// tenant, and results map exactly as opa-envoy-plugin maps them.
+	DropIn bool
+	// DecisionLogOutput is where decision_logs.console writes (default
+	// os.Stdout).
+	DecisionLogOutput io.Writer
 }
 
 // Results of a Check, the "result" label of kailash_authz_checks_total.
@@ -56,6 +66,11 @@ type Server struct {
 	now       func() time.Time
 	cacheSize int
 	engine    *policies.Engine
+	shadow    *policies.Engine // candidate bundle evaluated next to engine; may be nil
+	dlog      *policies.DecisionLogger
+	dropIn    bool
+	dryRun    bool
+	inputOpts InputOptions
 	snap      atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
@@ -72,6 +87,7 @@ type Server struct {
 	duration prometheus.Histogram
 	rejected prometheus.Counter
 	reloads  *prometheus.CounterVec
+	shadows  *prometheus.CounterVec
 }
 
 // snapshot is one immutable view of the tenants.
@@ -92,7 +108,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	if cfg == nil {
 		return nil, errors.New("extauthz: nil config")
 	}
-	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry()}
+	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry(),
+		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun,
+		inputOpts: InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -102,16 +120,49 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.bg, s.stopBG = context.WithCancel(ctx)
 	s.initMetrics()
 
-	engine, err := policies.NewEngine(ctx, policies.EngineOptions{Dir: cfg.Path(cfg.Policy.Bundle), Decision: cfg.Policy.Decision})
-	if err != nil {
+	var err error
+	fail := func(err error) (*Server, error) {
 		s.stopBG()
 		return nil, err
 	}
-	s.engine = engine
+	eopts, err := EngineOptions(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if s.engine, err = policies.NewEngine(ctx, eopts); err != nil {
+		return fail(err)
+	}
+	if cfg.Policy.Shadow != "" {
+		sopts := eopts
+		sopts.Dir, sopts.URL = cfg.Path(cfg.Policy.Shadow), ""
+		if s.shadow, err = policies.NewEngine(ctx, sopts); err != nil {
+			return fail(fmt.Errorf("policy.shadow: %w", err))
+		}
+	}
+	if dl := cfg.Policy.DecisionLogs; dl.Enabled() {
+		lo := policies.DecisionLogOptions{File: cfg.Path(dl.File), MaxSizeMB: dl.MaxSizeMB, MaxBackups: dl.MaxBackups,
+			URL: dl.URL, BatchSize: dl.BatchSize, FlushInterval: dl.FlushInterval, Mask: dl.Mask, Buffer: dl.Buffer}
+		if dl.Console {
+			lo.Console = opts.DecisionLogOutput
+			if lo.Console == nil {
+				lo.Console = os.Stdout
+			}
+		}
+		if s.dlog, err = policies.NewDecisionLogger(lo); err != nil {
+			return fail(err)
+		}
+		s.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kailash_decision_logs_written_total", Help: "Decision log events written."},
+				func() float64 { n, _, _ := s.dlog.Stats(); return float64(n) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kailash_decision_logs_dropped_total", Help: "Decision log events dropped because the buffer was full (a Check never waits for logging)."},
+				func() float64 { _, n, _ := s.dlog.Stats(); return float64(n) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kailash_decision_logs_failed_total", Help: "Decision log events a sink failed to take."},
+				func() float64 { _, _, n := s.dlog.Stats(); return float64(n) }),
+		)
+	}
 	snap, err := s.build(cfg)
 	if err != nil {
-		s.stopBG()
-		return nil, err
+		return fail(err)
 	}
 	s.snap.Store(snap)
 
@@ -146,9 +197,13 @@ func (s *Server) initMetrics() {
 	})
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kailash_authz_policy_reloads_total",
-		Help: "Policy bundle hot reloads by result (ok, error).",
-	}, []string{"result"})
-	s.reg.MustRegister(s.checks, s.duration, s.rejected, s.reloads)
+		Help: "Policy bundle reloads by bundle (active, shadow) and result (ok, error); a failed one keeps the last good bundle.",
+	}, []string{"bundle", "result"})
+	s.shadows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kailash_policy_shadow_evaluations_total",
+		Help: "Shadow (candidate bundle) evaluations by agreement with the active bundle (agree, disagree).",
+	}, []string{"agreement"})
+	s.reg.MustRegister(s.checks, s.duration, s.rejected, s.reloads, s.shadows)
 }
 
 // build makes the tenant snapshot for cfg; it does no network I/O (a
@@ -228,6 +283,26 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // Engine is the policy engine in use.
 func (s *Server) Engine() *policies.Engine { return s.engine }
 
+// Shadow is the candidate bundle's engine (nil without shadow mode).
+func (s *Server) Shadow() *policies.Engine { return s.shadow }
+
+// EngineOptions turns the policy section of cfg into engine options: the
+// bundle (directory, tarball or server), the decision and the signature
+// check.
+func EngineOptions(cfg *config.Config) (policies.EngineOptions, error) {
+	p := cfg.Policy
+	o := policies.EngineOptions{Dir: cfg.Path(p.Bundle), Decision: p.Decision, URL: p.BundleURL,
+		PersistDir: cfg.Path(p.PersistDir), PollInterval: p.PollInterval}
+	if p.Signing.PublicKeyFile != "" {
+		key, err := os.ReadFile(cfg.Path(p.Signing.PublicKeyFile))
+		if err != nil {
+			return o, fmt.Errorf("policy.signing.public_key_file: %w", err)
+		}
+		o.Verify = &policies.Verification{PublicKey: string(key), KeyID: p.Signing.KeyID, Algorithm: p.Signing.Algorithm, Scope: p.Signing.Scope}
+	}
+	return o, nil
+}
+
 // Close releases the listeners and background work of a server whose Serve
 // was never called (Serve does this itself when it returns).
 func (s *Server) Close() error {
@@ -278,22 +353,42 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		})
 	}
-	if s.engine.Dir() != "" {
+	watch := func(name string, e *policies.Engine) {
 		wg.Go(func() {
-			err := s.engine.Watch(ctx, 200*time.Millisecond, func(err error) {
+			err := e.Watch(ctx, 200*time.Millisecond, func(err error) {
 				if err != nil {
-					s.reloads.WithLabelValues("error").Inc()
-					s.log.Error("policy bundle rejected; last good version keeps serving", "dir", s.engine.Dir(), "err", err)
+					s.reloads.WithLabelValues(name, "error").Inc()
+					s.log.Error("policy bundle rejected; last good version keeps serving", "bundle", name, "source", e.Source(), "err", err)
 					return
 				}
-				s.reloads.WithLabelValues("ok").Inc()
-				s.log.Info("policy bundle reloaded", "dir", s.engine.Dir(), "revision", s.engine.Revision())
+				s.reloads.WithLabelValues(name, "ok").Inc()
+				s.log.Info("policy bundle reloaded", "bundle", name, "source", e.Source(), "revision", e.Revision())
 			})
 			if err != nil {
-				s.log.Warn("policy bundle not watched; changes need a restart", "dir", s.engine.Dir(), "err", err)
+				s.log.Warn("policy bundle not watched; changes need a restart", "bundle", name, "source", e.Source(), "err", err)
 			}
 		})
 	}
+	watch("active", s.engine)
+	if s.shadow != nil {
+		watch("shadow", s.shadow)
+	}
+	// The decision logger outlives the gRPC server: it stops after the last
+	// Check has been answered and logged.
+	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
+	logDone := make(chan struct{})
+	if s.dlog != nil {
+		go func() {
+			defer close(logDone)
+			_ = s.dlog.Run(logCtx)
+		}()
+	} else {
+		close(logDone)
+	}
+	defer func() {
+		stopLog()
+		<-logDone
+	}()
 	s.log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "policy_revision", s.engine.Revision())
 
 	<-ctx.Done()
@@ -320,15 +415,19 @@ func (s *Server) Serve(ctx context.Context) error {
 // route's context_extensions (set by the control plane), never from a
 // client header; an unknown tenant, a key fetch failure, an evaluation error
 // or an invalid decision is a gRPC error, which Envoy turns into a 503.
+// In drop-in mode there is no tenant or identity step. Every decision is
+// logged (decision log) after the answer is ready, without waiting.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	snap := s.snap.Load()
 	ctx, cancel := context.WithTimeout(ctx, snap.timeout)
 	defer cancel()
-	d := Decision{ID: newDecisionID()}
-	resp, result, reason, err := s.check(ctx, snap, req, &d)
+	d := Decision{ID: newDecisionID(), DropIn: s.dropIn}
+	var st checkState
+	resp, result, reason, err := s.check(ctx, snap, req, &d, &st)
+	elapsed := time.Since(start)
 	s.checks.WithLabelValues(result, reason).Inc()
-	s.duration.Observe(time.Since(start).Seconds())
+	s.duration.Observe(elapsed.Seconds())
 	sub := ""
 	if d.Identity != nil {
 		sub = d.Identity.Subject
@@ -338,46 +437,83 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		level = slog.LevelWarn
 	}
 	s.log.Log(ctx, level, "authz decision", "decision_id", d.ID, "tenant", d.Tenant, "sub", sub, "result", result, "reason", reason, "err", err)
+	if s.dlog != nil {
+		ev := &policies.DecisionEvent{
+			DecisionID: d.ID, Timestamp: start.UTC(), Path: s.engine.Decision(),
+			InputValue: st.input, Result: st.result,
+			Tenant: d.Tenant, User: sub, RequestPath: req.GetAttributes().GetRequest().GetHttp().GetPath(),
+			Outcome: result, Reason: reason, DryRun: st.dryRun, Shadow: st.shadow,
+			Metrics: map[string]int64{"timer_rego_query_eval_ns": st.eval.Nanoseconds(), "timer_server_handler_ns": elapsed.Nanoseconds()},
+		}
+		if st.revision != "" {
+			ev.Bundles = map[string]policies.BundleInfo{"kailash": {Revision: st.revision}}
+		}
+		if err != nil {
+			ev.Error = err.Error()
+		}
+		s.dlog.Log(ev)
+	}
 	return resp, err
 }
 
-func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *Decision) (*authv3.CheckResponse, string, string, error) {
+// checkState is what one Check learned, for its decision log event.
+type checkState struct {
+	input    ast.Value
+	result   any
+	revision string
+	eval     time.Duration
+	dryRun   bool
+	shadow   *policies.ShadowEvent
+}
+
+func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
 	d.Tenant = req.GetAttributes().GetContextExtensions()["tenant"]
-	ts, ok := snap.tenants[d.Tenant]
-	if !ok {
-		return nil, ResultError, "unknown_tenant", status.Errorf(codes.FailedPrecondition, "route tenant %q is not configured", d.Tenant)
-	}
-	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	headers := requestHeaders(httpReq)
-	for name := range headers {
-		d.ClientHeaders = append(d.ClientHeaders, name)
-	}
-
-	if err := ctx.Err(); err != nil {
-		return nil, ResultError, "deadline", status.FromContextError(err).Err()
-	}
-	id, err := ts.verifier.Verify(ctx, bearer(headers["authorization"]))
-	if err != nil {
-		var ae *AuthError
-		if errors.As(err, &ae) {
-			return Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
+	var id *Identity
+	var tenant *config.Tenant
+	if !s.dropIn {
+		ts, ok := snap.tenants[d.Tenant]
+		if !ok {
+			return nil, ResultError, "unknown_tenant", status.Errorf(codes.FailedPrecondition, "route tenant %q is not configured", d.Tenant)
 		}
-		return nil, ResultError, "keys_unavailable", status.Error(codes.Unavailable, "verification keys are unavailable")
+		tenant = &ts.cfg
+		httpReq := req.GetAttributes().GetRequest().GetHttp()
+		headers := requestHeaders(httpReq)
+		for name := range headers {
+			d.ClientHeaders = append(d.ClientHeaders, name)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, ResultError, "deadline", status.FromContextError(err).Err()
+		}
+		var err error
+		id, err = ts.verifier.Verify(ctx, bearer(headers["authorization"]))
+		if err != nil {
+			var ae *AuthError
+			if errors.As(err, &ae) {
+				return Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
+			}
+			return nil, ResultError, "keys_unavailable", status.Error(codes.Unavailable, "verification keys are unavailable")
+		}
+		d.Identity = id
 	}
-	d.Identity = id
 
-	input, err := BuildInput(req, id, &ts.cfg)
+	input, err := BuildInputWith(req, id, tenant, s.inputOpts)
 	if err != nil {
 		var ie *InputError
 		if errors.As(err, &ie) {
-			return BadRequest(ie, d.ID), ResultDeny, "bad_request", nil
+			return BadRequest(ie, *d), ResultDeny, "request_parse_error", nil
 		}
 		return nil, ResultError, "input", status.Error(codes.Internal, "cannot build policy input")
 	}
+	st.input = input
 
-	result, err := s.engine.Eval(ctx, input)
+	evalStart := time.Now()
+	result, rev, err := s.engine.EvalRevision(ctx, input)
+	st.eval, st.revision, st.result = time.Since(evalStart), rev, result
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return nil, ResultError, "deadline", status.FromContextError(ctxErr).Err()
+	}
+	if s.shadow != nil {
+		st.shadow = s.evalShadow(ctx, input, result, err, d.ID)
 	}
 	if err != nil {
 		reason := "eval_error"
@@ -393,7 +529,37 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 	if allowed {
 		return resp, ResultAllow, "policy", nil
 	}
+	if s.dryRun {
+		st.dryRun = true
+		return DryRunAllow(*d), ResultDeny, "dry_run", nil
+	}
 	return resp, ResultDeny, "policy", nil
+}
+
+// evalShadow evaluates the candidate bundle on the same input and compares
+// its allow bit (or failure) with the active one's.
+func (s *Server) evalShadow(ctx context.Context, input ast.Value, active any, activeErr error, id string) *policies.ShadowEvent {
+	res, rev, err := s.shadow.EvalRevision(ctx, input)
+	ev := &policies.ShadowEvent{Revision: rev, Result: res}
+	if err == nil {
+		ev.Allowed, err = policies.Allowed(res)
+	}
+	if err != nil {
+		ev.Error = err.Error()
+	}
+	activeAllowed := false
+	if activeErr == nil {
+		activeAllowed, activeErr = policies.Allowed(active)
+	}
+	ev.Agrees = (activeErr == nil) == (err == nil) && activeAllowed == ev.Allowed
+	if ev.Agrees {
+		s.shadows.WithLabelValues("agree").Inc()
+	} else {
+		s.shadows.WithLabelValues("disagree").Inc()
+		s.log.Info("shadow policy disagrees", "decision_id", id, "active_allowed", activeAllowed, "shadow_allowed", ev.Allowed,
+			"active_revision", s.engine.Revision(), "shadow_revision", rev, "shadow_err", ev.Error)
+	}
+	return ev
 }
 
 // requestHeaders returns the request's headers with lowercase names, from

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ type running struct {
 	srv    *Server
 	client authv3.AuthorizationClient
 	conn   *grpc.ClientConn
+	stop   func()
 }
 
 // startServer runs a server on 127.0.0.1:0 until the test ends, and checks
@@ -39,25 +41,36 @@ func startServer(t *testing.T, cfg *config.Config) *running {
 		cancel()
 		t.Fatal(err)
 	}
+	return serve(t, ctx, cancel, srv)
+}
+
+// serve runs srv until the test ends (or stop is called) and checks Serve
+// returns nil after cancellation.
+func serve(t *testing.T, ctx context.Context, cancel context.CancelFunc, srv *Server) *running {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
 	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve returned %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			conn.Close()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve returned %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Serve did not return after cancel")
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not return after cancel")
-		}
-	})
-	return &running{srv: srv, client: authv3.NewAuthorizationClient(conn), conn: conn}
+		})
+	}
+	t.Cleanup(stop)
+	return &running{srv: srv, client: authv3.NewAuthorizationClient(conn), conn: conn, stop: stop}
 }
 
 func checkReq(tenant, method, path, token string, extra map[string]string) *authv3.CheckRequest {

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown/cache"
 )
 
 // DefaultDecision is evaluated when EngineOptions.Decision is empty.
@@ -26,19 +29,39 @@ var (
 
 // EngineOptions selects the bundle and the decision.
 type EngineOptions struct {
-	// Dir is a bundle directory; "" uses the bundle embedded in the binary.
+	// Dir is the bundle: a directory, a bundle tarball (.tar.gz, as `opa
+	// build` or `kailash policy build` writes it), or "" for the bundle
+	// embedded in the binary. Ignored when URL is set.
 	Dir string
 	// Decision is the path of the rule evaluated, e.g. "kailash/authz/result"
 	// (queries data.kailash.authz.result). "" means DefaultDecision.
 	Decision string
+
+	// URL is a bundle server address polled for a bundle tarball (ETag /
+	// If-None-Match). PersistDir keeps the last good download so a restart
+	// during an outage still has a policy. PollInterval defaults to 30s.
+	URL          string
+	PersistDir   string
+	PollInterval time.Duration
+	// HTTPClient fetches URL (default: a client with a 30s timeout).
+	HTTPClient *http.Client
+
+	// Verify, when set, requires every bundle to carry a valid OPA bundle
+	// signature.
+	Verify *Verification
 }
 
 // Engine evaluates one decision of one bundle. It is safe for concurrent use;
 // Reload swaps the prepared query atomically.
 type Engine struct {
-	dir   string
-	query ast.Body
-	ref   ast.Ref
+	dir      string
+	decision string
+	query    ast.Body
+	ref      ast.Ref
+	verify   *Verification
+	remote   *remote // nil unless the bundle comes from a server
+	iqCache  cache.InterQueryCache
+	iqvCache cache.InterQueryValueCache
 
 	mu  sync.Mutex // serialises Reload; readers never take it
 	cur atomic.Pointer[prepared]
@@ -48,18 +71,42 @@ type Engine struct {
 type prepared struct {
 	pq       rego.PreparedEvalQuery
 	revision string
+	hash     string
+	loadedAt time.Time
 }
 
-// NewEngine loads, compiles and prepares the bundle.
+// NewEngine loads, compiles and prepares the bundle. With a URL it downloads
+// the bundle, and falls back to the copy persisted by an earlier run when the
+// server cannot be reached.
 func NewEngine(ctx context.Context, opts EngineOptions) (*Engine, error) {
 	ref, err := DecisionRef(opts.Decision)
 	if err != nil {
 		return nil, err
 	}
+	decision := opts.Decision
+	if decision == "" {
+		decision = DefaultDecision
+	}
 	e := &Engine{
-		dir:   opts.Dir,
-		ref:   ref,
-		query: ast.NewBody(ast.NewExpr(ast.NewTerm(ref))),
+		dir:      opts.Dir,
+		decision: decision,
+		ref:      ref,
+		query:    ast.NewBody(ast.NewExpr(ast.NewTerm(ref))),
+		verify:   opts.Verify,
+	}
+	// The inter-query caches let io.jwt.decode_verify and http.send reuse
+	// results across requests, as OPA's server does.
+	limit := int64(16 << 20)
+	cc := &cache.Config{InterQueryBuiltinCache: cache.InterQueryBuiltinCacheConfig{MaxSizeBytes: &limit}}
+	e.iqCache = cache.NewInterQueryCache(cc)
+	e.iqvCache = cache.NewInterQueryValueCache(ctx, cc)
+	if opts.URL != "" {
+		e.remote = newRemote(opts)
+		e.dir = ""
+		if err := e.initRemote(ctx); err != nil {
+			return nil, err
+		}
+		return e, nil
 	}
 	if err := e.Reload(ctx); err != nil {
 		return nil, err
@@ -86,22 +133,47 @@ func DecisionRef(decision string) (ast.Ref, error) {
 	return ref, nil
 }
 
-// Dir is the bundle directory ("" for the embedded bundle).
+// Dir is the bundle directory or file ("" for the embedded bundle or a
+// bundle server).
 func (e *Engine) Dir() string { return e.dir }
 
-// Revision identifies the loaded bundle version (a hash of its files).
+// Source describes where the bundle comes from, for logs.
+func (e *Engine) Source() string {
+	switch {
+	case e.remote != nil:
+		return e.remote.url
+	case e.dir == "":
+		return "embedded"
+	}
+	return e.dir
+}
+
+// Decision is the decision path evaluated, e.g. "kailash/authz/result".
+func (e *Engine) Decision() string { return e.decision }
+
+// Revision identifies the loaded bundle version: the manifest's revision,
+// else a hash of its files.
 func (e *Engine) Revision() string { return e.cur.Load().revision }
 
 // Reload re-reads the bundle, compiles it and swaps it in. On any error the
-// previous version keeps serving and the error names file:row:col.
+// previous version keeps serving and the error names file:row:col. For a
+// bundle server, Reload polls it once.
 func (e *Engine) Reload(ctx context.Context) error {
+	if e.remote != nil {
+		return e.poll(ctx)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	f, err := loadFiles(e.dir)
+	f, err := loadFiles(e.dir, e.verify)
 	if err != nil {
 		return err
 	}
-	if cur := e.cur.Load(); cur != nil && cur.revision == f.revision {
+	return e.install(ctx, f)
+}
+
+// install compiles f and swaps it in; the caller holds e.mu.
+func (e *Engine) install(ctx context.Context, f *files) error {
+	if cur := e.cur.Load(); cur != nil && cur.hash == f.hash && cur.revision == f.revision {
 		return nil
 	}
 	p, err := e.prepare(ctx, f)
@@ -112,10 +184,19 @@ func (e *Engine) Reload(ctx context.Context) error {
 	return nil
 }
 
-func (e *Engine) prepare(ctx context.Context, f *files) (*prepared, error) {
+// compile compiles the non-test modules of f.
+func compile(f *files) (*ast.Compiler, error) {
 	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
 	if compiler.Compile(f.modules); compiler.Failed() {
-		return nil, locate(compiler.Errors)
+		return nil, locate(compiler.Errors, "")
+	}
+	return compiler, nil
+}
+
+func (e *Engine) prepare(ctx context.Context, f *files) (*prepared, error) {
+	compiler, err := compile(f)
+	if err != nil {
+		return nil, err
 	}
 	if len(compiler.GetRules(e.ref)) == 0 && !hasData(f.data, e.ref) {
 		return nil, fmt.Errorf("policy decision %s: no rule or data defines it", e.ref)
@@ -126,11 +207,13 @@ func (e *Engine) prepare(ctx context.Context, f *files) (*prepared, error) {
 		rego.Compiler(compiler),
 		rego.Store(store),
 		rego.StoreReadAST(true),
+		rego.InterQueryBuiltinCache(e.iqCache),
+		rego.InterQueryBuiltinValueCache(e.iqvCache),
 	).PrepareForEval(ctx)
 	if err != nil {
-		return nil, locate(err)
+		return nil, locate(err, "")
 	}
-	return &prepared{pq: pq, revision: f.revision}, nil
+	return &prepared{pq: pq, revision: f.revision, hash: f.hash, loadedAt: time.Now()}, nil
 }
 
 func hasData(data map[string]any, ref ast.Ref) bool {
@@ -155,23 +238,46 @@ func hasData(data map[string]any, ref ast.Ref) bool {
 // result is ErrMultipleResults; evaluation errors, and ctx's error when it
 // ended during evaluation, are returned as they are.
 func (e *Engine) Eval(ctx context.Context, input ast.Value) (any, error) {
+	v, _, err := e.EvalRevision(ctx, input)
+	return v, err
+}
+
+// EvalRevision is Eval that also returns the revision of the bundle version
+// that decided (one immutable version per call, even during a reload).
+func (e *Engine) EvalRevision(ctx context.Context, input ast.Value) (any, string, error) {
 	p := e.cur.Load()
 	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input))
 	if err != nil {
-		return nil, err
+		return nil, p.revision, err
 	}
 	// OPA checks for cancellation only now and then; a decision reached
 	// after the deadline must not be used.
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, p.revision, err
 	}
 	switch {
 	case len(rs) == 0:
-		return nil, ErrUndefined
+		return nil, p.revision, ErrUndefined
 	case len(rs) > 1:
-		return nil, ErrMultipleResults
+		return nil, p.revision, ErrMultipleResults
 	case len(rs[0].Expressions) != 1:
-		return nil, fmt.Errorf("policy decision: %d expressions in the result", len(rs[0].Expressions))
+		return nil, p.revision, fmt.Errorf("policy decision: %d expressions in the result", len(rs[0].Expressions))
 	}
-	return rs[0].Expressions[0].Value, nil
+	return rs[0].Expressions[0].Value, p.revision, nil
+}
+
+// Allowed reads the allow bit of an opa-envoy-plugin style decision: a
+// boolean, or an object whose "allowed" is a boolean. Anything else is an
+// error.
+func Allowed(v any) (bool, error) {
+	switch x := v.(type) {
+	case bool:
+		return x, nil
+	case map[string]any:
+		if b, ok := x["allowed"].(bool); ok {
+			return b, nil
+		}
+		return false, errors.New(`decision object has no boolean "allowed"`)
+	}
+	return false, fmt.Errorf("decision is %T, want a boolean or an object", v)
 }

@@ -3,6 +3,9 @@
 //	kailash up        -c kailash.yaml   control plane + authz + runner + a child Envoy
 //	kailash xds       -c kailash.yaml   the xDS control plane alone
 //	kailash authz     -c kailash.yaml   the ext_authz server alone
+//	kailash authz     --policy DIR|FILE|BUNDLE.tar.gz --decision envoy/authz/allow
+//	                                    drop-in replacement for opa-envoy-plugin
+//	kailash policy    test|check|eval|build|replay
 //	kailash runner    -c kailash.yaml   the workflow runner alone
 //	kailash token     --tenant T --sub S --roles a,b [--ttl 1h]
 //	kailash validate  -c kailash.yaml   check config, policy and workflows offline
@@ -38,6 +41,7 @@ func commands() []command {
 		{"xds", "run the xDS control plane", runXDS},
 		{"authz", "run the ext_authz server", runAuthz},
 		{"runner", "run the workflow runner", runRunner},
+		{"policy", "test, check, eval, build or replay policy bundles", runPolicy},
 		{"token", "mint a development bearer token", runToken},
 		{"validate", "check a config, its policy bundle and workflows", runValidate},
 		{"translate", "print the Envoy resources for a config", runTranslate},

@@ -74,18 +74,21 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 }
 
 func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
-	f, cfg, log, err := loadServerFlags("authz", args, nil)
+	var drop dropInFlags
+	f, cfg, log, err := loadAuthzFlags(args, &drop)
 	if err != nil {
 		return err
 	}
-	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log})
+	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled()})
 	if err != nil {
 		return err
 	}
-	log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
+	log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "drop_in", drop.enabled(), "policy", s.Engine().Source(), "decision", s.Engine().Decision())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.Serve(gctx) })
-	g.Go(func() error { return watch(gctx, f.config, log, s) })
+	if !drop.enabled() {
+		g.Go(func() error { return watch(gctx, f.config, log, s) })
+	}
 	return g.Wait()
 }
 
@@ -138,7 +141,13 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	g.Go(func() error { return xs.Serve(gctx) })
 	g.Go(func() error { return as.Serve(gctx) })
 	g.Go(func() error { return rs.Serve(gctx) })
-	g.Go(func() error { return watch(gctx, f.config, log, xs, as) })
+	rls, err := startRateLimit(gctx, g, cfg, log.With("part", "ratelimit"))
+	if err != nil {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
+	g.Go(func() error { return watch(gctx, f.config, log, append([]updater{xs, as}, rls...)...) })
 
 	boot, err := envoy.Bootstrap(cfg)
 	if err != nil {

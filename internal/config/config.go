@@ -27,6 +27,9 @@ type Config struct {
 	Runner  Runner   `yaml:"runner"`
 	Policy  Policy   `yaml:"policy"`
 	Tenants []Tenant `yaml:"tenants"`
+	// RateLimit and TLS are the edge's global settings (edge.go).
+	RateLimit RateLimit `yaml:"ratelimit"`
+	TLS       EdgeTLS   `yaml:"tls"`
 
 	// File is the path the config was loaded from ("" when built in code).
 	File string `yaml:"-"`
@@ -81,6 +84,18 @@ type Runner struct {
 	// (a zero field inherits).
 	Limits       RunnerLimits            `yaml:"limits"`
 	TenantLimits map[string]RunnerLimits `yaml:"tenant_limits"`
+	// RoleLimits apply to callers holding the role; with several roles, and
+	// with the tenant's limits, the stricter value of each field wins (a
+	// zero field sets nothing).
+	RoleLimits map[string]RunnerLimits `yaml:"role_limits"`
+	// PostgresDSN, when set, keeps workflows, executions and audit records
+	// in PostgreSQL (one schema per tenant) instead of SQLite files in
+	// DataDir. It may hold a password: never log it.
+	PostgresDSN string `yaml:"postgres_dsn"`
+	// PermissionDecision is the policy decision the permission_check node
+	// evaluates (default "kailash/authz/granted": the set of permissions
+	// the caller's roles grant).
+	PermissionDecision string `yaml:"permission_decision"`
 }
 
 // RunnerLimits bound what one tenant's workflows may do. Zero means the
@@ -108,6 +123,16 @@ type Policy struct {
 	Bundle string `yaml:"bundle"`
 	// Decision is the path of the rule evaluated, e.g. "kailash/authz/result".
 	Decision string `yaml:"decision"`
+
+	// Bundle sources, signing, decision logs, dry-run and shadow (policy.go).
+	BundleURL            string        `yaml:"bundle_url"`
+	PollInterval         time.Duration `yaml:"poll_interval"`
+	PersistDir           string        `yaml:"persist_dir"`
+	Signing              PolicySigning `yaml:"signing"`
+	DecisionLogs         DecisionLogs  `yaml:"decision_logs"`
+	DryRun               bool          `yaml:"dry_run"`
+	SkipRequestBodyParse bool          `yaml:"skip_request_body_parse"`
+	Shadow               string        `yaml:"shadow"`
 }
 
 // Tenant is one customer: its domains and the identities it trusts.
@@ -117,6 +142,16 @@ type Tenant struct {
 	Plan     string   `yaml:"plan"`
 	Features []string `yaml:"features"`
 	JWT      JWT      `yaml:"jwt"`
+
+	// Edge settings (edge.go). Active defaults to true; Upstreams default
+	// to the runner.
+	Active         *bool         `yaml:"active"`
+	Upstreams      []string      `yaml:"upstreams"`
+	TLS            TenantTLS     `yaml:"tls"`
+	CORS           CORS          `yaml:"cors"`
+	IPAllowlist    []string      `yaml:"ip_allowlist"`
+	Limits         TenantLimits  `yaml:"limits"`
+	RequestTimeout time.Duration `yaml:"request_timeout"`
 
 	// Line is where the tenant starts in the file (for error messages).
 	Line int `yaml:"-"`
@@ -308,6 +343,7 @@ func (c *Config) Validate() error {
 	addr("authz.http", c.Authz.HTTP, false)
 	addr("runner.http", c.Runner.HTTP, true)
 	c.validateRunner(at)
+	c.validateEdge(at)
 	if c.Authz.Timeout < 0 {
 		at(0, "authz.timeout: must be positive")
 	}
@@ -429,5 +465,14 @@ func (c *Config) validateRunner(at func(line int, format string, args ...any)) {
 			at(0, "runner.tenant_limits: %q is not a tenant", id)
 		}
 		checkLimits(fmt.Sprintf("runner.tenant_limits.%s", id), l)
+	}
+	for role, l := range r.RoleLimits {
+		if role == "" {
+			at(0, "runner.role_limits: empty role name")
+		}
+		checkLimits(fmt.Sprintf("runner.role_limits.%s", role), l)
+	}
+	if r.PostgresDSN != "" && !strings.HasPrefix(r.PostgresDSN, "postgres://") && !strings.HasPrefix(r.PostgresDSN, "postgresql://") && !strings.Contains(r.PostgresDSN, "=") {
+		at(0, "runner.postgres_dsn: want a postgres:// URL or a key=value connection string")
 	}
 }

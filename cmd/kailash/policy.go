@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kailash-gw/kailash/internal/config"
+)
+
+// dropInFlags are `kailash authz`'s opa-envoy-plugin replacement flags: with
+// --policy (or --bundle-url) no kailash.yaml is read, no tenant or identity
+// is required, and the policy sees opa-envoy-plugin's input.
+type dropInFlags struct {
+	policy, bundleURL, decision, grpcAddr, httpAddr string
+	persistDir, publicKey, keyID, shadow            string
+	decisionLog                                     string
+	mask                                            stringsFlag
+	dryRun, skipBodyParse                           bool
+	poll                                            time.Duration
+}
+
+func (d *dropInFlags) enabled() bool { return d.policy != "" || d.bundleURL != "" }
+
+func (d *dropInFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.policy, "policy", "", "drop-in mode: a policy file, bundle directory or bundle .tar.gz (no kailash.yaml needed)")
+	fs.StringVar(&d.bundleURL, "bundle-url", "", "drop-in mode: poll this bundle server for the bundle (ETag)")
+	fs.StringVar(&d.persistDir, "bundle-persist-dir", "", "keep the last good downloaded bundle here (for restarts during an outage)")
+	fs.DurationVar(&d.poll, "bundle-poll", 30*time.Second, "how often --bundle-url is polled")
+	fs.StringVar(&d.publicKey, "verification-key", "", "PEM public key: require bundles signed in OPA's format")
+	fs.StringVar(&d.keyID, "verification-key-id", "default", "id of --verification-key")
+	fs.StringVar(&d.decision, "decision", "envoy/authz/allow", "decision path evaluated (as opa-envoy-plugin's path)")
+	fs.StringVar(&d.grpcAddr, "grpc-addr", "127.0.0.1:9191", "ext_authz gRPC listen address")
+	fs.StringVar(&d.httpAddr, "http-addr", "", "metrics and health listen address (none when empty)")
+	fs.BoolVar(&d.dryRun, "dry-run", false, "answer allow, log the real decision")
+	fs.BoolVar(&d.skipBodyParse, "skip-request-body-parse", false, "leave parsed_body and truncated_body out of the input")
+	fs.StringVar(&d.shadow, "shadow", "", "candidate bundle evaluated next to the active one; disagreements are counted and logged")
+	fs.StringVar(&d.decisionLog, "decision-log", "", `decision log sink: "console" (stdout), a file path (rotated) or an http(s) URL (OPA upload format)`)
+	fs.Var(&d.mask, "decision-log-mask", "input path removed from decision logs besides Authorization and Cookie, e.g. /input/parsed_body/password (repeatable)")
+}
+
+// config builds the in-memory config of drop-in mode.
+func (d *dropInFlags) config() (*config.Config, error) {
+	if d.policy != "" && d.bundleURL != "" {
+		return nil, errors.New("authz: give --policy or --bundle-url, not both")
+	}
+	if d.policy != "" {
+		if _, err := os.Stat(d.policy); err != nil {
+			return nil, fmt.Errorf("authz: --policy: %w", err)
+		}
+	}
+	cfg := &config.Config{
+		Authz: config.Authz{GRPC: d.grpcAddr, HTTP: d.httpAddr},
+		Policy: config.Policy{
+			Bundle: policyPath(d.policy), Decision: d.decision, BundleURL: d.bundleURL, PersistDir: d.persistDir,
+			PollInterval: d.poll, DryRun: d.dryRun, SkipRequestBodyParse: d.skipBodyParse, Shadow: policyPath(d.shadow),
+			Signing: config.PolicySigning{PublicKeyFile: d.publicKey, KeyID: d.keyID},
+		},
+	}
+	switch {
+	case d.decisionLog == "":
+	case d.decisionLog == "console" || d.decisionLog == "stdout":
+		cfg.Policy.DecisionLogs.Console = true
+	case len(d.decisionLog) > 7 && (d.decisionLog[:7] == "http://" || d.decisionLog[:8] == "https://"):
+		cfg.Policy.DecisionLogs.URL = d.decisionLog
+	default:
+		cfg.Policy.DecisionLogs.File = d.decisionLog
+	}
+	cfg.Policy.DecisionLogs.Mask = d.mask
+	return cfg, nil
+}
+
+// policyPath is p made absolute, so the bundle is found whatever the
+// working directory of later reloads.
+func policyPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// loadAuthzFlags parses `kailash authz` flags: drop-in mode with --policy
+// or --bundle-url, else the config file.
+func loadAuthzFlags(args []string, drop *dropInFlags) (*serverFlags, *config.Config, *slog.Logger, error) {
+	f := &serverFlags{}
+	fs := newFlagSet("authz")
+	f.register(fs)
+	drop.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, nil, err
+	}
+	log, err := f.logger()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if drop.enabled() {
+		cfg, err := drop.config()
+		return f, cfg, log, err
+	}
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return f, cfg, log, nil
+}
+
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return fmt.Sprint(*s) }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
+
+var _ = context.Background
+var _ io.Writer

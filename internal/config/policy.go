@@ -1,0 +1,33 @@
+package config
+
+import "time"
+
+// PolicySigning requires policy bundles signed in OPA's bundle-signing
+// format, verified with this public key.
+type PolicySigning struct {
+	// PublicKeyFile is a PEM public key (relative to the config file).
+	PublicKeyFile string `yaml:"public_key_file"`
+	// KeyID is the key's id (default "default"); Algorithm the JWS
+	// algorithm (default RS256); Scope, when set, must match the signature.
+	KeyID     string `yaml:"key_id"`
+	Algorithm string `yaml:"algorithm"`
+	Scope     string `yaml:"scope"`
+}
+
+// DecisionLogs choose where each policy decision is logged (any of the
+// sinks) and which input paths are masked besides the defaults
+// (Authorization and Cookie headers).
+type DecisionLogs struct {
+	Console       bool          `yaml:"console"`
+	File          string        `yaml:"file"`
+	MaxSizeMB     int           `yaml:"max_size_mb"`
+	MaxBackups    int           `yaml:"max_backups"`
+	URL           string        `yaml:"url"`
+	BatchSize     int           `yaml:"batch_size"`
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	Mask          []string      `yaml:"mask"`
+	Buffer        int           `yaml:"buffer"`
+}
+
+// Enabled reports whether any sink is configured.
+func (d DecisionLogs) Enabled() bool { return d.Console || d.File != "" || d.URL != "" }

@@ -1,0 +1,342 @@
+package policies
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"sort"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/cover"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/lineage"
+)
+
+// RunTestsWithCoverage is RunTests that also measures which lines of the
+// bundle's (non-test) modules the tests evaluated.
+func RunTestsWithCoverage(ctx context.Context, dir string) ([]*tester.Result, *cover.Report, error) {
+	cov := cover.New()
+	results, f, err := runTests(ctx, dir, cov)
+	if err != nil {
+		return nil, nil, err
+	}
+	rep := cov.Report(f.modules)
+	return results, &rep, nil
+}
+
+// Check loads and compiles the bundle in dir and, when decision is set,
+// checks a rule defines it. Lint findings (OPA's strict mode: unused
+// variables, imports and arguments, deprecated built-ins, shadowed input)
+// are returned apart, each as file:row:col, and do not make the bundle
+// invalid.
+func Check(dir, decision string) (revision string, lint []string, err error) {
+	f, err := loadFiles(dir, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := compile(f)
+	if err != nil {
+		return "", nil, err
+	}
+	if decision != "" {
+		ref, err := DecisionRef(decision)
+		if err != nil {
+			return "", nil, err
+		}
+		if len(c.GetRules(ref)) == 0 && !hasData(f.data, ref) {
+			return "", nil, fmt.Errorf("policy decision %s: no rule or data defines it", ref)
+		}
+	}
+	strict := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithStrict(true)
+	mods := maps.Clone(f.modules)
+	maps.Copy(mods, f.tests)
+	if strict.Compile(mods); strict.Failed() {
+		for _, e := range strings.Split(locate(strict.Errors, "").Error(), "\n") {
+			lint = append(lint, e)
+		}
+	}
+	return f.revision, lint, nil
+}
+
+// Explanation is a decision and why: the value of every rule of the
+// decision's package for this input, and optionally OPA's trace.
+type Explanation struct {
+	Decision string
+	Revision string
+	Result   any
+	Err      error
+	// Rules holds each rule of the decision's package that has a value
+	// for this input (rules that are undefined are listed in Undefined).
+	Rules     map[string]any
+	Undefined []string
+	Trace     string
+}
+
+// Explain evaluates decision on input (a JSON document) with the bundle in
+// dir. mode "fails" or "full" adds OPA's trace (failed expressions only, or
+// everything), "notes" the trace's notes.
+func Explain(ctx context.Context, dir, decision string, input any, mode string) (*Explanation, error) {
+	e, err := NewEngine(ctx, EngineOptions{Dir: dir, Decision: decision})
+	if err != nil {
+		return nil, err
+	}
+	iv, err := ast.InterfaceToValue(input)
+	if err != nil {
+		return nil, fmt.Errorf("input: %w", err)
+	}
+	out := &Explanation{Decision: e.Decision(), Revision: e.Revision(), Rules: map[string]any{}}
+	out.Result, out.Err = e.Eval(ctx, iv)
+
+	f, err := loadFiles(dir, nil)
+	if err != nil {
+		return nil, err
+	}
+	c, err := compile(f)
+	if err != nil {
+		return nil, err
+	}
+	pkg := e.ref[:len(e.ref)-1]
+	store := inmem.NewFromObjectWithOpts(f.data, inmem.OptRoundTripOnWrite(false))
+	var names []string
+	for _, m := range c.Modules {
+		if !m.Package.Path.Equal(pkg) {
+			continue
+		}
+		for _, r := range m.Rules {
+			n := r.Head.Name.String()
+			if n == "" && len(r.Head.Reference) > 0 {
+				n = r.Head.Reference[len(r.Head.Reference)-1].String()
+			}
+			if strings.HasPrefix(n, "test_") || strings.Trim(n, `"`) == "" {
+				continue
+			}
+			names = append(names, strings.Trim(n, `"`))
+		}
+	}
+	sort.Strings(names)
+	names = compactStrings(names)
+	for _, n := range names {
+		ref := append(pkg.Copy(), ast.StringTerm(n))
+		rs, err := rego.New(rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))), rego.Compiler(c), rego.Store(store),
+			rego.ParsedInput(iv)).Eval(ctx)
+		switch {
+		case err != nil:
+			out.Rules[n] = "error: " + err.Error()
+		case len(rs) == 0:
+			out.Undefined = append(out.Undefined, n)
+		default:
+			out.Rules[n] = rs[0].Expressions[0].Value
+		}
+	}
+	if mode == "full" || mode == "fails" || mode == "notes" {
+		buf := topdown.NewBufferTracer()
+		_, _ = rego.New(rego.ParsedQuery(e.query), rego.Compiler(c), rego.Store(store), rego.ParsedInput(iv),
+			rego.QueryTracer(buf)).Eval(ctx)
+		trace := []*topdown.Event(*buf)
+		switch mode {
+		case "fails":
+			trace = lineage.Fails(trace)
+		case "notes":
+			trace = lineage.Notes(trace)
+		}
+		var tb bytes.Buffer
+		topdown.PrettyTraceWithLocation(&tb, trace)
+		out.Trace = tb.String()
+	}
+	return out, nil
+}
+
+func compactStrings(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// ReplayReport is what a candidate bundle would change over logged decisions.
+type ReplayReport struct {
+	Total, Changed, Errors, Skipped int
+	// ByKey counts changes by "tenant path" (the request path without its
+	// query), with up to a few examples each.
+	ByKey map[string]*ReplayGroup
+}
+
+// ReplayGroup is the changes for one tenant and request path.
+type ReplayGroup struct {
+	Tenant, Path     string
+	Changed          int
+	Allowed, Denied  int // changes to allow, changes to deny
+	ExampleDecisions []ReplayExample
+}
+
+// ReplayExample is one changed decision.
+type ReplayExample struct {
+	DecisionID string `json:"decision_id"`
+	Before     string `json:"before"`
+	After      string `json:"after"`
+}
+
+// Replay re-evaluates the input of every decision log line read from r
+// (JSON lines as DecisionLogger writes them) with candidate, and reports
+// the decisions whose outcome (allow, deny, error) would change. Lines
+// without input (401s, for example: no policy ran) are skipped. Masked
+// input fields are absent, as they were when logged.
+func Replay(ctx context.Context, candidate *Engine, r io.Reader, examples int) (*ReplayReport, error) {
+	rep := &ReplayReport{ByKey: map[string]*ReplayGroup{}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var ev DecisionEvent
+		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+		dec.UseNumber()
+		if err := dec.Decode(&ev); err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		if ev.Input == nil {
+			rep.Skipped++
+			continue
+		}
+		rep.Total++
+		before := outcomeOf(ev.Result, ev.Error)
+		iv, err := ast.InterfaceToValue(ev.Input)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: input: %w", line, err)
+		}
+		res, err := candidate.Eval(ctx, iv)
+		errText := ""
+		if err != nil {
+			errText = err.Error()
+			rep.Errors++
+		}
+		after := outcomeOf(res, errText)
+		if before == after {
+			continue
+		}
+		rep.Changed++
+		path := ev.RequestPath
+		if p, ok := lookup(ev.Input, "attributes", "request", "http", "path").(string); ok && path == "" {
+			path = p
+		}
+		path, _, _ = strings.Cut(path, "?")
+		key := ev.Tenant + " " + path
+		g := rep.ByKey[key]
+		if g == nil {
+			g = &ReplayGroup{Tenant: ev.Tenant, Path: path}
+			rep.ByKey[key] = g
+		}
+		g.Changed++
+		switch after {
+		case "allow":
+			g.Allowed++
+		default:
+			g.Denied++
+		}
+		if len(g.ExampleDecisions) < examples {
+			g.ExampleDecisions = append(g.ExampleDecisions, ReplayExample{DecisionID: ev.DecisionID, Before: before, After: after})
+		}
+	}
+	return rep, sc.Err()
+}
+
+func outcomeOf(result any, errText string) string {
+	if errText != "" || result == nil {
+		return "error"
+	}
+	ok, err := Allowed(result)
+	switch {
+	case err != nil:
+		return "error"
+	case ok:
+		return "allow"
+	}
+	return "deny"
+}
+
+func lookup(doc any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return nil
+		}
+		doc = m[k]
+	}
+	return doc
+}
+
+// WriteReplayReport prints rep for people: totals, then each tenant and
+// path with its changes and examples, most changes first.
+func WriteReplayReport(w io.Writer, rep *ReplayReport) {
+	fmt.Fprintf(w, "%d decisions replayed, %d would change, %d candidate errors, %d skipped (no input)\n", rep.Total, rep.Changed, rep.Errors, rep.Skipped)
+	groups := make([]*ReplayGroup, 0, len(rep.ByKey))
+	for _, g := range rep.ByKey {
+		groups = append(groups, g)
+	}
+	sort.Slice(groups, func(i, j int) bool {
+		if groups[i].Changed != groups[j].Changed {
+			return groups[i].Changed > groups[j].Changed
+		}
+		return groups[i].Tenant+groups[i].Path < groups[j].Tenant+groups[j].Path
+	})
+	for _, g := range groups {
+		tenant := g.Tenant
+		if tenant == "" {
+			tenant = "-"
+		}
+		fmt.Fprintf(w, "  tenant %s  %s: %d changed (%d now allowed, %d now denied or failing)\n", tenant, g.Path, g.Changed, g.Allowed, g.Denied)
+		for _, ex := range g.ExampleDecisions {
+			fmt.Fprintf(w, "    e.g. decision %s: %s -> %s\n", ex.DecisionID, ex.Before, ex.After)
+		}
+	}
+}
+
+// runTests is RunTests with an optional coverage tracer.
+func runTests(ctx context.Context, dir string, cov *cover.Cover) ([]*tester.Result, *files, error) {
+	f, err := loadFiles(dir, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	mods := make(map[string]*ast.Module, len(f.modules)+len(f.tests))
+	maps.Copy(mods, f.modules)
+	maps.Copy(mods, f.tests)
+	store := inmem.NewFromObjectWithOpts(f.data, inmem.OptRoundTripOnWrite(false))
+	txn, err := store.NewTransaction(ctx, storage.TransactionParams{})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer store.Abort(ctx, txn)
+	runner := tester.NewRunner().
+		SetCompiler(ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithEnablePrintStatements(true)).
+		SetDefaultRegoVersion(ast.RegoV1).
+		SetStore(store).
+		SetModules(mods).
+		CapturePrintOutput(true)
+	if cov != nil {
+		runner = runner.SetCoverageQueryTracer(cov)
+	}
+	ch, err := runner.RunTests(ctx, txn)
+	if err != nil {
+		return nil, nil, locate(err, "")
+	}
+	var out []*tester.Result
+	for r := range ch {
+		out = append(out, r)
+	}
+	return out, f, nil
+}
