@@ -39,6 +39,8 @@ type Decision struct {
 	// headers, no default deny body; only decision_id is added (to the
 	// dynamic metadata).
 	DropIn bool
+	// IdentityToken, when set, is sent upstream as x-kailash-identity.
+	IdentityToken string
 }
 
 // ErrBadDecision wraps every policy result that is not a valid decision.
@@ -299,6 +301,9 @@ func MapDecision(result any, d Decision) (*authv3.CheckResponse, bool, error) {
 	if d.Identity != nil {
 		ours = append(ours, set(HeaderUser, d.Identity.Subject), set(HeaderRoles, strings.Join(d.Identity.Roles, ",")))
 	}
+	if d.IdentityToken != "" {
+		ours = append(ours, set(HeaderIdentity, d.IdentityToken))
+	}
 	for _, h := range ours {
 		setNames[h.Header.Key] = true
 	}
@@ -382,7 +387,7 @@ func DryRunAllow(d Decision) *authv3.CheckResponse {
 
 func isIdentityHeader(name string) bool {
 	switch name {
-	case HeaderTenant, HeaderUser, HeaderRoles, HeaderDecisionID:
+	case HeaderTenant, HeaderUser, HeaderRoles, HeaderDecisionID, HeaderIdentity:
 		return true
 	}
 	return false

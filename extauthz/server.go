@@ -71,6 +71,7 @@ type Server struct {
 	dropIn    bool
 	dryRun    bool
 	inputOpts InputOptions
+	auth      *auth // logins, our session tokens, the identity token; nil in drop-in mode
 	snap      atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
@@ -165,6 +166,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return fail(err)
 	}
 	s.snap.Store(snap)
+	if !opts.DropIn {
+		if s.auth, err = newAuth(cfg, s.log, s.now, s.reg); err != nil {
+			return fail(err)
+		}
+	}
 
 	var lc net.ListenConfig
 	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.Authz.GRPC); err != nil {
@@ -261,6 +267,13 @@ func (s *Server) Update(cfg *config.Config) error {
 		s.log.Error("authz config rejected; last good config keeps serving", "err", err)
 		return err
 	}
+	if s.auth != nil {
+		if err := s.auth.update(cfg); err != nil {
+			s.rejected.Inc()
+			s.log.Error("authz config rejected; last good config keeps serving", "err", err)
+			return err
+		}
+	}
 	s.snap.Store(snap)
 	s.log.Info("authz config updated", "tenants", len(snap.tenants))
 	return nil
@@ -307,6 +320,9 @@ func EngineOptions(cfg *config.Config) (policies.EngineOptions, error) {
 // was never called (Serve does this itself when it returns).
 func (s *Server) Close() error {
 	s.stopBG()
+	if s.auth != nil {
+		s.auth.close()
+	}
 	var err error
 	s.closeOnce.Do(func() {
 		err = s.grpcLn.Close()
@@ -332,6 +348,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
 	var wg sync.WaitGroup
+	if s.auth != nil {
+		defer s.auth.close()
+		wg.Go(func() {
+			s.auth.ring.Run(ctx, time.Minute, func(err error) { s.log.Error("signing key rotation failed; the current key keeps signing", "err", err) })
+		})
+	}
 	errc := make(chan error, 3)
 	wg.Go(func() {
 		if err := gs.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -346,6 +368,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return nil
 		})
+		if s.auth != nil {
+			s.auth.routes(mux)
+		}
 		wg.Go(func() {
 			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
 				errc <- fmt.Errorf("authz http: %w", err)
@@ -485,7 +510,17 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 			return nil, ResultError, "deadline", status.FromContextError(err).Err()
 		}
 		var err error
-		id, err = ts.verifier.Verify(ctx, bearer(headers["authorization"]))
+		token := bearer(headers["authorization"])
+		if token == "" {
+			token = sessionCookie(headers["cookie"])
+		}
+		ours := false
+		if s.auth != nil && token != "" {
+			id, ours, err = s.auth.verifySession(ctx, token, d.Tenant)
+		}
+		if !ours {
+			id, err = ts.verifier.Verify(ctx, token)
+		}
 		if err != nil {
 			var ae *AuthError
 			if errors.As(err, &ae) {
@@ -494,6 +529,11 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 			return nil, ResultError, "keys_unavailable", status.Error(codes.Unavailable, "verification keys are unavailable")
 		}
 		d.Identity = id
+		if s.auth != nil {
+			if d.IdentityToken, err = s.auth.minter.Token(d.Tenant, id); err != nil {
+				return nil, ResultError, "identity_token", status.Error(codes.Internal, "cannot sign the identity token")
+			}
+		}
 	}
 
 	input, err := BuildInputWith(req, id, tenant, s.inputOpts)

@@ -74,9 +74,9 @@ func configYAML(t testing.TB, p ports, tenants ...string) string {
 	fmt.Fprintf(&b, `envoy: {listen: %s, admin: %s, node_id: e2e-envoy}
 xds: {grpc: %s, http: %s}
 authz: {grpc: %s, http: %s, timeout: 2s, max_request_bytes: 8192}
-runner: {http: %s, workflows: %s}
+runner: {http: %s, workflows: %s, identity_jwks: "http://%s/auth/.well-known/jwks.json", identity_audience: kailash-runner}
 tenants:
-`, p.envoy, p.admin, p.xds, p.xdsHTTP, p.authz, p.authzHTTP, p.runner, abs(t, "../../examples/workflows"))
+`, p.envoy, p.admin, p.xds, p.xdsHTTP, p.authz, p.authzHTTP, p.runner, abs(t, "../../examples/workflows"), p.authzHTTP)
 	for _, id := range tenants {
 		b.WriteString(tenantYAML(t, id))
 	}
@@ -124,10 +124,17 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func startStack(t *testing.T, tenants ...string) *stack {
 	t.Helper()
+	return startStackConfig(t, func(p ports) string { return configYAML(t, p, tenants...) })
+}
+
+// startStackConfig starts the stack on the config body returns for the
+// stack's ports.
+func startStackConfig(t *testing.T, body func(ports) string) *stack {
+	t.Helper()
 	bin := envoytest.Binary(t)
 	s := &stack{t: t, ports: freePorts(t), client: &http.Client{Timeout: 10 * time.Second}}
 	s.cfgPath = filepath.Join(t.TempDir(), "kailash.yaml")
-	writeConfig(t, s.cfgPath, configYAML(t, s.ports, tenants...))
+	writeConfig(t, s.cfgPath, body(s.ports))
 	cfg, err := config.Load(s.cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -389,6 +396,34 @@ func TestEndToEnd(t *testing.T) {
 		globexTok := s.token(devtoken.Claims{Tenant: "globex", Subject: "gina", Roles: []string{"business_user"}})
 		if r := s.mustDo("globex.localhost", globexTok, nil); r.code != 200 || r.json(t)["tenant"] != "globex" {
 			t.Fatalf("globex's own token: %d %s", r.code, r.body)
+		}
+	})
+
+	t.Run("the runner refuses requests that bypass Envoy", func(t *testing.T) {
+		s.mu.Lock()
+		last := s.upstream[len(s.upstream)-1]
+		s.mu.Unlock()
+		if last.Get("X-Kailash-Identity") == "" {
+			t.Error("requests through Envoy carry no x-kailash-identity")
+		}
+		forged := s.token(devtoken.Claims{Audience: []string{"kailash-runner"}, Tenant: "acme", Subject: "mallory", Roles: []string{"admin"}})
+		for name, h := range map[string]map[string]string{
+			"identity headers only":        {"x-kailash-tenant": "acme", "x-kailash-user": "mallory", "x-kailash-roles": "admin"},
+			"identity token not ours":      {"x-kailash-identity": forged, "x-kailash-tenant": "acme", "x-kailash-user": "mallory"},
+			"identity token unsigned junk": {"x-kailash-identity": "e30.e30.", "x-kailash-user": "mallory"},
+		} {
+			req, _ := http.NewRequest("POST", "http://"+s.ports.runner+"/v1/workflows/hello/executions", strings.NewReader(`{}`))
+			for k, v := range h {
+				req.Header.Set(k, v)
+			}
+			resp, err := s.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s: runner answered %d, want 401", name, resp.StatusCode)
+			}
 		}
 	})
 

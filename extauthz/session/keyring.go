@@ -288,3 +288,11 @@ func (r *KeyRing) sign(payload []byte) (string, string, error) {
 	}
 	return string(tok), s.signerKID, nil
 }
+
+// Sign signs payload (a JSON claims set) with the current key as a compact
+// JWS, for other short-lived tokens verified against the same JWKS (such as
+// the identity token ext_authz attaches for the runner).
+func (r *KeyRing) Sign(payload []byte) (string, error) {
+	tok, _, err := r.sign(payload)
+	return tok, err
+}

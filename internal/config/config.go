@@ -30,6 +30,9 @@ type Config struct {
 	// RateLimit and TLS are the edge's global settings (edge.go).
 	RateLimit RateLimit `yaml:"ratelimit"`
 	TLS       EdgeTLS   `yaml:"tls"`
+	// Sessions and Lockout govern our own logins (LDAP, SAML): see identity.go.
+	Sessions Sessions `yaml:"sessions"`
+	Lockout  Lockout  `yaml:"lockout"`
 
 	// File is the path the config was loaded from ("" when built in code).
 	File string `yaml:"-"`
@@ -152,6 +155,9 @@ type Tenant struct {
 	IPAllowlist    []string      `yaml:"ip_allowlist"`
 	Limits         TenantLimits  `yaml:"limits"`
 	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// LDAP login (POST /auth/login) and who must present a TOTP code.
+	LDAP *LDAP `yaml:"ldap"`
+	MFA  MFA   `yaml:"mfa"`
 
 	// Line is where the tenant starts in the file (for error messages).
 	Line int `yaml:"-"`
@@ -270,6 +276,7 @@ func (c *Config) SetDefaults() {
 	if c.Authz.Timeout == 0 {
 		c.Authz.Timeout = DefaultAuthzTimout
 	}
+	c.setIdentityDefaults()
 	if c.Policy.Decision == "" {
 		c.Policy.Decision = DefaultDecision
 	}
@@ -344,6 +351,7 @@ func (c *Config) Validate() error {
 	addr("runner.http", c.Runner.HTTP, true)
 	c.validateRunner(at)
 	c.validateEdge(at)
+	c.validateIdentity(at)
 	if c.Authz.Timeout < 0 {
 		at(0, "authz.timeout: must be positive")
 	}

@@ -1,0 +1,120 @@
+package extauthz
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kailash-gw/kailash/extauthz/session"
+)
+
+// HeaderIdentity carries the short-lived JWT extauthz signs for the upstream
+// (the runner verifies it against /auth/.well-known/jwks.json).
+const HeaderIdentity = "x-kailash-identity"
+
+// identityMinter signs x-kailash-identity tokens. Signing (ES256 ~170 µs) is
+// too dear for every Check, so a token is reused for the same identity until
+// half its lifetime has passed; the cache is keyed by everything the token
+// says plus the signing key, so a key rotation mints afresh.
+type identityMinter struct {
+	ring     *session.KeyRing
+	issuer   string
+	audience string
+	ttl      time.Duration
+	now      func() time.Time
+
+	mu    sync.Mutex // guards cache
+	cache map[[32]byte]mintedToken
+}
+
+type mintedToken struct {
+	token   string
+	renewAt time.Time
+}
+
+const identityCacheMax = 8192
+
+func newIdentityMinter(ring *session.KeyRing, issuer, audience string, ttl time.Duration, now func() time.Time) *identityMinter {
+	return &identityMinter{ring: ring, issuer: issuer, audience: audience, ttl: ttl, now: now, cache: map[[32]byte]mintedToken{}}
+}
+
+type identityClaims struct {
+	Issuer   string         `json:"iss"`
+	Audience string         `json:"aud"`
+	Subject  string         `json:"sub"`
+	Tenant   string         `json:"tenant"`
+	Roles    []string       `json:"roles"`
+	Groups   []string       `json:"groups,omitempty"`
+	Method   string         `json:"method,omitempty"`
+	Attrs    map[string]any `json:"attributes,omitempty"`
+	IssuedAt int64          `json:"iat"`
+	NotBef   int64          `json:"nbf"`
+	Expires  int64          `json:"exp"`
+}
+
+// Token returns a signed identity token for id in tenant.
+func (m *identityMinter) Token(tenant string, id *Identity) (string, error) {
+	now := m.now()
+	key := m.key(tenant, id)
+	m.mu.Lock()
+	if t, ok := m.cache[key]; ok && now.Before(t.renewAt) {
+		m.mu.Unlock()
+		return t.token, nil
+	}
+	m.mu.Unlock()
+
+	roles := id.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	c := identityClaims{Issuer: m.issuer, Audience: m.audience, Subject: id.Subject, Tenant: tenant,
+		Roles: roles, Groups: id.Groups, Method: id.Method, Attrs: id.Attributes,
+		IssuedAt: now.Unix(), NotBef: now.Add(-time.Second).Unix(), Expires: now.Add(m.ttl).Unix()}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	tok, err := m.ring.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	if len(m.cache) >= identityCacheMax {
+		clear(m.cache)
+	}
+	m.cache[key] = mintedToken{token: tok, renewAt: now.Add(m.ttl / 2)}
+	m.mu.Unlock()
+	return tok, nil
+}
+
+// key hashes what the token would say and the current signing key.
+func (m *identityMinter) key(tenant string, id *Identity) [32]byte {
+	h := sha256.New()
+	w := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
+	if kids := m.ring.KeyIDs(); len(kids) > 0 {
+		w(kids[0])
+	}
+	w(tenant)
+	w(id.Subject)
+	w(id.Method)
+	w(strings.Join(id.Roles, "\x01"))
+	w(strings.Join(id.Groups, "\x01"))
+	if len(id.Attributes) > 0 {
+		names := make([]string, 0, len(id.Attributes))
+		for k := range id.Attributes {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			b, _ := json.Marshal(id.Attributes[k])
+			w(k)
+			w(string(b))
+		}
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}

@@ -1,0 +1,566 @@
+package extauthz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kailash-gw/kailash/extauthz/ldapauth"
+	"github.com/kailash-gw/kailash/extauthz/lockout"
+	"github.com/kailash-gw/kailash/extauthz/mfa"
+	"github.com/kailash-gw/kailash/extauthz/session"
+	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/telemetry"
+)
+
+// Cookie names of our sessions.
+const (
+	CookieSession = "kailash_session"
+	CookieRefresh = "kailash_refresh"
+)
+
+// auth is the login service: /auth/* on the authz HTTP port (Envoy routes
+// /auth/ there without ext_authz), our session tokens on the Check path and
+// the identity token for the upstream. Every part is in memory by default.
+type auth struct {
+	log      *slog.Logger
+	now      func() time.Time
+	ring     *session.KeyRing
+	sessions *session.Manager
+	issuer   string
+	guard    *lockout.Guard
+	used     mfa.UsedSteps
+	minter   *identityMinter
+	secure   bool
+
+	tenants atomic.Pointer[authTenants]
+
+	mu      sync.Mutex                // guards ldap and totp
+	ldap    map[string]*ldapEntry     // tenant id → its directory
+	totp    map[string]*mfa.TOTP      // tenant id → its TOTP (issuer per tenant)
+	secrets map[string]string         // tenant/user → TOTP secret (enrolled)
+	pending map[string]mfa.Enrollment // tenant/user → enrolment awaiting its first code
+
+	logins *prometheus.CounterVec
+}
+
+type ldapEntry struct {
+	cfg  config.LDAP
+	auth *ldapauth.Authenticator
+}
+
+type authTenants struct {
+	byID     map[string]config.Tenant
+	byDomain map[string]string
+}
+
+func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) (*auth, error) {
+	s := cfg.Sessions
+	ring, err := session.NewKeyRing(session.KeyRingConfig{Algorithm: s.Algorithm, RotateEvery: s.RotateEvery, Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	mgr, err := session.NewManager(session.Config{
+		Issuer: s.Issuer, Audience: []string{s.Audience},
+		AccessTTL: s.AccessTTL, RefreshTTL: s.RefreshTTL, IdleTimeout: s.IdleTimeout,
+		MaxSessions: s.MaxSessions, OnLimit: map[bool]session.LimitPolicy{true: session.EvictOldest, false: session.RefuseNew}[s.OnLimit == "evict_oldest"],
+		Now: now,
+	}, ring, session.NewMemoryStore())
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	a := &auth{
+		log: log, now: now, ring: ring, sessions: mgr, issuer: s.Issuer,
+		guard: lockout.New(lockout.NewMemoryStore(now), lockout.Config{MaxFailures: cfg.Lockout.MaxFailures,
+			MaxAddressFailures: cfg.Lockout.MaxAddressFailures, LockFor: cfg.Lockout.LockFor, Now: now}),
+		used:    mfa.NewMemoryUsedSteps(),
+		minter:  newIdentityMinter(ring, s.Issuer, s.IdentityAudience, s.IdentityTTL, now),
+		secure:  !s.InsecureCookies,
+		ldap:    map[string]*ldapEntry{},
+		totp:    map[string]*mfa.TOTP{},
+		secrets: map[string]string{},
+		pending: map[string]mfa.Enrollment{},
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kailash_auth_logins_total", Help: "Login attempts by method, result and reason.",
+		}, []string{"method", "result", "reason"}),
+	}
+	reg.MustRegister(a.logins)
+	if err := a.update(cfg); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// update swaps in the tenants of cfg; a directory whose config is
+// unchanged keeps its connection pool.
+func (a *auth) update(cfg *config.Config) error {
+	t := &authTenants{byID: map[string]config.Tenant{}, byDomain: map[string]string{}}
+	next := map[string]*ldapEntry{}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, tc := range cfg.Tenants {
+		t.byID[tc.ID] = tc
+		for _, d := range tc.Domains {
+			t.byDomain[strings.ToLower(d)] = tc.ID
+		}
+		if tc.LDAP == nil {
+			continue
+		}
+		if old := a.ldap[tc.ID]; old != nil && reflect.DeepEqual(old.cfg, *tc.LDAP) {
+			next[tc.ID] = old
+			continue
+		}
+		lc, err := ldapConfig(cfg, tc.LDAP)
+		if err != nil {
+			return fmt.Errorf("tenant %q: %w", tc.ID, err)
+		}
+		la, err := ldapauth.New(lc)
+		if err != nil {
+			return fmt.Errorf("tenant %q: ldap: %w", tc.ID, err)
+		}
+		next[tc.ID] = &ldapEntry{cfg: *tc.LDAP, auth: la}
+	}
+	for id, old := range a.ldap {
+		if next[id] != old {
+			go old.auth.Close() // after in-flight logins, which hold their own connections
+		}
+	}
+	a.ldap = next
+	a.tenants.Store(t)
+	return nil
+}
+
+func ldapConfig(c *config.Config, l *config.LDAP) (ldapauth.Config, error) {
+	pw, err := l.BindPassword(c)
+	if err != nil {
+		return ldapauth.Config{}, err
+	}
+	at := l.Attributes
+	return ldapauth.Config{
+		URL: l.URL, StartTLS: l.StartTLS, CAFile: c.Path(l.CAFile), ServerName: l.ServerName,
+		BindDN: l.BindDN, BindPassword: telemetry.Secret(pw), UserBaseDN: l.UserBaseDN, UserFilter: l.UserFilter,
+		Attributes: ldapauth.Attributes{Email: at["email"], GivenName: at["given_name"], FamilyName: at["family_name"],
+			Department: at["department"], Title: at["title"], Clearance: at["clearance"], Location: at["location"], Groups: at["groups"]},
+		GroupRoles: l.GroupRoles, DialTimeout: l.DialTimeout, RequestTimeout: l.RequestTimeout, PoolSize: l.PoolSize,
+	}, nil
+}
+
+func (a *auth) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range a.ldap {
+		e.auth.Close()
+	}
+	a.ldap = map[string]*ldapEntry{}
+}
+
+// routes mounts the login endpoints.
+func (a *auth) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /auth/.well-known/jwks.json", a.jwks)
+	mux.HandleFunc("POST /auth/login", a.login)
+	mux.HandleFunc("POST /auth/refresh", a.refresh)
+	mux.HandleFunc("POST /auth/logout", a.logout)
+	mux.HandleFunc("POST /auth/totp/enroll", a.enroll)
+}
+
+func (a *auth) jwks(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(a.ring.JWKS())
+}
+
+// tenantOf resolves the tenant: the x-kailash-tenant header Envoy sets on
+// the /auth/ route (overwriting any client value), else the Host.
+func (a *auth) tenantOf(r *http.Request) (config.Tenant, bool) {
+	ts := a.tenants.Load()
+	id := r.Header.Get(HeaderTenant)
+	if id == "" {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		id = ts.byDomain[strings.ToLower(host)]
+	}
+	t, ok := ts.byID[id]
+	return t, ok
+}
+
+// clientAddr is the caller's address: the last X-Forwarded-For hop (Envoy
+// appends the peer it saw) or the peer itself.
+func clientAddr(r *http.Request) string {
+	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+		parts := strings.Split(xff, ",")
+		return strings.TrimSpace(parts[len(parts)-1])
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+type loginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+	TOTP     string `json:"totp"`
+}
+
+func readLogin(r *http.Request) (loginRequest, error) {
+	var in loginRequest
+	r.Body = http.MaxBytesReader(nil, r.Body, 16<<10)
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&in); err != nil {
+			return in, fmt.Errorf("body: %v", err)
+		}
+		return in, nil
+	}
+	if err := r.ParseForm(); err != nil {
+		return in, fmt.Errorf("form: %v", err)
+	}
+	in.Username, in.Password, in.TOTP = r.PostForm.Get("username"), r.PostForm.Get("password"), r.PostForm.Get("totp")
+	return in, nil
+}
+
+func authError(w http.ResponseWriter, code int, kind, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": kind, "message": msg})
+}
+
+// authenticate runs the password part of a login: lockout, directory
+// bind, failure counting. It writes the error response itself.
+func (a *auth) authenticate(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest) (*ldapauth.Identity, bool) {
+	ctx, addr := r.Context(), clientAddr(r)
+	audit := func(result, reason string, err error) {
+		a.logins.WithLabelValues("ldap", result, reason).Inc()
+		a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", result, "reason", reason, "err", err)
+	}
+	a.mu.Lock()
+	entry := a.ldap[t.ID]
+	a.mu.Unlock()
+	if entry == nil {
+		authError(w, http.StatusNotFound, "login_not_configured", "this tenant has no directory login")
+		return nil, false
+	}
+	if err := a.guard.Check(ctx, in.Username, addr); err != nil {
+		var le *lockout.LockedError
+		if errors.As(err, &le) {
+			audit("locked", le.Scope, nil)
+			w.Header().Set("Retry-After", fmt.Sprint(int(time.Until(le.Until).Seconds())+1))
+			authError(w, http.StatusTooManyRequests, "locked", "too many failed attempts; try again later")
+			return nil, false
+		}
+		audit("error", "lockout_store", err)
+		authError(w, http.StatusServiceUnavailable, "unavailable", "login is unavailable")
+		return nil, false
+	}
+	id, err := entry.auth.Authenticate(ctx, in.Username, in.Password)
+	switch {
+	case errors.Is(err, ldapauth.ErrInvalidCredentials):
+		audit("failure", ldapauth.Reason(err), nil)
+		_ = a.guard.Failure(ctx, in.Username, addr)
+		authError(w, http.StatusUnauthorized, "invalid_credentials", "invalid username or password")
+		return nil, false
+	case err != nil:
+		audit("error", ldapauth.Reason(err), err)
+		authError(w, http.StatusServiceUnavailable, "directory_unavailable", "the directory cannot be reached; try again later")
+		return nil, false
+	}
+	return id, true
+}
+
+func (a *auth) login(w http.ResponseWriter, r *http.Request) {
+	t, ok := a.tenantOf(r)
+	if !ok {
+		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
+		return
+	}
+	in, err := readLogin(r)
+	if err != nil || in.Username == "" || in.Password == "" {
+		authError(w, http.StatusBadRequest, "bad_request", "username and password are required")
+		return
+	}
+	id, ok := a.authenticate(w, r, t, in)
+	if !ok {
+		return
+	}
+	ctx, addr := r.Context(), clientAddr(r)
+	amr := []string{"pwd"}
+	req := mfa.Requirement{All: t.MFA.Required, Roles: t.MFA.Roles}
+	if req.Applies(id.Roles) {
+		if !a.verifyTOTP(w, r, t, in, addr) {
+			return
+		}
+		amr = append(amr, "otp")
+	}
+	_ = a.guard.Success(ctx, in.Username)
+	attrs := id.Attributes()
+	tokens, err := a.sessions.Issue(ctx, session.Identity{Subject: id.Username, Tenant: t.ID, Roles: id.Roles,
+		Groups: id.Groups, Attributes: attrs, Method: "ldap", AMR: amr})
+	if errors.Is(err, session.ErrTooManySessions) {
+		a.logins.WithLabelValues("ldap", "refused", "session_limit").Inc()
+		authError(w, http.StatusConflict, "too_many_sessions", "the concurrent-session limit is reached; log out elsewhere first")
+		return
+	}
+	if err != nil {
+		a.log.Error("session issue failed", "tenant", t.ID, "user", in.Username, "err", err)
+		authError(w, http.StatusServiceUnavailable, "unavailable", "login is unavailable")
+		return
+	}
+	a.logins.WithLabelValues("ldap", "success", "").Inc()
+	a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "success", "session", tokens.SessionID)
+	a.writeTokens(w, tokens)
+}
+
+// verifyTOTP checks the login's TOTP code, completing a pending enrolment
+// with its first good code. It writes the error response itself.
+func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest, addr string) bool {
+	key := t.ID + "/" + strings.ToLower(in.Username)
+	a.mu.Lock()
+	secret, enrolled := a.secrets[key]
+	pending, isPending := a.pending[key]
+	a.mu.Unlock()
+	if !enrolled && !isPending {
+		a.logins.WithLabelValues("ldap", "refused", "mfa_not_enrolled").Inc()
+		authError(w, http.StatusForbidden, "mfa_enrollment_required", "a second factor is required: enrol at POST /auth/totp/enroll")
+		return false
+	}
+	if in.TOTP == "" {
+		authError(w, http.StatusUnauthorized, "mfa_required", "a TOTP code is required")
+		return false
+	}
+	if !enrolled {
+		secret = pending.Secret
+	}
+	totp, err := a.totpFor(t)
+	if err == nil {
+		err = totp.Verify(r.Context(), key, secret, in.TOTP)
+	}
+	if err != nil {
+		a.logins.WithLabelValues("ldap", "failure", "mfa").Inc()
+		a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "failure", "reason", "mfa", "err", err)
+		_ = a.guard.Failure(r.Context(), in.Username, addr)
+		authError(w, http.StatusUnauthorized, "invalid_mfa_code", "the TOTP code is not valid")
+		return false
+	}
+	if !enrolled {
+		a.mu.Lock()
+		a.secrets[key] = secret
+		delete(a.pending, key)
+		a.mu.Unlock()
+	}
+	return true
+}
+
+func (a *auth) totpFor(t config.Tenant) (*mfa.TOTP, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if tp := a.totp[t.ID]; tp != nil {
+		return tp, nil
+	}
+	issuer := t.MFA.Issuer
+	if issuer == "" {
+		issuer = "Kailash (" + t.ID + ")"
+	}
+	tp, err := mfa.New(mfa.Config{Issuer: issuer, Now: a.now}, a.used)
+	if err != nil {
+		return nil, err
+	}
+	a.totp[t.ID] = tp
+	return tp, nil
+}
+
+// enroll starts TOTP enrolment for a user who proves the password: it
+// returns the secret and otpauth URI once; the first login with a good
+// code completes it. Re-enrolment of an enrolled user needs a code too.
+func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
+	t, ok := a.tenantOf(r)
+	if !ok {
+		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
+		return
+	}
+	in, err := readLogin(r)
+	if err != nil || in.Username == "" || in.Password == "" {
+		authError(w, http.StatusBadRequest, "bad_request", "username and password are required")
+		return
+	}
+	id, ok := a.authenticate(w, r, t, in)
+	if !ok {
+		return
+	}
+	key := t.ID + "/" + strings.ToLower(in.Username)
+	a.mu.Lock()
+	_, enrolled := a.secrets[key]
+	a.mu.Unlock()
+	if enrolled && !a.verifyTOTP(w, r, t, in, clientAddr(r)) {
+		return
+	}
+	totp, err := a.totpFor(t)
+	if err != nil {
+		authError(w, http.StatusServiceUnavailable, "unavailable", "enrolment is unavailable")
+		return
+	}
+	e, err := totp.Enroll(id.Username)
+	if err != nil {
+		authError(w, http.StatusServiceUnavailable, "unavailable", "enrolment is unavailable")
+		return
+	}
+	a.mu.Lock()
+	delete(a.secrets, key)
+	a.pending[key] = e
+	a.mu.Unlock()
+	a.log.Info("totp enrolment started", "tenant", t.ID, "user", in.Username)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(map[string]string{"otpauth_uri": e.URI, "secret": e.Secret})
+}
+
+func (a *auth) writeTokens(w http.ResponseWriter, t *session.Tokens) {
+	now := a.now()
+	http.SetCookie(w, &http.Cookie{Name: CookieSession, Value: t.AccessToken, Path: "/", Expires: t.AccessExpiresAt,
+		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: CookieRefresh, Value: t.RefreshToken, Path: "/auth/", Expires: t.RefreshExpiresAt,
+		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteStrictMode})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"token_type": "Bearer", "access_token": t.AccessToken, "expires_in": int(t.AccessExpiresAt.Sub(now).Seconds()),
+		"refresh_token": t.RefreshToken, "refresh_expires_in": int(t.RefreshExpiresAt.Sub(now).Seconds()),
+	})
+}
+
+func (a *auth) clearCookies(w http.ResponseWriter) {
+	for _, c := range []struct{ name, path string }{{CookieSession, "/"}, {CookieRefresh, "/auth/"}} {
+		http.SetCookie(w, &http.Cookie{Name: c.name, Value: "", Path: c.path, MaxAge: -1, HttpOnly: true, Secure: a.secure})
+	}
+}
+
+func (a *auth) refresh(w http.ResponseWriter, r *http.Request) {
+	token := ""
+	if c, err := r.Cookie(CookieRefresh); err == nil {
+		token = c.Value
+	}
+	if token == "" && strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var in struct {
+			RefreshToken string `json:"refresh_token"`
+		}
+		_ = json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&in)
+		token = in.RefreshToken
+	}
+	if token == "" {
+		authError(w, http.StatusBadRequest, "bad_request", "a refresh token is required")
+		return
+	}
+	t, err := a.sessions.Refresh(r.Context(), token)
+	if err != nil {
+		reason := "invalid"
+		if errors.Is(err, session.ErrRefreshReused) {
+			reason = "reused"
+			a.log.Warn("refresh token reused: session revoked", "addr", clientAddr(r))
+		}
+		a.logins.WithLabelValues("refresh", "failure", reason).Inc()
+		a.clearCookies(w)
+		authError(w, http.StatusUnauthorized, "invalid_refresh_token", "the refresh token is not valid")
+		return
+	}
+	a.logins.WithLabelValues("refresh", "success", "").Inc()
+	a.writeTokens(w, t)
+}
+
+func (a *auth) logout(w http.ResponseWriter, r *http.Request) {
+	token := bearer(r.Header.Get("Authorization"))
+	if token == "" {
+		if c, err := r.Cookie(CookieSession); err == nil {
+			token = c.Value
+		}
+	}
+	a.clearCookies(w)
+	if token == "" {
+		authError(w, http.StatusBadRequest, "bad_request", "no session to log out")
+		return
+	}
+	if err := a.sessions.Logout(r.Context(), token); err != nil {
+		authError(w, http.StatusUnauthorized, "invalid_token", "the session token is not valid")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// verifySession checks one of our session tokens for the Check path. ok is
+// false when the token is not ours (another issuer's JWT: the tenant's
+// verifier decides).
+func (a *auth) verifySession(ctx context.Context, token, tenant string) (*Identity, bool, error) {
+	if !a.isOurs(token) {
+		return nil, false, nil // another issuer's JWT: the tenant's verifier decides
+	}
+	c, err := a.sessions.Verify(ctx, token)
+	if err != nil {
+		reason := ReasonBadSignature
+		switch {
+		case errors.Is(err, session.ErrExpired), errors.Is(err, session.ErrSessionExpired), errors.Is(err, session.ErrIdle):
+			reason = ReasonExpired
+		case errors.Is(err, session.ErrRevoked):
+			reason = "revoked"
+		}
+		return nil, true, authErr(reason, "session token: %v", err)
+	}
+	if c.Tenant != tenant {
+		return nil, true, authErr(ReasonWrongTenant, "session of tenant %q", c.Tenant)
+	}
+	attrs := make(map[string]any, len(c.Attributes))
+	for k, v := range c.Attributes {
+		attrs[k] = v
+	}
+	return &Identity{Subject: c.Subject, Tenant: c.Tenant, Issuer: c.Issuer, Roles: c.Roles, Groups: c.Groups,
+		Attributes: attrs, Method: c.Method, ExpiresAt: c.ExpiresAt}, true, nil
+}
+
+// isOurs reports whether the token names one of our key ring's kids
+// (current or retired-but-overlapping).
+func (a *auth) isOurs(token string) bool {
+	dot := strings.IndexByte(token, '.')
+	if dot < 0 {
+		return false
+	}
+	var h jwtHeader
+	if decodeSegment(token[:dot], &h) != nil || h.Kid == "" {
+		return false
+	}
+	for _, kid := range a.ring.KeyIDs() {
+		if kid == h.Kid {
+			return true
+		}
+	}
+	return false
+}
+
+// sessionCookie returns our session cookie's value from a Cookie header.
+func sessionCookie(header string) string {
+	if header == "" {
+		return ""
+	}
+	cs, err := http.ParseCookie(header)
+	if err != nil {
+		return ""
+	}
+	for _, c := range cs {
+		if c.Name == CookieSession {
+			return c.Value
+		}
+	}
+	return ""
+}

@@ -1,0 +1,182 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Sessions configures the sessions ext_authz issues after an LDAP or SAML
+// login, and the identity token (x-kailash-identity) it attaches for the
+// runner. Both are signed by one rotating key ring whose public keys are
+// served at /auth/.well-known/jwks.json.
+type Sessions struct {
+	// Issuer and Audience of our access tokens (defaults "kailash" and "kailash").
+	Issuer   string `yaml:"issuer"`
+	Audience string `yaml:"audience"`
+	// Algorithm: ES256 (default) or RS256.
+	Algorithm string `yaml:"algorithm"`
+	// AccessTTL (default 8h), RefreshTTL (default 720h = 30 days),
+	// IdleTimeout (default 1h).
+	AccessTTL   time.Duration `yaml:"access_ttl"`
+	RefreshTTL  time.Duration `yaml:"refresh_ttl"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxSessions per user (0: unlimited); OnLimit: refuse (default) or evict_oldest.
+	MaxSessions int    `yaml:"max_sessions"`
+	OnLimit     string `yaml:"on_limit"`
+	// RotateEvery is how often the signing key is replaced (default 24h).
+	RotateEvery time.Duration `yaml:"rotate_every"`
+	// InsecureCookies drops the Secure flag from cookies (plain-HTTP development only).
+	InsecureCookies bool `yaml:"insecure_cookies"`
+	// IdentityAudience and IdentityTTL of x-kailash-identity
+	// (defaults "kailash-runner" and 5m).
+	IdentityAudience string        `yaml:"identity_audience"`
+	IdentityTTL      time.Duration `yaml:"identity_ttl"`
+}
+
+// Lockout is brute-force protection for logins.
+type Lockout struct {
+	// MaxFailures per user and per client address (default 5) before the
+	// key is locked for LockFor (default 15m).
+	MaxFailures        int           `yaml:"max_failures"`
+	MaxAddressFailures int           `yaml:"max_address_failures"`
+	LockFor            time.Duration `yaml:"lock_for"`
+}
+
+// LDAP is a tenant's directory, used by POST /auth/login.
+type LDAP struct {
+	URL        string `yaml:"url"`
+	StartTLS   bool   `yaml:"start_tls"`
+	CAFile     string `yaml:"ca_file"`
+	ServerName string `yaml:"server_name"`
+	BindDN     string `yaml:"bind_dn"`
+	// BindPasswordEnv names the environment variable that holds the service
+	// account's password (preferred), or BindPasswordFile a file with it.
+	BindPasswordEnv  string `yaml:"bind_password_env"`
+	BindPasswordFile string `yaml:"bind_password_file"`
+	UserBaseDN       string `yaml:"user_base_dn"`
+	UserFilter       string `yaml:"user_filter"`
+	// Attributes maps identity fields (email, given_name, family_name,
+	// department, title, clearance, location, groups) to directory attributes.
+	Attributes map[string]string `yaml:"attributes"`
+	// GroupRoles maps a group DN to a role.
+	GroupRoles     map[string]string `yaml:"group_roles"`
+	DialTimeout    time.Duration     `yaml:"dial_timeout"`
+	RequestTimeout time.Duration     `yaml:"request_timeout"`
+	PoolSize       int               `yaml:"pool_size"`
+}
+
+// BindPassword reads the service account's password from the environment
+// variable or file the config names.
+func (l *LDAP) BindPassword(c *Config) (string, error) {
+	switch {
+	case l.BindPasswordEnv != "":
+		v, ok := os.LookupEnv(l.BindPasswordEnv)
+		if !ok {
+			return "", fmt.Errorf("ldap.bind_password_env: environment variable %s is not set", l.BindPasswordEnv)
+		}
+		return v, nil
+	case l.BindPasswordFile != "":
+		b, err := os.ReadFile(c.Path(l.BindPasswordFile))
+		if err != nil {
+			return "", fmt.Errorf("ldap.bind_password_file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	return "", nil
+}
+
+// MFA says who of a tenant must present a TOTP code at login.
+type MFA struct {
+	// Required for every user of the tenant, or for users holding one of Roles.
+	Required bool     `yaml:"required"`
+	Roles    []string `yaml:"roles"`
+	// Issuer shown in authenticator apps (default: the tenant id).
+	Issuer string `yaml:"issuer"`
+}
+
+var ldapAttrFields = map[string]bool{"email": true, "given_name": true, "family_name": true, "department": true,
+	"title": true, "clearance": true, "location": true, "groups": true}
+
+func (c *Config) setIdentityDefaults() {
+	s := &c.Sessions
+	if s.Issuer == "" {
+		s.Issuer = "kailash"
+	}
+	if s.Audience == "" {
+		s.Audience = "kailash"
+	}
+	if s.Algorithm == "" {
+		s.Algorithm = "ES256"
+	}
+	if s.OnLimit == "" {
+		s.OnLimit = "refuse"
+	}
+	if s.IdentityAudience == "" {
+		s.IdentityAudience = "kailash-runner"
+	}
+	if s.IdentityTTL == 0 {
+		s.IdentityTTL = 5 * time.Minute
+	}
+}
+
+func (c *Config) validateIdentity(at func(line int, format string, args ...any)) {
+	s := c.Sessions
+	if s.Algorithm != "ES256" && s.Algorithm != "RS256" {
+		at(0, "sessions.algorithm: %q: want ES256 or RS256", s.Algorithm)
+	}
+	if s.OnLimit != "refuse" && s.OnLimit != "evict_oldest" {
+		at(0, "sessions.on_limit: %q: want refuse or evict_oldest", s.OnLimit)
+	}
+	for name, d := range map[string]time.Duration{"access_ttl": s.AccessTTL, "refresh_ttl": s.RefreshTTL, "rotate_every": s.RotateEvery, "identity_ttl": s.IdentityTTL} {
+		if d < 0 {
+			at(0, "sessions.%s: must not be negative", name)
+		}
+	}
+	if s.MaxSessions < 0 {
+		at(0, "sessions.max_sessions: must not be negative")
+	}
+	for _, t := range c.Tenants {
+		name := fmt.Sprintf("tenant %q", t.ID)
+		if t.JWT.Issuer != "" && t.JWT.Issuer == s.Issuer {
+			at(t.Line, "%s: jwt.issuer: %q is the issuer of our own session tokens (sessions.issuer)", name, t.JWT.Issuer)
+		}
+		l := t.LDAP
+		if l == nil {
+			if t.MFA.Required || len(t.MFA.Roles) > 0 {
+				at(t.Line, "%s: mfa: needs a login method (ldap)", name)
+			}
+			continue
+		}
+		u, err := url.Parse(l.URL)
+		switch {
+		case l.URL == "":
+			at(t.Line, "%s: ldap.url: required", name)
+		case err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Host == "":
+			at(t.Line, "%s: ldap.url: %q must be ldap://host[:port] or ldaps://host[:port]", name, l.URL)
+		case l.StartTLS && u.Scheme == "ldaps":
+			at(t.Line, "%s: ldap.start_tls: not with ldaps://", name)
+		}
+		if l.UserBaseDN == "" {
+			at(t.Line, "%s: ldap.user_base_dn: required", name)
+		}
+		if l.UserFilter != "" && strings.Count(l.UserFilter, "%s") != 1 {
+			at(t.Line, "%s: ldap.user_filter: %q must contain %%s exactly once", name, l.UserFilter)
+		}
+		if l.BindPasswordEnv != "" && l.BindPasswordFile != "" {
+			at(t.Line, "%s: ldap: give bind_password_env or bind_password_file, not both", name)
+		}
+		if l.CAFile != "" {
+			if _, err := os.Stat(c.Path(l.CAFile)); err != nil {
+				at(t.Line, "%s: ldap.ca_file: %v", name, err)
+			}
+		}
+		for k := range l.Attributes {
+			if !ldapAttrFields[k] {
+				at(t.Line, "%s: ldap.attributes: unknown field %q", name, k)
+			}
+		}
+	}
+}
