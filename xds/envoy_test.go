@@ -17,21 +17,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/envoy/envoytest"
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
-// envoyBinary is $ENVOY_BIN or envoy on PATH (the envoy package's launcher
-// looks in more places; this test stays independent of it).
+// envoyBinary is the Envoy the tests drive ($ENVOY_BIN, PATH, or bin/envoy
+// from `make envoy`); in CI a missing one fails the test.
 func envoyBinary(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("ENVOY_BIN"); p != "" {
-		return p
-	}
-	p, err := exec.LookPath("envoy")
-	if err != nil {
-		testenv.Missing(t, "Envoy", "set ENVOY_BIN or run `make envoy`")
-	}
-	return p
+	return envoytest.Binary(t)
 }
 
 const e2eBootstrap = `

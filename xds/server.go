@@ -24,6 +24,7 @@ import (
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -62,6 +63,13 @@ type Server struct {
 
 	started atomic.Bool // Serve (or Close) was called; listeners are owned by it
 
+	certs *certWatcher // follows the certificate files of cfg
+
+	// updMu serialises whole updates (read files, translate, publish), so a
+	// certificate reload can never publish an older config than Update.
+	updMu sync.Mutex
+	cfg   *config.Config // the config of the current snapshot; guarded by updMu
+
 	// mu guards the fields below and serialises SetSnapshot calls, so a node
 	// seen for the first time can never receive an older snapshot than the
 	// one Update just published.
@@ -84,9 +92,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if cfg == nil {
 		return nil, errors.New("xds: nil config")
 	}
-	res, err := translate.Translate(cfg)
+	res, err := Translate(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("xds: %w", err)
+	}
+	certs, err := newCertWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("xds: certificate watcher: %w", err)
 	}
 	reg := telemetry.NewRegistry()
 	s := &Server{
@@ -95,22 +107,33 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		reg:   reg,
 		m:     newMetrics(reg),
 		nodes: map[string]struct{}{},
+		certs: certs,
+		cfg:   cfg,
 	}
 	if cfg.Envoy.NodeID != "" {
 		s.nodes[cfg.Envoy.NodeID] = struct{}{}
 	}
-	if err := s.publish(res); err != nil {
+	fail := func(err error) (*Server, error) {
+		_ = certs.close()
+		if s.grpcLn != nil {
+			_ = s.grpcLn.Close()
+		}
 		return nil, fmt.Errorf("xds: %w", err)
+	}
+	if err := s.publish(res); err != nil {
+		return fail(err)
+	}
+	if err := certs.follow(certDirs(cfg)); err != nil {
+		return fail(err)
 	}
 	s.grpcLn, err = net.Listen("tcp", cfg.XDS.GRPC)
 	if err != nil {
-		return nil, fmt.Errorf("xds: xds.grpc: %w", err)
+		return fail(fmt.Errorf("xds.grpc: %w", err))
 	}
 	if cfg.XDS.HTTP != "" {
 		s.httpLn, err = net.Listen("tcp", cfg.XDS.HTTP)
 		if err != nil {
-			_ = s.grpcLn.Close()
-			return nil, fmt.Errorf("xds: xds.http: %w", err)
+			return fail(fmt.Errorf("xds.http: %w", err))
 		}
 	}
 	s.log.Info("xds snapshot ready", "version", s.version, "tenants", len(cfg.Tenants),
@@ -146,7 +169,13 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // current ones publishes nothing.
 //
 // Changes to xds.grpc and xds.http need a restart; they are logged.
+//
+// The tenants' certificate and key files are read here, and their
+// directories watched: a changed certificate is published the same way,
+// without a config change.
 func (s *Server) Update(cfg *config.Config) error {
+	s.updMu.Lock()
+	defer s.updMu.Unlock()
 	err := s.update(cfg)
 	if err != nil {
 		s.m.rejected.Inc()
@@ -155,11 +184,24 @@ func (s *Server) Update(cfg *config.Config) error {
 	return err
 }
 
+// reloadCertificates re-reads the current config's certificates and
+// publishes them if they changed. A pair caught half-written fails the key
+// check and is rejected like a bad config; the next event retries.
+func (s *Server) reloadCertificates() {
+	s.updMu.Lock()
+	defer s.updMu.Unlock()
+	if err := s.update(s.cfg); err != nil {
+		s.m.rejected.Inc()
+		s.log.Error("certificates rejected; last good snapshot keeps serving", "version", s.Version(), "err", err)
+	}
+}
+
+// update does Update's work; the caller holds s.updMu.
 func (s *Server) update(cfg *config.Config) error {
 	if cfg == nil {
 		return errors.New("xds: nil config")
 	}
-	res, err := translate.Translate(cfg)
+	res, err := Translate(cfg)
 	if err != nil {
 		return fmt.Errorf("xds: %w", err)
 	}
@@ -174,6 +216,11 @@ func (s *Server) update(cfg *config.Config) error {
 	}
 	if err := s.publish(res); err != nil {
 		return fmt.Errorf("xds: %w", err)
+	}
+	s.cfg = cfg
+	if err := s.certs.follow(certDirs(cfg)); err != nil {
+		// Published all the same; only later file changes may be missed.
+		s.log.Warn("cannot watch certificate files; changes need a config reload", "err", err)
 	}
 	return nil
 }
@@ -197,6 +244,7 @@ func (s *Server) publish(res *translate.Resources) error {
 		resource.ListenerType: res.Listeners,
 		resource.RouteType:    res.Routes,
 		resource.ClusterType:  res.Clusters,
+		resource.SecretType:   res.Secrets,
 	})
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", version, err)
@@ -257,7 +305,7 @@ func (s *Server) ready() error {
 	return nil
 }
 
-// Serve serves ADS (and the LDS/RDS/CDS/EDS services and gRPC health) on the
+// Serve serves ADS (and the LDS/RDS/CDS/EDS/SDS services and gRPC health) on the
 // gRPC listener and telemetry on the HTTP listener until ctx is cancelled,
 // then stops gracefully (open streams are cut after 5s) and returns nil. It
 // returns an error if a listener fails. Every goroutine it starts has ended
@@ -280,6 +328,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	routeservice.RegisterRouteDiscoveryServiceServer(gs, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
+	secretservice.RegisterSecretDiscoveryServiceServer(gs, xs)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(discoveryv3.AggregatedDiscoveryService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -293,6 +342,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		if err := gs.Serve(s.grpcLn); err != nil {
 			errc <- fmt.Errorf("xds: grpc: %w", err)
 		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.certs.run(ctx, s.reloadCertificates)
 	}()
 	if s.httpLn != nil {
 		wg.Add(1)
@@ -328,6 +382,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-stopped
 	}
 	wg.Wait()
+	_ = s.certs.close()
 	close(errc)
 	if err == nil {
 		err = <-errc // a failure that raced with cancellation
@@ -342,7 +397,7 @@ func (s *Server) Close() error {
 	if !s.started.CompareAndSwap(false, true) {
 		return nil
 	}
-	err := s.grpcLn.Close()
+	err := errors.Join(s.grpcLn.Close(), s.certs.close())
 	if s.httpLn != nil {
 		err = errors.Join(err, s.httpLn.Close())
 	}
@@ -354,7 +409,7 @@ func (s *Server) Close() error {
 func hashResources(res *translate.Resources) (string, error) {
 	h := sha256.New()
 	opts := proto.MarshalOptions{Deterministic: true}
-	for _, list := range [][]types.Resource{res.Listeners, res.Routes, res.Clusters} {
+	for _, list := range [][]types.Resource{res.Listeners, res.Routes, res.Clusters, res.Secrets} {
 		for _, r := range list {
 			b, err := opts.Marshal(r)
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/policies"
 	"github.com/kailash-gw/kailash/workflow"
+	"github.com/kailash-gw/kailash/xds"
 	"github.com/kailash-gw/kailash/xds/translate"
 )
 
@@ -36,7 +37,7 @@ func runValidate(ctx context.Context, args []string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := translate.Translate(cfg); err != nil {
+	if _, err := xds.Translate(cfg); err != nil {
 		return fmt.Errorf("envoy translation: %w", err)
 	}
 	eng, err := policies.NewEngine(ctx, policies.EngineOptions{Dir: cfg.Path(cfg.Policy.Bundle), Decision: cfg.Policy.Decision})
@@ -60,7 +61,7 @@ func runTranslate(_ context.Context, args []string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := translate.Translate(cfg)
+	res, err := xds.Translate(cfg)
 	if err != nil {
 		return err
 	}

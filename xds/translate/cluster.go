@@ -39,10 +39,13 @@ type clusterSpec struct {
 }
 
 // buildClusters returns the upstream clusters sorted by name: ours (authz,
-// ratelimit, runner) and the tenants' own (tenant_<id>).
+// authz_http, ratelimit, runner) and the tenants' own (tenant_<id>).
 func buildClusters(ir *IR) ([]types.Resource, error) {
 	specs := []clusterSpec{
 		{name: AuthzCluster, addrs: []Address{ir.Authz.Address}, proto: http2}, // gRPC
+	}
+	if ir.AuthHTTP != nil {
+		specs = append(specs, clusterSpec{name: AuthzHTTPCluster, addrs: []Address{*ir.AuthHTTP}, proto: http1})
 	}
 	if ir.RateLimit != nil {
 		specs = append(specs, clusterSpec{name: RateLimitCluster, addrs: []Address{ir.RateLimit.Address}, proto: http2})

@@ -24,6 +24,9 @@ type IR struct {
 	Listener Address
 	// Authz is the ext_authz gRPC service.
 	Authz Authz
+	// AuthHTTP is the authz server's HTTP address, which serves the login
+	// endpoints (/auth/...) of every tenant; nil when authz.http is not set.
+	AuthHTTP *Address
 	// Runner is the workflow runner every tenant's traffic is routed to.
 	Runner Address
 	// VirtualHosts has one entry per tenant, sorted by tenant ID.
@@ -79,7 +82,11 @@ var (
 // BuildIR checks cfg and resolves it into an IR. It does not trust that cfg
 // went through config.Validate: configs built in code are checked as well.
 // Every problem is reported, joined, each naming the field or the tenant.
-func BuildIR(cfg *config.Config) (*IR, error) {
+func BuildIR(cfg *config.Config) (*IR, error) { return BuildIRWith(cfg, Inputs{}) }
+
+// BuildIRWith is BuildIR with the file contents the config refers to (the
+// tenants' certificates), read by the caller: translation does no I/O.
+func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 	if cfg == nil {
 		return nil, errors.New("translate: nil config")
 	}
@@ -99,6 +106,10 @@ func BuildIR(cfg *config.Config) (*IR, error) {
 			MaxRequestBytes: cfg.Authz.MaxRequestBytes,
 		},
 		Runner: addr("runner.http", cfg.Runner.HTTP),
+	}
+	if cfg.Authz.HTTP != "" {
+		a := addr("authz.http", cfg.Authz.HTTP)
+		ir.AuthHTTP = &a
 	}
 	if ir.Listener.Host != "" && !ir.Listener.IsIP() {
 		errs = append(errs, fmt.Errorf("envoy.listen: %q: host must be an IP address (Envoy listeners do not resolve names)", cfg.Envoy.Listen))
@@ -152,9 +163,11 @@ func BuildIR(cfg *config.Config) (*IR, error) {
 		}
 		slices.Sort(vh.Domains)
 		vh.Edge = buildEdge(cfg, &t, ir, tenantErr)
+		vh.TLS = buildCertificate(cfg, &t, in, tenantErr)
 		ir.VirtualHosts = append(ir.VirtualHosts, vh)
 	}
 	errs = append(errs, buildGlobalEdge(cfg, ir)...)
+	errs = append(errs, buildHTTPS(cfg, ir)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

@@ -75,6 +75,9 @@ type Certificate struct {
 	SecretName string
 	CertPEM    []byte
 	KeyPEM     []byte
+	// ServerNames are the SNI names that select this certificate: the
+	// tenant's domains without ports, sorted, unique across tenants.
+	ServerNames []string
 }
 
 // HTTPS is the TLS listener.
@@ -84,6 +87,14 @@ type HTTPS struct {
 	MinTLS13 bool
 	// RedirectHTTP redirects plain HTTP of tenants with a certificate.
 	RedirectHTTP bool
+}
+
+// Port is the port a redirect names: none for 443.
+func (h *HTTPS) redirectPort() uint32 {
+	if h.Listener.Port == 443 {
+		return 0
+	}
+	return h.Listener.Port
 }
 
 var roleNameRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)

@@ -7,13 +7,57 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// buildListener is the one HTTP listener: a connection manager that fetches
-// its routes over ADS and runs the HTTP filters in httpFilters order.
-func buildListener(ir *IR, filters []httpFilter) (*listenerv3.Listener, error) {
+// buildListeners is the plain HTTP listener and, when tls.listen is set and
+// some tenant has a certificate, the HTTPS listener (sorted by name).
+func buildListeners(ir *IR, filters []httpFilter) ([]types.Resource, error) {
+	chain, err := httpFilterChain(ir, filters)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", ListenerName, err)
+	}
+	routes := RouteConfigName
+	if redirecting(ir) {
+		routes = RedirectRouteConfigName
+	}
+	hcmAny, err := connectionManager(HCMStatPrefix, routes, chain)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: http connection manager: %w", ListenerName, err)
+	}
+	l := &listenerv3.Listener{
+		Name:    ListenerName,
+		Address: socketAddress(ir.Listener),
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       wellknown.HTTPConnectionManager,
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
+			}},
+		}},
+	}
+	if err := l.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("listener %s: %w", ListenerName, err)
+	}
+	out := []types.Resource{l}
+	if !serving(ir) {
+		return out, nil
+	}
+	tlsAny, err := connectionManager(HTTPSStatPrefix, RouteConfigName, chain)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: http connection manager: %w", HTTPSListenerName, err)
+	}
+	hl, err := httpsListener(ir, tlsAny)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", HTTPSListenerName, err)
+	}
+	return append(out, hl), nil
+}
+
+// httpFilterChain is the HCM's HTTP filters in httpFilters order.
+func httpFilterChain(ir *IR, filters []httpFilter) ([]*hcmv3.HttpFilter, error) {
 	var errs []error
 	var chain []*hcmv3.HttpFilter
 	for _, f := range filters {
@@ -35,42 +79,30 @@ func buildListener(ir *IR, filters []httpFilter) (*listenerv3.Listener, error) {
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a},
 		})
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
+	return chain, errors.Join(errs...)
+}
 
-	hcm := &hcmv3.HttpConnectionManager{
-		StatPrefix:       HCMStatPrefix,
+// connectionManager is an HCM that fetches the route configuration routes
+// over ADS and runs chain. Both listeners run the same filters.
+func connectionManager(statPrefix, routes string, chain []*hcmv3.HttpFilter) (*anypb.Any, error) {
+	return toAny(&hcmv3.HttpConnectionManager{
+		StatPrefix:       statPrefix,
 		CodecType:        hcmv3.HttpConnectionManager_AUTO,
 		StripPortMode:    &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
 		UseRemoteAddress: wrapperspb.Bool(true),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			ConfigSource: &corev3.ConfigSource{
-				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
-				ResourceApiVersion:    corev3.ApiVersion_V3,
-			},
-			RouteConfigName: RouteConfigName,
+			ConfigSource:    adsSource(),
+			RouteConfigName: routes,
 		}},
 		HttpFilters: chain,
+	})
+}
+
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
 	}
-	hcmAny, err := toAny(hcm)
-	if err != nil {
-		return nil, fmt.Errorf("http connection manager: %w", err)
-	}
-	l := &listenerv3.Listener{
-		Name:    ListenerName,
-		Address: socketAddress(ir.Listener),
-		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{
-				Name:       wellknown.HTTPConnectionManager,
-				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
-			}},
-		}},
-	}
-	if err := l.ValidateAll(); err != nil {
-		return nil, err
-	}
-	return l, nil
 }
 
 func socketAddress(a Address) *corev3.Address {

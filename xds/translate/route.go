@@ -3,10 +3,14 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -18,14 +22,37 @@ const RunnerRouteTimeout = 60 * time.Second
 // unknownHostBody is the 404 body for a host no tenant serves.
 const unknownHostBody = "unknown host\n"
 
+// buildRouteConfigs is RouteConfigName and, when the plain listener
+// redirects to HTTPS, RedirectRouteConfigName (sorted by name).
+func buildRouteConfigs(ir *IR, filters []httpFilter) ([]types.Resource, error) {
+	rc, err := buildRouteConfig(ir, filters, RouteConfigName, false)
+	if err != nil {
+		return nil, fmt.Errorf("route configuration %s: %w", RouteConfigName, err)
+	}
+	out := []types.Resource{rc}
+	if redirecting(ir) {
+		rc, err := buildRouteConfig(ir, filters, RedirectRouteConfigName, true)
+		if err != nil {
+			return nil, fmt.Errorf("route configuration %s: %w", RedirectRouteConfigName, err)
+		}
+		out = append(out, rc)
+	}
+	return out, nil
+}
+
 // buildRouteConfig is one virtual host per tenant, in tenant order, then the
-// catch-all that answers 404 for any other host.
-func buildRouteConfig(ir *IR, filters []httpFilter) (*routev3.RouteConfiguration, error) {
+// catch-all that answers 404 for any other host. With redirect, tenants with
+// a certificate answer every request with a redirect to HTTPS.
+func buildRouteConfig(ir *IR, filters []httpFilter, name string, redirect bool) (*routev3.RouteConfiguration, error) {
 	var errs []error
-	rc := &routev3.RouteConfiguration{Name: RouteConfigName}
+	rc := &routev3.RouteConfiguration{Name: name}
 	for i := range ir.VirtualHosts {
 		vh := &ir.VirtualHosts[i]
-		v, err := tenantVirtualHost(ir, vh, filters)
+		tenantVH := tenantVirtualHost
+		if redirect && vh.TLS != nil {
+			tenantVH = redirectVirtualHost
+		}
+		v, err := tenantVH(ir, vh, filters)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
 			continue
@@ -72,21 +99,66 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 	if err != nil {
 		return nil, err
 	}
-	return &routev3.VirtualHost{
-		Name:    vh.Name(),
-		Domains: append([]string(nil), vh.Domains...),
-		Routes: []*routev3.Route{{
-			Match: prefixMatch("/"),
-			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: vh.Cluster},
-				Timeout:          durationpb.New(vh.Timeout),
-				// WebSocket upgrades pass ext_authz like any request (the
-				// upgrade request carries the token), then stream; the route
-				// timeout does not apply to the upgraded stream.
-				UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket"}},
-			}},
+	var routes []*routev3.Route
+	if ir.AuthHTTP != nil {
+		r, err := authRoute(vh)
+		if err != nil {
+			return nil, err
+		}
+		routes = append(routes, r)
+	}
+	routes = append(routes, &routev3.Route{
+		Match: prefixMatch("/"),
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: vh.Cluster},
+			Timeout:          durationpb.New(vh.Timeout),
+			// WebSocket upgrades pass ext_authz like any request (the
+			// upgrade request carries the token), then stream; the route
+			// timeout does not apply to the upgraded stream.
+			UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket"}},
 		}},
+	})
+	return &routev3.VirtualHost{
+		Name:                 vh.Name(),
+		Domains:              append([]string(nil), vh.Domains...),
+		Routes:               routes,
 		TypedPerFilterConfig: perFilter,
+	}, nil
+}
+
+// AuthRouteTimeout bounds a login endpoint request (an LDAP bind or a SAML
+// response check).
+const AuthRouteTimeout = 15 * time.Second
+
+// identityHeaders are the upstream identity headers ext_authz sets on allow.
+// The login endpoints run without ext_authz, so Envoy removes any a client
+// sent; the tenant header is overwritten with the virtual host's tenant.
+var identityHeaders = []string{"x-kailash-user", "x-kailash-roles", "x-kailash-identity"}
+
+// authRoute sends the tenant's login endpoints (/auth/...) to the authz
+// server's HTTP address without an ext_authz check (the caller is logging in:
+// it has no identity yet). The tenant comes from the virtual host, as the
+// x-kailash-tenant header that Envoy sets, never from the client. The
+// virtual host's other filters (IP allowlist, CORS, local and global limits)
+// still apply.
+func authRoute(vh *VirtualHost) (*routev3.Route, error) {
+	off, err := toAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}})
+	if err != nil {
+		return nil, err
+	}
+	return &routev3.Route{
+		Name:  "auth",
+		Match: prefixMatch(AuthPrefix),
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AuthzHTTPCluster},
+			Timeout:          durationpb.New(AuthRouteTimeout),
+		}},
+		RequestHeadersToAdd: []*corev3.HeaderValueOption{{
+			Header:       &corev3.HeaderValue{Key: TenantHeader, Value: vh.TenantID},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}},
+		RequestHeadersToRemove: slices.Clone(identityHeaders),
+		TypedPerFilterConfig:   map[string]*anypb.Any{wellknown.HTTPExternalAuthorization: off},
 	}, nil
 }
 

@@ -10,7 +10,6 @@ package translate
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/proto"
@@ -22,14 +21,28 @@ import (
 // Names of the resources we publish. Envoy's bootstrap and other parts of
 // kailash refer to them, so they are part of the contract.
 const (
-	ListenerName     = "kailash_http"
-	RouteConfigName  = "kailash_routes"
-	AuthzCluster     = "kailash_authz"
-	RunnerCluster    = "kailash_runner"
-	RateLimitCluster = "kailash_ratelimit"
-	UnknownHostName  = "unknown_host"
-	HCMStatPrefix    = "ingress_http"
-	TenantContextKey = "tenant" // ext_authz context extension holding the tenant id
+	ListenerName    = "kailash_http"
+	RouteConfigName = "kailash_routes"
+	// HTTPSListenerName is the TLS listener (tls.listen); it serves
+	// RouteConfigName. With tls.redirect_http the plain listener serves
+	// RedirectRouteConfigName instead, where tenants with a certificate
+	// answer 301 to https.
+	HTTPSListenerName       = "kailash_https"
+	RedirectRouteConfigName = "kailash_routes_http"
+	HTTPSStatPrefix         = "ingress_https"
+	AuthzCluster            = "kailash_authz"
+	AuthzHTTPCluster        = "kailash_authz_http" // the login endpoints (/auth/...)
+	RunnerCluster           = "kailash_runner"
+	RateLimitCluster        = "kailash_ratelimit"
+	UnknownHostName         = "unknown_host"
+	HCMStatPrefix           = "ingress_http"
+	TenantContextKey        = "tenant" // ext_authz context extension holding the tenant id
+	// AuthPrefix is the path prefix of the login endpoints (login, refresh,
+	// logout, JWKS, SAML) that the authz server serves on authz.http.
+	AuthPrefix = "/auth/"
+	// TenantHeader carries the tenant id to the login endpoints. Envoy sets
+	// it from the virtual host, overwriting whatever the client sent.
+	TenantHeader = "x-kailash-tenant"
 )
 
 // Resources are the Envoy resources for one config, each list sorted by name.
@@ -37,6 +50,8 @@ type Resources struct {
 	Listeners []types.Resource
 	Routes    []types.Resource
 	Clusters  []types.Resource
+	// Secrets are the tenants' certificates, delivered over SDS (ADS).
+	Secrets []types.Resource
 }
 
 // validator is implemented by every generated Envoy proto.
@@ -47,8 +62,15 @@ type validator interface {
 // Translate checks cfg and translates it into Envoy resources. Every problem
 // is reported at once (errors.Join), each naming the field or tenant; no
 // partial result is returned with an error.
-func Translate(cfg *config.Config) (*Resources, error) {
-	ir, err := BuildIR(cfg)
+//
+// Tenants with a certificate need TranslateWith: Translate has no file
+// contents and reports them as not loaded.
+func Translate(cfg *config.Config) (*Resources, error) { return TranslateWith(cfg, Inputs{}) }
+
+// TranslateWith is Translate with the contents of the files the config names
+// (the tenants' certificates and keys), read by the caller.
+func TranslateWith(cfg *config.Config, in Inputs) (*Resources, error) {
+	ir, err := BuildIRWith(cfg, in)
 	if err != nil {
 		return nil, err
 	}
@@ -63,15 +85,19 @@ func FromIR(ir *IR) (*Resources, error) {
 	var errs []error
 	filters := httpFilters()
 
-	lis, err := buildListener(ir, filters)
+	listeners, err := buildListeners(ir, filters)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("listener %s: %w", ListenerName, err))
+		errs = append(errs, err)
 	}
-	rc, err := buildRouteConfig(ir, filters)
+	routes, err := buildRouteConfigs(ir, filters)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("route configuration %s: %w", RouteConfigName, err))
+		errs = append(errs, err)
 	}
 	clusters, err := buildClusters(ir)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	secrets, err := buildSecrets(ir)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -79,9 +105,10 @@ func FromIR(ir *IR) (*Resources, error) {
 		return nil, err
 	}
 	return &Resources{
-		Listeners: []types.Resource{lis},
-		Routes:    []types.Resource{rc},
+		Listeners: listeners,
+		Routes:    routes,
 		Clusters:  clusters,
+		Secrets:   secrets,
 	}, nil
 }
 

@@ -40,7 +40,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := Translate(cfg)
+			res, err := TranslateWith(cfg, readInputs(t, cfg))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -265,7 +265,29 @@ func TestExampleConfigTranslates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Translate(cfg); err != nil {
+	if _, err := TranslateWith(cfg, readInputs(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// readInputs reads the certificate files cfg names, as the control plane
+// does (xds.ReadInputs; this package cannot import it).
+func readInputs(t *testing.T, cfg *config.Config) Inputs {
+	t.Helper()
+	in := Inputs{Certificates: map[string]KeyPair{}}
+	for _, tn := range cfg.Tenants {
+		if !tn.TLS.Enabled() {
+			continue
+		}
+		cert, err := os.ReadFile(cfg.Path(tn.TLS.CertFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := os.ReadFile(cfg.Path(tn.TLS.KeyFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Certificates[tn.ID] = KeyPair{CertPEM: cert, KeyPEM: key}
+	}
+	return in
 }

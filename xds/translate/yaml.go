@@ -2,7 +2,13 @@ package translate
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -10,7 +16,8 @@ import (
 )
 
 // ToYAML renders resources as one YAML document with listeners, routes and
-// clusters sections, for `kailash translate` and golden tests. Fields keep
+// clusters sections (and secrets, when there are any, with every private
+// key replaced by a digest), for `kailash translate` and golden tests. Fields keep
 // their proto order, map keys are sorted and Any values show their type URL,
 // so the output is stable.
 func ToYAML(r *Resources) ([]byte, error) {
@@ -25,6 +32,16 @@ func ToYAML(r *Resources) ([]byte, error) {
 		{"listeners", r.Listeners},
 		{"routes", r.Routes},
 		{"clusters", r.Clusters},
+	}
+	if len(r.Secrets) > 0 {
+		secrets, err := redactedSecrets(r.Secrets)
+		if err != nil {
+			return nil, err
+		}
+		sections = append(sections, struct {
+			name string
+			res  []types.Resource
+		}{"secrets", secrets})
 	}
 	opts := protojson.MarshalOptions{UseProtoNames: true}
 	for _, s := range sections {
@@ -64,4 +81,25 @@ func plain(n *yaml.Node) {
 	for _, c := range n.Content {
 		plain(c)
 	}
+}
+
+// redactedSecrets are copies of secrets whose private keys show only a
+// digest (enough to see in a diff that a key changed).
+func redactedSecrets(in []types.Resource) ([]types.Resource, error) {
+	out := make([]types.Resource, 0, len(in))
+	for _, r := range in {
+		s, ok := r.(*tlsv3.Secret)
+		if !ok {
+			return nil, fmt.Errorf("secrets: unexpected %T", r)
+		}
+		s = proto.Clone(s).(*tlsv3.Secret)
+		if c := s.GetTlsCertificate(); c != nil && c.GetPrivateKey() != nil {
+			sum := sha256.Sum256(c.GetPrivateKey().GetInlineBytes())
+			c.PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{
+				InlineString: "[redacted sha256:" + hex.EncodeToString(sum[:8]) + "]",
+			}}
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }

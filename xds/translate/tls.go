@@ -1,0 +1,255 @@
+package translate
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/kailash-gw/kailash/internal/config"
+)
+
+// Inputs are the contents of the files a config names, read by the caller
+// (the control plane, `kailash translate`, a test), so translation stays
+// free of I/O.
+type Inputs struct {
+	// Certificates are the tenants' certificate chains and keys (PEM), by
+	// tenant id.
+	Certificates map[string]KeyPair
+}
+
+// KeyPair is a PEM certificate chain and its private key.
+type KeyPair struct {
+	CertPEM, KeyPEM []byte
+}
+
+// ALPN offered on the HTTPS listener (the HCM's codec is AUTO).
+var alpn = []string{"h2", "http/1.1"}
+
+// buildCertificate checks a tenant's certificate (the pair must parse and
+// match) and resolves its SNI names; nil when the tenant has none.
+func buildCertificate(cfg *config.Config, t *config.Tenant, in Inputs, tenantErr func(string, ...any)) *Certificate {
+	if !t.TLS.Enabled() {
+		return nil
+	}
+	if cfg.TLS.Listen == "" {
+		tenantErr("tls: a certificate needs tls.listen (the HTTPS listener)")
+	}
+	kp, ok := in.Certificates[t.ID]
+	if !ok {
+		tenantErr("tls: certificate %s and key %s were not read", t.TLS.CertFile, t.TLS.KeyFile)
+		return nil
+	}
+	// crypto/tls checks that both parse and that the key matches the leaf;
+	// its errors never quote key material.
+	if _, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM); err != nil {
+		tenantErr("tls: cert_file %s / key_file %s: %v", t.TLS.CertFile, t.TLS.KeyFile, err)
+		return nil
+	}
+	c := &Certificate{SecretName: SecretName(t.ID), CertPEM: kp.CertPEM, KeyPEM: kp.KeyPEM}
+	for _, d := range t.Domains {
+		d = strings.ToLower(strings.TrimSpace(d))
+		if h, _, err := net.SplitHostPort(d); err == nil {
+			d = h
+		}
+		c.ServerNames = append(c.ServerNames, d)
+	}
+	slices.Sort(c.ServerNames)
+	c.ServerNames = slices.Compact(c.ServerNames)
+	return c
+}
+
+// buildHTTPS resolves the tls section and checks that no SNI name selects
+// two tenants' certificates.
+func buildHTTPS(cfg *config.Config, ir *IR) []error {
+	var errs []error
+	owner := map[string]string{}
+	for _, vh := range ir.VirtualHosts {
+		if vh.TLS == nil {
+			continue
+		}
+		for _, n := range vh.TLS.ServerNames {
+			if other, dup := owner[n]; dup && other != vh.TenantID {
+				errs = append(errs, fmt.Errorf("tenant %q: tls: SNI name %q also selects tenant %q's certificate (domains differing only by port)", vh.TenantID, n, other))
+			}
+			owner[n] = vh.TenantID
+		}
+	}
+	tc := cfg.TLS
+	if tc.Listen == "" {
+		if tc.RedirectHTTP {
+			errs = append(errs, errors.New("tls.redirect_http: needs tls.listen"))
+		}
+		return errs
+	}
+	h, p, err := config.SplitHostPort(tc.Listen)
+	if err != nil {
+		return append(errs, fmt.Errorf("tls.listen: %w", err))
+	}
+	a := Address{Host: h, Port: p}
+	if !a.IsIP() {
+		errs = append(errs, fmt.Errorf("tls.listen: %q: host must be an IP address (Envoy listeners do not resolve names)", tc.Listen))
+	}
+	if a == ir.Listener {
+		errs = append(errs, fmt.Errorf("tls.listen: %q is also envoy.listen", tc.Listen))
+	}
+	https := &HTTPS{Listener: a, RedirectHTTP: tc.RedirectHTTP}
+	switch tc.MinVersion {
+	case "", "1.3":
+		https.MinTLS13 = true
+	case "1.2":
+	default:
+		errs = append(errs, fmt.Errorf("tls.min_version: %q: want 1.2 or 1.3", tc.MinVersion))
+	}
+	ir.HTTPS = https
+	return errs
+}
+
+// serving reports whether the HTTPS listener exists: tls.listen is set and
+// some tenant has a certificate (a listener without filter chains would
+// refuse every connection, and Envoy rejects it).
+func serving(ir *IR) bool {
+	if ir.HTTPS == nil {
+		return false
+	}
+	for i := range ir.VirtualHosts {
+		if ir.VirtualHosts[i].TLS != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// redirecting reports whether the plain listener redirects tenants with a
+// certificate to HTTPS.
+func redirecting(ir *IR) bool { return serving(ir) && ir.HTTPS.RedirectHTTP }
+
+// httpsListener has one filter chain per tenant with a certificate, chosen
+// by SNI (the TLS inspector reads it), each terminating TLS with the
+// tenant's certificate from SDS and running the same connection manager
+// (hcm) as the plain listener. A client naming no tenant's domain gets no
+// chain: the handshake fails.
+func httpsListener(ir *IR, hcm *anypb.Any) (*listenerv3.Listener, error) {
+	inspector, err := toAny(&tlsinspectorv3.TlsInspector{})
+	if err != nil {
+		return nil, err
+	}
+	minVersion := tlsv3.TlsParameters_TLSv1_2
+	if ir.HTTPS.MinTLS13 {
+		minVersion = tlsv3.TlsParameters_TLSv1_3
+	}
+	l := &listenerv3.Listener{
+		Name:    HTTPSListenerName,
+		Address: socketAddress(ir.HTTPS.Listener),
+		ListenerFilters: []*listenerv3.ListenerFilter{{
+			Name:       wellknown.TlsInspector,
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: inspector},
+		}},
+	}
+	var errs []error
+	for i := range ir.VirtualHosts {
+		vh := &ir.VirtualHosts[i]
+		if vh.TLS == nil {
+			continue
+		}
+		ts, err := toAny(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams: &tlsv3.TlsParameters{
+				TlsMinimumProtocolVersion: minVersion,
+				TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
+			},
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{
+				Name:      vh.TLS.SecretName,
+				SdsConfig: adsSource(),
+			}},
+			AlpnProtocols: slices.Clone(alpn),
+		}})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
+			continue
+		}
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+			Name:             vh.Name(),
+			FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: slices.Clone(vh.TLS.ServerNames)},
+			Filters: []*listenerv3.Filter{{
+				Name:       wellknown.HTTPConnectionManager,
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
+			}},
+			TransportSocket: &corev3.TransportSocket{
+				Name:       wellknown.TransportSocketTls,
+				ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: ts},
+			},
+		})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := l.ValidateAll(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// buildSecrets is one SDS secret per tenant certificate referenced by the
+// HTTPS listener, in tenant order (secret names follow tenant ids).
+func buildSecrets(ir *IR) ([]types.Resource, error) {
+	if !serving(ir) {
+		return nil, nil
+	}
+	var out []types.Resource
+	var errs []error
+	for i := range ir.VirtualHosts {
+		c := ir.VirtualHosts[i].TLS
+		if c == nil {
+			continue
+		}
+		s := &tlsv3.Secret{Name: c.SecretName, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.CertPEM}},
+			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.KeyPEM}},
+		}}}
+		if err := s.ValidateAll(); err != nil {
+			errs = append(errs, fmt.Errorf("secret %s: %w", c.SecretName, err))
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, errors.Join(errs...)
+}
+
+// redirectVirtualHost answers every plain-HTTP request of a tenant with a
+// certificate with 301 to the same host and path over HTTPS. No filter does
+// anything (the same per-filter configs as the unknown host): the request
+// is checked when it comes back over TLS.
+func redirectVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.VirtualHost, error) {
+	perFilter, err := perFilterConfig(filters, func(f httpFilter) (proto.Message, error) { return f.unknownHostConfig(ir) })
+	if err != nil {
+		return nil, err
+	}
+	rd := &routev3.RedirectAction{
+		SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
+		ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
+	}
+	if p := ir.HTTPS.redirectPort(); p != 0 {
+		rd.PortRedirect = p
+	}
+	return &routev3.VirtualHost{
+		Name:    vh.Name(),
+		Domains: append([]string(nil), vh.Domains...),
+		Routes: []*routev3.Route{{
+			Match:  prefixMatch("/"),
+			Action: &routev3.Route_Redirect{Redirect: rd},
+		}},
+		TypedPerFilterConfig: perFilter,
+	}, nil
+}
