@@ -21,7 +21,15 @@ require (
 	modernc.org/sqlite v1.62.0
 )
 
-require gopkg.in/natefinch/lumberjack.v2 v2.2.1
+require (
+	github.com/beevik/etree v1.8.1
+	github.com/crewjam/saml v0.6.3
+	github.com/jonboulle/clockwork v0.5.0
+	github.com/russellhaering/goxmldsig v1.6.1
+	gopkg.in/natefinch/lumberjack.v2 v2.2.1
+)
+
+require github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
 
 require (
 	cel.dev/expr v0.25.3 // indirect
