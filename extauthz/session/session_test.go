@@ -425,14 +425,14 @@ func TestKeyRotation(t *testing.T) {
 	f := newFixture(t, Config{AccessTTL: time.Hour, IdleTimeout: -1},
 		KeyRingConfig{RotateEvery: 24 * time.Hour, Overlap: 2 * time.Hour})
 	ctx := context.Background()
-	old := f.issue(t, alice)
+	f.issue(t, alice)
 	oldKID := f.ring.KeyIDs()[0]
 
 	f.clk.Add(24*time.Hour - time.Second)
 	if rotated, err := f.ring.RotateIfDue(); err != nil || rotated {
 		t.Fatalf("rotated early: %v %v", rotated, err)
 	}
-	old = f.issue(t, alice) // signed by the old key just before rotation
+	old := f.issue(t, alice) // signed by the old key just before rotation
 	f.clk.Add(time.Second)
 	if rotated, err := f.ring.RotateIfDue(); err != nil || !rotated {
 		t.Fatalf("not rotated on schedule: %v %v", rotated, err)
