@@ -19,7 +19,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
-func ldapTenantYAML(t *testing.T, sl *testenv.Slapd) string {
+func ldapTenantYAML(t testing.TB, sl *testenv.Slapd) string {
 	pwFile := filepath.Join(t.TempDir(), "ldap-bind-password")
 	if err := os.WriteFile(pwFile, []byte(testenv.SlapdServicePW+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -98,7 +98,7 @@ func writeConfig(t testing.TB, path, body string) {
 // stack is the whole product on loopback: xds, authz and runner in process,
 // Envoy as a child.
 type stack struct {
-	t          *testing.T
+	t          testing.TB
 	ports      ports
 	cfgPath    string
 	proc       *envoy.Process
@@ -122,14 +122,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func startStack(t *testing.T, tenants ...string) *stack {
+func startStack(t testing.TB, tenants ...string) *stack {
 	t.Helper()
 	return startStackConfig(t, func(p ports) string { return configYAML(t, p, tenants...) })
 }
 
 // startStackConfig starts the stack on the config body returns for the
 // stack's ports.
-func startStackConfig(t *testing.T, body func(ports) string) *stack {
+func startStackConfig(t testing.TB, body func(ports) string) *stack {
 	t.Helper()
 	bin := envoytest.Binary(t)
 	s := &stack{t: t, ports: freePorts(t), client: &http.Client{Timeout: 10 * time.Second}}
