@@ -179,6 +179,8 @@ func TestAttributesMatchProtojson(t *testing.T) {
 					Id: "123", Method: "POST", Path: "/v1/workflows?x=1", Host: "acme.localhost", Scheme: "https",
 					Headers: map[string]string{"content-type": "application/json", ":authority": "acme.localhost"},
 					Size:    42, Protocol: "HTTP/2", Body: `{"a":1}`, RawBody: []byte{0, 1, 2, 255},
+					Query: "x=1", Fragment: "f",
+					HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "a", Value: "1"}, {Key: "b", RawValue: []byte("2")}}},
 				},
 			},
 			TlsSession: &authv3.AttributeContext_TLSSession{Sni: "acme.localhost"},
@@ -199,5 +201,15 @@ func TestAttributesMatchProtojson(t *testing.T) {
 		if got.Compare(wantV) != 0 {
 			t.Fatalf("proto→AST differs from protojson\n got: %v\nwant: %v", got, wantV)
 		}
+	}
+	// An empty HTTP request is an empty object, as protojson has it.
+	empty := &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{}}}
+	if got := messageToAST(empty.ProtoReflect()).String(); got != `{"request": {"http": {}}}` {
+		t.Fatalf("empty http request: %s", got)
+	}
+	// httpRequestToAST reads the fields by name: a new field must be added
+	// there (and to the case above) before this passes.
+	if n := (&authv3.AttributeContext_HttpRequest{}).ProtoReflect().Descriptor().Fields().Len(); n != httpRequestFields {
+		t.Fatalf("AttributeContext.HttpRequest has %d fields, httpRequestToAST knows %d", n, httpRequestFields)
 	}
 }

@@ -12,11 +12,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/kailash-gw/kailash/internal/config"
 )
@@ -72,6 +74,10 @@ type Identity struct {
 	// Method is how the caller authenticated: "jwt".
 	Method    string
 	ExpiresAt time.Time
+
+	// term caches the identity's policy input (identityTerm): a cached
+	// token's identity is converted once, not on every request.
+	term atomic.Pointer[ast.Term]
 }
 
 // KeySource supplies the keys a verifier trusts. Keys returns the same Set

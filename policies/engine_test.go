@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // TestRegoTests runs the bundle's _test.rego files: a failing Rego test
@@ -204,6 +205,27 @@ func TestEvalErrors(t *testing.T) {
 	cancel()
 	if _, err := e.Eval(cctx, ast.MustParseTerm(`{"v": 1}`).Value); err == nil {
 		t.Fatal("cancelled context: want an error")
+	}
+}
+
+// TestEvalStopsAtDeadline: a deadline that passes during a long evaluation
+// stops it (Eval cancels OPA through context.AfterFunc, not a goroutine).
+func TestEvalStopsAtDeadline(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "p.rego", "package p\nslow if {\n\tsome i in numbers.range(1, 5000)\n\tsome j in numbers.range(1, 5000)\n\ti + j < 0\n}\n")
+	e, err := NewEngine(t.Context(), EngineOptions{Dir: dir, Decision: "p/slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = e.Eval(ctx, ast.NewObject())
+	if !errors.Is(err, context.DeadlineExceeded) && !topdown.IsCancel(err) {
+		t.Fatalf("err = %v, want a cancellation", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("evaluation ran %s past a 50ms deadline", d)
 	}
 }
 

@@ -1,84 +1,120 @@
 # Package kailash.authz is the shipped decision for the workflow runner API:
-# role-based access control keyed by the permission each request needs.
+# role-based access control (this file) plus attribute-based rules
+# (abac.rego), combined in authz.rego.
 #
-# Input (see policies/README.md): input.identity.roles,
-# input.attributes.request.http.method and input.parsed_path.
+# Data (config/data.json, mounted at data.kailash.config): roles with their
+# permissions and limits, classification levels, country networks and
+# per-tenant overrides. See docs/policies.md, "The shipped bundle".
 #
-# Decision: data.kailash.authz.result, an opa-envoy-plugin style object.
+# Every rule that looks at the request reads input.* directly (not through
+# a helper rule) so that OPA's rule index selects the matching route.
 package kailash.authz
 
-# role_permissions grants each role its permissions.
-role_permissions := {
-	"admin": {
-		"workflow:create", "workflow:execute", "workflow:delete", "workflow:read",
-		"user:manage", "system:configure", "audit:view",
-	},
-	"data_scientist": {
-		"workflow:create", "workflow:execute", "workflow:read",
-		"data:read", "model:train",
-	},
-	"business_user": {"workflow:execute", "workflow:read", "report:view"},
-}
-
-method := input.attributes.request.http.method
-
-path := input.parsed_path
+import data.kailash.config
 
 # required_permission is the permission a request needs; undefined when the
-# request is not part of the runner API (and so always denied). The rules are
-# mutually exclusive by method.
+# request is not a runner API route (and so always denied). One rule per
+# route of workflow/server.go; a {name} or {id} segment must not be empty.
+required_permission := "workflow:create" if {
+	input.attributes.request.http.method == "POST"
+	input.parsed_path == ["v1", "workflows"]
+}
+
 required_permission := "workflow:execute" if {
-	method == "POST"
-	path = ["v1", "workflows", name, "executions"]
+	input.attributes.request.http.method == "POST"
+	input.parsed_path = ["v1", "workflows", name, "executions"]
 	name != ""
 }
 
-required_permission := "workflow:create" if {
-	method == "POST"
-	path == ["v1", "workflows"]
+required_permission := "workflow:execute" if {
+	input.attributes.request.http.method == "POST"
+	input.parsed_path = ["v1", "workflows", name, "executions", id, "cancel"]
+	name != ""
+	id != ""
 }
 
 required_permission := "workflow:delete" if {
-	method == "DELETE"
-	path = ["v1", "workflows", name]
+	input.attributes.request.http.method == "DELETE"
+	input.parsed_path = ["v1", "workflows", name]
 	name != ""
 }
 
 required_permission := "workflow:read" if {
-	method == "GET"
-	count(path) >= 2
-	path[0] == "v1"
-	path[1] == "workflows"
+	input.attributes.request.http.method == "GET"
+	input.parsed_path == ["v1", "workflows"]
 }
 
-# granted is every permission the caller's roles give.
-granted contains perm if {
-	some role in input.identity.roles
-	some perm in role_permissions[role]
+required_permission := "workflow:read" if {
+	input.attributes.request.http.method == "GET"
+	input.parsed_path = ["v1", "workflows", name]
+	name != ""
 }
 
-default allow := false
+required_permission := "workflow:read" if {
+	input.attributes.request.http.method == "GET"
+	input.parsed_path = ["v1", "workflows", name, "executions"]
+	name != ""
+}
 
-allow if {
+required_permission := "workflow:read" if {
+	input.attributes.request.http.method == "GET"
+	input.parsed_path = ["v1", "workflows", name, "executions", id]
+	name != ""
+	id != ""
+}
+
+required_permission := "workflow:read" if {
+	input.attributes.request.http.method == "GET"
+	input.parsed_path = ["v1", "workflows", name, "events"]
+	name != ""
+}
+
+required_permission := "workflow:read" if {
+	input.attributes.request.http.method == "GET"
+	input.parsed_path = ["v1", "workflows", name, "events", "ws"]
+	name != ""
+}
+
+required_permission := "workflow:read" if {
+	input.attributes.request.http.method == "GET"
+	input.parsed_path == ["v1", "events"]
+}
+
+required_permission := "workflow:read" if {
+	input.attributes.request.http.method == "GET"
+	input.parsed_path == ["v1", "events", "ws"]
+}
+
+# tenant_config is the route tenant's overrides (data.kailash.config.tenants);
+# undefined for a tenant without any.
+tenant_config := config.tenants[input.tenant.id]
+
+# roles is the role table in force for the route's tenant: the shipped one
+# (data.kailash.config.roles) deep-merged with the tenant's "roles", which
+# can add roles, add or revoke ("perm": false) permissions and change
+# limits.
+roles := object.union(config.roles, tenant_config.roles) if {
+	tenant_config.roles
+} else := config.roles
+
+# rbac_allowed: one of the caller's roles grants the route's permission.
+rbac_allowed if {
 	perm := required_permission
 	some role in input.identity.roles
-	perm in role_permissions[role]
+	roles[role].permissions[perm] == true
 }
 
-default reason := "request is not part of the runner API"
+# granted is every permission the caller's roles give (the runner's
+# permission_check evaluates data.kailash.authz.granted).
+granted contains perm if {
+	some role in input.identity.roles
+	some perm, true in roles[role].permissions
+}
 
-reason := "allowed" if allow
-
-reason := sprintf("missing permission %s", [required_permission]) if not allow
-
-result := {
-	"allowed": true,
-	"headers": {"x-kailash-permission": required_permission},
-} if allow
-
-result := {
-	"allowed": false,
-	"http_status": 403,
-	"headers": {"content-type": "application/json"},
-	"body": json.marshal({"error": "forbidden", "reason": reason}),
-} if not allow
+# limits are the caller's per-role limits, for the rate limiter: for each
+# limit, the largest value any of the caller's roles sets (roles add up, as
+# permissions do). Undefined fields are not limited by role.
+limits[name] := max({n | some role in input.identity.roles; n := roles[role].limits[name]}) if {
+	some role in input.identity.roles
+	some name, _ in roles[role].limits
+}

@@ -8,14 +8,14 @@ req(method, path, roles) := {
 	"identity": {"roles": roles},
 }
 
-# --- role_permissions and granted
+# treq is req for the route tenant t.
+treq(t, method, path, roles) := object.union(req(method, path, roles), {"tenant": {"id": t}})
+
+# --- roles (data.kailash.config.roles) and granted
 
 test_admin_has_every_workflow_permission if {
 	g := authz.granted with input as req("GET", [], ["admin"])
-	every p in {"workflow:create", "workflow:execute", "workflow:delete", "workflow:read", "user:manage", "system:configure", "audit:view"} {
-		p in g
-	}
-	count(g) == 7
+	g == {"workflow:create", "workflow:execute", "workflow:delete", "workflow:read", "user:manage", "system:configure", "audit:view"}
 }
 
 test_data_scientist_permissions if {
@@ -35,7 +35,7 @@ test_roles_union if {
 }
 
 test_unknown_role_grants_nothing if {
-	g := authz.granted with input as req("GET", [], ["root", "ADMIN"])
+	g := authz.granted with input as req("GET", [], ["root", "ADMIN", "viewer"])
 	count(g) == 0
 }
 
@@ -44,7 +44,47 @@ test_no_identity_grants_nothing if {
 	count(g) == 0
 }
 
-# --- required_permission, one test per rule
+test_granted_uses_tenant_roles if {
+	tenants := {"acme": {"roles": {
+		"business_user": {"permissions": {"workflow:execute": false, "audit:view": true}},
+		"auditor": {"permissions": {"audit:view": true}},
+	}}}
+	g := authz.granted with input as treq("acme", "GET", [], ["business_user", "auditor"])
+		with data.kailash.config.tenants as tenants
+	g == {"workflow:read", "report:view", "audit:view"}
+}
+
+# --- per-role limits
+
+test_role_limits_are_data if {
+	data.kailash.config.roles.business_user.limits.executions_per_hour > 0
+	every rc in data.kailash.config.roles {
+		rc.limits.max_workflows > 0
+		rc.limits.executions_per_hour > 0
+	}
+}
+
+test_limits_of_the_caller_take_the_largest_per_role if {
+	l := authz.limits with input as req("GET", [], ["business_user", "data_scientist"])
+	l == data.kailash.config.roles.data_scientist.limits
+	l1 := authz.limits with input as req("GET", [], ["business_user"])
+	l1 == data.kailash.config.roles.business_user.limits
+}
+
+test_limits_tenant_override if {
+	tenants := {"acme": {"roles": {"business_user": {"limits": {"executions_per_hour": 7}}}}}
+	l := authz.limits with input as treq("acme", "GET", [], ["business_user"])
+		with data.kailash.config.tenants as tenants
+	l.executions_per_hour == 7
+	l.max_workflows == data.kailash.config.roles.business_user.limits.max_workflows
+}
+
+test_limits_without_roles_are_empty if {
+	l := authz.limits with input as req("GET", [], [])
+	l == {}
+}
+
+# --- required_permission, one test per route
 
 test_execute_permission if {
 	authz.required_permission == "workflow:execute" with input as req("POST", ["v1", "workflows", "etl", "executions"], [])
@@ -52,6 +92,13 @@ test_execute_permission if {
 
 test_execute_needs_a_name if {
 	not authz.required_permission with input as req("POST", ["v1", "workflows", "", "executions"], [])
+}
+
+test_cancel_permission if {
+	authz.required_permission == "workflow:execute" with input as req("POST", ["v1", "workflows", "etl", "executions", "42", "cancel"], [])
+	not authz.required_permission with input as req("POST", ["v1", "workflows", "etl", "executions", "", "cancel"], [])
+	not authz.required_permission with input as req("POST", ["v1", "workflows", "", "executions", "42", "cancel"], [])
+	not authz.required_permission with input as req("GET", ["v1", "workflows", "etl", "executions", "42", "cancel"], [])
 }
 
 test_create_permission if {
@@ -68,9 +115,31 @@ test_delete_needs_a_name if {
 }
 
 test_read_permission if {
-	authz.required_permission == "workflow:read" with input as req("GET", ["v1", "workflows"], [])
-	authz.required_permission == "workflow:read" with input as req("GET", ["v1", "workflows", "etl"], [])
-	authz.required_permission == "workflow:read" with input as req("GET", ["v1", "workflows", "etl", "executions", "42"], [])
+	every path in [
+		["v1", "workflows"],
+		["v1", "workflows", "etl"],
+		["v1", "workflows", "etl", "executions"],
+		["v1", "workflows", "etl", "executions", "42"],
+		["v1", "workflows", "etl", "events"],
+		["v1", "workflows", "etl", "events", "ws"],
+		["v1", "events"],
+		["v1", "events", "ws"],
+	] {
+		authz.required_permission == "workflow:read" with input as req("GET", path, [])
+	}
+}
+
+test_read_needs_names if {
+	every path in [
+		["v1", "workflows", ""],
+		["v1", "workflows", "", "executions"],
+		["v1", "workflows", "etl", "executions", ""],
+		["v1", "workflows", "", "executions", "42"],
+		["v1", "workflows", "", "events"],
+		["v1", "workflows", "", "events", "ws"],
+	] {
+		not authz.required_permission with input as req("GET", path, [])
+	}
 }
 
 test_other_requests_need_no_defined_permission if {
@@ -80,6 +149,9 @@ test_other_requests_need_no_defined_permission if {
 	not authz.required_permission with input as req("GET", ["v2", "workflows"], ["admin"])
 	not authz.required_permission with input as req("GET", [""], ["admin"])
 	not authz.required_permission with input as req("get", ["v1", "workflows"], ["admin"])
+	not authz.required_permission with input as req("GET", ["v1", "workflows", "etl", "other"], ["admin"])
+	not authz.required_permission with input as req("GET", ["v1", "events", "other"], ["admin"])
+	not authz.required_permission with input as req("POST", ["v1", "events"], ["admin"])
 }
 
 # --- allow
@@ -92,12 +164,18 @@ test_allow_matrix if {
 		["data_scientist", "DELETE", ["v1", "workflows", "x"], false],
 		["data_scientist", "POST", ["v1", "workflows", "x", "executions"], true],
 		["business_user", "POST", ["v1", "workflows", "x", "executions"], true],
+		["business_user", "POST", ["v1", "workflows", "x", "executions", "1", "cancel"], true],
 		["business_user", "GET", ["v1", "workflows", "x"], true],
+		["business_user", "GET", ["v1", "events", "ws"], true],
 		["business_user", "POST", ["v1", "workflows"], false],
 		["business_user", "DELETE", ["v1", "workflows", "x"], false],
+		["viewer", "GET", ["v1", "workflows"], false],
+		["viewer", "POST", ["v1", "workflows", "hello", "executions"], false],
 	] {
 		got := authz.allow with input as req(c[1], c[2], [c[0]])
 		got == c[3]
+		r := authz.result with input as req(c[1], c[2], [c[0]])
+		r.allowed == c[3]
 	}
 }
 
@@ -109,12 +187,39 @@ test_deny_outside_api_even_for_admin if {
 	not authz.allow with input as req("GET", ["metrics"], ["admin"])
 }
 
+test_tenant_roles_override if {
+	tenants := {"acme": {"roles": {"business_user": {"permissions": {"workflow:execute": false}}, "viewer": {"permissions": {"workflow:read": true}}}}}
+	path := ["v1", "workflows", "x", "executions"]
+	not authz.allow with input as treq("acme", "POST", path, ["business_user"]) with data.kailash.config.tenants as tenants
+	r := authz.result with input as treq("acme", "POST", path, ["business_user"]) with data.kailash.config.tenants as tenants
+	r.allowed == false
+	authz.allow with input as treq("acme", "GET", ["v1", "workflows"], ["viewer"]) with data.kailash.config.tenants as tenants
+
+	# other tenants keep the shipped roles
+	authz.allow with input as treq("globex", "POST", path, ["business_user"]) with data.kailash.config.tenants as tenants
+	not authz.allow with input as treq("globex", "GET", ["v1", "workflows"], ["viewer"]) with data.kailash.config.tenants as tenants
+}
+
 # --- reason and result
 
 test_result_allowed if {
 	r := authz.result with input as req("POST", ["v1", "workflows", "etl", "executions"], ["business_user"])
 	r == {"allowed": true, "headers": {"x-kailash-permission": "workflow:execute"}}
 	authz.reason == "allowed" with input as req("POST", ["v1", "workflows", "etl", "executions"], ["business_user"])
+}
+
+test_result_allowed_for_a_tenant_without_data if {
+	r := authz.result with input as treq("acme", "POST", ["v1", "workflows", "etl", "executions"], ["business_user"])
+	r == {"allowed": true, "headers": {"x-kailash-permission": "workflow:execute"}}
+	r2 := authz.result with input as treq("acme", "POST", ["v1", "workflows"], ["business_user"])
+	r2.allowed == false
+}
+
+test_result_allowed_for_a_tenant_with_data if {
+	tenants := {"acme": {"time_zone": "UTC"}}
+	r := authz.result with input as treq("acme", "POST", ["v1", "workflows", "etl", "executions"], ["business_user"])
+		with data.kailash.config.tenants as tenants
+	r == {"allowed": true, "headers": {"x-kailash-permission": "workflow:execute"}}
 }
 
 test_result_denied_missing_permission if {
