@@ -53,6 +53,8 @@ type auth struct {
 	pending map[string]mfa.Enrollment // tenant/user → enrolment awaiting its first code
 
 	logins *prometheus.CounterVec
+
+	saml *samlLogins // SAML service providers and pending requests (login_saml.go)
 }
 
 type ldapEntry struct {
@@ -91,6 +93,7 @@ func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg pro
 		totp:    map[string]*mfa.TOTP{},
 		secrets: map[string]string{},
 		pending: map[string]mfa.Enrollment{},
+		saml:    newSAMLLogins(),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kailash_auth_logins_total", Help: "Login attempts by method, result and reason.",
 		}, []string{"method", "result", "reason"}),
@@ -107,6 +110,10 @@ func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg pro
 func (a *auth) update(cfg *config.Config) error {
 	t := &authTenants{byID: map[string]config.Tenant{}, byDomain: map[string]string{}}
 	next := map[string]*ldapEntry{}
+	sps, err := a.saml.prepare(cfg, a.now)
+	if err != nil {
+		return err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, tc := range cfg.Tenants {
@@ -137,6 +144,9 @@ func (a *auth) update(cfg *config.Config) error {
 		}
 	}
 	a.ldap = next
+	a.saml.commit(sps, func(tenant string, err error) {
+		a.log.Warn("saml: cannot fetch the IdP metadata; the last good metadata (if any) keeps serving", "tenant", tenant, "err", err)
+	})
 	a.tenants.Store(t)
 	return nil
 }
@@ -157,6 +167,7 @@ func ldapConfig(c *config.Config, l *config.LDAP) (ldapauth.Config, error) {
 }
 
 func (a *auth) close() {
+	a.saml.close()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, e := range a.ldap {
@@ -172,6 +183,7 @@ func (a *auth) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /auth/refresh", a.refresh)
 	mux.HandleFunc("POST /auth/logout", a.logout)
 	mux.HandleFunc("POST /auth/totp/enroll", a.enroll)
+	a.samlRoutes(mux)
 }
 
 func (a *auth) jwks(w http.ResponseWriter, _ *http.Request) {
@@ -431,16 +443,21 @@ func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
 
 func (a *auth) writeTokens(w http.ResponseWriter, t *session.Tokens) {
 	now := a.now()
-	http.SetCookie(w, &http.Cookie{Name: CookieSession, Value: t.AccessToken, Path: "/", Expires: t.AccessExpiresAt,
-		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteLaxMode})
-	http.SetCookie(w, &http.Cookie{Name: CookieRefresh, Value: t.RefreshToken, Path: "/auth/", Expires: t.RefreshExpiresAt,
-		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteStrictMode})
+	a.setSessionCookies(w, t)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"token_type": "Bearer", "access_token": t.AccessToken, "expires_in": int(t.AccessExpiresAt.Sub(now).Seconds()),
 		"refresh_token": t.RefreshToken, "refresh_expires_in": int(t.RefreshExpiresAt.Sub(now).Seconds()),
 	})
+}
+
+// setSessionCookies sets the session and refresh cookies of t.
+func (a *auth) setSessionCookies(w http.ResponseWriter, t *session.Tokens) {
+	http.SetCookie(w, &http.Cookie{Name: CookieSession, Value: t.AccessToken, Path: "/", Expires: t.AccessExpiresAt,
+		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: CookieRefresh, Value: t.RefreshToken, Path: "/auth/", Expires: t.RefreshExpiresAt,
+		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteStrictMode})
 }
 
 func (a *auth) clearCookies(w http.ResponseWriter) {

@@ -16,8 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/envoy/envoytest"
+	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
 

@@ -127,7 +127,7 @@ func runToken(_ context.Context, args []string, w io.Writer) error {
 		if iss == "" {
 			iss = t.JWT.Issuer
 		}
-		if aud == "" {
+		if aud == "" && len(t.JWT.Audiences) > 0 {
 			aud = t.JWT.Audiences[0]
 		}
 		if key == "" {

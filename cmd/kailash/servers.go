@@ -224,7 +224,7 @@ func printBanner(w io.Writer, cfg *config.Config, admin, devKey string) {
 		devKey = cfg.Path("keys/dev-signing-key.pem")
 	}
 	tok, err := mintFromFile(devKey, devtoken.Claims{
-		Issuer: t.JWT.Issuer, Audience: t.JWT.Audiences[:1], Tenant: t.ID,
+		Issuer: t.JWT.Issuer, Audience: t.JWT.Audiences[:min(1, len(t.JWT.Audiences))], Tenant: t.ID,
 		Subject: "alice", Roles: []string{"admin"}, TTL: 8 * time.Hour,
 	})
 	if err != nil {

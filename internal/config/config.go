@@ -158,6 +158,10 @@ type Tenant struct {
 	// LDAP login (POST /auth/login) and who must present a TOTP code.
 	LDAP *LDAP `yaml:"ldap"`
 	MFA  MFA   `yaml:"mfa"`
+	// SAML single sign-on (/auth/saml/...) and external OIDC issuers whose
+	// tokens the tenant accepts besides (or instead of) jwt (federation.go).
+	SAML    *SAML        `yaml:"saml"`
+	Issuers []OIDCIssuer `yaml:"issuers"`
 
 	// Line is where the tenant starts in the file (for error messages).
 	Line int `yaml:"-"`
@@ -277,6 +281,7 @@ func (c *Config) SetDefaults() {
 		c.Authz.Timeout = DefaultAuthzTimout
 	}
 	c.setIdentityDefaults()
+	c.setFederationDefaults()
 	if c.Policy.Decision == "" {
 		c.Policy.Decision = DefaultDecision
 	}
@@ -352,6 +357,7 @@ func (c *Config) Validate() error {
 	c.validateRunner(at)
 	c.validateEdge(at)
 	c.validateIdentity(at)
+	c.validateFederation(at)
 	if c.Authz.Timeout < 0 {
 		at(0, "authz.timeout: must be positive")
 	}
@@ -391,6 +397,9 @@ func (c *Config) Validate() error {
 			domains[key] = t.ID
 		}
 		j := t.JWT
+		if !j.Configured() && len(t.Issuers) > 0 {
+			continue // the tenant trusts only its issuers (federation.go)
+		}
 		if j.Issuer == "" {
 			at(t.Line, "%s: jwt.issuer: required", name)
 		}

@@ -1,0 +1,133 @@
+package extauthz
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/kailash-gw/kailash/extauthz/oidc"
+	"github.com/kailash-gw/kailash/internal/config"
+)
+
+// identityVerifier is what a tenant's token check needs: a *Verifier for a
+// tenant with only jwt, a byIssuer for a tenant with issuers.
+type identityVerifier = oidc.TokenVerifier[*Identity]
+
+// issuerKeys is one external issuer's key source, shared by every tenant
+// that trusts it and kept across reloads while its settings are unchanged.
+type issuerKeys struct {
+	keys   *oidc.Keys
+	cancel context.CancelFunc // stops its background refresh; nil until started
+}
+
+// issuerRegistry holds the issuers' key sources in force (their refresh
+// loops run on the server's background context).
+type issuerRegistry struct {
+	mu      sync.Mutex // guards the fields and every issuerKeys.cancel
+	metrics *oidc.Metrics
+	running map[oidc.Config]*issuerKeys
+}
+
+func oidcConfig(o config.OIDCIssuer) oidc.Config {
+	return oidc.Config{
+		Issuer: o.Issuer, JWKSURL: o.JWKSURL, DiscoveryURL: o.DiscoveryURL,
+		RefreshInterval: o.RefreshInterval, MinRefetch: o.MinRefetch,
+		InitialBackoff: o.InitialBackoff, MaxBackoff: o.MaxBackoff, Timeout: o.Timeout,
+	}
+}
+
+// issuerKeysFor returns the key source of o for the snapshot being built:
+// the one in force when its settings are unchanged, else a new one (started
+// by startIssuers once the snapshot is in force).
+func (s *Server) issuerKeysFor(snap *snapshot, o config.OIDCIssuer) (*issuerKeys, error) {
+	key := oidcConfig(o)
+	if ik := snap.issuers[key]; ik != nil {
+		return ik, nil
+	}
+	r := &s.issuers
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ik := r.running[key]
+	if ik == nil {
+		if r.metrics == nil {
+			r.metrics = oidc.NewMetrics(s.reg)
+		}
+		// Rate limiting of fetches runs on real time, not on Options.Now
+		// (the token-validation clock).
+		k, err := oidc.New(key, oidc.WithLogger(s.log), oidc.WithMetrics(r.metrics))
+		if err != nil {
+			return nil, err
+		}
+		ik = &issuerKeys{keys: k}
+	}
+	if snap.issuers == nil {
+		snap.issuers = map[oidc.Config]*issuerKeys{}
+	}
+	snap.issuers[key] = ik
+	return ik, nil
+}
+
+// startIssuers runs the key refresh of the issuers of snap, which is now in
+// force, and stops those no tenant trusts any more.
+func (s *Server) startIssuers(snap *snapshot) {
+	r := &s.issuers
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ik := range snap.issuers {
+		if ik.cancel == nil {
+			ctx, cancel := context.WithCancel(s.bg)
+			ik.cancel = cancel
+			go ik.keys.Run(ctx)
+		}
+	}
+	for key, ik := range r.running {
+		if snap.issuers[key] != ik {
+			ik.cancel()
+		}
+	}
+	r.running = snap.issuers
+}
+
+// tenantVerifier combines the tenant's legacy jwt verifier (nil when the
+// tenant has no jwt section) with one verifier per issuer, routed by the
+// token's iss. A tenant without issuers keeps its plain *Verifier.
+func (s *Server) tenantVerifier(snap *snapshot, t config.Tenant, legacy *Verifier) (identityVerifier, error) {
+	if len(t.Issuers) == 0 {
+		return legacy, nil
+	}
+	vs := make(map[string]oidc.TokenVerifier[*Identity], len(t.Issuers)+1)
+	if legacy != nil {
+		vs[t.JWT.Issuer] = legacy
+	}
+	for i, o := range t.Issuers {
+		ik, err := s.issuerKeysFor(snap, o)
+		if err != nil {
+			return nil, fmt.Errorf("issuers[%d]: %w", i, err)
+		}
+		v, err := NewVerifier(t.ID, config.JWT{Issuer: o.Issuer, Audiences: o.Audiences, ClockSkew: o.ClockSkew,
+			RolesClaim: o.RolesClaim, TenantClaim: o.TenantClaim}, ik.keys, VerifierOptions{Now: s.now, CacheSize: s.cacheSize})
+		if err != nil {
+			return nil, fmt.Errorf("issuers[%d]: %w", i, err)
+		}
+		vs[o.Issuer] = oidc.Refreshing[*Identity]{Verifier: v, Keys: ik.keys}
+	}
+	return byIssuer{oidc.ByIssuer[*Identity]{Verifiers: vs, Unknown: unknownIssuer}}, nil
+}
+
+// byIssuer keeps the reasons of a single verifier for what routing cannot
+// tell: no token at all, and a token with no readable iss.
+type byIssuer struct{ oidc.ByIssuer[*Identity] }
+
+func (b byIssuer) Verify(ctx context.Context, token string) (*Identity, error) {
+	if token == "" {
+		return nil, &AuthError{Reason: ReasonMissingToken}
+	}
+	return b.ByIssuer.Verify(ctx, token)
+}
+
+func unknownIssuer(iss string) error {
+	if iss == "" {
+		return authErr(ReasonMalformed, "no readable iss claim")
+	}
+	return authErr(ReasonWrongIssuer, "iss %q is not trusted by this tenant", iss)
+}
