@@ -60,9 +60,7 @@ func Check(dir, decision string) (revision string, lint []string, err error) {
 	mods := maps.Clone(f.modules)
 	maps.Copy(mods, f.tests)
 	if strict.Compile(mods); strict.Failed() {
-		for _, e := range strings.Split(locate(strict.Errors, "").Error(), "\n") {
-			lint = append(lint, e)
-		}
+		lint = append(lint, strings.Split(locate(strict.Errors, "").Error(), "\n")...)
 	}
 	return f.revision, lint, nil
 }
