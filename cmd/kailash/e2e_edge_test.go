@@ -6,28 +6,16 @@ package main
 // real Redis, and the fail mode when Redis dies.
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
-	"github.com/kailash-gw/kailash/envoy"
-	"github.com/kailash-gw/kailash/envoy/envoytest"
-	"github.com/kailash-gw/kailash/extauthz"
-	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/testenv"
-	"github.com/kailash-gw/kailash/workflow"
-	"github.com/kailash-gw/kailash/xds"
 )
 
 // edgeStack is the whole product with the rate-limit service on Redis.
@@ -74,91 +62,10 @@ tenants:
 
 func startEdgeStack(t *testing.T) *edgeStack {
 	t.Helper()
-	bin := envoytest.Binary(t)
 	rd := testenv.StartRedis(t)
-	s := &stack{t: t, ports: freePorts(t), client: &http.Client{Timeout: 10 * time.Second}}
-	s.cfgPath = filepath.Join(t.TempDir(), "kailash.yaml")
-	writeConfig(t, s.cfgPath, edgeConfigYAML(t, s.ports, testenv.FreeAddr(t), rd.Addr))
-	cfg, err := config.Load(s.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := os.ReadFile("../../examples/keys/dev-signing-key.pem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.signingKey, err = devtoken.Key(pem); err != nil {
-		t.Fatal(err)
-	}
-	log := testLogger(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	record := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.mu.Lock()
-			s.upstream = append(s.upstream, r.Header.Clone())
-			s.mu.Unlock()
-			next.ServeHTTP(w, r)
-		})
-	}
-	rs, err := workflow.New(cfg, workflow.Options{Logger: log, Middleware: record})
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	xs, err := xds.New(cfg, xds.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	goRun := func(f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil && ctx.Err() == nil {
-				t.Errorf("server stopped: %v", err)
-			}
-		}()
-	}
-	goRun(func() error { return rs.Serve(ctx) })
-	goRun(func() error { return xs.Serve(ctx) })
-	goRun(func() error { return as.Serve(ctx) })
-	var g errgroup.Group
-	rls, err := startRateLimit(ctx, &g, cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	goRun(func() error { return watch(ctx, s.cfgPath, log, append([]updater{xs, as}, rls...)...) })
-
-	boot, err := envoy.Bootstrap(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.proc, err = envoy.Start(ctx, envoy.Options{Binary: bin, Bootstrap: boot, Log: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		_ = g.Wait()
-		wg.Wait()
-		<-s.proc.Done()
-	})
-	rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)
-	defer rcancel()
-	if err := s.proc.WaitReady(rctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitListener(rctx, s.ports.envoy); err != nil {
-		t.Fatal(err)
-	}
-	admin, err := s.proc.AdminAddr(rctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &edgeStack{stack: s, redis: rd, admin: admin}
+	p := freePorts(t)
+	s := startStackWith(t, stackOptions{ports: p, body: edgeConfigYAML(t, p, testenv.FreeAddr(t), rd.Addr)})
+	return &edgeStack{stack: s, redis: rd, admin: s.admin}
 }
 
 // stat reads one Envoy counter (0 when absent).

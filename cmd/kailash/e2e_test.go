@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kailash-gw/kailash/envoy"
 	"github.com/kailash-gw/kailash/envoy/envoytest"
@@ -108,6 +109,8 @@ type stack struct {
 	upstream   []http.Header // headers of every request that reached the runner
 	client     *http.Client
 	signingKey jwk.Key
+	xds        *xds.Server
+	admin      string // Envoy's admin address
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -131,10 +134,27 @@ func startStack(t testing.TB, tenants ...string) *stack {
 // stack's ports.
 func startStackConfig(t testing.TB, body func(ports) string) *stack {
 	t.Helper()
+	p := freePorts(t)
+	return startStackWith(t, stackOptions{ports: p, body: body(p)})
+}
+
+// stackOptions shape startStackWith.
+type stackOptions struct {
+	ports ports
+	body  string // the config file
+	// xdsCfg, when set, adjusts the config the control plane (only) is built from.
+	xdsCfg func(*config.Config)
+}
+
+// startStackWith starts xds, authz, the runner and (when the config names
+// one) the rate-limit service in process, and a real Envoy; all stop when
+// the test ends.
+func startStackWith(t testing.TB, o stackOptions) *stack {
+	t.Helper()
 	bin := envoytest.Binary(t)
-	s := &stack{t: t, ports: freePorts(t), client: &http.Client{Timeout: 10 * time.Second}}
+	s := &stack{t: t, ports: o.ports, client: &http.Client{Timeout: 10 * time.Second}}
 	s.cfgPath = filepath.Join(t.TempDir(), "kailash.yaml")
-	writeConfig(t, s.cfgPath, body(s.ports))
+	writeConfig(t, s.cfgPath, o.body)
 	cfg, err := config.Load(s.cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -166,8 +186,13 @@ func startStackConfig(t testing.TB, body func(ports) string) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	xs, err := xds.New(cfg, xds.Options{Logger: log})
-	if err != nil {
+	xcfg := cfg
+	if o.xdsCfg != nil {
+		c := *cfg
+		o.xdsCfg(&c)
+		xcfg = &c
+	}
+	if s.xds, err = xds.New(xcfg, xds.Options{Logger: log}); err != nil {
 		t.Fatal(err)
 	}
 	s.stopAuthz, s.authzDone = stopAuthz, make(chan error, 1)
@@ -182,9 +207,14 @@ func startStackConfig(t testing.TB, body func(ports) string) *stack {
 		}()
 	}
 	goRun(func() error { return rs.Serve(ctx) })
-	goRun(func() error { return xs.Serve(ctx) })
+	goRun(func() error { return s.xds.Serve(ctx) })
 	go func() { s.authzDone <- as.Serve(actx) }()
-	goRun(func() error { return watch(ctx, s.cfgPath, log, xs, as) })
+	var g errgroup.Group
+	rls, err := startRateLimit(ctx, &g, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goRun(func() error { return watch(ctx, s.cfgPath, log, append([]updater{s.xds, as}, rls...)...) })
 
 	boot, err := envoy.Bootstrap(cfg)
 	if err != nil {
@@ -197,6 +227,7 @@ func startStackConfig(t testing.TB, body func(ports) string) *stack {
 	t.Cleanup(func() {
 		cancel()
 		<-s.authzDone
+		_ = g.Wait()
 		wg.Wait()
 		<-s.proc.Done()
 	})
@@ -206,6 +237,9 @@ func startStackConfig(t testing.TB, body func(ports) string) *stack {
 		t.Fatal(err)
 	}
 	if err := waitListener(rctx, s.ports.envoy); err != nil {
+		t.Fatal(err)
+	}
+	if s.admin, err = s.proc.AdminAddr(rctx); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -16,20 +16,15 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/kailash-gw/kailash/envoy"
-	"github.com/kailash-gw/kailash/envoy/envoytest"
-	"github.com/kailash-gw/kailash/extauthz"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devcert"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/testenv"
-	"github.com/kailash-gw/kailash/workflow"
 	"github.com/kailash-gw/kailash/xds"
 )
 
@@ -38,84 +33,8 @@ import (
 // (only) is built from.
 func startStackFrom(t *testing.T, p ports, body string, xdsCfg func(*config.Config)) (*stack, *xds.Server) {
 	t.Helper()
-	bin := envoytest.Binary(t)
-	s := &stack{t: t, ports: p, client: &http.Client{Timeout: 10 * time.Second}}
-	s.cfgPath = filepath.Join(t.TempDir(), "kailash.yaml")
-	writeConfig(t, s.cfgPath, body)
-	cfg, err := config.Load(s.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := os.ReadFile("../../examples/keys/dev-signing-key.pem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.signingKey, err = devtoken.Key(pem); err != nil {
-		t.Fatal(err)
-	}
-	log := testLogger(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	record := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.mu.Lock()
-			s.upstream = append(s.upstream, r.Header.Clone())
-			s.mu.Unlock()
-			next.ServeHTTP(w, r)
-		})
-	}
-	rs, err := workflow.New(cfg, workflow.Options{Logger: log, Middleware: record})
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	xcfg := cfg
-	if xdsCfg != nil {
-		c := *cfg
-		xdsCfg(&c)
-		xcfg = &c
-	}
-	xs, err := xds.New(xcfg, xds.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	goRun := func(f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil && ctx.Err() == nil {
-				t.Errorf("server stopped: %v", err)
-			}
-		}()
-	}
-	goRun(func() error { return rs.Serve(ctx) })
-	goRun(func() error { return xs.Serve(ctx) })
-	goRun(func() error { return as.Serve(ctx) })
-	boot, err := envoy.Bootstrap(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.proc, err = envoy.Start(ctx, envoy.Options{Binary: bin, Bootstrap: boot, Log: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		<-s.proc.Done()
-	})
-	rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)
-	defer rcancel()
-	if err := s.proc.WaitReady(rctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := waitListener(rctx, s.ports.envoy); err != nil {
-		t.Fatal(err)
-	}
-	return s, xs
+	s := startStackWith(t, stackOptions{ports: p, body: body, xdsCfg: xdsCfg})
+	return s, s.xds
 }
 
 // tlsTenantYAML is a tenant with a certificate.
