@@ -38,12 +38,16 @@ type subscriber struct {
 	roles            []string
 	ch               chan Event
 	dropped          int // guarded by broker.mu
+	// clearance is the subscriber's clearance attribute (from the identity
+	// token: the directory's or IdP's value), "" when unknown.
+	clearance string
 }
 
 // visible applies the seed's three rules: same tenant; the required
 // permission held (a role named like the permission, or admin); the
-// classification within the subscriber's clearance (its highest "clearance:<level>"
-// role, public by default).
+// classification within the subscriber's clearance (its clearance attribute
+// or its highest "clearance:<level>" role, whichever is higher; public by
+// default).
 func (s *subscriber) visible(e Event) bool {
 	if e.Tenant != s.tenant || (s.workflow != "" && e.Workflow != s.workflow) {
 		return false
@@ -51,7 +55,7 @@ func (s *subscriber) visible(e Event) bool {
 	if p := e.Policy.RequiredPermission; p != "" && !slices.Contains(s.roles, p) && !slices.Contains(s.roles, "admin") {
 		return false
 	}
-	level := 1
+	level := max(1, clearance[s.clearance])
 	for _, r := range s.roles {
 		if lv, ok := strings.CutPrefix(r, "clearance:"); ok && clearance[lv] > level {
 			level = clearance[lv]
@@ -116,7 +120,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "no_streaming", "the connection cannot stream")
 		return
 	}
-	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles}
+	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles, clearance: c.Clearance}
 	unsubscribe := s.events.subscribe(sub)
 	defer unsubscribe()
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -159,7 +163,7 @@ func (s *Server) serveEventsWS(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered
 	}
 	defer conn.CloseNow()
-	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles}
+	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles, clearance: c.Clearance}
 	unsubscribe := s.events.subscribe(sub)
 	defer unsubscribe()
 	ctx := conn.CloseRead(r.Context()) // reads (and answers) control frames

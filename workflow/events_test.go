@@ -97,3 +97,17 @@ func TestEventFilterRules(t *testing.T) {
 		}
 	}
 }
+
+func TestEventFilterUsesClearanceAttribute(t *testing.T) {
+	secret := Event{Tenant: "acme", Policy: EventPolicy{Classification: "secret"}}
+	internal := Event{Tenant: "acme", Policy: EventPolicy{Classification: "internal"}}
+	for _, c := range []struct {
+		clearance      string
+		secret, intern bool
+	}{{"secret", true, true}, {"internal", false, true}, {"", false, false}, {"bogus", false, false}} {
+		sub := &subscriber{tenant: "acme", clearance: c.clearance}
+		if sub.visible(secret) != c.secret || sub.visible(internal) != c.intern {
+			t.Errorf("clearance %q: secret=%v internal=%v", c.clearance, sub.visible(secret), sub.visible(internal))
+		}
+	}
+}

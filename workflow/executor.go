@@ -97,6 +97,9 @@ type Caller struct {
 	Tenant string   `json:"tenant"`
 	User   string   `json:"user"`
 	Roles  []string `json:"roles"`
+	// Clearance is the caller's clearance attribute (public, internal,
+	// confidential, secret) from the identity token; "" when not known.
+	Clearance string `json:"clearance,omitempty"`
 }
 
 // NodeRun is one node's outcome, reported as soon as the node ends.

@@ -124,6 +124,11 @@ func (v *verifier) verify(ctx context.Context, token string) (Caller, error) {
 			c.Roles = strings.FieldsFunc(r, func(r rune) bool { return r == ',' || r == ' ' })
 		}
 	}
+	if a, ok := tok.Get("attributes"); ok {
+		if m, ok := a.(map[string]any); ok {
+			c.Clearance, _ = m["clearance"].(string)
+		}
+	}
 	if c.Tenant == "" || c.User == "" {
 		return Caller{}, errors.New("token lacks the tenant or sub claim")
 	}

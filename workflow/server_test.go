@@ -248,3 +248,27 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		}
 	}
 }
+
+func TestIdentityTokenCarriesClearance(t *testing.T) {
+	sg, jwks := newSigner(t, t.TempDir())
+	v, err := newVerifier(jwks, "kailash-runner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.NewBuilder().Audience([]string{"kailash-runner"}).Subject("alice").Expiration(time.Now().Add(time.Minute)).
+		Claim("tenant", "acme").Claim("roles", []string{"admin"}).Claim("attributes", map[string]any{"clearance": "secret", "department": "eng"}).Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256, sg.key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.verify(t.Context(), string(signed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Clearance != "secret" || c.User != "alice" {
+		t.Fatalf("caller %+v", c)
+	}
+}
