@@ -55,6 +55,8 @@ type auth struct {
 	logins *prometheus.CounterVec
 
 	saml *samlLogins // SAML service providers and pending requests (login_saml.go)
+
+	shared sharedStores // where sessions, counters and replay IDs live
 }
 
 type ldapEntry struct {
@@ -69,37 +71,46 @@ type authTenants struct {
 
 func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) (*auth, error) {
 	s := cfg.Sessions
-	ring, err := session.NewKeyRing(session.KeyRingConfig{Algorithm: s.Algorithm, RotateEvery: s.RotateEvery, Now: now})
+	sh, err := newSharedStores(s.Redis, now)
 	if err != nil {
+		return nil, fmt.Errorf("sessions.redis: %w", err)
+	}
+	ring, err := session.NewKeyRing(session.KeyRingConfig{Algorithm: s.Algorithm, RotateEvery: s.RotateEvery, Now: now, Store: sh.keys})
+	if err != nil {
+		sh.close()
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	mgr, err := session.NewManager(session.Config{
 		Issuer: s.Issuer, Audience: []string{s.Audience},
 		AccessTTL: s.AccessTTL, RefreshTTL: s.RefreshTTL, IdleTimeout: s.IdleTimeout,
 		MaxSessions: s.MaxSessions, OnLimit: map[bool]session.LimitPolicy{true: session.EvictOldest, false: session.RefuseNew}[s.OnLimit == "evict_oldest"],
-		Now: now,
-	}, ring, session.NewMemoryStore())
+		RecheckEvery: s.RecheckEvery,
+		Now:          now,
+	}, ring, sh.sessions)
 	if err != nil {
+		sh.close()
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	a := &auth{
 		log: log, now: now, ring: ring, sessions: mgr, issuer: s.Issuer,
-		guard: lockout.New(lockout.NewMemoryStore(now), lockout.Config{MaxFailures: cfg.Lockout.MaxFailures,
+		shared: sh,
+		guard: lockout.New(sh.lockout, lockout.Config{MaxFailures: cfg.Lockout.MaxFailures,
 			MaxAddressFailures: cfg.Lockout.MaxAddressFailures, LockFor: cfg.Lockout.LockFor, Now: now}),
-		used:    mfa.NewMemoryUsedSteps(),
+		used:    sh.used,
 		minter:  newIdentityMinter(ring, s.Issuer, s.IdentityAudience, s.IdentityTTL, now),
 		secure:  !s.InsecureCookies,
 		ldap:    map[string]*ldapEntry{},
 		totp:    map[string]*mfa.TOTP{},
 		secrets: map[string]string{},
 		pending: map[string]mfa.Enrollment{},
-		saml:    newSAMLLogins(),
+		saml:    newSAMLLogins(sh.replay),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kailash_auth_logins_total", Help: "Login attempts by method, result and reason.",
 		}, []string{"method", "result", "reason"}),
 	}
 	reg.MustRegister(a.logins)
 	if err := a.update(cfg); err != nil {
+		a.close()
 		return nil, err
 	}
 	return a, nil
@@ -168,6 +179,7 @@ func ldapConfig(c *config.Config, l *config.LDAP) (ldapauth.Config, error) {
 
 func (a *auth) close() {
 	a.saml.close()
+	a.shared.close()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, e := range a.ldap {

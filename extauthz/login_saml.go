@@ -55,9 +55,9 @@ type samlPending struct {
 	until  time.Time
 }
 
-func newSAMLLogins() *samlLogins {
+func newSAMLLogins(replay samlsp.ReplayStore) *samlLogins {
 	ctx, stop := context.WithCancel(context.Background())
-	return &samlLogins{ctx: ctx, stop: stop, replay: samlsp.NewMemoryReplayStore(0),
+	return &samlLogins{ctx: ctx, stop: stop, replay: replay,
 		sps: map[string]*samlEntry{}, pending: map[string]samlPending{}}
 }
 

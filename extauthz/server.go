@@ -369,8 +369,17 @@ func (s *Server) Serve(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if s.auth != nil {
 		defer s.auth.close()
+		// A shared ring (sessions.redis) is synced every 10s: that bounds
+		// how long this replica's JWKS may lack a key another replica
+		// rotated to (its own Verify syncs on an unknown kid at once).
+		every := time.Minute
+		if s.auth.shared.client != nil {
+			every = 10 * time.Second
+		}
 		wg.Go(func() {
-			s.auth.ring.Run(ctx, time.Minute, func(err error) { s.log.Error("signing key rotation failed; the current key keeps signing", "err", err) })
+			s.auth.ring.Run(ctx, every, func(err error) {
+				s.log.Error("signing key rotation or sync failed; the current key keeps signing", "err", err)
+			})
 		})
 	}
 	errc := make(chan error, 3)

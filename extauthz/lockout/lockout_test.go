@@ -20,10 +20,10 @@ func (c *clock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func newGuard(cfg Config) (*Guard, *clock) {
+func newGuard(t testing.TB, cfg Config) (*Guard, *clock) {
 	c := &clock{t: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
 	cfg.Now = c.Now
-	return New(NewMemoryStore(c.Now), cfg), c
+	return New(newStore(t, c.Now), cfg), c
 }
 
 // step is one action of a scenario: a failure, a success, a check, or time
@@ -34,7 +34,9 @@ type step struct {
 	want           string
 }
 
-func TestGuard(t *testing.T) {
+func TestGuard(t *testing.T) { forEachStore(t, testGuard) }
+
+func testGuard(t *testing.T) {
 	fail := func(u, a string) step { return step{op: "fail", user: u, addr: a} }
 	failLocks := func(u, a, scope string) step { return step{op: "fail", user: u, addr: a, want: scope} }
 	check := func(u, a, want string) step { return step{op: "check", user: u, addr: a, want: want} }
@@ -99,7 +101,7 @@ func TestGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g, clk := newGuard(tt.cfg)
+			g, clk := newGuard(t, tt.cfg)
 			ctx := context.Background()
 			for i, s := range tt.steps {
 				var err error
@@ -131,8 +133,10 @@ func TestGuard(t *testing.T) {
 	}
 }
 
-func TestLockedErrorRevealsNothing(t *testing.T) {
-	g, _ := newGuard(Config{MaxFailures: 1})
+func TestLockedErrorRevealsNothing(t *testing.T) { forEachStore(t, testLockedErrorRevealsNothing) }
+
+func testLockedErrorRevealsNothing(t *testing.T) {
+	g, _ := newGuard(t, Config{MaxFailures: 1})
 	ctx := context.Background()
 	e1 := g.Failure(ctx, "alice", "")
 	e2 := g.Failure(ctx, "no-such-user", "")
@@ -142,7 +146,11 @@ func TestLockedErrorRevealsNothing(t *testing.T) {
 }
 
 func TestConcurrentFailuresCountExactly(t *testing.T) {
-	g, _ := newGuard(Config{MaxFailures: 100})
+	forEachStore(t, testConcurrentFailuresCountExactly)
+}
+
+func testConcurrentFailuresCountExactly(t *testing.T) {
+	g, _ := newGuard(t, Config{MaxFailures: 100})
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for range 99 {

@@ -30,7 +30,7 @@ func setup(t *testing.T) (*TOTP, *clock, Enrollment) {
 	t.Helper()
 	// 10s into a 30s step.
 	c := &clock{t: time.Unix(1_800_000_010, 0)}
-	m, err := New(Config{Issuer: "Kailash", Now: c.Now}, nil)
+	m, err := New(Config{Issuer: "Kailash", Now: c.Now}, newUsedSteps(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,9 @@ func code(t *testing.T, secret string, at time.Time) string {
 	return c
 }
 
-func TestEnroll(t *testing.T) {
+func TestEnroll(t *testing.T) { forEachStore(t, testEnroll) }
+
+func testEnroll(t *testing.T) {
 	_, _, e := setup(t)
 	u, err := url.Parse(e.URI)
 	if err != nil {
@@ -78,7 +80,9 @@ func TestEnroll(t *testing.T) {
 	}
 }
 
-func TestVerifyWindow(t *testing.T) {
+func TestVerifyWindow(t *testing.T) { forEachStore(t, testVerifyWindow) }
+
+func testVerifyWindow(t *testing.T) {
 	tests := []struct {
 		name   string
 		offset time.Duration // of the code's time from now
@@ -101,7 +105,9 @@ func TestVerifyWindow(t *testing.T) {
 	}
 }
 
-func TestVerifyMalformed(t *testing.T) {
+func TestVerifyMalformed(t *testing.T) { forEachStore(t, testVerifyMalformed) }
+
+func testVerifyMalformed(t *testing.T) {
 	m, c, e := setup(t)
 	good := code(t, e.Secret, c.Now())
 	for _, bad := range []string{"", "12345", "1234567", "abcdef", " " + good[1:], good + "\x00", "１２３４５６"} {
@@ -116,7 +122,9 @@ func TestVerifyMalformed(t *testing.T) {
 	}
 }
 
-func TestVerifyNoReuse(t *testing.T) {
+func TestVerifyNoReuse(t *testing.T) { forEachStore(t, testVerifyNoReuse) }
+
+func testVerifyNoReuse(t *testing.T) {
 	m, c, e := setup(t)
 	ctx := context.Background()
 	now := code(t, e.Secret, c.Now())
@@ -144,6 +152,10 @@ func TestVerifyNoReuse(t *testing.T) {
 }
 
 func TestVerifyConcurrentReplayAcceptsOnce(t *testing.T) {
+	forEachStore(t, testVerifyConcurrentReplayAcceptsOnce)
+}
+
+func testVerifyConcurrentReplayAcceptsOnce(t *testing.T) {
 	m, c, e := setup(t)
 	good := code(t, e.Secret, c.Now())
 	var wg sync.WaitGroup

@@ -34,6 +34,10 @@ type KeyRingConfig struct {
 	Overlap time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Store, when set, shares the ring between replicas (see KeyStore):
+	// every replica signs with the same key and verifies the others'
+	// tokens. Nil: the ring is this process's own.
+	Store KeyStore
 }
 
 // KeyRing holds the signing key and the keys that still verify: the current
@@ -42,13 +46,17 @@ type KeyRingConfig struct {
 type KeyRing struct {
 	cfg KeyRingConfig
 
-	mu   sync.Mutex // serialises rotations (writers of snap)
+	mu   sync.Mutex // serialises rotations (writers of snap) and guards raw
 	snap atomic.Pointer[ringSnapshot]
+	raw  []byte // the shared state snap was built from (with a Store)
+
+	lastSync atomic.Int64 // unix nanos of the last on-demand sync
 }
 
 type ringSnapshot struct {
 	signer    jwk.Key // current private key (kid and alg set)
 	signerKID string
+	signerAlg string
 	rotatedAt time.Time
 	verify    map[string]*verifyKey // by kid: current and previous keys
 	set       jwk.Set               // public keys, for KeySource users
@@ -82,6 +90,14 @@ func NewKeyRing(cfg KeyRingConfig) (*KeyRing, error) {
 		cfg.Now = time.Now
 	}
 	r := &KeyRing{cfg: cfg}
+	if cfg.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Sync(ctx); err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
 	if err := r.Rotate(); err != nil {
 		return nil, err
 	}
@@ -92,18 +108,36 @@ func NewKeyRing(cfg KeyRingConfig) (*KeyRing, error) {
 func (r *KeyRing) Overlap() time.Duration { return r.cfg.Overlap }
 
 // Rotate makes a new key the signing key now. The replaced key verifies for
-// Overlap more; keys whose overlap has ended are dropped.
+// Overlap more; keys whose overlap has ended are dropped. With a Store the
+// new ring is written there (the other replicas adopt it at their next
+// sync).
 func (r *KeyRing) Rotate() error {
+	if r.cfg.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.syncLocked(ctx, true)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := r.cfg.Now()
+	next, err := r.rotated(r.snap.Load(), r.cfg.Now())
+	if err != nil {
+		return err
+	}
+	r.snap.Store(next)
+	return nil
+}
+
+// rotated returns old (nil: none) with a new signing key.
+func (r *KeyRing) rotated(old *ringSnapshot, now time.Time) (*ringSnapshot, error) {
 	priv, pub, err := newKey(r.cfg.Algorithm)
 	if err != nil {
-		return fmt.Errorf("session: new signing key: %w", err)
+		return nil, fmt.Errorf("session: new signing key: %w", err)
 	}
 	kid, _ := priv.Get(jwk.KeyIDKey)
-	next := &ringSnapshot{signer: priv, signerKID: kid.(string), rotatedAt: now, verify: map[string]*verifyKey{}}
-	if old := r.snap.Load(); old != nil {
+	next := &ringSnapshot{signer: priv, signerKID: kid.(string), signerAlg: r.cfg.Algorithm, rotatedAt: now, verify: map[string]*verifyKey{}}
+	if old != nil {
 		for k, v := range old.verify {
 			cp := *v
 			if cp.retireAt.IsZero() {
@@ -116,19 +150,25 @@ func (r *KeyRing) Rotate() error {
 	}
 	vk, err := toVerifyKey(r.cfg.Algorithm, pub)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	next.verify[next.signerKID] = vk
 	if err := next.encode(); err != nil {
-		return err
+		return nil, err
 	}
-	r.snap.Store(next)
-	return nil
+	return next, nil
 }
 
 // RotateIfDue rotates when the signing key is RotateEvery old and drops
 // keys whose overlap has ended. It reports whether the key set changed.
 func (r *KeyRing) RotateIfDue() (bool, error) {
+	if r.cfg.Store != nil {
+		before := r.snap.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := r.Sync(ctx)
+		return r.snap.Load() != before, err
+	}
 	now := r.cfg.Now()
 	s := r.snap.Load()
 	if !now.Before(s.rotatedAt.Add(r.cfg.RotateEvery)) {
@@ -279,10 +319,11 @@ func toVerifyKey(alg string, pub jwk.Key) (*verifyKey, error) {
 func (r *KeyRing) sign(payload []byte) (string, string, error) {
 	s := r.snap.Load()
 	h := jws.NewHeaders()
+	alg := s.signerAlg
 	if err := errors.Join(h.Set(jws.KeyIDKey, s.signerKID), h.Set(jws.TypeKey, "JWT")); err != nil {
 		return "", "", err
 	}
-	tok, err := jws.Sign(payload, jws.WithKey(jwa.SignatureAlgorithm(r.cfg.Algorithm), s.signer, jws.WithProtectedHeaders(h)))
+	tok, err := jws.Sign(payload, jws.WithKey(jwa.SignatureAlgorithm(alg), s.signer, jws.WithProtectedHeaders(h)))
 	if err != nil {
 		return "", "", err
 	}

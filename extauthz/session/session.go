@@ -62,6 +62,14 @@ type Config struct {
 	// TouchEvery bounds how often activity is written to the store
 	// (default: a minute, or IdleTimeout/10 if smaller).
 	TouchEvery time.Duration
+	// RecheckEvery makes Verify confirm with the store, at most this often
+	// per session, that a session it tracks still exists (and pick up the
+	// activity other replicas recorded). With a store shared by replicas it
+	// bounds how long a revocation on one replica (logout, refresh-token
+	// reuse, eviction) takes to be seen by the others: at most RecheckEvery
+	// plus one store round trip. Zero disables it (one replica, or tests);
+	// a store error during a recheck fails the request (503).
+	RecheckEvery time.Duration
 	// CacheSize bounds the verified-token cache (default 8192; negative
 	// disables it).
 	CacheSize int
@@ -129,7 +137,8 @@ type Manager struct {
 type activity struct {
 	last      atomic.Int64
 	persisted atomic.Int64
-	expires   int64 // session's absolute end
+	checked   atomic.Int64 // last confirmation by the store (RecheckEvery)
+	expires   int64        // session's absolute end
 }
 
 // NewManager returns a Manager signing with keys and storing in store.
@@ -157,6 +166,9 @@ func NewManager(cfg Config, keys *KeyRing, store Store) (*Manager, error) {
 		if cfg.IdleTimeout > 0 && cfg.IdleTimeout/10 < cfg.TouchEvery {
 			cfg.TouchEvery = cfg.IdleTimeout / 10
 		}
+	}
+	if cfg.RecheckEvery < 0 {
+		return nil, errors.New("session: recheck interval must not be negative")
 	}
 	if cfg.MaxSessions < 0 {
 		return nil, errors.New("session: max sessions must not be negative")
@@ -289,7 +301,7 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Claims, error) {
 	if c == nil {
 		var kid string
 		var err error
-		c, kid, err = m.parse(token)
+		c, kid, err = m.parse(ctx, token)
 		if err != nil {
 			return nil, err
 		}
@@ -326,8 +338,12 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Claims, error) {
 			return nil, err
 		}
 		a = m.track(s)
+		a.checked.Store(now.UnixNano())
 	}
 	nowNano := now.UnixNano()
+	if err := m.recheck(ctx, c.SessionID, a, nowNano); err != nil {
+		return nil, err
+	}
 	if nowNano >= a.expires {
 		_ = m.Revoke(ctx, c.SessionID)
 		return nil, ErrSessionExpired
@@ -342,6 +358,36 @@ func (m *Manager) Verify(ctx context.Context, token string) (*Claims, error) {
 	return c, nil
 }
 
+// recheck asks the store whether a tracked session still exists, at most
+// every RecheckEvery, so that revocations made by other replicas are seen.
+// It also merges the activity other replicas persisted.
+func (m *Manager) recheck(ctx context.Context, sid string, a *activity, now int64) error {
+	if m.cfg.RecheckEvery <= 0 {
+		return nil
+	}
+	c := a.checked.Load()
+	if now-c < int64(m.cfg.RecheckEvery) || !a.checked.CompareAndSwap(c, now) {
+		return nil
+	}
+	s, err := m.store.Get(ctx, sid)
+	if errors.Is(err, ErrNotFound) {
+		m.markRevoked(sid, time.Unix(0, now))
+		return ErrRevoked
+	}
+	if err != nil {
+		a.checked.CompareAndSwap(now, c) // retry at the next request
+		return err
+	}
+	ls := s.LastSeen.UnixNano()
+	for {
+		last := a.last.Load()
+		if ls <= last || a.last.CompareAndSwap(last, ls) {
+			break
+		}
+	}
+	return nil
+}
+
 // Revoke ends a session: its refresh tokens are deleted and its access
 // tokens are refused from now on.
 func (m *Manager) Revoke(ctx context.Context, sessionID string) error {
@@ -352,7 +398,7 @@ func (m *Manager) Revoke(ctx context.Context, sessionID string) error {
 // Logout revokes the session of an access token. An already revoked,
 // expired or idle session is not an error (logging out twice is fine).
 func (m *Manager) Logout(ctx context.Context, accessToken string) error {
-	c, _, err := m.parse(accessToken) // expired tokens may log out too
+	c, _, err := m.parse(ctx, accessToken) // expired tokens may log out too
 	if err != nil {
 		return err
 	}

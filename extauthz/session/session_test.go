@@ -31,7 +31,7 @@ type fixture struct {
 	m     *Manager
 	ring  *KeyRing
 	clk   *clock
-	store *MemoryStore
+	store Store
 }
 
 func newFixture(t testing.TB, cfg Config, rc KeyRingConfig) *fixture {
@@ -49,7 +49,7 @@ func newFixture(t testing.TB, cfg Config, rc KeyRingConfig) *fixture {
 		cfg.Audience = []string{"kailash"}
 	}
 	cfg.Now = clk.Now
-	store := NewMemoryStore()
+	store := newStore(t)
 	m, err := NewManager(cfg, ring, store)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,9 @@ func wantErr(t *testing.T, err, want error) {
 	}
 }
 
-func TestIssueVerify(t *testing.T) {
+func TestIssueVerify(t *testing.T) { forEachStore(t, testIssueVerify) }
+
+func testIssueVerify(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
 	tok := f.issue(t, alice)
 	if tok.AccessExpiresAt != f.clk.Now().Add(8*time.Hour) || tok.RefreshExpiresAt != f.clk.Now().Add(30*24*time.Hour) {
@@ -123,6 +125,10 @@ func TestIssueVerify(t *testing.T) {
 }
 
 func TestIssueRejectsReservedAttribute(t *testing.T) {
+	forEachStore(t, testIssueRejectsReservedAttribute)
+}
+
+func testIssueRejectsReservedAttribute(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
 	id := alice
 	id.Attributes = map[string]string{"tenant": "other"}
@@ -131,7 +137,9 @@ func TestIssueRejectsReservedAttribute(t *testing.T) {
 	}
 }
 
-func TestVerifyRejects(t *testing.T) {
+func TestVerifyRejects(t *testing.T) { forEachStore(t, testVerifyRejects) }
+
+func testVerifyRejects(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
 	good := f.issue(t, alice).AccessToken
 	parts := strings.Split(good, ".")
@@ -185,7 +193,9 @@ func TestVerifyRejects(t *testing.T) {
 	}
 }
 
-func TestAccessTokenExpiry(t *testing.T) {
+func TestAccessTokenExpiry(t *testing.T) { forEachStore(t, testAccessTokenExpiry) }
+
+func testAccessTokenExpiry(t *testing.T) {
 	f := newFixture(t, Config{IdleTimeout: -1}, KeyRingConfig{})
 	tok := f.issue(t, alice)
 	ctx := context.Background()
@@ -206,7 +216,9 @@ func TestAccessTokenExpiry(t *testing.T) {
 	}
 }
 
-func TestRefreshRotation(t *testing.T) {
+func TestRefreshRotation(t *testing.T) { forEachStore(t, testRefreshRotation) }
+
+func testRefreshRotation(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
 	ctx := context.Background()
 	t1 := f.issue(t, alice)
@@ -236,7 +248,9 @@ func TestRefreshRotation(t *testing.T) {
 	wantErr(t, err, ErrInvalidRefresh)
 }
 
-func TestRefreshReuseRevokesSession(t *testing.T) {
+func TestRefreshReuseRevokesSession(t *testing.T) { forEachStore(t, testRefreshReuseRevokesSession) }
+
+func testRefreshReuseRevokesSession(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
 	ctx := context.Background()
 	t1 := f.issue(t, alice)
@@ -261,6 +275,10 @@ func TestRefreshReuseRevokesSession(t *testing.T) {
 }
 
 func TestConcurrentRefreshOnlyOneWins(t *testing.T) {
+	forEachStore(t, testConcurrentRefreshOnlyOneWins)
+}
+
+func testConcurrentRefreshOnlyOneWins(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
 	tok := f.issue(t, alice)
 	var wg sync.WaitGroup
@@ -281,7 +299,9 @@ func TestConcurrentRefreshOnlyOneWins(t *testing.T) {
 	}
 }
 
-func TestSessionLimit(t *testing.T) {
+func TestSessionLimit(t *testing.T) { forEachStore(t, testSessionLimit) }
+
+func testSessionLimit(t *testing.T) {
 	ctx := context.Background()
 	t.Run("refuse new", func(t *testing.T) {
 		f := newFixture(t, Config{MaxSessions: 2, OnLimit: RefuseNew}, KeyRingConfig{})
@@ -327,7 +347,9 @@ func TestSessionLimit(t *testing.T) {
 	})
 }
 
-func TestIdleTimeout(t *testing.T) {
+func TestIdleTimeout(t *testing.T) { forEachStore(t, testIdleTimeout) }
+
+func testIdleTimeout(t *testing.T) {
 	f := newFixture(t, Config{IdleTimeout: 30 * time.Minute}, KeyRingConfig{})
 	ctx := context.Background()
 	tok := f.issue(t, alice)
@@ -354,7 +376,9 @@ func TestIdleTimeout(t *testing.T) {
 
 // Activity seen by one replica reaches the store, so another replica (or a
 // restart) with the same store does not find the session idle.
-func TestActivityIsPersisted(t *testing.T) {
+func TestActivityIsPersisted(t *testing.T) { forEachStore(t, testActivityIsPersisted) }
+
+func testActivityIsPersisted(t *testing.T) {
 	f := newFixture(t, Config{IdleTimeout: 30 * time.Minute}, KeyRingConfig{})
 	ctx := context.Background()
 	tok := f.issue(t, alice)
@@ -381,7 +405,9 @@ func TestActivityIsPersisted(t *testing.T) {
 	wantErr(t, err, ErrRevoked)
 }
 
-func TestAbsoluteSessionLifetime(t *testing.T) {
+func TestAbsoluteSessionLifetime(t *testing.T) { forEachStore(t, testAbsoluteSessionLifetime) }
+
+func testAbsoluteSessionLifetime(t *testing.T) {
 	f := newFixture(t, Config{AccessTTL: time.Hour, RefreshTTL: 3 * time.Hour, IdleTimeout: -1}, KeyRingConfig{Overlap: time.Hour})
 	ctx := context.Background()
 	tok := f.issue(t, alice)
@@ -401,7 +427,9 @@ func TestAbsoluteSessionLifetime(t *testing.T) {
 	wantErr(t, err, ErrSessionExpired)
 }
 
-func TestLogoutRevokes(t *testing.T) {
+func TestLogoutRevokes(t *testing.T) { forEachStore(t, testLogoutRevokes) }
+
+func testLogoutRevokes(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
 	ctx := context.Background()
 	tok := f.issue(t, alice)
@@ -421,7 +449,9 @@ func TestLogoutRevokes(t *testing.T) {
 	wantErr(t, f.m.Logout(ctx, "garbage"), ErrInvalidToken)
 }
 
-func TestKeyRotation(t *testing.T) {
+func TestKeyRotation(t *testing.T) { forEachStore(t, testKeyRotation) }
+
+func testKeyRotation(t *testing.T) {
 	f := newFixture(t, Config{AccessTTL: time.Hour, IdleTimeout: -1},
 		KeyRingConfig{RotateEvery: 24 * time.Hour, Overlap: 2 * time.Hour})
 	ctx := context.Background()
@@ -475,7 +505,7 @@ func TestKeyRotation(t *testing.T) {
 	if ids := f.ring.KeyIDs(); len(ids) != 1 {
 		t.Fatalf("key ids after overlap = %v", ids)
 	}
-	if _, _, err := f.m.parse(old.AccessToken); !errors.Is(err, ErrInvalidToken) {
+	if _, _, err := f.m.parse(context.Background(), old.AccessToken); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("old key still verifies: %v", err)
 	}
 	if c := f.m.cache.get(sha256Of(old.AccessToken), f.ring); c != nil {
@@ -483,7 +513,9 @@ func TestKeyRotation(t *testing.T) {
 	}
 }
 
-func TestRotateDropsKeysPastOverlap(t *testing.T) {
+func TestRotateDropsKeysPastOverlap(t *testing.T) { forEachStore(t, testRotateDropsKeysPastOverlap) }
+
+func testRotateDropsKeysPastOverlap(t *testing.T) {
 	f := newFixture(t, Config{AccessTTL: time.Hour}, KeyRingConfig{Overlap: time.Hour})
 	for range 3 {
 		if err := f.ring.Rotate(); err != nil {
@@ -499,7 +531,9 @@ func TestRotateDropsKeysPastOverlap(t *testing.T) {
 	}
 }
 
-func TestRS256(t *testing.T) {
+func TestRS256(t *testing.T) { forEachStore(t, testRS256) }
+
+func testRS256(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{Algorithm: "RS256"})
 	tok := f.issue(t, alice)
 	if _, err := f.m.Verify(context.Background(), tok.AccessToken); err != nil {
@@ -525,7 +559,9 @@ func TestNewManagerValidates(t *testing.T) {
 	}
 }
 
-func TestConcurrentUse(t *testing.T) {
+func TestConcurrentUse(t *testing.T) { forEachStore(t, testConcurrentUse) }
+
+func testConcurrentUse(t *testing.T) {
 	f := newFixture(t, Config{MaxSessions: 3, OnLimit: EvictOldest}, KeyRingConfig{})
 	ctx := context.Background()
 	var wg sync.WaitGroup

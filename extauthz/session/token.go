@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -74,7 +75,7 @@ type header struct {
 // parse verifies the signature, issuer and audience of token and decodes
 // it. Time checks are the caller's (Verify checks them on every call, also
 // for cached tokens).
-func (m *Manager) parse(token string) (*Claims, string, error) {
+func (m *Manager) parse(ctx context.Context, token string) (*Claims, string, error) {
 	if len(token) > 8192 {
 		return nil, "", fmt.Errorf("%w: too long", ErrInvalidToken)
 	}
@@ -95,6 +96,10 @@ func (m *Manager) parse(token string) (*Claims, string, error) {
 		return nil, "", fmt.Errorf("%w: crit header", ErrInvalidToken)
 	}
 	key := m.keys.verifyKey(h.Kid, m.cfg.Now())
+	if key == nil && m.keys.refreshForKid(ctx) {
+		// A shared ring: another replica may have rotated.
+		key = m.keys.verifyKey(h.Kid, m.cfg.Now())
+	}
 	if key == nil {
 		return nil, "", fmt.Errorf("%w: unknown or retired kid", ErrInvalidToken)
 	}

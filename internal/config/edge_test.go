@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEdgeValidation(t *testing.T) {
@@ -35,6 +36,9 @@ func TestEdgeValidation(t *testing.T) {
 		{"bad upstream", head + tenant("    upstreams: [nowhere]\n"), []string{`tenant "acme"`, "upstreams"}},
 		{"bad fail mode", "ratelimit: {grpc: 127.0.0.1:6, fail_mode: maybe}\n" + head + tenant(""), []string{"ratelimit.fail_mode"}},
 		{"redis without addr", "ratelimit: {grpc: 127.0.0.1:6, backend: redis}\n" + head + tenant(""), []string{"ratelimit.redis.addr"}},
+		{"sessions redis without addr", "sessions: {redis: {db: 1}}\n" + head + tenant(""), []string{"sessions.redis.addr: required"}},
+		{"sessions redis bad addr", "sessions: {redis: {addr: nowhere, db: -1, timeout: -1s}}\n" + head + tenant(""), []string{"sessions.redis.addr", "sessions.redis.db", "sessions.redis.timeout"}},
+		{"recheck without redis", "sessions: {recheck_every: 2s}\n" + head + tenant(""), []string{"sessions.recheck_every: only with sessions.redis"}},
 		{"bad tls version", "tls: {listen: 127.0.0.1:5, min_version: '1.1'}\n" + head + tenant(""), []string{"tls.min_version"}},
 	}
 	for _, tc := range cases {
@@ -64,5 +68,34 @@ func TestQuotas(t *testing.T) {
 	}
 	if got := strings.Join(names, ","); got != "acme/tenant/day,acme/user/hour,acme/role/admin/hour,acme/role/viewer/hour" {
 		t.Fatalf("quotas %s", got)
+	}
+}
+
+func TestSessionsRedis(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "k.json"), []byte(`{"keys":[]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	body := "sessions: {redis: {addr: '127.0.0.1:6379', password_env: KAILASH_TEST_SESSIONS_REDIS_PW, db: 2}}\n" +
+		"envoy: {listen: 127.0.0.1:1}\nxds: {grpc: 127.0.0.1:2}\nauthz: {grpc: 127.0.0.1:3}\nrunner: {http: 127.0.0.1:4}\n" +
+		"tenants:\n  - id: acme\n    domains: [acme.test]\n    jwt: {issuer: i, audiences: [a], jwks_file: k.json}\n"
+	p := filepath.Join(dir, "kailash.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Sessions.Redis
+	if r == nil || r.Addr != "127.0.0.1:6379" || r.DB != 2 || r.Timeout != DefaultSessionsRedisTimeout || c.Sessions.RecheckEvery != time.Second {
+		t.Fatalf("sessions = %+v, redis = %+v", c.Sessions, r)
+	}
+	if _, err := r.Password(); err == nil {
+		t.Fatal("unset password env accepted")
+	}
+	t.Setenv("KAILASH_TEST_SESSIONS_REDIS_PW", "s3cret")
+	if pw, err := r.Password(); err != nil || pw != "s3cret" {
+		t.Fatalf("password = %q, %v", pw, err)
 	}
 }

@@ -34,7 +34,31 @@ type Sessions struct {
 	// (defaults "kailash-runner" and 5m).
 	IdentityAudience string        `yaml:"identity_audience"`
 	IdentityTTL      time.Duration `yaml:"identity_ttl"`
+	// Redis, when set, holds what authz replicas must share: sessions and
+	// refresh tokens, the signing keys, brute-force counters, used TOTP
+	// steps and used SAML assertion IDs (all keys start with "kailash:").
+	// Unset, all of it is in memory: run one authz replica only.
+	Redis *Redis `yaml:"redis"`
+	// RecheckEvery bounds how long a session revoked on one replica stays
+	// usable on another (default 1s; only with redis).
+	RecheckEvery time.Duration `yaml:"recheck_every"`
 }
+
+// Password reads the Redis password from the environment variable the
+// config names ("" when it names none).
+func (r *Redis) Password() (string, error) {
+	if r.PasswordEnv == "" {
+		return "", nil
+	}
+	v, ok := os.LookupEnv(r.PasswordEnv)
+	if !ok {
+		return "", fmt.Errorf("redis.password_env: environment variable %s is not set", r.PasswordEnv)
+	}
+	return v, nil
+}
+
+// DefaultSessionsRedisTimeout bounds each sessions Redis operation.
+const DefaultSessionsRedisTimeout = 100 * time.Millisecond
 
 // Lockout is brute-force protection for logins.
 type Lockout struct {
@@ -120,6 +144,14 @@ func (c *Config) setIdentityDefaults() {
 	if s.IdentityTTL == 0 {
 		s.IdentityTTL = 5 * time.Minute
 	}
+	if s.Redis != nil {
+		if s.Redis.Timeout == 0 {
+			s.Redis.Timeout = DefaultSessionsRedisTimeout
+		}
+		if s.RecheckEvery == 0 {
+			s.RecheckEvery = time.Second
+		}
+	}
 }
 
 func (c *Config) validateIdentity(at func(line int, format string, args ...any)) {
@@ -137,6 +169,24 @@ func (c *Config) validateIdentity(at func(line int, format string, args ...any))
 	}
 	if s.MaxSessions < 0 {
 		at(0, "sessions.max_sessions: must not be negative")
+	}
+	if s.RecheckEvery < 0 {
+		at(0, "sessions.recheck_every: must not be negative")
+	}
+	if r := s.Redis; r != nil {
+		if r.Addr == "" {
+			at(0, "sessions.redis.addr: required")
+		} else if _, _, err := SplitHostPort(r.Addr); err != nil {
+			at(0, "sessions.redis.addr: %v", err)
+		}
+		if r.DB < 0 {
+			at(0, "sessions.redis.db: must not be negative")
+		}
+		if r.Timeout < 0 {
+			at(0, "sessions.redis.timeout: must not be negative")
+		}
+	} else if s.RecheckEvery > 0 {
+		at(0, "sessions.recheck_every: only with sessions.redis")
 	}
 	for _, t := range c.Tenants {
 		name := fmt.Sprintf("tenant %q", t.ID)

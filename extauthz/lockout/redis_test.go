@@ -1,0 +1,70 @@
+package lockout
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kailash-gw/kailash/internal/testenv"
+)
+
+// forEachStore runs test against a MemoryStore and a RedisStore on a real
+// redis-server; newStore(t, ...) inside picks by the subtest's name.
+func forEachStore(t *testing.T, test func(t *testing.T)) {
+	t.Run("memory", test)
+	t.Run("redis", test)
+}
+
+func newStore(t testing.TB, now func() time.Time) Store {
+	t.Helper()
+	if !strings.Contains(t.Name(), "/redis") {
+		return NewMemoryStore(now)
+	}
+	return NewRedisStore(redisClient(t), "kailash:test:"+t.Name()+":", now)
+}
+
+func redisClient(t testing.TB) *redis.Client {
+	t.Helper()
+	srv := testenv.StartRedis(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Two guards (two replicas) on one Redis count failures together.
+func TestRedisGuardsShareCounts(t *testing.T) {
+	c := redisClient(t)
+	clk := &clock{t: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
+	cfg := Config{MaxFailures: 4, MaxAddressFailures: 100, Now: clk.Now}
+	a := New(NewRedisStore(c, "", clk.Now), cfg)
+	b := New(NewRedisStore(c, "", clk.Now), cfg)
+	ctx := context.Background()
+	for i, g := range []*Guard{a, b, a} {
+		if err := g.Failure(ctx, "alice", "10.0.0.1"); err != nil {
+			t.Fatalf("failure %d: %v", i+1, err)
+		}
+	}
+	if err := b.Failure(ctx, "Alice", "10.0.0.2"); !errors.Is(err, ErrLocked) {
+		t.Fatalf("4th failure, on B: %v", err)
+	}
+	if err := a.Check(ctx, "alice", ""); !errors.Is(err, ErrLocked) {
+		t.Fatalf("A does not see B's lock: %v", err)
+	}
+	clk.Add(DefaultLockFor)
+	if err := a.Check(ctx, "alice", ""); err != nil {
+		t.Fatalf("after the lock: %v", err)
+	}
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "kailash:lockout:") || c.PTTL(ctx, k).Val() <= 0 {
+			t.Errorf("key %q: want the prefix and a TTL", k)
+		}
+	}
+}
