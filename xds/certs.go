@@ -57,6 +57,16 @@ func Translate(cfg *config.Config) (*translate.Resources, error) {
 	return translate.TranslateWith(cfg, in)
 }
 
+// translateCached is Translate reusing c's unchanged per-tenant pieces; the
+// digests it returns spare hashResources re-encoding them.
+func translateCached(cfg *config.Config, c *translate.Cache) (*translate.Resources, translate.Digests, error) {
+	in, err := ReadInputs(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return translate.TranslateCached(cfg, in, c)
+}
+
 // certDirs are the directories holding cfg's certificate and key files,
 // sorted. Directories are watched rather than files, so that a file
 // replaced by rename (or a Kubernetes secret's symlink swap) is still seen.

@@ -69,6 +69,10 @@ type Server struct {
 	// certificate reload can never publish an older config than Update.
 	updMu sync.Mutex
 	cfg   *config.Config // the config of the current snapshot; guarded by updMu
+	// tc holds the per-tenant pieces of the last translation, so a
+	// one-tenant edit re-translates and re-hashes that tenant only; guarded
+	// by updMu.
+	tc translate.Cache
 
 	// mu guards the fields below and serialises SetSnapshot calls, so a node
 	// seen for the first time can never receive an older snapshot than the
@@ -91,10 +95,6 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if cfg == nil {
 		return nil, errors.New("xds: nil config")
-	}
-	res, err := Translate(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("xds: %w", err)
 	}
 	certs, err := newCertWatcher()
 	if err != nil {
@@ -120,7 +120,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		return nil, fmt.Errorf("xds: %w", err)
 	}
-	if err := s.publish(res); err != nil {
+	res, digests, err := translateCached(cfg, &s.tc)
+	if err != nil {
+		return fail(err)
+	}
+	if err := s.publish(res, digests); err != nil {
 		return fail(err)
 	}
 	if err := certs.follow(certDirs(cfg)); err != nil {
@@ -201,7 +205,7 @@ func (s *Server) update(cfg *config.Config) error {
 	if cfg == nil {
 		return errors.New("xds: nil config")
 	}
-	res, err := Translate(cfg)
+	res, digests, err := translateCached(cfg, &s.tc)
 	if err != nil {
 		return fmt.Errorf("xds: %w", err)
 	}
@@ -214,7 +218,7 @@ func (s *Server) update(cfg *config.Config) error {
 		s.log.Debug("xds addresses in the new config apply only after a restart",
 			"grpc", cfg.XDS.GRPC, "http", cfg.XDS.HTTP)
 	}
-	if err := s.publish(res); err != nil {
+	if err := s.publish(res, digests); err != nil {
 		return fmt.Errorf("xds: %w", err)
 	}
 	s.cfg = cfg
@@ -227,8 +231,8 @@ func (s *Server) update(cfg *config.Config) error {
 
 // publish makes res the current snapshot if it is consistent and differs
 // from the current one, and sets it for every known node.
-func (s *Server) publish(res *translate.Resources) error {
-	hash, err := hashResources(res)
+func (s *Server) publish(res *translate.Resources, digests translate.Digests) error {
+	hash, err := hashResources(res, digests)
 	if err != nil {
 		return err
 	}
@@ -405,12 +409,19 @@ func (s *Server) Close() error {
 }
 
 // hashResources is a stable digest of the resources (deterministic proto
-// encoding, in the translator's sorted order).
-func hashResources(res *translate.Resources) (string, error) {
+// encoding, in the translator's sorted order). A resource with a digest in
+// digests (computed by the translator from its cached parts) is hashed by
+// that digest instead of being encoded again.
+func hashResources(res *translate.Resources, digests translate.Digests) (string, error) {
 	h := sha256.New()
 	opts := proto.MarshalOptions{Deterministic: true}
 	for _, list := range [][]types.Resource{res.Listeners, res.Routes, res.Clusters, res.Secrets} {
 		for _, r := range list {
+			if d, ok := digests[r]; ok {
+				fmt.Fprintf(h, "d%d:", len(d))
+				h.Write(d)
+				continue
+			}
 			b, err := opts.Marshal(r)
 			if err != nil {
 				return "", err

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,15 +24,17 @@ const RunnerRouteTimeout = 60 * time.Second
 const unknownHostBody = "unknown host\n"
 
 // buildRouteConfigs is RouteConfigName and, when the plain listener
-// redirects to HTTPS, RedirectRouteConfigName (sorted by name).
-func buildRouteConfigs(ir *IR, filters []httpFilter) ([]types.Resource, error) {
-	rc, err := buildRouteConfig(ir, filters, RouteConfigName, false)
+// redirects to HTTPS, RedirectRouteConfigName (sorted by name). With a cache
+// the unchanged tenants' virtual hosts are reused, and the route
+// configurations' digests are recorded in digests.
+func buildRouteConfigs(ir *IR, filters []httpFilter, c *Cache, digests Digests) ([]types.Resource, error) {
+	rc, err := buildRouteConfig(ir, filters, RouteConfigName, false, c, digests)
 	if err != nil {
 		return nil, fmt.Errorf("route configuration %s: %w", RouteConfigName, err)
 	}
 	out := []types.Resource{rc}
 	if redirecting(ir) {
-		rc, err := buildRouteConfig(ir, filters, RedirectRouteConfigName, true)
+		rc, err := buildRouteConfig(ir, filters, RedirectRouteConfigName, true, c, digests)
 		if err != nil {
 			return nil, fmt.Errorf("route configuration %s: %w", RedirectRouteConfigName, err)
 		}
@@ -43,16 +46,15 @@ func buildRouteConfigs(ir *IR, filters []httpFilter) ([]types.Resource, error) {
 // buildRouteConfig is one virtual host per tenant, in tenant order, then the
 // catch-all that answers 404 for any other host. With redirect, tenants with
 // a certificate answer every request with a redirect to HTTPS.
-func buildRouteConfig(ir *IR, filters []httpFilter, name string, redirect bool) (*routev3.RouteConfiguration, error) {
+func buildRouteConfig(ir *IR, filters []httpFilter, name string, redirect bool, c *Cache, digests Digests) (*routev3.RouteConfiguration, error) {
+	if c != nil {
+		return buildRouteConfigCached(ir, filters, name, redirect, c, digests)
+	}
 	var errs []error
 	rc := &routev3.RouteConfiguration{Name: name}
 	for i := range ir.VirtualHosts {
 		vh := &ir.VirtualHosts[i]
-		tenantVH := tenantVirtualHost
-		if redirect && vh.TLS != nil {
-			tenantVH = redirectVirtualHost
-		}
-		v, err := tenantVH(ir, vh, filters)
+		v, _, err := virtualHostFor(ir, vh, filters, redirect)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
 			continue
@@ -80,6 +82,104 @@ func buildRouteConfig(ir *IR, filters []httpFilter, name string, redirect bool) 
 		}
 		return nil, errors.Join(append(errs, err)...)
 	}
+	return rc, nil
+}
+
+// virtualHostFor builds a tenant's virtual host for a route configuration
+// (redirect: the plain listener's when it redirects to HTTPS) and names the
+// builder used.
+func virtualHostFor(ir *IR, vh *VirtualHost, filters []httpFilter, redirect bool) (*routev3.VirtualHost, string, error) {
+	if redirect && vh.TLS != nil {
+		v, err := redirectVirtualHost(ir, vh, filters)
+		return v, "redirect", err
+	}
+	v, err := tenantVirtualHost(ir, vh, filters)
+	return v, "tenant", err
+}
+
+// buildRouteConfigCached is buildRouteConfig with c: a tenant whose inputs
+// did not change keeps its virtual host (already validated and digested),
+// and the route configuration's digest is made from the virtual hosts'
+// digests instead of encoding all of them again.
+func buildRouteConfigCached(ir *IR, filters []httpFilter, name string, redirect bool, c *Cache, digests Digests) (*routev3.RouteConfiguration, error) {
+	global, err := globalDigest(ir)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	h := sha256.New()
+	rc := &routev3.RouteConfiguration{Name: name}
+	sums := make([]digest, 0, len(ir.VirtualHosts)+1)
+	for i := range ir.VirtualHosts {
+		vh := &ir.VirtualHosts[i]
+		kind := "tenant"
+		if redirect && vh.TLS != nil {
+			kind = "redirect"
+		}
+		key, err := vhKey(h, global, name, kind, vh)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
+			continue
+		}
+		e := c.next[key]
+		if e == nil {
+			e = c.vhs[key]
+		}
+		if e == nil {
+			v, _, err := virtualHostFor(ir, vh, filters, redirect)
+			if err == nil {
+				err = v.ValidateAll()
+			}
+			var sum digest
+			if err == nil {
+				sum, err = sumProto(v)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
+				continue
+			}
+			e = &cachedVH{vh: v, sum: sum}
+		}
+		c.next[key] = e
+		rc.VirtualHosts = append(rc.VirtualHosts, e.vh)
+		sums = append(sums, e.sum)
+	}
+	v, err := unknownVirtualHost(ir, filters)
+	if err == nil {
+		err = v.ValidateAll()
+	}
+	var sum digest
+	if err == nil {
+		sum, err = sumProto(v)
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", UnknownHostName, err))
+	}
+	rc.VirtualHosts = append(rc.VirtualHosts, v)
+	sums = append(sums, sum)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	// The route configuration without its virtual hosts (validated and
+	// encoded alone), then the virtual hosts' digests in order.
+	vhs := rc.VirtualHosts
+	rc.VirtualHosts = nil
+	err = rc.ValidateAll()
+	var shell []byte
+	if err == nil {
+		shell, err = proto.MarshalOptions{Deterministic: true}.Marshal(rc)
+	}
+	rc.VirtualHosts = vhs
+	if err != nil {
+		return nil, err
+	}
+	h.Reset()
+	fmt.Fprintf(h, "%d:", len(shell))
+	h.Write(shell)
+	for _, s := range sums {
+		h.Write(s[:])
+	}
+	digests[rc] = h.Sum(nil)
 	return rc, nil
 }
 

@@ -79,9 +79,18 @@ func TranslateWith(cfg *config.Config, in Inputs) (*Resources, error) {
 
 // FromIR translates an IR built by BuildIR into Envoy resources.
 func FromIR(ir *IR) (*Resources, error) {
+	res, _, err := fromIR(ir, nil)
+	return res, err
+}
+
+// fromIR is FromIR with a cache (nil: none) of the per-tenant pieces.
+func fromIR(ir *IR, c *Cache) (_ *Resources, _ Digests, err error) {
 	if ir == nil {
-		return nil, errors.New("translate: nil IR")
+		return nil, nil, errors.New("translate: nil IR")
 	}
+	c.begin()
+	defer func() { c.end(err == nil) }()
+	digests := Digests{}
 	var errs []error
 	filters := httpFilters()
 
@@ -89,7 +98,7 @@ func FromIR(ir *IR) (*Resources, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	routes, err := buildRouteConfigs(ir, filters)
+	routes, err := buildRouteConfigs(ir, filters, c, digests)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -102,14 +111,14 @@ func FromIR(ir *IR) (*Resources, error) {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return &Resources{
 		Listeners: listeners,
 		Routes:    routes,
 		Clusters:  clusters,
 		Secrets:   secrets,
-	}, nil
+	}, digests, nil
 }
 
 // validate runs the proto's generated validation (all violations, not just

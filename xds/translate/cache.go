@@ -1,0 +1,123 @@
+package translate
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kailash-gw/kailash/internal/config"
+)
+
+// Cache keeps the per-tenant pieces of the last translation, so that a
+// config where one tenant changed re-translates (and re-hashes) that tenant
+// only. A piece is keyed by a digest of everything it is built from: the
+// tenant's IR (VirtualHost, as JSON: every field, present and future) and
+// the global IR fields the per-tenant builders read. The output is the same
+// as without a cache, byte for byte.
+//
+// A Cache is not safe for concurrent use; the zero value is ready. Each
+// translation keeps only the pieces it used, so the cache never outgrows the
+// current config.
+type Cache struct {
+	vhs map[digest]*cachedVH
+	// next collects the pieces used by the translation in progress.
+	next map[digest]*cachedVH
+}
+
+type digest [sha256.Size]byte
+
+// cachedVH is one translated virtual host and the digest of its
+// deterministic encoding. Both are immutable once cached: the same
+// *routev3.VirtualHost is shared by successive snapshots.
+type cachedVH struct {
+	vh  *routev3.VirtualHost
+	sum digest
+}
+
+// Digests are the precomputed content digests of some of a translation's
+// resources (keyed by the resource itself), so that hashing a snapshot does
+// not re-encode what did not change. Resources not in the map are hashed by
+// encoding them.
+type Digests map[types.Resource][]byte
+
+// TranslateCached is TranslateWith, reusing and refreshing c (nil: no
+// cache). The resources whose digest it knows are in the returned Digests.
+func TranslateCached(cfg *config.Config, in Inputs, c *Cache) (*Resources, Digests, error) {
+	ir, err := BuildIRWith(cfg, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	return fromIR(ir, c)
+}
+
+// begin starts a translation with c; end keeps only the pieces it used.
+func (c *Cache) begin() {
+	if c == nil {
+		return
+	}
+	c.next = make(map[digest]*cachedVH, len(c.vhs))
+}
+
+func (c *Cache) end(ok bool) {
+	if c == nil {
+		return
+	}
+	if ok {
+		c.vhs = c.next
+	}
+	// On failure the previous pieces stay (the last good config is still
+	// the one served), plus nothing of the failed one.
+	c.next = nil
+}
+
+// globalKey is what the per-tenant builders read outside the tenant's
+// VirtualHost.
+type globalKey struct {
+	AuthHTTP  *Address
+	RateLimit *RateLimit
+	HTTPS     *HTTPS
+}
+
+// vhKey digests the inputs of one virtual host built by build (named by
+// kind) for route configuration rcName.
+func vhKey(h hash.Hash, global []byte, rcName, kind string, vh *VirtualHost) (digest, error) {
+	b, err := json.Marshal(vh)
+	if err != nil {
+		return digest{}, err
+	}
+	h.Reset()
+	for _, part := range [][]byte{global, []byte(rcName), []byte(kind), b} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	var d digest
+	h.Sum(d[:0])
+	return d, nil
+}
+
+// sumProto is the digest of m's deterministic encoding.
+func sumProto(m proto.Message) (digest, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return digest{}, err
+	}
+	return sha256.Sum256(b), nil
+}
+
+// globalDigest is the encoding of ir's fields that the per-tenant builders
+// read.
+func globalDigest(ir *IR) ([]byte, error) {
+	b, err := json.Marshal(globalKey{AuthHTTP: ir.AuthHTTP, RateLimit: ir.RateLimit, HTTPS: ir.HTTPS})
+	if err != nil {
+		return nil, fmt.Errorf("cache key: %w", err)
+	}
+	return b, nil
+}
