@@ -39,9 +39,18 @@ func Bootstrap(cfg *config.Config) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("envoy.admin: %w", err)
 	}
+	api := "DELTA_GRPC"
+	switch cfg.Envoy.XDSProtocol {
+	case "", config.XDSDelta:
+	case config.XDSSotW:
+		api = "GRPC"
+	default:
+		return nil, fmt.Errorf("envoy.xds_protocol: %q: want %s or %s", cfg.Envoy.XDSProtocol, config.XDSDelta, config.XDSSotW)
+	}
 	var b bytes.Buffer
 	err = tmpl.Execute(&b, map[string]any{
-		"NodeID": cfg.Envoy.NodeID, "Cluster": cfg.Envoy.Cluster,
+		"APIType": api,
+		"NodeID":  cfg.Envoy.NodeID, "Cluster": cfg.Envoy.Cluster,
 		"AdminHost": ah, "AdminPort": ap,
 		"XDSHost": xh, "XDSPort": xp,
 	})

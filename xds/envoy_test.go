@@ -34,7 +34,7 @@ admin:
   address: {socket_address: {address: 127.0.0.1, port_value: %[2]d}}
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: %[4]s
     transport_api_version: V3
     grpc_services: [{envoy_grpc: {cluster_name: kailash_xds}}]
   lds_config: {ads: {}, resource_api_version: V3}
@@ -55,10 +55,22 @@ static_resources:
 
 // TestRealEnvoy runs Envoy against the control plane: it must accept every
 // resource (no NACK), answer unknown hosts with the 404, fail closed (503)
-// for a tenant while ext_authz is unreachable, and take an update.
+// for a tenant while ext_authz is unreachable, and take an update; with one
+// route table over state-of-the-world ADS and with per-tenant (scoped)
+// routes over delta ADS.
 func TestRealEnvoy(t *testing.T) {
+	for _, mode := range []struct{ routes, api string }{
+		{config.RoutesSingle, "GRPC"},
+		{config.RoutesPerTenant, "DELTA_GRPC"},
+	} {
+		t.Run(mode.routes+"/"+mode.api, func(t *testing.T) { testRealEnvoy(t, mode.routes, mode.api) })
+	}
+}
+
+func testRealEnvoy(t *testing.T, routes, api string) {
 	bin := envoyBinary(t)
 	cfg := testConfig()
+	cfg.Envoy.Routes = routes
 	cfg.Envoy.Listen = testenv.FreeAddr(t)
 	cfg.Authz.GRPC = testenv.FreeAddr(t) // nothing listens: Check fails
 	s := newServer(t, cfg)
@@ -69,7 +81,7 @@ func TestRealEnvoy(t *testing.T) {
 	_, xdsPort, _ := config.SplitHostPort(s.GRPCAddr())
 	dir := t.TempDir()
 	boot := filepath.Join(dir, "bootstrap.yaml")
-	if err := os.WriteFile(boot, fmt.Appendf(nil, e2eBootstrap, cfg.Envoy.NodeID, adminPort, xdsPort), 0o600); err != nil {
+	if err := os.WriteFile(boot, fmt.Appendf(nil, e2eBootstrap, cfg.Envoy.NodeID, adminPort, xdsPort, api), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -103,9 +115,14 @@ func TestRealEnvoy(t *testing.T) {
 		}
 		return -1
 	}
-	const rdsOK = "http.ingress_http.rds.kailash_routes.update_success"
+	rdsOK := "http.ingress_http.rds.kailash_routes.update_success"
+	ready := []string{"cluster_manager.cds.update_success", "listener_manager.lds.update_success", rdsOK}
+	if routes == config.RoutesPerTenant {
+		rdsOK = "http.ingress_http.scoped_rds.kailash_scopes.update_success"
+		ready = append(ready[:2], rdsOK, "http.ingress_http.rds.kailash_routes_acme.update_success")
+	}
 	testenv.Eventually(t, 20*time.Second, func() error {
-		for _, name := range []string{"cluster_manager.cds.update_success", "listener_manager.lds.update_success", rdsOK} {
+		for _, name := range ready {
 			if stat(name) < 1 {
 				return fmt.Errorf("%s not yet 1", name)
 			}
@@ -150,13 +167,23 @@ func TestRealEnvoy(t *testing.T) {
 		}
 		return nil
 	})
-	if code, _ := get("globex.localhost"); code != http.StatusServiceUnavailable {
-		t.Errorf("new tenant: %d, want 503 from ext_authz", code)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code, body := get("globex.localhost"); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("new tenant: %d %q, want 503 from ext_authz", code, body)
+		}
+		return nil
+	})
+	if code, body := get("nobody.example"); code != http.StatusNotFound || body != "unknown host\n" {
+		t.Errorf("unknown host after the update: %d %q", code, body)
 	}
 	if n := testutil.CollectAndCount(s.m.nacks); n != 0 {
 		t.Errorf("Envoy NACKed %d types", n)
 	}
-	for _, name := range []string{"cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected", "http.ingress_http.rds.kailash_routes.update_rejected"} {
+	rejected := []string{"cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected", strings.Replace(rdsOK, "update_success", "update_rejected", 1)}
+	if routes == config.RoutesPerTenant {
+		rejected = append(rejected, "http.ingress_http.rds.kailash_routes_acme.update_rejected", "http.ingress_http.rds.kailash_routes_globex.update_rejected")
+	}
+	for _, name := range rejected {
 		if n := stat(name); n != 0 {
 			t.Errorf("%s = %d", name, n)
 		}

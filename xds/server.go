@@ -249,8 +249,17 @@ func (s *Server) publish(res *translate.Resources, digests translate.Digests) er
 		resource.RouteType:    res.Routes,
 		resource.ClusterType:  res.Clusters,
 		resource.SecretType:   res.Secrets,
+
+		resource.ScopedRouteType: res.ScopedRoutes,
 	})
 	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", version, err)
+	}
+	// Delta xDS compares per-resource versions; the cache would encode and
+	// hash every resource once per snapshot to get them. Resources whose
+	// digest the translator already knows (the tenants' route
+	// configurations, from their cached virtual hosts) use that instead.
+	if err := fillVersionMap(snap, res, digests); err != nil {
 		return fmt.Errorf("snapshot %s: %w", version, err)
 	}
 	if err := snap.Consistent(); err != nil {
@@ -415,7 +424,7 @@ func (s *Server) Close() error {
 func hashResources(res *translate.Resources, digests translate.Digests) (string, error) {
 	h := sha256.New()
 	opts := proto.MarshalOptions{Deterministic: true}
-	for _, list := range [][]types.Resource{res.Listeners, res.Routes, res.Clusters, res.Secrets} {
+	for _, list := range [][]types.Resource{res.Listeners, res.Routes, res.Clusters, res.Secrets, res.ScopedRoutes} {
 		for _, r := range list {
 			if d, ok := digests[r]; ok {
 				fmt.Fprintf(h, "d%d:", len(d))
@@ -432,4 +441,35 @@ func hashResources(res *translate.Resources, digests translate.Digests) (string,
 		h.Write([]byte{'|'})
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// fillVersionMap sets snap's delta version map (resource name → version per
+// type): the translator's digest where known, else the hash of the
+// resource's deterministic encoding, as the cache would compute it.
+func fillVersionMap(snap *cachev3.Snapshot, res *translate.Resources, digests translate.Digests) error {
+	vm := map[string]map[string]string{}
+	lists := map[resource.Type][]types.Resource{
+		resource.ListenerType:    res.Listeners,
+		resource.RouteType:       res.Routes,
+		resource.ClusterType:     res.Clusters,
+		resource.SecretType:      res.Secrets,
+		resource.ScopedRouteType: res.ScopedRoutes,
+	}
+	for typ, list := range lists {
+		m := make(map[string]string, len(list))
+		for _, r := range list {
+			if d, ok := digests[r]; ok {
+				m[cachev3.GetResourceName(r)] = hex.EncodeToString(d)
+				continue
+			}
+			b, err := cachev3.MarshalResource(r)
+			if err != nil {
+				return err
+			}
+			m[cachev3.GetResourceName(r)] = cachev3.HashResource(b)
+		}
+		vm[typ] = m
+	}
+	snap.VersionMap = vm
+	return nil
 }

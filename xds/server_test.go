@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -22,11 +24,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/xds/translate"
 )
 
 func testConfig() *config.Config {
 	return &config.Config{
-		Envoy:  config.Envoy{Listen: "127.0.0.1:8080", NodeID: "kailash-envoy"},
+		Envoy:  config.Envoy{Listen: "127.0.0.1:8080", NodeID: "kailash-envoy", Routes: config.RoutesSingle},
 		XDS:    config.XDS{GRPC: "127.0.0.1:0", HTTP: "127.0.0.1:0"},
 		Authz:  config.Authz{GRPC: "127.0.0.1:9191", Timeout: 500 * time.Millisecond, MaxRequestBytes: 8192},
 		Runner: config.Runner{HTTP: "127.0.0.1:8081"},
@@ -398,3 +401,84 @@ func httpGet(t *testing.T, url string, want int) string {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestDeltaPerTenantEdit: with per-tenant routes over delta ADS, an edit of
+// one tenant sends that tenant's route configuration and nothing else, and
+// the per-resource versions the control plane gives are those of its
+// digests (an unchanged tenant keeps its version).
+func TestDeltaPerTenantEdit(t *testing.T) {
+	cfg := testConfig()
+	cfg.Envoy.Routes = config.RoutesPerTenant
+	cfg.Tenants = nil
+	var names []string
+	for i := range 50 {
+		id := fmt.Sprintf("t%02d", i)
+		cfg.Tenants = append(cfg.Tenants, config.Tenant{ID: id, Domains: []string{id + ".localhost"}})
+		names = append(names, translate.TenantRouteConfigName(id))
+	}
+	s := newServer(t, cfg)
+	serve(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, s.GRPCAddr())).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func() *discoveryv3.DeltaDiscoveryResponse {
+		t.Helper()
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "delta-envoy"}, TypeUrl: resource.ScopedRouteType}); err != nil {
+		t.Fatal(err)
+	}
+	if r := recv(); len(r.Resources) != 50 {
+		t.Fatalf("scopes: %d, want 50", len(r.Resources))
+	}
+	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.RouteType, ResourceNamesSubscribe: names}); err != nil {
+		t.Fatal(err)
+	}
+	first := recv()
+	if first.TypeUrl != resource.RouteType || len(first.Resources) != 50 {
+		t.Fatalf("routes: %s %d, want 50", first.TypeUrl, len(first.Resources))
+	}
+	// The versions the cache compares (the translator's digests).
+	versionMap := func() map[string]string {
+		t.Helper()
+		snap, err := s.cache.GetSnapshot("delta-envoy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm := snap.(*cachev3.Snapshot).GetVersionMap(resource.RouteType)
+		if len(vm) != 50 {
+			t.Fatalf("version map has %d route configurations", len(vm))
+		}
+		return vm
+	}
+	before := versionMap()
+
+	next := *cfg
+	next.Tenants = append([]config.Tenant(nil), cfg.Tenants...)
+	off := false
+	next.Tenants[17].Active = &off
+	if err := s.Update(&next); err != nil {
+		t.Fatal(err)
+	}
+	r := recv()
+	if r.TypeUrl != resource.RouteType || len(r.Resources) != 1 || r.Resources[0].Name != names[17] || len(r.RemovedResources) != 0 {
+		t.Fatalf("after a one-tenant edit: %s, %d resources %v, removed %v", r.TypeUrl, len(r.Resources), r.Resources, r.RemovedResources)
+	}
+	// Every other tenant keeps its version; the edited one gets another.
+	after := versionMap()
+	for _, name := range names {
+		if changed := after[name] != before[name]; changed != (name == names[17]) {
+			t.Errorf("%s: version %q → %q", name, before[name], after[name])
+		}
+	}
+}

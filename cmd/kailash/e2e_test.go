@@ -72,12 +72,15 @@ func freePorts(t testing.TB) ports {
 
 func configYAML(t testing.TB, p ports, tenants ...string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `envoy: {listen: %s, admin: %s, node_id: e2e-envoy}
+	// KAILASH_TEST_ROUTES and KAILASH_TEST_XDS_PROTOCOL run the end-to-end
+	// tests with another envoy.routes or envoy.xds_protocol than the
+	// defaults (auto, delta), e.g. KAILASH_TEST_ROUTES=single.
+	fmt.Fprintf(&b, `envoy: {listen: %s, admin: %s, node_id: e2e-envoy, routes: %q, xds_protocol: %q}
 xds: {grpc: %s, http: %s}
 authz: {grpc: %s, http: %s, timeout: 2s, max_request_bytes: 8192}
 runner: {http: %s, workflows: %s, identity_jwks: "http://%s/auth/.well-known/jwks.json", identity_audience: kailash-runner}
 tenants:
-`, p.envoy, p.admin, p.xds, p.xdsHTTP, p.authz, p.authzHTTP, p.runner, abs(t, "../../examples/workflows"), p.authzHTTP)
+`, p.envoy, p.admin, os.Getenv("KAILASH_TEST_ROUTES"), os.Getenv("KAILASH_TEST_XDS_PROTOCOL"), p.xds, p.xdsHTTP, p.authz, p.authzHTTP, p.runner, abs(t, "../../examples/workflows"), p.authzHTTP)
 	for _, id := range tenants {
 		b.WriteString(tenantYAML(t, id))
 	}

@@ -74,7 +74,15 @@ func httpsClient(addr string, roots *tls.Config) *http.Client {
 	}
 }
 
+// TestTLS runs with per-tenant routes (the default for exact domains) and
+// with one route table: the redirect is built differently in each.
 func TestTLS(t *testing.T) {
+	for _, routes := range []string{config.RoutesPerTenant, config.RoutesSingle} {
+		t.Run(routes, func(t *testing.T) { testTLS(t, routes) })
+	}
+}
+
+func testTLS(t *testing.T, routes string) {
 	ca, err := devcert.NewCA("kailash e2e CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +123,10 @@ func TestTLS(t *testing.T) {
 	go func() { _ = authSrv.Serve(authLn) }()
 	t.Cleanup(func() { _ = authSrv.Close() })
 
-	s, _ := startStackFrom(t, p, body, func(c *config.Config) { c.Authz.HTTP = authLn.Addr().String() })
+	s, _ := startStackFrom(t, p, body, func(c *config.Config) {
+		c.Authz.HTTP = authLn.Addr().String()
+		c.Envoy.Routes = routes
+	})
 	roots := &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
 
 	// The HTTPS listener warms until its secrets arrive over SDS.
@@ -185,18 +196,25 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("plain HTTP redirects tenants with a certificate", func(t *testing.T) {
-		req, _ := http.NewRequest("GET", "http://"+s.ports.envoy+"/v1/workflows?x=1", nil)
-		req.Host = "acme.localhost"
-		plain := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-		resp, err := plain.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		_, port, _ := net.SplitHostPort(httpsAddr)
-		want := "https://acme.localhost:" + port + "/v1/workflows?x=1"
-		if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != want {
-			t.Fatalf("got %d Location %q, want 301 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+		// Also when the client claims the request came over TLS: the
+		// scheme is the connection's, not a header's.
+		for _, claimed := range []string{"", "https"} {
+			req, _ := http.NewRequest("GET", "http://"+s.ports.envoy+"/v1/workflows?x=1", nil)
+			req.Host = "acme.localhost"
+			if claimed != "" {
+				req.Header.Set("X-Forwarded-Proto", claimed)
+			}
+			plain := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			resp, err := plain.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			_, port, _ := net.SplitHostPort(httpsAddr)
+			want := "https://acme.localhost:" + port + "/v1/workflows?x=1"
+			if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != want {
+				t.Fatalf("x-forwarded-proto %q: got %d Location %q, want 301 %q", claimed, resp.StatusCode, resp.Header.Get("Location"), want)
+			}
 		}
 		// A tenant without a certificate is served on plain HTTP as before.
 		if r := s.mustDo("initech.localhost", "", nil); r.code != 401 {

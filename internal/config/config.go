@@ -47,7 +47,59 @@ type Envoy struct {
 	// NodeID and Cluster identify the Envoy node to the control plane.
 	NodeID  string `yaml:"node_id"`
 	Cluster string `yaml:"cluster"`
+	// Routes is how the tenants' routes reach Envoy: RoutesSingle,
+	// RoutesPerTenant or RoutesAuto (the default).
+	Routes string `yaml:"routes"`
+	// XDSProtocol is the ADS flavour written into Envoy's bootstrap:
+	// "delta" (the default: incremental, only changed resources are sent)
+	// or "sotw" (state of the world). The control plane serves both.
+	XDSProtocol string `yaml:"xds_protocol"`
 }
+
+// Values of envoy.routes.
+const (
+	// RoutesSingle is one route configuration holding every tenant's
+	// virtual host. Any domain works (wildcards, ports); a one-tenant edit
+	// sends, and Envoy rebuilds, the whole table.
+	RoutesSingle = "single"
+	// RoutesPerTenant is Envoy's scoped routes: one route configuration per
+	// tenant, chosen by the request's exact host. A one-tenant edit sends
+	// and rebuilds that tenant only. Domains must be exact host names (no
+	// "*", no port): scope keys are exact strings.
+	RoutesPerTenant = "per_tenant"
+	// RoutesAuto is RoutesPerTenant when every domain is an exact host
+	// name, else RoutesSingle.
+	RoutesAuto = "auto"
+)
+
+// Values of envoy.xds_protocol.
+const (
+	XDSDelta = "delta"
+	XDSSotW  = "sotw"
+)
+
+// PerTenantRoutes reports whether the tenants' routes are scoped (one route
+// configuration per tenant): envoy.routes per_tenant, or auto with only
+// exact domains.
+func (c *Config) PerTenantRoutes() bool {
+	switch c.Envoy.Routes {
+	case RoutesPerTenant:
+		return true
+	case RoutesSingle:
+		return false
+	}
+	for i := range c.Tenants {
+		for _, d := range c.Tenants[i].Domains {
+			if !ExactDomain(d) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ExactDomain reports whether d names one host: no wildcard and no port.
+func ExactDomain(d string) bool { return !strings.ContainsAny(d, "*:") }
 
 // XDS is the control plane's own addresses.
 type XDS struct {
@@ -277,6 +329,12 @@ func (c *Config) SetDefaults() {
 	if c.Envoy.Cluster == "" {
 		c.Envoy.Cluster = DefaultCluster
 	}
+	if c.Envoy.Routes == "" {
+		c.Envoy.Routes = RoutesAuto
+	}
+	if c.Envoy.XDSProtocol == "" {
+		c.Envoy.XDSProtocol = XDSDelta
+	}
 	if c.Authz.Timeout == 0 {
 		c.Authz.Timeout = DefaultAuthzTimout
 	}
@@ -349,6 +407,16 @@ func (c *Config) Validate() error {
 	}
 	addr("envoy.listen", c.Envoy.Listen, true)
 	addr("envoy.admin", c.Envoy.Admin, false)
+	switch c.Envoy.Routes {
+	case "", RoutesAuto, RoutesSingle, RoutesPerTenant:
+	default:
+		at(0, "envoy.routes: %q: want %s, %s or %s", c.Envoy.Routes, RoutesAuto, RoutesSingle, RoutesPerTenant)
+	}
+	switch c.Envoy.XDSProtocol {
+	case "", XDSDelta, XDSSotW:
+	default:
+		at(0, "envoy.xds_protocol: %q: want %s or %s", c.Envoy.XDSProtocol, XDSDelta, XDSSotW)
+	}
 	addr("xds.grpc", c.XDS.GRPC, true)
 	addr("xds.http", c.XDS.HTTP, false)
 	addr("authz.grpc", c.Authz.GRPC, true)
@@ -389,6 +457,9 @@ func (c *Config) Validate() error {
 			if !domainRe.MatchString(d) {
 				at(t.Line, "%s: domains: %q is not a host name", name, d)
 				continue
+			}
+			if c.Envoy.Routes == RoutesPerTenant && !ExactDomain(d) {
+				at(t.Line, "%s: domains: %q: envoy.routes per_tenant matches exact host names only (no \"*\", no port); use envoy.routes single or auto", name, d)
 			}
 			key := strings.ToLower(d)
 			if other, dup := domains[key]; dup {

@@ -82,6 +82,7 @@ type globalKey struct {
 	AuthHTTP  *Address
 	RateLimit *RateLimit
 	HTTPS     *HTTPS
+	PerTenant bool
 }
 
 // vhKey digests the inputs of one virtual host built by build (named by
@@ -115,9 +116,35 @@ func sumProto(m proto.Message) (digest, error) {
 // globalDigest is the encoding of ir's fields that the per-tenant builders
 // read.
 func globalDigest(ir *IR) ([]byte, error) {
-	b, err := json.Marshal(globalKey{AuthHTTP: ir.AuthHTTP, RateLimit: ir.RateLimit, HTTPS: ir.HTTPS})
+	b, err := json.Marshal(globalKey{AuthHTTP: ir.AuthHTTP, RateLimit: ir.RateLimit, HTTPS: ir.HTTPS, PerTenant: ir.PerTenant})
 	if err != nil {
 		return nil, fmt.Errorf("cache key: %w", err)
 	}
 	return b, nil
+}
+
+// lookup is the cached virtual host for key, built (then validated and
+// digested) by build when the last translation did not have it. It is kept
+// for the next translation.
+func (c *Cache) lookup(key digest, build func() (*routev3.VirtualHost, error)) (*cachedVH, error) {
+	e := c.next[key]
+	if e == nil {
+		e = c.vhs[key]
+	}
+	if e == nil {
+		v, err := build()
+		if err == nil {
+			err = v.ValidateAll()
+		}
+		var sum digest
+		if err == nil {
+			sum, err = sumProto(v)
+		}
+		if err != nil {
+			return nil, err
+		}
+		e = &cachedVH{vh: v, sum: sum}
+	}
+	c.next[key] = e
+	return e, nil
 }

@@ -55,9 +55,9 @@ func TestCacheSameOutput(t *testing.T) {
 	}
 }
 
-func cacheConfig(n int) *config.Config {
+func cacheConfig(n int, routes string) *config.Config {
 	cfg := &config.Config{
-		Envoy:  config.Envoy{Listen: "127.0.0.1:10000"},
+		Envoy:  config.Envoy{Listen: "127.0.0.1:10000", Routes: routes},
 		Authz:  config.Authz{GRPC: "127.0.0.1:9001", HTTP: "127.0.0.1:9002", Timeout: 1e9},
 		Runner: config.Runner{HTTP: "127.0.0.1:9003"},
 	}
@@ -69,50 +69,93 @@ func cacheConfig(n int) *config.Config {
 }
 
 // TestCacheEdit: an edit re-translates the edited tenant only, the route
-// digest follows every change, and reverting gives the first digest back.
+// digests follow every change, and reverting gives the first digests back.
 func TestCacheEdit(t *testing.T) {
-	var c Cache
-	cfg := cacheConfig(50)
-	res1, d1, err := TranslateCached(cfg, Inputs{}, &c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc1 := res1.Routes[0]
-	edited := cacheConfig(50)
-	off := false
-	edited.Tenants[7].Active = &off
-	res2, d2, err := TranslateCached(edited, Inputs{}, &c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc2 := res2.Routes[0]
-	if bytes.Equal(d1[rc1], d2[rc2]) {
-		t.Fatal("digest unchanged by an edit")
-	}
-	v1, v2 := vhosts(rc1), vhosts(rc2)
-	for i := range v1 {
-		same := v1[i] == v2[i]
-		if i == 7 && same {
-			t.Error("edited tenant's virtual host reused")
+	t.Run("single", func(t *testing.T) {
+		var c Cache
+		cfg := cacheConfig(50, config.RoutesSingle)
+		res1, d1, err := TranslateCached(cfg, Inputs{}, &c)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if i != 7 && i < len(cfg.Tenants) && !same {
-			t.Errorf("virtual host %d rebuilt", i)
+		rc1 := res1.Routes[0]
+		edited := cacheConfig(50, config.RoutesSingle)
+		off := false
+		edited.Tenants[7].Active = &off
+		res2, d2, err := TranslateCached(edited, Inputs{}, &c)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	res3, d3, err := TranslateCached(cfg, Inputs{}, &c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(d1[rc1], d3[res3.Routes[0]]) {
-		t.Error("reverting the edit gives another digest")
-	}
+		rc2 := res2.Routes[0]
+		if bytes.Equal(d1[rc1], d2[rc2]) {
+			t.Fatal("digest unchanged by an edit")
+		}
+		v1, v2 := vhosts(rc1), vhosts(rc2)
+		for i := range v1 {
+			same := v1[i] == v2[i]
+			if i == 7 && same {
+				t.Error("edited tenant's virtual host reused")
+			}
+			if i != 7 && i < len(cfg.Tenants) && !same {
+				t.Errorf("virtual host %d rebuilt", i)
+			}
+		}
+		res3, d3, err := TranslateCached(cfg, Inputs{}, &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(d1[rc1], d3[res3.Routes[0]]) {
+			t.Error("reverting the edit gives another digest")
+		}
+		checkBadKeepsCache(t, &c, config.RoutesSingle)
+	})
+	t.Run("per_tenant", func(t *testing.T) {
+		var c Cache
+		cfg := cacheConfig(50, config.RoutesPerTenant)
+		res1, d1, err := TranslateCached(cfg, Inputs{}, &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res1.Routes) != 50 || len(res1.ScopedRoutes) != 50 {
+			t.Fatalf("%d route configurations, %d scopes", len(res1.Routes), len(res1.ScopedRoutes))
+		}
+		edited := cacheConfig(50, config.RoutesPerTenant)
+		off := false
+		edited.Tenants[7].Active = &off
+		res2, d2, err := TranslateCached(edited, Inputs{}, &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range res1.Routes {
+			sameDigest := bytes.Equal(d1[res1.Routes[i]], d2[res2.Routes[i]])
+			sameVH := vhosts(res1.Routes[i])[0] == vhosts(res2.Routes[i])[0]
+			if i == 7 && (sameDigest || sameVH) {
+				t.Errorf("edited tenant: same digest %v, same virtual host %v", sameDigest, sameVH)
+			}
+			if i != 7 && (!sameDigest || !sameVH) {
+				t.Errorf("tenant %d: same digest %v, same virtual host %v", i, sameDigest, sameVH)
+			}
+		}
+		res3, d3, err := TranslateCached(cfg, Inputs{}, &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(d1[res1.Routes[7]], d3[res3.Routes[7]]) {
+			t.Error("reverting the edit gives another digest")
+		}
+		checkBadKeepsCache(t, &c, config.RoutesPerTenant)
+	})
+}
+
+// checkBadKeepsCache: a bad config fails and leaves the cache as it was.
+func checkBadKeepsCache(t *testing.T, c *Cache, routes string) {
+	t.Helper()
 	if len(c.vhs) != 50 {
 		t.Errorf("cache holds %d virtual hosts, want 50", len(c.vhs))
 	}
-	// A bad config fails and leaves the cache as it was.
-	bad := cacheConfig(50)
+	bad := cacheConfig(50, routes)
 	bad.Tenants[3].Domains = []string{"Not A Host"}
-	if _, _, err := TranslateCached(bad, Inputs{}, &c); err == nil {
+	if _, _, err := TranslateCached(bad, Inputs{}, c); err == nil {
 		t.Fatal("bad config translated")
 	}
 	if len(c.vhs) != 50 {

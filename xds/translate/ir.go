@@ -37,6 +37,9 @@ type IR struct {
 	Upstreams []Upstream
 	// HTTPS is the TLS listener; nil when not configured.
 	HTTPS *HTTPS
+	// PerTenant selects scoped routes: one route configuration per tenant,
+	// chosen by the request's exact host (config envoy.routes).
+	PerTenant bool
 }
 
 // Address is a resolved host:port.
@@ -105,7 +108,8 @@ func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 			Timeout:         cfg.Authz.Timeout,
 			MaxRequestBytes: cfg.Authz.MaxRequestBytes,
 		},
-		Runner: addr("runner.http", cfg.Runner.HTTP),
+		Runner:    addr("runner.http", cfg.Runner.HTTP),
+		PerTenant: cfg.PerTenantRoutes(),
 	}
 	if cfg.Authz.HTTP != "" {
 		a := addr("authz.http", cfg.Authz.HTTP)

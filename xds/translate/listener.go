@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -24,7 +25,7 @@ func buildListeners(ir *IR, filters []httpFilter) ([]types.Resource, error) {
 	if redirecting(ir) {
 		routes = RedirectRouteConfigName
 	}
-	hcmAny, err := connectionManager(HCMStatPrefix, routes, chain)
+	hcmAny, err := connectionManager(ir, HCMStatPrefix, routes, chain)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: http connection manager: %w", ListenerName, err)
 	}
@@ -45,7 +46,7 @@ func buildListeners(ir *IR, filters []httpFilter) ([]types.Resource, error) {
 	if !serving(ir) {
 		return out, nil
 	}
-	tlsAny, err := connectionManager(HTTPSStatPrefix, RouteConfigName, chain)
+	tlsAny, err := connectionManager(ir, HTTPSStatPrefix, RouteConfigName, chain)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: http connection manager: %w", HTTPSListenerName, err)
 	}
@@ -77,15 +78,19 @@ func httpFilterChain(ir *IR, filters []httpFilter) ([]*hcmv3.HttpFilter, error) 
 		chain = append(chain, &hcmv3.HttpFilter{
 			Name:       f.name(),
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a},
+			// Per-tenant routes: a host without a scope has no route, and
+			// must not be authorized; tenants' virtual hosts enable it.
+			Disabled: ir.PerTenant && f.name() == wellknown.HTTPExternalAuthorization,
 		})
 	}
 	return chain, errors.Join(errs...)
 }
 
 // connectionManager is an HCM that fetches the route configuration routes
-// over ADS and runs chain. Both listeners run the same filters.
-func connectionManager(statPrefix, routes string, chain []*hcmv3.HttpFilter) (*anypb.Any, error) {
-	return toAny(&hcmv3.HttpConnectionManager{
+// over ADS (or, in per-tenant mode, the scoped routes) and runs chain. Both
+// listeners run the same filters.
+func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFilter) (*anypb.Any, error) {
+	h := &hcmv3.HttpConnectionManager{
 		StatPrefix:       statPrefix,
 		CodecType:        hcmv3.HttpConnectionManager_AUTO,
 		StripPortMode:    &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
@@ -95,7 +100,24 @@ func connectionManager(statPrefix, routes string, chain []*hcmv3.HttpFilter) (*a
 			RouteConfigName: routes,
 		}},
 		HttpFilters: chain,
-	})
+	}
+	if ir.PerTenant {
+		h.RouteSpecifier = scopedRoutes()
+		h.LocalReplyConfig = unknownHostReply()
+	}
+	return toAny(h)
+}
+
+// unknownHostReply gives Envoy's own "no route" answer (a host no scope
+// names, in per-tenant mode) the catch-all virtual host's status and body.
+func unknownHostReply() *hcmv3.LocalReplyConfig {
+	return &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
+		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
+			ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{"NR"}},
+		}},
+		StatusCode: wrapperspb.UInt32(404),
+		Body:       inlineString(unknownHostBody),
+	}}}
 }
 
 func adsSource() *corev3.ConfigSource {

@@ -121,26 +121,14 @@ func buildRouteConfigCached(ir *IR, filters []httpFilter, name string, redirect 
 			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
 			continue
 		}
-		e := c.next[key]
-		if e == nil {
-			e = c.vhs[key]
-		}
-		if e == nil {
+		e, err := c.lookup(key, func() (*routev3.VirtualHost, error) {
 			v, _, err := virtualHostFor(ir, vh, filters, redirect)
-			if err == nil {
-				err = v.ValidateAll()
-			}
-			var sum digest
-			if err == nil {
-				sum, err = sumProto(v)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
-				continue
-			}
-			e = &cachedVH{vh: v, sum: sum}
+			return v, err
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
+			continue
 		}
-		c.next[key] = e
 		rc.VirtualHosts = append(rc.VirtualHosts, e.vh)
 		sums = append(sums, e.sum)
 	}

@@ -236,6 +236,27 @@ func redirectVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev
 	if err != nil {
 		return nil, err
 	}
+	rd, err := redirectRoute(ir, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &routev3.VirtualHost{
+		Name:                 vh.Name(),
+		Domains:              append([]string(nil), vh.Domains...),
+		Routes:               []*routev3.Route{rd},
+		TypedPerFilterConfig: perFilter,
+	}, nil
+}
+
+// redirectRoute answers 301 to the same host and path over HTTPS (on the
+// TLS listener's port when it is not 443). With filters, the route carries
+// their unknown-host configs (ext_authz off): the request is checked when it
+// comes back over TLS.
+func redirectRoute(ir *IR, filters []httpFilter) (*routev3.Route, error) {
+	perFilter, err := perFilterConfig(filters, func(f httpFilter) (proto.Message, error) { return f.unknownHostConfig(ir) })
+	if err != nil {
+		return nil, err
+	}
 	rd := &routev3.RedirectAction{
 		SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
 		ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
@@ -243,13 +264,9 @@ func redirectVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev
 	if p := ir.HTTPS.redirectPort(); p != 0 {
 		rd.PortRedirect = p
 	}
-	return &routev3.VirtualHost{
-		Name:    vh.Name(),
-		Domains: append([]string(nil), vh.Domains...),
-		Routes: []*routev3.Route{{
-			Match:  prefixMatch("/"),
-			Action: &routev3.Route_Redirect{Redirect: rd},
-		}},
+	return &routev3.Route{
+		Match:                prefixMatch("/"),
+		Action:               &routev3.Route_Redirect{Redirect: rd},
 		TypedPerFilterConfig: perFilter,
 	}, nil
 }

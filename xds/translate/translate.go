@@ -52,6 +52,9 @@ type Resources struct {
 	Clusters  []types.Resource
 	// Secrets are the tenants' certificates, delivered over SDS (ADS).
 	Secrets []types.Resource
+	// ScopedRoutes map hosts to the tenants' route configurations in
+	// per-tenant mode (SRDS); empty otherwise.
+	ScopedRoutes []types.Resource
 }
 
 // validator is implemented by every generated Envoy proto.
@@ -98,7 +101,12 @@ func fromIR(ir *IR, c *Cache) (_ *Resources, _ Digests, err error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	routes, err := buildRouteConfigs(ir, filters, c, digests)
+	var routes, scopes []types.Resource
+	if ir.PerTenant {
+		routes, scopes, err = buildTenantRoutes(ir, filters, c, digests)
+	} else {
+		routes, err = buildRouteConfigs(ir, filters, c, digests)
+	}
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -118,6 +126,8 @@ func fromIR(ir *IR, c *Cache) (_ *Resources, _ Digests, err error) {
 		Routes:    routes,
 		Clusters:  clusters,
 		Secrets:   secrets,
+
+		ScopedRoutes: scopes,
 	}, digests, nil
 }
 

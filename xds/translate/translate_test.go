@@ -101,7 +101,7 @@ func lineDiff(want, got string) string {
 
 func validConfig() *config.Config {
 	return &config.Config{
-		Envoy:  config.Envoy{Listen: "127.0.0.1:8080", NodeID: "n"},
+		Envoy:  config.Envoy{Listen: "127.0.0.1:8080", NodeID: "n", Routes: config.RoutesSingle},
 		XDS:    config.XDS{GRPC: "127.0.0.1:18000"},
 		Authz:  config.Authz{GRPC: "127.0.0.1:9191", Timeout: 500 * time.Millisecond},
 		Runner: config.Runner{HTTP: "127.0.0.1:8081"},

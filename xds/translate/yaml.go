@@ -33,6 +33,12 @@ func ToYAML(r *Resources) ([]byte, error) {
 		{"routes", r.Routes},
 		{"clusters", r.Clusters},
 	}
+	if len(r.ScopedRoutes) > 0 {
+		sections = append(sections, struct {
+			name string
+			res  []types.Resource
+		}{"scoped_routes", r.ScopedRoutes})
+	}
 	if len(r.Secrets) > 0 {
 		secrets, err := redactedSecrets(r.Secrets)
 		if err != nil {
