@@ -30,9 +30,11 @@ test: envoy
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
-## bench: Go benchmarks of the Check path and of config translation
+## bench: Go benchmarks of the Check path and of config translation, then the
+## 10,000-tenant edit through a real Envoy (both route modes)
 bench: envoy
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 20m $(PKGS)
+	KAILASH_SCALE_TENANTS=10000 $(GO) test -run 'TestScale$$' -v -count=1 -timeout 20m ./cmd/kailash/ | grep -E 'e2e_scale_test|^(ok|FAIL|---)'
 
 lint:
 	$(GO) vet $(PKGS)

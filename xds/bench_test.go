@@ -87,17 +87,58 @@ func BenchmarkUpdate(b *testing.B) {
 	}
 }
 
-// BenchmarkTranslate10k is translation plus snapshot for 10,000 tenants,
-// each with CORS, an IP allowlist, a local bucket and global quotas.
-func BenchmarkTranslate10k(b *testing.B) {
+// edgeConfig10k has 10,000 tenants, each with CORS, an IP allowlist, a
+// local bucket and global quotas; with per-tenant routes both domains are
+// exact.
+func edgeConfig10k(routes string) *config.Config {
 	cfg := benchConfig(10000)
+	cfg.Envoy.Routes = routes
 	cfg.RateLimit.GRPC = "127.0.0.1:9193"
 	for i := range cfg.Tenants {
 		t := &cfg.Tenants[i]
+		if routes == config.RoutesPerTenant {
+			t.Domains[1] = "www." + t.ID + ".example.net"
+		}
 		t.CORS = config.CORS{AllowOrigins: []string{"https://app." + t.ID + ".example.com"}}
 		t.IPAllowlist = []string{"10.0.0.0/8"}
 		t.Limits = config.TenantLimits{RequestsPerSecond: 100, Burst: 200, MaxAPICallsPerDay: 1e6, PerUserPerHour: 1000}
 	}
+	return cfg
+}
+
+// BenchmarkEdit10k is the control plane's share of a one-tenant edit at
+// 10,000 tenants: Update (cached translation, hashing, snapshot, version
+// map, SetSnapshot), alternating one tenant's active flag.
+func BenchmarkEdit10k(b *testing.B) {
+	for _, routes := range []string{config.RoutesPerTenant, config.RoutesSingle} {
+		b.Run("routes="+routes, func(b *testing.B) {
+			cfg := edgeConfig10k(routes)
+			edited := *cfg
+			edited.Tenants = append([]config.Tenant(nil), cfg.Tenants...)
+			off := false
+			edited.Tenants[5000].Active = &off
+			cfgs := []*config.Config{cfg, &edited}
+			s, err := New(cfg, Options{Logger: discardLogger()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				if err := s.Update(cfgs[i%2]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkTranslate10k is translation plus snapshot for 10,000 tenants,
+// each with CORS, an IP allowlist, a local bucket and global quotas.
+func BenchmarkTranslate10k(b *testing.B) {
+	cfg := edgeConfig10k(config.RoutesSingle)
 	b.ReportAllocs()
 	for b.Loop() {
 		res, err := translate.Translate(cfg)

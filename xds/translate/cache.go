@@ -38,6 +38,9 @@ type digest [sha256.Size]byte
 type cachedVH struct {
 	vh  *routev3.VirtualHost
 	sum digest
+	// tenant is, in per-tenant mode, the tenant's route configuration and
+	// scopes built around vh (nil until built).
+	tenant *tenantRoutes
 }
 
 // Digests are the precomputed content digests of some of a translation's

@@ -72,10 +72,20 @@ func scopedRoutes() *hcmv3.HttpConnectionManager_ScopedRoutes {
 	}}
 }
 
+// tenantRoutes are one tenant's resources in per-tenant mode: its route
+// configuration and its scopes, with the digests of both. Immutable once
+// built; a cache entry keeps them for the next translation.
+type tenantRoutes struct {
+	rc        *routev3.RouteConfiguration
+	rcSum     []byte
+	scopes    []*routev3.ScopedRouteConfiguration
+	scopeSums [][]byte
+}
+
 // buildTenantRoutes is, in per-tenant mode, one route configuration per
 // tenant (sorted by tenant id, as ir.VirtualHosts is) and one scope per
 // domain (sorted by name). With a cache, unchanged tenants keep their
-// virtual hosts and the route configurations' digests go into digests.
+// resources, and every resource's digest goes into digests.
 func buildTenantRoutes(ir *IR, filters []httpFilter, c *Cache, digests Digests) (routes, scopes []types.Resource, err error) {
 	var global []byte
 	if c != nil {
@@ -89,49 +99,40 @@ func buildTenantRoutes(ir *IR, filters []httpFilter, c *Cache, digests Digests) 
 		vh := &ir.VirtualHosts[i]
 		name := TenantRouteConfigName(vh.TenantID)
 		build := func() (*routev3.VirtualHost, error) { return scopedVirtualHost(ir, vh, filters) }
-		var v *routev3.VirtualHost
-		var sum digest
+		var tr *tenantRoutes
 		if c != nil {
 			key, err := vhKey(h, global, name, "scoped", vh)
 			var e *cachedVH
 			if err == nil {
 				e, err = c.lookup(key, build)
 			}
+			if err == nil && e.tenant == nil {
+				e.tenant, err = newTenantRoutes(name, vh, e.vh, e.sum[:])
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
 				continue
 			}
-			v, sum = e.vh, e.sum
+			tr = e.tenant
+			digests[tr.rc] = tr.rcSum
+			for j, s := range tr.scopes {
+				digests[s] = tr.scopeSums[j]
+			}
 		} else {
-			v, err = build()
+			v, err := build()
 			if err == nil {
 				err = v.ValidateAll()
 			}
+			if err == nil {
+				tr, err = newTenantRoutes(name, vh, v, nil)
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
 				continue
 			}
 		}
-		rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{v}}
-		if c != nil {
-			h.Reset()
-			fmt.Fprintf(h, "scoped-rc:%d:%s:", len(name), name)
-			h.Write(sum[:])
-			digests[rc] = h.Sum(nil)
-		}
-		routes = append(routes, rc)
-		for _, d := range scopeKeys(vh.Domains) {
-			s := &routev3.ScopedRouteConfiguration{
-				Name:                   d,
-				RouteConfigurationName: name,
-				Key: &routev3.ScopedRouteConfiguration_Key{Fragments: []*routev3.ScopedRouteConfiguration_Key_Fragment{{
-					Type: &routev3.ScopedRouteConfiguration_Key_Fragment_StringKey{StringKey: d},
-				}}},
-			}
-			if err := s.ValidateAll(); err != nil {
-				errs = append(errs, fmt.Errorf("tenant %q: scope %q: %w", vh.TenantID, d, err))
-				continue
-			}
+		routes = append(routes, tr.rc)
+		for _, s := range tr.scopes {
 			scopes = append(scopes, s)
 		}
 	}
@@ -142,6 +143,41 @@ func buildTenantRoutes(ir *IR, filters []httpFilter, c *Cache, digests Digests) 
 		return strings.Compare(a.(*routev3.ScopedRouteConfiguration).Name, b.(*routev3.ScopedRouteConfiguration).Name)
 	})
 	return routes, scopes, nil
+}
+
+// newTenantRoutes wraps a tenant's validated virtual host v in its route
+// configuration name and builds its scopes. With vhSum (the digest of v),
+// the digests are computed too: the route configuration's from vhSum, the
+// scopes' from their encoding.
+func newTenantRoutes(name string, vh *VirtualHost, v *routev3.VirtualHost, vhSum []byte) (*tenantRoutes, error) {
+	tr := &tenantRoutes{rc: &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{v}}}
+	if vhSum != nil {
+		h := sha256.New()
+		fmt.Fprintf(h, "scoped-rc:%d:%s:", len(name), name)
+		h.Write(vhSum)
+		tr.rcSum = h.Sum(nil)
+	}
+	for _, d := range scopeKeys(vh.Domains) {
+		s := &routev3.ScopedRouteConfiguration{
+			Name:                   d,
+			RouteConfigurationName: name,
+			Key: &routev3.ScopedRouteConfiguration_Key{Fragments: []*routev3.ScopedRouteConfiguration_Key_Fragment{{
+				Type: &routev3.ScopedRouteConfiguration_Key_Fragment_StringKey{StringKey: d},
+			}}},
+		}
+		if err := s.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("scope %q: %w", d, err)
+		}
+		if vhSum != nil {
+			sum, err := sumProto(s)
+			if err != nil {
+				return nil, err
+			}
+			tr.scopeSums = append(tr.scopeSums, sum[:])
+		}
+		tr.scopes = append(tr.scopes, s)
+	}
+	return tr, nil
 }
 
 // scopedVirtualHost is a tenant's virtual host in its own route
