@@ -42,6 +42,24 @@ type Sessions struct {
 	// RecheckEvery bounds how long a session revoked on one replica stays
 	// usable on another (default 1s; only with redis).
 	RecheckEvery time.Duration `yaml:"recheck_every"`
+	// TOTPKeyEnv names the environment variable holding the key (32 bytes,
+	// base64 or hex) that seals the TOTP secrets kept in Redis
+	// (AES-256-GCM). Only with redis; required there when a tenant
+	// requires MFA.
+	TOTPKeyEnv string `yaml:"totp_key_env"`
+}
+
+// TOTPKey reads the TOTP sealing key from the environment variable the
+// config names ("" when it names none).
+func (s *Sessions) TOTPKey() (string, error) {
+	if s.TOTPKeyEnv == "" {
+		return "", nil
+	}
+	v, ok := os.LookupEnv(s.TOTPKeyEnv)
+	if !ok || v == "" {
+		return "", fmt.Errorf("sessions.totp_key_env: environment variable %s is not set", s.TOTPKeyEnv)
+	}
+	return v, nil
 }
 
 // Password reads the Redis password from the environment variable the
@@ -187,6 +205,17 @@ func (c *Config) validateIdentity(at func(line int, format string, args ...any))
 		}
 	} else if s.RecheckEvery > 0 {
 		at(0, "sessions.recheck_every: only with sessions.redis")
+	}
+	if s.Redis == nil && s.TOTPKeyEnv != "" {
+		at(0, "sessions.totp_key_env: only with sessions.redis")
+	}
+	if s.Redis != nil && s.TOTPKeyEnv == "" {
+		for _, t := range c.Tenants {
+			if t.LDAP != nil && (t.MFA.Required || len(t.MFA.Roles) > 0) {
+				at(0, "sessions.totp_key_env: required with sessions.redis when a tenant requires MFA (tenant %q): TOTP secrets are sealed in Redis", t.ID)
+				break
+			}
+		}
 	}
 	for _, t := range c.Tenants {
 		name := fmt.Sprintf("tenant %q", t.ID)
