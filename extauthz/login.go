@@ -46,17 +46,17 @@ type auth struct {
 
 	tenants atomic.Pointer[authTenants]
 
-	mu      sync.Mutex                // guards ldap and totp
-	ldap    map[string]*ldapEntry     // tenant id → its directory
-	totp    map[string]*mfa.TOTP      // tenant id → its TOTP (issuer per tenant)
-	secrets map[string]string         // tenant/user → TOTP secret (enrolled)
-	pending map[string]mfa.Enrollment // tenant/user → enrolment awaiting its first code
+	mu   sync.Mutex            // guards ldap and totp
+	ldap map[string]*ldapEntry // tenant id → its directory
+	totp map[string]*mfa.TOTP  // tenant id → its TOTP (issuer per tenant)
 
 	logins *prometheus.CounterVec
 
 	saml *samlLogins // SAML service providers and pending requests (login_saml.go)
 
-	shared sharedStores // where sessions, counters and replay IDs live
+	// shared is where the state of logins lives: sessions, counters, TOTP
+	// secrets, SAML request and replay IDs (in memory or in Redis).
+	shared sharedStores
 }
 
 type ldapEntry struct {
@@ -71,9 +71,9 @@ type authTenants struct {
 
 func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) (*auth, error) {
 	s := cfg.Sessions
-	sh, err := newSharedStores(s.Redis, now)
+	sh, err := newSharedStores(s, now)
 	if err != nil {
-		return nil, fmt.Errorf("sessions.redis: %w", err)
+		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	ring, err := session.NewKeyRing(session.KeyRingConfig{Algorithm: s.Algorithm, RotateEvery: s.RotateEvery, Now: now, Store: sh.keys})
 	if err != nil {
@@ -96,14 +96,12 @@ func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg pro
 		shared: sh,
 		guard: lockout.New(sh.lockout, lockout.Config{MaxFailures: cfg.Lockout.MaxFailures,
 			MaxAddressFailures: cfg.Lockout.MaxAddressFailures, LockFor: cfg.Lockout.LockFor, Now: now}),
-		used:    sh.used,
-		minter:  newIdentityMinter(ring, s.Issuer, s.IdentityAudience, s.IdentityTTL, now),
-		secure:  !s.InsecureCookies,
-		ldap:    map[string]*ldapEntry{},
-		totp:    map[string]*mfa.TOTP{},
-		secrets: map[string]string{},
-		pending: map[string]mfa.Enrollment{},
-		saml:    newSAMLLogins(sh.replay),
+		used:   sh.used,
+		minter: newIdentityMinter(ring, s.Issuer, s.IdentityAudience, s.IdentityTTL, now),
+		secure: !s.InsecureCookies,
+		ldap:   map[string]*ldapEntry{},
+		totp:   map[string]*mfa.TOTP{},
+		saml:   newSAMLLogins(sh.replay, sh.requests),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kailash_auth_logins_total", Help: "Login attempts by method, result and reason.",
 		}, []string{"method", "result", "reason"}),
@@ -326,7 +324,7 @@ func (a *auth) login(w http.ResponseWriter, r *http.Request) {
 	amr := []string{"pwd"}
 	req := mfa.Requirement{All: t.MFA.Required, Roles: t.MFA.Roles}
 	if req.Applies(id.Roles) {
-		if !a.verifyTOTP(w, r, t, in, addr) {
+		if !a.verifyTOTP(w, r, t, in, id, addr) {
 			return
 		}
 		amr = append(amr, "otp")
@@ -350,15 +348,34 @@ func (a *auth) login(w http.ResponseWriter, r *http.Request) {
 	a.writeTokens(w, tokens)
 }
 
-// verifyTOTP checks the login's TOTP code, completing a pending enrolment
-// with its first good code. It writes the error response itself.
-func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest, addr string) bool {
-	key := t.ID + "/" + strings.ToLower(in.Username)
-	a.mu.Lock()
-	secret, enrolled := a.secrets[key]
-	pending, isPending := a.pending[key]
-	a.mu.Unlock()
-	if !enrolled && !isPending {
+// mfaUser keys a user's TOTP state (secrets, used steps): the tenant and
+// the user's directory entry (its DN, lower-cased), so that every spelling
+// of a username the directory matches to that entry (case, Unicode forms)
+// shares one enrolment and cannot start a second.
+func mfaUser(t config.Tenant, id *ldapauth.Identity) string {
+	name := id.DN
+	if name == "" {
+		name = id.Username
+	}
+	return t.ID + "/" + strings.ToLower(name)
+}
+
+// verifyTOTP checks the login's TOTP code against the enrolled secret or,
+// failing that, the pending enrolment, which its first good code completes.
+// It writes the error response itself.
+func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest, id *ldapauth.Identity, addr string) bool {
+	ctx, user := r.Context(), mfaUser(t, id)
+	unavailable := func(err error) bool {
+		a.logins.WithLabelValues("ldap", "error", "mfa_store").Inc()
+		a.log.Error("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "error", "reason", "mfa_store", "err", err)
+		authError(w, http.StatusServiceUnavailable, "unavailable", "login is unavailable")
+		return false
+	}
+	st, err := a.shared.secrets.Load(ctx, user)
+	if err != nil {
+		return unavailable(err)
+	}
+	if st.Secret == "" && st.Pending == "" {
 		a.logins.WithLabelValues("ldap", "refused", "mfa_not_enrolled").Inc()
 		authError(w, http.StatusForbidden, "mfa_enrollment_required", "a second factor is required: enrol at POST /auth/totp/enroll")
 		return false
@@ -367,26 +384,40 @@ func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenan
 		authError(w, http.StatusUnauthorized, "mfa_required", "a TOTP code is required")
 		return false
 	}
-	if !enrolled {
-		secret = pending.Secret
-	}
 	totp, err := a.totpFor(t)
-	if err == nil {
-		err = totp.Verify(r.Context(), key, secret, in.TOTP)
-	}
 	if err != nil {
+		return unavailable(err)
+	}
+	err, pending := mfa.ErrInvalidCode, false
+	if st.Secret != "" {
+		err = totp.Verify(ctx, user, st.Secret, in.TOTP)
+	}
+	if errors.Is(err, mfa.ErrInvalidCode) && st.Pending != "" {
+		err, pending = totp.Verify(ctx, user, st.Pending, in.TOTP), true
+	}
+	refuse := func(err error) bool {
 		a.logins.WithLabelValues("ldap", "failure", "mfa").Inc()
 		a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "failure", "reason", "mfa", "err", err)
-		_ = a.guard.Failure(r.Context(), in.Username, addr)
+		_ = a.guard.Failure(ctx, in.Username, addr)
 		authError(w, http.StatusUnauthorized, "invalid_mfa_code", "the TOTP code is not valid")
 		return false
 	}
-	if !enrolled {
-		a.mu.Lock()
-		a.secrets[key] = secret
-		delete(a.pending, key)
-		a.mu.Unlock()
+	switch {
+	case errors.Is(err, mfa.ErrInvalidCode), errors.Is(err, mfa.ErrCodeReused):
+		return refuse(err)
+	case err != nil:
+		return unavailable(err) // the used-steps store
+	case !pending:
+		return true
 	}
+	ok, err := a.shared.secrets.Confirm(ctx, user, st)
+	switch {
+	case err != nil:
+		return unavailable(err)
+	case !ok: // completed or replaced by another request meanwhile
+		return refuse(errors.New("the pending enrolment changed meanwhile"))
+	}
+	a.log.Info("totp enrolment completed", "tenant", t.ID, "user", in.Username)
 	return true
 }
 
@@ -426,11 +457,14 @@ func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	key := t.ID + "/" + strings.ToLower(in.Username)
-	a.mu.Lock()
-	_, enrolled := a.secrets[key]
-	a.mu.Unlock()
-	if enrolled && !a.verifyTOTP(w, r, t, in, clientAddr(r)) {
+	user := mfaUser(t, id)
+	st, err := a.shared.secrets.Load(r.Context(), user)
+	if err != nil {
+		a.log.Error("totp enrolment unavailable", "tenant", t.ID, "user", in.Username, "err", err)
+		authError(w, http.StatusServiceUnavailable, "unavailable", "enrolment is unavailable")
+		return
+	}
+	if st.Secret != "" && !a.verifyTOTP(w, r, t, in, id, clientAddr(r)) {
 		return
 	}
 	totp, err := a.totpFor(t)
@@ -439,14 +473,14 @@ func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e, err := totp.Enroll(id.Username)
+	if err == nil {
+		err = a.shared.secrets.Begin(r.Context(), user, e.Secret, mfa.DefaultPendingTTL)
+	}
 	if err != nil {
+		a.log.Error("totp enrolment unavailable", "tenant", t.ID, "user", in.Username, "err", err)
 		authError(w, http.StatusServiceUnavailable, "unavailable", "enrolment is unavailable")
 		return
 	}
-	a.mu.Lock()
-	delete(a.secrets, key)
-	a.pending[key] = e
-	a.mu.Unlock()
 	a.log.Info("totp enrolment started", "tenant", t.ID, "user", in.Username)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -24,23 +24,26 @@ const (
 	// samlRequestTTL is how long an AuthnRequest may wait for its response
 	// (the user is logging in at the IdP, perhaps with MFA).
 	samlRequestTTL = 10 * time.Minute
-	// maxPendingSAML bounds the pending AuthnRequests remembered.
-	maxPendingSAML = 100_000
+	// maxSAMLRequestID bounds the request id read from the cookie (ours
+	// are 43 bytes).
+	maxSAMLRequestID = 128
 	// samlMetadataRefresh is how often IdP metadata from a URL is fetched
 	// again (a failure keeps the last good metadata).
 	samlMetadataRefresh = time.Hour
 )
 
-// samlLogins holds the tenants' service providers and the pending
-// AuthnRequests. One replay store serves every SP, across reloads.
+// samlLogins holds the tenants' service providers. One replay store and
+// one store of pending AuthnRequests serve every SP, across reloads; both
+// are in Redis with sessions.redis, so that the ACS post of a login may
+// reach another replica than the one that started it.
 type samlLogins struct {
-	ctx    context.Context // metadata refresh loops; ends with close
-	stop   context.CancelFunc
-	replay samlsp.ReplayStore
+	ctx      context.Context // metadata refresh loops; ends with close
+	stop     context.CancelFunc
+	replay   samlsp.ReplayStore
+	requests samlsp.RequestStore
 
-	mu      sync.Mutex // guards sps and pending
-	sps     map[string]*samlEntry
-	pending map[string]samlPending // AuthnRequest id → its tenant and expiry
+	mu  sync.Mutex // guards sps
+	sps map[string]*samlEntry
 }
 
 type samlEntry struct {
@@ -50,15 +53,9 @@ type samlEntry struct {
 	cancel context.CancelFunc // its metadata refresh loop (URL metadata only)
 }
 
-type samlPending struct {
-	tenant string
-	until  time.Time
-}
-
-func newSAMLLogins(replay samlsp.ReplayStore) *samlLogins {
+func newSAMLLogins(replay samlsp.ReplayStore, requests samlsp.RequestStore) *samlLogins {
 	ctx, stop := context.WithCancel(context.Background())
-	return &samlLogins{ctx: ctx, stop: stop, replay: replay,
-		sps: map[string]*samlEntry{}, pending: map[string]samlPending{}}
+	return &samlLogins{ctx: ctx, stop: stop, replay: replay, requests: requests, sps: map[string]*samlEntry{}}
 }
 
 func samlConfig(c *config.Config, s *config.SAML) samlsp.Config {
@@ -175,34 +172,19 @@ func (s *samlLogins) sp(tenant string) *samlsp.ServiceProvider {
 	return nil
 }
 
-// remember records a pending AuthnRequest.
-func (s *samlLogins) remember(id, tenant string, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.pending) >= maxPendingSAML {
-		for k, p := range s.pending {
-			if !now.Before(p.until) {
-				delete(s.pending, k)
-			}
-		}
-		if len(s.pending) >= maxPendingSAML {
-			return false
-		}
-	}
-	s.pending[id] = samlPending{tenant: tenant, until: now.Add(samlRequestTTL)}
-	return true
+// remember records a pending AuthnRequest of tenant.
+func (s *samlLogins) remember(ctx context.Context, id, tenant string, now time.Time) error {
+	return s.requests.Remember(ctx, id, tenant, now.Add(samlRequestTTL))
 }
 
-// consume takes a pending AuthnRequest of tenant (once).
-func (s *samlLogins) consume(id, tenant string, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pending[id]
-	if !ok {
-		return false
+// consume takes a pending AuthnRequest (once, on any replica) and reports
+// whether it was tenant's. An error means the store cannot tell.
+func (s *samlLogins) consume(ctx context.Context, id, tenant string) (bool, error) {
+	if len(id) > maxSAMLRequestID {
+		return false, nil
 	}
-	delete(s.pending, id)
-	return p.tenant == tenant && now.Before(p.until)
+	owner, ok, err := s.requests.Take(ctx, id)
+	return ok && owner == tenant, err
 }
 
 // samlRoutes mounts the SAML endpoints.
@@ -270,8 +252,8 @@ func (a *auth) samlLogin(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusServiceUnavailable, "saml_unavailable", "single sign-on is unavailable; try again later")
 		return
 	}
-	if !a.saml.remember(id, t.ID, a.now()) {
-		a.log.Warn("saml login refused: too many pending requests", "tenant", t.ID)
+	if err := a.saml.remember(r.Context(), id, t.ID, a.now()); err != nil {
+		a.log.Warn("saml login refused: cannot remember the request", "tenant", t.ID, "err", err)
 		authError(w, http.StatusServiceUnavailable, "saml_unavailable", "single sign-on is unavailable; try again later")
 		return
 	}
@@ -299,7 +281,13 @@ func (a *auth) samlACS(w http.ResponseWriter, r *http.Request) {
 	var ids []string
 	if c, err := r.Cookie(CookieSAMLRequest); err == nil && c.Value != "" {
 		a.samlRequestCookie(w, "", -1)
-		if a.saml.consume(c.Value, t.ID, a.now()) {
+		ok, err := a.saml.consume(ctx, c.Value, t.ID)
+		if err != nil {
+			audit("error", "request_store", "", err)
+			authError(w, http.StatusServiceUnavailable, "saml_unavailable", "single sign-on is unavailable; try again later")
+			return
+		}
+		if ok {
 			ids = []string{c.Value}
 		}
 	}

@@ -1,6 +1,9 @@
 package extauthz
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,27 +17,45 @@ import (
 
 // sharedStores are the stores of the login service: in memory (one
 // replica), or all in one Redis (sessions.redis) so that replicas share
-// sessions, signing keys, brute-force counters, used TOTP steps and used
-// SAML assertion IDs. Every Redis key starts with "kailash:".
+// sessions, signing keys, brute-force counters, TOTP secrets (enrolled and
+// pending) and used steps, pending SAML AuthnRequest ids and used SAML
+// assertion IDs. Every Redis key starts with "kailash:".
 type sharedStores struct {
 	client   *redis.Client // nil in memory
 	keys     session.KeyStore
 	sessions session.Store
 	lockout  lockout.Store
 	used     mfa.UsedSteps
+	secrets  mfa.SecretStore
 	replay   samlsp.ReplayStore
+	requests samlsp.RequestStore
 }
 
-func newSharedStores(rc *config.Redis, now func() time.Time) (sharedStores, error) {
+func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, error) {
+	rc := s.Redis
 	if rc == nil {
 		return sharedStores{
 			sessions: session.NewMemoryStore(), lockout: lockout.NewMemoryStore(now),
-			used: mfa.NewMemoryUsedSteps(), replay: samlsp.NewMemoryReplayStore(0),
+			used: mfa.NewMemoryUsedSteps(), secrets: mfa.NewMemorySecrets(now),
+			replay: samlsp.NewMemoryReplayStore(0), requests: samlsp.NewMemoryRequestStore(0, now),
 		}, nil
 	}
 	pw, err := rc.Password()
 	if err != nil {
 		return sharedStores{}, err
+	}
+	var sealer *mfa.Sealer
+	switch raw, err := s.TOTPKey(); {
+	case err != nil:
+		return sharedStores{}, err
+	case raw != "":
+		key, err := mfa.ParseKey(raw)
+		if err == nil {
+			sealer, err = mfa.NewSealer(key)
+		}
+		if err != nil {
+			return sharedStores{}, fmt.Errorf("sessions.totp_key_env: %w", err)
+		}
 	}
 	timeout := rc.Timeout
 	if timeout <= 0 {
@@ -51,14 +72,40 @@ func newSharedStores(rc *config.Redis, now func() time.Time) (sharedStores, erro
 		MinIdleConns:          4,
 		DisableIdentity:       true,
 	})
+	var secrets mfa.SecretStore = noSecretKey{}
+	if sealer != nil {
+		if secrets, err = mfa.NewRedisSecrets(c, "", sealer); err != nil {
+			_ = c.Close()
+			return sharedStores{}, err
+		}
+	}
 	return sharedStores{
 		client:   c,
 		keys:     session.NewRedisKeyStore(c, ""),
 		sessions: session.NewRedisStore(c, ""),
 		lockout:  lockout.NewRedisStore(c, "", now),
 		used:     mfa.NewRedisUsedSteps(c, "", 0),
+		secrets:  secrets,
 		replay:   samlsp.NewRedisReplayStore(c, ""),
+		requests: samlsp.NewRedisRequestStore(c, "", now),
 	}, nil
+}
+
+// errNoTOTPKey: Redis holds the TOTP secrets, sealed, and no key is set.
+var errNoTOTPKey = errors.New("TOTP secrets are sealed in sessions.redis: set sessions.totp_key_env")
+
+// noSecretKey is the SecretStore with Redis but no sealing key (allowed
+// while no tenant requires MFA): TOTP enrolment is unavailable.
+type noSecretKey struct{}
+
+func (noSecretKey) Load(context.Context, string) (mfa.UserSecrets, error) {
+	return mfa.UserSecrets{}, errNoTOTPKey
+}
+
+func (noSecretKey) Begin(context.Context, string, string, time.Duration) error { return errNoTOTPKey }
+
+func (noSecretKey) Confirm(context.Context, string, mfa.UserSecrets) (bool, error) {
+	return false, errNoTOTPKey
 }
 
 func (s sharedStores) close() {
