@@ -35,8 +35,9 @@ type Sessions struct {
 	IdentityAudience string        `yaml:"identity_audience"`
 	IdentityTTL      time.Duration `yaml:"identity_ttl"`
 	// Redis, when set, holds what authz replicas must share: sessions and
-	// refresh tokens, the signing keys, brute-force counters, used TOTP
-	// steps and used SAML assertion IDs (all keys start with "kailash:").
+	// refresh tokens, the signing keys, brute-force counters, TOTP secrets
+	// (sealed, see TOTPKeyEnv) and used steps, pending SAML requests and
+	// used SAML assertion IDs (all keys start with "kailash:").
 	// Unset, all of it is in memory: run one authz replica only.
 	Redis *Redis `yaml:"redis"`
 	// RecheckEvery bounds how long a session revoked on one replica stays
