@@ -287,3 +287,22 @@ func BenchmarkFanout100(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNew10k is a control plane's start at 10,000 tenants with every
+// edge feature: translation, hashing, the first snapshot and its version
+// map.
+func BenchmarkNew10k(b *testing.B) {
+	for _, routes := range []string{config.RoutesPerTenant, config.RoutesSingle} {
+		b.Run("routes="+routes, func(b *testing.B) {
+			cfg := edgeConfig10k(routes)
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := New(cfg, Options{Logger: discardLogger()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+		})
+	}
+}
