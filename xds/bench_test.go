@@ -218,43 +218,49 @@ func BenchmarkFanout100(b *testing.B) {
 				defer conn.Close()
 				node := &corev3.Node{Id: fmt.Sprintf("fanout-%d", n)}
 				ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+				// recv waits for a route response, acks it and returns
+				// how many resources it carried.
+				var recv func() (int, error)
 				if mode.protocol == config.XDSDelta {
 					st, err := ads.DeltaAggregatedResources(ctx)
+					if err == nil {
+						err = st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.RouteType, ResourceNamesSubscribe: routeNames})
+					}
 					if err != nil {
 						b.Fatal(err)
 					}
-					if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.RouteType, ResourceNamesSubscribe: routeNames}); err != nil {
-						b.Fatal(err)
-					}
-					go func() {
-						for {
-							r, err := st.Recv()
-							if err != nil {
-								return
-							}
-							_ = st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce})
-							got <- len(r.Resources)
+					recv = func() (int, error) {
+						r, err := st.Recv()
+						if err != nil {
+							return 0, err
 						}
-					}()
+						return len(r.Resources), st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce})
+					}
 				} else {
 					st, err := ads.StreamAggregatedResources(ctx)
+					if err == nil {
+						err = st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType, ResourceNames: routeNames})
+					}
 					if err != nil {
 						b.Fatal(err)
 					}
-					if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.RouteType, ResourceNames: routeNames}); err != nil {
-						b.Fatal(err)
-					}
-					go func() {
-						for {
-							r, err := st.Recv()
-							if err != nil {
-								return
-							}
-							_ = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, ResourceNames: routeNames, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce})
-							got <- len(r.Resources)
+					recv = func() (int, error) {
+						r, err := st.Recv()
+						if err != nil {
+							return 0, err
 						}
-					}()
+						return len(r.Resources), st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, ResourceNames: routeNames, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce})
+					}
 				}
+				go func() {
+					for {
+						n, err := recv()
+						if err != nil {
+							return
+						}
+						got <- n
+					}
+				}()
 			}
 			wait := func() (resources int) {
 				for range nodes {
