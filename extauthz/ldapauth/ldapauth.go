@@ -54,6 +54,7 @@ const (
 	ReasonSearch          = "search_failed"
 	ReasonTimeout         = "timeout"
 	ReasonTLS             = "tls"
+	ReasonNoUsername      = "no_username_attribute"
 )
 
 // Error is an authentication failure. Error() prints only the Kind, so an
@@ -90,6 +91,12 @@ func unavailable(reason string, cause error) error {
 // Attributes names the directory attributes read into an Identity. Empty
 // fields take the defaults of DefaultAttributes.
 type Attributes struct {
+	// Username is the attribute holding the account's name as the
+	// directory stores it: the canonical spelling that becomes
+	// Identity.Username, whatever spelling the user typed. Empty: the
+	// attribute UserFilter compares with the username ("(uid=%s)": uid,
+	// "(&(objectClass=user)(sAMAccountName=%s))": sAMAccountName), else uid.
+	Username   string `yaml:"username"`
 	Email      string `yaml:"email"`
 	GivenName  string `yaml:"given_name"`
 	FamilyName string `yaml:"family_name"`
@@ -231,6 +238,9 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 		cfg.PoolSize = 8
 	}
 	a := &Authenticator{cfg: cfg, attrs: withDefaults(cfg.Attributes), log: slog.Default()}
+	if a.attrs.Username == "" {
+		a.attrs.Username = filterAttribute(cfg.UserFilter)
+	}
 	for _, o := range opts {
 		o(a)
 	}
@@ -242,7 +252,7 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 		a.groupRoles = append(a.groupRoles, groupRole{dn: parsed, role: role})
 	}
 	at := a.attrs
-	a.attrList = compact([]string{at.Email, at.GivenName, at.FamilyName, at.Department, at.Title, at.Clearance, at.Location, at.Groups})
+	a.attrList = compact([]string{at.Username, at.Email, at.GivenName, at.FamilyName, at.Department, at.Title, at.Clearance, at.Location, at.Groups})
 	// Binding as this DN fails like a wrong password does, so an unknown
 	// user costs the same round trips as a known one.
 	a.dummyDN = "cn=kailash-no-such-user," + cfg.UserBaseDN
@@ -306,11 +316,29 @@ func withDefaults(a Attributes) Attributes {
 		return v
 	}
 	return Attributes{
-		Email: pick(a.Email, d.Email), GivenName: pick(a.GivenName, d.GivenName),
+		Username: a.Username, // empty: from the filter (New)
+		Email:    pick(a.Email, d.Email), GivenName: pick(a.GivenName, d.GivenName),
 		FamilyName: pick(a.FamilyName, d.FamilyName), Department: pick(a.Department, d.Department),
 		Title: pick(a.Title, d.Title), Clearance: pick(a.Clearance, d.Clearance),
 		Location: pick(a.Location, d.Location), Groups: pick(a.Groups, d.Groups),
 	}
+}
+
+// filterAttribute is the attribute a user filter compares with the
+// username: the attribute description of its "(attr=%s)" assertion, or uid
+// when there is none (a substring or extensible match).
+func filterAttribute(filter string) string {
+	i := strings.Index(filter, "=%s)")
+	if i < 0 {
+		return "uid"
+	}
+	attr := filter[strings.LastIndexByte(filter[:i], '(')+1 : i]
+	if attr == "" || strings.IndexFunc(attr, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == ';')
+	}) >= 0 {
+		return "uid"
+	}
+	return attr
 }
 
 func compact(s []string) []string {
@@ -345,13 +373,47 @@ func ValidUsername(s string) bool {
 
 // Authenticate checks username and password. On success it returns the
 // user's identity; otherwise an error wrapping ErrInvalidCredentials or
-// ErrUnavailable (see Reason for the audit code).
+// ErrUnavailable (see Reason for the audit code). It is Lookup then Verify.
 func (a *Authenticator) Authenticate(ctx context.Context, username, password string) (*Identity, error) {
 	// An empty password would be an unauthenticated bind, which LDAP
-	// servers answer with success: never send one.
+	// servers answer with success: never send one (nor search for it).
 	if password == "" {
 		return nil, invalid(ReasonEmptyPassword, nil)
 	}
+	acct, err := a.Lookup(ctx, username)
+	if err != nil {
+		return nil, err
+	}
+	return a.Verify(ctx, acct, password)
+}
+
+// Account is what a username resolves to in the directory, before any
+// password is checked: the entry (Found) or no entry (an unknown user).
+// Callers key per-account state, such as failure counters, by it, since the
+// directory matches many spellings of a name to one entry (OpenLDAP's uid
+// ignores case and width: alice, ALICE, ａｌｉｃｅ and alİce are one
+// account).
+type Account struct {
+	// DN is the entry's DN as the directory returned it ("" when not found).
+	DN string
+	// Username is the entry's username attribute as stored in the
+	// directory (see Attributes.Username): the canonical spelling. ""
+	// when not found, or when the entry has no such attribute.
+	Username string
+
+	entry *ldap.Entry
+}
+
+// Found reports whether the username resolved to an entry.
+func (acct *Account) Found() bool { return acct.entry != nil }
+
+// Lookup resolves a username to its Account with the service account's
+// search. An unknown user is an Account that is not Found, with no error;
+// the errors are ErrInvalidCredentials (a username that cannot be valid,
+// one matching several entries) and ErrUnavailable. Lookup reveals whether
+// the user exists to its caller, who must not pass that on: Verify an
+// unknown Account too, so that both cost the same round trips.
+func (a *Authenticator) Lookup(ctx context.Context, username string) (*Account, error) {
 	if !ValidUsername(username) {
 		return nil, invalid(ReasonInvalidUsername, nil)
 	}
@@ -359,17 +421,64 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 	if err != nil {
 		return nil, err
 	}
-	if entry == nil {
-		// Same round trips as a real user: bind a DN that does not exist.
+	acct := &Account{}
+	if entry != nil {
+		acct.entry, acct.DN, acct.Username = entry, entry.DN, canonicalName(entry, a.attrs.Username)
+	}
+	return acct, nil
+}
+
+// Verify checks the password of a looked-up Account with the user's own
+// bind, and returns the identity. An unknown Account binds a DN that does
+// not exist, so it costs the same round trips as a wrong password and fails
+// the same way (ErrInvalidCredentials). An entry without the username
+// attribute cannot make an identity: ErrUnavailable (a directory or
+// configuration problem), after the password was checked.
+func (a *Authenticator) Verify(ctx context.Context, acct *Account, password string) (*Identity, error) {
+	if password == "" {
+		return nil, invalid(ReasonEmptyPassword, nil)
+	}
+	if !acct.Found() {
 		if err := a.bind(ctx, a.dummyDN, password); err != nil && errors.Is(err, ErrUnavailable) {
 			return nil, err
 		}
 		return nil, invalid(ReasonUnknownUser, nil)
 	}
-	if err := a.bind(ctx, entry.DN, password); err != nil {
+	if err := a.bind(ctx, acct.DN, password); err != nil {
 		return nil, err
 	}
-	return a.identity(username, entry), nil
+	if acct.Username == "" {
+		return nil, a.unavailable(ctx, ReasonNoUsername,
+			fmt.Errorf("entry %q has no %s attribute (the username attribute)", acct.DN, a.attrs.Username))
+	}
+	return a.identity(acct.Username, acct.entry), nil
+}
+
+// canonicalName is the entry's username attribute as stored. Of several
+// values, the one naming the entry in its DN's first RDN, else the least:
+// the same value whichever the user typed, so that one account has one
+// name.
+func canonicalName(e *ldap.Entry, attr string) string {
+	values := e.GetEqualFoldAttributeValues(attr)
+	switch len(values) {
+	case 0:
+		return ""
+	case 1:
+		return values[0]
+	}
+	if dn, err := ldap.ParseDN(e.DN); err == nil && len(dn.RDNs) > 0 {
+		for _, ava := range dn.RDNs[0].Attributes {
+			if !strings.EqualFold(ava.Type, attr) {
+				continue
+			}
+			for _, v := range values {
+				if strings.EqualFold(v, ava.Value) {
+					return v
+				}
+			}
+		}
+	}
+	return slices.Min(values)
 }
 
 // find searches for the user's entry; nil without error when there is no
