@@ -278,7 +278,7 @@ func (a *auth) authenticate(w http.ResponseWriter, r *http.Request, t config.Ten
 		authError(w, http.StatusNotFound, "login_not_configured", "this tenant has no directory login")
 		return nil, false
 	}
-	if err := a.guard.Check(ctx, in.Username, addr); err != nil {
+	if err := a.guard.Check(ctx, lockout.UserKey(t.ID, in.Username), addr); err != nil {
 		var le *lockout.LockedError
 		if errors.As(err, &le) {
 			audit("locked", le.Scope, nil)
@@ -294,7 +294,7 @@ func (a *auth) authenticate(w http.ResponseWriter, r *http.Request, t config.Ten
 	switch {
 	case errors.Is(err, ldapauth.ErrInvalidCredentials):
 		audit("failure", ldapauth.Reason(err), nil)
-		_ = a.guard.Failure(ctx, in.Username, addr)
+		_ = a.guard.Failure(ctx, lockout.UserKey(t.ID, in.Username), addr)
 		authError(w, http.StatusUnauthorized, "invalid_credentials", "invalid username or password")
 		return nil, false
 	case err != nil:
@@ -329,7 +329,7 @@ func (a *auth) login(w http.ResponseWriter, r *http.Request) {
 		}
 		amr = append(amr, "otp")
 	}
-	_ = a.guard.Success(ctx, in.Username)
+	_ = a.guard.Success(ctx, lockout.UserKey(t.ID, in.Username))
 	attrs := id.Attributes()
 	tokens, err := a.sessions.Issue(ctx, session.Identity{Subject: id.Username, Tenant: t.ID, Roles: id.Roles,
 		Groups: id.Groups, Attributes: attrs, Method: "ldap", AMR: amr})
@@ -398,7 +398,7 @@ func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenan
 	refuse := func(err error) bool {
 		a.logins.WithLabelValues("ldap", "failure", "mfa").Inc()
 		a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "failure", "reason", "mfa", "err", err)
-		_ = a.guard.Failure(ctx, in.Username, addr)
+		_ = a.guard.Failure(ctx, lockout.UserKey(t.ID, in.Username), addr)
 		authError(w, http.StatusUnauthorized, "invalid_mfa_code", "the TOTP code is not valid")
 		return false
 	}

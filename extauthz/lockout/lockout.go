@@ -1,10 +1,15 @@
 // Package lockout is brute-force protection for logins: failures are
-// counted per username and per client address, and after MaxFailures within
-// Window the key is locked for LockFor.
+// counted per user account and per client address, and after MaxFailures
+// within Window the key is locked for LockFor.
 //
-// A username is counted whether or not it exists, and a locked key is
-// refused before the directory is asked, so neither the counting nor the
-// lock reveals which usernames exist.
+// A user is its account, not the spelling typed: the caller keys a user by
+// the directory entry the name resolves to (AccountKey), so that ALICE,
+// ａｌｉｃｅ and alice, which the directory binds as one account, share one
+// budget; a name no entry answers to is keyed by its Unicode NFKC case fold
+// (UserKey), so it is counted whether or not it exists and its spellings
+// count together. A locked key is refused before any password is checked,
+// so neither the counting nor the lock reveals which usernames exist or
+// whether a password was right.
 package lockout
 
 import (
@@ -15,6 +20,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/text/cases"
+	"golang.org/x/text/unicode/norm"
 )
 
 // ErrLocked is returned (wrapped in *LockedError) while a user or address is
@@ -51,7 +59,7 @@ type Store interface {
 
 // Config tunes a Guard. Zero fields take the defaults.
 type Config struct {
-	// MaxFailures per username before it is locked (default 5).
+	// MaxFailures per user before it is locked (default 5).
 	MaxFailures int
 	// MaxAddressFailures per client address (default: MaxFailures). Many
 	// users may share an address behind NAT: raise it there.
@@ -97,10 +105,28 @@ func New(store Store, cfg Config) *Guard {
 	return &Guard{cfg: cfg, store: store}
 }
 
-// UserKey normalises a username (case and surrounding space do not make a
-// new counter).
-func UserKey(username string) string {
-	return "u:" + strings.ToLower(strings.TrimSpace(username))
+// AccountKey is the per-user key of a directory account: the tenant and
+// the entry's DN, lower-cased. Every spelling of a username that the
+// directory resolves to the entry shares it.
+func AccountKey(tenant, dn string) string {
+	return "d:" + tenant + "/" + strings.ToLower(strings.TrimSpace(dn))
+}
+
+// UserKey is the per-user key of a username that no directory account
+// answers to (or that cannot be looked up): the tenant and Fold(username).
+// Its prefix differs from AccountKey's, so no typed name can count against
+// an account's key.
+func UserKey(tenant, username string) string {
+	return "u:" + tenant + "/" + Fold(username)
+}
+
+// Fold is a username's Unicode NFKC case fold, without surrounding space:
+// width, compatibility forms and case do not make a new counter (ALICE,
+// ａｌｉｃｅ and alice fold alike).
+func Fold(username string) string {
+	s := norm.NFKC.String(strings.TrimSpace(username))
+	// A Caser keeps state: one per call.
+	return norm.NFKC.String(cases.Fold().String(s))
 }
 
 // AddressKey normalises a client address ("ip" or "ip:port"): IPv4 as is,
@@ -122,11 +148,13 @@ func AddressKey(addr string) string {
 }
 
 // Check returns a *LockedError when the user or the address is locked, nil
-// when the attempt may proceed. Call it before checking the password. A
-// store error is returned as is: fail closed (503).
-func (g *Guard) Check(ctx context.Context, username, addr string) error {
+// when the attempt may proceed. Call it before checking the password. user
+// is a key from AccountKey or UserKey; an empty user or addr is not
+// checked (to check the address before the user is looked up). A store
+// error is returned as is: fail closed (503).
+func (g *Guard) Check(ctx context.Context, user, addr string) error {
 	now := g.cfg.Now()
-	for _, k := range g.keys(username, addr) {
+	for _, k := range g.keys(user, addr) {
 		until, err := g.store.LockedUntil(ctx, k.key)
 		if err != nil {
 			return fmt.Errorf("lockout: %w", err)
@@ -139,12 +167,13 @@ func (g *Guard) Check(ctx context.Context, username, addr string) error {
 }
 
 // Failure records a failed attempt (call it for any invalid credentials,
-// never for "directory unavailable"). It returns a *LockedError when this
-// failure locked the user or the address.
-func (g *Guard) Failure(ctx context.Context, username, addr string) error {
+// never for "directory unavailable") against the user's key (AccountKey or
+// UserKey) and the address. It returns a *LockedError when this failure
+// locked the user or the address.
+func (g *Guard) Failure(ctx context.Context, user, addr string) error {
 	now := g.cfg.Now()
 	var locked *LockedError
-	for _, k := range g.keys(username, addr) {
+	for _, k := range g.keys(user, addr) {
 		n, err := g.store.Incr(ctx, k.key, g.cfg.Window)
 		if err != nil {
 			return fmt.Errorf("lockout: %w", err)
@@ -168,10 +197,11 @@ func (g *Guard) Failure(ctx context.Context, username, addr string) error {
 	return nil
 }
 
-// Success forgets the user's failures. The address's failures stay: one
-// good login must not reset the count of an address spraying passwords.
-func (g *Guard) Success(ctx context.Context, username string) error {
-	if err := g.store.Reset(ctx, UserKey(username)); err != nil {
+// Success forgets the failures of user (its AccountKey). The address's
+// failures stay: one good login must not reset the count of an address
+// spraying passwords.
+func (g *Guard) Success(ctx context.Context, user string) error {
+	if err := g.store.Reset(ctx, user); err != nil {
 		return fmt.Errorf("lockout: %w", err)
 	}
 	return nil
@@ -182,8 +212,11 @@ type scopedKey struct {
 	max        int
 }
 
-func (g *Guard) keys(username, addr string) []scopedKey {
-	keys := []scopedKey{{"user", UserKey(username), g.cfg.MaxFailures}}
+func (g *Guard) keys(user, addr string) []scopedKey {
+	var keys []scopedKey
+	if user != "" {
+		keys = append(keys, scopedKey{"user", user, g.cfg.MaxFailures})
+	}
 	if addr != "" {
 		keys = append(keys, scopedKey{"address", AddressKey(addr), g.cfg.MaxAddressFailures})
 	}

@@ -65,6 +65,14 @@ func testGuard(t *testing.T) {
 			fail("Alice", "10.0.0.1"), fail("ALICE", "10.0.0.2"), fail(" alice", "10.0.0.3"), fail("alice ", "10.0.0.4"),
 			failLocks("alice", "10.0.0.5", "user"),
 		}},
+		{"username width and compatibility forms share a counter", Config{}, []step{
+			fail("ａｌｉｃｅ", "10.0.0.1"), fail("ＡＬＩＣＥ", "10.0.0.2"), fail("ᴬlice", "10.0.0.3"), fail("Ａlice", "10.0.0.4"),
+			check("alice", "", ""), failLocks("ALICE", "10.0.0.5", "user"), check("ａｌｉｃｅ", "", "user"),
+		}},
+		{"the address alone is checked without a user", Config{MaxAddressFailures: 2}, []step{
+			fail("u1", "10.0.0.1"), check("", "10.0.0.1", ""), failLocks("u2", "10.0.0.1", "address"),
+			check("", "10.0.0.1", "address"), check("u3", "", ""),
+		}},
 		{"one address spraying many users is locked", Config{}, []step{
 			fail("u1", "192.0.2.7:5000"), fail("u2", "192.0.2.7:5001"), fail("u3", "192.0.2.7"), fail("u4", "192.0.2.7"),
 			failLocks("u5", "192.0.2.7", "address"),
@@ -105,19 +113,23 @@ func testGuard(t *testing.T) {
 			ctx := context.Background()
 			for i, s := range tt.steps {
 				var err error
+				user := ""
+				if s.user != "" {
+					user = UserKey("acme", s.user)
+				}
 				switch s.op {
 				case "wait":
 					clk.Add(s.wait)
 					continue
 				case "success":
-					if err := g.Success(ctx, s.user); err != nil {
+					if err := g.Success(ctx, user); err != nil {
 						t.Fatalf("step %d: %v", i, err)
 					}
 					continue
 				case "fail":
-					err = g.Failure(ctx, s.user, s.addr)
+					err = g.Failure(ctx, user, s.addr)
 				case "check":
-					err = g.Check(ctx, s.user, s.addr)
+					err = g.Check(ctx, user, s.addr)
 				}
 				var le *LockedError
 				switch {
@@ -138,8 +150,8 @@ func TestLockedErrorRevealsNothing(t *testing.T) { forEachStore(t, testLockedErr
 func testLockedErrorRevealsNothing(t *testing.T) {
 	g, _ := newGuard(t, Config{MaxFailures: 1})
 	ctx := context.Background()
-	e1 := g.Failure(ctx, "alice", "")
-	e2 := g.Failure(ctx, "no-such-user", "")
+	e1 := g.Failure(ctx, AccountKey("acme", "uid=alice,ou=people,dc=example,dc=com"), "")
+	e2 := g.Failure(ctx, UserKey("acme", "no-such-user"), "")
 	if e1 == nil || e2 == nil || e1.Error() != e2.Error() {
 		t.Fatalf("messages differ: %v / %v", e1, e2)
 	}
@@ -176,6 +188,34 @@ func TestStoreErrorFailsClosed(t *testing.T) {
 	err := g.Check(context.Background(), "alice", "")
 	if err == nil || errors.Is(err, ErrLocked) {
 		t.Fatalf("got %v, want a store error", err)
+	}
+}
+
+func TestUserKeys(t *testing.T) {
+	alice := AccountKey("acme", "uid=alice,ou=people,dc=example,dc=com")
+	if got := AccountKey("acme", "UID=Alice,OU=People,DC=example,DC=com"); got != alice {
+		t.Errorf("DN case makes another key: %q vs %q", got, alice)
+	}
+	if AccountKey("globex", "uid=alice,ou=people,dc=example,dc=com") == alice {
+		t.Error("two tenants share an account key")
+	}
+	// A typed name that spells the DN is not the account.
+	if UserKey("acme", "uid=alice,ou=people,dc=example,dc=com") == alice {
+		t.Error("a typed name counts against an account")
+	}
+	for _, spelling := range []string{"alice", "ALICE", "Alice", " alice ", "ａｌｉｃｅ", "ＡＬＩＣＥ", "ᴬlice"} {
+		if got := UserKey("acme", spelling); got != "u:acme/alice" {
+			t.Errorf("UserKey(%q) = %q, want u:acme/alice", spelling, got)
+		}
+	}
+	if UserKey("acme", "alice") == UserKey("globex", "alice") || UserKey("acme", "alice") == UserKey("acme", "alicia") {
+		t.Error("distinct names or tenants share a key")
+	}
+	// Full case folding: ß is ss, Σ/σ/ς are one letter.
+	for a, b := range map[string]string{"STRASSE": "straße", "ΟΔΥΣΣΕΥΣ": "οδυσσευς", "ｍａｌｌｏｒｙ": "MALLORY"} {
+		if Fold(a) != Fold(b) {
+			t.Errorf("Fold(%q) = %q, Fold(%q) = %q", a, Fold(a), b, Fold(b))
+		}
 	}
 }
 

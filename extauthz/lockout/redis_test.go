@@ -43,19 +43,23 @@ func TestRedisGuardsShareCounts(t *testing.T) {
 	a := New(NewRedisStore(c, "", clk.Now), cfg)
 	b := New(NewRedisStore(c, "", clk.Now), cfg)
 	ctx := context.Background()
+	alice := AccountKey("acme", "uid=alice,ou=people,dc=example,dc=com")
 	for i, g := range []*Guard{a, b, a} {
-		if err := g.Failure(ctx, "alice", "10.0.0.1"); err != nil {
+		if err := g.Failure(ctx, alice, "10.0.0.1"); err != nil {
 			t.Fatalf("failure %d: %v", i+1, err)
 		}
 	}
-	if err := b.Failure(ctx, "Alice", "10.0.0.2"); !errors.Is(err, ErrLocked) {
+	if err := b.Failure(ctx, alice, "10.0.0.2"); !errors.Is(err, ErrLocked) {
 		t.Fatalf("4th failure, on B: %v", err)
 	}
-	if err := a.Check(ctx, "alice", ""); !errors.Is(err, ErrLocked) {
+	if err := a.Check(ctx, alice, ""); !errors.Is(err, ErrLocked) {
 		t.Fatalf("A does not see B's lock: %v", err)
 	}
+	if err := a.Failure(ctx, UserKey("acme", "ＮＯＢＯＤＹ"), ""); err != nil {
+		t.Fatalf("an unknown user: %v", err)
+	}
 	clk.Add(DefaultLockFor)
-	if err := a.Check(ctx, "alice", ""); err != nil {
+	if err := a.Check(ctx, alice, ""); err != nil {
 		t.Fatalf("after the lock: %v", err)
 	}
 	keys, err := c.Keys(ctx, "*").Result()
