@@ -264,12 +264,22 @@ func authError(w http.ResponseWriter, code int, kind, msg string) {
 }
 
 // authenticate runs the password part of a login: lockout, directory
-// bind, failure counting. It writes the error response itself.
+// lookup and bind, failure counting. It writes the error response itself.
+//
+// The per-user lockout is the account's, not the typed spelling's: the
+// directory binds ALICE, ａｌｉｃｅ and alİce as alice, so the username is
+// resolved to its entry first (a search, no password) and counted by
+// tenant + DN; a name no entry answers to is counted by its NFKC case fold.
+// Both are checked before the password is bound, so a locked account is no
+// password oracle, and both cost one search and, unless locked, one bind,
+// so neither the answer nor its timing tells whether the user exists. A
+// locked address is refused before the directory is asked at all.
 func (a *auth) authenticate(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest) (*ldapauth.Identity, bool) {
 	ctx, addr := r.Context(), clientAddr(r)
+	account := ""
 	audit := func(result, reason string, err error) {
 		a.logins.WithLabelValues("ldap", result, reason).Inc()
-		a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", result, "reason", reason, "err", err)
+		a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "account", account, "addr", addr, "result", result, "reason", reason, "err", err)
 	}
 	a.mu.Lock()
 	entry := a.ldap[t.ID]
@@ -278,31 +288,70 @@ func (a *auth) authenticate(w http.ResponseWriter, r *http.Request, t config.Ten
 		authError(w, http.StatusNotFound, "login_not_configured", "this tenant has no directory login")
 		return nil, false
 	}
-	if err := a.guard.Check(ctx, lockout.UserKey(t.ID, in.Username), addr); err != nil {
+	locked := func(err error) bool {
+		if err == nil {
+			return false
+		}
 		var le *lockout.LockedError
 		if errors.As(err, &le) {
 			audit("locked", le.Scope, nil)
 			w.Header().Set("Retry-After", fmt.Sprint(int(time.Until(le.Until).Seconds())+1))
 			authError(w, http.StatusTooManyRequests, "locked", "too many failed attempts; try again later")
-			return nil, false
+			return true
 		}
 		audit("error", "lockout_store", err)
 		authError(w, http.StatusServiceUnavailable, "unavailable", "login is unavailable")
+		return true
+	}
+	if locked(a.guard.Check(ctx, "", addr)) {
 		return nil, false
 	}
-	id, err := entry.auth.Authenticate(ctx, in.Username, in.Password)
-	switch {
-	case errors.Is(err, ldapauth.ErrInvalidCredentials):
+	failed := func(err error, user string) {
 		audit("failure", ldapauth.Reason(err), nil)
-		_ = a.guard.Failure(ctx, lockout.UserKey(t.ID, in.Username), addr)
+		_ = a.guard.Failure(ctx, user, addr)
 		authError(w, http.StatusUnauthorized, "invalid_credentials", "invalid username or password")
-		return nil, false
-	case err != nil:
+	}
+	unavailable := func(err error) {
 		audit("error", ldapauth.Reason(err), err)
 		authError(w, http.StatusServiceUnavailable, "directory_unavailable", "the directory cannot be reached; try again later")
+	}
+	acct, err := entry.auth.Lookup(ctx, in.Username)
+	switch {
+	case errors.Is(err, ldapauth.ErrInvalidCredentials): // a name that cannot be valid, or ambiguous
+		user := lockout.UserKey(t.ID, in.Username)
+		if !locked(a.guard.Check(ctx, user, "")) {
+			failed(err, user)
+		}
+		return nil, false
+	case err != nil:
+		unavailable(err)
+		return nil, false
+	}
+	user := lockoutUser(t, acct, in.Username)
+	account = acct.DN
+	if locked(a.guard.Check(ctx, user, "")) {
+		return nil, false
+	}
+	id, err := entry.auth.Verify(ctx, acct, in.Password)
+	switch {
+	case errors.Is(err, ldapauth.ErrInvalidCredentials):
+		failed(err, user)
+		return nil, false
+	case err != nil:
+		unavailable(err)
 		return nil, false
 	}
 	return id, true
+}
+
+// lockoutUser is the per-user lockout key of a login: the tenant and the
+// account's directory entry, or, when no entry answers to the name, the
+// name's NFKC case fold.
+func lockoutUser(t config.Tenant, acct *ldapauth.Account, typed string) string {
+	if acct.Found() {
+		return lockout.AccountKey(t.ID, acct.DN)
+	}
+	return lockout.UserKey(t.ID, typed)
 }
 
 func (a *auth) login(w http.ResponseWriter, r *http.Request) {
@@ -329,7 +378,7 @@ func (a *auth) login(w http.ResponseWriter, r *http.Request) {
 		}
 		amr = append(amr, "otp")
 	}
-	_ = a.guard.Success(ctx, lockout.UserKey(t.ID, in.Username))
+	_ = a.guard.Success(ctx, lockout.AccountKey(t.ID, id.DN))
 	attrs := id.Attributes()
 	tokens, err := a.sessions.Issue(ctx, session.Identity{Subject: id.Username, Tenant: t.ID, Roles: id.Roles,
 		Groups: id.Groups, Attributes: attrs, Method: "ldap", AMR: amr})
@@ -344,7 +393,7 @@ func (a *auth) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.logins.WithLabelValues("ldap", "success", "").Inc()
-	a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "success", "session", tokens.SessionID)
+	a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "subject", id.Username, "addr", addr, "result", "success", "session", tokens.SessionID)
 	a.writeTokens(w, tokens)
 }
 
@@ -398,7 +447,7 @@ func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenan
 	refuse := func(err error) bool {
 		a.logins.WithLabelValues("ldap", "failure", "mfa").Inc()
 		a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "failure", "reason", "mfa", "err", err)
-		_ = a.guard.Failure(ctx, lockout.UserKey(t.ID, in.Username), addr)
+		_ = a.guard.Failure(ctx, lockout.AccountKey(t.ID, id.DN), addr)
 		authError(w, http.StatusUnauthorized, "invalid_mfa_code", "the TOTP code is not valid")
 		return false
 	}
