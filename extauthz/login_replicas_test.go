@@ -6,36 +6,24 @@ package extauthz
 
 import (
 	"bytes"
-	"compress/flate"
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
-	"encoding/xml"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/beevik/etree"
-	"github.com/crewjam/saml"
 	"github.com/pquerna/otp/totp"
 	"github.com/redis/go-redis/v9"
-	dsig "github.com/russellhaering/goxmldsig"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/samltest"
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
@@ -66,45 +54,11 @@ func (c *replicaClock) Add(d time.Duration) {
 	c.offset += d
 }
 
-type replicaKeyPair struct {
-	key  *rsa.PrivateKey
-	cert *x509.Certificate
-}
-
-func newReplicaKeyPair(t *testing.T, cn string) replicaKeyPair {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return replicaKeyPair{key, cert}
-}
-
-func writeReplicaFile(t *testing.T, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // replicas is one Redis, one directory, one IdP and two authz servers.
 type replicas struct {
 	server *testenv.Redis
 	redis  *redis.Client
-	idp    replicaKeyPair
+	idp    *samltest.IdP
 	clock  *replicaClock
 	a, b   *replica
 }
@@ -124,17 +78,10 @@ func startReplicas(t *testing.T) *replicas {
 	t.Setenv(replicaTOTPKey, base64.StdEncoding.EncodeToString(key))
 	t.Setenv("KAILASH_TEST_REPLICAS_LDAP_PW", testenv.SlapdServicePW)
 
-	idp := newReplicaKeyPair(t, "test-idp")
-	sp := newReplicaKeyPair(t, "kailash-sp")
-	mu, _ := url.Parse(replicaIdPEntity)
-	su, _ := url.Parse(replicaIdPSSO)
-	md, err := xml.Marshal((&saml.IdentityProvider{Key: idp.key, Certificate: idp.cert, MetadataURL: *mu, SSOURL: *su}).Metadata())
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := writeReplicaFile(t, "sp.key", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(sp.key)}))
-	certFile := writeReplicaFile(t, "sp.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: sp.cert.Raw}))
-	mdFile := writeReplicaFile(t, "idp.xml", md)
+	dir := t.TempDir()
+	idp := samltest.NewIdP(t, replicaIdPEntity, replicaIdPSSO)
+	keyFile, certFile := samltest.NewKeyPair(t, "kailash-sp").WriteFiles(t, dir, "sp")
+	mdFile := idp.WriteMetadata(t, dir)
 
 	clock := &replicaClock{}
 	rs := &replicas{server: rd, idp: idp, clock: clock}
@@ -337,18 +284,7 @@ func (rs *replicas) samlStart(t *testing.T, r *replica) (string, *http.Cookie) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deflated, err := base64.StdEncoding.DecodeString(loc.Query().Get("SAMLRequest"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inflated, err := io.ReadAll(flate.NewReader(bytes.NewReader(deflated)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var authn saml.AuthnRequest
-	if err := xml.Unmarshal(inflated, &authn); err != nil || authn.ID == "" {
-		t.Fatalf("AuthnRequest: %v %s", err, inflated)
-	}
+	authn := samltest.AuthnRequest(t, loc)
 	for _, c := range resp.Cookies() {
 		if c.Name == CookieSAMLRequest && c.Value == authn.ID {
 			return authn.ID, c
@@ -360,8 +296,7 @@ func (rs *replicas) samlStart(t *testing.T, r *replica) (string, *http.Cookie) {
 
 // samlPost posts a response to r's ACS with the request cookie.
 func (rs *replicas) samlPost(r *replica, response string, cookie *http.Cookie) *http.Response {
-	form := url.Values{"SAMLResponse": {base64.StdEncoding.EncodeToString([]byte(response))}, "RelayState": {"/app"}}
-	req := httptest.NewRequest("POST", replicaACSURL, strings.NewReader(form.Encode()))
+	req := httptest.NewRequest("POST", replicaACSURL, strings.NewReader(samltest.PostForm(response, "/app").Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})
 	return r.do(req)
@@ -370,52 +305,14 @@ func (rs *replicas) samlPost(r *replica, response string, cookie *http.Cookie) *
 // samlResponse is the IdP's signed response for alice to requestID.
 func (rs *replicas) samlResponse(t *testing.T, requestID, assertionID string) string {
 	t.Helper()
-	now := rs.clock.Now().UTC()
-	a := &saml.Assertion{
-		ID: assertionID, IssueInstant: now, Version: "2.0",
-		Issuer: saml.Issuer{Format: "urn:oasis:names:tc:SAML:2.0:nameid-format:entity", Value: replicaIdPEntity},
-		Subject: &saml.Subject{
-			NameID: &saml.NameID{Format: string(saml.EmailAddressNameIDFormat), Value: "alice@example.com"},
-			SubjectConfirmations: []saml.SubjectConfirmation{{
-				Method: "urn:oasis:names:tc:SAML:2.0:cm:bearer",
-				SubjectConfirmationData: &saml.SubjectConfirmationData{
-					InResponseTo: requestID, NotOnOrAfter: now.Add(5 * time.Minute), Recipient: replicaACSURL,
-				},
-			}},
+	return rs.idp.ResponseXML(t, samltest.Response{
+		AssertionID: assertionID, InResponseTo: requestID, IssueInstant: rs.clock.Now().UTC(),
+		NameID: "alice@example.com", Audience: replicaSPEntity, Destination: replicaACSURL,
+		Attributes: map[string][]string{
+			"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress": {"alice@example.com"},
+			"http://schemas.microsoft.com/ws/2008/06/identity/claims/groups":     {"Engineering"},
 		},
-		Conditions: &saml.Conditions{
-			NotBefore: now.Add(-time.Minute), NotOnOrAfter: now.Add(5 * time.Minute),
-			AudienceRestrictions: []saml.AudienceRestriction{{Audience: saml.Audience{Value: replicaSPEntity}}},
-		},
-		AuthnStatements: []saml.AuthnStatement{{AuthnInstant: now, SessionIndex: "sess-1",
-			AuthnContext: saml.AuthnContext{AuthnContextClassRef: &saml.AuthnContextClassRef{Value: "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"}}}},
-		AttributeStatements: []saml.AttributeStatement{{Attributes: []saml.Attribute{
-			{Name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress", Values: []saml.AttributeValue{{Type: "xs:string", Value: "alice@example.com"}}},
-			{Name: "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups", Values: []saml.AttributeValue{{Type: "xs:string", Value: "Engineering"}}},
-		}}},
-	}
-	sc := dsig.NewDefaultSigningContext(dsig.TLSCertKeyStore(tls.Certificate{Certificate: [][]byte{rs.idp.cert.Raw}, PrivateKey: rs.idp.key, Leaf: rs.idp.cert}))
-	sc.Canonicalizer = dsig.MakeC14N10ExclusiveCanonicalizerWithPrefixList("")
-	if err := sc.SetSignatureMethod(dsig.RSASHA256SignatureMethod); err != nil {
-		t.Fatal(err)
-	}
-	signed, err := sc.SignEnveloped(a.Element())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Signature = signed.ChildElements()[len(signed.ChildElements())-1]
-	res := &saml.Response{ID: "_r-" + assertionID, InResponseTo: requestID, Version: "2.0", IssueInstant: now, Destination: replicaACSURL,
-		Issuer: &saml.Issuer{Format: "urn:oasis:names:tc:SAML:2.0:nameid-format:entity", Value: replicaIdPEntity},
-		Status: saml.Status{StatusCode: saml.StatusCode{Value: saml.StatusSuccess}}}
-	el := res.Element()
-	el.AddChild(a.Element())
-	doc := etree.NewDocument()
-	doc.SetRoot(el)
-	b, err := doc.WriteToBytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	})
 }
 
 func sessionOf(resp *http.Response) string {

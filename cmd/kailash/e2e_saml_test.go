@@ -5,30 +5,15 @@ package main
 // response to it and posts that to the ACS, as the browser would.
 
 import (
-	"bytes"
-	"compress/flate"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/pem"
-	"encoding/xml"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/beevik/etree"
-	"github.com/crewjam/saml"
-	dsig "github.com/russellhaering/goxmldsig"
+	"github.com/kailash-gw/kailash/internal/samltest"
 )
 
 const (
@@ -36,58 +21,17 @@ const (
 	samlIdPSSO    = "https://idp.example.com/sso"
 )
 
-type samlKeyPair struct {
-	key  *rsa.PrivateKey
-	cert *x509.Certificate
-}
-
-func newSAMLKeyPair(t *testing.T, cn string) samlKeyPair {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return samlKeyPair{key, cert}
-}
-
-func writeSAMLFile(t *testing.T, path string, b []byte) string {
-	t.Helper()
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// samlIdP is the test's IdP: its metadata file and its signing key.
+// samlIdP is the test's IdP and the SP it answers (known once the ports are).
 type samlIdP struct {
-	samlKeyPair
+	*samltest.IdP
 	acsURL, spEntity string
 }
 
 // samlTenantYAML is tenant acme with SAML login against idp.
 func samlTenantYAML(t *testing.T, p ports, idp *samlIdP) string {
 	dir := t.TempDir()
-	sp := newSAMLKeyPair(t, "kailash-sp")
-	keyFile := writeSAMLFile(t, filepath.Join(dir, "sp.key"), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(sp.key)}))
-	certFile := writeSAMLFile(t, filepath.Join(dir, "sp.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: sp.cert.Raw}))
-	mu, _ := url.Parse(samlIdPEntity)
-	su, _ := url.Parse(samlIdPSSO)
-	md, err := xml.Marshal((&saml.IdentityProvider{Key: idp.key, Certificate: idp.cert, MetadataURL: *mu, SSOURL: *su}).Metadata())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mdFile := writeSAMLFile(t, filepath.Join(dir, "idp.xml"), md)
+	keyFile, certFile := samltest.NewKeyPair(t, "kailash-sp").WriteFiles(t, dir, "sp")
+	mdFile := idp.WriteMetadata(t, dir)
 	_, port, _ := strings.Cut(p.envoy, ":")
 	idp.acsURL = "http://acme.localhost:" + port + "/auth/saml/acs"
 	idp.spEntity = "http://acme.localhost:" + port + "/auth/saml/metadata"
@@ -104,53 +48,15 @@ func samlTenantYAML(t *testing.T, p ports, idp *samlIdP) string {
 // response is a signed SAML response of the IdP for alice, answering requestID.
 func (idp *samlIdP) response(t *testing.T, requestID, assertionID string) string {
 	t.Helper()
-	now := time.Now().UTC()
-	a := &saml.Assertion{
-		ID: assertionID, IssueInstant: now, Version: "2.0",
-		Issuer: saml.Issuer{Format: "urn:oasis:names:tc:SAML:2.0:nameid-format:entity", Value: samlIdPEntity},
-		Subject: &saml.Subject{
-			NameID: &saml.NameID{Format: string(saml.EmailAddressNameIDFormat), Value: "alice@example.com"},
-			SubjectConfirmations: []saml.SubjectConfirmation{{
-				Method: "urn:oasis:names:tc:SAML:2.0:cm:bearer",
-				SubjectConfirmationData: &saml.SubjectConfirmationData{
-					InResponseTo: requestID, NotOnOrAfter: now.Add(5 * time.Minute), Recipient: idp.acsURL,
-				},
-			}},
+	return idp.ResponseXML(t, samltest.Response{
+		AssertionID: assertionID, InResponseTo: requestID,
+		NameID: "alice@example.com", Audience: idp.spEntity, Destination: idp.acsURL,
+		Attributes: map[string][]string{
+			"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress": {"alice@example.com"},
+			"http://schemas.microsoft.com/ws/2008/06/identity/claims/groups":     {"Engineering"},
+			"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/department":   {"R&D"},
 		},
-		Conditions: &saml.Conditions{
-			NotBefore: now.Add(-time.Minute), NotOnOrAfter: now.Add(5 * time.Minute),
-			AudienceRestrictions: []saml.AudienceRestriction{{Audience: saml.Audience{Value: idp.spEntity}}},
-		},
-		AuthnStatements: []saml.AuthnStatement{{AuthnInstant: now, SessionIndex: "sess-1",
-			AuthnContext: saml.AuthnContext{AuthnContextClassRef: &saml.AuthnContextClassRef{Value: "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"}}}},
-		AttributeStatements: []saml.AttributeStatement{{Attributes: []saml.Attribute{
-			{Name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress", Values: []saml.AttributeValue{{Type: "xs:string", Value: "alice@example.com"}}},
-			{Name: "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups", Values: []saml.AttributeValue{{Type: "xs:string", Value: "Engineering"}}},
-			{Name: "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/department", Values: []saml.AttributeValue{{Type: "xs:string", Value: "R&D"}}},
-		}}},
-	}
-	sc := dsig.NewDefaultSigningContext(dsig.TLSCertKeyStore(tls.Certificate{Certificate: [][]byte{idp.cert.Raw}, PrivateKey: idp.key, Leaf: idp.cert}))
-	sc.Canonicalizer = dsig.MakeC14N10ExclusiveCanonicalizerWithPrefixList("")
-	if err := sc.SetSignatureMethod(dsig.RSASHA256SignatureMethod); err != nil {
-		t.Fatal(err)
-	}
-	signed, err := sc.SignEnveloped(a.Element())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Signature = signed.ChildElements()[len(signed.ChildElements())-1]
-	res := &saml.Response{ID: "_r-" + assertionID, InResponseTo: requestID, Version: "2.0", IssueInstant: now, Destination: idp.acsURL,
-		Issuer: &saml.Issuer{Format: "urn:oasis:names:tc:SAML:2.0:nameid-format:entity", Value: samlIdPEntity},
-		Status: saml.Status{StatusCode: saml.StatusCode{Value: saml.StatusSuccess}}}
-	el := res.Element()
-	el.AddChild(a.Element())
-	doc := etree.NewDocument()
-	doc.SetRoot(el)
-	b, err := doc.WriteToBytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	})
 }
 
 // samlStart is GET /auth/saml/login through Envoy: it returns the
@@ -176,18 +82,7 @@ func (s *stack) samlStart(t *testing.T, returnTo string) (requestID string, cook
 	if rs := loc.Query().Get("RelayState"); rs != returnTo {
 		t.Fatalf("RelayState %q", rs)
 	}
-	raw, err := base64.StdEncoding.DecodeString(loc.Query().Get("SAMLRequest"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inflated, err := io.ReadAll(flate.NewReader(bytes.NewReader(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var authn saml.AuthnRequest
-	if err := xml.Unmarshal(inflated, &authn); err != nil || authn.ID == "" {
-		t.Fatalf("AuthnRequest: %v %s", err, inflated)
-	}
+	authn := samltest.AuthnRequest(t, loc)
 	for _, c := range resp.Cookies() {
 		if c.Name == "kailash_saml_req" {
 			cookie = c
@@ -202,8 +97,7 @@ func (s *stack) samlStart(t *testing.T, returnTo string) (requestID string, cook
 // samlPost posts a response to the ACS through Envoy, as the browser would.
 func (s *stack) samlPost(t *testing.T, response, relayState string, cookie *http.Cookie) *http.Response {
 	t.Helper()
-	form := url.Values{"SAMLResponse": {base64.StdEncoding.EncodeToString([]byte(response))}, "RelayState": {relayState}}
-	req, _ := http.NewRequest("POST", "http://"+s.ports.envoy+"/auth/saml/acs", strings.NewReader(form.Encode()))
+	req, _ := http.NewRequest("POST", "http://"+s.ports.envoy+"/auth/saml/acs", strings.NewReader(samltest.PostForm(response, relayState).Encode()))
 	req.Host = "acme.localhost"
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})
@@ -229,7 +123,7 @@ func (s *stack) metrics(t *testing.T) string {
 }
 
 func TestSAMLEndToEnd(t *testing.T) {
-	idp := &samlIdP{samlKeyPair: newSAMLKeyPair(t, "test-idp")}
+	idp := &samlIdP{IdP: samltest.NewIdP(t, samlIdPEntity, samlIdPSSO)}
 	s := startStackConfig(t, func(p ports) string { return configYAML(t, p) + samlTenantYAML(t, p, idp) })
 
 	t.Run("SP metadata", func(t *testing.T) {

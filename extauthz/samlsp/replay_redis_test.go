@@ -77,7 +77,7 @@ func TestReplayRedis(t *testing.T) {
 	s := NewRedisReplayStore(redisClient(t), "")
 	s.now = f.clock.Now
 	f.sp.replay = s
-	doc := f.build(t, resp{}.defaults())
+	doc := f.idp.ResponseXML(t, valid())
 	ctx := context.Background()
 	if _, err := f.sp.ParseResponse(ctx, post(doc, ""), []string{"req-1"}); err != nil {
 		t.Fatalf("first use: %v (%v)", err, cause(err))

@@ -2,20 +2,11 @@ package samlsp
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/pem"
 	"encoding/xml"
 	"errors"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,7 +16,8 @@ import (
 
 	"github.com/beevik/etree"
 	"github.com/crewjam/saml"
-	dsig "github.com/russellhaering/goxmldsig"
+
+	"github.com/kailash-gw/kailash/internal/samltest"
 )
 
 const (
@@ -37,50 +29,6 @@ const (
 
 // t0 is the test clock's start; certificates are valid around it.
 var t0 = time.Now().UTC().Truncate(time.Second)
-
-type keyPair struct {
-	key  *rsa.PrivateKey
-	cert *x509.Certificate
-}
-
-func newKeyPair(t testing.TB, cn string) keyPair {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    t0.Add(-24 * time.Hour),
-		NotAfter:     t0.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keyPair{key: key, cert: cert}
-}
-
-func (k keyPair) write(t testing.TB, dir, name string) (keyFile, certFile string) {
-	t.Helper()
-	keyFile = filepath.Join(dir, name+".key")
-	certFile = filepath.Join(dir, name+".crt")
-	kb := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k.key)})
-	cb := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.cert.Raw})
-	if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, cb, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return keyFile, certFile
-}
 
 // testClock is a settable clock.
 type testClock struct {
@@ -100,26 +48,9 @@ func (c *testClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// testIdP signs responses with a key of the test's own.
-type testIdP struct {
-	keyPair
-}
-
-func idpMetadata(t testing.TB, k keyPair) []byte {
-	t.Helper()
-	mu, _ := url.Parse(idpEntity)
-	su, _ := url.Parse(idpSSO)
-	idp := &saml.IdentityProvider{Key: k.key, Certificate: k.cert, MetadataURL: *mu, SSOURL: *su}
-	b, err := xml.Marshal(idp.Metadata())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 type fixture struct {
 	sp    *ServiceProvider
-	idp   testIdP
+	idp   *samltest.IdP
 	clock *testClock
 	cfg   Config
 }
@@ -127,16 +58,11 @@ type fixture struct {
 func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	idp := testIdP{newKeyPair(t, "idp")}
-	spKeys := newKeyPair(t, "sp")
-	keyFile, certFile := spKeys.write(t, dir, "sp")
-	metaFile := filepath.Join(dir, "idp.xml")
-	if err := os.WriteFile(metaFile, idpMetadata(t, idp.keyPair), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	idp := samltest.NewIdP(t, idpEntity, idpSSO)
+	keyFile, certFile := samltest.NewKeyPair(t, "sp").WriteFiles(t, dir, "sp")
 	cfg := Config{
 		EntityID: spEntity, ACSURL: acsURL, MetadataURL: spEntity,
-		KeyFile: keyFile, CertFile: certFile, IDPMetadataFile: metaFile,
+		KeyFile: keyFile, CertFile: certFile, IDPMetadataFile: idp.WriteMetadata(t, dir),
 		GroupRoles: map[string]string{"Engineering": "developer", "Admins": "admin", "Ops": "admin"},
 	}
 	if mod != nil {
@@ -151,183 +77,48 @@ func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	return &fixture{sp: sp, idp: idp, clock: clock, cfg: cfg}
 }
 
-// resp describes a response to build. The zero value plus defaults() is a
-// valid SP-initiated response to request "req-1".
-type resp struct {
-	assertionID  string
-	nameID       string
-	audience     string
-	destination  string
-	recipient    string
-	inResponseTo string
-	issuer       string
-	issued       time.Time
-	notOnOrAfter time.Time
-	attrs        map[string][]string
-	signAssert   bool
-	signResp     bool
-	signer       *keyPair
-}
-
-func (r resp) defaults() resp {
-	r.assertionID = "_a1"
-	r.nameID = "alice@example.com"
-	r.audience = spEntity
-	r.destination = acsURL
-	r.recipient = acsURL
-	r.inResponseTo = "req-1"
-	r.issuer = idpEntity
-	r.issued = t0
-	r.notOnOrAfter = t0.Add(5 * time.Minute)
-	r.attrs = map[string][]string{
-		ClaimEmail:      {"alice@example.com"},
-		ClaimName:       {"Alice Liddell"},
-		ClaimGivenName:  {"Alice"},
-		ClaimSurname:    {"Liddell"},
-		ClaimGroups:     {"Engineering", "Ops", "Unmapped"},
-		ClaimDepartment: {"R&D"},
-	}
-	r.signAssert = true
-	return r
-}
-
-func (f *fixture) signingContext(t testing.TB, k keyPair) *dsig.SigningContext {
-	t.Helper()
-	ctx := dsig.NewDefaultSigningContext(dsig.TLSCertKeyStore(tls.Certificate{
-		Certificate: [][]byte{k.cert.Raw}, PrivateKey: k.key, Leaf: k.cert,
-	}))
-	ctx.Canonicalizer = dsig.MakeC14N10ExclusiveCanonicalizerWithPrefixList("")
-	if err := ctx.SetSignatureMethod(dsig.RSASHA256SignatureMethod); err != nil {
-		t.Fatal(err)
-	}
-	return ctx
-}
-
-func (f *fixture) assertion(t testing.TB, r resp) *saml.Assertion {
-	t.Helper()
-	a := &saml.Assertion{
-		ID: r.assertionID, IssueInstant: r.issued, Version: "2.0",
-		Issuer: saml.Issuer{Format: "urn:oasis:names:tc:SAML:2.0:nameid-format:entity", Value: r.issuer},
-		Subject: &saml.Subject{
-			NameID: &saml.NameID{Format: string(saml.EmailAddressNameIDFormat), Value: r.nameID},
-			SubjectConfirmations: []saml.SubjectConfirmation{{
-				Method: "urn:oasis:names:tc:SAML:2.0:cm:bearer",
-				SubjectConfirmationData: &saml.SubjectConfirmationData{
-					InResponseTo: r.inResponseTo, NotOnOrAfter: r.notOnOrAfter, Recipient: r.recipient,
-				},
-			}},
+// valid is a valid SP-initiated response to request "req-1" at t0, its
+// assertion signed.
+func valid() samltest.Response {
+	return samltest.Response{
+		ID:           "_r1",
+		AssertionID:  "_a1",
+		NameID:       "alice@example.com",
+		Audience:     spEntity,
+		Destination:  acsURL,
+		Recipient:    acsURL,
+		InResponseTo: "req-1",
+		Issuer:       idpEntity,
+		IssueInstant: t0,
+		NotOnOrAfter: t0.Add(5 * time.Minute),
+		Attributes: map[string][]string{
+			ClaimEmail:      {"alice@example.com"},
+			ClaimName:       {"Alice Liddell"},
+			ClaimGivenName:  {"Alice"},
+			ClaimSurname:    {"Liddell"},
+			ClaimGroups:     {"Engineering", "Ops", "Unmapped"},
+			ClaimDepartment: {"R&D"},
 		},
-		Conditions: &saml.Conditions{
-			NotBefore: r.issued.Add(-time.Minute), NotOnOrAfter: r.notOnOrAfter,
-			AudienceRestrictions: []saml.AudienceRestriction{{Audience: saml.Audience{Value: r.audience}}},
-		},
-		AuthnStatements: []saml.AuthnStatement{{
-			AuthnInstant: r.issued, SessionIndex: "sess-1",
-			AuthnContext: saml.AuthnContext{AuthnContextClassRef: &saml.AuthnContextClassRef{Value: "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"}},
-		}},
+		Signing: samltest.SignAssertion,
 	}
-	var st saml.AttributeStatement
-	for name, vals := range r.attrs {
-		at := saml.Attribute{Name: name, NameFormat: "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"}
-		for _, v := range vals {
-			at.Values = append(at.Values, saml.AttributeValue{Type: "xs:string", Value: v})
-		}
-		st.Attributes = append(st.Attributes, at)
-	}
-	a.AttributeStatements = []saml.AttributeStatement{st}
-	return a
-}
-
-// assertionEl renders a, signed by k when sign is set.
-func (f *fixture) assertionEl(t testing.TB, a *saml.Assertion, sign bool, k keyPair) *etree.Element {
-	t.Helper()
-	if !sign {
-		return a.Element()
-	}
-	signed, err := f.signingContext(t, k).SignEnveloped(a.Element())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Signature = signed.ChildElements()[len(signed.ChildElements())-1]
-	el := a.Element()
-	a.Signature = nil
-	return el
-}
-
-// responseEl wraps the assertion elements in a Response, signed when r.signResp.
-func (f *fixture) responseEl(t testing.TB, r resp, assertions ...*etree.Element) *etree.Element {
-	t.Helper()
-	k := f.idp.keyPair
-	if r.signer != nil {
-		k = *r.signer
-	}
-	res := &saml.Response{
-		ID: "_r1", InResponseTo: r.inResponseTo, Version: "2.0", IssueInstant: r.issued,
-		Destination: r.destination,
-		Issuer:      &saml.Issuer{Format: "urn:oasis:names:tc:SAML:2.0:nameid-format:entity", Value: r.issuer},
-		Status:      saml.Status{StatusCode: saml.StatusCode{Value: saml.StatusSuccess}},
-	}
-	el := res.Element()
-	for _, a := range assertions {
-		el.AddChild(a.Copy())
-	}
-	if !r.signResp {
-		return el
-	}
-	signed, err := f.signingContext(t, k).SignEnveloped(el)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Signature = signed.ChildElements()[len(signed.ChildElements())-1]
-	el = res.Element()
-	for _, a := range assertions {
-		el.AddChild(a.Copy())
-	}
-	return el
-}
-
-// build renders the standard response for r.
-func (f *fixture) build(t testing.TB, r resp) string {
-	t.Helper()
-	k := f.idp.keyPair
-	if r.signer != nil {
-		k = *r.signer
-	}
-	a := f.assertionEl(t, f.assertion(t, r), r.signAssert, k)
-	return serialize(t, f.responseEl(t, r, a))
-}
-
-func serialize(t testing.TB, el *etree.Element) string {
-	t.Helper()
-	doc := etree.NewDocument()
-	doc.SetRoot(el)
-	b, err := doc.WriteToBytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 func post(xmlDoc, relayState string) *http.Request {
-	form := url.Values{"SAMLResponse": {base64.StdEncoding.EncodeToString([]byte(xmlDoc))}}
-	if relayState != "" {
-		form.Set("RelayState", relayState)
-	}
-	req := httptest.NewRequest(http.MethodPost, acsURL, strings.NewReader(form.Encode()))
+	req := httptest.NewRequest(http.MethodPost, acsURL, strings.NewReader(samltest.PostForm(xmlDoc, relayState).Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return req
 }
 
 func TestParseResponseValid(t *testing.T) {
 	for _, signing := range []struct {
-		name                 string
-		signAssert, signResp bool
-	}{{"assertion signed", true, false}, {"response signed", false, true}, {"both signed", true, true}} {
+		name    string
+		signing samltest.Signing
+	}{{"assertion signed", samltest.SignAssertion}, {"response signed", samltest.SignResponse}, {"both signed", samltest.SignBoth}} {
 		t.Run(signing.name, func(t *testing.T) {
 			f := newFixture(t, nil)
-			r := resp{}.defaults()
-			r.signAssert, r.signResp = signing.signAssert, signing.signResp
-			id, err := f.sp.ParseResponse(context.Background(), post(f.build(t, r), "/app"), []string{"req-0", "req-1"})
+			r := valid()
+			r.Signing = signing.signing
+			id, err := f.sp.ParseResponse(context.Background(), post(f.idp.ResponseXML(t, r), "/app"), []string{"req-0", "req-1"})
 			if err != nil {
 				t.Fatalf("ParseResponse: %v (reason %s, cause %v)", err, Reason(err), cause(err))
 			}
@@ -359,7 +150,7 @@ func cause(err error) error {
 }
 
 func TestParseResponseRejects(t *testing.T) {
-	other := newKeyPair(t, "mallory")
+	other := samltest.NewKeyPair(t, "mallory")
 	cases := []struct {
 		name    string
 		make    func(t *testing.T, f *fixture) string
@@ -369,126 +160,126 @@ func TestParseResponseRejects(t *testing.T) {
 		reason  string
 	}{
 		{name: "unsigned", reason: ReasonUnsigned, make: func(t *testing.T, f *fixture) string {
-			r := resp{}.defaults()
-			r.signAssert = false
-			return f.build(t, r)
+			r := valid()
+			r.Signing = samltest.SignNone
+			return f.idp.ResponseXML(t, r)
 		}},
 		{name: "signed by another key", reason: ReasonUntrustedCert, make: func(t *testing.T, f *fixture) string {
-			r := resp{}.defaults()
-			r.signer = &other
-			return f.build(t, r)
+			r := valid()
+			r.Signer = &other
+			return f.idp.ResponseXML(t, r)
 		}},
 		{name: "response signed by another key", reason: ReasonUntrustedCert, make: func(t *testing.T, f *fixture) string {
-			r := resp{}.defaults()
-			r.signAssert, r.signResp, r.signer = false, true, &other
-			return f.build(t, r)
+			r := valid()
+			r.Signing, r.Signer = samltest.SignResponse, &other
+			return f.idp.ResponseXML(t, r)
 		}},
 		{name: "tampered NameID", reason: ReasonBadSignature, make: func(t *testing.T, f *fixture) string {
-			doc := f.build(t, resp{}.defaults())
+			doc := f.idp.ResponseXML(t, valid())
 			return strings.Replace(doc, ">alice@example.com</saml:NameID>", ">admin@example.com</saml:NameID>", 1)
 		}},
 		{name: "tampered group in a signed response", reason: ReasonBadSignature, make: func(t *testing.T, f *fixture) string {
-			r := resp{}.defaults()
-			r.signAssert, r.signResp = false, true
-			doc := f.build(t, r)
+			r := valid()
+			r.Signing = samltest.SignResponse
+			doc := f.idp.ResponseXML(t, r)
 			return strings.Replace(doc, ">Unmapped<", ">Admins<", 1)
 		}},
 		{name: "wrapping: unsigned assertion injected before a signed one", reason: ReasonMalformed, make: func(t *testing.T, f *fixture) string {
-			good := resp{}.defaults()
+			good := valid()
 			evil := good
-			evil.assertionID, evil.nameID, evil.signAssert = "_evil", "admin@example.com", false
-			evil.attrs = map[string][]string{ClaimGroups: {"Admins"}}
-			a := f.assertionEl(t, f.assertion(t, evil), false, f.idp.keyPair)
-			b := f.assertionEl(t, f.assertion(t, good), true, f.idp.keyPair)
-			return serialize(t, f.responseEl(t, good, a, b))
+			evil.AssertionID, evil.NameID, evil.Signing = "_evil", "admin@example.com", samltest.SignNone
+			evil.Attributes = map[string][]string{ClaimGroups: {"Admins"}}
+			a := f.idp.AssertionElement(t, evil)
+			b := f.idp.AssertionElement(t, good)
+			return samltest.Serialize(t, f.idp.ResponseElement(t, good, a, b))
 		}},
 		{name: "wrapping: unsigned assertion injected into a signed response", reason: ReasonBadSignature, make: func(t *testing.T, f *fixture) string {
-			good := resp{}.defaults()
-			good.signAssert, good.signResp = false, true
-			doc := f.build(t, good)
-			evil := good
-			evil.assertionID, evil.nameID = "_evil", "admin@example.com"
-			evilEl := serialize(t, f.assertionEl(t, f.assertion(t, evil), false, f.idp.keyPair))
+			good := valid()
+			good.Signing = samltest.SignResponse
+			doc := f.idp.ResponseXML(t, good)
+			evil := good // its assertion unsigned
+			evil.AssertionID, evil.NameID = "_evil", "admin@example.com"
+			evilEl := samltest.Serialize(t, f.idp.AssertionElement(t, evil))
 			evilEl = strings.TrimPrefix(evilEl, xml.Header)
 			i := strings.Index(doc, "<saml:Assertion")
 			return doc[:i] + evilEl + doc[i:]
 		}},
 		{name: "wrapping: evil assertion with the signed one's ID and signature", reason: ReasonBadSignature, make: func(t *testing.T, f *fixture) string {
-			good := resp{}.defaults()
-			signed := f.assertionEl(t, f.assertion(t, good), true, f.idp.keyPair)
+			good := valid()
+			signed := f.idp.AssertionElement(t, good)
 			evil := good
-			evil.nameID = "admin@example.com" // same ID "_a1"
-			ea := f.assertion(t, evil)
+			evil.NameID = "admin@example.com" // same ID "_a1"
+			ea := f.idp.Assertion(evil)
 			ea.Signature = signed.SelectElement("Signature").Copy()
 			evilEl := ea.Element()
 			// The original signed assertion rides along inside the evil one.
 			evilEl.AddChild(signed.Copy())
-			return serialize(t, f.responseEl(t, good, evilEl))
+			return samltest.Serialize(t, f.idp.ResponseElement(t, good, evilEl))
 		}},
 		{name: "wrapping: signed assertion moved into Extensions", reason: ReasonUnsigned, make: func(t *testing.T, f *fixture) string {
-			good := resp{}.defaults()
-			signed := f.assertionEl(t, f.assertion(t, good), true, f.idp.keyPair)
+			good := valid()
+			signed := f.idp.AssertionElement(t, good)
 			evil := good
-			evil.assertionID, evil.nameID = "_evil", "admin@example.com"
-			evilEl := f.assertionEl(t, f.assertion(t, evil), false, f.idp.keyPair)
-			res := f.responseEl(t, good, evilEl)
+			evil.AssertionID, evil.NameID, evil.Signing = "_evil", "admin@example.com", samltest.SignNone
+			evilEl := f.idp.AssertionElement(t, evil)
+			res := f.idp.ResponseElement(t, good, evilEl)
 			ext := etree.NewElement("samlp:Extensions")
 			ext.AddChild(signed.Copy())
 			res.InsertChildAt(1, ext)
-			return serialize(t, res)
+			return samltest.Serialize(t, res)
 		}},
 		{name: "wrapping: signed response moved into an unsigned one", reason: ReasonUnsigned, make: func(t *testing.T, f *fixture) string {
-			good := resp{}.defaults()
-			good.signAssert, good.signResp = false, true
-			a := f.assertionEl(t, f.assertion(t, good), false, f.idp.keyPair)
-			signedRes := f.responseEl(t, good, a)
+			good := valid()
+			good.Signing = samltest.SignResponse
+			a := f.idp.AssertionElement(t, good) // unsigned
+			signedRes := f.idp.ResponseElement(t, good, a)
 			evil := good
-			evil.nameID = "admin@example.com"
-			evil.signResp = false
-			ea := f.assertionEl(t, f.assertion(t, evil), false, f.idp.keyPair)
-			outer := f.responseEl(t, evil, ea)
+			evil.NameID = "admin@example.com"
+			evil.Signing = samltest.SignNone
+			ea := f.idp.AssertionElement(t, evil)
+			outer := f.idp.ResponseElement(t, evil, ea)
 			ext := etree.NewElement("samlp:Extensions")
 			ext.AddChild(signedRes)
 			outer.InsertChildAt(1, ext)
-			return serialize(t, outer)
+			return samltest.Serialize(t, outer)
 		}},
 		{name: "wrong audience", reason: ReasonWrongAudience, make: func(t *testing.T, f *fixture) string {
-			r := resp{}.defaults()
-			r.audience = "https://other-sp.example.com"
-			return f.build(t, r)
+			r := valid()
+			r.Audience = "https://other-sp.example.com"
+			return f.idp.ResponseXML(t, r)
 		}},
 		{name: "wrong destination", reason: ReasonWrongDestination, make: func(t *testing.T, f *fixture) string {
-			r := resp{}.defaults()
-			r.destination = "https://other-sp.example.com/acs"
-			return f.build(t, r)
+			r := valid()
+			r.Destination = "https://other-sp.example.com/acs"
+			return f.idp.ResponseXML(t, r)
 		}},
 		{name: "wrong recipient", reason: ReasonWrongDestination, make: func(t *testing.T, f *fixture) string {
-			r := resp{}.defaults()
-			r.recipient = "https://other-sp.example.com/acs"
-			return f.build(t, r)
+			r := valid()
+			r.Recipient = "https://other-sp.example.com/acs"
+			return f.idp.ResponseXML(t, r)
 		}},
 		{name: "wrong issuer", reason: ReasonWrongIssuer, make: func(t *testing.T, f *fixture) string {
-			r := resp{}.defaults()
-			r.issuer = "https://evil-idp.example.com"
-			return f.build(t, r)
+			r := valid()
+			r.Issuer = "https://evil-idp.example.com"
+			return f.idp.ResponseXML(t, r)
 		}},
 		{name: "expired", reason: ReasonExpired, advance: 10 * time.Minute, make: func(t *testing.T, f *fixture) string {
-			return f.build(t, resp{}.defaults())
+			return f.idp.ResponseXML(t, valid())
 		}},
 		{name: "not yet valid", reason: ReasonNotYetValid, advance: -10 * time.Minute, make: func(t *testing.T, f *fixture) string {
-			return f.build(t, resp{}.defaults())
+			return f.idp.ResponseXML(t, valid())
 		}},
 		{name: "wrong InResponseTo", reason: ReasonInResponseTo, ids: []string{"req-other"}, make: func(t *testing.T, f *fixture) string {
-			return f.build(t, resp{}.defaults())
+			return f.idp.ResponseXML(t, valid())
 		}},
 		{name: "unsolicited when IdP-initiated is off", reason: ReasonInResponseTo, make: func(t *testing.T, f *fixture) string {
-			r := resp{}.defaults()
-			r.inResponseTo = ""
-			return f.build(t, r)
+			r := valid()
+			r.InResponseTo = ""
+			return f.idp.ResponseXML(t, r)
 		}},
 		{name: "IdP-initiated on, but InResponseTo names an unknown request", reason: ReasonInResponseTo, ids: []string{"req-other"},
 			setup: func(c *Config) { c.AllowIDPInitiated = true }, make: func(t *testing.T, f *fixture) string {
-				return f.build(t, resp{}.defaults())
+				return f.idp.ResponseXML(t, valid())
 			}},
 		{name: "not base64", reason: ReasonMalformed, make: func(t *testing.T, f *fixture) string { return "\x00" }},
 	}
@@ -525,7 +316,7 @@ func TestParseResponseRejects(t *testing.T) {
 
 func TestReplay(t *testing.T) {
 	f := newFixture(t, nil)
-	doc := f.build(t, resp{}.defaults())
+	doc := f.idp.ResponseXML(t, valid())
 	ctx := context.Background()
 	if _, err := f.sp.ParseResponse(ctx, post(doc, ""), []string{"req-1"}); err != nil {
 		t.Fatalf("first use: %v (%v)", err, cause(err))
@@ -537,9 +328,9 @@ func TestReplay(t *testing.T) {
 
 	// Concurrent replays: exactly one wins.
 	f2 := newFixture(t, func(c *Config) { c.AllowIDPInitiated = true })
-	r := resp{}.defaults()
-	r.inResponseTo = ""
-	doc = f2.build(t, r)
+	r := valid()
+	r.InResponseTo = ""
+	doc = f2.idp.ResponseXML(t, r)
 	var ok atomic.Int32
 	var wg sync.WaitGroup
 	for range 8 {
@@ -566,7 +357,7 @@ func (failingStore) Consume(context.Context, string, time.Time) error {
 func TestReplayStoreDownIsUnavailable(t *testing.T) {
 	f := newFixture(t, nil)
 	f.sp.replay = failingStore{}
-	_, err := f.sp.ParseResponse(context.Background(), post(f.build(t, resp{}.defaults()), ""), []string{"req-1"})
+	_, err := f.sp.ParseResponse(context.Background(), post(f.idp.ResponseXML(t, valid()), ""), []string{"req-1"})
 	if !errors.Is(err, ErrUnavailable) || Reason(err) != ReasonReplayStore {
 		t.Fatalf("err = %v, want ErrUnavailable/replay_store", err)
 	}
@@ -574,9 +365,9 @@ func TestReplayStoreDownIsUnavailable(t *testing.T) {
 
 func TestIdPInitiated(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.AllowIDPInitiated = true })
-	r := resp{}.defaults()
-	r.inResponseTo = ""
-	id, err := f.sp.ParseResponse(context.Background(), post(f.build(t, r), ""), nil)
+	r := valid()
+	r.InResponseTo = ""
+	id, err := f.sp.ParseResponse(context.Background(), post(f.idp.ResponseXML(t, r), ""), nil)
 	if err != nil {
 		t.Fatalf("IdP-initiated: %v (%v)", err, cause(err))
 	}
@@ -602,9 +393,9 @@ func TestAttributeMappingOverrides(t *testing.T) {
 	f := newFixture(t, func(c *Config) {
 		c.Attributes = Attributes{Email: "mail", Groups: "memberOf", Extra: map[string]string{"clearance": "clearance"}}
 	})
-	r := resp{}.defaults()
-	r.attrs = map[string][]string{"mail": {"a@example.com"}, "memberOf": {"Admins", "Admins"}, "clearance": {"secret"}}
-	id, err := f.sp.ParseResponse(context.Background(), post(f.build(t, r), ""), []string{"req-1"})
+	r := valid()
+	r.Attributes = map[string][]string{"mail": {"a@example.com"}, "memberOf": {"Admins", "Admins"}, "clearance": {"secret"}}
+	id, err := f.sp.ParseResponse(context.Background(), post(f.idp.ResponseXML(t, r), ""), []string{"req-1"})
 	if err != nil {
 		t.Fatal(err, cause(err))
 	}
@@ -700,7 +491,7 @@ func TestMetadata(t *testing.T) {
 }
 
 func TestIdPMetadataURLDownAtStart(t *testing.T) {
-	idp := newKeyPair(t, "idp")
+	idp := samltest.NewIdP(t, idpEntity, idpSSO)
 	var up atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !up.Load() {
@@ -708,12 +499,12 @@ func TestIdPMetadataURLDownAtStart(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/samlmetadata+xml")
-		_, _ = w.Write(idpMetadata(t, idp))
+		_, _ = w.Write(idp.Metadata(t))
 	}))
 	defer srv.Close() // httptest listens on 127.0.0.1
 
 	dir := t.TempDir()
-	keyFile, certFile := newKeyPair(t, "sp").write(t, dir, "sp")
+	keyFile, certFile := samltest.NewKeyPair(t, "sp").WriteFiles(t, dir, "sp")
 	clock := &testClock{t: t0}
 	sp, err := New(context.Background(), Config{
 		EntityID: spEntity, ACSURL: acsURL, KeyFile: keyFile, CertFile: certFile,
@@ -745,8 +536,8 @@ func TestIdPMetadataURLDownAtStart(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	dir := t.TempDir()
-	keyFile, certFile := newKeyPair(t, "sp").write(t, dir, "sp")
-	_, otherCert := newKeyPair(t, "x").write(t, dir, "x")
+	keyFile, certFile := samltest.NewKeyPair(t, "sp").WriteFiles(t, dir, "sp")
+	_, otherCert := samltest.NewKeyPair(t, "x").WriteFiles(t, dir, "x")
 	base := Config{EntityID: spEntity, ACSURL: acsURL, KeyFile: keyFile, CertFile: certFile, IDPMetadataURL: "https://idp.example.com/md"}
 	for name, mod := range map[string]func(*Config){
 		"no entity id":        func(c *Config) { c.EntityID = "" },
