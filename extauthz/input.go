@@ -10,8 +10,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
@@ -58,44 +60,56 @@ func BuildInput(req *authv3.CheckRequest, id *Identity, tenant *config.Tenant) (
 
 // BuildInputWith is BuildInput with options.
 func BuildInputWith(req *authv3.CheckRequest, id *Identity, tenant *config.Tenant, opts InputOptions) (ast.Value, error) {
+	return buildInput(req, identityTerm(id), tenantTerm(tenant), opts)
+}
+
+// buildInput is BuildInputWith with the identity and tenant already terms
+// (ignored in drop-in mode): the server keeps each tenant's term.
+func buildInput(req *authv3.CheckRequest, id, tenant *ast.Term, opts InputOptions) (ast.Value, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	if httpReq == nil {
 		return nil, &InputError{Detail: "missing required attributes in v3 CheckRequest"}
 	}
-	headers := httpReq.GetHeaders()
-
 	path, query, err := parsePathQuery(httpReq.GetPath())
 	if err != nil {
 		return nil, err
 	}
-	attrs := messageToAST(req.GetAttributes().ProtoReflect())
-	obj := ast.NewObject(
-		ast.Item(ast.InternedTerm("attributes"), ast.NewTerm(attrs)),
-		ast.Item(ast.InternedTerm("parsed_path"), ast.NewTerm(path)),
-		ast.Item(ast.InternedTerm("parsed_query"), ast.NewTerm(query)),
-		ast.Item(ast.InternedTerm("version"), ast.ObjectTerm(
-			ast.Item(ast.InternedTerm("encoding"), ast.InternedTerm("protojson")),
-			ast.Item(ast.InternedTerm("ext_authz"), ast.InternedTerm("v3")),
-			ast.Item(ast.InternedTerm("kailash"), ast.InternedTerm(InputVersion)),
-		)),
-	)
+	obj := ast.NewObjectWithCapacity(9)
+	obj.Insert(keyAttributes, ast.NewTerm(attributesToAST(req.GetAttributes())))
+	obj.Insert(keyParsedPath, ast.NewTerm(path))
+	obj.Insert(keyParsedQuery, ast.NewTerm(query))
+	obj.Insert(keyVersion, versionTerm)
 	if !opts.SkipBodyParse {
-		body, truncated, err := parseBody(headers, httpReq.GetBody(), httpReq.GetRawBody())
+		body, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody())
 		if err != nil {
 			return nil, err
 		}
-		obj.Insert(ast.InternedTerm("parsed_body"), ast.NewTerm(body))
-		obj.Insert(ast.InternedTerm("truncated_body"), ast.InternedTerm(truncated))
+		obj.Insert(keyParsedBody, ast.NewTerm(body))
+		obj.Insert(keyTruncatedBody, ast.InternedTerm(truncated))
 	}
 	if !opts.DropIn {
-		obj.Insert(ast.InternedTerm("identity"), identityTerm(id))
-		obj.Insert(ast.InternedTerm("tenant"), tenantTerm(tenant))
+		obj.Insert(keyIdentity, id)
+		obj.Insert(keyTenant, tenant)
 	}
 	if p := req.GetAttributes().GetSource().GetPrincipal(); p != "" {
-		obj.Insert(ast.InternedTerm("source_principal"), ast.StringTerm(p))
+		obj.Insert(keySourcePrincipal, ast.StringTerm(p))
 	}
 	return obj, nil
 }
+
+// Keys and constant values of the input document, made once: terms are
+// never modified, so every input may share them.
+var (
+	keyAttributes, keyParsedPath, keyParsedQuery = ast.StringTerm("attributes"), ast.StringTerm("parsed_path"), ast.StringTerm("parsed_query")
+	keyVersion, keyParsedBody, keyTruncatedBody  = ast.StringTerm("version"), ast.StringTerm("parsed_body"), ast.StringTerm("truncated_body")
+	keyIdentity, keyTenant, keySourcePrincipal   = ast.StringTerm("identity"), ast.StringTerm("tenant"), ast.StringTerm("source_principal")
+	versionTerm                                  = ast.ObjectTerm(
+		ast.Item(ast.StringTerm("encoding"), ast.StringTerm("protojson")),
+		ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")),
+		ast.Item(ast.StringTerm("kailash"), ast.StringTerm(InputVersion)),
+	)
+	emptyObject ast.Value = ast.NewObject()
+)
 
 // parsePathQuery splits the path as opa-envoy-plugin does: the part before
 // "?" percent-decoded, leading slashes trimmed, split on "/"; the query as a
@@ -111,24 +125,31 @@ func parsePathQuery(p string) (ast.Value, ast.Value, error) {
 	}
 	rawPath, rawQuery, _ := strings.Cut(p, "?")
 	rawPath, _, _ = strings.Cut(rawPath, "#")
-	decoded, err := url.PathUnescape(rawPath)
-	if err != nil {
-		return nil, nil, &InputError{Detail: "error parsing path and query: " + err.Error()}
+	decoded := rawPath
+	if strings.IndexByte(rawPath, '%') >= 0 {
+		var err error
+		if decoded, err = url.PathUnescape(rawPath); err != nil {
+			return nil, nil, &InputError{Detail: "error parsing path and query: " + err.Error()}
+		}
 	}
-	segs := strings.Split(strings.TrimLeft(decoded, "/"), "/")
-	terms := make([]*ast.Term, len(segs))
-	for i, s := range segs {
-		terms[i] = ast.StringTerm(s)
+	decoded = strings.TrimLeft(decoded, "/")
+	terms := make([]*ast.Term, 0, strings.Count(decoded, "/")+1)
+	for {
+		seg, rest, more := strings.Cut(decoded, "/")
+		terms = append(terms, stringTerm(seg))
+		if !more {
+			break
+		}
+		decoded = rest
 	}
 	rawQuery, _, _ = strings.Cut(rawQuery, "#")
+	if rawQuery == "" {
+		return ast.NewArray(terms...), emptyObject, nil
+	}
 	q, _ := url.ParseQuery(rawQuery) // keeps the well-formed pairs
-	query := ast.NewObject()
+	query := ast.NewObjectWithCapacity(len(q))
 	for k, vs := range q {
-		vals := make([]*ast.Term, len(vs))
-		for i, v := range vs {
-			vals[i] = ast.StringTerm(v)
-		}
-		query.Insert(ast.StringTerm(k), ast.ArrayTerm(vals...))
+		query.Insert(ast.StringTerm(k), stringsTerm(vs))
 	}
 	return ast.NewArray(terms...), query, nil
 }
@@ -323,7 +344,7 @@ func tenantTerm(t *config.Tenant) *ast.Term {
 func messageToAST(m protoreflect.Message) ast.Object {
 	obj := ast.NewObject()
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		obj.Insert(ast.StringTerm(fd.JSONName()), ast.NewTerm(fieldToAST(fd, v)))
+		obj.Insert(fieldKey(fd), ast.NewTerm(fieldToAST(fd, v)))
 		return true
 	})
 	return obj
@@ -398,6 +419,8 @@ func wellKnownOrMessage(m protoreflect.Message) ast.Value {
 	switch x := m.Interface().(type) {
 	case *authv3.AttributeContext_HttpRequest:
 		return httpRequestToAST(x)
+	case *authv3.AttributeContext:
+		return attributesToAST(x)
 	case *structpb.Struct:
 		if v, err := ast.InterfaceToValue(x.AsMap()); err == nil {
 			return v
@@ -429,33 +452,35 @@ const httpRequestFields = 13
 // above all) is several times cheaper than going through protoreflect. As
 // protojson, proto3 zero values are left out.
 func httpRequestToAST(h *authv3.AttributeContext_HttpRequest) ast.Value {
-	obj := ast.NewObject()
+	obj := ast.NewObjectWithCapacity(8)
 	str := func(key *ast.Term, v string) {
 		if v != "" {
 			obj.Insert(key, ast.StringTerm(v))
 		}
 	}
 	str(keyID, h.Id)
-	str(keyMethod, h.Method)
+	if h.Method != "" {
+		obj.Insert(keyMethod, stringTerm(h.Method))
+	}
 	if len(h.Headers) > 0 {
-		hs := ast.NewObjectWithCapacity(len(h.Headers))
-		for k, v := range h.Headers {
-			hs.Insert(ast.StringTerm(k), ast.StringTerm(v))
-		}
-		obj.Insert(keyHeaders, ast.NewTerm(hs))
+		obj.Insert(keyHeaders, ast.NewTerm(stringMapToAST(h.Headers)))
 	}
 	if h.HeaderMap != nil {
 		obj.Insert(keyHeaderMap, ast.NewTerm(messageToAST(h.HeaderMap.ProtoReflect())))
 	}
 	str(keyPath, h.Path)
 	str(keyHost, h.Host)
-	str(keyScheme, h.Scheme)
+	if h.Scheme != "" {
+		obj.Insert(keyScheme, stringTerm(h.Scheme))
+	}
 	str(keyQuery, h.Query)
 	str(keyFragment, h.Fragment)
 	if h.Size != 0 {
 		obj.Insert(keySize, ast.StringTerm(strconv.FormatInt(h.Size, 10)))
 	}
-	str(keyProtocol, h.Protocol)
+	if h.Protocol != "" {
+		obj.Insert(keyProtocol, stringTerm(h.Protocol))
+	}
 	str(keyBody, h.Body)
 	if len(h.RawBody) > 0 {
 		obj.Insert(keyRawBody, ast.StringTerm(base64.StdEncoding.EncodeToString(h.RawBody)))
@@ -479,4 +504,171 @@ func formatTimestamp(t time.Time) string {
 	s = strings.TrimSuffix(s, "000")
 	s = strings.TrimSuffix(s, ".000")
 	return s + "Z"
+}
+
+// The messages around the HTTP request that Envoy sends on every Check
+// (AttributeContext, its peers and their socket addresses, the request) are
+// converted field by field too; the field counts below are checked by a test
+// so that a go-control-plane upgrade adding a field fails it.
+const (
+	attributeContextFields = 7
+	peerFields             = 5
+	requestFields          = 2
+	socketAddressFields    = 7
+)
+
+// attributesToAST is messageToAST for the whole AttributeContext.
+func attributesToAST(a *authv3.AttributeContext) ast.Value {
+	obj := ast.NewObjectWithCapacity(4)
+	if a == nil {
+		return obj
+	}
+	if a.Source != nil {
+		obj.Insert(keySource, ast.NewTerm(peerToAST(a.Source)))
+	}
+	if a.Destination != nil {
+		obj.Insert(keyDestination, ast.NewTerm(peerToAST(a.Destination)))
+	}
+	if a.Request != nil {
+		r := ast.NewObjectWithCapacity(2)
+		if a.Request.Time != nil {
+			r.Insert(keyTime, ast.NewTerm(wellKnownOrMessage(a.Request.Time.ProtoReflect())))
+		}
+		if a.Request.Http != nil {
+			r.Insert(keyHTTP, ast.NewTerm(httpRequestToAST(a.Request.Http)))
+		}
+		obj.Insert(keyRequest, ast.NewTerm(r))
+	}
+	if len(a.ContextExtensions) > 0 {
+		obj.Insert(keyContextExtensions, ast.NewTerm(stringMapToAST(a.ContextExtensions)))
+	}
+	if a.MetadataContext != nil {
+		obj.Insert(keyMetadataContext, ast.NewTerm(messageToAST(a.MetadataContext.ProtoReflect())))
+	}
+	if a.RouteMetadataContext != nil {
+		obj.Insert(keyRouteMetadataContext, ast.NewTerm(messageToAST(a.RouteMetadataContext.ProtoReflect())))
+	}
+	if a.TlsSession != nil {
+		obj.Insert(keyTLSSession, ast.NewTerm(messageToAST(a.TlsSession.ProtoReflect())))
+	}
+	return obj
+}
+
+func peerToAST(p *authv3.AttributeContext_Peer) ast.Value {
+	obj := ast.NewObjectWithCapacity(2)
+	if p.Address != nil {
+		var addr ast.Value
+		if sa := p.Address.GetSocketAddress(); sa != nil {
+			addr = ast.NewObject(ast.Item(keySocketAddress, ast.NewTerm(socketAddressToAST(sa))))
+		} else {
+			addr = messageToAST(p.Address.ProtoReflect())
+		}
+		obj.Insert(keyAddress, ast.NewTerm(addr))
+	}
+	if p.Service != "" {
+		obj.Insert(keyService, ast.StringTerm(p.Service))
+	}
+	if len(p.Labels) > 0 {
+		obj.Insert(keyLabels, ast.NewTerm(stringMapToAST(p.Labels)))
+	}
+	if p.Principal != "" {
+		obj.Insert(keyPrincipal, ast.StringTerm(p.Principal))
+	}
+	if p.Certificate != "" {
+		obj.Insert(keyCertificate, ast.StringTerm(p.Certificate))
+	}
+	return obj
+}
+
+func socketAddressToAST(sa *corev3.SocketAddress) ast.Value {
+	obj := ast.NewObjectWithCapacity(2)
+	if sa.Protocol != corev3.SocketAddress_TCP {
+		obj.Insert(keyProtocol, ast.NewTerm(singularToAST(socketProtocolField, protoreflect.ValueOfEnum(sa.Protocol.Number()))))
+	}
+	if sa.Address != "" {
+		obj.Insert(keyAddress, ast.StringTerm(sa.Address))
+	}
+	switch ps := sa.PortSpecifier.(type) {
+	case *corev3.SocketAddress_PortValue:
+		obj.Insert(keyPortValue, ast.UIntNumberTerm(uint64(ps.PortValue)))
+	case *corev3.SocketAddress_NamedPort:
+		obj.Insert(keyNamedPort, ast.StringTerm(ps.NamedPort))
+	}
+	if sa.ResolverName != "" {
+		obj.Insert(keyResolverName, ast.StringTerm(sa.ResolverName))
+	}
+	if sa.Ipv4Compat {
+		obj.Insert(keyIpv4Compat, ast.InternedTerm(true))
+	}
+	if sa.NetworkNamespaceFilepath != "" {
+		obj.Insert(keyNetnsPath, ast.StringTerm(sa.NetworkNamespaceFilepath))
+	}
+	return obj
+}
+
+var socketProtocolField = (&corev3.SocketAddress{}).ProtoReflect().Descriptor().Fields().ByName("protocol")
+
+// Keys of attributesToAST's objects.
+var (
+	keySource, keyDestination, keyRequest, keyTime = ast.StringTerm("source"), ast.StringTerm("destination"), ast.StringTerm("request"), ast.StringTerm("time")
+	keyHTTP, keyContextExtensions                  = ast.StringTerm("http"), ast.StringTerm("contextExtensions")
+	keyMetadataContext, keyRouteMetadataContext    = ast.StringTerm("metadataContext"), ast.StringTerm("routeMetadataContext")
+	keyTLSSession, keyAddress, keyService          = ast.StringTerm("tlsSession"), ast.StringTerm("address"), ast.StringTerm("service")
+	keyLabels, keyPrincipal, keyCertificate        = ast.StringTerm("labels"), ast.StringTerm("principal"), ast.StringTerm("certificate")
+	keySocketAddress, keyPortValue, keyNamedPort   = ast.StringTerm("socketAddress"), ast.StringTerm("portValue"), ast.StringTerm("namedPort")
+	keyResolverName, keyIpv4Compat, keyNetnsPath   = ast.StringTerm("resolverName"), ast.StringTerm("ipv4Compat"), ast.StringTerm("networkNamespaceFilepath")
+)
+
+func stringMapToAST(m map[string]string) ast.Object {
+	obj := ast.NewObjectWithCapacity(len(m))
+	for k, v := range m {
+		obj.Insert(stringTerm(k), ast.StringTerm(v))
+	}
+	return obj
+}
+
+// fieldKeys caches the JSON name term of every field messageToAST has met:
+// a finite set, fixed by the compiled-in descriptors.
+var fieldKeys sync.Map // protoreflect.FieldDescriptor → *ast.Term
+
+func fieldKey(fd protoreflect.FieldDescriptor) *ast.Term {
+	if t, ok := fieldKeys.Load(fd); ok {
+		return t.(*ast.Term)
+	}
+	t, _ := fieldKeys.LoadOrStore(fd, ast.StringTerm(fd.JSONName()))
+	return t.(*ast.Term)
+}
+
+// commonStrings are shared terms for the strings most requests repeat
+// (header names, methods, schemes, protocols, the first path segments);
+// stringTerm hands them out instead of allocating. The map is read-only
+// after init.
+var commonStrings = func() map[string]*ast.Term {
+	m := map[string]*ast.Term{}
+	for _, s := range []string{
+		// Envoy's pseudo-headers and the headers most requests carry.
+		":authority", ":method", ":path", ":scheme", ":protocol", "accept", "accept-encoding", "accept-language",
+		"authorization", "cache-control", "connection", "content-length", "content-type", "cookie", "host",
+		"origin", "referer", "user-agent", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+		"x-forwarded-client-cert", "x-request-id", "x-envoy-internal", "x-envoy-expected-rq-timeout-ms",
+		"x-envoy-auth-partial-body", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
+		"traceparent", "tracestate", "te", "upgrade", "sec-websocket-key", "sec-websocket-version",
+		"x-real-ip", "forwarded", "if-none-match", "if-modified-since", "pragma", "dnt",
+		// Methods, schemes, protocols.
+		"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+		"http", "https", "HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3",
+		// Path segments.
+		"", "v1", "v2", "api", "workflows", "executions", "events", "ws", "auth", "cancel", "healthz",
+	} {
+		m[s] = ast.StringTerm(s)
+	}
+	return m
+}()
+
+// stringTerm is ast.StringTerm, shared for the commonest strings.
+func stringTerm(s string) *ast.Term {
+	if t, ok := commonStrings[s]; ok {
+		return t
+	}
+	return ast.StringTerm(s)
 }

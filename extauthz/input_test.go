@@ -10,6 +10,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -158,18 +159,24 @@ func TestBuildInputIdentityTenantVersion(t *testing.T) {
 // against protojson.Marshal, the opa-envoy-plugin encoding.
 func TestAttributesMatchProtojson(t *testing.T) {
 	md, _ := structpb.NewStruct(map[string]any{"envoy.filters.http.jwt_authn": map[string]any{"sub": "x", "n": 2.5, "l": []any{true, nil}}})
-	for _, ts := range []time.Time{
+	peers := []*authv3.AttributeContext_Peer{
+		{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: "10.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 51234}, Protocol: corev3.SocketAddress_UDP}}},
+			Labels: map[string]string{"app": "web"}, Service: "web"},
+		{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: "::1", PortSpecifier: &corev3.SocketAddress_NamedPort{NamedPort: "https"}, ResolverName: "r", Ipv4Compat: true,
+			NetworkNamespaceFilepath: "/var/run/netns/a"}}}},
+		{Address: &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: "/run/envoy.sock", Mode: 0o600}}}},
+		{Address: &corev3.Address{}},
+	}
+	for i, ts := range []time.Time{
 		time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC),
 		time.Date(2030, 1, 2, 3, 4, 5, 120_000_000, time.UTC),
 		time.Date(2030, 1, 2, 3, 4, 5, 123_456_000, time.UTC),
 		time.Date(2030, 1, 2, 3, 4, 5, 123_456_789, time.UTC),
 	} {
 		attrs := &authv3.AttributeContext{
-			Source: &authv3.AttributeContext_Peer{
-				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-					Address: "10.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 51234}, Protocol: corev3.SocketAddress_UDP}}},
-				Labels: map[string]string{"app": "web"},
-			},
+			Source:            peers[i],
 			Destination:       &authv3.AttributeContext_Peer{Principal: "spiffe://kailash/runner", Certificate: "pem"},
 			ContextExtensions: map[string]string{"tenant": "acme"},
 			MetadataContext:   &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"jwt": md}},
@@ -183,7 +190,8 @@ func TestAttributesMatchProtojson(t *testing.T) {
 					HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "a", Value: "1"}, {Key: "b", RawValue: []byte("2")}}},
 				},
 			},
-			TlsSession: &authv3.AttributeContext_TLSSession{Sni: "acme.localhost"},
+			TlsSession:           &authv3.AttributeContext_TLSSession{Sni: "acme.localhost"},
+			RouteMetadataContext: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"route": md}},
 		}
 		b, err := protojson.Marshal(attrs)
 		if err != nil {
@@ -197,9 +205,16 @@ func TestAttributesMatchProtojson(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := messageToAST(attrs.ProtoReflect())
-		if got.Compare(wantV) != 0 {
+		if got := messageToAST(attrs.ProtoReflect()); got.Compare(wantV) != 0 {
 			t.Fatalf("proto→AST differs from protojson\n got: %v\nwant: %v", got, wantV)
+		}
+		if got := attributesToAST(attrs); got.Compare(wantV) != 0 {
+			t.Fatalf("attributesToAST differs from protojson\n got: %v\nwant: %v", got, wantV)
+		}
+	}
+	for _, attrs := range []*authv3.AttributeContext{{}, {Request: &authv3.AttributeContext_Request{}}, {Source: &authv3.AttributeContext_Peer{}}} {
+		if got, want := attributesToAST(attrs), messageToAST(attrs.ProtoReflect()); got.Compare(want) != 0 {
+			t.Fatalf("attributesToAST(%v) = %v, want %v", attrs, got, want)
 		}
 	}
 	// An empty HTTP request is an empty object, as protojson has it.
@@ -209,7 +224,19 @@ func TestAttributesMatchProtojson(t *testing.T) {
 	}
 	// httpRequestToAST reads the fields by name: a new field must be added
 	// there (and to the case above) before this passes.
-	if n := (&authv3.AttributeContext_HttpRequest{}).ProtoReflect().Descriptor().Fields().Len(); n != httpRequestFields {
-		t.Fatalf("AttributeContext.HttpRequest has %d fields, httpRequestToAST knows %d", n, httpRequestFields)
+	for _, c := range []struct {
+		m    protoreflect.ProtoMessage
+		want int
+	}{
+		{&authv3.AttributeContext_HttpRequest{}, httpRequestFields},
+		{&authv3.AttributeContext{}, attributeContextFields},
+		{&authv3.AttributeContext_Peer{}, peerFields},
+		{&authv3.AttributeContext_Request{}, requestFields},
+		{&corev3.SocketAddress{}, socketAddressFields},
+	} {
+		d := c.m.ProtoReflect().Descriptor()
+		if n := d.Fields().Len(); n != c.want {
+			t.Fatalf("%s has %d fields, its conversion knows %d", d.FullName(), n, c.want)
+		}
 	}
 }

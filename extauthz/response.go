@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -32,8 +33,9 @@ type Decision struct {
 	ID       string
 	Tenant   string
 	Identity *Identity
-	// ClientHeaders are the names of the request's headers (lowercase); every
-	// one starting with x-kailash- is stripped on allow.
+	// ClientHeaders are names of the request's headers; every one starting
+	// with x-kailash- (in any case) is stripped on allow, the others are
+	// ignored (the server lists only those).
 	ClientHeaders []string
 	// DropIn maps the result exactly as opa-envoy-plugin does: no identity
 	// headers, no default deny body; only decision_id is added (to the
@@ -288,37 +290,36 @@ func MapDecision(result any, d Decision) (*authv3.CheckResponse, bool, error) {
 	if !r.allowed {
 		return denied(r, d, md), false, nil
 	}
-	var headers []*corev3.HeaderValueOption
-	setNames := map[string]bool{}
+	ours := identityHeaders(d)
+	headers := make([]*corev3.HeaderValueOption, 0, len(r.headers)+len(ours))
 	for _, h := range r.headers {
 		if isIdentityHeader(h.Header.Key) {
 			continue // the policy cannot forge the identity headers
 		}
 		headers = append(headers, h)
-		setNames[h.Header.Key] = true
-	}
-	ours := []*corev3.HeaderValueOption{set(HeaderDecisionID, d.ID), set(HeaderTenant, d.Tenant)}
-	if d.Identity != nil {
-		ours = append(ours, set(HeaderUser, d.Identity.Subject), set(HeaderRoles, strings.Join(d.Identity.Roles, ",")))
-	}
-	if d.IdentityToken != "" {
-		ours = append(ours, set(HeaderIdentity, d.IdentityToken))
-	}
-	for _, h := range ours {
-		setNames[h.Header.Key] = true
 	}
 	headers = append(headers, ours...)
-	var remove []string
-	seen := map[string]bool{}
-	for _, name := range append(slices.Clone(d.ClientHeaders), r.removeHeaders...) {
-		name = strings.ToLower(name)
-		isOurs := strings.HasPrefix(name, HeaderPrefix)
-		fromPolicy := slices.Contains(r.removeHeaders, name)
-		if (!isOurs && !fromPolicy) || setNames[name] || seen[name] {
-			continue
+	// set reports whether the response sets name (a handful of headers: a
+	// linear scan beats a map).
+	set := func(name string) bool {
+		for _, h := range headers {
+			if h.Header.Key == name {
+				return true
+			}
 		}
-		seen[name] = true
-		remove = append(remove, name)
+		return false
+	}
+	var remove []string
+	for _, names := range [][]string{d.ClientHeaders, r.removeHeaders} {
+		for _, name := range names {
+			name = strings.ToLower(name)
+			isOurs := strings.HasPrefix(name, HeaderPrefix)
+			fromPolicy := slices.Contains(r.removeHeaders, name)
+			if (!isOurs && !fromPolicy) || set(name) || slices.Contains(remove, name) {
+				continue
+			}
+			remove = append(remove, name)
+		}
 	}
 	sort.Strings(remove)
 	return &authv3.CheckResponse{
@@ -385,6 +386,32 @@ func DryRunAllow(d Decision) *authv3.CheckResponse {
 	return resp
 }
 
+// identityHeaders are the headers set on the upstream request on allow,
+// allocated together.
+func identityHeaders(d Decision) []*corev3.HeaderValueOption {
+	var kv [5][2]string
+	n := 0
+	add := func(k, v string) { kv[n] = [2]string{k, v}; n++ }
+	add(HeaderDecisionID, d.ID)
+	add(HeaderTenant, d.Tenant)
+	if d.Identity != nil {
+		add(HeaderUser, d.Identity.Subject)
+		add(HeaderRoles, strings.Join(d.Identity.Roles, ","))
+	}
+	if d.IdentityToken != "" {
+		add(HeaderIdentity, d.IdentityToken)
+	}
+	opts := make([]corev3.HeaderValueOption, n)
+	values := make([]corev3.HeaderValue, n)
+	out := make([]*corev3.HeaderValueOption, n)
+	for i := range n {
+		values[i].Key, values[i].Value = kv[i][0], kv[i][1]
+		opts[i].Header, opts[i].AppendAction = &values[i], corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		out[i] = &opts[i]
+	}
+	return out
+}
+
 func isIdentityHeader(name string) bool {
 	switch name {
 	case HeaderTenant, HeaderUser, HeaderRoles, HeaderDecisionID, HeaderIdentity:
@@ -425,27 +452,30 @@ func denied(r *policyResult, d Decision, md *structpb.Struct) *authv3.CheckRespo
 // metadata is the policy's dynamic_metadata plus ours (which wins): read by
 // the rate-limit filter and access logs.
 func metadata(policy map[string]any, d Decision) (*structpb.Struct, error) {
-	m := make(map[string]any, len(policy)+4)
+	fields := make(map[string]*structpb.Value, len(policy)+4)
 	for k, v := range policy {
-		m[k] = plain(v)
-	}
-	m["decision_id"] = d.ID
-	if !d.DropIn {
-		m["tenant"] = d.Tenant
-	}
-	if d.Identity != nil && !d.DropIn {
-		m["user"] = d.Identity.Subject
-		roles := make([]any, len(d.Identity.Roles))
-		for i, r := range d.Identity.Roles {
-			roles[i] = r
+		if !utf8.ValidString(k) {
+			return nil, badDecision("dynamic_metadata: invalid UTF-8 in key %q", k)
 		}
-		m["roles"] = roles
+		sv, err := structpb.NewValue(plain(v))
+		if err != nil {
+			return nil, badDecision("dynamic_metadata: %v", err)
+		}
+		fields[k] = sv
 	}
-	s, err := structpb.NewStruct(m)
-	if err != nil {
-		return nil, badDecision("dynamic_metadata: %v", err)
+	fields["decision_id"] = structpb.NewStringValue(d.ID)
+	if !d.DropIn {
+		fields["tenant"] = structpb.NewStringValue(d.Tenant)
+		if d.Identity != nil {
+			fields["user"] = structpb.NewStringValue(d.Identity.Subject)
+			roles := make([]*structpb.Value, len(d.Identity.Roles))
+			for i, r := range d.Identity.Roles {
+				roles[i] = structpb.NewStringValue(r)
+			}
+			fields["roles"] = structpb.NewListValue(&structpb.ListValue{Values: roles})
+		}
 	}
-	return s, nil
+	return &structpb.Struct{Fields: fields}, nil
 }
 
 // plain converts OPA's json.Number into float64 for structpb.

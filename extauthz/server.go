@@ -107,6 +107,7 @@ type snapshot struct {
 
 type tenantState struct {
 	cfg      config.Tenant
+	term     *ast.Term        // input.tenant, built once
 	verifier identityVerifier // *Verifier, or one per issuer (issuers.go)
 }
 
@@ -253,7 +254,7 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 			}
 			if err == nil {
 				t.Features = slices.Clone(t.Features)
-				snap.tenants[t.ID] = &tenantState{cfg: t, verifier: tv}
+				snap.tenants[t.ID] = &tenantState{cfg: t, term: tenantTerm(&t), verifier: tv}
 			}
 		}
 		if err != nil {
@@ -524,17 +525,19 @@ type checkState struct {
 func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
 	d.Tenant = req.GetAttributes().GetContextExtensions()["tenant"]
 	var id *Identity
-	var tenant *config.Tenant
+	var tenant *ast.Term
 	if !s.dropIn {
 		ts, ok := snap.tenants[d.Tenant]
 		if !ok {
 			return nil, ResultError, "unknown_tenant", status.Errorf(codes.FailedPrecondition, "route tenant %q is not configured", d.Tenant)
 		}
-		tenant = &ts.cfg
+		tenant = ts.term
 		httpReq := req.GetAttributes().GetRequest().GetHttp()
 		headers := requestHeaders(httpReq)
 		for name := range headers {
-			d.ClientHeaders = append(d.ClientHeaders, name)
+			if len(name) >= len(HeaderPrefix) && strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix) {
+				d.ClientHeaders = append(d.ClientHeaders, name)
+			}
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, ResultError, "deadline", status.FromContextError(err).Err()
@@ -566,7 +569,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		}
 	}
 
-	input, err := BuildInputWith(req, id, tenant, s.inputOpts)
+	input, err := buildInput(req, identityTerm(id), tenant, s.inputOpts)
 	if err != nil {
 		var ie *InputError
 		if errors.As(err, &ie) {
