@@ -96,12 +96,7 @@ func NewEngine(ctx context.Context, opts EngineOptions) (*Engine, error) {
 		query:    ast.NewBody(ast.NewExpr(ast.NewTerm(ref))),
 		verify:   opts.Verify,
 	}
-	// The inter-query caches let io.jwt.decode_verify and http.send reuse
-	// results across requests, as OPA's server does.
-	limit := int64(16 << 20)
-	cc := &cache.Config{InterQueryBuiltinCache: cache.InterQueryBuiltinCacheConfig{MaxSizeBytes: &limit}}
-	e.iqCache = cache.NewInterQueryCache(cc)
-	e.iqvCache = cache.NewInterQueryValueCache(ctx, cc)
+	e.iqCache, e.iqvCache = interQueryCaches(ctx)
 	if opts.URL != "" {
 		e.remote = newRemote(opts)
 		e.dir = ""
@@ -114,6 +109,37 @@ func NewEngine(ctx context.Context, opts EngineOptions) (*Engine, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// Bounds of the inter-query caches.
+const (
+	// interQueryCacheBytes bounds http.send's response cache.
+	interQueryCacheBytes = 16 << 20
+	// valueCacheEntries bounds the value cache shared by the built-ins that
+	// use it (compiled regex and glob patterns).
+	valueCacheEntries = 10000
+	// TokenCacheEntries bounds io_jwt, the cache of verified JWT signatures.
+	TokenCacheEntries = 4096
+)
+
+// interQueryCaches are the caches that outlive one evaluation, shared by
+// every bundle version of an engine: http.send responses, compiled
+// patterns, parsed JWKS / certificates (io_jwt_keys, as OPA's default) and
+// verified tokens (io_jwt, which OPA leaves off by default). io_jwt holds
+// whether a token's signature is valid for a key set, keyed by the token and
+// the keys, which is all a signature depends on; the io.jwt.decode_verify
+// claims (exp, nbf, iss, aud) are checked again on every call. So a cached
+// entry gives the answer a fresh verification would, and an ES256 token
+// (~100 µs to verify) costs a lookup after its first request.
+func interQueryCaches(ctx context.Context) (cache.InterQueryCache, cache.InterQueryValueCache) {
+	cc, _ := cache.ParseCachingConfig(nil) // OPA's defaults; never fails on nil
+	limit, values, tokens := int64(interQueryCacheBytes), valueCacheEntries, TokenCacheEntries
+	cc.InterQueryBuiltinCache.MaxSizeBytes = &limit
+	cc.InterQueryBuiltinValueCache.MaxNumEntries = &values
+	cc.InterQueryBuiltinValueCache.NamedCacheConfigs = map[string]*cache.NamedValueCacheConfig{
+		"io_jwt": {MaxNumEntries: &tokens, Disabled: new(false)},
+	}
+	return cache.NewInterQueryCacheWithContext(ctx, cc), cache.NewInterQueryValueCache(ctx, cc)
 }
 
 // DecisionRef turns "kailash/authz/result" into the reference
@@ -209,8 +235,6 @@ func (e *Engine) prepare(ctx context.Context, f *files) (*prepared, error) {
 		rego.Compiler(compiler),
 		rego.Store(store),
 		rego.StoreReadAST(true),
-		rego.InterQueryBuiltinCache(e.iqCache),
-		rego.InterQueryBuiltinValueCache(e.iqvCache),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, locate(err, "")
@@ -254,7 +278,10 @@ func (e *Engine) EvalRevision(ctx context.Context, input ast.Value) (any, string
 	// switched off.
 	c := topdown.NewCancel()
 	stop := context.AfterFunc(ctx, c.Cancel)
-	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(c), rego.EvalMetrics(metrics.NoOp()))
+	// The inter-query caches are passed on every evaluation: a prepared
+	// query does not keep the ones given to rego.New.
+	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(c), rego.EvalMetrics(metrics.NoOp()),
+		rego.EvalInterQueryBuiltinCache(e.iqCache), rego.EvalInterQueryBuiltinValueCache(e.iqvCache))
 	stop()
 	if err != nil {
 		return nil, p.revision, err

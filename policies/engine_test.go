@@ -2,6 +2,9 @@ package policies
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -291,5 +294,60 @@ func waitReload(t *testing.T, ch <-chan error) error {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no reload within 5s")
 		return nil
+	}
+}
+
+// TestInterQueryCachesServeEvaluations checks that a prepared query
+// evaluates with the engine's inter-query caches: the parsed key set
+// (io_jwt_keys) and the verified token (io_jwt) are cached after the first
+// evaluation, and a cached token's claims are still checked on every call.
+func TestInterQueryCachesServeEvaluations(t *testing.T) {
+	const jwks = `{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"c2VjcmV0LWtleS1mb3ItdGhlLXRlc3Qtb2YtaW8tand0"}]}`
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	signing := b64(`{"alg":"HS256","typ":"JWT","kid":"k1"}`) + "." + b64(`{"sub":"alice","exp":2000000000}`)
+	mac := hmac.New(sha256.New, []byte("secret-key-for-the-test-of-io-jwt"))
+	mac.Write([]byte(signing))
+	token := signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+
+	dir := t.TempDir()
+	write(t, dir, "p.rego", "package p\n\njwks := `"+jwks+"`\n\n"+`allow if {
+	[valid, _, payload] := io.jwt.decode_verify(input.token, {"cert": jwks, "time": input.now})
+	valid
+	payload.sub == "alice"
+}
+`)
+	e, err := NewEngine(t.Context(), EngineOptions{Dir: dir, Decision: "p/allow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eval := func(now int64) error {
+		in := ast.NewObject(ast.Item(ast.StringTerm("token"), ast.StringTerm(token)),
+			ast.Item(ast.StringTerm("now"), ast.IntNumberTerm(int(now))))
+		_, err := e.Eval(t.Context(), in)
+		return err
+	}
+	valid := int64(1900000000) * int64(time.Second)
+	if err := eval(valid); err != nil {
+		t.Fatal(err)
+	}
+	if keys := e.iqvCache.GetCache("io_jwt_keys"); keys == nil {
+		t.Fatal("io_jwt_keys cache is off")
+	} else if _, ok := keys.Get(ast.String(jwks)); !ok {
+		t.Fatal("the key set was not cached")
+	}
+	tokens := e.iqvCache.GetCache("io_jwt")
+	if tokens == nil {
+		t.Fatal("io_jwt cache is off")
+	}
+	key := ast.NewArray(ast.StringTerm(token), ast.ObjectTerm(ast.Item(ast.StringTerm("cert"), ast.StringTerm(jwks))))
+	if _, ok := tokens.Get(key); !ok {
+		t.Fatal("the verified token was not cached")
+	}
+	if err := eval(valid); err != nil {
+		t.Fatal("cached token:", err)
+	}
+	// Expired by then: the cached signature does not make it valid.
+	if err := eval(int64(2100000000) * int64(time.Second)); !errors.Is(err, ErrUndefined) {
+		t.Fatalf("expired cached token: err = %v, want undefined", err)
 	}
 }
