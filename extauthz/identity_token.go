@@ -90,14 +90,29 @@ func (m *identityMinter) Token(tenant string, id *Identity) (string, error) {
 	return tok, nil
 }
 
-// key hashes what the token would say and the current signing key.
+// key hashes what the token would say and the current signing key. The
+// identity's part is hashed once per Identity (a cached token's identity is
+// reused across requests) and kept on it.
 func (m *identityMinter) key(tenant string, id *Identity) [32]byte {
+	d := id.mintDigest.Load()
+	if d == nil {
+		d = identityDigest(id)
+		id.mintDigest.Store(d)
+	}
 	h := sha256.New()
 	w := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
-	if kids := m.ring.KeyIDs(); len(kids) > 0 {
-		w(kids[0])
-	}
+	w(m.ring.SignerKID())
 	w(tenant)
+	h.Write(d[:])
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// identityDigest hashes everything an identity token says about id.
+func identityDigest(id *Identity) *[32]byte {
+	h := sha256.New()
+	w := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
 	w(id.Subject)
 	w(id.Method)
 	w(strings.Join(id.Roles, "\x01"))
@@ -116,5 +131,5 @@ func (m *identityMinter) key(tenant string, id *Identity) [32]byte {
 	}
 	var out [32]byte
 	h.Sum(out[:0])
-	return out
+	return &out
 }

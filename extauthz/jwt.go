@@ -78,6 +78,9 @@ type Identity struct {
 	// term caches the identity's policy input (identityTerm): a cached
 	// token's identity is converted once, not on every request.
 	term atomic.Pointer[ast.Term]
+	// mintDigest caches the hash of what an identity token says about it
+	// (identityMinter.key). Identities are not modified once built.
+	mintDigest atomic.Pointer[[32]byte]
 }
 
 // KeySource supplies the keys a verifier trusts. Keys returns the same Set

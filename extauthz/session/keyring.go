@@ -231,6 +231,10 @@ func (r *KeyRing) JWKS() []byte { return r.snap.Load().jwks }
 func (r *KeyRing) Keys(context.Context) (jwk.Set, error) { return r.snap.Load().set, nil }
 
 // KeyIDs lists the kids that verify now, the signing key first.
+// SignerKID is the kid of the current signing key (KeyIDs()[0], without
+// building the list).
+func (r *KeyRing) SignerKID() string { return r.snap.Load().signerKID }
+
 func (r *KeyRing) KeyIDs() []string {
 	s := r.snap.Load()
 	ids := []string{s.signerKID}
