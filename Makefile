@@ -6,7 +6,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build envoy run test test-short bench lint fmt golden clean
+.PHONY: all build envoy run test test-short bench bench-compare lint fmt golden clean
 
 all: build
 
@@ -30,11 +30,21 @@ test: envoy
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
-## bench: Go benchmarks of the Check path and of config translation, then the
-## 10,000-tenant edit through a real Envoy (both route modes)
+## bench: Go benchmarks of the Check path and of config translation, one package at a
+## time (-p 1: packages do not compete for the cores), then the 10,000-tenant edit
+## through a real Envoy (both route modes), then bench-compare
 bench: envoy
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 20m $(PKGS)
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 20m $(PKGS)
 	KAILASH_SCALE_TENANTS=10000 $(GO) test -run 'TestScale$$' -v -count=1 -timeout 20m ./cmd/kailash/ | grep -E 'e2e_scale_test|^(ok|FAIL|---)'
+	$(MAKE) bench-compare
+
+## bench-compare: `kailash authz` drop-in mode against opa-envoy-plugin on the same policy and
+## CheckRequests (bench/opaenvoy, a module of its own: the main module never depends on
+## opa-envoy-plugin). Downloads and builds opa-envoy-plugin (the version pinned in
+## bench/opaenvoy/go.mod, v1.10.0-envoy). BENCH_COMPARE_FLAGS="-duration 10s" etc.
+bench-compare: build
+	cd bench/opaenvoy && GONOSUMDB=github.com/open-policy-agent/opa-envoy-plugin $(GO) build -o $(CURDIR)/$(BIN)/opa-envoy-plugin ./opa-envoy
+	cd bench/opaenvoy && $(GO) run . -kailash $(CURDIR)/$(BIN)/kailash -opa $(CURDIR)/$(BIN)/opa-envoy-plugin $(BENCH_COMPARE_FLAGS)
 
 lint:
 	$(GO) vet $(PKGS)

@@ -2,7 +2,9 @@ package extauthz
 
 import (
 	"context"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"syscall"
@@ -238,6 +240,11 @@ func BenchmarkGRPCLoad2000(b *testing.B) {
 
 func grpcBench(b *testing.B) (authv3.AuthorizationClient, *authv3.CheckRequest) {
 	b.Helper()
+	// The server runs with the GC settings of a kailash authz process
+	// (GOGC from the environment, else DefaultGCPercent).
+	old := debug.SetGCPercent(100)
+	TuneGC()
+	b.Cleanup(func() { debug.SetGCPercent(old) })
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := New(ctx, testConfig(b), Options{Now: fixedClock})
 	if err != nil {
@@ -266,4 +273,47 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+// BenchmarkCheckDropInVerify is a whole in-process Check in drop-in mode
+// with the typical opa-envoy-plugin policy that verifies the Bearer token in
+// Rego (io.jwt.decode_verify, ES256, against a JWKS in the policy), the
+// same token on every request.
+func BenchmarkCheckDropInVerify(b *testing.B) {
+	jwks, err := os.ReadFile(jwksPath(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	policy := "package envoy.authz\n\nimport rego.v1\n\njwks := `" + string(jwks) + "`\n" + `
+default allow := false
+
+claims := payload if {
+	[_, token] := split(input.attributes.request.http.headers.authorization, " ")
+	[valid, _, payload] := io.jwt.decode_verify(token, {"cert": jwks, "aud": "kailash", "time": 1893553445000000000})
+	valid
+}
+
+allow if {
+	input.attributes.request.http.method == "POST"
+	input.parsed_path == ["orders"]
+	claims.tenant == "acme"
+}
+`
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	srv, err := New(ctx, dropInConfig(b, policyDir(b, policy)), Options{DropIn: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Close() })
+	req := dropInReq("POST", "/orders", "Bearer "+mint(b, devKey(b), claims(nil)), "application/json", `{"qty": 3}`)
+	b.ReportAllocs()
+	cpu := startCPU()
+	for b.Loop() {
+		resp, err := srv.Check(ctx, req)
+		if err != nil || resp.GetStatus().GetCode() != 0 {
+			b.Fatal(resp, err)
+		}
+	}
+	cpu.report(b)
 }

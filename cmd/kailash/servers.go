@@ -79,11 +79,12 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	gogc := extauthz.TuneGC()
 	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled()})
 	if err != nil {
 		return err
 	}
-	log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "drop_in", drop.enabled(), "policy", s.Engine().Source(), "decision", s.Engine().Decision())
+	log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "drop_in", drop.enabled(), "policy", s.Engine().Source(), "decision", s.Engine().Decision(), "gogc", gogc)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.Serve(gctx) })
 	if !drop.enabled() {
