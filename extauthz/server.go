@@ -473,14 +473,10 @@ func (s *Server) Serve(ctx context.Context) error {
 // goroutines, as without workers.
 const streamWorkers = 64
 
-// serverOptions tune the gRPC server for many small unary Checks: kept
-// stream workers, and write buffers shared between connections instead of
-// 32 KB held by each.
+// serverOptions tune the gRPC server for many small unary Checks (write
+// buffers are shared between connections by default).
 func serverOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.NumStreamWorkers(streamWorkers),
-		grpc.SharedWriteBuffer(true),
-	}
+	return []grpc.ServerOption{grpc.NumStreamWorkers(streamWorkers)}
 }
 
 // Check answers one ext_authz request. The tenant comes only from the
