@@ -299,9 +299,9 @@ func MapDecision(result any, d Decision) (*authv3.CheckResponse, bool, error) {
 		headers = append(headers, h)
 	}
 	headers = append(headers, ours...)
-	// set reports whether the response sets name (a handful of headers: a
+	// isSet reports whether the response sets name (a handful of headers: a
 	// linear scan beats a map).
-	set := func(name string) bool {
+	isSet := func(name string) bool {
 		for _, h := range headers {
 			if h.Header.Key == name {
 				return true
@@ -315,7 +315,7 @@ func MapDecision(result any, d Decision) (*authv3.CheckResponse, bool, error) {
 			name = strings.ToLower(name)
 			isOurs := strings.HasPrefix(name, HeaderPrefix)
 			fromPolicy := slices.Contains(r.removeHeaders, name)
-			if (!isOurs && !fromPolicy) || set(name) || slices.Contains(remove, name) {
+			if (!isOurs && !fromPolicy) || isSet(name) || slices.Contains(remove, name) {
 				continue
 			}
 			remove = append(remove, name)
