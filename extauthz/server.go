@@ -488,8 +488,13 @@ func serverOptions() []grpc.ServerOption {
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	snap := s.snap.Load()
-	ctx, cancel := context.WithTimeout(ctx, snap.timeout)
-	defer cancel()
+	// Envoy sends its own, usually shorter, deadline (grpc-timeout): then
+	// the authz timeout adds nothing and its timer is not made.
+	if dl, ok := ctx.Deadline(); !ok || dl.Sub(start) > snap.timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, snap.timeout)
+		defer cancel()
+	}
 	d := Decision{ID: newDecisionID(), DropIn: s.dropIn}
 	var st checkState
 	resp, result, reason, err := s.check(ctx, snap, req, &d, &st)

@@ -374,3 +374,28 @@ func TestExampleConfig(t *testing.T) {
 		t.Fatal("HTTPAddr without authz.http")
 	}
 }
+
+// TestCheckHonoursTheCallersDeadline: a Check whose caller's deadline (as
+// Envoy sends it) has passed fails closed, whether or not it is shorter
+// than authz.timeout.
+func TestCheckHonoursTheCallersDeadline(t *testing.T) {
+	srv, err := New(t.Context(), testConfig(t), Options{Now: fixedClock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	req := checkReq("acme", "POST", "/v1/workflows/etl/executions", mint(t, devKey(t), claims(nil)), nil)
+	for _, d := range []time.Duration{-time.Millisecond, -time.Hour} {
+		ctx, cancel := context.WithDeadline(t.Context(), time.Now().Add(d))
+		resp, err := srv.Check(ctx, req)
+		cancel()
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("deadline %v ago: %v, %v; want DeadlineExceeded", -d, resp, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // longer than authz.timeout
+	defer cancel()
+	if resp, err := srv.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
+		t.Fatal(resp, err)
+	}
+}
