@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -127,27 +130,75 @@ func globalDigest(ir *IR) ([]byte, error) {
 }
 
 // lookup is the cached virtual host for key, built (then validated and
-// digested) by build when the last translation did not have it. It is kept
-// for the next translation.
+// digested) by build when neither the last translation nor warm had it. It
+// is kept for the next translation.
 func (c *Cache) lookup(key digest, build func() (*routev3.VirtualHost, error)) (*cachedVH, error) {
 	e := c.next[key]
 	if e == nil {
 		e = c.vhs[key]
 	}
 	if e == nil {
-		v, err := build()
-		if err == nil {
-			err = v.ValidateAll()
-		}
-		var sum digest
-		if err == nil {
-			sum, err = sumProto(v)
-		}
-		if err != nil {
+		var err error
+		if e, err = newCachedVH(build()); err != nil {
 			return nil, err
 		}
-		e = &cachedVH{vh: v, sum: sum}
 	}
 	c.next[key] = e
 	return e, nil
+}
+
+// newCachedVH validates and digests a virtual host just built.
+func newCachedVH(v *routev3.VirtualHost, err error) (*cachedVH, error) {
+	if err == nil {
+		err = v.ValidateAll()
+	}
+	var sum digest
+	if err == nil {
+		sum, err = sumProto(v)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &cachedVH{vh: v, sum: sum}, nil
+}
+
+// warm computes the keys of n virtual hosts and builds, on every core, the
+// entries the last translation did not have (a start, or many tenants
+// changed at once), so that the sequential assembly that follows finds them
+// with lookup. A key or build that fails is left to that assembly, which
+// reports it in order; keys[i] is then the zero digest.
+func (c *Cache) warm(n int, key func(h hash.Hash, i int) (digest, error), build func(i int) (*cachedVH, error)) []digest {
+	keys := make([]digest, n)
+	built := make([]*cachedVH, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Go(func() {
+			h := sha256.New()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				k, err := key(h, i)
+				if err != nil {
+					continue
+				}
+				keys[i] = k
+				if c.vhs[k] != nil { // read only while warming
+					continue
+				}
+				if e, err := build(i); err == nil {
+					built[i] = e
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, e := range built {
+		if e != nil && c.next[keys[i]] == nil {
+			c.next[keys[i]] = e
+		}
+	}
+	return keys
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"slices"
 	"time"
 
@@ -110,21 +111,31 @@ func buildRouteConfigCached(ir *IR, filters []httpFilter, name string, redirect 
 	h := sha256.New()
 	rc := &routev3.RouteConfiguration{Name: name}
 	sums := make([]digest, 0, len(ir.VirtualHosts)+1)
+	kind := func(vh *VirtualHost) string {
+		if redirect && vh.TLS != nil {
+			return "redirect"
+		}
+		return "tenant"
+	}
+	build := func(vh *VirtualHost) (*routev3.VirtualHost, error) {
+		v, _, err := virtualHostFor(ir, vh, filters, redirect)
+		return v, err
+	}
+	keys := c.warm(len(ir.VirtualHosts), func(h hash.Hash, i int) (digest, error) {
+		vh := &ir.VirtualHosts[i]
+		return vhKey(h, global, name, kind(vh), vh)
+	}, func(i int) (*cachedVH, error) { return newCachedVH(build(&ir.VirtualHosts[i])) })
 	for i := range ir.VirtualHosts {
 		vh := &ir.VirtualHosts[i]
-		kind := "tenant"
-		if redirect && vh.TLS != nil {
-			kind = "redirect"
+		key := keys[i]
+		if key == (digest{}) {
+			var err error
+			if key, err = vhKey(h, global, name, kind(vh), vh); err != nil {
+				errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
+				continue
+			}
 		}
-		key, err := vhKey(h, global, name, kind, vh)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
-			continue
-		}
-		e, err := c.lookup(key, func() (*routev3.VirtualHost, error) {
-			v, _, err := virtualHostFor(ir, vh, filters, redirect)
-			return v, err
-		})
+		e, err := c.lookup(key, func() (*routev3.VirtualHost, error) { return build(vh) })
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
 			continue

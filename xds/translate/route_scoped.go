@@ -24,6 +24,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"slices"
 	"strings"
 
@@ -95,13 +96,30 @@ func buildTenantRoutes(ir *IR, filters []httpFilter, c *Cache, digests Digests) 
 	}
 	var errs []error
 	h := sha256.New()
+	var keys []digest
+	if c != nil {
+		keys = c.warm(len(ir.VirtualHosts), func(h hash.Hash, i int) (digest, error) {
+			vh := &ir.VirtualHosts[i]
+			return vhKey(h, global, TenantRouteConfigName(vh.TenantID), "scoped", vh)
+		}, func(i int) (*cachedVH, error) {
+			vh := &ir.VirtualHosts[i]
+			e, err := newCachedVH(scopedVirtualHost(ir, vh, filters))
+			if err == nil {
+				e.tenant, err = newTenantRoutes(TenantRouteConfigName(vh.TenantID), vh, e.vh, e.sum[:])
+			}
+			return e, err
+		})
+	}
 	for i := range ir.VirtualHosts {
 		vh := &ir.VirtualHosts[i]
 		name := TenantRouteConfigName(vh.TenantID)
 		build := func() (*routev3.VirtualHost, error) { return scopedVirtualHost(ir, vh, filters) }
 		var tr *tenantRoutes
 		if c != nil {
-			key, err := vhKey(h, global, name, "scoped", vh)
+			key, err := keys[i], error(nil)
+			if key == (digest{}) {
+				key, err = vhKey(h, global, name, "scoped", vh)
+			}
 			var e *cachedVH
 			if err == nil {
 				e, err = c.lookup(key, build)
