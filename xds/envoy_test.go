@@ -150,8 +150,11 @@ func testRealEnvoy(t *testing.T, routes, api string) {
 	if code, body := get("nobody.example"); code != http.StatusNotFound || body != "unknown host\n" {
 		t.Errorf("unknown host: %d %q", code, body)
 	}
-	if code, _ := get("acme.localhost:1234"); code != http.StatusServiceUnavailable {
-		t.Errorf("tenant with ext_authz down: %d, want 503 (fail closed)", code)
+	// Host names are case-insensitive, with a port or without.
+	for _, host := range []string{"acme.localhost:1234", "ACME.Localhost", "Acme.localhost:80"} {
+		if code, body := get(host); code != http.StatusServiceUnavailable {
+			t.Errorf("%s, a tenant with ext_authz down: %d %q, want 503 (fail closed)", host, code, body)
+		}
 	}
 
 	rds := stat(rdsOK)

@@ -24,8 +24,10 @@ type httpFilter interface {
 // the output: changing it changes the listener and makes Envoy drain
 // connections, so new filters go in their designed place once and stay:
 //
-//	rbac · cors · ext_authz · local_ratelimit · (ratelimit) · compressor · router
+//	(lua) · rbac · cors · ext_authz · local_ratelimit · (ratelimit) · compressor · router
 //
+// lua, with per-tenant routes only, lowercases the host before the scope
+// (the tenant's route configuration) is chosen.
 // rbac (the IP allowlist) is first so nothing else, not even a CORS
 // preflight answer or an ext_authz call, happens for a refused client.
 // local_ratelimit and ratelimit follow ext_authz: ratelimit needs the
@@ -35,6 +37,7 @@ type httpFilter interface {
 // router must stay last.
 func httpFilters() []httpFilter {
 	return []httpFilter{
+		hostCaseFilter{},
 		rbacFilter{},
 		corsFilter{},
 		extAuthzFilter{},

@@ -15,7 +15,7 @@ package translate
 //     ext_authz filter is disabled by default in the chain and enabled by the
 //     tenants' virtual hosts, so such a request is never authorized.
 //   - Scope keys are exact strings: domains must be exact host names, and the
-//     request's host is matched as sent (lowercase, as browsers send it).
+//     request's host is lowercased first (filter_hostcase.go).
 //   - The HTTP→HTTPS redirect is the first route of a tenant's virtual host
 //     (one route configuration serves both listeners); the virtual host's IP
 //     allowlist, CORS and local limit apply to it, ext_authz does not.
