@@ -324,6 +324,10 @@ func freeAddr() (string, error) {
 
 func startProc(addr, bin string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
+	if v := os.Getenv("BENCH_SERVER_GOMAXPROCS"); v != "" {
+		// The servers' GOMAXPROCS only, not the load generator's.
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+v)
+	}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
