@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 type clock struct {
@@ -34,7 +36,7 @@ type step struct {
 	want           string
 }
 
-func TestGuard(t *testing.T) { forEachStore(t, testGuard) }
+func TestGuard(t *testing.T) { testenv.MemoryAndRedis(t, testGuard) }
 
 func testGuard(t *testing.T) {
 	fail := func(u, a string) step { return step{op: "fail", user: u, addr: a} }
@@ -145,7 +147,9 @@ func testGuard(t *testing.T) {
 	}
 }
 
-func TestLockedErrorRevealsNothing(t *testing.T) { forEachStore(t, testLockedErrorRevealsNothing) }
+func TestLockedErrorRevealsNothing(t *testing.T) {
+	testenv.MemoryAndRedis(t, testLockedErrorRevealsNothing)
+}
 
 func testLockedErrorRevealsNothing(t *testing.T) {
 	g, _ := newGuard(t, Config{MaxFailures: 1})
@@ -158,7 +162,7 @@ func testLockedErrorRevealsNothing(t *testing.T) {
 }
 
 func TestConcurrentFailuresCountExactly(t *testing.T) {
-	forEachStore(t, testConcurrentFailuresCountExactly)
+	testenv.MemoryAndRedis(t, testConcurrentFailuresCountExactly)
 }
 
 func testConcurrentFailuresCountExactly(t *testing.T) {

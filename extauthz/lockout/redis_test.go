@@ -7,37 +7,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
-// forEachStore runs test against a MemoryStore and a RedisStore on a real
-// redis-server; newStore(t, ...) inside picks by the subtest's name.
-func forEachStore(t *testing.T, test func(t *testing.T)) {
-	t.Run("memory", test)
-	t.Run("redis", test)
-}
-
 func newStore(t testing.TB, now func() time.Time) Store {
 	t.Helper()
-	if !strings.Contains(t.Name(), "/redis") {
+	if !testenv.IsRedis(t) {
 		return NewMemoryStore(now)
 	}
-	return NewRedisStore(redisClient(t), "kailash:test:"+t.Name()+":", now)
-}
-
-func redisClient(t testing.TB) *redis.Client {
-	t.Helper()
-	srv := testenv.StartRedis(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return NewRedisStore(testenv.RedisClient(t), "kailash:test:"+t.Name()+":", now)
 }
 
 // Two guards (two replicas) on one Redis count failures together.
 func TestRedisGuardsShareCounts(t *testing.T) {
-	c := redisClient(t)
+	c := testenv.RedisClient(t)
 	clk := &clock{t: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
 	cfg := Config{MaxFailures: 4, MaxAddressFailures: 100, Now: clk.Now}
 	a := New(NewRedisStore(c, "", clk.Now), cfg)

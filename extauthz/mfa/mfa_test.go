@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pquerna/otp/totp"
+
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 type clock struct {
@@ -50,7 +52,7 @@ func code(t *testing.T, secret string, at time.Time) string {
 	return c
 }
 
-func TestEnroll(t *testing.T) { forEachStore(t, testEnroll) }
+func TestEnroll(t *testing.T) { testenv.MemoryAndRedis(t, testEnroll) }
 
 func testEnroll(t *testing.T) {
 	_, _, e := setup(t)
@@ -80,7 +82,7 @@ func testEnroll(t *testing.T) {
 	}
 }
 
-func TestVerifyWindow(t *testing.T) { forEachStore(t, testVerifyWindow) }
+func TestVerifyWindow(t *testing.T) { testenv.MemoryAndRedis(t, testVerifyWindow) }
 
 func testVerifyWindow(t *testing.T) {
 	tests := []struct {
@@ -105,7 +107,7 @@ func testVerifyWindow(t *testing.T) {
 	}
 }
 
-func TestVerifyMalformed(t *testing.T) { forEachStore(t, testVerifyMalformed) }
+func TestVerifyMalformed(t *testing.T) { testenv.MemoryAndRedis(t, testVerifyMalformed) }
 
 func testVerifyMalformed(t *testing.T) {
 	m, c, e := setup(t)
@@ -122,7 +124,7 @@ func testVerifyMalformed(t *testing.T) {
 	}
 }
 
-func TestVerifyNoReuse(t *testing.T) { forEachStore(t, testVerifyNoReuse) }
+func TestVerifyNoReuse(t *testing.T) { testenv.MemoryAndRedis(t, testVerifyNoReuse) }
 
 func testVerifyNoReuse(t *testing.T) {
 	m, c, e := setup(t)
@@ -152,7 +154,7 @@ func testVerifyNoReuse(t *testing.T) {
 }
 
 func TestVerifyConcurrentReplayAcceptsOnce(t *testing.T) {
-	forEachStore(t, testVerifyConcurrentReplayAcceptsOnce)
+	testenv.MemoryAndRedis(t, testVerifyConcurrentReplayAcceptsOnce)
 }
 
 func testVerifyConcurrentReplayAcceptsOnce(t *testing.T) {

@@ -5,38 +5,21 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
-// forEachStore runs test against MemoryUsedSteps and RedisUsedSteps on a
-// real redis-server; newUsedSteps(t) inside picks by the subtest's name.
-func forEachStore(t *testing.T, test func(t *testing.T)) {
-	t.Run("memory", test)
-	t.Run("redis", test)
-}
-
 func newUsedSteps(t testing.TB) UsedSteps {
 	t.Helper()
-	if !strings.Contains(t.Name(), "/redis") {
+	if !testenv.IsRedis(t) {
 		return NewMemoryUsedSteps()
 	}
-	return NewRedisUsedSteps(redisClient(t), "", 0)
-}
-
-func redisClient(t testing.TB) *redis.Client {
-	t.Helper()
-	srv := testenv.StartRedis(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return NewRedisUsedSteps(testenv.RedisClient(t), "", 0)
 }
 
 // Two replicas share the last used step: a code accepted by one is refused
 // by the other.
 func TestRedisUsedStepsShared(t *testing.T) {
-	c := redisClient(t)
+	c := testenv.RedisClient(t)
 	a, b := NewRedisUsedSteps(c, "", 0), NewRedisUsedSteps(c, "", 0)
 	ctx := context.Background()
 	for _, tc := range []struct {

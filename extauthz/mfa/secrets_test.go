@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 func testSealer(t testing.TB) *Sealer {
@@ -24,21 +26,21 @@ func testSealer(t testing.TB) *Sealer {
 	return s
 }
 
-// newSecrets picks the store by the subtest's name (see forEachStore); the
+// newSecrets picks the store by the subtest's name (see testenv.MemoryAndRedis); the
 // clock drives the memory store, Redis expires keys itself.
 func newSecrets(t *testing.T, c *clock) SecretStore {
 	t.Helper()
-	if !strings.Contains(t.Name(), "/redis") {
+	if !testenv.IsRedis(t) {
 		return NewMemorySecrets(c.Now)
 	}
-	s, err := NewRedisSecrets(redisClient(t), "", testSealer(t))
+	s, err := NewRedisSecrets(testenv.RedisClient(t), "", testSealer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func TestSecretStore(t *testing.T) { forEachStore(t, testSecretStore) }
+func TestSecretStore(t *testing.T) { testenv.MemoryAndRedis(t, testSecretStore) }
 
 func testSecretStore(t *testing.T) {
 	ctx := context.Background()
@@ -82,7 +84,9 @@ func testSecretStore(t *testing.T) {
 	}
 }
 
-func TestSecretStorePendingExpires(t *testing.T) { forEachStore(t, testSecretStorePendingExpires) }
+func TestSecretStorePendingExpires(t *testing.T) {
+	testenv.MemoryAndRedis(t, testSecretStorePendingExpires)
+}
 
 func testSecretStorePendingExpires(t *testing.T) {
 	ctx := context.Background()
@@ -103,7 +107,7 @@ func testSecretStorePendingExpires(t *testing.T) {
 	}
 }
 
-func TestSecretStoreConfirmOnce(t *testing.T) { forEachStore(t, testSecretStoreConfirmOnce) }
+func TestSecretStoreConfirmOnce(t *testing.T) { testenv.MemoryAndRedis(t, testSecretStoreConfirmOnce) }
 
 func testSecretStoreConfirmOnce(t *testing.T) {
 	ctx := context.Background()
@@ -133,7 +137,7 @@ func testSecretStoreConfirmOnce(t *testing.T) {
 // enrolled one has no TTL (expiring it would un-enrol), the pending one has.
 func TestRedisSecretsAtRest(t *testing.T) {
 	ctx := context.Background()
-	c := redisClient(t)
+	c := testenv.RedisClient(t)
 	sealer := testSealer(t)
 	s, err := NewRedisSecrets(c, "", sealer)
 	if err != nil {

@@ -9,21 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
-func redisClient(t testing.TB) *redis.Client {
-	t.Helper()
-	srv := testenv.StartRedis(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
 func TestRedisReplayStore(t *testing.T) {
-	c := redisClient(t)
+	c := testenv.RedisClient(t)
 	clock := &testClock{t: t0}
 	a, b := NewRedisReplayStore(c, ""), NewRedisReplayStore(c, "") // two replicas
 	a.now, b.now = clock.Now, clock.Now
@@ -74,7 +64,7 @@ func TestRedisReplayStore(t *testing.T) {
 // The full ACS flow refuses a replay with the Redis store.
 func TestReplayRedis(t *testing.T) {
 	f := newFixture(t, nil)
-	s := NewRedisReplayStore(redisClient(t), "")
+	s := NewRedisReplayStore(testenv.RedisClient(t), "")
 	s.now = f.clock.Now
 	f.sp.replay = s
 	doc := f.idp.ResponseXML(t, valid())

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 // Both request stores: remembered ids are taken once, for their tenant,
@@ -22,7 +24,7 @@ func TestRequestStores(t *testing.T) {
 				m := NewMemoryRequestStore(0, clock.Now)
 				a, b = m, m
 			} else {
-				c := redisClient(t)
+				c := testenv.RedisClient(t)
 				a, b = NewRedisRequestStore(c, "", clock.Now), NewRedisRequestStore(c, "", clock.Now)
 			}
 			ctx := context.Background()

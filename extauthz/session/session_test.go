@@ -13,6 +13,8 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 type clock struct {
@@ -80,7 +82,7 @@ func wantErr(t *testing.T, err, want error) {
 	}
 }
 
-func TestIssueVerify(t *testing.T) { forEachStore(t, testIssueVerify) }
+func TestIssueVerify(t *testing.T) { testenv.MemoryAndRedis(t, testIssueVerify) }
 
 func testIssueVerify(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
@@ -125,7 +127,7 @@ func testIssueVerify(t *testing.T) {
 }
 
 func TestIssueRejectsReservedAttribute(t *testing.T) {
-	forEachStore(t, testIssueRejectsReservedAttribute)
+	testenv.MemoryAndRedis(t, testIssueRejectsReservedAttribute)
 }
 
 func testIssueRejectsReservedAttribute(t *testing.T) {
@@ -137,7 +139,7 @@ func testIssueRejectsReservedAttribute(t *testing.T) {
 	}
 }
 
-func TestVerifyRejects(t *testing.T) { forEachStore(t, testVerifyRejects) }
+func TestVerifyRejects(t *testing.T) { testenv.MemoryAndRedis(t, testVerifyRejects) }
 
 func testVerifyRejects(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
@@ -193,7 +195,7 @@ func testVerifyRejects(t *testing.T) {
 	}
 }
 
-func TestAccessTokenExpiry(t *testing.T) { forEachStore(t, testAccessTokenExpiry) }
+func TestAccessTokenExpiry(t *testing.T) { testenv.MemoryAndRedis(t, testAccessTokenExpiry) }
 
 func testAccessTokenExpiry(t *testing.T) {
 	f := newFixture(t, Config{IdleTimeout: -1}, KeyRingConfig{})
@@ -216,7 +218,7 @@ func testAccessTokenExpiry(t *testing.T) {
 	}
 }
 
-func TestRefreshRotation(t *testing.T) { forEachStore(t, testRefreshRotation) }
+func TestRefreshRotation(t *testing.T) { testenv.MemoryAndRedis(t, testRefreshRotation) }
 
 func testRefreshRotation(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
@@ -248,7 +250,9 @@ func testRefreshRotation(t *testing.T) {
 	wantErr(t, err, ErrInvalidRefresh)
 }
 
-func TestRefreshReuseRevokesSession(t *testing.T) { forEachStore(t, testRefreshReuseRevokesSession) }
+func TestRefreshReuseRevokesSession(t *testing.T) {
+	testenv.MemoryAndRedis(t, testRefreshReuseRevokesSession)
+}
 
 func testRefreshReuseRevokesSession(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
@@ -275,7 +279,7 @@ func testRefreshReuseRevokesSession(t *testing.T) {
 }
 
 func TestConcurrentRefreshOnlyOneWins(t *testing.T) {
-	forEachStore(t, testConcurrentRefreshOnlyOneWins)
+	testenv.MemoryAndRedis(t, testConcurrentRefreshOnlyOneWins)
 }
 
 func testConcurrentRefreshOnlyOneWins(t *testing.T) {
@@ -299,7 +303,7 @@ func testConcurrentRefreshOnlyOneWins(t *testing.T) {
 	}
 }
 
-func TestSessionLimit(t *testing.T) { forEachStore(t, testSessionLimit) }
+func TestSessionLimit(t *testing.T) { testenv.MemoryAndRedis(t, testSessionLimit) }
 
 func testSessionLimit(t *testing.T) {
 	ctx := context.Background()
@@ -347,7 +351,7 @@ func testSessionLimit(t *testing.T) {
 	})
 }
 
-func TestIdleTimeout(t *testing.T) { forEachStore(t, testIdleTimeout) }
+func TestIdleTimeout(t *testing.T) { testenv.MemoryAndRedis(t, testIdleTimeout) }
 
 func testIdleTimeout(t *testing.T) {
 	f := newFixture(t, Config{IdleTimeout: 30 * time.Minute}, KeyRingConfig{})
@@ -376,7 +380,7 @@ func testIdleTimeout(t *testing.T) {
 
 // Activity seen by one replica reaches the store, so another replica (or a
 // restart) with the same store does not find the session idle.
-func TestActivityIsPersisted(t *testing.T) { forEachStore(t, testActivityIsPersisted) }
+func TestActivityIsPersisted(t *testing.T) { testenv.MemoryAndRedis(t, testActivityIsPersisted) }
 
 func testActivityIsPersisted(t *testing.T) {
 	f := newFixture(t, Config{IdleTimeout: 30 * time.Minute}, KeyRingConfig{})
@@ -405,7 +409,9 @@ func testActivityIsPersisted(t *testing.T) {
 	wantErr(t, err, ErrRevoked)
 }
 
-func TestAbsoluteSessionLifetime(t *testing.T) { forEachStore(t, testAbsoluteSessionLifetime) }
+func TestAbsoluteSessionLifetime(t *testing.T) {
+	testenv.MemoryAndRedis(t, testAbsoluteSessionLifetime)
+}
 
 func testAbsoluteSessionLifetime(t *testing.T) {
 	f := newFixture(t, Config{AccessTTL: time.Hour, RefreshTTL: 3 * time.Hour, IdleTimeout: -1}, KeyRingConfig{Overlap: time.Hour})
@@ -427,7 +433,7 @@ func testAbsoluteSessionLifetime(t *testing.T) {
 	wantErr(t, err, ErrSessionExpired)
 }
 
-func TestLogoutRevokes(t *testing.T) { forEachStore(t, testLogoutRevokes) }
+func TestLogoutRevokes(t *testing.T) { testenv.MemoryAndRedis(t, testLogoutRevokes) }
 
 func testLogoutRevokes(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{})
@@ -449,7 +455,7 @@ func testLogoutRevokes(t *testing.T) {
 	wantErr(t, f.m.Logout(ctx, "garbage"), ErrInvalidToken)
 }
 
-func TestKeyRotation(t *testing.T) { forEachStore(t, testKeyRotation) }
+func TestKeyRotation(t *testing.T) { testenv.MemoryAndRedis(t, testKeyRotation) }
 
 func testKeyRotation(t *testing.T) {
 	f := newFixture(t, Config{AccessTTL: time.Hour, IdleTimeout: -1},
@@ -513,7 +519,9 @@ func testKeyRotation(t *testing.T) {
 	}
 }
 
-func TestRotateDropsKeysPastOverlap(t *testing.T) { forEachStore(t, testRotateDropsKeysPastOverlap) }
+func TestRotateDropsKeysPastOverlap(t *testing.T) {
+	testenv.MemoryAndRedis(t, testRotateDropsKeysPastOverlap)
+}
 
 func testRotateDropsKeysPastOverlap(t *testing.T) {
 	f := newFixture(t, Config{AccessTTL: time.Hour}, KeyRingConfig{Overlap: time.Hour})
@@ -531,7 +539,7 @@ func testRotateDropsKeysPastOverlap(t *testing.T) {
 	}
 }
 
-func TestRS256(t *testing.T) { forEachStore(t, testRS256) }
+func TestRS256(t *testing.T) { testenv.MemoryAndRedis(t, testRS256) }
 
 func testRS256(t *testing.T) {
 	f := newFixture(t, Config{}, KeyRingConfig{Algorithm: "RS256"})
@@ -559,7 +567,7 @@ func TestNewManagerValidates(t *testing.T) {
 	}
 }
 
-func TestConcurrentUse(t *testing.T) { forEachStore(t, testConcurrentUse) }
+func TestConcurrentUse(t *testing.T) { testenv.MemoryAndRedis(t, testConcurrentUse) }
 
 func testConcurrentUse(t *testing.T) {
 	f := newFixture(t, Config{MaxSessions: 3, OnLimit: EvictOldest}, KeyRingConfig{})

@@ -15,19 +15,12 @@ import (
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
-// forEachStore runs test against a MemoryStore and a RedisStore on a real
-// redis-server; newStore(t) inside picks the store by the subtest's name.
-func forEachStore(t *testing.T, test func(t *testing.T)) {
-	t.Run("memory", test)
-	t.Run("redis", test)
-}
-
 // redisServers are the servers started per top-level test.
 var redisServers sync.Map // top-level test name → *redis.Client
 
 func newStore(t testing.TB) Store {
 	t.Helper()
-	if !strings.Contains(t.Name(), "/redis") {
+	if !testenv.IsRedis(t) {
 		return NewMemoryStore()
 	}
 	return NewRedisStore(redisClient(t), "kailash:test:"+t.Name()+":")
@@ -41,10 +34,9 @@ func redisClient(t testing.TB) *redis.Client {
 	if c, ok := redisServers.Load(top); ok {
 		return c.(*redis.Client)
 	}
-	srv := testenv.StartRedis(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr, DisableIdentity: true})
+	c := testenv.RedisClient(t)
 	redisServers.Store(top, c)
-	t.Cleanup(func() { redisServers.Delete(top); _ = c.Close() })
+	t.Cleanup(func() { redisServers.Delete(top) })
 	return c
 }
 

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // redisInstall is the hint given when redis-server is missing.
@@ -106,3 +108,27 @@ func ping(addr string) error {
 	}
 	return nil
 }
+
+// Client is a go-redis client of the server, closed when the test ends.
+func (r *Redis) Client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, DisableIdentity: true})
+	r.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// RedisClient starts a redis-server for t and returns a client of it.
+func RedisClient(t testing.TB) *redis.Client {
+	t.Helper()
+	return StartRedis(t).Client()
+}
+
+// MemoryAndRedis runs test twice, as subtests "memory" and "redis": a store
+// suite picks its store by the subtest's name (IsRedis) and so runs against
+// the in-memory store and against a real redis-server.
+func MemoryAndRedis(t *testing.T, test func(t *testing.T)) {
+	t.Run("memory", test)
+	t.Run("redis", test)
+}
+
+// IsRedis reports whether t runs under MemoryAndRedis's "redis" subtest.
+func IsRedis(t testing.TB) bool { return strings.Contains(t.Name(), "/redis") }
