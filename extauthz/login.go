@@ -57,7 +57,17 @@ type auth struct {
 	// shared is where the state of logins lives: sessions, counters, TOTP
 	// secrets, SAML request and replay IDs (in memory or in Redis).
 	shared sharedStores
+
+	// headerKIDs caches the kid of JWT header segments seen on the Check
+	// path (a pure function of the segment: tokens of one issuer and key
+	// share it), so telling our session tokens from other JWTs does not
+	// decode JSON per request. Bounded: cleared past maxHeaderKIDs.
+	headerKIDs  sync.Map // header segment → kid ("" when none or invalid)
+	headerCount atomic.Int64
 }
+
+// maxHeaderKIDs bounds auth.headerKIDs (distinct JWT headers, not tokens).
+const maxHeaderKIDs = 4096
 
 type ldapEntry struct {
 	cfg  config.LDAP
@@ -648,16 +658,34 @@ func (a *auth) isOurs(token string) bool {
 	if dot < 0 {
 		return false
 	}
-	var h jwtHeader
-	if decodeSegment(token[:dot], &h) != nil || h.Kid == "" {
+	kid := a.headerKID(token[:dot])
+	if kid == "" {
 		return false
 	}
-	for _, kid := range a.ring.KeyIDs() {
-		if kid == h.Kid {
+	for _, k := range a.ring.KeyIDs() {
+		if k == kid {
 			return true
 		}
 	}
 	return false
+}
+
+// headerKID is the kid of a JWT header segment ("" when it has none or
+// does not decode), cached in a.headerKIDs.
+func (a *auth) headerKID(seg string) string {
+	if v, ok := a.headerKIDs.Load(seg); ok {
+		return v.(string)
+	}
+	var h jwtHeader
+	if decodeSegment(seg, &h) != nil {
+		h.Kid = ""
+	}
+	if a.headerCount.Add(1) > maxHeaderKIDs {
+		a.headerKIDs.Clear()
+		a.headerCount.Store(1)
+	}
+	a.headerKIDs.Store(seg, h.Kid)
+	return h.Kid
 }
 
 // sessionCookie returns our session cookie's value from a Cookie header.
