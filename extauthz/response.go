@@ -546,3 +546,22 @@ func BadRequest(e *InputError, d Decision) *authv3.CheckResponse {
 		DynamicMetadata: md,
 	}
 }
+
+// UnknownHostBody is the body of the answer to a request no tenant's route
+// matched: the same as the control plane's catch-all virtual host.
+const UnknownHostBody = "unknown host\n"
+
+// UnknownHost denies a Check that carries no tenant: Envoy found no route
+// for the request's host (per-tenant routes: no scope), so there is no
+// tenant whose policy could decide. 404, as for any unknown host.
+func UnknownHost(decisionID string) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED), Message: "no tenant serves this host"},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_NotFound},
+			Headers: []*corev3.HeaderValueOption{set("content-type", "text/plain"), set(HeaderDecisionID, decisionID)},
+			Body:    UnknownHostBody,
+		}},
+		DynamicMetadata: idMetadata(decisionID),
+	}
+}

@@ -481,8 +481,10 @@ func serverOptions() []grpc.ServerOption {
 
 // Check answers one ext_authz request. The tenant comes only from the
 // route's context_extensions (set by the control plane), never from a
-// client header; an unknown tenant, a key fetch failure, an evaluation error
-// or an invalid decision is a gRPC error, which Envoy turns into a 503.
+// client header. A request without one (no route matched its host) is
+// denied 404 as an unknown host; a tenant not configured here, a key fetch
+// failure, an evaluation error or an invalid decision is a gRPC error, which
+// Envoy turns into a 503.
 // In drop-in mode there is no tenant or identity step. Every decision is
 // logged (decision log) after the answer is ready, without waiting.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
@@ -542,10 +544,17 @@ type checkState struct {
 }
 
 func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
-	d.Tenant = req.GetAttributes().GetContextExtensions()["tenant"]
+	tenantID, routed := req.GetAttributes().GetContextExtensions()["tenant"]
+	d.Tenant = tenantID
 	var id *Identity
 	var tenant *ast.Term
 	if !s.dropIn {
+		if !routed {
+			// No route carried a tenant: with per-tenant routes, a host
+			// without a scope. Denied, as an unknown host, before anything
+			// else is looked at.
+			return UnknownHost(d.ID), ResultDeny, "unknown_host", nil
+		}
 		ts, ok := snap.tenants[d.Tenant]
 		if !ok {
 			return nil, ResultError, "unknown_tenant", status.Errorf(codes.FailedPrecondition, "route tenant %q is not configured", d.Tenant)

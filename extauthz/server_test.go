@@ -160,10 +160,16 @@ func TestServerCheck(t *testing.T) {
 			t.Fatalf("%v", resp)
 		}
 	})
-	t.Run("tenant header is ignored", func(t *testing.T) {
-		_, err := r.client.Check(ctx, checkReq("", "GET", "/v1/workflows", user, map[string]string{"x-kailash-tenant": "acme"}))
-		if status.Code(err) != codes.FailedPrecondition {
-			t.Fatalf("want a gRPC error, got %v", err)
+	t.Run("no route tenant: unknown host, whatever the headers say", func(t *testing.T) {
+		// Envoy found no route (per-tenant routes: no scope for the host):
+		// denied 404, even with a valid token and a forged tenant header.
+		resp, err := r.client.Check(ctx, checkReq("", "GET", "/v1/workflows", user, map[string]string{"x-kailash-tenant": "acme"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := resp.GetDeniedResponse()
+		if d.GetStatus().GetCode() != 404 || d.GetBody() != UnknownHostBody || resp.GetOkResponse() != nil {
+			t.Fatalf("want 404 %q, got %v", UnknownHostBody, resp)
 		}
 	})
 	t.Run("unknown tenant is a gRPC error", func(t *testing.T) {
@@ -191,6 +197,7 @@ func TestServerCheck(t *testing.T) {
 			`kailash_authz_checks_total{reason="policy",result="deny"}`,
 			`kailash_authz_checks_total{reason="missing_token",result="unauthenticated"}`,
 			`kailash_authz_checks_total{reason="unknown_tenant",result="error"}`,
+			`kailash_authz_checks_total{reason="unknown_host",result="deny"}`,
 			`kailash_authz_check_duration_seconds_count`,
 		} {
 			if !strings.Contains(body, want) {

@@ -425,6 +425,24 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("host names are case-insensitive, and authorized all the same", func(t *testing.T) {
+		// With per-tenant routes a filter lowercases the host after the
+		// stream started: ext_authz must still run for the tenant it then
+		// routes to (it once did not: a filter disabled by default stayed
+		// disabled for a host first seen without a route).
+		for _, host := range []string{"ACME.localhost", "Acme.Localhost"} {
+			before := s.upstreamCount()
+			if r := s.mustDo(host, "", nil); r.code != 401 || !strings.Contains(r.body, "missing_token") {
+				t.Fatalf("%s without a token: %d %s", host, r.code, r.body)
+			}
+			if s.upstreamCount() != before {
+				t.Fatalf("%s: an unauthenticated request reached the runner", host)
+			}
+			if r := s.mustDo(host, alice, nil); r.code != 200 || r.json(t)["tenant"] != "acme" {
+				t.Fatalf("%s with alice's token: %d %s", host, r.code, r.body)
+			}
+		}
+	})
 	t.Run("tenant A's token on tenant B's domain is refused", func(t *testing.T) {
 		r := s.mustDo("globex.localhost", alice, nil)
 		if r.code != 401 && r.code != 403 {

@@ -78,9 +78,11 @@ func httpFilterChain(ir *IR, filters []httpFilter) ([]*hcmv3.HttpFilter, error) 
 		chain = append(chain, &hcmv3.HttpFilter{
 			Name:       f.name(),
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a},
-			// Per-tenant routes: a host without a scope has no route, and
-			// must not be authorized; tenants' virtual hosts enable it.
-			Disabled: ir.PerTenant && f.name() == wellknown.HTTPExternalAuthorization,
+			// No filter is disabled by default: Envoy decides that when
+			// the stream starts, from the route of the host as sent, and a
+			// filter that changes the host (hostCaseFilter) would then
+			// bypass it. ext_authz runs unless the route in force when it
+			// runs turns it off.
 		})
 	}
 	return chain, errors.Join(errs...)

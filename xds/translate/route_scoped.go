@@ -11,9 +11,10 @@ package translate
 // What per-tenant routing changes for requests:
 //   - A host no scope names has no route: Envoy answers 404 itself (response
 //     flag NR), which the connection manager's local reply mapper turns into
-//     the same "unknown host" answer as the single table's catch-all. The
-//     ext_authz filter is disabled by default in the chain and enabled by the
-//     tenants' virtual hosts, so such a request is never authorized.
+//     the same "unknown host" answer as the single table's catch-all.
+//     ext_authz checks no request without a route, so such a request is
+//     never authorized (and the authz server denies a Check without a
+//     tenant: 404).
 //   - Scope keys are exact strings: domains must be exact host names, and the
 //     request's host is lowercased first (filter_hostcase.go).
 //   - The HTTP→HTTPS redirect is the first route of a tenant's virtual host
