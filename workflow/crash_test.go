@@ -95,9 +95,7 @@ func (p *runnerProc) do(t *testing.T, method, path, body string) (int, map[strin
 // kill -9 the runner in the middle of an execution; the next runner marks
 // it interrupted, so no execution stays "running" for ever.
 func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
+	testenv.SkipShort(t, "builds and runs the binary")
 	bin, err := buildKailash()
 	if err != nil {
 		t.Fatal(err)
@@ -170,9 +168,7 @@ func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
 // 1,000 executions at the same time, all running at once (the upstream
 // answers none until every one has arrived), none failing.
 func TestThousandConcurrentExecutions(t *testing.T) {
-	if testing.Short() {
-		t.Skip("1,000 executions")
-	}
+	testenv.SkipShort(t, "1,000 executions")
 	const n = 1000
 	var count atomic.Int32
 	all := make(chan struct{})

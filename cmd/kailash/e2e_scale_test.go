@@ -63,9 +63,7 @@ func scaleConfig(t testing.TB, n int, routes, protocol string) *config.Config {
 }
 
 func scaleTenants(t *testing.T) int {
-	if testing.Short() {
-		t.Skip("scale test: not in -short")
-	}
+	testenv.SkipShort(t, "the scale test")
 	n := 500
 	if v := os.Getenv("KAILASH_SCALE_TENANTS"); v != "" {
 		var err error
@@ -300,9 +298,7 @@ func testScale(t *testing.T, n int, routes, protocol string) {
 // its own admin interface, and requests on fresh connections must all see
 // the edit.
 func TestTwoEnvoys(t *testing.T) {
-	if testing.Short() {
-		t.Skip("two Envoys: not in -short")
-	}
+	testenv.SkipShort(t, "two Envoys")
 	envoytest.Binary(t)
 	cfg := scaleConfig(t, 200, config.RoutesPerTenant, config.XDSDelta)
 	xs := startXDS(t, cfg)

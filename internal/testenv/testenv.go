@@ -24,6 +24,20 @@ func Missing(t testing.TB, what, install string) {
 	t.Skipf("%s not available (%s); skipping outside CI", what, install)
 }
 
+// SkipShort skips a long test under -short on a developer's machine. In CI
+// it never skips: a -short run there would hide the real components (Envoy,
+// the runner binary, the scale runs) the suite must exercise, so it fails.
+func SkipShort(t testing.TB, why string) {
+	t.Helper()
+	if !testing.Short() {
+		return
+	}
+	if InCI() {
+		t.Fatalf("-short in CI would skip %s; CI runs the whole suite (make test)", why)
+	}
+	t.Skipf("-short: %s", why)
+}
+
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment
 // ago. Prefer binding ":0" directly where the server allows it.
 func FreeAddr(t testing.TB) string {
