@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"runtime"
@@ -64,16 +65,10 @@ func TranslateCached(cfg *config.Config, in Inputs, c *Cache) (*Resources, Diges
 
 // begin starts a translation with c; end keeps only the pieces it used.
 func (c *Cache) begin() {
-	if c == nil {
-		return
-	}
 	c.next = make(map[digest]*cachedVH, len(c.vhs))
 }
 
 func (c *Cache) end(ok bool) {
-	if c == nil {
-		return
-	}
 	if ok {
 		c.vhs = c.next
 	}
@@ -129,24 +124,6 @@ func globalDigest(ir *IR) ([]byte, error) {
 	return b, nil
 }
 
-// lookup is the cached virtual host for key, built (then validated and
-// digested) by build when neither the last translation nor warm had it. It
-// is kept for the next translation.
-func (c *Cache) lookup(key digest, build func() (*routev3.VirtualHost, error)) (*cachedVH, error) {
-	e := c.next[key]
-	if e == nil {
-		e = c.vhs[key]
-	}
-	if e == nil {
-		var err error
-		if e, err = newCachedVH(build()); err != nil {
-			return nil, err
-		}
-	}
-	c.next[key] = e
-	return e, nil
-}
-
 // newCachedVH validates and digests a virtual host just built.
 func newCachedVH(v *routev3.VirtualHost, err error) (*cachedVH, error) {
 	if err == nil {
@@ -162,14 +139,21 @@ func newCachedVH(v *routev3.VirtualHost, err error) (*cachedVH, error) {
 	return &cachedVH{vh: v, sum: sum}, nil
 }
 
-// warm computes the keys of n virtual hosts and builds, on every core, the
-// entries the last translation did not have (a start, or many tenants
-// changed at once), so that the sequential assembly that follows finds them
-// with lookup. A key or build that fails is left to that assembly, which
-// reports it in order; keys[i] is then the zero digest.
-func (c *Cache) warm(n int, key func(h hash.Hash, i int) (digest, error), build func(i int) (*cachedVH, error)) []digest {
+// virtualHosts is the cache entry of each of ir's virtual hosts, in order,
+// for route configuration rcName(vh) and builder kind (a name for what build
+// makes): the last translation's entry when the inputs are unchanged, else
+// build's, made on every core (a start, or many tenants changed at once).
+// Every failure is reported, in tenant order, naming the tenant. The entries
+// are kept for the next translation.
+func (c *Cache) virtualHosts(ir *IR, rcName func(*VirtualHost) string, kind string, build func(*VirtualHost) (*cachedVH, error)) ([]*cachedVH, error) {
+	global, err := globalDigest(ir)
+	if err != nil {
+		return nil, err
+	}
+	n := len(ir.VirtualHosts)
 	keys := make([]digest, n)
-	built := make([]*cachedVH, n)
+	entries := make([]*cachedVH, n)
+	errs := make([]error, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), n) {
@@ -180,25 +164,23 @@ func (c *Cache) warm(n int, key func(h hash.Hash, i int) (digest, error), build 
 				if i >= n {
 					return
 				}
-				k, err := key(h, i)
-				if err != nil {
+				vh := &ir.VirtualHosts[i]
+				if keys[i], errs[i] = vhKey(h, global, rcName(vh), kind, vh); errs[i] != nil {
 					continue
 				}
-				keys[i] = k
-				if c.vhs[k] != nil { // read only while warming
-					continue
-				}
-				if e, err := build(i); err == nil {
-					built[i] = e
+				if entries[i] = c.vhs[keys[i]]; entries[i] == nil { // c.vhs is only read here
+					entries[i], errs[i] = build(vh)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	for i, e := range built {
-		if e != nil && c.next[keys[i]] == nil {
-			c.next[keys[i]] = e
+	for i := range errs {
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("tenant %q: %w", ir.VirtualHosts[i].TenantID, errs[i])
+			continue
 		}
+		c.next[keys[i]] = entries[i]
 	}
-	return keys
+	return entries, errors.Join(errs...)
 }

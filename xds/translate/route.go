@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"slices"
 	"time"
 
@@ -46,137 +45,48 @@ func buildRouteConfigs(ir *IR, filters []httpFilter, c *Cache, digests Digests) 
 
 // buildRouteConfig is one virtual host per tenant, in tenant order, then the
 // catch-all that answers 404 for any other host. With redirect, tenants with
-// a certificate answer every request with a redirect to HTTPS.
+// a certificate answer every request with a redirect to HTTPS. Unchanged
+// tenants keep their cached virtual hosts, and the route configuration's
+// digest (in digests) is made from the virtual hosts' digests instead of
+// encoding all of them again.
 func buildRouteConfig(ir *IR, filters []httpFilter, name string, redirect bool, c *Cache, digests Digests) (*routev3.RouteConfiguration, error) {
-	if c != nil {
-		return buildRouteConfigCached(ir, filters, name, redirect, c, digests)
+	kind := "tenant"
+	if redirect {
+		kind = "tenant-or-redirect"
 	}
-	var errs []error
-	rc := &routev3.RouteConfiguration{Name: name}
-	for i := range ir.VirtualHosts {
-		vh := &ir.VirtualHosts[i]
-		v, _, err := virtualHostFor(ir, vh, filters, redirect)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
-			continue
-		}
-		rc.VirtualHosts = append(rc.VirtualHosts, v)
-	}
-	v, err := unknownVirtualHost(ir, filters)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("virtual host %s: %w", UnknownHostName, err))
-	}
-	rc.VirtualHosts = append(rc.VirtualHosts, v)
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	if err := rc.ValidateAll(); err != nil {
-		// Name the virtual host (tenant) at fault where we can.
-		for i, v := range rc.VirtualHosts {
-			if verr := v.ValidateAll(); verr != nil {
-				name := UnknownHostName
-				if i < len(ir.VirtualHosts) {
-					name = fmt.Sprintf("tenant %q", ir.VirtualHosts[i].TenantID)
-				}
-				errs = append(errs, fmt.Errorf("%s: %w", name, verr))
-			}
-		}
-		return nil, errors.Join(append(errs, err)...)
-	}
-	return rc, nil
-}
-
-// virtualHostFor builds a tenant's virtual host for a route configuration
-// (redirect: the plain listener's when it redirects to HTTPS) and names the
-// builder used.
-func virtualHostFor(ir *IR, vh *VirtualHost, filters []httpFilter, redirect bool) (*routev3.VirtualHost, string, error) {
-	if redirect && vh.TLS != nil {
-		v, err := redirectVirtualHost(ir, vh, filters)
-		return v, "redirect", err
-	}
-	v, err := tenantVirtualHost(ir, vh, filters)
-	return v, "tenant", err
-}
-
-// buildRouteConfigCached is buildRouteConfig with c: a tenant whose inputs
-// did not change keeps its virtual host (already validated and digested),
-// and the route configuration's digest is made from the virtual hosts'
-// digests instead of encoding all of them again.
-func buildRouteConfigCached(ir *IR, filters []httpFilter, name string, redirect bool, c *Cache, digests Digests) (*routev3.RouteConfiguration, error) {
-	global, err := globalDigest(ir)
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	h := sha256.New()
-	rc := &routev3.RouteConfiguration{Name: name}
-	sums := make([]digest, 0, len(ir.VirtualHosts)+1)
-	kind := func(vh *VirtualHost) string {
+	entries, err := c.virtualHosts(ir, func(*VirtualHost) string { return name }, kind, func(vh *VirtualHost) (*cachedVH, error) {
 		if redirect && vh.TLS != nil {
-			return "redirect"
+			return newCachedVH(redirectVirtualHost(ir, vh, filters))
 		}
-		return "tenant"
-	}
-	build := func(vh *VirtualHost) (*routev3.VirtualHost, error) {
-		v, _, err := virtualHostFor(ir, vh, filters, redirect)
-		return v, err
-	}
-	keys := c.warm(len(ir.VirtualHosts), func(h hash.Hash, i int) (digest, error) {
-		vh := &ir.VirtualHosts[i]
-		return vhKey(h, global, name, kind(vh), vh)
-	}, func(i int) (*cachedVH, error) { return newCachedVH(build(&ir.VirtualHosts[i])) })
-	for i := range ir.VirtualHosts {
-		vh := &ir.VirtualHosts[i]
-		key := keys[i]
-		if key == (digest{}) {
-			var err error
-			if key, err = vhKey(h, global, name, kind(vh), vh); err != nil {
-				errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
-				continue
-			}
-		}
-		e, err := c.lookup(key, func() (*routev3.VirtualHost, error) { return build(vh) })
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
-			continue
-		}
-		rc.VirtualHosts = append(rc.VirtualHosts, e.vh)
-		sums = append(sums, e.sum)
-	}
-	v, err := unknownVirtualHost(ir, filters)
-	if err == nil {
-		err = v.ValidateAll()
-	}
-	var sum digest
-	if err == nil {
-		sum, err = sumProto(v)
-	}
+		return newCachedVH(tenantVirtualHost(ir, vh, filters))
+	})
+	var errs []error
 	if err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", UnknownHostName, err))
+		errs = append(errs, err)
 	}
-	rc.VirtualHosts = append(rc.VirtualHosts, v)
-	sums = append(sums, sum)
+	unknown, uerr := newCachedVH(unknownVirtualHost(ir, filters))
+	if uerr != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", UnknownHostName, uerr))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	rc := &routev3.RouteConfiguration{Name: name}
 	// The route configuration without its virtual hosts (validated and
 	// encoded alone), then the virtual hosts' digests in order.
-	vhs := rc.VirtualHosts
-	rc.VirtualHosts = nil
-	err = rc.ValidateAll()
-	var shell []byte
-	if err == nil {
-		shell, err = proto.MarshalOptions{Deterministic: true}.Marshal(rc)
+	if err := rc.ValidateAll(); err != nil {
+		return nil, err
 	}
-	rc.VirtualHosts = vhs
+	shell, err := proto.MarshalOptions{Deterministic: true}.Marshal(rc)
 	if err != nil {
 		return nil, err
 	}
-	h.Reset()
+	h := sha256.New()
 	fmt.Fprintf(h, "%d:", len(shell))
 	h.Write(shell)
-	for _, s := range sums {
-		h.Write(s[:])
+	for _, e := range append(entries, unknown) {
+		rc.VirtualHosts = append(rc.VirtualHosts, e.vh)
+		h.Write(e.sum[:])
 	}
 	digests[rc] = h.Sum(nil)
 	return rc, nil

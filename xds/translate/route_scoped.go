@@ -23,9 +23,7 @@ package translate
 
 import (
 	"crypto/sha256"
-	"errors"
 	"fmt"
-	"hash"
 	"slices"
 	"strings"
 
@@ -89,74 +87,25 @@ type tenantRoutes struct {
 // domain (sorted by name). With a cache, unchanged tenants keep their
 // resources, and every resource's digest goes into digests.
 func buildTenantRoutes(ir *IR, filters []httpFilter, c *Cache, digests Digests) (routes, scopes []types.Resource, err error) {
-	var global []byte
-	if c != nil {
-		if global, err = globalDigest(ir); err != nil {
-			return nil, nil, err
+	name := func(vh *VirtualHost) string { return TenantRouteConfigName(vh.TenantID) }
+	entries, err := c.virtualHosts(ir, name, "scoped", func(vh *VirtualHost) (*cachedVH, error) {
+		e, err := newCachedVH(scopedVirtualHost(ir, vh, filters))
+		if err == nil {
+			e.tenant, err = newTenantRoutes(name(vh), vh, e.vh, e.sum[:])
 		}
+		return e, err
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	var errs []error
-	h := sha256.New()
-	var keys []digest
-	if c != nil {
-		keys = c.warm(len(ir.VirtualHosts), func(h hash.Hash, i int) (digest, error) {
-			vh := &ir.VirtualHosts[i]
-			return vhKey(h, global, TenantRouteConfigName(vh.TenantID), "scoped", vh)
-		}, func(i int) (*cachedVH, error) {
-			vh := &ir.VirtualHosts[i]
-			e, err := newCachedVH(scopedVirtualHost(ir, vh, filters))
-			if err == nil {
-				e.tenant, err = newTenantRoutes(TenantRouteConfigName(vh.TenantID), vh, e.vh, e.sum[:])
-			}
-			return e, err
-		})
-	}
-	for i := range ir.VirtualHosts {
-		vh := &ir.VirtualHosts[i]
-		name := TenantRouteConfigName(vh.TenantID)
-		build := func() (*routev3.VirtualHost, error) { return scopedVirtualHost(ir, vh, filters) }
-		var tr *tenantRoutes
-		if c != nil {
-			key, err := keys[i], error(nil)
-			if key == (digest{}) {
-				key, err = vhKey(h, global, name, "scoped", vh)
-			}
-			var e *cachedVH
-			if err == nil {
-				e, err = c.lookup(key, build)
-			}
-			if err == nil && e.tenant == nil {
-				e.tenant, err = newTenantRoutes(name, vh, e.vh, e.sum[:])
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
-				continue
-			}
-			tr = e.tenant
-			digests[tr.rc] = tr.rcSum
-			for j, s := range tr.scopes {
-				digests[s] = tr.scopeSums[j]
-			}
-		} else {
-			v, err := build()
-			if err == nil {
-				err = v.ValidateAll()
-			}
-			if err == nil {
-				tr, err = newTenantRoutes(name, vh, v, nil)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
-				continue
-			}
-		}
+	for _, e := range entries {
+		tr := e.tenant
+		digests[tr.rc] = tr.rcSum
 		routes = append(routes, tr.rc)
-		for _, s := range tr.scopes {
+		for j, s := range tr.scopes {
+			digests[s] = tr.scopeSums[j]
 			scopes = append(scopes, s)
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, nil, err
 	}
 	slices.SortFunc(scopes, func(a, b types.Resource) int {
 		return strings.Compare(a.(*routev3.ScopedRouteConfiguration).Name, b.(*routev3.ScopedRouteConfiguration).Name)
@@ -165,17 +114,15 @@ func buildTenantRoutes(ir *IR, filters []httpFilter, c *Cache, digests Digests) 
 }
 
 // newTenantRoutes wraps a tenant's validated virtual host v in its route
-// configuration name and builds its scopes. With vhSum (the digest of v),
-// the digests are computed too: the route configuration's from vhSum, the
-// scopes' from their encoding.
+// configuration name and builds its scopes, with their digests: the route
+// configuration's from vhSum (the digest of v), the scopes' from their
+// encoding.
 func newTenantRoutes(name string, vh *VirtualHost, v *routev3.VirtualHost, vhSum []byte) (*tenantRoutes, error) {
 	tr := &tenantRoutes{rc: &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{v}}}
-	if vhSum != nil {
-		h := sha256.New()
-		fmt.Fprintf(h, "scoped-rc:%d:%s:", len(name), name)
-		h.Write(vhSum)
-		tr.rcSum = h.Sum(nil)
-	}
+	h := sha256.New()
+	fmt.Fprintf(h, "scoped-rc:%d:%s:", len(name), name)
+	h.Write(vhSum)
+	tr.rcSum = h.Sum(nil)
 	for _, d := range scopeKeys(vh.Domains) {
 		s := &routev3.ScopedRouteConfiguration{
 			Name:                   d,
@@ -187,13 +134,11 @@ func newTenantRoutes(name string, vh *VirtualHost, v *routev3.VirtualHost, vhSum
 		if err := s.ValidateAll(); err != nil {
 			return nil, fmt.Errorf("scope %q: %w", d, err)
 		}
-		if vhSum != nil {
-			sum, err := sumProto(s)
-			if err != nil {
-				return nil, err
-			}
-			tr.scopeSums = append(tr.scopeSums, sum[:])
+		sum, err := sumProto(s)
+		if err != nil {
+			return nil, err
 		}
+		tr.scopeSums = append(tr.scopeSums, sum[:])
 		tr.scopes = append(tr.scopes, s)
 	}
 	return tr, nil

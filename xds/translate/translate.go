@@ -91,6 +91,9 @@ func fromIR(ir *IR, c *Cache) (_ *Resources, _ Digests, err error) {
 	if ir == nil {
 		return nil, nil, errors.New("translate: nil IR")
 	}
+	if c == nil {
+		c = &Cache{} // one translation's: the same code path, nothing kept
+	}
 	c.begin()
 	defer func() { c.end(err == nil) }()
 	digests := Digests{}
