@@ -50,15 +50,12 @@ func ReadInputs(cfg *config.Config) (translate.Inputs, error) {
 // Translate reads the files cfg names and translates it: what the control
 // plane publishes, for `kailash translate` and `kailash validate`.
 func Translate(cfg *config.Config) (*translate.Resources, error) {
-	in, err := ReadInputs(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return translate.TranslateWith(cfg, in)
+	res, _, err := translateCached(cfg, nil)
+	return res, err
 }
 
-// translateCached is Translate reusing c's unchanged per-tenant pieces; the
-// digests it returns spare hashResources re-encoding them.
+// translateCached is Translate reusing c's unchanged per-tenant pieces (nil:
+// none); the digests it returns spare resourceVersions re-encoding them.
 func translateCached(cfg *config.Config, c *translate.Cache) (*translate.Resources, translate.Digests, error) {
 	in, err := ReadInputs(cfg)
 	if err != nil {

@@ -34,7 +34,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/telemetry"
@@ -232,7 +231,8 @@ func (s *Server) update(cfg *config.Config) error {
 // publish makes res the current snapshot if it is consistent and differs
 // from the current one, and sets it for every known node.
 func (s *Server) publish(res *translate.Resources, digests translate.Digests) error {
-	hash, err := hashResources(res, digests)
+	byType := resourcesByType(res)
+	versions, hash, err := resourceVersions(byType, digests)
 	if err != nil {
 		return err
 	}
@@ -244,24 +244,14 @@ func (s *Server) publish(res *translate.Resources, digests translate.Digests) er
 	}
 	seq := s.seq + 1
 	version := fmt.Sprintf("%d-%s", seq, hash[:12])
-	snap, err := cachev3.NewSnapshot(version, map[resource.Type][]types.Resource{
-		resource.ListenerType: res.Listeners,
-		resource.RouteType:    res.Routes,
-		resource.ClusterType:  res.Clusters,
-		resource.SecretType:   res.Secrets,
-
-		resource.ScopedRouteType: res.ScopedRoutes,
-	})
+	snap, err := cachev3.NewSnapshot(version, byType)
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", version, err)
 	}
 	// Delta xDS compares per-resource versions; the cache would encode and
-	// hash every resource once per snapshot to get them. Resources whose
-	// digest the translator already knows (the tenants' route
-	// configurations, from their cached virtual hosts) use that instead.
-	if err := fillVersionMap(snap, res, digests); err != nil {
-		return fmt.Errorf("snapshot %s: %w", version, err)
-	}
+	// hash every resource once per snapshot to get them. They are computed
+	// already, from the translator's digests where it has them.
+	snap.VersionMap = versions
 	if err := snap.Consistent(); err != nil {
 		return fmt.Errorf("snapshot %s is inconsistent: %w", version, err)
 	}
@@ -417,59 +407,51 @@ func (s *Server) Close() error {
 	return err
 }
 
-// hashResources is a stable digest of the resources (deterministic proto
-// encoding, in the translator's sorted order). A resource with a digest in
-// digests (computed by the translator from its cached parts) is hashed by
-// that digest instead of being encoded again.
-func hashResources(res *translate.Resources, digests translate.Digests) (string, error) {
-	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
-	for _, list := range [][]types.Resource{res.Listeners, res.Routes, res.Clusters, res.Secrets, res.ScopedRoutes} {
-		for _, r := range list {
-			if d, ok := digests[r]; ok {
-				fmt.Fprintf(h, "d%d:", len(d))
-				h.Write(d)
-				continue
-			}
-			b, err := opts.Marshal(r)
-			if err != nil {
-				return "", err
-			}
-			fmt.Fprintf(h, "%d:", len(b))
-			h.Write(b)
-		}
-		h.Write([]byte{'|'})
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+// resourceTypes are the types a snapshot carries, in the order the
+// snapshot's hash covers them.
+var resourceTypes = []resource.Type{
+	resource.ListenerType, resource.RouteType, resource.ClusterType, resource.SecretType, resource.ScopedRouteType,
 }
 
-// fillVersionMap sets snap's delta version map (resource name → version per
-// type): the translator's digest where known, else the hash of the
-// resource's deterministic encoding, as the cache would compute it.
-func fillVersionMap(snap *cachev3.Snapshot, res *translate.Resources, digests translate.Digests) error {
-	vm := map[string]map[string]string{}
-	lists := map[resource.Type][]types.Resource{
+// resourcesByType is res as the snapshot cache takes it.
+func resourcesByType(res *translate.Resources) map[resource.Type][]types.Resource {
+	return map[resource.Type][]types.Resource{
 		resource.ListenerType:    res.Listeners,
 		resource.RouteType:       res.Routes,
 		resource.ClusterType:     res.Clusters,
 		resource.SecretType:      res.Secrets,
 		resource.ScopedRouteType: res.ScopedRoutes,
 	}
-	for typ, list := range lists {
+}
+
+// resourceVersions is every resource's version (type → name → version) and
+// a stable hash of them all (in resourceTypes order, each list in the
+// translator's sorted order). A version is the translator's digest where it
+// has one (computed from cached parts), else the hash of the resource's
+// deterministic encoding, as the snapshot cache would compute it.
+func resourceVersions(byType map[resource.Type][]types.Resource, digests translate.Digests) (map[string]map[string]string, string, error) {
+	vm := make(map[string]map[string]string, len(resourceTypes))
+	h := sha256.New()
+	for _, typ := range resourceTypes {
+		list := byType[typ]
 		m := make(map[string]string, len(list))
 		for _, r := range list {
+			v := ""
 			if d, ok := digests[r]; ok {
-				m[cachev3.GetResourceName(r)] = hex.EncodeToString(d)
-				continue
+				v = hex.EncodeToString(d)
+			} else {
+				b, err := cachev3.MarshalResource(r)
+				if err != nil {
+					return nil, "", err
+				}
+				v = cachev3.HashResource(b)
 			}
-			b, err := cachev3.MarshalResource(r)
-			if err != nil {
-				return err
-			}
-			m[cachev3.GetResourceName(r)] = cachev3.HashResource(b)
+			name := cachev3.GetResourceName(r)
+			m[name] = v
+			fmt.Fprintf(h, "%d:%s=%s;", len(name), name, v)
 		}
 		vm[typ] = m
+		h.Write([]byte{'|'})
 	}
-	snap.VersionMap = vm
-	return nil
+	return vm, hex.EncodeToString(h.Sum(nil)), nil
 }
