@@ -13,6 +13,7 @@ import (
 	"github.com/kailash-gw/kailash/extauthz/samlsp"
 	"github.com/kailash-gw/kailash/extauthz/session"
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/redisclient"
 )
 
 // sharedStores are the stores of the login service: in memory (one
@@ -61,17 +62,7 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 	if timeout <= 0 {
 		timeout = config.DefaultSessionsRedisTimeout
 	}
-	c := redis.NewClient(&redis.Options{
-		Addr: rc.Addr, Password: pw, DB: rc.DB,
-		DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, PoolTimeout: timeout,
-		ContextTimeoutEnabled: true,
-		MaxRetries:            -1, // a retried Lua script could run twice
-		DialerRetries:         1,
-		DialerRetryBackoff:    func(int) time.Duration { return time.Millisecond },
-		PoolSize:              64,
-		MinIdleConns:          4,
-		DisableIdentity:       true,
-	})
+	c := redisclient.New(rc.Addr, pw, rc.DB, timeout)
 	var secrets mfa.SecretStore = noSecretKey{}
 	if sealer != nil {
 		if secrets, err = mfa.NewRedisSecrets(c, "", sealer); err != nil {

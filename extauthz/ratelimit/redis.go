@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/kailash-gw/kailash/internal/redisclient"
 )
 
 // slidingScript decides and counts atomically. KEYS: current window,
@@ -72,24 +74,7 @@ func NewRedis(o RedisOptions) *Redis {
 	if o.Cooldown <= 0 {
 		o.Cooldown = time.Second
 	}
-	c := redis.NewClient(&redis.Options{
-		Addr:                  o.Addr,
-		Password:              o.Password,
-		DB:                    o.DB,
-		DialTimeout:           o.Timeout,
-		ReadTimeout:           o.Timeout,
-		WriteTimeout:          o.Timeout,
-		PoolTimeout:           o.Timeout,
-		ContextTimeoutEnabled: true,
-		MaxRetries:            -1, // a retry would double the worst case
-		// go-redis retries failed dials 5 times, 100ms apart, by default:
-		// that alone would be a 0.5s stall per request with Redis down.
-		DialerRetries:      1,
-		DialerRetryBackoff: func(int) time.Duration { return time.Millisecond },
-		PoolSize:           64,
-		MinIdleConns:       4,
-		DisableIdentity:    true,
-	})
+	c := redisclient.New(o.Addr, o.Password, o.DB, o.Timeout)
 	return &Redis{c: c, prefix: o.Prefix, br: breaker{after: o.BreakAfter, cooldown: o.Cooldown, notify: o.OnStateChange}}
 }
 
