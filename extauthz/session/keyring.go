@@ -230,11 +230,11 @@ func (r *KeyRing) JWKS() []byte { return r.snap.Load().jwks }
 // JWT verifier (the set value changes when the keys do).
 func (r *KeyRing) Keys(context.Context) (jwk.Set, error) { return r.snap.Load().set, nil }
 
-// KeyIDs lists the kids that verify now, the signing key first.
 // SignerKID is the kid of the current signing key (KeyIDs()[0], without
 // building the list).
 func (r *KeyRing) SignerKID() string { return r.snap.Load().signerKID }
 
+// KeyIDs lists the kids that verify now, the signing key first.
 func (r *KeyRing) KeyIDs() []string {
 	s := r.snap.Load()
 	ids := []string{s.signerKID}
