@@ -185,8 +185,16 @@ func (r *KeyRing) RotateIfDue() (bool, error) {
 func (r *KeyRing) prune() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := r.cfg.Now()
-	old := r.snap.Load()
+	next, err := pruned(r.snap.Load(), r.cfg.Now())
+	if err != nil {
+		return err
+	}
+	r.snap.Store(next)
+	return nil
+}
+
+// pruned returns old without the keys whose overlap has ended.
+func pruned(old *ringSnapshot, now time.Time) (*ringSnapshot, error) {
 	next := *old
 	next.verify = map[string]*verifyKey{}
 	for k, v := range old.verify {
@@ -195,10 +203,9 @@ func (r *KeyRing) prune() error {
 		}
 	}
 	if err := next.encode(); err != nil {
-		return err
+		return nil, err
 	}
-	r.snap.Store(&next)
-	return nil
+	return &next, nil
 }
 
 // Run rotates on schedule until ctx is cancelled, checking every interval

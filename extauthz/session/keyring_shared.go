@@ -177,20 +177,6 @@ func (r *KeyRing) stale(s *ringSnapshot, now time.Time) bool {
 	return false
 }
 
-func pruned(old *ringSnapshot, now time.Time) (*ringSnapshot, error) {
-	next := *old
-	next.verify = map[string]*verifyKey{}
-	for k, v := range old.verify {
-		if v.retireAt.IsZero() || now.Before(v.retireAt) {
-			next.verify[k] = v
-		}
-	}
-	if err := next.encode(); err != nil {
-		return nil, err
-	}
-	return &next, nil
-}
-
 // refreshForKid syncs a shared ring on an unknown kid (another replica may
 // have rotated), at most once a second. It reports whether it synced.
 func (r *KeyRing) refreshForKid(ctx context.Context) bool {
