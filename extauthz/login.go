@@ -626,7 +626,7 @@ func (a *auth) logout(w http.ResponseWriter, r *http.Request) {
 // false when the token is not ours (another issuer's JWT: the tenant's
 // verifier decides).
 func (a *auth) verifySession(ctx context.Context, token, tenant string) (*Identity, bool, error) {
-	if !a.isOurs(token) {
+	if !a.isOurs(ctx, token) {
 		return nil, false, nil // another issuer's JWT: the tenant's verifier decides
 	}
 	c, err := a.sessions.Verify(ctx, token)
@@ -652,22 +652,16 @@ func (a *auth) verifySession(ctx context.Context, token, tenant string) (*Identi
 }
 
 // isOurs reports whether the token names one of our key ring's kids
-// (current or retired-but-overlapping).
-func (a *auth) isOurs(token string) bool {
+// (current or retired-but-overlapping). With a shared ring an unknown kid
+// makes the ring sync first (at most once a second), so a token signed just
+// after another replica rotated is still recognised as ours.
+func (a *auth) isOurs(ctx context.Context, token string) bool {
 	dot := strings.IndexByte(token, '.')
 	if dot < 0 {
 		return false
 	}
 	kid := a.headerKID(token[:dot])
-	if kid == "" {
-		return false
-	}
-	for _, k := range a.ring.KeyIDs() {
-		if k == kid {
-			return true
-		}
-	}
-	return false
+	return kid != "" && a.ring.Knows(ctx, kid)
 }
 
 // headerKID is the kid of a JWT header segment ("" when it has none or

@@ -177,6 +177,20 @@ func (r *KeyRing) stale(s *ringSnapshot, now time.Time) bool {
 	return false
 }
 
+// Knows reports whether kid names one of the ring's keys that verify
+// (current or previous). A shared ring that does not know it syncs first, at
+// most once a second: another replica may have rotated since.
+func (r *KeyRing) Knows(ctx context.Context, kid string) bool {
+	if _, ok := r.snap.Load().verify[kid]; ok {
+		return true
+	}
+	if !r.refreshForKid(ctx) {
+		return false
+	}
+	_, ok := r.snap.Load().verify[kid]
+	return ok
+}
+
 // refreshForKid syncs a shared ring on an unknown kid (another replica may
 // have rotated), at most once a second. It reports whether it synced.
 func (r *KeyRing) refreshForKid(ctx context.Context) bool {
