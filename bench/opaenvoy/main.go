@@ -247,14 +247,16 @@ func waitReady(client authv3.AuthorizationClient, req *authv3.CheckRequest, p *p
 // returns how many were answered.
 func closedLoop(client authv3.AuthorizationClient, req *authv3.CheckRequest, streams int, d time.Duration) (int, error) {
 	var n atomic.Int64
-	var firstErr atomic.Value
+	// The first error (atomic.Value would panic on a later error of another
+	// type: a denial and a gRPC status, say).
+	var firstErr atomic.Pointer[error]
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for range streams {
 		wg.Go(func() {
 			for time.Now().Before(stop) {
 				if err := check(context.Background(), client, req); err != nil {
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.CompareAndSwap(nil, &err)
 					return
 				}
 				n.Add(1)
@@ -262,8 +264,8 @@ func closedLoop(client authv3.AuthorizationClient, req *authv3.CheckRequest, str
 		})
 	}
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
+	if err := firstErr.Load(); err != nil {
+		return 0, *err
 	}
 	return int(n.Load()), nil
 }
@@ -277,7 +279,7 @@ func openLoop(client authv3.AuthorizationClient, req *authv3.CheckRequest, strea
 	end := start.Add(d)
 	var mu sync.Mutex
 	var lat []time.Duration
-	var firstErr atomic.Value
+	var firstErr atomic.Pointer[error]
 	var wg sync.WaitGroup
 	for i := range streams {
 		wg.Go(func() {
@@ -286,7 +288,7 @@ func openLoop(client authv3.AuthorizationClient, req *authv3.CheckRequest, strea
 				time.Sleep(time.Until(next))
 				t := time.Now()
 				if err := check(context.Background(), client, req); err != nil {
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.CompareAndSwap(nil, &err)
 					return
 				}
 				local = append(local, time.Since(t))
@@ -297,8 +299,8 @@ func openLoop(client authv3.AuthorizationClient, req *authv3.CheckRequest, strea
 		})
 	}
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return nil, err
+	if err := firstErr.Load(); err != nil {
+		return nil, *err
 	}
 	if len(lat) == 0 {
 		return nil, errors.New("no answers")
