@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -106,8 +107,13 @@ func run(kailashBin, opaBin string, streams int, rate float64, dur, warmup time.
 		{"opa-envoy", func(policy string) (*proc, error) { return startOPA(opaBin, dir, policy, false) }},
 		{"opa-envoy +io_jwt", func(policy string) (*proc, error) { return startOPA(opaBin, dir, policy, true) }},
 	}
-	fmt.Printf("%d streams, closed loop %s and %.0f checks/s open loop %s per run, after %s warm-up; GOMAXPROCS of the servers: default (%d CPUs)\n\n",
-		streams, dur, rate, dur, warmup, numCPU())
+	// The servers inherit this process's environment: the same default.
+	procs := strconv.Itoa(runtime.GOMAXPROCS(0))
+	if v := os.Getenv("BENCH_SERVER_GOMAXPROCS"); v != "" {
+		procs = v
+	}
+	fmt.Printf("%d streams, closed loop %s and %.0f checks/s open loop %s per run, after %s warm-up; GOMAXPROCS of the servers: %s\n\n",
+		streams, dur, rate, dur, warmup, procs)
 	var results []result
 	for i, w := range workloads {
 		if only != "" && !strings.Contains(w.name, only) {
@@ -162,17 +168,6 @@ func run(kailashBin, opaBin string, streams int, rate float64, dur, warmup time.
 }
 
 func us(d time.Duration) string { return strconv.FormatInt(d.Microseconds(), 10) }
-
-func numCPU() int {
-	n := 0
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "processor") {
-			n++
-		}
-	}
-	return n
-}
 
 // measure starts a server, runs the closed and open loop against it and
 // stops it.
