@@ -125,12 +125,9 @@ func parsePathQuery(p string) (ast.Value, ast.Value, error) {
 	}
 	rawPath, rawQuery, _ := strings.Cut(p, "?")
 	rawPath, _, _ = strings.Cut(rawPath, "#")
-	decoded := rawPath
-	if strings.IndexByte(rawPath, '%') >= 0 {
-		var err error
-		if decoded, err = url.PathUnescape(rawPath); err != nil {
-			return nil, nil, &InputError{Detail: "error parsing path and query: " + err.Error()}
-		}
+	decoded, err := url.PathUnescape(rawPath) // returns rawPath itself when there is no escape
+	if err != nil {
+		return nil, nil, &InputError{Detail: "error parsing path and query: " + err.Error()}
 	}
 	decoded = strings.TrimLeft(decoded, "/")
 	terms := make([]*ast.Term, 0, strings.Count(decoded, "/")+1)
