@@ -169,6 +169,8 @@ func TestMapDecisionInvalid(t *testing.T) {
 		"status out of range":       map[string]any{"allowed": false, "http_status": num("1000")},
 		"status not int":            map[string]any{"allowed": false, "http_status": num("403.5")},
 		"metadata not object":       map[string]any{"allowed": true, "dynamic_metadata": "x"},
+		"metadata key not UTF-8":    map[string]any{"allowed": true, "dynamic_metadata": map[string]any{"\xff": "x"}},
+		"metadata value not UTF-8":  map[string]any{"allowed": true, "dynamic_metadata": map[string]any{"a": []any{"\xff"}}},
 		"response headers not obj":  map[string]any{"allowed": true, "response_headers_to_add": true},
 		"remove holds a non-string": map[string]any{"allowed": true, "request_headers_to_remove": []any{num("1")}},
 	} {
