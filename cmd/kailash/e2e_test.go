@@ -30,6 +30,7 @@ import (
 	"github.com/kailash-gw/kailash/envoy"
 	"github.com/kailash-gw/kailash/envoy/envoytest"
 	"github.com/kailash-gw/kailash/extauthz"
+	"github.com/kailash-gw/kailash/xds/translate"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/testenv"
@@ -483,8 +484,13 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("unknown host is 404 and never authorized", func(t *testing.T) {
-		if r := s.mustDo("nobody.localhost", alice, nil); r.code != 404 {
+		if r := s.mustDo("nobody.localhost", alice, nil); r.code != 404 || r.body != translate.UnknownHostBody {
 			t.Fatalf("got %d: %s", r.code, r.body)
+		}
+		// The authz server's answer to a Check without a tenant says the
+		// same as Envoy's catch-all.
+		if extauthz.UnknownHostBody != translate.UnknownHostBody {
+			t.Fatalf("authz says %q for an unknown host, Envoy %q", extauthz.UnknownHostBody, translate.UnknownHostBody)
 		}
 	})
 

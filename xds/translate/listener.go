@@ -118,7 +118,7 @@ func unknownHostReply() *hcmv3.LocalReplyConfig {
 			ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{"NR"}},
 		}},
 		StatusCode: wrapperspb.UInt32(404),
-		Body:       inlineString(unknownHostBody),
+		Body:       inlineString(UnknownHostBody),
 	}}}
 }
 

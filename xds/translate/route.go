@@ -20,8 +20,8 @@ import (
 // RunnerRouteTimeout bounds a request routed to the runner.
 const RunnerRouteTimeout = 60 * time.Second
 
-// unknownHostBody is the 404 body for a host no tenant serves.
-const unknownHostBody = "unknown host\n"
+// UnknownHostBody is the 404 body for a host no tenant serves.
+const UnknownHostBody = "unknown host\n"
 
 // buildRouteConfigs is RouteConfigName and, when the plain listener
 // redirects to HTTPS, RedirectRouteConfigName (sorted by name). With a cache
@@ -205,7 +205,7 @@ func unknownVirtualHost(ir *IR, filters []httpFilter) (*routev3.VirtualHost, err
 			Match: prefixMatch("/"),
 			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
 				Status: 404,
-				Body:   inlineString(unknownHostBody),
+				Body:   inlineString(UnknownHostBody),
 			}},
 		}},
 		TypedPerFilterConfig: perFilter,
