@@ -30,12 +30,12 @@ import (
 	"github.com/kailash-gw/kailash/envoy"
 	"github.com/kailash-gw/kailash/envoy/envoytest"
 	"github.com/kailash-gw/kailash/extauthz"
-	"github.com/kailash-gw/kailash/xds/translate"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/workflow"
 	"github.com/kailash-gw/kailash/xds"
+	"github.com/kailash-gw/kailash/xds/translate"
 )
 
 const (
