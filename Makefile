@@ -6,7 +6,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build envoy run test test-short bench bench-compare lint fmt golden clean
+.PHONY: all build envoy run test test-short fuzz bench bench-compare lint fmt golden clean
 
 all: build
 
@@ -26,6 +26,21 @@ test: envoy
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -race -timeout 15m $(PKGS)
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
+
+## fuzz: every native Go fuzz target (func FuzzXxx in a _test.go file), one at a time,
+## for FUZZTIME each (make test runs them briefly; `make fuzz FUZZTIME=5m` for longer).
+## A failing input is written under the package's testdata/fuzz and fails the run.
+FUZZTIME      ?= 60s
+FUZZTIME_TEST ?= 4s
+fuzz:
+	@set -e; for f in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go' 2>/dev/null || find . -name '*_test.go')); do \
+		d=./$$(dirname $$f); \
+		for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz $$d $$fn ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$d; \
+		done; \
+	done
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
