@@ -97,6 +97,7 @@ type KeyMaintainer interface {
 	Reencrypt(ctx context.Context, target string, o ReencryptOptions) (*ReencryptResult, error)
 	// Keys is the store's keyring (nil: encryption is off).
 	Keys() *sealed.Keyring
+	Close() error
 }
 
 var _ KeyMaintainer = (*sqlStore)(nil)

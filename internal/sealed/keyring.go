@@ -309,6 +309,15 @@ func (k *Keyring) Reload() error {
 	return nil
 }
 
+// File is the keys file that names the active key, "" when the
+// environment does (or the keyring is fixed): a rotation writes there.
+func (k *Keyring) File() string {
+	if k.src.Env != "" {
+		return ""
+	}
+	return k.src.File
+}
+
 // Active is the id of the key that seals.
 func (k *Keyring) Active() string {
 	k.refresh(false)
