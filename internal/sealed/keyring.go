@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -214,7 +215,11 @@ func stampOf(files []string) string {
 	var b strings.Builder
 	for _, f := range files {
 		if fi, err := os.Stat(f); err == nil {
-			fmt.Fprintf(&b, "%s|%d|%d;", f, fi.ModTime().UnixNano(), fi.Size())
+			var ino uint64
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				ino = st.Ino // a rename over the file changes it
+			}
+			fmt.Fprintf(&b, "%s|%d|%d|%d;", f, fi.ModTime().UnixNano(), fi.Size(), ino)
 		} else {
 			fmt.Fprintf(&b, "%s|missing;", f)
 		}
@@ -266,16 +271,15 @@ func (k *Keyring) load() (*ring, string, error) {
 	return r, stamp, nil
 }
 
-// refresh re-reads the files when they changed since the last load; with
-// force, whatever the time since the last check (yet at most every 100 ms).
+// refresh re-reads the files when they changed since the last load,
+// looking at most once a second; with force (an unknown key id), now.
 func (k *Keyring) refresh(force bool) {
 	if len(k.files()) == 0 {
 		return
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	since := time.Since(k.checked)
-	if since < 100*time.Millisecond || (!force && since < time.Second) {
+	if !force && time.Since(k.checked) < time.Second {
 		return
 	}
 	k.checked = time.Now()
