@@ -152,7 +152,18 @@ func (sv *sensitivity) needles(ex *execution, up []int) needles {
 	if len(nd) == 0 {
 		return nil
 	}
-	slices.SortFunc(nd, func(a, b string) int { return len(b) - len(a) })
+	return sortNeedles(nd)
+}
+
+// sortNeedles orders needles longest first (a value containing another is
+// replaced whole) and drops duplicates.
+func sortNeedles(nd needles) needles {
+	slices.SortFunc(nd, func(a, b string) int {
+		if len(a) != len(b) {
+			return len(b) - len(a)
+		}
+		return strings.Compare(a, b)
+	})
 	return slices.Compact(nd)
 }
 
@@ -212,8 +223,7 @@ type needlesKey struct{}
 
 func withNeedles(ctx context.Context, nd needles) context.Context {
 	if prev, _ := ctx.Value(needlesKey{}).(needles); len(prev) > 0 {
-		nd = append(slices.Clone(nd), prev...)
-		slices.SortFunc(nd, func(a, b string) int { return len(b) - len(a) })
+		nd = sortNeedles(append(slices.Clone(nd), prev...))
 	}
 	return context.WithValue(ctx, needlesKey{}, nd)
 }
