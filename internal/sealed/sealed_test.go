@@ -158,3 +158,21 @@ func TestKeySources(t *testing.T) {
 		t.Fatal("k1 twice with different keys accepted")
 	}
 }
+
+// One seal and one open of a 1 KiB value.
+func BenchmarkSealOpen1KiB(b *testing.B) {
+	k, _ := NewKey("k1")
+	ring, _ := NewKeyring("k1", k)
+	f := Field{Tenant: "acme", Table: "executions", Row: "01234567890123456789012345", Column: "input"}
+	plain := make([]byte, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		v, err := ring.Seal(f, plain)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ring.Open(f, v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
