@@ -29,6 +29,11 @@ type Definition struct {
 	Output string `yaml:"output,omitempty" json:"output,omitempty"`
 	// Events describes who may watch this workflow's execution events.
 	Events EventPolicy `yaml:"events,omitempty" json:"events,omitzero"`
+	// Sensitive names the execution input fields whose values are
+	// sensitive ("*": the whole input): they never reach logs or event
+	// payloads (sensitive.go). Stored, they are encrypted with the rest of
+	// the execution (runner.encryption).
+	Sensitive []string `yaml:"sensitive,omitempty" json:"sensitive,omitempty"`
 }
 
 // EventPolicy is the seed's event metadata: a permission a subscriber must
@@ -47,6 +52,9 @@ type Node struct {
 	// Timeout bounds this node (a Go duration, e.g. "2s"); it never exceeds
 	// the tenant's node_timeout.
 	Timeout string `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	// Sensitive names this node's output fields whose values are
+	// sensitive ("*": the whole output), as Definition.Sensitive.
+	Sensitive []string `yaml:"sensitive,omitempty" json:"sensitive,omitempty"`
 }
 
 // Connection feeds one node's output into another's input, as the seed's
@@ -67,6 +75,8 @@ type Workflow struct {
 	index  map[string]int
 	order  []int // topological order
 	output []int // nodes whose output forms the execution output
+	// sensitive is set when the definition marks fields sensitive.
+	sensitive *sensitivity
 }
 
 // cnode is a compiled node.
@@ -201,9 +211,11 @@ func Compile(d Definition) (*Workflow, error) {
 			w.output = w.sinks()
 		}
 	}
+	errs = append(errs, checkSensitive(d)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("workflow %q: %w", d.Name, err)
 	}
+	w.markSensitive()
 	return w, nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kailash-gw/kailash/internal/sealed"
 )
 
 // Store keeps each tenant's workflows, executions, node results and audit
@@ -128,6 +130,8 @@ type dialect interface {
 	// lockWorkflows serialises workflow creation within tx (max_workflows).
 	lockWorkflows(ctx context.Context, tx *sql.Tx, t *tenantDB) error
 	tenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error)
+	// tenants lists the tenants the store holds.
+	tenants(ctx context.Context) ([]string, error)
 	close() error
 }
 
@@ -135,8 +139,9 @@ type dialect interface {
 // written (table prefix, placeholders).
 type tenantDB struct {
 	db     *sql.DB
+	tenant string
 	prefix string // "" (SQLite) or `"schema".` (PostgreSQL)
-	dollar bool   // $n placeholders (PostgreSQL) instead of ?
+	dollar bool   // $n placeholders and IS NOT DISTINCT FROM (PostgreSQL) instead of ? and IS
 
 	qs sync.Map // query template -> rendered query
 }
@@ -149,6 +154,11 @@ func (t *tenantDB) q(tmpl string) string {
 		return v.(string)
 	}
 	s := strings.ReplaceAll(tmpl, "{t}", t.prefix)
+	if t.dollar {
+		s = strings.ReplaceAll(s, "{is}", "IS NOT DISTINCT FROM")
+	} else {
+		s = strings.ReplaceAll(s, "{is}", "IS")
+	}
 	if t.dollar {
 		var b strings.Builder
 		n := 0
@@ -169,6 +179,21 @@ func (t *tenantDB) q(tmpl string) string {
 // sqlStore is the Store over a dialect.
 type sqlStore struct {
 	d dialect
+	// keys seal the payload columns (sealedColumns); nil writes them in
+	// clear (and still reads values sealed before, when it can).
+	keys *sealed.Keyring
+}
+
+// StoreOptions tune OpenStoreWith and OpenPostgresStoreWith.
+type StoreOptions struct {
+	// Keys encrypt execution inputs, outputs and errors, node results,
+	// audit details and the users recorded with them; nil stores them in
+	// clear. See OpenDataKeys.
+	Keys *sealed.Keyring
+	// Maintenance opens the store for a tool working beside a serving
+	// runner (kailash keys): executions left running are not marked
+	// interrupted.
+	Maintenance bool
 }
 
 var _ Store = (*sqlStore)(nil)
@@ -207,10 +232,35 @@ func migrate(ctx context.Context, tx *sql.Tx, t *tenantDB) error {
 }
 
 // markInterrupted ends every execution a previous process left running.
-func markInterrupted(ctx context.Context, t *tenantDB) error {
-	_, err := t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, error = ?, finished_at = ? WHERE status = ?`),
-		StatusInterrupted, interruptedMsg, now(), StatusRunning)
-	return err
+func (s *sqlStore) markInterrupted(ctx context.Context, t *tenantDB) error {
+	rows, err := t.db.QueryContext(ctx, t.q(`SELECT id FROM {t}executions WHERE status = ?`), StatusRunning)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		msg, err := s.seal(t, "executions", id, "error", interruptedMsg)
+		if err != nil {
+			return err
+		}
+		if _, err := t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = ?`),
+			StatusInterrupted, msg, now(), id, StatusRunning); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ErrNotFound is a missing workflow or execution.
@@ -351,8 +401,16 @@ func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error
 	if err != nil {
 		return err
 	}
+	user, err := s.seal(t, "executions", e.ID, "user", e.User)
+	if err != nil {
+		return err
+	}
+	input, err := s.seal(t, "executions", e.ID, "input", string(in))
+	if err != nil {
+		return err
+	}
 	_, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}executions (id, workflow, status, "user", input, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
-		e.ID, e.Workflow, StatusRunning, e.User, string(in), e.CreatedAt)
+		e.ID, e.Workflow, StatusRunning, user, input, e.CreatedAt)
 	return err
 }
 
@@ -368,20 +426,22 @@ func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r Node
 			return err
 		}
 	}
+	row := nodeRow(execID, r.Node)
+	sout, err := s.sealNullable(t, "node_results", row, "output", out)
+	if err != nil {
+		return err
+	}
+	serr, err := s.seal(t, "node_results", row, "error", r.Error)
+	if err != nil {
+		return err
+	}
 	_, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (execution_id, node) DO UPDATE SET type = excluded.type, status = excluded.status, output = excluded.output,
 			error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at`),
-		execID, r.Node, r.Type, r.Status, nullable(out), r.Error,
+		execID, r.Node, r.Type, r.Status, sout, serr,
 		r.Started.UTC().Format(time.RFC3339Nano), r.Finished.UTC().Format(time.RFC3339Nano))
 	return err
-}
-
-func nullable(b []byte) any {
-	if b == nil {
-		return nil
-	}
-	return string(b)
 }
 
 // FinishExecution records the end of an execution, unless it already ended
@@ -397,8 +457,16 @@ func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status strin
 			return err
 		}
 	}
+	sout, err := s.sealNullable(t, "executions", id, "output", out)
+	if err != nil {
+		return err
+	}
+	serr, err := s.seal(t, "executions", id, "error", errMsg)
+	if err != nil {
+		return err
+	}
 	_, err = t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ?`),
-		status, nullable(out), errMsg, now(), id, StatusRunning)
+		status, sout, serr, now(), id, StatusRunning)
 	return err
 }
 
@@ -419,10 +487,23 @@ func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*Execut
 	if err != nil {
 		return nil, err
 	}
-	e.Error, e.FinishedAt = errMsg.String, fin.String
+	e.FinishedAt = fin.String
+	if e.User, err = s.open(t, "executions", e.ID, "user", e.User); err != nil {
+		return nil, err
+	}
+	if e.Error, err = s.open(t, "executions", e.ID, "error", errMsg.String); err != nil {
+		return nil, err
+	}
+	if in, err = s.open(t, "executions", e.ID, "input", in); err != nil {
+		return nil, err
+	}
 	_ = json.Unmarshal([]byte(in), &e.Input)
 	if out.Valid {
-		_ = json.Unmarshal([]byte(out.String), &e.Output)
+		o, err := s.open(t, "executions", e.ID, "output", out.String)
+		if err != nil {
+			return nil, err
+		}
+		_ = json.Unmarshal([]byte(o), &e.Output)
 	}
 	rows, err := t.db.QueryContext(ctx, t.q(`SELECT node, type, status, output, error, started_at, finished_at FROM {t}node_results WHERE execution_id = ? ORDER BY started_at, node`), id)
 	if err != nil {
@@ -436,10 +517,17 @@ func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*Execut
 		if err := rows.Scan(&r.Node, &r.Type, &r.Status, &o, &em, &st, &ft); err != nil {
 			return nil, err
 		}
+		row := nodeRow(e.ID, r.Node)
 		if o.Valid {
-			_ = json.Unmarshal([]byte(o.String), &r.Output)
+			plain, err := s.open(t, "node_results", row, "output", o.String)
+			if err != nil {
+				return nil, err
+			}
+			_ = json.Unmarshal([]byte(plain), &r.Output)
 		}
-		r.Error = em.String
+		if r.Error, err = s.open(t, "node_results", row, "error", em.String); err != nil {
+			return nil, err
+		}
 		r.Started, _ = time.Parse(time.RFC3339Nano, st)
 		r.Finished, _ = time.Parse(time.RFC3339Nano, ft)
 		e.Nodes = append(e.Nodes, r)
@@ -465,7 +553,13 @@ func (s *sqlStore) ListExecutions(ctx context.Context, tenant, workflow string, 
 		if err := rows.Scan(&e.ID, &e.Status, &e.User, &em, &e.CreatedAt, &fin); err != nil {
 			return nil, err
 		}
-		e.Error, e.FinishedAt = em.String, fin.String
+		e.FinishedAt = fin.String
+		if e.User, err = s.open(t, "executions", e.ID, "user", e.User); err != nil {
+			return nil, err
+		}
+		if e.Error, err = s.open(t, "executions", e.ID, "error", em.String); err != nil {
+			return nil, err
+		}
 		out = append(out, e)
 	}
 	return out, rows.Err()
@@ -481,8 +575,16 @@ func (s *sqlStore) Audit(ctx context.Context, r AuditRecord) error {
 	if err != nil {
 		return err
 	}
+	user, err := s.seal(t, "audit_log", r.ID, "user", r.User)
+	if err != nil {
+		return err
+	}
+	details, err := s.seal(t, "audit_log", r.ID, "details", string(d))
+	if err != nil {
+		return err
+	}
 	_, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}audit_log (id, at, "user", workflow, execution_id, node, action, resource, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		r.ID, r.At.Format(time.RFC3339Nano), r.User, r.Workflow, r.Execution, r.Node, r.Action, r.Resource, string(d))
+		r.ID, r.At.Format(time.RFC3339Nano), user, r.Workflow, r.Execution, r.Node, r.Action, r.Resource, details)
 	return err
 }
 

@@ -38,7 +38,21 @@ type postgresDialect struct {
 // keyword/value string; its user needs CREATEROLE, or be a superuser, to
 // create the tenants' roles) and marks every execution a previous process
 // left running as interrupted.
+//
+// Its data keys come from KAILASH_DATA_KEYS; without them values are
+// stored in clear (OpenConfiguredStore warns, and honours
+// runner.encryption).
 func OpenPostgresStore(ctx context.Context, dsn string) (Store, error) {
+	keys, err := OpenDataKeys(DataKeyOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return OpenPostgresStoreWith(ctx, dsn, StoreOptions{Keys: keys})
+}
+
+// OpenPostgresStoreWith is OpenPostgresStore with its data keys (and
+// options) given.
+func OpenPostgresStoreWith(ctx context.Context, dsn string, o StoreOptions) (Store, error) {
 	conf, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's message may quote the DSN and with it the password.
@@ -48,31 +62,20 @@ func OpenPostgresStore(ctx context.Context, dsn string) (Store, error) {
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(32)
 	d := &postgresDialect{db: db, conf: conf, dbs: map[string]*tenantDB{}, data: map[string]*sql.DB{}}
-	s := &sqlStore{d: d}
+	s := &sqlStore{d: d, keys: o.Keys}
 	if err := d.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("runner.postgres_dsn: %w", err)
 	}
-	rows, err := db.QueryContext(ctx, `SELECT tenant FROM kailash.tenants ORDER BY tenant`)
+	tenants, err := d.tenants(ctx)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	var tenants []string
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			rows.Close()
-			db.Close()
-			return nil, err
-		}
-		tenants = append(tenants, t)
-	}
-	rows.Close()
 	for _, tenant := range tenants {
 		t, err := d.tenant(ctx, tenant)
-		if err == nil {
-			err = markInterrupted(ctx, t)
+		if err == nil && !o.Maintenance {
+			err = s.markInterrupted(ctx, t)
 		}
 		if err != nil {
 			s.Close()
@@ -80,6 +83,24 @@ func OpenPostgresStore(ctx context.Context, dsn string) (Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// tenants lists the tenants of kailash.tenants.
+func (d *postgresDialect) tenants(ctx context.Context) ([]string, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT tenant FROM kailash.tenants ORDER BY tenant`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var tenants []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		tenants = append(tenants, t)
+	}
+	return tenants, rows.Err()
 }
 
 func (d *postgresDialect) init(ctx context.Context) error {
@@ -140,7 +161,7 @@ func (d *postgresDialect) tenant(ctx context.Context, tenant string) (*tenantDB,
 		return t, nil
 	}
 	schema, data, role := pgName("kailash_", tenant), pgName("tenant_", tenant), pgName("kailash_tenant_", tenant)
-	t := &tenantDB{db: d.db, prefix: ident(schema) + ".", dollar: true}
+	t := &tenantDB{db: d.db, tenant: tenant, prefix: ident(schema) + ".", dollar: true}
 	err := func() error {
 		tx, err := d.db.BeginTx(ctx, nil)
 		if err != nil {

@@ -6,8 +6,10 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,36 +39,68 @@ var memStores atomic.Int64
 
 // OpenStore opens the SQLite store in dir (in memory when dir is empty) and
 // marks every execution a previous process left running as interrupted.
+// Its data keys are OpenDataKeys's for dir: KAILASH_DATA_KEYS, else a key
+// generated into dir; none in memory without KAILASH_DATA_KEYS.
 func OpenStore(ctx context.Context, dir string) (Store, error) {
+	keys, err := OpenDataKeys(DataKeyOptions{DataDir: dir, Generate: true})
+	if err != nil {
+		return nil, err
+	}
+	return OpenStoreWith(ctx, dir, StoreOptions{Keys: keys})
+}
+
+// OpenStoreWith is OpenStore with its data keys (and options) given.
+func OpenStoreWith(ctx context.Context, dir string, o StoreOptions) (Store, error) {
 	d := &sqliteDialect{dir: dir, dbs: map[string]*tenantDB{}, data: map[string]*sqliteData{},
 		mem: fmt.Sprintf("kailash-%d-%d", os.Getpid(), memStores.Add(1))}
-	s := &sqlStore{d: d}
+	s := &sqlStore{d: d, keys: o.Keys}
 	if dir == "" {
 		return s, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("runner.data_dir: %w", err)
 	}
-	files, err := filepath.Glob(filepath.Join(dir, "*.db"))
+	tenants, err := d.tenants(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range files {
-		tenant := strings.TrimSuffix(filepath.Base(f), ".db")
-		if !tenantRe.MatchString(tenant) {
-			continue // <tenant>.data.db and strangers
-		}
+	for _, tenant := range tenants {
 		t, err := d.tenant(ctx, tenant)
 		if err != nil {
 			s.Close()
 			return nil, err
 		}
-		if err := markInterrupted(ctx, t); err != nil {
+		if o.Maintenance {
+			continue
+		}
+		if err := s.markInterrupted(ctx, t); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("tenant %s: marking interrupted executions: %w", tenant, err)
 		}
 	}
 	return s, nil
+}
+
+// tenants are the <tenant>.db files of the directory, and the tenants
+// opened in memory.
+func (d *sqliteDialect) tenants(context.Context) ([]string, error) {
+	if d.dir == "" {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return slices.Sorted(maps.Keys(d.dbs)), nil
+	}
+	files, err := filepath.Glob(filepath.Join(d.dir, "*.db"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range files {
+		tenant := strings.TrimSuffix(filepath.Base(f), ".db")
+		if tenantRe.MatchString(tenant) {
+			out = append(out, tenant) // not <tenant>.data.db nor strangers
+		}
+	}
+	return out, nil
 }
 
 func (d *sqliteDialect) close() error {
@@ -104,7 +138,7 @@ func (d *sqliteDialect) tenant(ctx context.Context, tenant string) (*tenantDB, e
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	t := &tenantDB{db: db}
+	t := &tenantDB{db: db, tenant: tenant}
 	err = func() error {
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {

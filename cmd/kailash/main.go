@@ -7,6 +7,7 @@
 //	                                    drop-in replacement for opa-envoy-plugin
 //	kailash policy    test|check|eval|build|replay
 //	kailash runner    -c kailash.yaml   the workflow runner alone
+//	kailash keys      status|add|rotate -c kailash.yaml   data keys at rest
 //	kailash token     --tenant T --sub S --roles a,b [--ttl 1h]
 //	kailash validate  -c kailash.yaml   check config, policy and workflows offline
 //	kailash translate -c kailash.yaml   print the Envoy resources the config becomes
@@ -41,6 +42,7 @@ func commands() []command {
 		{"xds", "run the xDS control plane", runXDS},
 		{"authz", "run the ext_authz server", runAuthz},
 		{"runner", "run the workflow runner", runRunner},
+		{"keys", "status, add or rotate the data keys of the runner's store", runKeys},
 		{"policy", "test, check, eval, build or replay policy bundles", runPolicy},
 		{"token", "mint a development bearer token", runToken},
 		{"validate", "check a config, its policy bundle and workflows", runValidate},

@@ -151,6 +151,8 @@ type Runner struct {
 	// evaluates (default "kailash/authz/granted": the set of permissions
 	// the caller's roles grant).
 	PermissionDecision string `yaml:"permission_decision"`
+	// Encryption configures field-level encryption at rest (encryption.go).
+	Encryption Encryption `yaml:"encryption"`
 }
 
 // RunnerLimits bound what one tenant's workflows may do. Zero means the
@@ -514,6 +516,7 @@ func SplitHostPort(addr string) (string, uint32, error) {
 
 // validateRunner checks the runner section; defaults live in package workflow.
 func (c *Config) validateRunner(at func(line int, format string, args ...any)) {
+	c.validateEncryption(at)
 	r := c.Runner
 	switch {
 	case r.IdentityJWKS != "" && r.IdentityAudience == "":

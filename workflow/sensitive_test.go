@@ -1,0 +1,212 @@
+package workflow
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/kailash-gw/kailash/internal/config"
+)
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+const sensitiveWorkflow = `
+name: payroll
+sensitive: [ssn]
+nodes:
+  - id: lookup
+    type: code
+    sensitive: [result]
+    config:
+      code: |
+        result = {"token": "tok-" + parameters["ssn"][::-1], "ssn": parameters["ssn"]}
+  - id: check
+    type: code
+    config:
+      code: |
+        fail("bad ssn " + parameters["r"]["ssn"] + " token " + parameters["r"]["token"])
+connections:
+  - from: lookup/result
+    to: check/r
+`
+
+// An execution whose node fails with a sensitive value in its message: the
+// runner's log, the event stream, the stored error and the API answer
+// carry "[redacted]", never the value (nor the sensitive output of an
+// upstream node).
+func TestSensitiveValuesNeverInLogsOrEvents(t *testing.T) {
+	d, err := ParseDefinition([]byte(sensitiveWorkflow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf, err := Compile(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	s, err := New(&config.Config{Runner: config.Runner{HTTP: "127.0.0.1:0", DataDir: t.TempDir()}},
+		Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.ln.Close(); s.shutdown() })
+	wfs := map[string]*Workflow{"payroll": wf}
+	s.workflows.Store(&wfs)
+
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/v1/events", nil)
+	req.Header.Set("x-kailash-tenant", "acme")
+	req.Header.Set("x-kailash-user", "alice")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	if l := <-lines; !strings.HasPrefix(l, ": subscribed") {
+		t.Fatalf("first line %q", l)
+	}
+
+	secret := "SSN" + rand.Text()
+	tokenValue := "tok-" + reverse(secret)
+	c := apiClient{t, s.Handler(), map[string]string{"x-kailash-tenant": "acme", "x-kailash-user": "alice"}}
+	code, body := c.do("POST", "/v1/workflows/payroll/executions", `{"ssn":"`+secret+`"}`)
+	if code == 200 {
+		t.Fatalf("the failing workflow succeeded: %v", body)
+	}
+	var events []string
+	deadline := time.After(10 * time.Second)
+	for done := false; !done; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			if strings.HasPrefix(l, "data: ") {
+				events = append(events, l)
+				done = strings.Contains(l, `"execution.failed"`)
+			}
+		case <-deadline:
+			t.Fatalf("events so far %v", events)
+		}
+	}
+	stored, err := s.store.GetExecution(t.Context(), "acme", body["execution_id"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, text := range map[string]string{
+		"log": logs.String(), "events": strings.Join(events, "\n"), "stored error": stored.Error + stored.Nodes[len(stored.Nodes)-1].Error,
+		"answer": fmt.Sprint(body),
+	} {
+		if strings.Contains(text, secret) || strings.Contains(text, tokenValue) {
+			t.Errorf("%s carries a sensitive value:\n%s", what, text)
+		}
+		if !strings.Contains(text, Redacted) {
+			t.Errorf("%s: no %s where the value was:\n%s", what, Redacted, text)
+		}
+	}
+	// The stored input is the execution's, whole: only messages are redacted.
+	if stored.Input["ssn"] != secret {
+		t.Fatalf("stored input %v", stored.Input)
+	}
+}
+
+func reverse(s string) string {
+	r := []rune(s)
+	for i, j := 0, len(r)-1; i < j; i, j = i+1, j-1 {
+		r[i], r[j] = r[j], r[i]
+	}
+	return string(r)
+}
+
+// A node's log lines (permission_check logs the resource it checked) lose
+// the execution's sensitive values when the executor logs through
+// RedactingHandler.
+func TestRedactingHandlerTakesSensitiveValuesOutOfNodeLogs(t *testing.T) {
+	d := Definition{Name: "w", Sensitive: []string{"doc"}, Nodes: []Node{{ID: "p", Type: "permission_check",
+		Config: map[string]any{"permission": "data:read", "resource_from": "doc.id", "on_deny": "continue"}}}}
+	wf, err := Compile(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := "doc-" + rand.Text()
+	for _, wrap := range []bool{false, true} {
+		var buf syncBuffer
+		h := slog.Handler(slog.NewJSONHandler(&buf, nil))
+		if wrap {
+			h = RedactingHandler(h)
+		}
+		x := NewExecutor(ExecutorOptions{Logger: slog.New(h), Policy: policyFunc(func(context.Context, ast.Value) (any, error) { return true, nil })})
+		if _, err := x.Run(t.Context(), wf, map[string]any{"doc": map[string]any{"id": secret}}, acme, RunOptions{ID: "e1"}); err != nil {
+			t.Fatal(err)
+		}
+		leaked := strings.Contains(buf.String(), secret)
+		if wrap && (leaked || !strings.Contains(buf.String(), Redacted)) {
+			t.Fatalf("through RedactingHandler: %s", buf.String())
+		}
+		if !wrap && !leaked {
+			t.Fatalf("the test does not exercise a leak: %s", buf.String())
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	var nd needles
+	nd.add(map[string]any{"a": "hunter2 secret", "b": []any{42.0, "x y/z"}, "c": true})
+	nd = sortNeedles(nd)
+	for in, want := range map[string]string{
+		`failed: "hunter2 secret"`:          `failed: "[redacted]"`,
+		"GET /q?v=x+y%2Fz":                  "GET /q?v=[redacted]",
+		"line 42: boom":                     redactedWhole, // too short to cut out
+		"nothing here":                      "nothing here",
+		`json {"a":"hunter2 secret","n":1}`: `json {"a":"[redacted]","n":1}`,
+	} {
+		if got := nd.redact(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if _, err := Compile(Definition{Name: "w", Sensitive: []string{""}, Nodes: []Node{{ID: "a", Type: "identity"}}}); err == nil {
+		t.Fatal("an empty sensitive field compiled")
+	}
+	// A redacted error still matches what it wraps.
+	e := &redactedError{msg: "x", err: ErrTimeout}
+	if !errors.Is(e, ErrTimeout) {
+		t.Fatal("errors.Is lost")
+	}
+}
