@@ -75,7 +75,8 @@ func (u *UpstreamTLS) transportSocket() (*corev3.TransportSocket, error) {
 	ctx := &tlsv3.UpstreamTlsContext{
 		Sni: sni,
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
+			// Envoy clients stop at TLS 1.2 unless told otherwise.
+			TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3, TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
 			AlpnProtocols: []string{"h2"},
 			TlsCertificates: []*tlsv3.TlsCertificate{{
 				CertificateChain: file(u.CertFile),
