@@ -28,6 +28,7 @@ import (
 
 	"github.com/kailash-gw/kailash/extauthz/oidc"
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/mtls"
 	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/policies"
 )
@@ -85,6 +86,7 @@ type Server struct {
 
 	grpcLn, httpLn net.Listener
 	closeOnce      sync.Once
+	tls            *mtls.Server // authz.tls: mutual TLS on the gRPC port; nil is plaintext
 
 	reg      *prometheus.Registry
 	checks   *prometheus.CounterVec
@@ -134,6 +136,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	fail := func(err error) (*Server, error) {
 		s.stopBG()
 		return nil, err
+	}
+	if s.tls, err = mtls.NewServer(cfg, "authz.tls", cfg.Authz.TLS, s.log); err != nil {
+		return fail(err)
 	}
 	eopts, err := EngineOptions(cfg)
 	if err != nil {
@@ -361,13 +366,22 @@ func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	gs := grpc.NewServer(serverOptions()...)
+	gopts := serverOptions()
+	var wg sync.WaitGroup
+	if s.tls != nil {
+		gopts = append(gopts, grpc.Creds(s.tls.Credentials()))
+		wg.Go(func() {
+			if err := s.tls.Watch(ctx); err != nil {
+				s.log.Error("cannot watch authz.tls files; changes need a restart", "err", err)
+			}
+		})
+	}
+	gs := grpc.NewServer(gopts...)
 	authv3.RegisterAuthorizationServer(gs, s)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
-	var wg sync.WaitGroup
 	if s.auth != nil {
 		defer s.auth.close()
 		// A shared ring (sessions.redis) is synced every 10s: that bounds

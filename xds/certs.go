@@ -1,25 +1,14 @@
 package xds
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"slices"
-	"sync"
-	"time"
 
-	"github.com/fsnotify/fsnotify"
-
+	"github.com/kailash-gw/kailash/internal/certwatch"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/xds/translate"
 )
-
-// certDebounce collects the events of one certificate rotation (cert and
-// key written one after the other, or a directory of symlinks swapped) into
-// one reload.
-const certDebounce = 100 * time.Millisecond
 
 // ReadInputs reads the files cfg names that translation needs: every
 // tenant's certificate and key. Errors name the tenant and field, never the
@@ -65,95 +54,12 @@ func translateCached(cfg *config.Config, c *translate.Cache) (*translate.Resourc
 }
 
 // certDirs are the directories holding cfg's certificate and key files,
-// sorted. Directories are watched rather than files, so that a file
-// replaced by rename (or a Kubernetes secret's symlink swap) is still seen.
+// sorted (the ADS port's own files are added by Server.watchDirs).
 func certDirs(cfg *config.Config) []string {
-	var dirs []string
+	var files []string
 	for i := range cfg.Tenants {
 		t := &cfg.Tenants[i]
-		for _, f := range []string{t.TLS.CertFile, t.TLS.KeyFile} {
-			if f == "" {
-				continue
-			}
-			if abs, err := filepath.Abs(cfg.Path(f)); err == nil {
-				dirs = append(dirs, filepath.Dir(abs))
-			}
-		}
+		files = append(files, t.TLS.CertFile, t.TLS.KeyFile)
 	}
-	slices.Sort(dirs)
-	return slices.Compact(dirs)
+	return certwatch.Dirs(cfg.Path, files...)
 }
-
-// certWatcher follows the directories of the current config's certificates.
-type certWatcher struct {
-	w *fsnotify.Watcher
-
-	mu   sync.Mutex      // guards dirs
-	dirs map[string]bool // directories being watched
-}
-
-func newCertWatcher() (*certWatcher, error) {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return nil, err
-	}
-	return &certWatcher{w: w, dirs: map[string]bool{}}, nil
-}
-
-// follow makes the watched set exactly dirs.
-func (c *certWatcher) follow(dirs []string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	want := map[string]bool{}
-	var errs []error
-	for _, d := range dirs {
-		want[d] = true
-		if c.dirs[d] {
-			continue
-		}
-		if err := c.w.Add(d); err != nil {
-			errs = append(errs, fmt.Errorf("watch %s: %w", d, err))
-			continue
-		}
-		c.dirs[d] = true
-	}
-	for d := range c.dirs {
-		if !want[d] {
-			_ = c.w.Remove(d)
-			delete(c.dirs, d)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// run calls reload, debounced, after any change in a watched directory,
-// until ctx ends. Changes to unrelated files there cost a re-read that
-// publishes nothing (the resources hash the same).
-func (c *certWatcher) run(ctx context.Context, reload func()) {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-c.w.Events:
-			if !ok {
-				return
-			}
-			if ev.Op == fsnotify.Chmod {
-				continue
-			}
-			timer.Reset(certDebounce)
-		case _, ok := <-c.w.Errors:
-			if !ok {
-				return
-			}
-			timer.Reset(certDebounce) // events may be lost: re-read
-		case <-timer.C:
-			reload()
-		}
-	}
-}
-
-func (c *certWatcher) close() error { return c.w.Close() }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,11 +32,14 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/kailash-gw/kailash/internal/certwatch"
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/mtls"
 	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/xds/translate"
 )
@@ -62,7 +66,18 @@ type Server struct {
 
 	started atomic.Bool // Serve (or Close) was called; listeners are owned by it
 
-	certs *certWatcher // follows the certificate files of cfg
+	certs *certwatch.Watcher // follows the certificate files of cfg and of tls
+
+	// tls is the ADS port's mutual TLS (xds.tls); nil serves plaintext.
+	// Its files are those of the config New was given; their contents
+	// reload with the tenants' certificates.
+	tls *mtls.Server
+	// refused counts streams and fetches refused because the node id does
+	// not match the client certificate.
+	refused prometheus.Counter
+	// peers are the verified client identities of open streams (when
+	// node ids are bound to certificates), by stream id.
+	peers sync.Map // int64 → *streamPeer
 
 	// updMu serialises whole updates (read files, translate, publish), so a
 	// certificate reload can never publish an older config than Update.
@@ -95,7 +110,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if cfg == nil {
 		return nil, errors.New("xds: nil config")
 	}
-	certs, err := newCertWatcher()
+	certs, err := certwatch.New()
 	if err != nil {
 		return nil, fmt.Errorf("xds: certificate watcher: %w", err)
 	}
@@ -113,11 +128,17 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		s.nodes[cfg.Envoy.NodeID] = struct{}{}
 	}
 	fail := func(err error) (*Server, error) {
-		_ = certs.close()
+		_ = certs.Close()
 		if s.grpcLn != nil {
 			_ = s.grpcLn.Close()
 		}
 		return nil, fmt.Errorf("xds: %w", err)
+	}
+	s.refused = prometheus.NewCounter(prometheus.CounterOpts{Name: "kailash_xds_streams_refused_total",
+		Help: "xDS streams and fetches refused because the node id is not one the client certificate may claim."})
+	reg.MustRegister(s.refused)
+	if s.tls, err = mtls.NewServer(cfg, "xds.tls", cfg.XDS.TLS, s.log); err != nil {
+		return fail(err)
 	}
 	res, digests, err := translateCached(cfg, &s.tc)
 	if err != nil {
@@ -126,7 +147,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err := s.publish(res, digests); err != nil {
 		return fail(err)
 	}
-	if err := certs.follow(certDirs(cfg)); err != nil {
+	if err := certs.Follow(s.watchDirs(cfg)); err != nil {
 		return fail(err)
 	}
 	s.grpcLn, err = net.Listen("tcp", cfg.XDS.GRPC)
@@ -140,7 +161,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 	}
 	s.log.Info("xds snapshot ready", "version", s.version, "tenants", len(cfg.Tenants),
-		"grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr())
+		"grpc", s.grpcLn.Addr().String(), "http", s.HTTPAddr(), "mtls", s.tls != nil)
 	return s, nil
 }
 
@@ -193,6 +214,11 @@ func (s *Server) Update(cfg *config.Config) error {
 func (s *Server) reloadCertificates() {
 	s.updMu.Lock()
 	defer s.updMu.Unlock()
+	if s.tls != nil {
+		if _, err := s.tls.Reload(); err != nil {
+			s.m.rejected.Inc() // logged by Reload; the last good pair serves
+		}
+	}
 	if err := s.update(s.cfg); err != nil {
 		s.m.rejected.Inc()
 		s.log.Error("certificates rejected; last good snapshot keeps serving", "version", s.Version(), "err", err)
@@ -213,6 +239,9 @@ func (s *Server) update(cfg *config.Config) error {
 		s.addNodeLocked(cfg.Envoy.NodeID)
 		s.mu.Unlock()
 	}
+	if !sameServerTLS(cfg.XDS.TLS, s.tlsSection()) {
+		s.log.Warn("xds.tls changes apply only after a restart; the files in force keep being followed")
+	}
 	if cfg.XDS.GRPC != s.GRPCAddr() || cfg.XDS.HTTP != s.HTTPAddr() {
 		s.log.Debug("xds addresses in the new config apply only after a restart",
 			"grpc", cfg.XDS.GRPC, "http", cfg.XDS.HTTP)
@@ -221,7 +250,7 @@ func (s *Server) update(cfg *config.Config) error {
 		return fmt.Errorf("xds: %w", err)
 	}
 	s.cfg = cfg
-	if err := s.certs.follow(certDirs(cfg)); err != nil {
+	if err := s.certs.Follow(s.watchDirs(cfg)); err != nil {
 		// Published all the same; only later file changes may be missed.
 		s.log.Warn("cannot watch certificate files; changes need a config reload", "err", err)
 	}
@@ -321,7 +350,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 
 	xs := serverv3.NewServer(ctx, s.cache, &callbacks{s: s})
+	creds := insecure.NewCredentials()
+	if s.tls != nil {
+		creds = s.tls.Credentials()
+	}
 	gs := grpc.NewServer(
+		grpc.Creds(creds),
 		grpc.MaxConcurrentStreams(1<<20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second, PermitWithoutStream: true}),
@@ -349,7 +383,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.certs.run(ctx, s.reloadCertificates)
+		s.certs.Run(ctx, s.reloadCertificates)
 	}()
 	if s.httpLn != nil {
 		wg.Add(1)
@@ -385,7 +419,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-stopped
 	}
 	wg.Wait()
-	_ = s.certs.close()
+	_ = s.certs.Close()
 	close(errc)
 	if err == nil {
 		err = <-errc // a failure that raced with cancellation
@@ -400,7 +434,7 @@ func (s *Server) Close() error {
 	if !s.started.CompareAndSwap(false, true) {
 		return nil
 	}
-	err := errors.Join(s.grpcLn.Close(), s.certs.close())
+	err := errors.Join(s.grpcLn.Close(), s.certs.Close())
 	if s.httpLn != nil {
 		err = errors.Join(err, s.httpLn.Close())
 	}
@@ -454,4 +488,29 @@ func resourceVersions(byType map[resource.Type][]types.Resource, digests transla
 		h.Write([]byte{'|'})
 	}
 	return vm, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// watchDirs are the directories to follow for cfg: its tenants'
+// certificates and the ADS port's own files.
+func (s *Server) watchDirs(cfg *config.Config) []string {
+	dirs := certDirs(cfg)
+	if s.tls != nil {
+		dirs = append(dirs, s.tls.Dirs()...)
+	}
+	return dirs
+}
+
+// tlsSection is the xds.tls in force (zero when plaintext).
+func (s *Server) tlsSection() config.ServerTLS {
+	if s.tls == nil {
+		return config.ServerTLS{}
+	}
+	return s.tls.Section()
+}
+
+// sameServerTLS reports whether two sections name the same files and node
+// binding (their lines may differ).
+func sameServerTLS(a, b config.ServerTLS) bool {
+	a.Line, b.Line = 0, 0
+	return reflect.DeepEqual(a, b)
 }

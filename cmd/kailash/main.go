@@ -48,6 +48,7 @@ func commands() []command {
 		{"validate", "check a config, its policy bundle and workflows", runValidate},
 		{"translate", "print the Envoy resources for a config", runTranslate},
 		{"bootstrap", "print the Envoy bootstrap for a config", runBootstrap},
+		{"certs", "write development mTLS certificates (certs dev --out DIR)", runCerts},
 		{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 			_, err := fmt.Fprintf(w, "kailash %s (envoy %s)\n", version, envoyVersion())
 			return err

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/mtls"
 	"github.com/kailash-gw/kailash/internal/telemetry"
 )
 
@@ -58,6 +59,7 @@ type Server struct {
 
 	grpcLn, httpLn net.Listener
 	started        atomic.Bool
+	tls            *mtls.Server // ratelimit.tls: mutual TLS on the gRPC port; nil is plaintext
 
 	// lastLog rate-limits the backend error log to one line per second.
 	lastLog atomic.Int64
@@ -129,6 +131,10 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	s.rules.Store(NewRules(cfg))
 	s.m.rules.Set(float64(s.rules.Load().Len()))
 	var err error
+	if s.tls, err = mtls.NewServer(cfg, "ratelimit.tls", rc.TLS, s.log); err != nil {
+		s.closeBackend()
+		return nil, fmt.Errorf("ratelimit: %w", err)
+	}
 	if s.grpcLn, err = net.Listen("tcp", rc.GRPC); err != nil {
 		s.closeBackend()
 		return nil, fmt.Errorf("ratelimit: ratelimit.grpc: %w", err)
@@ -284,7 +290,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer s.closeBackend()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	gs := grpc.NewServer()
+	var gopts []grpc.ServerOption
+	if s.tls != nil {
+		gopts = append(gopts, grpc.Creds(s.tls.Credentials()))
+	}
+	gs := grpc.NewServer(gopts...)
 	rlsv3.RegisterRateLimitServiceServer(gs, s)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -292,6 +302,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	healthpb.RegisterHealthServer(gs, hs)
 
 	var wg sync.WaitGroup
+	if s.tls != nil {
+		wg.Go(func() {
+			if err := s.tls.Watch(ctx); err != nil {
+				s.log.Error("cannot watch ratelimit.tls files; changes need a restart", "err", err)
+			}
+		})
+	}
 	errc := make(chan error, 2)
 	wg.Add(1)
 	go func() {

@@ -54,6 +54,12 @@ type Envoy struct {
 	// "delta" (the default: incremental, only changed resources are sent)
 	// or "sotw" (state of the world). The control plane serves both.
 	XDSProtocol string `yaml:"xds_protocol"`
+	// XDSTLS, AuthzTLS and RateLimitTLS are the client certificates Envoy
+	// presents to the control plane, authz and ratelimit when those
+	// require mutual TLS (mtls.go).
+	XDSTLS       ClientTLS `yaml:"xds_tls"`
+	AuthzTLS     ClientTLS `yaml:"authz_tls"`
+	RateLimitTLS ClientTLS `yaml:"ratelimit_tls"`
 }
 
 // Values of envoy.routes.
@@ -105,6 +111,8 @@ func ExactDomain(d string) bool { return !strings.ContainsAny(d, "*:") }
 type XDS struct {
 	GRPC string `yaml:"grpc"` // ADS server
 	HTTP string `yaml:"http"` // /metrics, /healthz, /readyz
+	// TLS, when set, requires mutual TLS on the ADS port (mtls.go).
+	TLS ServerTLS `yaml:"tls"`
 }
 
 // Authz is the ext_authz server.
@@ -116,6 +124,8 @@ type Authz struct {
 	// MaxRequestBytes of the body Envoy buffers and sends with each Check
 	// (0 sends no body).
 	MaxRequestBytes uint32 `yaml:"max_request_bytes"`
+	// TLS, when set, requires mutual TLS on the gRPC port (mtls.go).
+	TLS ServerTLS `yaml:"tls"`
 }
 
 // Runner is the workflow runner.
@@ -428,6 +438,7 @@ func (c *Config) Validate() error {
 	c.validateEdge(at)
 	c.validateIdentity(at)
 	c.validateFederation(at)
+	c.validateMTLS(at)
 	if c.Authz.Timeout < 0 {
 		at(0, "authz.timeout: must be positive")
 	}

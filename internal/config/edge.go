@@ -73,6 +73,8 @@ type RateLimit struct {
 	FailMode string `yaml:"fail_mode"`
 	// Timeout is how long Envoy waits for the service (default 100ms).
 	Timeout time.Duration `yaml:"timeout"`
+	// TLS, when set, requires mutual TLS on the gRPC port (mtls.go).
+	TLS ServerTLS `yaml:"tls"`
 }
 
 // Redis is the shared counter store.

@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -59,8 +61,20 @@ func NewCA(cn string, validity time.Duration) (*CA, error) {
 }
 
 // Issue signs a server certificate whose common name is names[0] and whose
-// SANs are names (DNS names, or IP addresses).
+// SANs are names (DNS names, IP addresses, or URIs such as spiffe://...).
 func (ca *CA) Issue(validity time.Duration, names ...string) (Pair, error) {
+	return ca.issue(validity, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, names)
+}
+
+// IssueClient signs a client certificate (for mutual TLS) named as Issue
+// names its certificates. For an Envoy talking to the control plane, give
+// the node id as the first name: the control plane binds node ids to
+// certificates.
+func (ca *CA) IssueClient(validity time.Duration, names ...string) (Pair, error) {
+	return ca.issue(validity, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, names)
+}
+
+func (ca *CA) issue(validity time.Duration, usage []x509.ExtKeyUsage, names []string) (Pair, error) {
 	if len(names) == 0 {
 		return Pair{}, fmt.Errorf("devcert: a certificate needs a name")
 	}
@@ -74,11 +88,13 @@ func (ca *CA) Issue(validity time.Duration, names ...string) (Pair, error) {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  usage,
 	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if u, err := url.Parse(n); err == nil && u.Scheme != "" && strings.Contains(n, "://") {
+			tmpl.URIs = append(tmpl.URIs, u)
 		} else {
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
@@ -102,6 +118,12 @@ func (ca *CA) Pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.Cert)
 	return p
+}
+
+// WriteCA writes the CA certificate (not its key) as dir/name.pem.
+func (ca *CA) WriteCA(dir, name string) (string, error) {
+	p := filepath.Join(dir, name+".pem")
+	return p, writeAtomic(p, ca.CertPEM, 0o644)
 }
 
 // Write writes the pair as dir/name.pem and dir/name-key.pem (the key

@@ -36,19 +36,21 @@ type clusterSpec struct {
 	proto upstreamProtocol
 	// maxConnections and maxRequests are circuit breakers (0: Envoy's default).
 	maxConnections, maxRequests uint32
+	// tls, when set, is mutual TLS to the cluster (cluster_tls.go).
+	tls *UpstreamTLS
 }
 
 // buildClusters returns the upstream clusters sorted by name: ours (authz,
 // authz_http, ratelimit, runner) and the tenants' own (tenant_<id>).
 func buildClusters(ir *IR) ([]types.Resource, error) {
 	specs := []clusterSpec{
-		{name: AuthzCluster, addrs: []Address{ir.Authz.Address}, proto: http2}, // gRPC
+		{name: AuthzCluster, addrs: []Address{ir.Authz.Address}, proto: http2, tls: ir.AuthzTLS}, // gRPC
 	}
 	if ir.AuthHTTP != nil {
 		specs = append(specs, clusterSpec{name: AuthzHTTPCluster, addrs: []Address{*ir.AuthHTTP}, proto: http1})
 	}
 	if ir.RateLimit != nil {
-		specs = append(specs, clusterSpec{name: RateLimitCluster, addrs: []Address{ir.RateLimit.Address}, proto: http2})
+		specs = append(specs, clusterSpec{name: RateLimitCluster, addrs: []Address{ir.RateLimit.Address}, proto: http2, tls: ir.RateLimitTLS})
 	}
 	specs = append(specs, clusterSpec{name: RunnerCluster, addrs: []Address{ir.Runner}, proto: http1})
 	for _, u := range ir.Upstreams {
@@ -121,6 +123,11 @@ func buildCluster(s clusterSpec) (*clusterv3.Cluster, error) {
 		return nil, err
 	}
 	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: a}
+	if s.tls != nil {
+		if c.TransportSocket, err = s.tls.transportSocket(); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.ValidateAll(); err != nil {
 		return nil, err
 	}

@@ -40,6 +40,10 @@ type IR struct {
 	// PerTenant selects scoped routes: one route configuration per tenant,
 	// chosen by the request's exact host (config envoy.routes).
 	PerTenant bool
+	// AuthzTLS and RateLimitTLS are Envoy's mutual TLS to the authz and
+	// rate-limit services (envoy.authz_tls, envoy.ratelimit_tls); nil is
+	// plaintext (cluster_tls.go).
+	AuthzTLS, RateLimitTLS *UpstreamTLS
 }
 
 // Address is a resolved host:port.
@@ -171,6 +175,7 @@ func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 		ir.VirtualHosts = append(ir.VirtualHosts, vh)
 	}
 	errs = append(errs, buildGlobalEdge(cfg, ir)...)
+	errs = append(errs, buildUpstreamTLS(cfg, ir)...)
 	errs = append(errs, buildHTTPS(cfg, ir)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
