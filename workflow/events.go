@@ -213,7 +213,9 @@ func (b *broker) subscribe(s *subscriber) func() {
 }
 
 // serveEvents streams the caller's tenant's events as Server-Sent Events
-// until the client goes away or the server stops.
+// until the client goes away or the server stops. Besides the workflow's
+// own event policy (visible), each workflow's events pass the runner's
+// event decision (eventAllowed): its department/clearance labels.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.identify(w, r)
 	if !ok {
@@ -257,8 +259,8 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveEventsWS streams the same events as serveEvents over a WebSocket:
-// one JSON text message per event, with the same tenant, permission and
-// clearance filtering. The identity is checked before the upgrade, so a
+// one JSON text message per event, with the same tenant, permission,
+// clearance and event-decision filtering. The identity is checked before the upgrade, so a
 // request without one gets a plain 401. Messages from the client are
 // ignored; the stream ends when either side closes or the server stops.
 func (s *Server) serveEventsWS(w http.ResponseWriter, r *http.Request) {
