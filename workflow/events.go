@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // Event is one step in an execution's life, as the event stream shows it.
@@ -41,6 +43,108 @@ type subscriber struct {
 	// clearance is the subscriber's clearance attribute (from the identity
 	// token: the directory's or IdP's value), "" when unknown.
 	clearance string
+
+	// id is the verified identity the policy decisions are asked about;
+	// access caches them by workflow (used by the serving goroutine only).
+	id     identity
+	access map[string]accessEntry
+}
+
+// accessEntry is one cached event decision: for the policy revision it was
+// made under, until expires.
+type accessEntry struct {
+	revision string
+	allowed  bool
+	expires  time.Time
+}
+
+// DefaultEventDecision is the decision the event streams evaluate unless
+// runner.event_decision names another: the shipped bundle's department and
+// clearance rules for the workflow an event is of.
+const DefaultEventDecision = "kailash/authz/resource_allowed"
+
+const (
+	// eventAccessTTL bounds a cached decision of an evaluator that reports
+	// no revision (one that does is re-asked when its revision changes).
+	eventAccessTTL = 30 * time.Second
+	// eventAccessRetry is how soon a failed decision is asked again; until
+	// then the workflow's events are withheld.
+	eventAccessRetry = 5 * time.Second
+	// maxAccessEntries bounds one subscriber's cache.
+	maxAccessEntries = 4096
+)
+
+// revisioner is an evaluator that can say which policy version answers.
+type revisioner interface{ Revision() string }
+
+// eventAllowed asks the runner's event decision whether sub may see e's
+// workflow, with the input ext_authz builds for GET
+// /v1/workflows/{workflow}/events by this identity: so a tenant-wide stream
+// shows a labelled workflow's events only to whom the workflow's own routes
+// admit (department, clearance). The decision is cached per subscriber,
+// workflow and policy revision. An error or an answer that is not a
+// boolean (or {"allowed": bool}) withholds the events (fail closed).
+func (s *Server) eventAllowed(ctx context.Context, sub *subscriber, e Event) bool {
+	rev, hasRev := "", false
+	if r, ok := s.eventPol.(revisioner); ok {
+		rev, hasRev = r.Revision(), true
+	}
+	now := time.Now()
+	if ent, ok := sub.access[e.Workflow]; ok && ent.revision == rev && now.Before(ent.expires) {
+		return ent.allowed
+	}
+	allowed, err := s.decideEvents(ctx, sub, e.Workflow)
+	if hasRev {
+		rev = s.eventPol.(revisioner).Revision() // the first Eval of a lazy engine loads it
+	}
+	ent := accessEntry{revision: rev, allowed: allowed, expires: now.Add(eventAccessTTL)}
+	if hasRev {
+		ent.expires = now.Add(24 * time.Hour)
+	}
+	if err != nil {
+		ent.allowed, ent.expires = false, now.Add(eventAccessRetry)
+		s.log.Warn("event decision failed; withholding the workflow's events", "tenant", sub.tenant, "user", sub.id.User, "workflow", e.Workflow, "err", err)
+	}
+	if sub.access == nil || len(sub.access) >= maxAccessEntries {
+		sub.access = map[string]accessEntry{}
+	}
+	sub.access[e.Workflow] = ent
+	return ent.allowed
+}
+
+func (s *Server) decideEvents(ctx context.Context, sub *subscriber, workflow string) (bool, error) {
+	attrs := sub.id.Attributes
+	if attrs == nil {
+		attrs = map[string]any{}
+	}
+	v, err := ast.InterfaceToValue(map[string]any{
+		"version": map[string]any{"kailash": "kailash/v1"},
+		"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
+			"method": "GET", "path": "/v1/workflows/" + url.PathEscape(workflow) + "/events",
+		}}},
+		"parsed_path": []any{"v1", "workflows", workflow, "events"},
+		"identity": map[string]any{"sub": sub.id.User, "tenant": sub.id.Tenant, "roles": anySlice(sub.id.Roles),
+			"groups": anySlice(sub.id.Groups), "attributes": attrs},
+		"tenant": map[string]any{"id": sub.tenant},
+	})
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	dec, err := s.eventPol.Eval(ctx, v)
+	if err != nil {
+		return false, fmt.Errorf("policy: %w", err)
+	}
+	switch d := dec.(type) {
+	case bool:
+		return d, nil
+	case map[string]any:
+		if a, ok := d["allowed"].(bool); ok {
+			return a, nil
+		}
+	}
+	return false, fmt.Errorf("policy: the event decision is a %T, want a boolean or an object with a boolean \"allowed\"", dec)
 }
 
 // visible applies the seed's three rules: same tenant; the required
@@ -109,18 +213,21 @@ func (b *broker) subscribe(s *subscriber) func() {
 }
 
 // serveEvents streams the caller's tenant's events as Server-Sent Events
-// until the client goes away or the server stops.
+// until the client goes away or the server stops. Besides the workflow's
+// own event policy (visible), each workflow's events pass the runner's
+// event decision (eventAllowed): its department/clearance labels.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.caller(w, r)
+	id, ok := s.identify(w, r)
 	if !ok {
 		return
 	}
+	c := id.Caller
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "no_streaming", "the connection cannot stream")
 		return
 	}
-	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles, clearance: c.Clearance}
+	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles, clearance: c.Clearance, id: id}
 	unsubscribe := s.events.subscribe(sub)
 	defer unsubscribe()
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -141,6 +248,9 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(w, ": keepalive\n\n")
 			fl.Flush()
 		case e := <-sub.ch:
+			if !s.eventAllowed(r.Context(), sub, e) {
+				continue
+			}
 			b, _ := json.Marshal(e)
 			fmt.Fprintf(w, "event: %s\nid: %s\ndata: %s\n\n", e.Type, e.Execution, b)
 			fl.Flush()
@@ -149,21 +259,22 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveEventsWS streams the same events as serveEvents over a WebSocket:
-// one JSON text message per event, with the same tenant, permission and
-// clearance filtering. The identity is checked before the upgrade, so a
+// one JSON text message per event, with the same tenant, permission,
+// clearance and event-decision filtering. The identity is checked before the upgrade, so a
 // request without one gets a plain 401. Messages from the client are
 // ignored; the stream ends when either side closes or the server stops.
 func (s *Server) serveEventsWS(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.caller(w, r)
+	id, ok := s.identify(w, r)
 	if !ok {
 		return
 	}
+	c := id.Caller
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept has answered
 	}
 	defer conn.CloseNow()
-	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles, clearance: c.Clearance}
+	sub := &subscriber{tenant: c.Tenant, workflow: r.PathValue("name"), roles: c.Roles, clearance: c.Clearance, id: id}
 	unsubscribe := s.events.subscribe(sub)
 	defer unsubscribe()
 	ctx := conn.CloseRead(r.Context()) // reads (and answers) control frames
@@ -196,6 +307,9 @@ func (s *Server) serveEventsWS(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case e := <-sub.ch:
+			if !s.eventAllowed(ctx, sub, e) {
+				continue
+			}
 			if err := write(e); err != nil {
 				if !errors.Is(err, context.Canceled) {
 					s.log.Debug("event stream write", "err", err)

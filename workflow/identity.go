@@ -80,12 +80,27 @@ func (v *verifier) keySet(ctx context.Context, refresh bool) (jwk.Set, error) {
 	return set, nil
 }
 
+// identity is a verified caller plus what the token says besides: its
+// groups and directory/IdP attributes (department, clearance, ...), which
+// the event streams' policy decision reads.
+type identity struct {
+	Caller
+	Groups     []string
+	Attributes map[string]any
+}
+
 // verify checks the token's signature, audience and expiry (exp is
 // required) and returns the caller its claims name: tenant, sub, roles.
 func (v *verifier) verify(ctx context.Context, token string) (Caller, error) {
+	id, err := v.verifyIdentity(ctx, token)
+	return id.Caller, err
+}
+
+// verifyIdentity is verify with the token's groups and attributes.
+func (v *verifier) verifyIdentity(ctx context.Context, token string) (identity, error) {
 	set, err := v.keySet(ctx, false)
 	if err != nil {
-		return Caller{}, err
+		return identity{}, err
 	}
 	parse := func(set jwk.Set) (jwt.Token, error) {
 		return jwt.ParseString(token,
@@ -104,9 +119,10 @@ func (v *verifier) verify(ctx context.Context, token string) (Caller, error) {
 		}
 	}
 	if err != nil {
-		return Caller{}, err
+		return identity{}, err
 	}
 	c := Caller{User: tok.Subject()}
+	var id identity
 	if t, ok := tok.Get("tenant"); ok {
 		c.Tenant, _ = t.(string)
 	}
@@ -127,10 +143,21 @@ func (v *verifier) verify(ctx context.Context, token string) (Caller, error) {
 	if a, ok := tok.Get("attributes"); ok {
 		if m, ok := a.(map[string]any); ok {
 			c.Clearance, _ = m["clearance"].(string)
+			id.Attributes = m
+		}
+	}
+	if g, ok := tok.Get("groups"); ok {
+		if l, ok := g.([]any); ok {
+			for _, x := range l {
+				if s, ok := x.(string); ok {
+					id.Groups = append(id.Groups, s)
+				}
+			}
 		}
 	}
 	if c.Tenant == "" || c.User == "" {
-		return Caller{}, errors.New("token lacks the tenant or sub claim")
+		return identity{}, errors.New("token lacks the tenant or sub claim")
 	}
-	return c, nil
+	id.Caller = c
+	return id, nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kailash-gw/kailash/internal/strictjson"
 )
 
 // Definition is a workflow as written in a file or sent to the API.
@@ -309,15 +311,15 @@ func normalize(m map[string]any) (map[string]any, error) {
 func ParseDefinition(b []byte) (Definition, error) {
 	var d Definition
 	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' {
-		dec := json.NewDecoder(bytes.NewReader(t))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&d); err != nil {
+		// Strict: what a policy reads as parsed_body is what is stored
+		// (no duplicate or case-variant keys, exact field names).
+		if err := strictjson.Unmarshal(t, &d); err != nil {
 			return d, fmt.Errorf("json: %w", err)
 		}
-		if dec.More() {
-			return d, errors.New("json: trailing data after the definition")
-		}
 		return d, nil
+	}
+	if err := yamlCaseVariants(b); err != nil {
+		return d, err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -325,6 +327,40 @@ func ParseDefinition(b []byte) (Definition, error) {
 		return d, errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	return d, nil
+}
+
+// yamlCaseVariants refuses a YAML mapping with two keys equal under case
+// folding, as strictjson does for JSON (yaml.v3 itself refuses exact
+// duplicates). A document that does not parse is left to the decoder.
+func yamlCaseVariants(b []byte) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil
+	}
+	var walk func(n *yaml.Node) error
+	walk = func(n *yaml.Node) error {
+		if n.Kind == yaml.MappingNode {
+			seen := map[string]string{}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := n.Content[i]
+				if k.Kind != yaml.ScalarNode {
+					continue
+				}
+				f := strictjson.Fold(k.Value)
+				if prev, ok := seen[f]; ok && prev != k.Value {
+					return fmt.Errorf("line %d: key %q differs only in case from key %q: keys are case-sensitive and may not be repeated in another case", k.Line, k.Value, prev)
+				}
+				seen[f] = k.Value
+			}
+		}
+		for _, c := range n.Content {
+			if err := walk(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk(&root)
 }
 
 // LoadDir compiles every *.yaml, *.yml and *.json file in dir, strictly

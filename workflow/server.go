@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/strictjson"
 	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/policies"
 )
@@ -38,6 +39,11 @@ type Options struct {
 	// Store replaces the store runner.postgres_dsn / runner.data_dir name
 	// (tests); the server closes it.
 	Store Store
+	// EventPolicy decides whether a subscriber may see a workflow's events
+	// (its department/clearance labels). Nil: an engine over policy.bundle
+	// evaluating runner.event_decision (DefaultEventDecision), watched for
+	// changes, built on first use.
+	EventPolicy PolicyEvaluator
 }
 
 // Server is the runner's HTTP API. Envoy forwards authorized requests to it
@@ -52,6 +58,8 @@ type Server struct {
 	compiled  compileCache
 	verify    *verifier // nil: trust the x-kailash-* headers
 	events    *broker
+	policy    PolicyEvaluator // permission decisions (permission_check, cancelling others' runs)
+	eventPol  PolicyEvaluator // may a subscriber see a workflow's events
 
 	// base is cancelled when Serve returns; asynchronous executions run under it.
 	base     context.Context
@@ -65,8 +73,8 @@ type Server struct {
 }
 
 type runningExec struct {
-	tenant string
-	cancel context.CancelCauseFunc
+	tenant, workflow, user string
+	cancel                 context.CancelCauseFunc
 }
 
 // maxBody bounds a request body the runner reads.
@@ -135,7 +143,16 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		if decision == "" {
 			decision = DefaultPermissionDecision
 		}
-		pol = &lazyPolicy{opts: policies.EngineOptions{Dir: cfg.Path(cfg.Policy.Bundle), Decision: decision}}
+		pol = &lazyPolicy{opts: policies.EngineOptions{Dir: cfg.Path(cfg.Policy.Bundle), Decision: decision}, watch: s.base, log: s.log}
+	}
+	s.policy = pol
+	s.eventPol = opts.EventPolicy
+	if s.eventPol == nil {
+		decision := cfg.Runner.EventDecision
+		if decision == "" {
+			decision = DefaultEventDecision
+		}
+		s.eventPol = &lazyPolicy{opts: policies.EngineOptions{Dir: cfg.Path(cfg.Policy.Bundle), Decision: decision}, watch: s.base, log: s.log}
 	}
 	s.exec = NewExecutor(ExecutorOptions{
 		Limits: cfg.Runner.Limits, TenantLimits: cfg.Runner.TenantLimits, RoleLimits: cfg.Runner.RoleLimits,
@@ -210,19 +227,26 @@ func (s *Server) Handler() http.Handler {
 // without, the x-kailash-tenant/-user/-roles headers Envoy forwarded. No
 // identity: 401.
 func (s *Server) caller(w http.ResponseWriter, r *http.Request) (Caller, bool) {
+	id, ok := s.identify(w, r)
+	return id.Caller, ok
+}
+
+// identify is caller with the token's groups and attributes (none without
+// runner.identity_jwks: the headers carry no attributes).
+func (s *Server) identify(w http.ResponseWriter, r *http.Request) (identity, bool) {
 	if s.verify != nil {
 		tok := r.Header.Get(IdentityHeader)
 		if tok == "" {
 			writeError(w, http.StatusUnauthorized, "no_identity", "request carries no signed identity from the gateway")
-			return Caller{}, false
+			return identity{}, false
 		}
-		c, err := s.verify.verify(r.Context(), tok)
+		id, err := s.verify.verifyIdentity(r.Context(), tok)
 		if err != nil {
 			s.log.Info("identity refused", "err", err, "remote", r.RemoteAddr)
 			writeError(w, http.StatusUnauthorized, "bad_identity", "the identity token is not valid: "+err.Error())
-			return Caller{}, false
+			return identity{}, false
 		}
-		return c, true
+		return id, true
 	}
 	c := Caller{Tenant: r.Header.Get("x-kailash-tenant"), User: r.Header.Get("x-kailash-user")}
 	if roles := r.Header.Get("x-kailash-roles"); roles != "" {
@@ -230,13 +254,13 @@ func (s *Server) caller(w http.ResponseWriter, r *http.Request) (Caller, bool) {
 	}
 	if c.Tenant == "" || c.User == "" {
 		writeError(w, http.StatusUnauthorized, "no_identity", "request carries no identity from the gateway")
-		return c, false
+		return identity{Caller: c}, false
 	}
 	if !tenantRe.MatchString(c.Tenant) {
 		writeError(w, http.StatusUnauthorized, "bad_identity", "the tenant is not a valid tenant id")
-		return c, false
+		return identity{Caller: c}, false
 	}
-	return c, true
+	return identity{Caller: c}, true
 }
 
 // lookup finds a workflow: the tenant's own first, then the shared ones.
@@ -374,7 +398,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(strings.TrimSpace(string(body))) > 0 {
-		if err := json.Unmarshal(body, &input); err != nil {
+		if err := strictjson.Unmarshal(body, &input); err != nil {
 			writeError(w, http.StatusBadRequest, "bad_json", "request body must be a JSON object: "+err.Error())
 			return
 		}
@@ -408,7 +432,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		parent = s.base
 	}
 	ctx, cancel := context.WithCancelCause(parent)
-	s.running.Store(rec.ID, &runningExec{tenant: c.Tenant, cancel: cancel})
+	s.running.Store(rec.ID, &runningExec{tenant: c.Tenant, workflow: name, user: c.User, cancel: cancel})
 	s.inflight.Add(1)
 	run := func() *ExecutionRecord {
 		defer s.inflight.Done()
@@ -534,24 +558,75 @@ func (s *Server) getExecution(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, e)
 }
 
+// CancelAnyPermission lets a caller cancel executions others started (of
+// the workflows its other permissions reach). The starter of an execution
+// may always cancel it; anyone else needs this permission in the runner's
+// permission decision (runner.permission_decision, by default the shipped
+// bundle's granted set, where admin holds it).
+const CancelAnyPermission = "workflow:cancel_any"
+
+// cancelExecution cancels a running execution. It must be of the caller's
+// tenant and of the workflow the path names: otherwise it is answered as
+// one that does not exist (404). Its starter may cancel it; another caller
+// needs CancelAnyPermission (403 without it; the decision failing is 503).
 func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.caller(w, r)
 	if !ok {
 		return
 	}
-	id := r.PathValue("id")
-	v, ok := s.running.Load(id)
-	if !ok || v.(*runningExec).tenant != c.Tenant {
-		// Not running here: say whether it exists (in this tenant) at all.
-		if e, err := s.store.GetExecution(r.Context(), c.Tenant, id); err == nil && e.Workflow == r.PathValue("name") {
+	id, name := r.PathValue("id"), r.PathValue("name")
+	var re *runningExec
+	if v, ok := s.running.Load(id); ok {
+		if x := v.(*runningExec); x.tenant == c.Tenant && x.workflow == name {
+			re = x
+		}
+	}
+	if re == nil {
+		// Not running here: say whether it exists (in this tenant and
+		// workflow) at all.
+		if e, err := s.store.GetExecution(r.Context(), c.Tenant, id); err == nil && e.Workflow == name {
 			writeJSON(w, http.StatusConflict, map[string]any{"error": "not_running", "message": "the execution is not running", "status": e.Status})
 			return
 		}
 		writeError(w, http.StatusNotFound, "not_found", "no such execution")
 		return
 	}
-	v.(*runningExec).cancel(fmt.Errorf("%w by %s", ErrCancelled, c.User))
+	if re.user != c.User {
+		allowed, err := s.granted(r.Context(), c, CancelAnyPermission, name, id)
+		if err != nil {
+			s.log.Warn("cancel: the permission decision failed; refusing", "tenant", c.Tenant, "user", c.User, "execution", id, "err", err)
+			writeError(w, http.StatusServiceUnavailable, "policy_error", "the runner could not decide whether you may cancel this execution")
+			return
+		}
+		if !allowed {
+			writeError(w, http.StatusForbidden, "forbidden", "only the user who started the execution, or a caller granted "+CancelAnyPermission+", may cancel it")
+			return
+		}
+	}
+	s.log.Info("execution cancelled", "tenant", c.Tenant, "workflow", name, "execution", id, "by", c.User, "started_by", re.user)
+	re.cancel(fmt.Errorf("%w by %s", ErrCancelled, c.User))
 	writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": id, "status": "cancelling"})
+}
+
+// granted asks the runner's permission decision whether c holds
+// permission, with the input permission_check sends.
+func (s *Server) granted(ctx context.Context, c Caller, permission, workflow, execution string) (bool, error) {
+	v, err := ast.InterfaceToValue(map[string]any{
+		"version":    map[string]any{"kailash": "kailash/v1"},
+		"identity":   map[string]any{"sub": c.User, "tenant": c.Tenant, "roles": anySlice(c.Roles)},
+		"tenant":     map[string]any{"id": c.Tenant},
+		"permission": permission,
+		"resource":   "",
+		"workflow":   map[string]any{"name": workflow, "execution_id": execution},
+	})
+	if err != nil {
+		return false, err
+	}
+	dec, err := s.policy.Eval(ctx, v)
+	if err != nil {
+		return false, fmt.Errorf("policy: %w", err)
+	}
+	return decisionAllows(dec, permission)
 }
 
 // writeExecError maps an execution error onto a status: a concurrency
@@ -617,9 +692,13 @@ const DefaultPermissionDecision = "kailash/authz/granted"
 
 // lazyPolicy builds its engine on first use, so a runner whose workflows
 // never check a permission never compiles the bundle. A failed build fails
-// every check (closed) and is retried no sooner than the next call.
+// every check (closed) and is retried no sooner than the next call. With
+// watch set, the built engine follows changes of the bundle until watch
+// ends (policies.Engine.Watch).
 type lazyPolicy struct {
-	opts policies.EngineOptions
+	opts  policies.EngineOptions
+	watch context.Context
+	log   *slog.Logger
 
 	mu sync.Mutex // guards e
 	e  *policies.Engine
@@ -635,9 +714,35 @@ func (l *lazyPolicy) Eval(ctx context.Context, input ast.Value) (any, error) {
 			return nil, err
 		}
 		l.e = e
+		if l.watch != nil {
+			go l.follow(e)
+		}
 	}
 	l.mu.Unlock()
 	return e.Eval(ctx, input)
+}
+
+func (l *lazyPolicy) follow(e *policies.Engine) {
+	err := e.Watch(l.watch, 200*time.Millisecond, func(err error) {
+		if err != nil {
+			l.log.Error("runner policy bundle rejected; the last good version keeps serving", "decision", e.Decision(), "source", e.Source(), "err", err)
+			return
+		}
+		l.log.Info("runner policy bundle reloaded", "decision", e.Decision(), "source", e.Source(), "revision", e.Revision())
+	})
+	if err != nil {
+		l.log.Warn("runner policy bundle not watched; changes need a restart", "decision", e.Decision(), "source", e.Source(), "err", err)
+	}
+}
+
+// Revision is the loaded bundle's revision, "" before the first Eval.
+func (l *lazyPolicy) Revision() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.e == nil {
+		return ""
+	}
+	return l.e.Revision()
 }
 
 // compileCache keeps compiled tenant workflows by the digest of their

@@ -163,6 +163,11 @@ type Runner struct {
 	PermissionDecision string `yaml:"permission_decision"`
 	// Encryption configures field-level encryption at rest (encryption.go).
 	Encryption Encryption `yaml:"encryption"`
+	// EventDecision is the policy decision that says whether a subscriber
+	// may see a workflow's events on the event streams (default
+	// "kailash/authz/resource_allowed": the workflow's department and
+	// classification labels), a boolean or {"allowed": bool}.
+	EventDecision string `yaml:"event_decision"`
 }
 
 // RunnerLimits bound what one tenant's workflows may do. Zero means the

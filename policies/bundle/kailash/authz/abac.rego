@@ -43,7 +43,22 @@ deny contains "the workflow being created cannot be identified (no request body)
 
 user_attributes := object.get(input, ["identity", "attributes"], {})
 
+# resource_deny is the part of deny the resource's labels make: department
+# and clearance.
 deny contains msg if {
+	some msg in resource_deny
+}
+
+# resource_allowed: the labels of the workflow the request names (if any)
+# admit the caller. The runner evaluates it (runner.event_decision) for each
+# workflow whose events a tenant-wide event stream would show, with the
+# input of GET /v1/workflows/{name}/events; RBAC, business hours and
+# countries were the stream route's own decision.
+default resource_allowed := false
+
+resource_allowed if count(resource_deny) == 0
+
+resource_deny contains msg if {
 	want := resource.department
 	have := object.get(user_attributes, "department", "")
 	have != want
@@ -58,13 +73,13 @@ clearance_level := config.classification_levels[user_attributes.clearance]
 
 clearance_level := user_attributes.clearance if is_number(user_attributes.clearance)
 
-deny contains msg if {
+resource_deny contains msg if {
 	label := resource.classification
 	not config.classification_levels[label]
 	msg := sprintf("resource classification %q is unknown", [label])
 }
 
-deny contains msg if {
+resource_deny contains msg if {
 	label := resource.classification
 	config.classification_levels[label] > clearance_level
 	msg := sprintf("clearance too low for a %s resource", [label])

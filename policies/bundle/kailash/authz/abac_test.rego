@@ -47,6 +47,19 @@ test_unlabelled_resource_has_no_abac if {
 	count(authz.deny) == 0 with input as areq("POST", run("etl"), {}) with data.kailash.config.tenants as labelled
 }
 
+# --- the event streams' decision (runner.event_decision)
+
+events_of(name) := ["v1", "workflows", name, "events"]
+
+test_resource_allowed_is_the_labels_decision if {
+	authz.resource_allowed with input as areq("GET", events_of("etl"), {}) with data.kailash.config.tenants as labelled
+	authz.resource_allowed with input as areq("GET", events_of("payroll"), {"department": "hr", "clearance": "confidential"}) with data.kailash.config.tenants as labelled
+	not authz.resource_allowed with input as areq("GET", events_of("payroll"), hr_internal) with data.kailash.config.tenants as labelled
+	not authz.resource_allowed with input as areq("GET", events_of("hr-only"), finance) with data.kailash.config.tenants as labelled
+	not authz.resource_allowed with input as areq("GET", events_of("typo"), finance) with data.kailash.config.tenants as labelled
+	authz.resource_allowed with input as areq("GET", events_of("payroll"), {})
+}
+
 # --- department
 
 test_department_must_match if {

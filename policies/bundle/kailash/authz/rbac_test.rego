@@ -15,7 +15,7 @@ treq(t, method, path, roles) := object.union(req(method, path, roles), {"tenant"
 
 test_admin_has_every_workflow_permission if {
 	g := authz.granted with input as req("GET", [], ["admin"])
-	g == {"workflow:create", "workflow:execute", "workflow:delete", "workflow:read", "user:manage", "system:configure", "audit:view"}
+	g == {"workflow:create", "workflow:execute", "workflow:cancel_any", "workflow:delete", "workflow:read", "user:manage", "system:configure", "audit:view"}
 }
 
 test_data_scientist_permissions if {
