@@ -126,12 +126,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	st := opts.Store
 	if st == nil {
 		var err error
-		if cfg.Runner.PostgresDSN != "" {
-			st, err = OpenPostgresStore(s.base, cfg.Runner.PostgresDSN)
-		} else {
-			st, err = OpenStore(s.base, cfg.Path(cfg.Runner.DataDir))
-		}
-		if err != nil {
+		if st, err = OpenConfiguredStore(s.base, cfg, s.log); err != nil {
 			s.stop()
 			return nil, err
 		}
@@ -156,7 +151,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.exec = NewExecutor(ExecutorOptions{
 		Limits: cfg.Runner.Limits, TenantLimits: cfg.Runner.TenantLimits, RoleLimits: cfg.Runner.RoleLimits,
-		HTTPAllow: cfg.Runner.HTTPAllow, Audit: st.Audit, Logger: s.log, Store: st, Policy: pol,
+		HTTPAllow: cfg.Runner.HTTPAllow, Audit: st.Audit, Logger: slog.New(RedactingHandler(s.log.Handler())), Store: st, Policy: pol,
 	})
 	s.execs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kailash_runner_executions_total", Help: "Workflow executions by outcome.",
