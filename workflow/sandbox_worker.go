@@ -233,8 +233,15 @@ func runCodeInWorker(ctx context.Context, job codeJob) (map[string]any, error) {
 
 // workerDied names why a worker ended without a reply.
 func workerDied(ps *os.ProcessState, err error, stderr string, job codeJob) error {
-	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") {
-		return fmt.Errorf("sandbox worker exceeded memory limit (code_max_memory %d bytes)", job.MaxMemory)
+	// Under RLIMIT_DATA a worker that runs out dies in the Go runtime:
+	// "fatal error: runtime: out of memory", or, when the failed mapping is
+	// one the collector needed, a SIGSEGV inside the runtime. The worker
+	// runs nothing but the interpreter, so a runtime crash is read as the
+	// memory limit, and its first line is kept for the operator.
+	first := firstLine(stderr)
+	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") ||
+		strings.HasPrefix(first, "SIGSEGV") || strings.HasPrefix(first, "fatal error: runtime") {
+		return fmt.Errorf("sandbox worker exceeded memory limit (code_max_memory %d bytes; the worker died: %s)", job.MaxMemory, first)
 	}
 	if ps != nil {
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -249,6 +256,15 @@ func workerDied(ps *os.ProcessState, err error, stderr string, job codeJob) erro
 		return fmt.Errorf("sandbox worker failed (%v): %s", err, line)
 	}
 	return fmt.Errorf("sandbox worker failed: %v", err)
+}
+
+func firstLine(s string) string {
+	for l := range strings.SplitSeq(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			return l
+		}
+	}
+	return ""
 }
 
 func lastLine(s string) string {
@@ -309,13 +325,17 @@ func (b *capBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
-// tailBuffer keeps the last max bytes written.
+// tailBuffer keeps the first and the last max bytes written (a Go fatal
+// error names its cause first, then dumps goroutines).
 type tailBuffer struct {
-	buf []byte
-	max int
+	head, buf []byte
+	max       int
 }
 
 func (b *tailBuffer) Write(p []byte) (int, error) {
+	if n := min(b.max-len(b.head), len(p)); n > 0 {
+		b.head = append(b.head, p[:n]...)
+	}
 	b.buf = append(b.buf, p...)
 	if len(b.buf) > b.max {
 		b.buf = append(b.buf[:0], b.buf[len(b.buf)-b.max:]...)
@@ -323,4 +343,4 @@ func (b *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (b *tailBuffer) String() string { return string(b.buf) }
+func (b *tailBuffer) String() string { return string(b.head) + "\n" + string(b.buf) }
