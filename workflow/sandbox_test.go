@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -231,4 +230,29 @@ func TestCodeMethodsAllVetted(t *testing.T) {
 	}
 }
 
-var _ = runtime.GOOS
+
+
+// BenchmarkCodeNodeSandbox is one code node execution in a worker process
+// (the runner's default) and in process: the difference is the worker's
+// per-execution cost (fork/exec of the binary, job and reply over pipes).
+func BenchmarkCodeNodeSandbox(b *testing.B) {
+	w, err := Compile(Definition{Name: "code", Nodes: []Node{code("result = parameters.get('data', {})")}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	x := NewExecutor(ExecutorOptions{})
+	in := map[string]any{"data": map[string]any{"a": 1.0}}
+	for _, m := range []struct {
+		name string
+		mode sandboxMode
+	}{{"worker", sandboxProcess}, {"inprocess", sandboxInProcess}} {
+		b.Run(m.name, func(b *testing.B) {
+			withSandbox(b, m.mode)
+			for b.Loop() {
+				if _, err := x.Run(context.Background(), w, in, acme, RunOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
