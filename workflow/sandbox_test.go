@@ -230,8 +230,6 @@ func TestCodeMethodsAllVetted(t *testing.T) {
 	}
 }
 
-
-
 // BenchmarkCodeNodeSandbox is one code node execution in a worker process
 // (the runner's default) and in process: the difference is the worker's
 // per-execution cost (fork/exec of the binary, job and reply over pipes).
