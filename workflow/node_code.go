@@ -2,18 +2,22 @@ package workflow
 
 // The code node runs Starlark (go.starlark.net), a Python dialect with no
 // file, network, clock or environment access to begin with; load() is
-// refused. Two bounds make it safe to run a tenant's script in process:
+// refused. Three bounds make a tenant's script safe to run:
 //
 //   - steps: thread.SetMaxExecutionSteps (runner.limits.code_max_steps);
 //   - memory: an allocation budget (runner.limits.code_max_memory). Starlark
-//     has no allocator hook, so the script is rewritten before compiling:
-//     every operation whose result can be much larger than its operands
-//     (x*n, x+y, "%s" % x, join, replace, format, str, repr) goes through a
-//     checked builtin that estimates the result and refuses it before it is
-//     made; every builtin and method result, and every slice, is charged
-//     after; every step is charged a small constant for the small values it
-//     may create. The budget counts bytes allocated, so it bounds the live
-//     heap too; quadratic string building is charged in full.
+//     has no allocator hook, so the script is rewritten before compiling so
+//     that every expression form that makes a value goes through a checked
+//     helper (see "the rewriter"): operators and augmented assignments on
+//     any target, method calls and methods taken as values (only methods in
+//     the vetted methodCost table are reachable), spreads, slices and the
+//     wrapped builtins estimate the result and refuse it before it is made,
+//     and charge it after; every step is charged a small constant for the
+//     small values it may create. The budget counts bytes allocated, so it
+//     bounds the live heap too. FuzzCodeNodeMemory holds it to a measured
+//     bound over generated programs;
+//   - a worker process (sandbox_worker.go) with RLIMIT_DATA and RLIMIT_CPU:
+//     should the accounting ever be beaten, the worker dies, not the runner.
 
 import (
 	"context"

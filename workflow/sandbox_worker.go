@@ -239,7 +239,7 @@ func workerDied(ps *os.ProcessState, err error, stderr string, job codeJob) erro
 	// runs nothing but the interpreter, so a runtime crash is read as the
 	// memory limit, and its first line is kept for the operator.
 	first := firstLine(stderr)
-	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") ||
+	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") || strings.Contains(stderr, "failed to allocate") ||
 		strings.HasPrefix(first, "SIGSEGV") || strings.HasPrefix(first, "fatal error: runtime") {
 		return fmt.Errorf("sandbox worker exceeded memory limit (code_max_memory %d bytes; the worker died: %s)", job.MaxMemory, first)
 	}
