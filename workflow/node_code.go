@@ -152,7 +152,15 @@ func execCode(ctx context.Context, p *codePrep, job codeJob) (map[string]any, er
 		}
 		var ee *starlark.EvalError
 		if errors.As(err, &ee) && len(ee.CallStack) > 0 {
-			return nil, fmt.Errorf("%s: %s", ee.CallStack.At(0).Pos, ee.Msg)
+			// The innermost frame of the script, not of a checked helper.
+			pos := ee.CallStack.At(0).Pos
+			for i := len(ee.CallStack) - 1; i >= 0; i-- {
+				if p := ee.CallStack[i].Pos; p.Filename() != "<builtin>" {
+					pos = p
+					break
+				}
+			}
+			return nil, fmt.Errorf("%s: %s", pos, ee.Msg)
 		}
 		return nil, err
 	}
