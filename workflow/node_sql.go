@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"modernc.org/libc"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 const (
@@ -149,49 +152,105 @@ func sqlArg(v any) any {
 	return jsonText(v)
 }
 
-// oneStatement refuses a query with anything but a comment after a ';'
-// outside quotes and comments. (PostgreSQL's extended protocol refuses a
-// second statement too; SQLite would run them all.) A ';' inside a
-// PostgreSQL dollar-quoted body is refused as well: a false alarm, not a
-// hole.
+// oneStatement refuses a query that SQLite would run as more than one
+// statement. Where the first statement ends is SQLite's own answer, not a
+// scanner of ours: the shortest prefix ending at a ';' that SQLite's
+// sqlite3_complete (its tokenizer: '...', "...", `...`, [...], comments,
+// and CREATE TRIGGER bodies) calls a complete statement. After it there may
+// only be whitespace, comments and further ';' (checked conservatively:
+// anything else is refused). The query is fixed when the workflow is
+// compiled and the store's dialect is not known then, so the check is
+// SQLite's for both; on PostgreSQL the extended protocol the sql node uses
+// (one Parse per query) refuses a second statement on its own
+// (TestSQLOneStatementPostgres).
+//
+// It cannot prepare the statement to find the tail: preparing needs the
+// tenant's schema (an unknown table fails), and modernc.org/sqlite keeps
+// the tail it finds to itself (it runs a multi-statement text as a script).
 func oneStatement(q string) error {
-	end := -1
-	for i := 0; i < len(q); i++ {
-		ch := q[i]
-		switch {
-		case ch == '\'' || ch == '"' || ch == '`':
-			j := strings.IndexByte(q[i+1:], ch)
+	if strings.IndexByte(q, 0) >= 0 {
+		return errors.New("a NUL byte in the query")
+	}
+	end, err := sqliteStatementEnd(q)
+	if err != nil {
+		return err
+	}
+	if end < 0 {
+		// One statement. One that swallows a ';' added after a newline ends
+		// in an open quote, identifier or comment: SQLite would refuse it
+		// at run time, refuse it now with a clearer message.
+		if ok, err := sqliteComplete(q + "\n;"); err != nil || ok {
+			return err
+		}
+		if ok, _ := sqliteComplete(q + "*/\n;"); ok {
+			return errors.New("unterminated comment")
+		}
+		return errors.New("unterminated quote or identifier (or a trigger without END)")
+	}
+	rest := q[end+1:]
+	for i := 0; i < len(rest); i++ {
+		switch ch := rest[i]; {
+		case ch == ';' || ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f':
+		case ch == '-' && i+1 < len(rest) && rest[i+1] == '-':
+			j := strings.IndexByte(rest[i:], '\n')
 			if j < 0 {
-				return errors.New("unterminated quote")
-			}
-			i += j + 1
-			continue
-		case ch == '-' && i+1 < len(q) && q[i+1] == '-':
-			j := strings.IndexByte(q[i:], '\n')
-			if j < 0 {
-				i = len(q)
-				continue
+				return nil
 			}
 			i += j
-			continue
-		case ch == '/' && i+1 < len(q) && q[i+1] == '*':
-			j := strings.Index(q[i+2:], "*/")
+		case ch == '/' && i+1 < len(rest) && rest[i+1] == '*':
+			j := strings.Index(rest[i+2:], "*/")
 			if j < 0 {
-				return errors.New("unterminated comment")
+				return errors.New("one statement only: an unterminated comment after ';'")
 			}
 			i += j + 3
-			continue
-		case ch == ';':
-			if end < 0 {
-				end = i
-			}
-			continue
-		case ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r':
-			continue
-		}
-		if end >= 0 {
+		default:
 			return errors.New("one statement only: there is more after ';'")
 		}
 	}
 	return nil
+}
+
+// sqliteComplete is SQLite's sqlite3_complete: whether s ends a statement.
+func sqliteComplete(s string) (bool, error) {
+	tls := libc.NewTLS()
+	defer tls.Close()
+	p, err := libc.CString(s)
+	if err != nil {
+		return false, err
+	}
+	defer libc.Xfree(tls, p)
+	return sqlite3.Xsqlite3_complete(tls, p) != 0, nil
+}
+
+// maxStatementProbes bounds the ';' tried as the end of the first
+// statement (each costs a pass over the prefix).
+const maxStatementProbes = 256
+
+// sqliteStatementEnd is the index of the ';' that ends the first statement
+// of q as SQLite tokenizes it, or -1 when no ';' does.
+func sqliteStatementEnd(q string) (int, error) {
+	if !strings.Contains(q, ";") {
+		return -1, nil
+	}
+	tls := libc.NewTLS()
+	defer tls.Close()
+	probes := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] != ';' {
+			continue
+		}
+		if probes++; probes > maxStatementProbes {
+			return 0, fmt.Errorf("more than %d ';' in the query", maxStatementProbes)
+		}
+		p, err := libc.CString(q[:i+1])
+		if err != nil {
+			return 0, err
+		}
+		done := sqlite3.Xsqlite3_complete(tls, p) != 0
+		libc.Xfree(tls, p)
+		if done {
+			return i, nil
+		}
+	}
+	return -1, nil
 }

@@ -57,6 +57,7 @@ func commands() []command {
 }
 
 func main() {
+	sandboxWorkerDispatch()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
