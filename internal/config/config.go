@@ -54,6 +54,8 @@ type Envoy struct {
 	// "delta" (the default: incremental, only changed resources are sent)
 	// or "sotw" (state of the world). The control plane serves both.
 	XDSProtocol string `yaml:"xds_protocol"`
+	// Listener is the HTTP listener's connection settings (edge.go).
+	Listener Listener `yaml:"listener"`
 }
 
 // Values of envoy.routes.
@@ -340,6 +342,7 @@ func (c *Config) SetDefaults() {
 	}
 	c.setIdentityDefaults()
 	c.setFederationDefaults()
+	c.setEdgeDefaults()
 	if c.Policy.Decision == "" {
 		c.Policy.Decision = DefaultDecision
 	}

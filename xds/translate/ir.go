@@ -40,6 +40,9 @@ type IR struct {
 	// PerTenant selects scoped routes: one route configuration per tenant,
 	// chosen by the request's exact host (config envoy.routes).
 	PerTenant bool
+	// HTTPListener is the plain listener's connection settings
+	// (envoy.listener, defaults applied).
+	HTTPListener ListenerSettings
 }
 
 // Address is a resolved host:port.
@@ -108,8 +111,9 @@ func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 			Timeout:         cfg.Authz.Timeout,
 			MaxRequestBytes: cfg.Authz.MaxRequestBytes,
 		},
-		Runner:    addr("runner.http", cfg.Runner.HTTP),
-		PerTenant: cfg.PerTenantRoutes(),
+		Runner:       addr("runner.http", cfg.Runner.HTTP),
+		PerTenant:    cfg.PerTenantRoutes(),
+		HTTPListener: buildListenerSettings(cfg.Envoy.Listener, config.Listener{}),
 	}
 	if cfg.Authz.HTTP != "" {
 		a := addr("authz.http", cfg.Authz.HTTP)

@@ -87,6 +87,61 @@ type HTTPS struct {
 	MinTLS13 bool
 	// RedirectHTTP redirects plain HTTP of tenants with a certificate.
 	RedirectHTTP bool
+	// Settings are the listener's connection settings (tls.listener over
+	// envoy.listener, defaults applied).
+	Settings ListenerSettings
+}
+
+// ListenerSettings are the connection manager's limits for one listener,
+// every field set (config.Listener with its defaults).
+type ListenerSettings struct {
+	IdleTimeout           time.Duration
+	StreamIdleTimeout     time.Duration
+	RequestHeadersTimeout time.Duration
+	RequestTimeout        time.Duration
+	MaxConnections        uint32
+	MaxConcurrentStreams  uint32
+	Compression           bool
+}
+
+// buildListenerSettings is l, its unset fields taken from parent, then from
+// the defaults. Negative durations are refused by config.Validate; here
+// they fall back to the defaults too, so nothing is ever left unbounded.
+func buildListenerSettings(l, parent config.Listener) ListenerSettings {
+	dur := func(v, p, def time.Duration) time.Duration {
+		switch {
+		case v > 0:
+			return v
+		case p > 0:
+			return p
+		}
+		return def
+	}
+	num := func(v, p, def uint32) uint32 {
+		switch {
+		case v > 0:
+			return v
+		case p > 0:
+			return p
+		}
+		return def
+	}
+	s := ListenerSettings{
+		IdleTimeout:           dur(l.IdleTimeout, parent.IdleTimeout, config.DefaultIdleTimeout),
+		StreamIdleTimeout:     dur(l.StreamIdleTimeout, parent.StreamIdleTimeout, config.DefaultStreamIdleTimeout),
+		RequestHeadersTimeout: dur(l.RequestHeadersTimeout, parent.RequestHeadersTimeout, config.DefaultRequestHeadersTimeout),
+		RequestTimeout:        dur(l.RequestTimeout, parent.RequestTimeout, config.DefaultRequestTimeout),
+		MaxConnections:        num(l.MaxConnections, parent.MaxConnections, config.DefaultMaxConnections),
+		MaxConcurrentStreams:  num(l.MaxConcurrentStreams, parent.MaxConcurrentStreams, config.DefaultMaxConcurrentStreams),
+		Compression:           true,
+	}
+	switch {
+	case l.Compression != nil:
+		s.Compression = *l.Compression
+	case parent.Compression != nil:
+		s.Compression = *parent.Compression
+	}
+	return s
 }
 
 // Port is the port a redirect names: none for 443.
