@@ -56,6 +56,9 @@ tenants:
     upstreams: [%s]
 `+jwt+`  - id: plain
     domains: [plain.localhost]
+`+jwt+`  - id: nozip
+    domains: [nozip.localhost]
+    compression: false
 `+jwt, p.envoy, p.admin, p.xds, p.xdsHTTP, p.authz, p.authzHTTP, p.runner,
 		abs(t, "../../examples/workflows"), p.authzHTTP, rls, ownAddr)
 }
@@ -233,6 +236,16 @@ func TestEdgeHardeningEndToEnd(t *testing.T) {
 		}
 		if v := h.own[0].Values("X-Kailash-Identity"); len(v) > 0 {
 			t.Fatalf("tenant upstream received x-kailash-identity %q: it could replay it to the runner", v)
+		}
+	})
+
+	t.Run("compression is a per-tenant setting", func(t *testing.T) {
+		gz := map[string]string{"Accept-Encoding": "gzip"}
+		if r := h.call(h.client, "POST", "plain.localhost", run, tok("plain", "alice", "business_user"), gz); r.code != 200 || r.header.Get("Content-Encoding") != "gzip" {
+			t.Fatalf("plain (compression on): %d, content-encoding %q", r.code, r.header.Get("Content-Encoding"))
+		}
+		if r := h.call(h.client, "POST", "nozip.localhost", run, tok("nozip", "alice", "business_user"), gz); r.code != 200 || r.header.Get("Content-Encoding") != "" {
+			t.Fatalf("nozip (compression: false): %d, content-encoding %q", r.code, r.header.Get("Content-Encoding"))
 		}
 	})
 

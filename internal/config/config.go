@@ -209,6 +209,10 @@ type Tenant struct {
 	IPAllowlist    []string      `yaml:"ip_allowlist"`
 	Limits         TenantLimits  `yaml:"limits"`
 	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// StreamIdleTimeout (over envoy.listener's) and Compression (default
+	// true) of the tenant's routes (edge.go).
+	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+	Compression       *bool         `yaml:"compression"`
 	// LDAP login (POST /auth/login) and who must present a TOTP code.
 	LDAP *LDAP `yaml:"ldap"`
 	MFA  MFA   `yaml:"mfa"`

@@ -428,6 +428,9 @@ func (c *Config) validateTenantEdge(at func(line int, format string, args ...any
 	if t.RequestTimeout < 0 {
 		at(t.Line, "%s: request_timeout: must not be negative", name)
 	}
+	if t.StreamIdleTimeout < 0 {
+		at(t.Line, "%s: stream_idle_timeout: must not be negative", name)
+	}
 	l := t.Limits
 	if l.Burst > 0 && l.RequestsPerSecond == 0 {
 		at(t.Line, "%s: limits.burst: needs limits.requests_per_second", name)

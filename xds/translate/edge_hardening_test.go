@@ -2,11 +2,13 @@ package translate
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	compressorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/compressor/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	earlyheadermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
@@ -224,5 +226,38 @@ func TestListenerSettings(t *testing.T) {
 	}
 	if !has(plain) || has(https) {
 		t.Errorf("compressor: plain %v (want on), https %v (want off)", has(plain), has(https))
+	}
+}
+
+// A tenant can turn compression off on its virtual host and give its routes
+// their own stream idle timeout; other tenants keep the listener's.
+func TestTenantStreamSettings(t *testing.T) {
+	c := validConfig()
+	off := false
+	c.Tenants[1].Compression = &off
+	c.Tenants[1].StreamIdleTimeout = time.Hour
+	res, err := Translate(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := routeConfig(t, res)
+	acme, globex := vhost(t, rc, "tenant_acme"), vhost(t, rc, "tenant_globex")
+	if _, ok := acme.TypedPerFilterConfig[CompressorFilterName]; ok {
+		t.Error("acme: compressor configured per virtual host")
+	}
+	if acme.Routes[len(acme.Routes)-1].GetRoute().IdleTimeout != nil {
+		t.Error("acme: route idle_timeout set")
+	}
+	a, ok := globex.TypedPerFilterConfig[CompressorFilterName]
+	per := &compressorv3.CompressorPerRoute{}
+	if !ok || a.UnmarshalTo(per) != nil || !per.GetDisabled() {
+		t.Errorf("globex: compressor not disabled: %v", a)
+	}
+	if got := globex.Routes[len(globex.Routes)-1].GetRoute().GetIdleTimeout().AsDuration(); got != time.Hour {
+		t.Errorf("globex: route idle_timeout %s", got)
+	}
+	c.Tenants[1].StreamIdleTimeout = -time.Second
+	if _, err := Translate(c); err == nil || !strings.Contains(err.Error(), "stream_idle_timeout") {
+		t.Errorf("negative stream_idle_timeout: %v", err)
 	}
 }

@@ -22,6 +22,11 @@ type Edge struct {
 	Cluster string
 	// Timeout bounds each request routed upstream.
 	Timeout time.Duration
+	// StreamIdleTimeout, when not 0, replaces the listener's stream idle
+	// timeout on the tenant's routes.
+	StreamIdleTimeout time.Duration
+	// Compression is false when the tenant turned the compressor off.
+	Compression bool
 	// CORS is nil when the tenant has no CORS policy.
 	CORS *CORS
 	// IPAllowlist, when not empty, is the only client networks admitted
@@ -162,11 +167,17 @@ func SecretName(tenantID string) string { return "tenant_" + tenantID + "_cert" 
 
 // buildEdge resolves a tenant's edge settings; problems go to tenantErr.
 func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(string, ...any)) Edge {
-	e := Edge{Active: t.IsActive(), Plan: t.Plan, Cluster: RunnerCluster, Timeout: RunnerRouteTimeout}
+	e := Edge{Active: t.IsActive(), Plan: t.Plan, Cluster: RunnerCluster, Timeout: RunnerRouteTimeout,
+		Compression: t.Compression == nil || *t.Compression}
 	if t.RequestTimeout < 0 {
 		tenantErr("request_timeout: must not be negative")
 	} else if t.RequestTimeout > 0 {
 		e.Timeout = t.RequestTimeout
+	}
+	if t.StreamIdleTimeout < 0 {
+		tenantErr("stream_idle_timeout: must not be negative")
+	} else {
+		e.StreamIdleTimeout = t.StreamIdleTimeout
 	}
 	if len(t.Upstreams) > 0 {
 		up := Upstream{

@@ -127,6 +127,9 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 			UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket"}},
 		}},
 	}
+	if vh.StreamIdleTimeout > 0 {
+		main.GetRoute().IdleTimeout = durationpb.New(vh.StreamIdleTimeout)
+	}
 	if vh.Cluster != RunnerCluster {
 		// The identity token is the runner's credential: a tenant's own
 		// upstream that received it could replay it to the runner. The
