@@ -15,6 +15,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/kailash-gw/kailash/internal/config"
 )
 
 // Headers extauthz sets on the upstream request (allow) and, for the
@@ -466,13 +468,23 @@ func metadata(policy map[string]any, d Decision) (*structpb.Struct, error) {
 	fields["decision_id"] = structpb.NewStringValue(d.ID)
 	if !d.DropIn {
 		fields["tenant"] = structpb.NewStringValue(d.Tenant)
+		// The rate-limit descriptors read these: only we set them, never
+		// the policy (an anonymous caller has none of them).
+		delete(fields, "user")
+		delete(fields, "roles")
+		delete(fields, config.HasRoleMetadataKey)
 		if d.Identity != nil {
 			fields["user"] = structpb.NewStringValue(d.Identity.Subject)
 			roles := make([]*structpb.Value, len(d.Identity.Roles))
+			// has_role is {role: role}: Envoy's metadata rate-limit action
+			// reads a string by path (has_role.<R>), never a list element.
+			has := make(map[string]*structpb.Value, len(d.Identity.Roles))
 			for i, r := range d.Identity.Roles {
 				roles[i] = structpb.NewStringValue(r)
+				has[r] = structpb.NewStringValue(r)
 			}
 			fields["roles"] = structpb.NewListValue(&structpb.ListValue{Values: roles})
+			fields[config.HasRoleMetadataKey] = structpb.NewStructValue(&structpb.Struct{Fields: has})
 		}
 	}
 	return &structpb.Struct{Fields: fields}, nil

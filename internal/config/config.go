@@ -60,6 +60,8 @@ type Envoy struct {
 	XDSTLS       ClientTLS `yaml:"xds_tls"`
 	AuthzTLS     ClientTLS `yaml:"authz_tls"`
 	RateLimitTLS ClientTLS `yaml:"ratelimit_tls"`
+	// Listener is the HTTP listener's connection settings (edge.go).
+	Listener Listener `yaml:"listener"`
 }
 
 // Values of envoy.routes.
@@ -224,6 +226,10 @@ type Tenant struct {
 	IPAllowlist    []string      `yaml:"ip_allowlist"`
 	Limits         TenantLimits  `yaml:"limits"`
 	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// StreamIdleTimeout (over envoy.listener's) and Compression (default
+	// true) of the tenant's routes (edge.go).
+	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+	Compression       *bool         `yaml:"compression"`
 	// LDAP login (POST /auth/login) and who must present a TOTP code.
 	LDAP *LDAP `yaml:"ldap"`
 	MFA  MFA   `yaml:"mfa"`
@@ -357,6 +363,7 @@ func (c *Config) SetDefaults() {
 	}
 	c.setIdentityDefaults()
 	c.setFederationDefaults()
+	c.setEdgeDefaults()
 	if c.Policy.Decision == "" {
 		c.Policy.Decision = DefaultDecision
 	}

@@ -57,6 +57,38 @@ type TenantLimits struct {
 	// upstream cluster (only with upstreams of its own).
 	MaxConnections uint32 `yaml:"max_connections"`
 	MaxRequests    uint32 `yaml:"max_requests"`
+	// AuthPerMinute is a global quota on the tenant's login endpoints
+	// (/auth/*), per client IP and minute. Those requests run without
+	// ext_authz, so they never count against the other quotas; this is
+	// their own. Unset: DefaultAuthPerMinute when ratelimit.grpc is set;
+	// 0 turns it off.
+	AuthPerMinute *uint64 `yaml:"auth_per_minute"`
+}
+
+// Listener is how Envoy's connection manager treats the clients of one
+// listener (envoy.listener for the plain HTTP listener, tls.listener for
+// HTTPS, whose unset fields inherit envoy.listener's). Zero means the
+// default; the defaults follow Envoy's edge best practices.
+type Listener struct {
+	// IdleTimeout closes a connection with no active request (default 1h).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// StreamIdleTimeout resets a request on which nothing was sent or
+	// received for this long (default 5m).
+	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
+	// RequestHeadersTimeout is how long a client has to send all of a
+	// request's headers (default 10s): slow-header clients are cut off.
+	RequestHeadersTimeout time.Duration `yaml:"request_headers_timeout"`
+	// RequestTimeout is how long a client has to send the whole request,
+	// body included (default 5m). It stops once the response starts, so it
+	// does not cut WebSockets or event streams.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// MaxConnections is the listener's cap on open client connections
+	// (default 10000); new connections beyond it are closed at once.
+	MaxConnections uint32 `yaml:"max_connections"`
+	// MaxConcurrentStreams bounds HTTP/2 requests per connection (default 100).
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// Compression gzips responses for clients that accept it (default true).
+	Compression *bool `yaml:"compression"`
 }
 
 // RateLimit is the global rate-limit service (envoy.service.ratelimit.v3).
@@ -98,6 +130,9 @@ type EdgeTLS struct {
 	// RedirectHTTP answers plain HTTP on envoy.listen with a redirect to HTTPS
 	// for tenants that have a certificate.
 	RedirectHTTP bool `yaml:"redirect_http"`
+	// Listener is the HTTPS listener's connection settings; unset fields
+	// inherit envoy.listener's.
+	Listener Listener `yaml:"listener"`
 }
 
 // Rate-limit contract between xds (which makes Envoy build descriptors) and
@@ -108,15 +143,25 @@ const (
 	DescTenant = "tenant" // the tenant id, set by the control plane
 	DescQuota  = "quota"  // which tenant quota ("day")
 	DescUser   = "user"   // from ext_authz dynamic metadata
-	DescRole   = "role"   // a role the caller holds (from ext_authz's x-kailash-roles)
+	DescRole   = "role"   // a role the caller holds (from ext_authz dynamic metadata)
+	// DescRemoteAddress is the client's IP as Envoy saw the connection
+	// (Envoy's remote_address action), for the login quota.
+	DescRemoteAddress = "remote_address"
+	// QuotaAuth is the DescQuota value of the login quota.
+	QuotaAuth = "auth"
 
 	// RolesHeader is the request header ext_authz sets, on allow, to the
-	// caller's roles joined by ","; Envoy matches role quotas against it
-	// (dynamic metadata holds roles as a list, which rate-limit actions
-	// cannot read).
+	// caller's roles joined by ",". Quotas never read it: a header is the
+	// client's until ext_authz overwrites it, and on routes without
+	// ext_authz (/auth/*) it never does.
 	RolesHeader = "x-kailash-roles"
 	// ExtAuthzNamespace is the dynamic metadata namespace of ext_authz.
 	ExtAuthzNamespace = "envoy.filters.http.ext_authz"
+	// HasRoleMetadataKey is the ext_authz dynamic metadata field holding
+	// the caller's roles as an object {role: role}: Envoy's metadata
+	// rate-limit action reads only strings, by path, so a role quota for R
+	// reads has_role.R, present exactly when the caller holds R.
+	HasRoleMetadataKey = "has_role"
 
 	FailOpen   = "open"
 	FailClosed = "closed"
@@ -127,6 +172,19 @@ const (
 	DefaultRateLimitTimeout = 100 * time.Millisecond
 	DefaultRedisTimeout     = 25 * time.Millisecond
 	DefaultTLSMinVersion    = "1.3"
+
+	// DefaultAuthPerMinute is the login quota per client IP and tenant when
+	// the rate-limit service is configured: enough for a busy NAT'ed office
+	// logging in, far too few for password spraying or draining the service.
+	DefaultAuthPerMinute uint64 = 120
+
+	// Listener defaults (Envoy's edge best practices).
+	DefaultIdleTimeout           = time.Hour
+	DefaultStreamIdleTimeout     = 5 * time.Minute
+	DefaultRequestHeadersTimeout = 10 * time.Second
+	DefaultRequestTimeout        = 5 * time.Minute
+	DefaultMaxConnections        = 10000
+	DefaultMaxConcurrentStreams  = 100
 )
 
 // Unit is a quota window.
@@ -168,11 +226,15 @@ type Quota struct {
 	Entries []DescriptorEntry
 	Limit   uint64
 	Unit    Unit
+	// Auth quotas count the login endpoints (/auth/*) only; the others
+	// count every other request and never the login endpoints.
+	Auth bool
 }
 
 // Quotas are the tenant's global quotas in a fixed order: the daily tenant
-// quota, the per-user quota, then per-role quotas by role name. Descriptors
-// are [tenant, quota=day], [tenant, user=*] and [tenant, role=R].
+// quota, the per-user quota, per-role quotas by role name, then the login
+// quota. Descriptors are [tenant, quota=day], [tenant, user=*],
+// [tenant, role=R] and [tenant, quota=auth, remote_address=*].
 func (t *Tenant) Quotas() []Quota {
 	var out []Quota
 	l := t.Limits
@@ -205,7 +267,28 @@ func (t *Tenant) Quotas() []Quota {
 			Limit:   l.PerRolePerHour[r], Unit: Hour,
 		})
 	}
+	if l.AuthPerMinute != nil && *l.AuthPerMinute > 0 {
+		out = append(out, Quota{
+			Name:    t.ID + "/auth/minute",
+			Entries: []DescriptorEntry{{DescTenant, t.ID}, {DescQuota, QuotaAuth}, {DescRemoteAddress, ""}},
+			Limit:   *l.AuthPerMinute, Unit: Minute, Auth: true,
+		})
+	}
 	return out
+}
+
+// setEdgeDefaults gives every tenant the default login quota when the
+// rate-limit service is configured.
+func (c *Config) setEdgeDefaults() {
+	if c.RateLimit.GRPC == "" {
+		return
+	}
+	for i := range c.Tenants {
+		if l := &c.Tenants[i].Limits; l.AuthPerMinute == nil {
+			n := DefaultAuthPerMinute
+			l.AuthPerMinute = &n
+		}
+	}
 }
 
 // IsActive reports whether the tenant is served (the default).
@@ -273,6 +356,8 @@ func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
 	if tls.RedirectHTTP && tls.Listen == "" {
 		at(0, "tls.redirect_http: needs tls.listen")
 	}
+	validateListener(at, "envoy.listener", c.Envoy.Listener)
+	validateListener(at, "tls.listener", tls.Listener)
 
 	for i := range c.Tenants {
 		t := &c.Tenants[i]
@@ -345,6 +430,9 @@ func (c *Config) validateTenantEdge(at func(line int, format string, args ...any
 	if t.RequestTimeout < 0 {
 		at(t.Line, "%s: request_timeout: must not be negative", name)
 	}
+	if t.StreamIdleTimeout < 0 {
+		at(t.Line, "%s: stream_idle_timeout: must not be negative", name)
+	}
 	l := t.Limits
 	if l.Burst > 0 && l.RequestsPerSecond == 0 {
 		at(t.Line, "%s: limits.burst: needs limits.requests_per_second", name)
@@ -359,6 +447,23 @@ func (c *Config) validateTenantEdge(at func(line int, format string, args ...any
 	}
 	if (l.MaxConnections > 0 || l.MaxRequests > 0) && len(t.Upstreams) == 0 {
 		at(t.Line, "%s: limits.max_connections/max_requests: need upstreams of the tenant's own", name)
+	}
+}
+
+func validateListener(at func(line int, format string, args ...any), field string, l Listener) {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"idle_timeout", l.IdleTimeout}, {"stream_idle_timeout", l.StreamIdleTimeout},
+		{"request_headers_timeout", l.RequestHeadersTimeout}, {"request_timeout", l.RequestTimeout},
+	} {
+		if d.v < 0 {
+			at(0, "%s.%s: must not be negative", field, d.name)
+		}
+	}
+	if l.MaxConcurrentStreams > 2147483647 {
+		at(0, "%s.max_concurrent_streams: at most 2147483647", field)
 	}
 }
 

@@ -9,7 +9,10 @@ import (
 
 // compressorFilter gzips responses for clients that accept it (Envoy's
 // default content types: JSON, text, JavaScript, ...; at least 30 bytes).
-type compressorFilter struct{ noPerVirtualHost }
+// A listener with compression off leaves it out of its chain
+// (connectionManager); a tenant with compression off disables it on its
+// virtual host.
+type compressorFilter struct{}
 
 var _ httpFilter = compressorFilter{}
 
@@ -27,3 +30,12 @@ func (compressorFilter) listenerConfig(*IR) (proto.Message, error) {
 		CompressorLibrary: &corev3.TypedExtensionConfig{Name: "gzip", TypedConfig: gz},
 	}, nil
 }
+
+func (compressorFilter) tenantConfig(_ *IR, vh *VirtualHost) (proto.Message, error) {
+	if vh.Compression || !vh.Active {
+		return nil, nil
+	}
+	return &compressorv3.CompressorPerRoute{Override: &compressorv3.CompressorPerRoute_Disabled{Disabled: true}}, nil
+}
+
+func (compressorFilter) unknownHostConfig(*IR) (proto.Message, error) { return nil, nil }

@@ -2,13 +2,11 @@ package translate
 
 import (
 	"fmt"
-	"regexp"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -21,8 +19,11 @@ import (
 // rateLimitFilter calls the global rate-limit service (ours, or
 // envoyproxy/ratelimit) with one descriptor per quota of the tenant
 // (config.Tenant.Quotas): the tenant comes from the control plane, the user
-// from ext_authz's dynamic metadata and the role from the x-kailash-roles
-// header ext_authz set, so it runs after ext_authz. It is in the chain only
+// and the roles only from ext_authz's dynamic metadata (never from a
+// header, which is the client's wherever ext_authz did not overwrite it),
+// so it runs after ext_authz. The login endpoints (/auth/*, no ext_authz)
+// have their own descriptors, set on their route (authRateLimits): the
+// tenant's login quota by client IP, nothing else. It is in the chain only
 // when ratelimit.grpc is configured; when the service cannot answer, the
 // fail mode applies (closed: 503).
 type rateLimitFilter struct{}
@@ -53,13 +54,44 @@ func (rateLimitFilter) listenerConfig(ir *IR) (proto.Message, error) {
 }
 
 // tenantConfig carries the tenant's descriptors (Envoy's rate_limits) in the
-// per-virtual-host config of the filter.
+// per-virtual-host config of the filter: every quota but the login quota.
 func (rateLimitFilter) tenantConfig(ir *IR, vh *VirtualHost) (proto.Message, error) {
-	if ir.RateLimit == nil || len(vh.Quotas) == 0 || !vh.Active {
+	if ir.RateLimit == nil || !vh.Active {
 		return nil, nil
 	}
-	per := &ratelimitv3.RateLimitPerRoute{}
+	per, err := quotaRateLimits(vh, false)
+	if per == nil || err != nil {
+		return nil, err // never a typed nil in the interface
+	}
+	return per, nil
+}
+
+// authRateLimits is the rate-limit filter's config on a tenant's login
+// route: the login quota only (an empty config when there is none, which
+// still replaces the virtual host's: login requests never count against
+// the tenant, user or role quotas). nil without a rate-limit service.
+func authRateLimits(ir *IR, vh *VirtualHost) (*ratelimitv3.RateLimitPerRoute, error) {
+	if ir.RateLimit == nil {
+		return nil, nil
+	}
+	per, err := quotaRateLimits(vh, true)
+	if per == nil && err == nil {
+		per = &ratelimitv3.RateLimitPerRoute{}
+	}
+	return per, err
+}
+
+// quotaRateLimits is one rate_limits entry per quota of vh whose Auth is
+// auth (nil when none).
+func quotaRateLimits(vh *VirtualHost, auth bool) (*ratelimitv3.RateLimitPerRoute, error) {
+	var per *ratelimitv3.RateLimitPerRoute
 	for _, q := range vh.Quotas {
+		if q.Auth != auth {
+			continue
+		}
+		if per == nil {
+			per = &ratelimitv3.RateLimitPerRoute{}
+		}
 		rl := &routev3.RateLimit{}
 		for _, e := range q.Entries {
 			a, err := descriptorAction(e)
@@ -87,18 +119,26 @@ func descriptorAction(e config.DescriptorEntry) (*routev3.RateLimit_Action, erro
 			Source: routev3.RateLimit_Action_MetaData_DYNAMIC,
 		}}}, nil
 	case e.Key == config.DescRole && e.Value != "":
-		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_HeaderValueMatch_{HeaderValueMatch: &routev3.RateLimit_Action_HeaderValueMatch{
-			DescriptorKey:   config.DescRole,
-			DescriptorValue: e.Value,
-			Headers: []*routev3.HeaderMatcher{{
-				Name: config.RolesHeader,
-				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
-					MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{
-						Regex: `(.*,)?` + regexp.QuoteMeta(e.Value) + `(,.*)?`,
-					}},
-				}},
-			}},
+		// has_role.<R> is the string R exactly when ext_authz found the
+		// caller holds R; absent, the whole descriptor is left out (the
+		// action's skip_if_absent is false).
+		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
+			DescriptorKey: config.DescRole,
+			MetadataKey: &metadatav3.MetadataKey{
+				Key: config.ExtAuthzNamespace,
+				Path: []*metadatav3.MetadataKey_PathSegment{
+					{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: config.HasRoleMetadataKey}},
+					{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: e.Value}},
+				},
+			},
+			Source: routev3.RateLimit_Action_MetaData_DYNAMIC,
 		}}}, nil
+	case e.Key == config.DescRemoteAddress && e.Value == "":
+		// The connection's peer (use_remote_address, no trusted hops):
+		// x-forwarded-for cannot choose the counter.
+		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_RemoteAddress_{
+			RemoteAddress: &routev3.RateLimit_Action_RemoteAddress{},
+		}}, nil
 	case e.Value != "":
 		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_GenericKey_{GenericKey: &routev3.RateLimit_Action_GenericKey{
 			DescriptorKey:   e.Key,

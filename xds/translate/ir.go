@@ -44,6 +44,9 @@ type IR struct {
 	// rate-limit services (envoy.authz_tls, envoy.ratelimit_tls); nil is
 	// plaintext (cluster_tls.go).
 	AuthzTLS, RateLimitTLS *UpstreamTLS
+	// HTTPListener is the plain listener's connection settings
+	// (envoy.listener, defaults applied).
+	HTTPListener ListenerSettings
 }
 
 // Address is a resolved host:port.
@@ -112,8 +115,9 @@ func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 			Timeout:         cfg.Authz.Timeout,
 			MaxRequestBytes: cfg.Authz.MaxRequestBytes,
 		},
-		Runner:    addr("runner.http", cfg.Runner.HTTP),
-		PerTenant: cfg.PerTenantRoutes(),
+		Runner:       addr("runner.http", cfg.Runner.HTTP),
+		PerTenant:    cfg.PerTenantRoutes(),
+		HTTPListener: buildListenerSettings(cfg.Envoy.Listener, config.Listener{}),
 	}
 	if cfg.Authz.HTTP != "" {
 		a := addr("authz.http", cfg.Authz.HTTP)

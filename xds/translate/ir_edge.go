@@ -22,6 +22,11 @@ type Edge struct {
 	Cluster string
 	// Timeout bounds each request routed upstream.
 	Timeout time.Duration
+	// StreamIdleTimeout, when not 0, replaces the listener's stream idle
+	// timeout on the tenant's routes.
+	StreamIdleTimeout time.Duration
+	// Compression is false when the tenant turned the compressor off.
+	Compression bool
 	// CORS is nil when the tenant has no CORS policy.
 	CORS *CORS
 	// IPAllowlist, when not empty, is the only client networks admitted
@@ -87,6 +92,61 @@ type HTTPS struct {
 	MinTLS13 bool
 	// RedirectHTTP redirects plain HTTP of tenants with a certificate.
 	RedirectHTTP bool
+	// Settings are the listener's connection settings (tls.listener over
+	// envoy.listener, defaults applied).
+	Settings ListenerSettings
+}
+
+// ListenerSettings are the connection manager's limits for one listener,
+// every field set (config.Listener with its defaults).
+type ListenerSettings struct {
+	IdleTimeout           time.Duration
+	StreamIdleTimeout     time.Duration
+	RequestHeadersTimeout time.Duration
+	RequestTimeout        time.Duration
+	MaxConnections        uint32
+	MaxConcurrentStreams  uint32
+	Compression           bool
+}
+
+// buildListenerSettings is l, its unset fields taken from parent, then from
+// the defaults. Negative durations are refused by config.Validate; here
+// they fall back to the defaults too, so nothing is ever left unbounded.
+func buildListenerSettings(l, parent config.Listener) ListenerSettings {
+	dur := func(v, p, def time.Duration) time.Duration {
+		switch {
+		case v > 0:
+			return v
+		case p > 0:
+			return p
+		}
+		return def
+	}
+	num := func(v, p, def uint32) uint32 {
+		switch {
+		case v > 0:
+			return v
+		case p > 0:
+			return p
+		}
+		return def
+	}
+	s := ListenerSettings{
+		IdleTimeout:           dur(l.IdleTimeout, parent.IdleTimeout, config.DefaultIdleTimeout),
+		StreamIdleTimeout:     dur(l.StreamIdleTimeout, parent.StreamIdleTimeout, config.DefaultStreamIdleTimeout),
+		RequestHeadersTimeout: dur(l.RequestHeadersTimeout, parent.RequestHeadersTimeout, config.DefaultRequestHeadersTimeout),
+		RequestTimeout:        dur(l.RequestTimeout, parent.RequestTimeout, config.DefaultRequestTimeout),
+		MaxConnections:        num(l.MaxConnections, parent.MaxConnections, config.DefaultMaxConnections),
+		MaxConcurrentStreams:  num(l.MaxConcurrentStreams, parent.MaxConcurrentStreams, config.DefaultMaxConcurrentStreams),
+		Compression:           true,
+	}
+	switch {
+	case l.Compression != nil:
+		s.Compression = *l.Compression
+	case parent.Compression != nil:
+		s.Compression = *parent.Compression
+	}
+	return s
 }
 
 // Port is the port a redirect names: none for 443.
@@ -107,11 +167,17 @@ func SecretName(tenantID string) string { return "tenant_" + tenantID + "_cert" 
 
 // buildEdge resolves a tenant's edge settings; problems go to tenantErr.
 func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(string, ...any)) Edge {
-	e := Edge{Active: t.IsActive(), Plan: t.Plan, Cluster: RunnerCluster, Timeout: RunnerRouteTimeout}
+	e := Edge{Active: t.IsActive(), Plan: t.Plan, Cluster: RunnerCluster, Timeout: RunnerRouteTimeout,
+		Compression: t.Compression == nil || *t.Compression}
 	if t.RequestTimeout < 0 {
 		tenantErr("request_timeout: must not be negative")
 	} else if t.RequestTimeout > 0 {
 		e.Timeout = t.RequestTimeout
+	}
+	if t.StreamIdleTimeout < 0 {
+		tenantErr("stream_idle_timeout: must not be negative")
+	} else {
+		e.StreamIdleTimeout = t.StreamIdleTimeout
 	}
 	if len(t.Upstreams) > 0 {
 		up := Upstream{

@@ -3,14 +3,20 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	connectionlimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/connection_limit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	earlyheadermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -25,15 +31,19 @@ func buildListeners(ir *IR, filters []httpFilter) ([]types.Resource, error) {
 	if redirecting(ir) {
 		routes = RedirectRouteConfigName
 	}
-	hcmAny, err := connectionManager(ir, HCMStatPrefix, routes, chain)
+	hcmAny, err := connectionManager(ir, HCMStatPrefix, routes, chain, ir.HTTPListener)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: http connection manager: %w", ListenerName, err)
+	}
+	limit, err := connectionLimit(HCMStatPrefix, ir.HTTPListener)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: connection limit: %w", ListenerName, err)
 	}
 	l := &listenerv3.Listener{
 		Name:    ListenerName,
 		Address: socketAddress(ir.Listener),
 		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{
+			Filters: []*listenerv3.Filter{limit, {
 				Name:       wellknown.HTTPConnectionManager,
 				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
 			}},
@@ -46,7 +56,7 @@ func buildListeners(ir *IR, filters []httpFilter) ([]types.Resource, error) {
 	if !serving(ir) {
 		return out, nil
 	}
-	tlsAny, err := connectionManager(ir, HTTPSStatPrefix, RouteConfigName, chain)
+	tlsAny, err := connectionManager(ir, HTTPSStatPrefix, RouteConfigName, chain, ir.HTTPS.Settings)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: http connection manager: %w", HTTPSListenerName, err)
 	}
@@ -55,6 +65,27 @@ func buildListeners(ir *IR, filters []httpFilter) ([]types.Resource, error) {
 		return nil, fmt.Errorf("listener %s: %w", HTTPSListenerName, err)
 	}
 	return append(out, hl), nil
+}
+
+// ConnectionLimitFilterName is the Envoy name of the connection limit
+// network filter.
+const ConnectionLimitFilterName = "envoy.filters.network.connection_limit"
+
+// connectionLimit is the network filter, first in a filter chain, that
+// closes new connections once s.MaxConnections are open on the chain.
+// The plain listener has one chain, so the cap is the listener's; the HTTPS
+// listener has one chain per tenant certificate, so there it caps each
+// tenant's TLS connections. (Envoy's overload manager, in the bootstrap,
+// caps all connections together.)
+func connectionLimit(statPrefix string, s ListenerSettings) (*listenerv3.Filter, error) {
+	a, err := toAny(&connectionlimitv3.ConnectionLimit{
+		StatPrefix:     statPrefix,
+		MaxConnections: wrapperspb.UInt64(uint64(s.MaxConnections)),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Filter{Name: ConnectionLimitFilterName, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
 }
 
 // httpFilterChain is the HCM's HTTP filters in httpFilters order.
@@ -90,8 +121,30 @@ func httpFilterChain(ir *IR, filters []httpFilter) ([]*hcmv3.HttpFilter, error) 
 
 // connectionManager is an HCM that fetches the route configuration routes
 // over ADS (or, in per-tenant mode, the scoped routes) and runs chain. Both
-// listeners run the same filters.
-func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFilter) (*anypb.Any, error) {
+// listeners run the same filters (the compressor only where s enables it),
+// each with its own connection settings s.
+//
+// Before routing and before any filter, Envoy removes every x-kailash-*
+// header the client sent (early header mutation): only ext_authz and the
+// routes set them, so no filter (the rate-limit descriptors, a route match)
+// and no upstream can mistake a client's copy for ours. Headers with
+// underscores are refused (400): x_kailash_user would otherwise pass the
+// removal and reach upstreams that fold '_' into '-' (CGI, WSGI, PHP).
+func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFilter, s ListenerSettings) (*anypb.Any, error) {
+	strip, err := toAny(&earlyheadermutationv3.HeaderMutation{Mutations: []*mutationrulesv3.HeaderMutation{{
+		Action: &mutationrulesv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationrulesv3.HeaderMutation_RemoveOnMatch{
+			KeyMatcher: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: ClientHeaderPrefix},
+				IgnoreCase:   true,
+			},
+		}},
+	}}})
+	if err != nil {
+		return nil, err
+	}
+	if !s.Compression {
+		chain = slices.DeleteFunc(slices.Clone(chain), func(f *hcmv3.HttpFilter) bool { return f.Name == CompressorFilterName })
+	}
 	h := &hcmv3.HttpConnectionManager{
 		StatPrefix:       statPrefix,
 		CodecType:        hcmv3.HttpConnectionManager_AUTO,
@@ -102,6 +155,22 @@ func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFil
 			RouteConfigName: routes,
 		}},
 		HttpFilters: chain,
+		EarlyHeaderMutationExtensions: []*corev3.TypedExtensionConfig{{
+			Name:        EarlyHeaderMutationName,
+			TypedConfig: strip,
+		}},
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			IdleTimeout:                  durationpb.New(s.IdleTimeout),
+			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
+		},
+		Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
+			MaxConcurrentStreams:        wrapperspb.UInt32(s.MaxConcurrentStreams),
+			InitialStreamWindowSize:     wrapperspb.UInt32(65536),   // 64 KiB
+			InitialConnectionWindowSize: wrapperspb.UInt32(1048576), // 1 MiB
+		},
+		StreamIdleTimeout:     durationpb.New(s.StreamIdleTimeout),
+		RequestHeadersTimeout: durationpb.New(s.RequestHeadersTimeout),
+		RequestTimeout:        durationpb.New(s.RequestTimeout),
 	}
 	if ir.PerTenant {
 		h.RouteSpecifier = scopedRoutes()
@@ -109,6 +178,14 @@ func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFil
 	}
 	return toAny(h)
 }
+
+// EarlyHeaderMutationName is the Envoy name of the early header mutation
+// extension that removes the client's x-kailash-* headers.
+const EarlyHeaderMutationName = "envoy.http.early_header_mutation.header_mutation"
+
+// ClientHeaderPrefix is the prefix of the headers only kailash sets; Envoy
+// removes every client-sent one before anything reads it.
+const ClientHeaderPrefix = "x-kailash-"
 
 // unknownHostReply gives Envoy's own "no route" answer (a host no scope
 // names, in per-tenant mode) the catch-all virtual host's status and body.

@@ -110,13 +110,13 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 	}
 	var routes []*routev3.Route
 	if ir.AuthHTTP != nil {
-		r, err := authRoute(vh)
+		r, err := authRoute(ir, vh)
 		if err != nil {
 			return nil, err
 		}
 		routes = append(routes, r)
 	}
-	routes = append(routes, &routev3.Route{
+	main := &routev3.Route{
 		Match: prefixMatch("/"),
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: vh.Cluster},
@@ -126,7 +126,17 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 			// timeout does not apply to the upgraded stream.
 			UpgradeConfigs: []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket"}},
 		}},
-	})
+	}
+	if vh.StreamIdleTimeout > 0 {
+		main.GetRoute().IdleTimeout = durationpb.New(vh.StreamIdleTimeout)
+	}
+	if vh.Cluster != RunnerCluster {
+		// The identity token is the runner's credential: a tenant's own
+		// upstream that received it could replay it to the runner. The
+		// router removes it after ext_authz set it.
+		main.RequestHeadersToRemove = []string{IdentityHeader}
+	}
+	routes = append(routes, main)
 	return &routev3.VirtualHost{
 		Name:                 vh.Name(),
 		Domains:              append([]string(nil), vh.Domains...),
@@ -140,20 +150,38 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 const AuthRouteTimeout = 15 * time.Second
 
 // identityHeaders are the upstream identity headers ext_authz sets on allow.
-// The login endpoints run without ext_authz, so Envoy removes any a client
-// sent; the tenant header is overwritten with the virtual host's tenant.
-var identityHeaders = []string{"x-kailash-user", "x-kailash-roles", "x-kailash-identity"}
+// The login endpoints run without ext_authz; Envoy has removed any a client
+// sent before routing (connectionManager), and removes them again here; the
+// tenant header is overwritten with the virtual host's tenant.
+var identityHeaders = []string{"x-kailash-user", "x-kailash-roles", IdentityHeader}
+
+// IdentityHeader carries the identity token ext_authz signs for the runner;
+// only routes to the runner cluster forward it.
+const IdentityHeader = "x-kailash-identity"
 
 // authRoute sends the tenant's login endpoints (/auth/...) to the authz
 // server's HTTP address without an ext_authz check (the caller is logging in:
 // it has no identity yet). The tenant comes from the virtual host, as the
 // x-kailash-tenant header that Envoy sets, never from the client. The
-// virtual host's other filters (IP allowlist, CORS, local and global limits)
-// still apply.
-func authRoute(vh *VirtualHost) (*routev3.Route, error) {
+// virtual host's other filters (IP allowlist, CORS, the local limit) still
+// apply; the global rate limit counts the tenant's login quota only
+// (authRateLimits).
+func authRoute(ir *IR, vh *VirtualHost) (*routev3.Route, error) {
 	off, err := toAny(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}})
 	if err != nil {
 		return nil, err
+	}
+	perFilter := map[string]*anypb.Any{wellknown.HTTPExternalAuthorization: off}
+	rl, err := authRateLimits(ir, vh)
+	if err != nil {
+		return nil, fmt.Errorf("route auth: http filter %s: %w", wellknown.HTTPRateLimit, err)
+	}
+	if rl != nil {
+		a, err := toAny(rl)
+		if err != nil {
+			return nil, err
+		}
+		perFilter[wellknown.HTTPRateLimit] = a
 	}
 	return &routev3.Route{
 		Name:  "auth",
@@ -167,7 +195,7 @@ func authRoute(vh *VirtualHost) (*routev3.Route, error) {
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		}},
 		RequestHeadersToRemove: slices.Clone(identityHeaders),
-		TypedPerFilterConfig:   map[string]*anypb.Any{wellknown.HTTPExternalAuthorization: off},
+		TypedPerFilterConfig:   perFilter,
 	}, nil
 }
 

@@ -105,7 +105,8 @@ func buildHTTPS(cfg *config.Config, ir *IR) []error {
 	if a == ir.Listener {
 		errs = append(errs, fmt.Errorf("tls.listen: %q is also envoy.listen", tc.Listen))
 	}
-	https := &HTTPS{Listener: a, RedirectHTTP: tc.RedirectHTTP}
+	https := &HTTPS{Listener: a, RedirectHTTP: tc.RedirectHTTP,
+		Settings: buildListenerSettings(tc.Listener, cfg.Envoy.Listener)}
 	switch tc.MinVersion {
 	case "", "1.3":
 		https.MinTLS13 = true
@@ -179,10 +180,15 @@ func httpsListener(ir *IR, hcm *anypb.Any) (*listenerv3.Listener, error) {
 			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
 			continue
 		}
+		limit, err := connectionLimit(HTTPSStatPrefix+"_"+vh.Name(), ir.HTTPS.Settings)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %q: connection limit: %w", vh.TenantID, err))
+			continue
+		}
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             vh.Name(),
 			FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: slices.Clone(vh.TLS.ServerNames)},
-			Filters: []*listenerv3.Filter{{
+			Filters: []*listenerv3.Filter{limit, {
 				Name:       wellknown.HTTPConnectionManager,
 				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
 			}},

@@ -216,8 +216,11 @@ func TestShape(t *testing.T) {
 		t.Fatalf("got %d listeners, %d routes, %d clusters", len(res.Listeners), len(res.Routes), len(res.Clusters))
 	}
 	l := res.Listeners[0].(*listenerv3.Listener)
+	if fs := l.FilterChains[0].Filters; len(fs) != 2 || fs[0].Name != ConnectionLimitFilterName || fs[1].Name != "envoy.filters.network.http_connection_manager" {
+		t.Fatalf("network filters %v: want connection limit, then the HCM", fs)
+	}
 	hcm := &hcmv3.HttpConnectionManager{}
-	if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+	if err := l.FilterChains[0].Filters[1].GetTypedConfig().UnmarshalTo(hcm); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
