@@ -13,8 +13,9 @@ import (
 // tenant with only jwt, a byIssuer for a tenant with issuers.
 type identityVerifier = oidc.TokenVerifier[*Identity]
 
-// issuerKeys is one external issuer's key source, shared by every tenant
-// that trusts it and kept across reloads while its settings are unchanged.
+// issuerKeys is one key source (an issuers[] entry or a jwt.jwks_url),
+// shared by every tenant that uses it and kept across reloads while its
+// settings are unchanged.
 type issuerKeys struct {
 	keys   *oidc.Keys
 	cancel context.CancelFunc // stops its background refresh; nil until started
@@ -31,16 +32,41 @@ type issuerRegistry struct {
 func oidcConfig(o config.OIDCIssuer) oidc.Config {
 	return oidc.Config{
 		Issuer: o.Issuer, JWKSURL: o.JWKSURL, DiscoveryURL: o.DiscoveryURL,
-		RefreshInterval: o.RefreshInterval, MinRefetch: o.MinRefetch,
+		RefreshInterval: o.RefreshInterval, MinRefreshInterval: o.MinRefreshInterval, MinRefetch: o.MinRefetch,
 		InitialBackoff: o.InitialBackoff, MaxBackoff: o.MaxBackoff, Timeout: o.Timeout,
 	}
 }
 
-// issuerKeysFor returns the key source of o for the snapshot being built:
-// the one in force when its settings are unchanged, else a new one (started
-// by startIssuers once the snapshot is in force).
+// jwtKeysConfig is the key source of a tenant's jwt.jwks_url: the same
+// mechanism as issuers[] (one Keys per distinct source, shared).
+func jwtKeysConfig(j config.JWT) oidc.Config {
+	k := j.KeyRefresh
+	return oidc.Config{
+		Issuer: j.Issuer, JWKSURL: j.JWKSURL,
+		RefreshInterval: k.RefreshInterval, MinRefreshInterval: k.MinRefreshInterval, MinRefetch: k.MinRefetch,
+		InitialBackoff: k.InitialBackoff, MaxBackoff: k.MaxBackoff, Timeout: k.Timeout,
+	}
+}
+
+// jwtURLKeys returns the key source of the tenant's jwt.jwks_url for the
+// snapshot being built (see keysFor).
+func (s *Server) jwtURLKeys(snap *snapshot, j config.JWT) (KeySource, error) {
+	ik, err := s.keysFor(snap, jwtKeysConfig(j))
+	if err != nil {
+		return nil, fmt.Errorf("jwt.jwks_url: %w", err)
+	}
+	return ik.keys, nil
+}
+
+// issuerKeysFor returns the key source of o for the snapshot being built.
 func (s *Server) issuerKeysFor(snap *snapshot, o config.OIDCIssuer) (*issuerKeys, error) {
-	key := oidcConfig(o)
+	return s.keysFor(snap, oidcConfig(o))
+}
+
+// keysFor returns the key source of key for the snapshot being built: the
+// one in force when its settings are unchanged, else a new one (started by
+// startIssuers once the snapshot is in force).
+func (s *Server) keysFor(snap *snapshot, key oidc.Config) (*issuerKeys, error) {
 	if ik := snap.issuers[key]; ik != nil {
 		return ik, nil
 	}
@@ -88,16 +114,28 @@ func (s *Server) startIssuers(snap *snapshot) {
 	r.running = snap.issuers
 }
 
+// refreshing wraps a verifier whose keys come from a URL so that a token
+// with an unknown kid triggers a (rate-limited, shared) refetch.
+func refreshing(v *Verifier) identityVerifier {
+	if k, ok := v.keys.(*oidc.Keys); ok {
+		return oidc.Refreshing[*Identity]{Verifier: v, Keys: k}
+	}
+	return v
+}
+
 // tenantVerifier combines the tenant's legacy jwt verifier (nil when the
 // tenant has no jwt section) with one verifier per issuer, routed by the
-// token's iss. A tenant without issuers keeps its plain *Verifier.
+// token's iss. A tenant without issuers keeps its jwt verifier alone.
 func (s *Server) tenantVerifier(snap *snapshot, t config.Tenant, legacy *Verifier) (identityVerifier, error) {
 	if len(t.Issuers) == 0 {
-		return legacy, nil
+		if legacy == nil {
+			return nil, fmt.Errorf("no jwt verifier and no issuers")
+		}
+		return refreshing(legacy), nil
 	}
 	vs := make(map[string]oidc.TokenVerifier[*Identity], len(t.Issuers)+1)
 	if legacy != nil {
-		vs[t.JWT.Issuer] = legacy
+		vs[t.JWT.Issuer] = refreshing(legacy)
 	}
 	for i, o := range t.Issuers {
 		ik, err := s.issuerKeysFor(snap, o)
@@ -105,7 +143,7 @@ func (s *Server) tenantVerifier(snap *snapshot, t config.Tenant, legacy *Verifie
 			return nil, fmt.Errorf("issuers[%d]: %w", i, err)
 		}
 		v, err := NewVerifier(t.ID, config.JWT{Issuer: o.Issuer, Audiences: o.Audiences, ClockSkew: o.ClockSkew,
-			RolesClaim: o.RolesClaim, TenantClaim: o.TenantClaim}, ik.keys, VerifierOptions{Now: s.now, CacheSize: s.cacheSize})
+			RolesClaim: o.RolesClaim, TenantClaim: o.TenantClaim, RequireTenantClaim: o.RequireTenantClaim}, ik.keys, VerifierOptions{Now: s.now, CacheSize: s.cacheSize})
 		if err != nil {
 			return nil, fmt.Errorf("issuers[%d]: %w", i, err)
 		}

@@ -40,6 +40,9 @@ const (
 	ReasonWrongIssuer   Reason = "wrong_issuer"
 	ReasonWrongAudience Reason = "wrong_audience"
 	ReasonWrongTenant   Reason = "wrong_tenant"
+	// ReasonMissingTenantClaim: the token has no tenant claim and the
+	// tenant requires one (jwt.require_tenant_claim).
+	ReasonMissingTenantClaim Reason = "missing_tenant_claim"
 )
 
 // AuthError is an identity failure: the caller gets a 401 naming Reason.
@@ -104,32 +107,6 @@ func FileKeys(path string) (StaticKeys, error) {
 	return StaticKeys{Set: set}, nil
 }
 
-// RemoteKeys is a JWKS URL kept fresh by a jwk.Cache.
-type RemoteKeys struct {
-	cache *jwk.Cache
-	url   string
-}
-
-// NewRemoteKeys registers url with cache (which refreshes it in the
-// background, at most every minRefresh). The first fetch happens on first use.
-func NewRemoteKeys(cache *jwk.Cache, url string, minRefresh time.Duration) (*RemoteKeys, error) {
-	if !cache.IsRegistered(url) {
-		if err := cache.Register(url, jwk.WithMinRefreshInterval(minRefresh)); err != nil {
-			return nil, fmt.Errorf("jwks %s: %w", url, err)
-		}
-	}
-	return &RemoteKeys{cache: cache, url: url}, nil
-}
-
-// Keys returns the cached set, fetching it if needed.
-func (r *RemoteKeys) Keys(ctx context.Context) (jwk.Set, error) {
-	set, err := r.cache.Get(ctx, r.url)
-	if err != nil {
-		return nil, fmt.Errorf("jwks %s: %w", r.url, err)
-	}
-	return set, nil
-}
-
 // allowedAlgs are the signature algorithms accepted, with the key type (and
 // curve) each needs. Symmetric algorithms and "none" are never accepted.
 var allowedAlgs = map[string]struct{ kty, crv string }{
@@ -157,9 +134,11 @@ type Verifier struct {
 	skew        time.Duration
 	rolesClaim  string
 	tenantClaim string
-	keys        KeySource
-	now         func() time.Time
-	verifiers   map[string]jws.Verifier
+	// requireTenant refuses a token without tenantClaim.
+	requireTenant bool
+	keys          KeySource
+	now           func() time.Time
+	verifiers     map[string]jws.Verifier
 
 	mu    sync.Mutex // guards ring and cache
 	ring  *keyring
@@ -182,8 +161,10 @@ func NewVerifier(tenant string, cfg config.JWT, keys KeySource, opts VerifierOpt
 		rolesClaim:  orDefault(cfg.RolesClaim, "roles"),
 		tenantClaim: orDefault(cfg.TenantClaim, "tenant"),
 		keys:        keys,
-		now:         opts.Now,
-		verifiers:   map[string]jws.Verifier{},
+
+		requireTenant: cfg.RequireTenantClaim != nil && *cfg.RequireTenantClaim,
+		now:           opts.Now,
+		verifiers:     map[string]jws.Verifier{},
 	}
 	if v.now == nil {
 		v.now = time.Now
@@ -367,6 +348,8 @@ func (v *Verifier) checkClaims(c map[string]any, now time.Time) (*Identity, erro
 		if s, _ := t.(string); s != v.tenant {
 			return nil, authErr(ReasonWrongTenant, "token tenant %v, route tenant %q", t, v.tenant)
 		}
+	} else if v.requireTenant {
+		return nil, authErr(ReasonMissingTenantClaim, "no %q claim; tenant %q requires it (jwt.require_tenant_claim)", v.tenantClaim, v.tenant)
 	}
 	sub, _ := c["sub"].(string)
 	if sub == "" {

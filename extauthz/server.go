@@ -17,7 +17,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -49,6 +48,9 @@ type Options struct {
 	DecisionLogOutput io.Writer
 }
 
+// reasonKeysUnavailable: no key set to verify the token with (503).
+const reasonKeysUnavailable = "keys_unavailable"
+
 // Results of a Check, the "result" label of kailash_authz_checks_total.
 const (
 	ResultAllow           = "allow"
@@ -56,9 +58,6 @@ const (
 	ResultUnauthenticated = "unauthenticated"
 	ResultError           = "error"
 )
-
-// jwksMinRefresh bounds how often a jwks_url is fetched.
-const jwksMinRefresh = 5 * time.Minute
 
 // Server is the envoy.service.auth.v3.Authorization server.
 type Server struct {
@@ -79,10 +78,7 @@ type Server struct {
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
 	stopBG context.CancelFunc
 
-	jwksMu sync.Mutex // guards jwks
-	jwks   *jwk.Cache // created on first jwks_url
-
-	issuers issuerRegistry // tenants' OIDC issuers (issuers.go)
+	issuers issuerRegistry // tenants' key sources: jwt.jwks_url and issuers[] (issuers.go)
 
 	grpcLn, httpLn net.Listener
 	closeOnce      sync.Once
@@ -244,7 +240,7 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 		case t.JWT.JWKSFile != "":
 			keys, err = FileKeys(cfg.Path(t.JWT.JWKSFile))
 		case t.JWT.JWKSURL != "":
-			keys, err = NewRemoteKeys(s.jwksCache(), t.JWT.JWKSURL, jwksMinRefresh)
+			keys, err = s.jwtURLKeys(snap, t.JWT)
 		case len(t.Issuers) == 0:
 			err = errors.New("no jwks_file or jwks_url")
 		}
@@ -270,15 +266,6 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 		return nil, err
 	}
 	return snap, nil
-}
-
-func (s *Server) jwksCache() *jwk.Cache {
-	s.jwksMu.Lock()
-	defer s.jwksMu.Unlock()
-	if s.jwks == nil {
-		s.jwks = jwk.NewCache(s.bg)
-	}
-	return s.jwks
 }
 
 // Update swaps in the tenants of cfg. On error the previous tenants keep
@@ -522,7 +509,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		sub = d.Identity.Subject
 	}
 	level := slog.LevelDebug
-	if result == ResultError {
+	if result == ResultError && reason != reasonKeysUnavailable {
+		// An unusable key source is logged by the source itself, once
+		// per state change, not once per request.
 		level = slog.LevelWarn
 	}
 	if s.log.Enabled(ctx, level) { // the arguments cost allocations even when the record is dropped
@@ -601,7 +590,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 			if errors.As(err, &ae) {
 				return Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
 			}
-			return nil, ResultError, "keys_unavailable", status.Error(codes.Unavailable, "verification keys are unavailable")
+			return nil, ResultError, reasonKeysUnavailable, status.Error(codes.Unavailable, "verification keys are unavailable")
 		}
 		d.Identity = id
 		if s.auth != nil {

@@ -1,12 +1,18 @@
 package oidc
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
 
-// Metrics are shared by every issuer's Keys. A nil *Metrics records nothing.
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are shared by every key source (a tenant's jwt.jwks_url and its
+// issuers[]), labelled by issuer. A nil *Metrics records nothing.
 type Metrics struct {
 	fetches *prometheus.CounterVec
 	stale   *prometheus.GaugeVec
 	ready   *prometheus.GaugeVec
+	success *prometheus.GaugeVec
 }
 
 // NewMetrics registers the OIDC key metrics with reg.
@@ -24,14 +30,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kailash_oidc_jwks_ready",
 			Help: "1 once the issuer's keys are known (0: its tokens get 503).",
 		}, []string{"issuer"}),
+		success: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kailash_oidc_jwks_last_success_timestamp_seconds",
+			Help: "Unix time of the issuer's last successful JWKS fetch (0: never).",
+		}, []string{"issuer"}),
 	}
-	reg.MustRegister(m.fetches, m.stale, m.ready)
+	reg.MustRegister(m.fetches, m.stale, m.ready, m.success)
 	return m
 }
 
 func (m *Metrics) fetched(issuer, result string) {
 	if m != nil {
 		m.fetches.WithLabelValues(issuer, result).Inc()
+	}
+}
+
+func (m *Metrics) succeeded(issuer string, at time.Time) {
+	if m != nil {
+		m.success.WithLabelValues(issuer).Set(float64(at.UnixNano()) / 1e9)
 	}
 }
 

@@ -1,18 +1,36 @@
-// Package oidc keeps the signing keys of external OIDC / JWT issuers fresh
-// and available through IdP outages. A Keys value is one issuer's key set,
+// Package oidc keeps the signing keys of JWT issuers fresh and available
+// through IdP outages. A Keys value is one key source: an issuer's key set
 // found by discovery (/.well-known/openid-configuration) or an explicit JWKS
-// URL; it implements the KeySource interface of package extauthz
-// (Keys(ctx) (jwk.Set, error)), so the existing Verifier uses it unchanged.
+// URL. It is the one JWKS mechanism of ext_authz: a tenant's jwt.jwks_url
+// and its issuers[] both use it. It implements the KeySource interface of
+// package extauthz (Keys(ctx) (jwk.Set, error)), so the Verifier uses it
+// unchanged.
+//
+// It is a small loop around jwk.Parse rather than jwx's jwk.Cache: that
+// cache (httprc v1) reschedules a failed fetch at the regular interval (15
+// minutes by default, no backoff, so a source that failed its first fetch
+// stays unusable that long), has no rate-limited, shared refetch for an
+// unknown kid, and reports failures through an error sink without a state,
+// so "log once per state change" and "last success" cannot be built on it.
 //
 // Availability rules:
 //   - Keys returns the last good set. A failed refresh never replaces it; it
-//     counts a metric, logs once per outage, and the set keeps verifying.
+//     counts a metric, logs once per state change (ok→failing, failing→ok),
+//     and the set keeps verifying.
 //   - Until a first set is known (the IdP was down at start-up), Keys returns
 //     ErrUnavailable (the Check path answers 503), while Run retries in the
-//     background with exponential backoff. Start-up never fails for this.
+//     background with exponential backoff (InitialBackoff doubling up to
+//     MaxBackoff) and requests may trigger a fetch at most once per
+//     MinRefetch. Start-up never fails for this.
+//   - A known set is refreshed after the response's Cache-Control max-age
+//     (or Expires), kept within MinRefreshInterval..RefreshInterval; without
+//     either header, every RefreshInterval.
 //   - A token whose kid is not in the set triggers a refetch (RefreshForKID,
-//     or the Refreshing wrapper), at most once per MinRefetch per issuer, so
-//     a flood of tokens with random kids cannot hammer the IdP.
+//     or the Refreshing wrapper), at most once per MinRefetch per source; all
+//     requests arriving while a fetch runs share it (one request to the IdP),
+//     so a flood of tokens with random kids cannot hammer the IdP.
+//   - While a source is failing no request waits for it: requests answer
+//     from the last good set (or 503) and only trigger the next attempt.
 package oidc
 
 import (
@@ -27,10 +45,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/lestrrat-go/httpcc"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 )
 
@@ -38,7 +58,7 @@ import (
 // cancelled). Callers answer 503, never 401.
 var ErrUnavailable = errors.New("oidc: issuer keys unavailable")
 
-// Config is one issuer.
+// Config is one key source. It is comparable: equal configs share one Keys.
 type Config struct {
 	// Issuer is the exact iss value; with no JWKSURL it is also the base of
 	// discovery, and discovery must name the same issuer.
@@ -47,26 +67,33 @@ type Config struct {
 	// Issuer + "/.well-known/openid-configuration".
 	JWKSURL      string `yaml:"jwks_url"`
 	DiscoveryURL string `yaml:"discovery_url"`
-	// RefreshInterval: background refresh of a known set (default 15m).
+	// RefreshInterval is the longest time a known set is kept before it is
+	// refetched (default 15m), and the interval used when the JWKS response
+	// has no Cache-Control max-age or Expires.
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
-	// MinRefetch: least time between two fetches triggered by unknown kids
-	// or by Keys while no set is known (default 10s).
+	// MinRefreshInterval is the shortest (default 1m): a max-age below it
+	// (or no-cache, no-store) refreshes every MinRefreshInterval.
+	MinRefreshInterval time.Duration `yaml:"min_refresh_interval"`
+	// MinRefetch: least time between two fetches triggered by requests (an
+	// unknown kid, or Keys while no set is known) (default 10s).
 	MinRefetch time.Duration `yaml:"min_refetch"`
-	// InitialBackoff and MaxBackoff bound the retry delay while fetches
-	// fail (defaults 1s and 5m; the delay doubles, with jitter).
+	// InitialBackoff and MaxBackoff bound the retry delay of the background
+	// loop while fetches fail or nothing was ever fetched (defaults 1s and
+	// 30s; the delay doubles, with jitter).
 	InitialBackoff time.Duration `yaml:"initial_backoff"`
 	MaxBackoff     time.Duration `yaml:"max_backoff"`
-	// Timeout bounds one HTTP request (default 5s).
+	// Timeout bounds one fetch (discovery and JWKS) (default 5s).
 	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Defaults.
 const (
-	DefaultRefreshInterval = 15 * time.Minute
-	DefaultMinRefetch      = 10 * time.Second
-	DefaultInitialBackoff  = time.Second
-	DefaultMaxBackoff      = 5 * time.Minute
-	DefaultTimeout         = 5 * time.Second
+	DefaultRefreshInterval    = 15 * time.Minute
+	DefaultMinRefreshInterval = time.Minute
+	DefaultMinRefetch         = 10 * time.Second
+	DefaultInitialBackoff     = time.Second
+	DefaultMaxBackoff         = 30 * time.Second
+	DefaultTimeout            = 5 * time.Second
 	// maxDocument bounds a discovery document or JWKS.
 	maxDocument = 1 << 20
 )
@@ -77,16 +104,22 @@ type Option func(*Keys)
 // WithHTTPClient sets the client used for discovery and JWKS.
 func WithHTTPClient(c *http.Client) Option { return func(k *Keys) { k.client = c } }
 
-// WithLogger sets where fetch failures are logged (default slog.Default()).
+// WithLogger sets where state changes are logged (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(k *Keys) { k.log = l } }
 
-// WithMetrics reports to m (shared by all issuers; see NewMetrics).
+// WithMetrics reports to m (shared by all sources; see NewMetrics).
 func WithMetrics(m *Metrics) Option { return func(k *Keys) { k.metrics = m } }
 
 // WithClock sets the clock used for rate limiting (tests).
 func WithClock(now func() time.Time) Option { return func(k *Keys) { k.now = now } }
 
-// Keys is one issuer's key set. It is safe for concurrent use.
+// flight is one fetch in progress; err is set before done is closed.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// Keys is one key source. It is safe for concurrent use.
 type Keys struct {
 	cfg     Config
 	client  *http.Client
@@ -94,16 +127,17 @@ type Keys struct {
 	metrics *Metrics
 	now     func() time.Time
 
-	fetchMu sync.Mutex // serialises fetches (one request to the IdP at a time)
-
 	mu        sync.Mutex // guards the fields below
-	set       jwk.Set    // last good set; nil until the first success
-	sum       [32]byte   // hash of the JWKS document behind set
+	base      context.Context
+	set       jwk.Set  // last good set; nil until the first success
+	sum       [32]byte // hash of the JWKS document behind set
 	kids      map[string]bool
-	jwksURL   string // from discovery, or cfg.JWKSURL
-	lastFetch time.Time
+	jwksURL   string        // from discovery, or cfg.JWKSURL
+	refresh   time.Duration // next refresh after a success (Cache-Control)
+	lastFetch time.Time     // start of the last request-triggered fetch (rate limit)
 	lastErr   error
-	failing   bool // the last fetch failed (logged once per outage)
+	failing   bool    // the last fetch failed (logged once per state change)
+	inflight  *flight // the fetch in progress, nil when none
 	changed   chan struct{}
 }
 
@@ -135,11 +169,19 @@ func New(cfg Config, opts ...Option) (*Keys, error) {
 		}
 	}
 	def(&cfg.RefreshInterval, DefaultRefreshInterval)
+	def(&cfg.MinRefreshInterval, min(DefaultMinRefreshInterval, cfg.RefreshInterval))
 	def(&cfg.MinRefetch, DefaultMinRefetch)
 	def(&cfg.InitialBackoff, DefaultInitialBackoff)
-	def(&cfg.MaxBackoff, DefaultMaxBackoff)
+	def(&cfg.MaxBackoff, max(DefaultMaxBackoff, cfg.InitialBackoff))
 	def(&cfg.Timeout, DefaultTimeout)
-	k := &Keys{cfg: cfg, log: slog.Default(), now: time.Now, jwksURL: cfg.JWKSURL, changed: make(chan struct{})}
+	if cfg.MinRefreshInterval > cfg.RefreshInterval {
+		return nil, fmt.Errorf("oidc: %s: min_refresh_interval %s is above refresh_interval %s", cfg.Issuer, cfg.MinRefreshInterval, cfg.RefreshInterval)
+	}
+	if cfg.InitialBackoff > cfg.MaxBackoff {
+		return nil, fmt.Errorf("oidc: %s: initial_backoff %s is above max_backoff %s", cfg.Issuer, cfg.InitialBackoff, cfg.MaxBackoff)
+	}
+	k := &Keys{cfg: cfg, log: slog.Default(), now: time.Now, jwksURL: cfg.JWKSURL, changed: make(chan struct{}),
+		base: context.Background()}
 	for _, o := range opts {
 		o(k)
 	}
@@ -154,8 +196,9 @@ func New(cfg Config, opts ...Option) (*Keys, error) {
 func (k *Keys) Issuer() string { return k.cfg.Issuer }
 
 // Keys returns the last good set (the same value until the keys change).
-// With no set yet it tries one fetch (rate limited by MinRefetch) and
-// otherwise returns ErrUnavailable.
+// With no set yet it joins the fetch in progress or starts one (rate
+// limited by MinRefetch) and waits for it (bounded by ctx) unless the source
+// is failing; otherwise it returns ErrUnavailable.
 func (k *Keys) Keys(ctx context.Context) (jwk.Set, error) {
 	k.mu.Lock()
 	set := k.set
@@ -163,8 +206,11 @@ func (k *Keys) Keys(ctx context.Context) (jwk.Set, error) {
 	if set != nil {
 		return set, nil
 	}
-	if k.allowFetch() {
-		_ = k.fetch(ctx, "initial")
+	if f, wait := k.trigger("initial"); f != nil && wait {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+		}
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -179,6 +225,13 @@ func (k *Keys) Ready() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.set != nil
+}
+
+// Failing reports whether the last fetch failed.
+func (k *Keys) Failing() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.failing
 }
 
 // Changed returns a channel closed at the next change of the key set.
@@ -196,44 +249,87 @@ func (k *Keys) Has(kid string) bool {
 }
 
 // RefreshForKID refetches the keys because a token names kid, unknown to the
-// current set, unless a fetch happened less than MinRefetch ago. It reports
-// whether kid is known afterwards.
+// current set: it joins the fetch in progress, or starts one unless a
+// request started one less than MinRefetch ago, and waits for it (bounded
+// by ctx) unless the source is failing. It reports whether kid is known
+// afterwards.
 func (k *Keys) RefreshForKID(ctx context.Context, kid string) bool {
 	if k.Has(kid) {
 		return true
 	}
-	if !k.allowFetch() {
+	f, wait := k.trigger("unknown_kid")
+	if f == nil {
 		k.metrics.fetched(k.cfg.Issuer, "rate_limited")
 		return k.Has(kid) // a concurrent fetch may have brought it
 	}
-	_ = k.fetch(ctx, "unknown_kid")
+	if wait {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+		}
+	}
 	return k.Has(kid)
 }
 
-// allowFetch reserves a fetch slot if MinRefetch has passed since the last.
-func (k *Keys) allowFetch() bool {
+// trigger returns the fetch in progress, or starts one if MinRefetch has
+// passed since the last request-triggered one (nil: rate limited). wait is
+// false while the source is failing: the caller must not wait for it.
+func (k *Keys) trigger(why string) (f *flight, wait bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	wait = !k.failing
+	if k.inflight != nil {
+		return k.inflight, wait
+	}
 	now := k.now()
 	if !k.lastFetch.IsZero() && now.Sub(k.lastFetch) < k.cfg.MinRefetch {
-		return false
+		return nil, false
 	}
 	k.lastFetch = now
-	return true
+	return k.startLocked(why), wait
+}
+
+// startLocked starts a fetch on the background context; k.mu is held.
+func (k *Keys) startLocked(why string) *flight {
+	f := &flight{done: make(chan struct{})}
+	k.inflight = f
+	ctx := k.base
+	go func() {
+		err := k.fetch(ctx, why)
+		k.mu.Lock()
+		k.inflight = nil
+		k.mu.Unlock()
+		f.err = err
+		close(f.done)
+	}()
+	return f
 }
 
 // Run fetches the keys until it succeeds (exponential backoff with jitter
-// from InitialBackoff to MaxBackoff), then refreshes them every
-// RefreshInterval (backing off the same way while the IdP is down). It
-// returns when ctx is cancelled.
+// from InitialBackoff to MaxBackoff), then refreshes them as the JWKS
+// response's caching headers say, within MinRefreshInterval and
+// RefreshInterval (backing off the same way while the IdP is down). Fetches
+// started by requests meanwhile use ctx too. It returns when ctx is
+// cancelled.
 func (k *Keys) Run(ctx context.Context) {
+	k.mu.Lock()
+	k.base = ctx
+	k.mu.Unlock()
 	backoff := k.cfg.InitialBackoff
 	for {
-		var wait time.Duration
 		k.mu.Lock()
-		k.lastFetch = k.now()
+		f := k.inflight
+		if f == nil {
+			f = k.startLocked("background")
+		}
 		k.mu.Unlock()
-		if err := k.fetch(ctx, "background"); err != nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.done:
+		}
+		var wait time.Duration
+		if f.err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -241,7 +337,9 @@ func (k *Keys) Run(ctx context.Context) {
 			backoff = min(backoff*2, k.cfg.MaxBackoff)
 		} else {
 			backoff = k.cfg.InitialBackoff
-			wait = jitter(k.cfg.RefreshInterval)
+			k.mu.Lock()
+			wait = jitter(k.refresh)
+			k.mu.Unlock()
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -262,15 +360,17 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // fetch gets the JWKS (running discovery first if needed) and swaps it in.
-// On failure the current set stays.
+// On failure the current set stays. Only one fetch runs at a time (see
+// inflight).
 func (k *Keys) fetch(ctx context.Context, why string) error {
-	k.fetchMu.Lock()
-	defer k.fetchMu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.Timeout)
 	defer cancel()
-	err := k.fetchLocked(ctx)
+	err := k.fetchOnce(ctx)
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if err != nil && k.base.Err() != nil {
+		return err // shutting down: not an outage
+	}
 	k.lastErr = err
 	if err != nil {
 		k.metrics.fetched(k.cfg.Issuer, "error")
@@ -278,25 +378,34 @@ func (k *Keys) fetch(ctx context.Context, why string) error {
 		if !k.failing {
 			k.failing = true
 			if k.set != nil {
-				k.log.Warn("oidc: cannot refresh issuer keys; the last good keys keep verifying",
-					"issuer", k.cfg.Issuer, "trigger", why, "err", err)
+				k.log.Warn("jwks: cannot refresh keys; the last good keys keep verifying",
+					"issuer", k.cfg.Issuer, "url", k.sourceURL(), "trigger", why, "err", err)
 			} else {
-				k.log.Warn("oidc: cannot fetch issuer keys; tokens of this issuer get 503 until they are known",
-					"issuer", k.cfg.Issuer, "trigger", why, "err", err)
+				k.log.Warn("jwks: cannot fetch keys; tokens of this issuer get 503 until they are known",
+					"issuer", k.cfg.Issuer, "url", k.sourceURL(), "trigger", why, "err", err)
 			}
 		}
 		return err
 	}
 	if k.failing {
 		k.failing = false
-		k.log.Info("oidc: issuer keys fetched again", "issuer", k.cfg.Issuer)
+		k.log.Info("jwks: keys fetched again", "issuer", k.cfg.Issuer, "url", k.sourceURL())
 	}
 	k.metrics.setStale(k.cfg.Issuer, false)
 	k.metrics.setReady(k.cfg.Issuer, true)
+	k.metrics.succeeded(k.cfg.Issuer, time.Now())
 	return nil
 }
 
-func (k *Keys) fetchLocked(ctx context.Context) error {
+// sourceURL names the source in logs; k.mu is held.
+func (k *Keys) sourceURL() string {
+	if k.jwksURL != "" {
+		return k.jwksURL
+	}
+	return k.cfg.DiscoveryURL
+}
+
+func (k *Keys) fetchOnce(ctx context.Context) error {
 	k.mu.Lock()
 	jwksURL := k.jwksURL
 	k.mu.Unlock()
@@ -310,10 +419,10 @@ func (k *Keys) fetchLocked(ctx context.Context) error {
 		case jwksURL == "":
 			return err
 		default:
-			k.log.Debug("oidc: discovery failed; using the last jwks_uri", "issuer", k.cfg.Issuer, "err", err)
+			k.log.Debug("jwks: discovery failed; using the last jwks_uri", "issuer", k.cfg.Issuer, "err", err)
 		}
 	}
-	body, err := k.get(ctx, jwksURL)
+	body, hdr, err := k.get(ctx, jwksURL)
 	if err != nil {
 		return fmt.Errorf("jwks %s: %w", jwksURL, err)
 	}
@@ -328,6 +437,7 @@ func (k *Keys) fetchLocked(ctx context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.jwksURL = jwksURL
+	k.refresh = refreshAfter(hdr, time.Now(), k.cfg.MinRefreshInterval, k.cfg.RefreshInterval)
 	if k.set != nil && sum == k.sum {
 		k.metrics.fetched(k.cfg.Issuer, "unchanged")
 		return nil // same keys: keep the same Set value (verifier caches stay)
@@ -345,13 +455,46 @@ func (k *Keys) fetchLocked(ctx context.Context) error {
 	return nil
 }
 
+// refreshAfter is how long a JWKS response may be kept: its Cache-Control
+// max-age (no-cache and no-store: lo), else its Expires, else hi; always
+// within lo..hi.
+func refreshAfter(h http.Header, now time.Time, lo, hi time.Duration) time.Duration {
+	d := hi
+	if cc := h.Get("Cache-Control"); cc != "" {
+		if tokens, err := httpcc.ParseResponseDirectives(cc); err == nil {
+			found := false
+			for _, t := range tokens {
+				switch strings.ToLower(t.Name) {
+				case httpcc.MaxAge:
+					if age, err := strconv.ParseUint(t.Value, 10, 64); err == nil && !found {
+						d, found = time.Duration(min(age, uint64(hi/time.Second)))*time.Second, true
+					}
+				case httpcc.NoCache, httpcc.NoStore:
+					d, found = lo, true
+				}
+			}
+			if found {
+				return min(max(d, lo), hi)
+			}
+		}
+	}
+	if e := h.Get("Expires"); e != "" {
+		if t, err := http.ParseTime(e); err == nil {
+			d = t.Sub(now)
+		} else {
+			d = lo // an invalid Expires means already expired (RFC 9111 §5.3)
+		}
+	}
+	return min(max(d, lo), hi)
+}
+
 type discovery struct {
 	Issuer  string `json:"issuer"`
 	JWKSURI string `json:"jwks_uri"`
 }
 
 func (k *Keys) discover(ctx context.Context) (string, error) {
-	body, err := k.get(ctx, k.cfg.DiscoveryURL)
+	body, _, err := k.get(ctx, k.cfg.DiscoveryURL)
 	if err != nil {
 		return "", fmt.Errorf("discovery %s: %w", k.cfg.DiscoveryURL, err)
 	}
@@ -370,27 +513,27 @@ func (k *Keys) discover(ctx context.Context) (string, error) {
 	return d.JWKSURI, nil
 }
 
-func (k *Keys) get(ctx context.Context, u string) ([]byte, error) {
+func (k *Keys) get(ctx context.Context, u string) ([]byte, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := k.client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("status %s", resp.Status)
+		return nil, nil, fmt.Errorf("status %s", resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxDocument+1))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(body) > maxDocument {
-		return nil, errors.New("document too large")
+		return nil, nil, errors.New("document too large")
 	}
-	return bytes.TrimSpace(body), nil
+	return bytes.TrimSpace(body), resp.Header, nil
 }

@@ -50,7 +50,10 @@ type KeyRing struct {
 	snap atomic.Pointer[ringSnapshot]
 	raw  []byte // the shared state snap was built from (with a Store)
 
-	lastSync atomic.Int64 // unix nanos of the last on-demand sync
+	lastSync     atomic.Int64  // unix nanos of the last on-demand sync start
+	storeFailing atomic.Bool   // the last on-demand sync failed
+	syncMu       sync.Mutex    // guards syncDone
+	syncDone     chan struct{} // closed when the on-demand sync in progress ends; nil when none
 }
 
 type ringSnapshot struct {

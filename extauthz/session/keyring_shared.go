@@ -178,8 +178,8 @@ func (r *KeyRing) stale(s *ringSnapshot, now time.Time) bool {
 }
 
 // Knows reports whether kid names one of the ring's keys that verify
-// (current or previous). A shared ring that does not know it syncs first, at
-// most once a second: another replica may have rotated since.
+// (current or previous). A shared ring that does not know it asks for a
+// background sync (another replica may have rotated); see refreshForKid.
 func (r *KeyRing) Knows(ctx context.Context, kid string) bool {
 	if _, ok := r.snap.Load().verify[kid]; ok {
 		return true
@@ -191,18 +191,65 @@ func (r *KeyRing) Knows(ctx context.Context, kid string) bool {
 	return ok
 }
 
-// refreshForKid syncs a shared ring on an unknown kid (another replica may
-// have rotated), at most once a second. It reports whether it synced.
+// syncWait bounds how long a request waits for a background sync it
+// triggered, and only while the store answered the last sync: a token
+// signed just after another replica rotated is recognised at once when
+// Redis is healthy, and a hung Redis never holds a request longer than this
+// (not the store's timeout). While the store fails, requests do not wait.
+const syncWait = 20 * time.Millisecond
+
+// refreshForKid starts a background sync of a shared ring on an unknown kid
+// (at most one at a time, and at most one start a second) and reports
+// whether a sync finished in time for the caller (see syncWait). It never
+// runs the sync on the caller's goroutine.
 func (r *KeyRing) refreshForKid(ctx context.Context) bool {
 	if r.cfg.Store == nil {
 		return false
 	}
-	now := time.Now().UnixNano()
-	last := r.lastSync.Load()
-	if now-last < int64(time.Second) || !r.lastSync.CompareAndSwap(last, now) {
+	done := r.triggerSync()
+	if done == nil || r.storeFailing.Load() {
 		return false
 	}
-	return r.Sync(ctx) == nil
+	t := time.NewTimer(syncWait)
+	defer t.Stop()
+	select {
+	case <-done:
+		return !r.storeFailing.Load()
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// triggerSync returns the channel closed when the sync in progress ends,
+// starting one if none runs and the last started a second or more ago (nil:
+// rate limited).
+func (r *KeyRing) triggerSync() <-chan struct{} {
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	if r.syncDone != nil {
+		return r.syncDone
+	}
+	now := time.Now().UnixNano()
+	if now-r.lastSync.Load() < int64(time.Second) {
+		return nil
+	}
+	r.lastSync.Store(now)
+	done := make(chan struct{})
+	r.syncDone = done
+	go func() {
+		// Bounded by the store's own timeout and this deadline; not tied
+		// to the request that asked for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := r.Sync(ctx)
+		r.storeFailing.Store(err != nil)
+		r.syncMu.Lock()
+		r.syncDone = nil
+		r.syncMu.Unlock()
+		close(done)
+	}()
+	return done
 }
 
 // RedisKeyStore is a KeyStore in one Redis key (default

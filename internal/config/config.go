@@ -268,6 +268,11 @@ type JWT struct {
 	// TenantClaim, when the token carries it, must equal the tenant id
 	// (default "tenant"); a token minted for another tenant is refused.
 	TenantClaim string `yaml:"tenant_claim"`
+	// RequireTenantClaim also refuses a token without it (see identity.go
+	// for the default).
+	RequireTenantClaim *bool `yaml:"require_tenant_claim"`
+	// KeyRefresh tunes how jwks_url is kept fresh (identity.go).
+	KeyRefresh `yaml:",inline"`
 }
 
 // Defaults used when a field is left empty.

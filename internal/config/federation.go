@@ -71,13 +71,19 @@ type OIDCIssuer struct {
 	TenantClaim string `yaml:"tenant_claim"`
 	// RefreshInterval of the key set (default 15m); MinRefetch between two
 	// fetches triggered by unknown kids (default 10s); InitialBackoff and
-	// MaxBackoff of retries while the IdP is down (defaults 1s, 5m);
+	// MaxBackoff of retries while the IdP is down (defaults 1s, 30s);
 	// Timeout of one request (default 5s).
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
 	MinRefetch      time.Duration `yaml:"min_refetch"`
 	InitialBackoff  time.Duration `yaml:"initial_backoff"`
 	MaxBackoff      time.Duration `yaml:"max_backoff"`
 	Timeout         time.Duration `yaml:"timeout"`
+
+	// MinRefreshInterval: floor under the JWKS response's Cache-Control
+	// max-age (default 1m; refresh_interval is the ceiling).
+	MinRefreshInterval time.Duration `yaml:"min_refresh_interval"`
+	// RequireTenantClaim, as in jwt (default: see identity.go).
+	RequireTenantClaim *bool `yaml:"require_tenant_claim"`
 }
 
 // Configured reports whether the tenant's jwt section is used at all (a

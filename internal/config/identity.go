@@ -76,6 +76,81 @@ func (r *Redis) Password() (string, error) {
 	return v, nil
 }
 
+// KeyRefresh tunes how a tenant's jwt.jwks_url is kept fresh; the fields
+// and defaults are those of issuers[] (extauthz/oidc.Config): the keys are
+// refetched after the JWKS response's Cache-Control max-age, kept within
+// MinRefreshInterval (1m) .. RefreshInterval (15m); an unknown kid refetches
+// at most once per MinRefetch (10s); failed fetches are retried from
+// InitialBackoff (1s) doubling to MaxBackoff (30s); Timeout (5s) bounds one
+// fetch.
+type KeyRefresh struct {
+	RefreshInterval    time.Duration `yaml:"refresh_interval"`
+	MinRefreshInterval time.Duration `yaml:"min_refresh_interval"`
+	MinRefetch         time.Duration `yaml:"min_refetch"`
+	InitialBackoff     time.Duration `yaml:"initial_backoff"`
+	MaxBackoff         time.Duration `yaml:"max_backoff"`
+	Timeout            time.Duration `yaml:"timeout"`
+}
+
+func (k KeyRefresh) fields() map[string]time.Duration {
+	return map[string]time.Duration{"refresh_interval": k.RefreshInterval, "min_refresh_interval": k.MinRefreshInterval,
+		"min_refetch": k.MinRefetch, "initial_backoff": k.InitialBackoff, "max_backoff": k.MaxBackoff, "timeout": k.Timeout}
+}
+
+// validateKeyRefresh checks one key source's refresh settings; f names it.
+// Only min_refresh_interval is checked for sign when onlyNew (issuers[]
+// checks the others itself).
+func validateKeyRefresh(at func(line int, format string, args ...any), line int, f string, k KeyRefresh, onlyNew bool) {
+	for field, d := range k.fields() {
+		if d < 0 && (!onlyNew || field == "min_refresh_interval") {
+			at(line, "%s.%s: must not be negative", f, field)
+		}
+	}
+	if k.MinRefreshInterval > 0 && k.RefreshInterval > 0 && k.MinRefreshInterval > k.RefreshInterval {
+		at(line, "%s.min_refresh_interval: %s is above refresh_interval %s", f, k.MinRefreshInterval, k.RefreshInterval)
+	}
+	if k.InitialBackoff > 0 && k.MaxBackoff > 0 && k.InitialBackoff > k.MaxBackoff {
+		at(line, "%s.initial_backoff: %s is above max_backoff %s", f, k.InitialBackoff, k.MaxBackoff)
+	}
+}
+
+// setTenantClaimDefaults decides require_tenant_claim where the config
+// leaves it out: a token without the tenant claim would be accepted by every
+// tenant trusting its issuer (and audience), so it is required when several
+// tenants trust the same issuer (through jwt or issuers[]), else not.
+func (c *Config) setTenantClaimDefaults() {
+	trusting := map[string]map[string]bool{} // issuer -> tenant ids
+	add := func(iss, tenant string) {
+		if trusting[iss] == nil {
+			trusting[iss] = map[string]bool{}
+		}
+		trusting[iss][tenant] = true
+	}
+	for _, t := range c.Tenants {
+		if t.JWT.Configured() && t.JWT.Issuer != "" {
+			add(t.JWT.Issuer, t.ID)
+		}
+		for _, o := range t.Issuers {
+			add(o.Issuer, t.ID)
+		}
+	}
+	shared := func(iss string) *bool {
+		b := len(trusting[iss]) > 1
+		return &b
+	}
+	for i := range c.Tenants {
+		t := &c.Tenants[i]
+		if t.JWT.RequireTenantClaim == nil && t.JWT.Configured() {
+			t.JWT.RequireTenantClaim = shared(t.JWT.Issuer)
+		}
+		for k := range t.Issuers {
+			if o := &t.Issuers[k]; o.RequireTenantClaim == nil {
+				o.RequireTenantClaim = shared(o.Issuer)
+			}
+		}
+	}
+}
+
 // DefaultSessionsRedisTimeout bounds each sessions Redis operation.
 const DefaultSessionsRedisTimeout = 100 * time.Millisecond
 
@@ -144,6 +219,7 @@ var ldapAttrFields = map[string]bool{"email": true, "given_name": true, "family_
 	"title": true, "clearance": true, "location": true, "groups": true}
 
 func (c *Config) setIdentityDefaults() {
+	c.setTenantClaimDefaults()
 	s := &c.Sessions
 	if s.Issuer == "" {
 		s.Issuer = "kailash"
@@ -220,6 +296,14 @@ func (c *Config) validateIdentity(at func(line int, format string, args ...any))
 	}
 	for _, t := range c.Tenants {
 		name := fmt.Sprintf("tenant %q", t.ID)
+		validateKeyRefresh(at, t.Line, name+": jwt", t.JWT.KeyRefresh, false)
+		if t.JWT.KeyRefresh != (KeyRefresh{}) && t.JWT.JWKSURL == "" {
+			at(t.Line, "%s: jwt: refresh_interval, min_refresh_interval, min_refetch, initial_backoff, max_backoff and timeout apply only to jwt.jwks_url", name)
+		}
+		for i, o := range t.Issuers {
+			validateKeyRefresh(at, t.Line, fmt.Sprintf("%s: issuers[%d]", name, i), KeyRefresh{RefreshInterval: o.RefreshInterval,
+				MinRefreshInterval: o.MinRefreshInterval, MinRefetch: o.MinRefetch, InitialBackoff: o.InitialBackoff, MaxBackoff: o.MaxBackoff, Timeout: o.Timeout}, true)
+		}
 		if t.JWT.Issuer != "" && t.JWT.Issuer == s.Issuer {
 			at(t.Line, "%s: jwt.issuer: %q is the issuer of our own session tokens (sessions.issuer)", name, t.JWT.Issuer)
 		}
