@@ -571,10 +571,23 @@ func (a *auth) clearCookies(w http.ResponseWriter) {
 	}
 }
 
+// refresh rotates a refresh token of the host's tenant. A token of
+// another tenant's session is refused (401 wrong_tenant) before it is
+// rotated: it is neither spent nor treated as reused, so the other
+// tenant's session lives on. From the cookie, the request must come from
+// the tenant's own pages (csrf.go).
 func (a *auth) refresh(w http.ResponseWriter, r *http.Request) {
+	t, ok := a.tenantOf(r)
+	if !ok {
+		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
+		return
+	}
 	token := ""
 	if c, err := r.Cookie(CookieRefresh); err == nil {
 		token = c.Value
+	}
+	if token != "" && !a.loginCSRF(w, r, t) {
+		return
 	}
 	if token == "" && strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 		var in struct {
@@ -587,12 +600,18 @@ func (a *auth) refresh(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusBadRequest, "bad_request", "a refresh token is required")
 		return
 	}
-	t, err := a.sessions.Refresh(r.Context(), token)
+	tokens, err := a.sessions.RefreshFor(r.Context(), token, t.ID)
+	if errors.Is(err, session.ErrWrongTenant) {
+		a.logins.WithLabelValues("refresh", "failure", "wrong_tenant").Inc()
+		a.log.Warn("refresh refused: the token belongs to another tenant", "tenant", t.ID, "addr", clientAddr(r))
+		authError(w, http.StatusUnauthorized, "wrong_tenant", "the refresh token was not issued for this tenant")
+		return
+	}
 	if err != nil {
 		reason := "invalid"
 		if errors.Is(err, session.ErrRefreshReused) {
 			reason = "reused"
-			a.log.Warn("refresh token reused: session revoked", "addr", clientAddr(r))
+			a.log.Warn("refresh token reused: session revoked", "tenant", t.ID, "addr", clientAddr(r))
 		}
 		a.logins.WithLabelValues("refresh", "failure", reason).Inc()
 		a.clearCookies(w)
@@ -600,22 +619,41 @@ func (a *auth) refresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.logins.WithLabelValues("refresh", "success", "").Inc()
-	a.writeTokens(w, t)
+	a.writeTokens(w, tokens)
 }
 
+// logout revokes the session of an access token of the host's tenant; a
+// token of another tenant is refused (401 wrong_tenant) and its session
+// stays. By cookie, the request must come from the tenant's own pages.
 func (a *auth) logout(w http.ResponseWriter, r *http.Request) {
+	t, ok := a.tenantOf(r)
+	if !ok {
+		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
+		return
+	}
 	token := bearer(r.Header.Get("Authorization"))
 	if token == "" {
-		if c, err := r.Cookie(CookieSession); err == nil {
+		if c, err := r.Cookie(CookieSession); err == nil && c.Value != "" {
+			if !a.loginCSRF(w, r, t) {
+				return
+			}
 			token = c.Value
 		}
 	}
-	a.clearCookies(w)
 	if token == "" {
+		a.clearCookies(w)
 		authError(w, http.StatusBadRequest, "bad_request", "no session to log out")
 		return
 	}
-	if err := a.sessions.Logout(r.Context(), token); err != nil {
+	err := a.sessions.LogoutFor(r.Context(), token, t.ID)
+	if errors.Is(err, session.ErrWrongTenant) {
+		a.logins.WithLabelValues("logout", "failure", "wrong_tenant").Inc()
+		a.log.Warn("logout refused: the token belongs to another tenant", "tenant", t.ID, "addr", clientAddr(r))
+		authError(w, http.StatusUnauthorized, "wrong_tenant", "the session token was not issued for this tenant")
+		return
+	}
+	a.clearCookies(w)
+	if err != nil {
 		authError(w, http.StatusUnauthorized, "invalid_token", "the session token is not valid")
 		return
 	}
