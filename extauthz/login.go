@@ -52,6 +52,9 @@ type auth struct {
 
 	logins *prometheus.CounterVec
 
+	mfaEvents *prometheus.CounterVec // enrolment events (login_mfa.go)
+	notifier  *mfa.Notifier          // posts them to mfa.notify_url
+
 	saml *samlLogins // SAML service providers and pending requests (login_saml.go)
 
 	// shared is where the state of logins lives: sessions, counters, TOTP
@@ -116,7 +119,17 @@ func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg pro
 			Name: "kailash_auth_logins_total", Help: "Login attempts by method, result and reason.",
 		}, []string{"method", "result", "reason"}),
 	}
-	reg.MustRegister(a.logins)
+	a.mfaEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kailash_auth_mfa_enrolment_events_total", Help: "TOTP enrolment events (code_issued, enrolment_started, enrolment_completed) by how (self, code).",
+	}, []string{"event", "via"})
+	notifyFailed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kailash_auth_mfa_notify_failed_total", Help: "Enrolment events not delivered to mfa.notify_url (after retries, or dropped).",
+	})
+	a.notifier = mfa.NewNotifier(mfa.NotifierOptions{Failed: func(ev mfa.Event, err error) {
+		notifyFailed.Inc()
+		log.Warn("mfa enrolment notification not delivered", "event", ev.Event, "tenant", ev.Tenant, "user", ev.User, "err", err)
+	}})
+	reg.MustRegister(a.logins, a.mfaEvents, notifyFailed)
 	if err := a.update(cfg); err != nil {
 		a.close()
 		return nil, err
@@ -186,6 +199,7 @@ func ldapConfig(c *config.Config, l *config.LDAP) (ldapauth.Config, error) {
 }
 
 func (a *auth) close() {
+	a.notifier.Close()
 	a.saml.close()
 	a.shared.close()
 	a.mu.Lock()
@@ -203,6 +217,7 @@ func (a *auth) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /auth/refresh", a.refresh)
 	mux.HandleFunc("POST /auth/logout", a.logout)
 	mux.HandleFunc("POST /auth/totp/enroll", a.enroll)
+	mux.HandleFunc("POST /auth/totp/provision", a.provision)
 	a.samlRoutes(mux)
 }
 
@@ -246,6 +261,8 @@ type loginRequest struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
 	TOTP     string `json:"totp"`
+	// EnrolmentCode is an admin-issued one-time code (enrolment only).
+	EnrolmentCode string `json:"enrolment_code"`
 }
 
 func readLogin(r *http.Request) (loginRequest, error) {
@@ -263,6 +280,7 @@ func readLogin(r *http.Request) (loginRequest, error) {
 		return in, fmt.Errorf("form: %v", err)
 	}
 	in.Username, in.Password, in.TOTP = r.PostForm.Get("username"), r.PostForm.Get("password"), r.PostForm.Get("totp")
+	in.EnrolmentCode = r.PostForm.Get("enrolment_code")
 	return in, nil
 }
 
@@ -436,7 +454,11 @@ func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenan
 	}
 	if st.Secret == "" && st.Pending == "" {
 		a.logins.WithLabelValues("ldap", "refused", "mfa_not_enrolled").Inc()
-		authError(w, http.StatusForbidden, "mfa_enrollment_required", "a second factor is required: enrol at POST /auth/totp/enroll")
+		msg := "a second factor is required: enrol at POST /auth/totp/enroll"
+		if t.MFA.Enrolment == config.EnrolmentAdmin {
+			msg = "a second factor is required: ask an administrator for an enrolment code, then enrol at POST /auth/totp/enroll"
+		}
+		authError(w, http.StatusForbidden, "mfa_enrollment_required", msg)
 		return false
 	}
 	if in.TOTP == "" {
@@ -476,7 +498,7 @@ func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenan
 	case !ok: // completed or replaced by another request meanwhile
 		return refuse(errors.New("the pending enrolment changed meanwhile"))
 	}
-	a.log.Info("totp enrolment completed", "tenant", t.ID, "user", in.Username)
+	a.emitEnrolment(t, mfa.Event{Event: mfa.EventEnrolmentCompleted, User: in.Username, Account: id.DN, Addr: addr})
 	return true
 }
 
@@ -523,7 +545,12 @@ func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusServiceUnavailable, "unavailable", "enrolment is unavailable")
 		return
 	}
-	if st.Secret != "" && !a.verifyTOTP(w, r, t, in, id, clientAddr(r)) {
+	via, ok := a.enrolmentAllowed(w, r, t, in, id)
+	if !ok {
+		return
+	}
+	// Re-enrolment needs the current code, unless an admin's code stands for it.
+	if st.Secret != "" && via == "self" && !a.verifyTOTP(w, r, t, in, id, clientAddr(r)) {
 		return
 	}
 	totp, err := a.totpFor(t)
@@ -540,7 +567,7 @@ func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusServiceUnavailable, "unavailable", "enrolment is unavailable")
 		return
 	}
-	a.log.Info("totp enrolment started", "tenant", t.ID, "user", in.Username)
+	a.emitEnrolment(t, mfa.Event{Event: mfa.EventEnrolmentStarted, User: in.Username, Account: id.DN, Via: via, Addr: clientAddr(r)})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(map[string]string{"otpauth_uri": e.URI, "secret": e.Secret})

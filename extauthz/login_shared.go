@@ -33,6 +33,8 @@ type sharedStores struct {
 	// starts counts SAML login starts per tenant and client address
 	// (fixed one-minute windows) for login.saml_starts_per_minute.
 	starts lockout.Store
+	// codes are the admin-issued one-time TOTP enrolment codes (hashed).
+	codes mfa.EnrolmentCodes
 }
 
 func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, error) {
@@ -42,7 +44,7 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 			sessions: session.NewMemoryStore(), lockout: lockout.NewMemoryStore(now),
 			used: mfa.NewMemoryUsedSteps(), secrets: mfa.NewMemorySecrets(now),
 			replay: samlsp.NewMemoryReplayStore(0), requests: samlsp.NewMemoryRequestStore(now),
-			starts: lockout.NewMemoryStore(now),
+			starts: lockout.NewMemoryStore(now), codes: mfa.NewMemoryCodes(now),
 		}, nil
 	}
 	pw, err := rc.Password()
@@ -84,6 +86,7 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 		replay:   samlsp.NewRedisReplayStore(c, ""),
 		requests: samlsp.NewRedisRequestStore(c, "", now),
 		starts:   lockout.NewRedisStore(c, samlStartsPrefix, now),
+		codes:    mfa.NewRedisCodes(c, ""),
 	}, nil
 }
 
