@@ -38,7 +38,7 @@ var ErrTooManyRequests = errors.New("saml: too many pending requests for this te
 type MemoryRequestStore struct {
 	now func() time.Time
 
-	mu      sync.Mutex // guards tenants
+	mu      sync.Mutex                      // guards tenants
 	tenants map[string]map[string]time.Time // tenant → request id → until
 }
 
