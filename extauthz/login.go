@@ -52,6 +52,9 @@ type auth struct {
 
 	logins *prometheus.CounterVec
 
+	mfaEvents *prometheus.CounterVec // enrolment events (login_mfa.go)
+	notifier  *mfa.Notifier          // posts them to mfa.notify_url
+
 	saml *samlLogins // SAML service providers and pending requests (login_saml.go)
 
 	// shared is where the state of logins lives: sessions, counters, TOTP
@@ -116,7 +119,17 @@ func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg pro
 			Name: "kailash_auth_logins_total", Help: "Login attempts by method, result and reason.",
 		}, []string{"method", "result", "reason"}),
 	}
-	reg.MustRegister(a.logins)
+	a.mfaEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kailash_auth_mfa_enrolment_events_total", Help: "TOTP enrolment events (code_issued, enrolment_started, enrolment_completed) by how (self, code).",
+	}, []string{"event", "via"})
+	notifyFailed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kailash_auth_mfa_notify_failed_total", Help: "Enrolment events not delivered to mfa.notify_url (after retries, or dropped).",
+	})
+	a.notifier = mfa.NewNotifier(mfa.NotifierOptions{Failed: func(ev mfa.Event, err error) {
+		notifyFailed.Inc()
+		log.Warn("mfa enrolment notification not delivered", "event", ev.Event, "tenant", ev.Tenant, "user", ev.User, "err", err)
+	}})
+	reg.MustRegister(a.logins, a.mfaEvents, notifyFailed)
 	if err := a.update(cfg); err != nil {
 		a.close()
 		return nil, err
@@ -186,6 +199,7 @@ func ldapConfig(c *config.Config, l *config.LDAP) (ldapauth.Config, error) {
 }
 
 func (a *auth) close() {
+	a.notifier.Close()
 	a.saml.close()
 	a.shared.close()
 	a.mu.Lock()
@@ -203,6 +217,7 @@ func (a *auth) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /auth/refresh", a.refresh)
 	mux.HandleFunc("POST /auth/logout", a.logout)
 	mux.HandleFunc("POST /auth/totp/enroll", a.enroll)
+	mux.HandleFunc("POST /auth/totp/provision", a.provision)
 	a.samlRoutes(mux)
 }
 
@@ -246,6 +261,8 @@ type loginRequest struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
 	TOTP     string `json:"totp"`
+	// EnrolmentCode is an admin-issued one-time code (enrolment only).
+	EnrolmentCode string `json:"enrolment_code"`
 }
 
 func readLogin(r *http.Request) (loginRequest, error) {
@@ -263,6 +280,7 @@ func readLogin(r *http.Request) (loginRequest, error) {
 		return in, fmt.Errorf("form: %v", err)
 	}
 	in.Username, in.Password, in.TOTP = r.PostForm.Get("username"), r.PostForm.Get("password"), r.PostForm.Get("totp")
+	in.EnrolmentCode = r.PostForm.Get("enrolment_code")
 	return in, nil
 }
 
@@ -436,7 +454,11 @@ func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenan
 	}
 	if st.Secret == "" && st.Pending == "" {
 		a.logins.WithLabelValues("ldap", "refused", "mfa_not_enrolled").Inc()
-		authError(w, http.StatusForbidden, "mfa_enrollment_required", "a second factor is required: enrol at POST /auth/totp/enroll")
+		msg := "a second factor is required: enrol at POST /auth/totp/enroll"
+		if t.MFA.Enrolment == config.EnrolmentAdmin {
+			msg = "a second factor is required: ask an administrator for an enrolment code, then enrol at POST /auth/totp/enroll"
+		}
+		authError(w, http.StatusForbidden, "mfa_enrollment_required", msg)
 		return false
 	}
 	if in.TOTP == "" {
@@ -476,7 +498,7 @@ func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenan
 	case !ok: // completed or replaced by another request meanwhile
 		return refuse(errors.New("the pending enrolment changed meanwhile"))
 	}
-	a.log.Info("totp enrolment completed", "tenant", t.ID, "user", in.Username)
+	a.emitEnrolment(t, mfa.Event{Event: mfa.EventEnrolmentCompleted, User: in.Username, Account: id.DN, Addr: addr})
 	return true
 }
 
@@ -523,7 +545,12 @@ func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusServiceUnavailable, "unavailable", "enrolment is unavailable")
 		return
 	}
-	if st.Secret != "" && !a.verifyTOTP(w, r, t, in, id, clientAddr(r)) {
+	via, ok := a.enrolmentAllowed(w, r, t, in, id)
+	if !ok {
+		return
+	}
+	// Re-enrolment needs the current code, unless an admin's code stands for it.
+	if st.Secret != "" && via == "self" && !a.verifyTOTP(w, r, t, in, id, clientAddr(r)) {
 		return
 	}
 	totp, err := a.totpFor(t)
@@ -540,7 +567,7 @@ func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusServiceUnavailable, "unavailable", "enrolment is unavailable")
 		return
 	}
-	a.log.Info("totp enrolment started", "tenant", t.ID, "user", in.Username)
+	a.emitEnrolment(t, mfa.Event{Event: mfa.EventEnrolmentStarted, User: in.Username, Account: id.DN, Via: via, Addr: clientAddr(r)})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(map[string]string{"otpauth_uri": e.URI, "secret": e.Secret})
@@ -571,10 +598,23 @@ func (a *auth) clearCookies(w http.ResponseWriter) {
 	}
 }
 
+// refresh rotates a refresh token of the host's tenant. A token of
+// another tenant's session is refused (401 wrong_tenant) before it is
+// rotated: it is neither spent nor treated as reused, so the other
+// tenant's session lives on. From the cookie, the request must come from
+// the tenant's own pages (csrf.go).
 func (a *auth) refresh(w http.ResponseWriter, r *http.Request) {
+	t, ok := a.tenantOf(r)
+	if !ok {
+		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
+		return
+	}
 	token := ""
 	if c, err := r.Cookie(CookieRefresh); err == nil {
 		token = c.Value
+	}
+	if token != "" && !a.loginCSRF(w, r, t) {
+		return
 	}
 	if token == "" && strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 		var in struct {
@@ -587,12 +627,18 @@ func (a *auth) refresh(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusBadRequest, "bad_request", "a refresh token is required")
 		return
 	}
-	t, err := a.sessions.Refresh(r.Context(), token)
+	tokens, err := a.sessions.RefreshFor(r.Context(), token, t.ID)
+	if errors.Is(err, session.ErrWrongTenant) {
+		a.logins.WithLabelValues("refresh", "failure", "wrong_tenant").Inc()
+		a.log.Warn("refresh refused: the token belongs to another tenant", "tenant", t.ID, "addr", clientAddr(r))
+		authError(w, http.StatusUnauthorized, "wrong_tenant", "the refresh token was not issued for this tenant")
+		return
+	}
 	if err != nil {
 		reason := "invalid"
 		if errors.Is(err, session.ErrRefreshReused) {
 			reason = "reused"
-			a.log.Warn("refresh token reused: session revoked", "addr", clientAddr(r))
+			a.log.Warn("refresh token reused: session revoked", "tenant", t.ID, "addr", clientAddr(r))
 		}
 		a.logins.WithLabelValues("refresh", "failure", reason).Inc()
 		a.clearCookies(w)
@@ -600,22 +646,41 @@ func (a *auth) refresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.logins.WithLabelValues("refresh", "success", "").Inc()
-	a.writeTokens(w, t)
+	a.writeTokens(w, tokens)
 }
 
+// logout revokes the session of an access token of the host's tenant; a
+// token of another tenant is refused (401 wrong_tenant) and its session
+// stays. By cookie, the request must come from the tenant's own pages.
 func (a *auth) logout(w http.ResponseWriter, r *http.Request) {
+	t, ok := a.tenantOf(r)
+	if !ok {
+		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
+		return
+	}
 	token := bearer(r.Header.Get("Authorization"))
 	if token == "" {
-		if c, err := r.Cookie(CookieSession); err == nil {
+		if c, err := r.Cookie(CookieSession); err == nil && c.Value != "" {
+			if !a.loginCSRF(w, r, t) {
+				return
+			}
 			token = c.Value
 		}
 	}
-	a.clearCookies(w)
 	if token == "" {
+		a.clearCookies(w)
 		authError(w, http.StatusBadRequest, "bad_request", "no session to log out")
 		return
 	}
-	if err := a.sessions.Logout(r.Context(), token); err != nil {
+	err := a.sessions.LogoutFor(r.Context(), token, t.ID)
+	if errors.Is(err, session.ErrWrongTenant) {
+		a.logins.WithLabelValues("logout", "failure", "wrong_tenant").Inc()
+		a.log.Warn("logout refused: the token belongs to another tenant", "tenant", t.ID, "addr", clientAddr(r))
+		authError(w, http.StatusUnauthorized, "wrong_tenant", "the session token was not issued for this tenant")
+		return
+	}
+	a.clearCookies(w)
+	if err != nil {
 		authError(w, http.StatusUnauthorized, "invalid_token", "the session token is not valid")
 		return
 	}

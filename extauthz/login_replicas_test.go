@@ -330,8 +330,12 @@ func TestReplicasShareSAMLRequests(t *testing.T) {
 
 	// Started on A, the request id waits in Redis with a TTL.
 	id, cookie := rs.samlStart(t, rs.a)
-	if k := rs.keys(t, "kailash:saml:req:"); len(k) != 1 || k["kailash:saml:req:"+id] <= 0 || k["kailash:saml:req:"+id] > samlRequestTTL {
+	// (one sorted set per tenant, expiring with its last request)
+	if k := rs.keys(t, "kailash:saml:req:"); len(k) != 1 || k["kailash:saml:req:acme"] <= 0 || k["kailash:saml:req:acme"] > samlRequestTTL {
 		t.Fatalf("pending request keys %v", k)
+	}
+	if _, err := rs.redis.ZScore(ctx, "kailash:saml:req:acme", id).Result(); err != nil {
+		t.Fatalf("the request id is not in acme's pending set: %v", err)
 	}
 
 	// The ACS on B accepts the response to it, and the session works on A.

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kailash-gw/kailash/extauthz/lockout"
 	"github.com/kailash-gw/kailash/extauthz/samlsp"
 	"github.com/kailash-gw/kailash/extauthz/session"
 	"github.com/kailash-gw/kailash/internal/config"
@@ -172,19 +173,52 @@ func (s *samlLogins) sp(tenant string) *samlsp.ServiceProvider {
 	return nil
 }
 
-// remember records a pending AuthnRequest of tenant.
-func (s *samlLogins) remember(ctx context.Context, id, tenant string, now time.Time) error {
-	return s.requests.Remember(ctx, id, tenant, now.Add(samlRequestTTL))
+// remember records a pending AuthnRequest of tenant, at most max of the
+// tenant's at a time (samlsp.ErrTooManyRequests beyond).
+func (s *samlLogins) remember(ctx context.Context, id, tenant string, max int, now time.Time) error {
+	return s.requests.Remember(ctx, tenant, id, now.Add(samlRequestTTL), max)
 }
 
-// consume takes a pending AuthnRequest (once, on any replica) and reports
-// whether it was tenant's. An error means the store cannot tell.
+// consume takes a pending AuthnRequest of tenant (once, on any replica):
+// false when it is not one (another tenant's stays pending). An error
+// means the store cannot tell.
 func (s *samlLogins) consume(ctx context.Context, id, tenant string) (bool, error) {
 	if len(id) > maxSAMLRequestID {
 		return false, nil
 	}
-	owner, ok, err := s.requests.Take(ctx, id)
-	return ok && owner == tenant, err
+	return s.requests.Take(ctx, tenant, id)
+}
+
+// samlStartWindow is the window of login.saml_starts_per_minute.
+const samlStartWindow = time.Minute
+
+// samlStartAllowed counts a SAML login start of the client address for
+// tenant t and refuses it (429, Retry-After) beyond the tenant's
+// login.saml_starts_per_minute, or (503) when the counter cannot be
+// reached. It writes the error response itself.
+func (a *auth) samlStartAllowed(w http.ResponseWriter, r *http.Request, t config.Tenant) bool {
+	limit := t.Login.SAMLStartsPerMinute
+	if limit <= 0 {
+		limit = config.DefaultSAMLStartsPerMinute
+	}
+	addr := clientAddr(r)
+	n, err := a.shared.starts.Incr(r.Context(), t.ID+"/"+lockout.AddressKey(addr), samlStartWindow)
+	if err != nil {
+		a.logins.WithLabelValues("saml", "error", "rate_store").Inc()
+		a.log.Warn("saml login refused: cannot count login starts", "tenant", t.ID, "err", err)
+		authError(w, http.StatusServiceUnavailable, "saml_unavailable", "single sign-on is unavailable; try again later")
+		return false
+	}
+	if n > limit {
+		a.logins.WithLabelValues("saml", "refused", "rate_limited").Inc()
+		if n == limit+1 { // once per window and address, not per refused request
+			a.log.Warn("saml login starts rate-limited", "tenant", t.ID, "addr", addr, "limit_per_minute", limit)
+		}
+		w.Header().Set("Retry-After", fmt.Sprint(int(samlStartWindow.Seconds())))
+		authError(w, http.StatusTooManyRequests, "rate_limited", "too many sign-on attempts from this address; try again later")
+		return false
+	}
+	return true
 }
 
 // samlRoutes mounts the SAML endpoints.
@@ -234,6 +268,9 @@ func (a *auth) samlLogin(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if !a.samlStartAllowed(w, r, t) {
+		return
+	}
 	returnTo := r.URL.Query().Get("return_to")
 	if returnTo == "" {
 		returnTo = "/"
@@ -252,7 +289,15 @@ func (a *auth) samlLogin(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusServiceUnavailable, "saml_unavailable", "single sign-on is unavailable; try again later")
 		return
 	}
-	if err := a.saml.remember(r.Context(), id, t.ID, a.now()); err != nil {
+	err = a.saml.remember(r.Context(), id, t.ID, t.Login.SAMLMaxPending, a.now())
+	if errors.Is(err, samlsp.ErrTooManyRequests) {
+		a.logins.WithLabelValues("saml", "refused", "too_many_pending").Inc()
+		a.log.Warn("saml login refused: the tenant's pending requests are at login.saml_max_pending", "tenant", t.ID, "max", t.Login.SAMLMaxPending)
+		w.Header().Set("Retry-After", fmt.Sprint(int(samlRequestTTL.Seconds())))
+		authError(w, http.StatusServiceUnavailable, "too_many_pending_logins", "too many sign-ons are in progress for this tenant; try again later")
+		return
+	}
+	if err != nil {
 		a.log.Warn("saml login refused: cannot remember the request", "tenant", t.ID, "err", err)
 		authError(w, http.StatusServiceUnavailable, "saml_unavailable", "single sign-on is unavailable; try again later")
 		return

@@ -30,6 +30,11 @@ type sharedStores struct {
 	secrets  mfa.SecretStore
 	replay   samlsp.ReplayStore
 	requests samlsp.RequestStore
+	// starts counts SAML login starts per tenant and client address
+	// (fixed one-minute windows) for login.saml_starts_per_minute.
+	starts lockout.Store
+	// codes are the admin-issued one-time TOTP enrolment codes (hashed).
+	codes mfa.EnrolmentCodes
 }
 
 func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, error) {
@@ -38,7 +43,8 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 		return sharedStores{
 			sessions: session.NewMemoryStore(), lockout: lockout.NewMemoryStore(now),
 			used: mfa.NewMemoryUsedSteps(), secrets: mfa.NewMemorySecrets(now),
-			replay: samlsp.NewMemoryReplayStore(0), requests: samlsp.NewMemoryRequestStore(0, now),
+			replay: samlsp.NewMemoryReplayStore(0), requests: samlsp.NewMemoryRequestStore(now),
+			starts: lockout.NewMemoryStore(now), codes: mfa.NewMemoryCodes(now),
 		}, nil
 	}
 	pw, err := rc.Password()
@@ -79,8 +85,13 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 		secrets:  secrets,
 		replay:   samlsp.NewRedisReplayStore(c, ""),
 		requests: samlsp.NewRedisRequestStore(c, "", now),
+		starts:   lockout.NewRedisStore(c, samlStartsPrefix, now),
+		codes:    mfa.NewRedisCodes(c, ""),
 	}, nil
 }
+
+// samlStartsPrefix starts the Redis keys counting SAML login starts.
+const samlStartsPrefix = "kailash:saml:starts:"
 
 // errNoTOTPKey: Redis holds the TOTP secrets, sealed, and no key is set.
 var errNoTOTPKey = errors.New("TOTP secrets are sealed in sessions.redis: set sessions.totp_key_env")

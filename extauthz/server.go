@@ -593,6 +593,9 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 			return nil, ResultError, reasonKeysUnavailable, status.Error(codes.Unavailable, "verification keys are unavailable")
 		}
 		d.Identity = id
+		if resp := s.cookieCSRF(ts, httpReq.GetMethod(), headers, d.ID); resp != nil {
+			return resp, ResultDeny, "csrf", nil // identity from the session cookie, not from the tenant's pages (csrf.go)
+		}
 		if s.auth != nil {
 			if d.IdentityToken, err = s.auth.minter.Token(d.Tenant, id); err != nil {
 				return nil, ResultError, "identity_token", status.Error(codes.Internal, "cannot sign the identity token")

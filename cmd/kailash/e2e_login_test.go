@@ -97,7 +97,7 @@ func TestLoginEndToEnd(t *testing.T) {
 		if cookie == "" || !strings.Contains(r.header.Get("Set-Cookie"), "HttpOnly") {
 			t.Fatalf("no HttpOnly session cookie: %v", r.header.Values("Set-Cookie"))
 		}
-		for name, h := range map[string]map[string]string{"cookie": {"Cookie": "kailash_session=" + cookie}, "bearer": nil} {
+		for name, h := range map[string]map[string]string{"cookie": {"Cookie": "kailash_session=" + cookie, "Sec-Fetch-Site": "same-origin"}, "bearer": nil} {
 			tok := ""
 			if h == nil {
 				tok = r.tokens.Access

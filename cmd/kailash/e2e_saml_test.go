@@ -154,7 +154,7 @@ func TestSAMLEndToEnd(t *testing.T) {
 		if session == "" || cookieValue(resp.Cookies(), "kailash_refresh") == "" {
 			t.Fatalf("no session cookies: %v", resp.Header.Values("Set-Cookie"))
 		}
-		got := s.mustDo("acme.localhost", "", map[string]string{"Cookie": "kailash_session=" + session})
+		got := s.mustDo("acme.localhost", "", map[string]string{"Cookie": "kailash_session=" + session, "Sec-Fetch-Site": "same-origin"})
 		if got.code != 200 {
 			t.Fatalf("protected route: %d %s", got.code, got.body)
 		}

@@ -237,6 +237,8 @@ type Tenant struct {
 	// tokens the tenant accepts besides (or instead of) jwt (federation.go).
 	SAML    *SAML        `yaml:"saml"`
 	Issuers []OIDCIssuer `yaml:"issuers"`
+	// Login hardens /auth/* and cookie-authenticated requests (login.go).
+	Login Login `yaml:"login"`
 
 	// Line is where the tenant starts in the file (for error messages).
 	Line int `yaml:"-"`

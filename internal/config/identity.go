@@ -213,6 +213,16 @@ type MFA struct {
 	Roles    []string `yaml:"roles"`
 	// Issuer shown in authenticator apps (default: the tenant id).
 	Issuer string `yaml:"issuer"`
+	// Enrolment is who starts a TOTP enrolment: self (default; the user
+	// with the password) or admin (the user with a one-time code an admin
+	// issued; self-enrolment is refused). See login.go.
+	Enrolment string `yaml:"enrolment"`
+	// AdminRoles may issue enrolment codes for the tenant's users
+	// (default [admin]).
+	AdminRoles []string `yaml:"admin_roles"`
+	// NotifyURL, when set, receives a JSON POST for every enrolment event
+	// (code issued, enrolment started, completed).
+	NotifyURL string `yaml:"notify_url"`
 }
 
 var ldapAttrFields = map[string]bool{"email": true, "given_name": true, "family_name": true, "department": true,
@@ -220,6 +230,7 @@ var ldapAttrFields = map[string]bool{"email": true, "given_name": true, "family_
 
 func (c *Config) setIdentityDefaults() {
 	c.setTenantClaimDefaults()
+	c.setLoginDefaults()
 	s := &c.Sessions
 	if s.Issuer == "" {
 		s.Issuer = "kailash"
@@ -250,6 +261,7 @@ func (c *Config) setIdentityDefaults() {
 }
 
 func (c *Config) validateIdentity(at func(line int, format string, args ...any)) {
+	c.validateLogin(at)
 	s := c.Sessions
 	if s.Algorithm != "ES256" && s.Algorithm != "RS256" {
 		at(0, "sessions.algorithm: %q: want ES256 or RS256", s.Algorithm)
