@@ -65,7 +65,16 @@ type Options struct {
 	LogLevel string // default "warning"
 	// Concurrency is the number of worker threads (default 2).
 	Concurrency int
+	// DrainTime is Envoy's --drain-time-s (default 15s, whole seconds): how
+	// long connections of a listener that changed or is removed are given
+	// before they are closed. The strategy is "immediate": every such
+	// connection is asked to close (Connection: close, GOAWAY) at once,
+	// after the request it is serving.
+	DrainTime time.Duration
 }
+
+// DefaultDrainTime is Options.DrainTime when it is zero.
+const DefaultDrainTime = 15 * time.Second
 
 // Process is a running Envoy child.
 type Process struct {
@@ -78,7 +87,8 @@ type Process struct {
 
 // Start runs Envoy with the bootstrap. The child is killed if this process
 // dies (Pdeathsig) and is stopped (SIGTERM, then SIGKILL after 5s) when ctx is
-// cancelled; Wait returns once it has exited.
+// cancelled; Wait returns once it has exited. To stop without cutting
+// requests in flight, call Drain first (see drain.go).
 func Start(ctx context.Context, o Options) (*Process, error) {
 	bin := o.Binary
 	if bin == "" {
@@ -104,6 +114,10 @@ func Start(ctx context.Context, o Options) (*Process, error) {
 	if conc == 0 {
 		conc = 2
 	}
+	drain := o.DrainTime
+	if drain <= 0 {
+		drain = DefaultDrainTime
+	}
 	adminPath := filepath.Join(dir, "admin-address")
 	cmd := exec.Command(bin,
 		"-c", bp,
@@ -111,6 +125,8 @@ func Start(ctx context.Context, o Options) (*Process, error) {
 		"--concurrency", fmt.Sprint(conc),
 		"--disable-hot-restart", // no shared memory: several Envoys can run side by side
 		"--admin-address-path", adminPath,
+		"--drain-time-s", fmt.Sprint(max(1, int(drain.Round(time.Second)/time.Second))),
+		"--drain-strategy", "immediate",
 	)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if o.Log != nil {
@@ -136,11 +152,13 @@ func Start(ctx context.Context, o Options) (*Process, error) {
 	return p, nil
 }
 
-func (p *Process) stop() {
+func (p *Process) stop() { p.stopWithin(5 * time.Second) }
+
+func (p *Process) stopWithin(grace time.Duration) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(grace):
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}

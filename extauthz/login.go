@@ -140,14 +140,28 @@ func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg pro
 // update swaps in the tenants of cfg; a directory whose config is
 // unchanged keeps its connection pool.
 func (a *auth) update(cfg *config.Config) error {
+	commit, err := a.prepare(cfg)
+	if err != nil {
+		return err
+	}
+	commit()
+	return nil
+}
+
+// prepare builds the tenants, directories and SAML SPs of cfg without
+// putting them in force; the commit it returns does, and cannot fail. An
+// LDAP authenticator dials only on use, so one prepared and dropped holds
+// nothing open.
+func (a *auth) prepare(cfg *config.Config) (commit func(), err error) {
 	t := &authTenants{byID: map[string]config.Tenant{}, byDomain: map[string]string{}}
 	next := map[string]*ldapEntry{}
 	sps, err := a.saml.prepare(cfg, a.now)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	old := a.ldap
+	a.mu.Unlock()
 	for _, tc := range cfg.Tenants {
 		t.byID[tc.ID] = tc
 		for _, d := range tc.Domains {
@@ -156,31 +170,34 @@ func (a *auth) update(cfg *config.Config) error {
 		if tc.LDAP == nil {
 			continue
 		}
-		if old := a.ldap[tc.ID]; old != nil && reflect.DeepEqual(old.cfg, *tc.LDAP) {
-			next[tc.ID] = old
+		if e := old[tc.ID]; e != nil && reflect.DeepEqual(e.cfg, *tc.LDAP) {
+			next[tc.ID] = e
 			continue
 		}
 		lc, err := ldapConfig(cfg, tc.LDAP)
 		if err != nil {
-			return fmt.Errorf("tenant %q: %w", tc.ID, err)
+			return nil, fmt.Errorf("tenant %q: %w", tc.ID, err)
 		}
 		la, err := ldapauth.New(lc)
 		if err != nil {
-			return fmt.Errorf("tenant %q: ldap: %w", tc.ID, err)
+			return nil, fmt.Errorf("tenant %q: ldap: %w", tc.ID, err)
 		}
 		next[tc.ID] = &ldapEntry{cfg: *tc.LDAP, auth: la}
 	}
-	for id, old := range a.ldap {
-		if next[id] != old {
-			go old.auth.Close() // after in-flight logins, which hold their own connections
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for id, e := range a.ldap {
+			if next[id] != e {
+				go e.auth.Close() // after in-flight logins, which hold their own connections
+			}
 		}
-	}
-	a.ldap = next
-	a.saml.commit(sps, func(tenant string, err error) {
-		a.log.Warn("saml: cannot fetch the IdP metadata; the last good metadata (if any) keeps serving", "tenant", tenant, "err", err)
-	})
-	a.tenants.Store(t)
-	return nil
+		a.ldap = next
+		a.saml.commit(sps, func(tenant string, err error) {
+			a.log.Warn("saml: cannot fetch the IdP metadata; the last good metadata (if any) keeps serving", "tenant", tenant, "err", err)
+		})
+		a.tenants.Store(t)
+	}, nil
 }
 
 func ldapConfig(c *config.Config, l *config.LDAP) (ldapauth.Config, error) {

@@ -272,22 +272,13 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 // serving and kailash_authz_config_rejected_total is incremented. Listener
 // addresses and policy settings are read only by New.
 func (s *Server) Update(cfg *config.Config) error {
-	snap, err := s.build(cfg)
+	commit, err := s.Prepare(cfg)
 	if err != nil {
 		s.rejected.Inc()
 		s.log.Error("authz config rejected; last good config keeps serving", "err", err)
 		return err
 	}
-	if s.auth != nil {
-		if err := s.auth.update(cfg); err != nil {
-			s.rejected.Inc()
-			s.log.Error("authz config rejected; last good config keeps serving", "err", err)
-			return err
-		}
-	}
-	s.snap.Store(snap)
-	s.startIssuers(snap)
-	s.log.Info("authz config updated", "tenants", len(snap.tenants))
+	commit()
 	return nil
 }
 

@@ -140,13 +140,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.tls, err = mtls.NewServer(cfg, "xds.tls", cfg.XDS.TLS, s.log); err != nil {
 		return fail(err)
 	}
-	res, digests, err := translateCached(cfg, &s.tc)
+	p, err := s.prepare(cfg)
 	if err != nil {
 		return fail(err)
 	}
-	if err := s.publish(res, digests); err != nil {
-		return fail(err)
-	}
+	s.mu.Lock()
+	s.publishLocked(p)
+	s.mu.Unlock()
 	if err := certs.Follow(s.watchDirs(cfg)); err != nil {
 		return fail(err)
 	}
@@ -225,79 +225,15 @@ func (s *Server) reloadCertificates() {
 	}
 }
 
-// update does Update's work; the caller holds s.updMu.
+// update does Update's work (Prepare and commit, in one step); the caller
+// holds s.updMu.
 func (s *Server) update(cfg *config.Config) error {
-	if cfg == nil {
-		return errors.New("xds: nil config")
-	}
-	res, digests, err := translateCached(cfg, &s.tc)
+	p, err := s.prepare(cfg)
 	if err != nil {
 		return fmt.Errorf("xds: %w", err)
 	}
-	if cfg.Envoy.NodeID != "" {
-		s.mu.Lock()
-		s.addNodeLocked(cfg.Envoy.NodeID)
-		s.mu.Unlock()
-	}
-	if !sameServerTLS(cfg.XDS.TLS, s.tlsSection()) {
-		s.log.Warn("xds.tls changes apply only after a restart; the files in force keep being followed")
-	}
-	if cfg.XDS.GRPC != s.GRPCAddr() || cfg.XDS.HTTP != s.HTTPAddr() {
-		s.log.Debug("xds addresses in the new config apply only after a restart",
-			"grpc", cfg.XDS.GRPC, "http", cfg.XDS.HTTP)
-	}
-	if err := s.publish(res, digests); err != nil {
-		return fmt.Errorf("xds: %w", err)
-	}
-	s.cfg = cfg
-	if err := s.certs.Follow(s.watchDirs(cfg)); err != nil {
-		// Published all the same; only later file changes may be missed.
-		s.log.Warn("cannot watch certificate files; changes need a config reload", "err", err)
-	}
+	s.commit(p)
 	return nil
-}
-
-// publish makes res the current snapshot if it is consistent and differs
-// from the current one, and sets it for every known node.
-func (s *Server) publish(res *translate.Resources, digests translate.Digests) error {
-	byType := resourcesByType(res)
-	versions, hash, err := resourceVersions(byType, digests)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.snap != nil && hash == s.hash {
-		s.log.Debug("config unchanged; snapshot kept", "version", s.version)
-		return nil
-	}
-	seq := s.seq + 1
-	version := fmt.Sprintf("%d-%s", seq, hash[:12])
-	snap, err := cachev3.NewSnapshot(version, byType)
-	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", version, err)
-	}
-	// Delta xDS compares per-resource versions; the cache would encode and
-	// hash every resource once per snapshot to get them. They are computed
-	// already, from the translator's digests where it has them.
-	snap.VersionMap = versions
-	if err := snap.Consistent(); err != nil {
-		return fmt.Errorf("snapshot %s is inconsistent: %w", version, err)
-	}
-	// From here on the snapshot is valid and becomes the current one: the
-	// cache stores it before answering watches, so even a failed SetSnapshot
-	// (only possible when its context ends) has already published it.
-	s.snap, s.seq, s.hash, s.version = snap, seq, hash, version
-	var errs []error
-	for node := range s.nodes {
-		if err := s.cache.SetSnapshot(context.Background(), node, snap); err != nil {
-			errs = append(errs, fmt.Errorf("node %q: %w", node, err))
-		}
-	}
-	s.m.snapshots.Inc()
-	s.m.version.Set(float64(seq))
-	s.log.Info("xds snapshot published", "version", version, "nodes", len(s.nodes))
-	return errors.Join(errs...)
 }
 
 // addNodeLocked records a node id and gives it the current snapshot. The

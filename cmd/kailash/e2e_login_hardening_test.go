@@ -39,7 +39,7 @@ func (s *stack) send(method, host, path, body string, header map[string]string) 
 	return r
 }
 
-func startHardeningStack(t *testing.T) *stack {
+func startLoginHardeningStack(t *testing.T) *stack {
 	sl := testenv.StartSlapd(t)
 	return startStackConfig(t, func(p ports) string {
 		return "lockout: {max_address_failures: 1000}\nsessions: {insecure_cookies: true}\n" + configYAML(t, p) +
@@ -49,7 +49,7 @@ func startHardeningStack(t *testing.T) *stack {
 }
 
 func TestLoginRefreshAndLogoutBoundToTenantEndToEnd(t *testing.T) {
-	s := startHardeningStack(t)
+	s := startLoginHardeningStack(t)
 	login := s.auth("/auth/login", map[string]string{"username": "bob", "password": "bob-pw"}, nil)
 	if login.code != 200 || login.tokens.Refresh == "" {
 		t.Fatalf("login: %d %s", login.code, login.body)
@@ -94,7 +94,7 @@ func TestLoginRefreshAndLogoutBoundToTenantEndToEnd(t *testing.T) {
 }
 
 func TestCookieCSRFEndToEnd(t *testing.T) {
-	s := startHardeningStack(t)
+	s := startLoginHardeningStack(t)
 	login := s.auth("/auth/login", map[string]string{"username": "bob", "password": "bob-pw"}, nil)
 	cookie := cookieValue(login.cookies, "kailash_session")
 	if login.code != 200 || cookie == "" {

@@ -8,32 +8,164 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kailash-gw/kailash/envoy"
 	"github.com/kailash-gw/kailash/extauthz"
+	"github.com/kailash-gw/kailash/extauthz/ratelimit"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
+	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/workflow"
 	"github.com/kailash-gw/kailash/xds"
 )
 
-// updater is what a server that follows config changes implements.
-type updater interface{ Update(*config.Config) error }
+// updater is a server that follows config changes: Prepare builds a
+// revision without changing what is served and returns the commit that puts
+// it in force (config.Component).
+type updater interface {
+	Prepare(*config.Config) (commit func(), err error)
+}
 
-// watch reloads the config file and hands every valid version to each server.
-// An invalid file is logged (file, line, what) and the last good config stays.
+// watch reloads the config file and applies each revision to every server
+// or to none: each one prepares it, and only if all succeeded do all commit.
+// A file that does not load, or that any server refuses, is logged once
+// (file, server, what) and counted in every server's
+// kailash_<server>_config_rejected_total: the last good config keeps
+// serving everywhere. Each server's /metrics carries kailash_config_revision.
 func watch(ctx context.Context, path string, log *slog.Logger, servers ...updater) error {
-	return config.Watch(ctx, path, log, func(c *config.Config) {
-		for _, s := range servers {
-			if err := s.Update(c); err != nil {
-				log.Error("config change not applied; last good config keeps serving", "err", err)
+	parts := make([]config.Part, 0, len(servers))
+	var rejected []func()
+	var revs []*telemetry.ConfigMetrics
+	for _, s := range servers {
+		name := partName(s)
+		parts = append(parts, config.Part{Name: name, Component: s})
+		rejected = append(rejected, rejectCounter(name, s))
+		if r, ok := s.(interface{ Registry() *prometheus.Registry }); ok {
+			m, err := telemetry.NewConfigMetrics(r.Registry())
+			if err != nil {
+				log.Warn("config revision metrics not registered", "server", name, "err", err)
+				continue
 			}
+			revs = append(revs, m)
 		}
-	}, nil)
+	}
+	return config.Watch(ctx, path, log, config.Watcher{
+		Apply: func(c *config.Config) error { return config.Apply(c, parts...) },
+		Applied: func(r config.Revision) {
+			for _, m := range revs {
+				m.Applied(r.Seq, r.At)
+			}
+		},
+		Rejected: func(error) {
+			for _, inc := range rejected {
+				inc()
+			}
+		},
+	})
+}
+
+// partName names a server in config errors and metrics.
+func partName(s updater) string {
+	switch s.(type) {
+	case *xds.Server:
+		return "xds"
+	case *extauthz.Server:
+		return "authz"
+	case *workflow.Server:
+		return "runner"
+	case *ratelimit.Server:
+		return "ratelimit"
+	}
+	return fmt.Sprintf("%T", s)
+}
+
+// rejectCounter is what counts a rejected revision for s: its own counter
+// when it has one, else kailash_<name>_config_rejected_total registered in
+// its registry.
+func rejectCounter(name string, s updater) func() {
+	if c, ok := s.(interface{ ConfigRejected() }); ok {
+		return c.ConfigRejected
+	}
+	r, ok := s.(interface{ Registry() *prometheus.Registry })
+	if !ok {
+		return func() {}
+	}
+	c := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kailash_" + name + "_config_rejected_total",
+		Help: "Config revisions not applied (refused by this or another component, or not loadable); the last good config kept serving.",
+	})
+	if err := r.Registry().Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return func() {}
+		}
+		c = are.ExistingCollector.(prometheus.Counter)
+	}
+	return c.Inc
+}
+
+// drainAlone is how one server run alone (kailash xds|authz|runner) stops
+// on SIGTERM/Ctrl-C: /readyz answers 503 at once, new work keeps being
+// accepted for shutdown.pre_stop_delay (load balancers stop sending), then
+// the caller stops the server, which lets in-flight requests finish
+// (bounded by shutdown.drain_timeout for HTTP). A second signal ends the
+// delay at once.
+func drainAlone(log *slog.Logger, cfg *config.Config) {
+	telemetry.SetDraining(true)
+	log.Info("shutting down: not ready any more", "pre_stop_delay", cfg.Shutdown.PreStopDelay, "drain_timeout", cfg.Shutdown.DrainTimeout)
+	if cfg.Shutdown.PreStopDelay <= 0 {
+		return
+	}
+	hard, stop := secondSignal()
+	defer stop()
+	select {
+	case <-time.After(cfg.Shutdown.PreStopDelay):
+	case <-hard:
+		log.Warn("second signal: stopping at once")
+		telemetry.SetShutdownGrace(time.Millisecond)
+	}
+}
+
+// secondSignal reports a SIGINT or SIGTERM received from now on (the first
+// one already ended the run's context).
+func secondSignal() (<-chan os.Signal, func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	return ch, func() { signal.Stop(ch) }
+}
+
+// serveAlone runs serve (and the config watch, when given) until ctx ends
+// (a signal) or one of them fails; on a signal it drains first
+// (drainAlone), then stops them and waits for them.
+func serveAlone(ctx context.Context, log *slog.Logger, cfg *config.Config, serve func(context.Context) error, follow func(context.Context) error) error {
+	telemetry.SetShutdownGrace(cfg.Shutdown.DrainTimeout)
+	defer telemetry.SetDraining(false) // the process is exiting; tests run several
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	g, gctx := errgroup.WithContext(sctx)
+	g.Go(func() error { return serve(gctx) })
+	if follow != nil {
+		g.Go(func() error { return follow(gctx) })
+	}
+	select {
+	case <-ctx.Done():
+		drainAlone(log, cfg)
+	case <-gctx.Done():
+	}
+	stop()
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
 }
 
 func loadServerFlags(name string, args []string, extra func(*flagSetT)) (*serverFlags, *config.Config, *slog.Logger, error) {
@@ -67,10 +199,7 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	log.Info("xds serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.Serve(gctx) })
-	g.Go(func() error { return watch(gctx, f.config, log, s) })
-	return g.Wait()
+	return serveAlone(ctx, log, cfg, s.Serve, func(ctx context.Context) error { return watch(ctx, f.config, log, s) })
 }
 
 func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
@@ -85,16 +214,15 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "drop_in", drop.enabled(), "policy", s.Engine().Source(), "decision", s.Engine().Decision(), "gogc", gogc)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.Serve(gctx) })
+	var follow func(context.Context) error
 	if !drop.enabled() {
-		g.Go(func() error { return watch(gctx, f.config, log, s) })
+		follow = func(ctx context.Context) error { return watch(ctx, f.config, log, s) }
 	}
-	return g.Wait()
+	return serveAlone(ctx, log, cfg, s.Serve, follow)
 }
 
 func runRunner(ctx context.Context, args []string, _ io.Writer) error {
-	_, cfg, log, err := loadServerFlags("runner", args, nil)
+	f, cfg, log, err := loadServerFlags("runner", args, nil)
 	if err != nil {
 		return err
 	}
@@ -103,11 +231,12 @@ func runRunner(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	log.Info("runner serving", "http", s.Addr())
-	return s.Serve(ctx)
+	return serveAlone(ctx, log, cfg, s.Serve, func(ctx context.Context) error { return watch(ctx, f.config, log, s) })
 }
 
 // runUp runs the control plane, authz and runner in this process and Envoy as
-// a child. Ctrl-C (or SIGTERM) stops all of it, Envoy included.
+// a child. Ctrl-C (or SIGTERM) stops all of it, Envoy included, without
+// cutting requests in flight (see shutdownUp); a second one stops at once.
 func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	var envoyBin, devKey, envoyLog string
 	f, cfg, log, err := loadServerFlags("up", args, func(fs *flagSetT) {
@@ -123,48 +252,57 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	telemetry.SetShutdownGrace(cfg.Shutdown.DrainTimeout)
+	defer telemetry.SetDraining(false) // the process is exiting; tests run several
+	// The servers outlive the signal: Envoy's requests in flight still need
+	// authz and the runner while it drains.
+	sctx, stopServers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServers()
 
 	xs, err := xds.New(cfg, xds.Options{Logger: log.With("part", "xds")})
 	if err != nil {
 		return err
 	}
-	as, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log.With("part", "authz")})
+	as, err := extauthz.New(sctx, cfg, extauthz.Options{Logger: log.With("part", "authz")})
 	if err != nil {
+		_ = xs.Close()
 		return err
 	}
 	rs, err := workflow.New(cfg, workflow.Options{Logger: log.With("part", "runner")})
 	if err != nil {
+		_ = xs.Close()
+		_ = as.Close()
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error { return xs.Serve(gctx) })
 	g.Go(func() error { return as.Serve(gctx) })
 	g.Go(func() error { return rs.Serve(gctx) })
 	rls, err := startRateLimit(gctx, g, cfg, log.With("part", "ratelimit"))
 	if err != nil {
-		cancel()
+		stopServers()
 		_ = g.Wait()
 		return err
 	}
-	g.Go(func() error { return watch(gctx, f.config, log, append([]updater{xs, as}, rls...)...) })
+	g.Go(func() error { return watch(gctx, f.config, log, append([]updater{xs, as, rs}, rls...)...) })
 
 	boot, err := envoy.Bootstrap(cfg)
 	if err != nil {
-		cancel()
+		stopServers()
 		_ = g.Wait()
 		return err
 	}
-	proc, err := envoy.Start(gctx, envoy.Options{Binary: envoyBin, Bootstrap: boot, Log: os.Stderr, LogLevel: envoyLog})
+	proc, err := envoy.Start(gctx, envoy.Options{Binary: envoyBin, Bootstrap: boot, Log: os.Stderr, LogLevel: envoyLog,
+		DrainTime: cfg.Shutdown.DrainTimeout})
 	if err != nil {
-		cancel()
+		stopServers()
 		_ = g.Wait()
 		return err
 	}
+	var stopping atomic.Bool
 	g.Go(func() error {
 		<-proc.Done()
-		if gctx.Err() == nil {
+		if !stopping.Load() && gctx.Err() == nil {
 			return fmt.Errorf("envoy exited unexpectedly: %v", proc.Wait())
 		}
 		return nil
@@ -173,13 +311,13 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		rctx, rcancel := context.WithTimeout(gctx, 60*time.Second)
 		defer rcancel()
 		if err := proc.WaitReady(rctx); err != nil {
-			if gctx.Err() != nil {
+			if gctx.Err() != nil || stopping.Load() {
 				return nil
 			}
 			return err
 		}
 		if err := waitListener(rctx, cfg.Envoy.Listen); err != nil {
-			if gctx.Err() != nil {
+			if gctx.Err() != nil || stopping.Load() {
 				return nil
 			}
 			return err
@@ -188,12 +326,58 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		printBanner(stdout, cfg, admin, devKey)
 		return nil
 	})
+	select {
+	case <-ctx.Done():
+		stopping.Store(true)
+		shutdownUp(log, cfg, proc)
+	case <-gctx.Done(): // a server or Envoy failed: no draining
+		stopping.Store(true)
+		proc.StopWithin(5 * time.Second)
+	}
+	stopServers()
 	err = g.Wait()
 	<-proc.Done() // never return with Envoy still running
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
+	log.Info("stopped")
 	return err
+}
+
+// shutdownUp drains Envoy and stops it: every /readyz answers 503 and
+// Envoy's health check fails at once; Envoy keeps accepting for
+// shutdown.pre_stop_delay, then stops accepting (new connections are
+// refused) and its requests in flight finish, for at most
+// shutdown.drain_timeout; then Envoy gets SIGTERM (SIGKILL after 5s). A
+// second SIGINT/SIGTERM ends the wait at once. The servers are stopped by
+// the caller, after Envoy.
+func shutdownUp(log *slog.Logger, cfg *config.Config, proc *envoy.Process) {
+	telemetry.SetDraining(true)
+	start := time.Now()
+	log.Info("shutting down: draining Envoy", "pre_stop_delay", cfg.Shutdown.PreStopDelay, "drain_timeout", cfg.Shutdown.DrainTimeout)
+	hard, stopHard := secondSignal()
+	defer stopHard()
+	dctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-hard:
+			log.Warn("second signal: stopping at once")
+			telemetry.SetShutdownGrace(time.Millisecond)
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
+	if err := proc.Drain(dctx, envoy.DrainOptions{PreStop: cfg.Shutdown.PreStopDelay, Timeout: cfg.Shutdown.DrainTimeout}); err != nil {
+		log.Warn("Envoy not drained; stopping it with what is left in flight", "err", err, "after", time.Since(start).Round(time.Millisecond))
+	} else {
+		log.Info("Envoy drained: no request in flight", "after", time.Since(start).Round(time.Millisecond))
+	}
+	grace := 5 * time.Second
+	if dctx.Err() != nil {
+		grace = 0
+	}
+	proc.StopWithin(grace)
 }
 
 // waitListener polls the Envoy listener until it accepts HTTP.

@@ -33,6 +33,8 @@ type Config struct {
 	// Sessions and Lockout govern our own logins (LDAP, SAML): see identity.go.
 	Sessions Sessions `yaml:"sessions"`
 	Lockout  Lockout  `yaml:"lockout"`
+	// Shutdown is how the process drains on SIGTERM (shutdown.go).
+	Shutdown Shutdown `yaml:"shutdown"`
 
 	// File is the path the config was loaded from ("" when built in code).
 	File string `yaml:"-"`
@@ -371,6 +373,7 @@ func (c *Config) SetDefaults() {
 	c.setIdentityDefaults()
 	c.setFederationDefaults()
 	c.setEdgeDefaults()
+	c.setShutdownDefaults()
 	if c.Policy.Decision == "" {
 		c.Policy.Decision = DefaultDecision
 	}
@@ -458,6 +461,7 @@ func (c *Config) Validate() error {
 	c.validateIdentity(at)
 	c.validateFederation(at)
 	c.validateMTLS(at)
+	c.validateShutdown(at)
 	if c.Authz.Timeout < 0 {
 		at(0, "authz.timeout: must be positive")
 	}

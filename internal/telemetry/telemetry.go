@@ -32,7 +32,8 @@ func (Secret) LogValue() slog.Value         { return slog.StringValue("[redacted
 func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
 
 // Mux returns an HTTP mux with /metrics, /healthz (process alive) and /readyz
-// (ready() returns nil). Callers may add their own routes.
+// (ready() returns nil and the process is not draining: see SetDraining).
+// Callers may add their own routes.
 func Mux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -40,6 +41,10 @@ func Mux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if draining.Load() {
+			http.Error(w, "not ready: "+ErrDraining.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		if ready != nil {
 			if err := ready(); err != nil {
 				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
@@ -51,8 +56,10 @@ func Mux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
 	return mux
 }
 
-// ServeHTTP serves h on ln until ctx is cancelled, then shuts down gracefully
-// (bounded to 5s). It returns nil after a clean shutdown.
+// ServeHTTP serves h on ln until ctx is cancelled, then shuts down
+// gracefully: it stops accepting, closes idle connections and lets requests
+// in flight finish for at most ShutdownGrace (5s unless set), then closes
+// what is left. It returns nil after a clean shutdown.
 func ServeHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
@@ -61,9 +68,12 @@ func ServeHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownGrace())
 		defer cancel()
 		err := srv.Shutdown(sctx)
+		if err != nil {
+			_ = srv.Close() // the grace ran out: cut what is still open
+		}
 		if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) {
 			return e
 		}
