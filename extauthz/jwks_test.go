@@ -19,6 +19,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 // jwksIdP is a JWKS endpoint on 127.0.0.1 that the test takes down (502)
@@ -64,24 +65,6 @@ func (idp *jwksIdP) setKeys(keys ...jwk.Key) {
 	idp.keys = keys
 }
 
-// lockedBuffer collects log output from concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // jwksTenantConfig makes acme a tenant on jwt.jwks_url (globex keeps its
 // file), with refresh settings small enough for a test.
 func jwksTenantConfig(t *testing.T, url string, kr config.KeyRefresh) *config.Config {
@@ -92,9 +75,9 @@ func jwksTenantConfig(t *testing.T, url string, kr config.KeyRefresh) *config.Co
 }
 
 // startLoggingServer is startServer with the server's log captured.
-func startLoggingServer(t *testing.T, cfg *config.Config) (*running, *lockedBuffer) {
+func startLoggingServer(t *testing.T, cfg *config.Config) (*running, *testenv.LogBuffer) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := New(ctx, cfg, Options{Now: fixedClock, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {

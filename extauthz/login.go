@@ -675,14 +675,9 @@ func (a *auth) logout(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
 		return
 	}
-	token := bearer(r.Header.Get("Authorization"))
-	if token == "" {
-		if c, err := r.Cookie(CookieSession); err == nil && c.Value != "" {
-			if !a.loginCSRF(w, r, t) {
-				return
-			}
-			token = c.Value
-		}
+	token, ok := a.requestToken(w, r, t)
+	if !ok {
+		return
 	}
 	if token == "" {
 		a.clearCookies(w)

@@ -53,14 +53,9 @@ func (a *auth) provision(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
 		return
 	}
-	token := bearer(r.Header.Get("Authorization"))
-	if token == "" {
-		if c, err := r.Cookie(CookieSession); err == nil && c.Value != "" {
-			if !a.loginCSRF(w, r, t) {
-				return
-			}
-			token = c.Value
-		}
+	token, ok := a.requestToken(w, r, t)
+	if !ok {
+		return
 	}
 	if token == "" {
 		authError(w, http.StatusUnauthorized, "unauthenticated", "an administrator's session token is required")
@@ -147,4 +142,20 @@ func (a *auth) enrolmentAllowed(w http.ResponseWriter, r *http.Request, t config
 		return "", false
 	}
 	return "code", true
+}
+
+// requestToken is the access token of a login-service request: the bearer
+// token, else the session cookie — which must pass the CSRF check (on
+// refusal the answer is written and ok is false). "" when there is neither.
+func (a *auth) requestToken(w http.ResponseWriter, r *http.Request, t config.Tenant) (token string, ok bool) {
+	if token = bearer(r.Header.Get("Authorization")); token != "" {
+		return token, true
+	}
+	if c, err := r.Cookie(CookieSession); err == nil && c.Value != "" {
+		if !a.loginCSRF(w, r, t) {
+			return "", false
+		}
+		return c.Value, true
+	}
+	return "", true
 }

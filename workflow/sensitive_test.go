@@ -2,7 +2,6 @@ package workflow
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -11,32 +10,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 const sensitiveWorkflow = `
 name: payroll
@@ -71,7 +52,7 @@ func TestSensitiveValuesNeverInLogsOrEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	s, err := New(&config.Config{Runner: config.Runner{HTTP: "127.0.0.1:0", DataDir: t.TempDir()}},
 		Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
@@ -167,7 +148,7 @@ func TestRedactingHandlerTakesSensitiveValuesOutOfNodeLogs(t *testing.T) {
 	}
 	secret := "doc-" + rand.Text()
 	for _, wrap := range []bool{false, true} {
-		var buf syncBuffer
+		var buf testenv.LogBuffer
 		h := slog.Handler(slog.NewJSONHandler(&buf, nil))
 		if wrap {
 			h = RedactingHandler(h)

@@ -44,7 +44,7 @@ func TestHelperKailashProcess(t *testing.T) {
 // kailashProc is `kailash` running as a child process of the test.
 type kailashProc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer // stdout and stderr
+	out  *testenv.LogBuffer // stdout and stderr
 	done chan struct{}
 	err  error
 }
@@ -53,7 +53,7 @@ func startKailash(t *testing.T, args ...string) *kailashProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperKailashProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), helperArgsEnv+"="+strings.Join(args, "\x1f"))
-	k := &kailashProc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	k := &kailashProc{cmd: cmd, out: &testenv.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = k.out, k.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

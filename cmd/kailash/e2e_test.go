@@ -4,7 +4,6 @@ package main
 // our ext_authz server and forwarding to our runner, all on 127.0.0.1.
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -581,24 +580,6 @@ func TestEndToEnd(t *testing.T) {
 	})
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var curlRe = regexp.MustCompile(`curl -sS -H 'Host: ([^']+)' -H 'Authorization: Bearer ([^']+)' -H 'Content-Type: application/json' -d '([^']*)' (http://\S+)`)
 
 // TestUpServesThePrintedCurl runs `kailash up` as `make run` does and sends
@@ -610,7 +591,7 @@ func TestUpServesThePrintedCurl(t *testing.T) {
 	writeConfig(t, path, configYAML(t, p, "acme"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &syncBuffer{}
+	out := &testenv.LogBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"up", "-c", path, "-log-level", "warn", "-dev-key", abs(t, "../../examples/keys/dev-signing-key.pem")}, out)

@@ -1,7 +1,6 @@
 package oidc_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -26,6 +25,7 @@ import (
 	"github.com/kailash-gw/kailash/extauthz/oidc"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 // fakeIdP serves discovery and a JWKS on 127.0.0.1; the test swaps its keys
@@ -140,30 +140,13 @@ type env struct {
 	verify  oidc.TokenVerifier[*extauthz.Identity]
 	clock   *clock
 	reg     *prometheus.Registry
-	logs    *syncBuffer
+	logs    *testenv.LogBuffer
 	metrics *oidc.Metrics
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newEnv(t *testing.T, cfg oidc.Config) *env {
 	t.Helper()
-	e := &env{clock: &clock{t: time.Now()}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e := &env{clock: &clock{t: time.Now()}, reg: prometheus.NewRegistry(), logs: &testenv.LogBuffer{}}
 	e.metrics = oidc.NewMetrics(e.reg)
 	keys, err := oidc.New(cfg, oidc.WithClock(e.clock.Now), oidc.WithMetrics(e.metrics),
 		oidc.WithLogger(slog.New(slog.NewTextHandler(e.logs, nil))))
