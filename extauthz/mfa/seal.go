@@ -5,11 +5,10 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/kailash-gw/kailash/internal/sealed"
 )
 
 // KeySize is the size of a Sealer key (AES-256).
@@ -57,23 +56,14 @@ func NewSealer(key []byte) (*Sealer, error) {
 }
 
 // ParseKey decodes a key given as base64 (standard or URL alphabet,
-// padded or not) or as 64 hex digits; it must be 32 bytes.
+// padded or not) or as 64 hex digits; it must be 32 bytes. It is the data
+// keys' parser (internal/sealed), so both kinds of key are written alike.
 func ParseKey(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if len(s) == 2*KeySize {
-		if b, err := hex.DecodeString(s); err == nil {
-			return b, nil
-		}
+	b, err := sealed.ParseKey(s)
+	if err != nil {
+		return nil, fmt.Errorf("mfa: %w", err)
 	}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		if b, err := enc.DecodeString(s); err == nil {
-			if len(b) != KeySize {
-				return nil, fmt.Errorf("mfa: key is %d bytes, want %d (e.g. openssl rand -base64 32)", len(b), KeySize)
-			}
-			return b, nil
-		}
-	}
-	return nil, errors.New("mfa: key is neither base64 nor hex (e.g. openssl rand -base64 32)")
+	return b, nil
 }
 
 func sealAAD(user string) []byte { return []byte("kailash-totp-secret\x00" + user) }
