@@ -15,6 +15,7 @@ import (
 	"go.starlark.net/starlark"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 // memoryBypasses are programs that escaped the old, syntax-only accounting
@@ -160,34 +161,9 @@ func TestCodeWorkerDiesWithRunner(t *testing.T) {
 // workerChildren are the live sandbox workers whose parent is pid.
 func workerChildren(t *testing.T, pid int) []int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
+	out, err := testenv.Children(pid, func(_, cmdline string) bool { return strings.Contains(cmdline, "sandbox-worker") })
 	if err != nil {
 		t.Fatal(err)
-	}
-	var out []int
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		s := string(st)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 || f[0] == "Z" || f[1] != strconv.Itoa(pid) {
-			continue
-		}
-		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if strings.Contains(string(cmd), "sandbox-worker") {
-			out = append(out, n)
-		}
 	}
 	return out
 }

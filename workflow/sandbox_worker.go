@@ -239,8 +239,11 @@ func workerDied(ps *os.ProcessState, err error, stderr string, job codeJob) erro
 	// runs nothing but the interpreter, so a runtime crash is read as the
 	// memory limit, and its first line is kept for the operator.
 	first := firstLine(stderr)
+	// A thread the runtime could not start (its stack is data too) reports
+	// errno=12 (ENOMEM) and "fatal error: newosproc": the same limit.
 	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") || strings.Contains(stderr, "failed to allocate") ||
-		strings.HasPrefix(first, "SIGSEGV") || strings.HasPrefix(first, "fatal error: runtime") {
+		strings.Contains(stderr, "errno=12") || strings.Contains(stderr, "fatal error:") ||
+		strings.HasPrefix(first, "SIGSEGV") || strings.HasPrefix(first, "unexpected fault address") {
 		return fmt.Errorf("sandbox worker exceeded memory limit (code_max_memory %d bytes; the worker died: %s)", job.MaxMemory, first)
 	}
 	if ps != nil {

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,33 +72,13 @@ func startKailash(t *testing.T, args ...string) *kailashProc {
 	return k
 }
 
-// children are the pids whose parent is pid and whose command is comm.
+// children are the live pids whose parent is pid and whose command name
+// starts with comm.
 func children(t *testing.T, pid int, comm string) []int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
+	out, err := testenv.Children(pid, func(c, _ string) bool { return strings.HasPrefix(c, comm) })
 	if err != nil {
 		t.Fatal(err)
-	}
-	var out []int
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 || !strings.Contains(s[:i], "("+comm) {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, n)
-		}
 	}
 	return out
 }
