@@ -21,8 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/kailash-gw/kailash/extauthz/oidc"
@@ -356,9 +354,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	gs := grpc.NewServer(gopts...)
 	authv3.RegisterAuthorizationServer(gs, s)
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
-	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
 	if s.auth != nil {
 		defer s.auth.close()
@@ -377,7 +372,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	errc := make(chan error, 3)
 	wg.Go(func() {
-		if err := gs.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		err := telemetry.ServeGRPC(ctx, s.grpcLn, gs, telemetry.GRPCOptions{
+			Name:   "authz",
+			Health: []string{authv3.Authorization_ServiceDesc.ServiceName},
+			Log:    s.log,
+		})
+		if err != nil {
 			errc <- fmt.Errorf("authz grpc: %w", err)
 			cancel()
 		}
@@ -437,16 +437,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	s.log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "policy_revision", s.engine.Revision())
 
-	<-ctx.Done()
-	hs.Shutdown()
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		gs.Stop()
-		<-stopped
-	}
+	<-ctx.Done() // ServeGRPC stops the gRPC server gracefully
 	wg.Wait()
 	s.closeOnce.Do(func() {}) // the servers closed the listeners
 	close(errc)

@@ -33,8 +33,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/kailash-gw/kailash/internal/certwatch"
@@ -302,17 +300,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	clusterservice.RegisterClusterDiscoveryServiceServer(gs, xs)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, xs)
 	secretservice.RegisterSecretDiscoveryServiceServer(gs, xs)
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(discoveryv3.AggregatedDiscoveryService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := gs.Serve(s.grpcLn); err != nil {
+		err := telemetry.ServeGRPC(ctx, s.grpcLn, gs, telemetry.GRPCOptions{
+			Name:   "xds",
+			Health: []string{"", discoveryv3.AggregatedDiscoveryService_ServiceDesc.ServiceName},
+			Grace:  shutdownGrace,
+			Log:    s.log,
+		})
+		if err != nil {
 			errc <- fmt.Errorf("xds: grpc: %w", err)
 		}
 	}()
@@ -338,22 +338,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err = <-errc:
 		s.log.Error("xds server failed", "err", err)
 	}
-	cancel() // ends ADS streams and the HTTP server
-	hs.Shutdown()
-	stopped := make(chan struct{})
-	go func() {
-		gs.GracefulStop()
-		close(stopped)
-	}()
-	t := time.NewTimer(shutdownGrace)
-	select {
-	case <-stopped:
-		t.Stop()
-	case <-t.C:
-		s.log.Warn("xds graceful stop timed out; closing streams", "after", shutdownGrace)
-		gs.Stop()
-		<-stopped
-	}
+	cancel() // ends ADS streams, the gRPC server (gracefully) and the HTTP server
 	wg.Wait()
 	_ = s.certs.Close()
 	close(errc)

@@ -16,8 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -296,10 +294,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	gs := grpc.NewServer(gopts...)
 	rlsv3.RegisterRateLimitServiceServer(gs, s)
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(rlsv3.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
 
 	var wg sync.WaitGroup
 	if s.tls != nil {
@@ -313,7 +307,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := gs.Serve(s.grpcLn); err != nil {
+		err := telemetry.ServeGRPC(ctx, s.grpcLn, gs, telemetry.GRPCOptions{
+			Name:   "ratelimit",
+			Health: []string{"", rlsv3.RateLimitService_ServiceDesc.ServiceName},
+			Log:    s.log,
+		})
+		if err != nil {
 			errc <- fmt.Errorf("ratelimit: grpc: %w", err)
 		}
 	}()
@@ -332,16 +331,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	cancel()
-	hs.Shutdown()
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		gs.Stop()
-		<-stopped
-	}
+	cancel() // stops the gRPC server (gracefully), the HTTP server and the TLS watch
 	wg.Wait()
 	return err
 }
