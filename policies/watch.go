@@ -3,13 +3,10 @@ package policies
 import (
 	"context"
 	"errors"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/kailash-gw/kailash/internal/fswatch"
 )
 
 // Watch keeps the bundle current until ctx ends: a bundle directory or file
@@ -32,68 +29,30 @@ func (e *Engine) Watch(ctx context.Context, debounce time.Duration, onReload fun
 	if err != nil {
 		return err
 	}
-	w, err := fsnotify.NewWatcher()
+	// A bundle file is watched through its directory, so replacing it by
+	// rename (as deploy tools do) is seen; a directory with its subtree.
+	o := fswatch.Options{Debounce: debounce, Tree: true, OnError: func(error) {}}
+	dir := e.dir
+	if kind == sourceTarball || kind == sourceRegoFile {
+		file := filepath.Clean(e.dir)
+		o = fswatch.Options{Debounce: debounce, Files: []string{file}, OnError: func(error) {}}
+		dir = filepath.Dir(file)
+	}
+	w, err := fswatch.New(o)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	addTree := func(root string) error {
-		return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() {
-				if p != root && strings.HasPrefix(d.Name(), ".") {
-					return filepath.SkipDir
-				}
-				return w.Add(p)
-			}
-			return nil
-		})
-	}
-	// A bundle file is watched through its directory, so replacing it by
-	// rename (as deploy tools do) is seen.
-	file := ""
-	if kind == sourceTarball || kind == sourceRegoFile {
-		file = filepath.Clean(e.dir)
-		err = w.Add(filepath.Dir(file))
-	} else {
-		err = addTree(e.dir)
-	}
-	if err != nil {
+	if err := w.Follow([]string{dir}); err != nil {
 		return err
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			if ev.Op == fsnotify.Chmod || (file != "" && filepath.Clean(ev.Name) != file) {
-				continue
-			}
-			if file == "" && ev.Op.Has(fsnotify.Create) {
-				if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
-					_ = addTree(ev.Name)
-				}
-			}
-			timer.Reset(debounce)
-		case _, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-		case <-timer.C:
-			err := e.Reload(ctx)
-			if onReload != nil {
-				onReload(err)
-			}
+	w.Run(ctx, func() {
+		err := e.Reload(ctx)
+		if onReload != nil {
+			onReload(err)
 		}
-	}
+	})
+	return nil
 }
 
 func (e *Engine) pollLoop(ctx context.Context, onReload func(error)) error {

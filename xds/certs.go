@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/kailash-gw/kailash/internal/certwatch"
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/fswatch"
 	"github.com/kailash-gw/kailash/xds/translate"
 )
 
@@ -61,5 +61,5 @@ func certDirs(cfg *config.Config) []string {
 		t := &cfg.Tenants[i]
 		files = append(files, t.TLS.CertFile, t.TLS.KeyFile)
 	}
-	return certwatch.Dirs(cfg.Path, files...)
+	return fswatch.Dirs(cfg.Path, files...)
 }

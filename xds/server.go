@@ -35,8 +35,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/kailash-gw/kailash/internal/certwatch"
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/fswatch"
 	"github.com/kailash-gw/kailash/internal/mtls"
 	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/xds/translate"
@@ -64,7 +64,7 @@ type Server struct {
 
 	started atomic.Bool // Serve (or Close) was called; listeners are owned by it
 
-	certs *certwatch.Watcher // follows the certificate files of cfg and of tls
+	certs *fswatch.Watcher // follows the certificate files of cfg and of tls
 
 	// tls is the ADS port's mutual TLS (xds.tls); nil serves plaintext.
 	// Its files are those of the config New was given; their contents
@@ -108,7 +108,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if cfg == nil {
 		return nil, errors.New("xds: nil config")
 	}
-	certs, err := certwatch.New()
+	certs, err := fswatch.New(fswatch.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("xds: certificate watcher: %w", err)
 	}

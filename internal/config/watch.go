@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/kailash-gw/kailash/internal/fswatch"
 )
 
 // Component is one part of a process that follows the config file.
@@ -83,26 +83,24 @@ type Watcher struct {
 // (naming the file and the problem) and passed to w.Rejected: the last good
 // config keeps serving everywhere. Watch returns when ctx is cancelled.
 func Watch(ctx context.Context, path string, log *slog.Logger, w Watcher) error {
-	fw, err := fsnotify.NewWatcher()
-	if err != nil {
-		return err
-	}
-	defer fw.Close()
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return err
 	}
-	if err := fw.Add(filepath.Dir(abs)); err != nil {
+	fw, err := fswatch.New(fswatch.Options{
+		Debounce: 100 * time.Millisecond,
+		Files:    []string{abs},
+		OnError: func(err error) {
+			log.Warn("config watch error", "file", path, "err", err)
+		},
+	})
+	if err != nil {
 		return err
 	}
-	const debounce = 100 * time.Millisecond
-	var timer *time.Timer
-	fire := make(chan struct{}, 1)
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	defer fw.Close()
+	if err := fw.Follow([]string{filepath.Dir(abs)}); err != nil {
+		return err
+	}
 	seq := uint64(1) // the config the process started with
 	reject := func(err error) {
 		log.Error("config rejected; the last good config keeps serving everywhere", "file", path, "revision", seq, "err", err)
@@ -110,54 +108,28 @@ func Watch(ctx context.Context, path string, log *slog.Logger, w Watcher) error 
 			w.Rejected(err)
 		}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-fw.Events:
-			if !ok {
-				return nil
-			}
-			if filepath.Clean(ev.Name) != abs || ev.Op == fsnotify.Chmod {
-				continue
-			}
-			if timer == nil {
-				timer = time.AfterFunc(debounce, func() {
-					select {
-					case fire <- struct{}{}:
-					default:
-					}
-				})
-			} else {
-				timer.Reset(debounce)
-			}
-		case err, ok := <-fw.Errors:
-			if !ok {
-				return nil
-			}
-			log.Warn("config watch error", "file", path, "err", err)
-		case <-fire:
-			b, err := os.ReadFile(path)
-			if err != nil {
-				reject(err)
-				continue
-			}
-			cfg, err := Parse(path, b)
-			if err != nil {
-				reject(err)
-				continue
-			}
-			if err := w.Apply(cfg); err != nil {
-				reject(fmt.Errorf("%s: %w", path, err))
-				continue
-			}
-			seq++
-			sum := sha256.Sum256(b)
-			rev := Revision{Seq: seq, Digest: hex.EncodeToString(sum[:]), At: time.Now()}
-			log.Info("config applied", "file", path, "revision", rev.Seq, "sha256", rev.Digest[:12], "tenants", len(cfg.Tenants))
-			if w.Applied != nil {
-				w.Applied(rev)
-			}
+	fw.Run(ctx, func() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			reject(err)
+			return
 		}
-	}
+		cfg, err := Parse(path, b)
+		if err != nil {
+			reject(err)
+			return
+		}
+		if err := w.Apply(cfg); err != nil {
+			reject(fmt.Errorf("%s: %w", path, err))
+			return
+		}
+		seq++
+		sum := sha256.Sum256(b)
+		rev := Revision{Seq: seq, Digest: hex.EncodeToString(sum[:]), At: time.Now()}
+		log.Info("config applied", "file", path, "revision", rev.Seq, "sha256", rev.Digest[:12], "tenants", len(cfg.Tenants))
+		if w.Applied != nil {
+			w.Applied(rev)
+		}
+	})
+	return nil
 }

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
-	"github.com/kailash-gw/kailash/internal/certwatch"
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/fswatch"
 )
 
 // Server is one server's mutual-TLS material, reloadable.
@@ -111,14 +111,14 @@ func (s *Server) Credentials() credentials.TransportCredentials {
 
 // Dirs are the directories of the section's files.
 func (s *Server) Dirs() []string {
-	return certwatch.Dirs(s.cfg.Path, s.sec.CertFile, s.sec.KeyFile, s.sec.ClientCAFile)
+	return fswatch.Dirs(s.cfg.Path, s.sec.CertFile, s.sec.KeyFile, s.sec.ClientCAFile)
 }
 
 // Watch reloads the files whenever their directories change, until ctx
 // ends. Servers that already follow certificate directories (the control
 // plane) call Reload from their own watcher instead.
 func (s *Server) Watch(ctx context.Context) error {
-	w, err := certwatch.New()
+	w, err := fswatch.New(fswatch.Options{})
 	if err != nil {
 		return err
 	}
