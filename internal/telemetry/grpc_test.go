@@ -22,18 +22,25 @@ func dialHealth(t *testing.T, addr string) healthpb.HealthClient {
 	return healthpb.NewHealthClient(cc)
 }
 
-// ServeGRPC registers health with the listed services SERVING, and a
-// cancelled context stops it cleanly (nil) with the listener closed.
-func TestServeGRPCHealthAndCleanStop(t *testing.T) {
+// serve runs ServeGRPC on a fresh loopback listener; cancel stops it and
+// done gets its result.
+func serve(t *testing.T, o GRPCOptions) (ln net.Listener, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- ServeGRPC(ctx, ln, grpc.NewServer(), GRPCOptions{Name: "test", Health: []string{"", "svc.A"}})
-	}()
+	t.Cleanup(cancel)
+	errc := make(chan error, 1)
+	go func() { errc <- ServeGRPC(ctx, ln, grpc.NewServer(), o) }()
+	return ln, cancel, errc
+}
+
+// ServeGRPC registers health with the listed services SERVING, and a
+// cancelled context stops it cleanly (nil) with the listener closed.
+func TestServeGRPCHealthAndCleanStop(t *testing.T) {
+	ln, cancel, done := serve(t, GRPCOptions{Name: "test", Health: []string{"", "svc.A"}})
 	hc := dialHealth(t, ln.Addr().String())
 	for _, svc := range []string{"", "svc.A"} {
 		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -64,15 +71,7 @@ func TestServeGRPCHealthAndCleanStop(t *testing.T) {
 // An open stream that outlives the grace is cut (Stop), and ServeGRPC
 // still returns nil; health turned NOT_SERVING before the cut.
 func TestServeGRPCCutsStreamsAfterGrace(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- ServeGRPC(ctx, ln, grpc.NewServer(), GRPCOptions{Name: "test", Health: []string{""}, Grace: 200 * time.Millisecond})
-	}()
+	ln, cancel, done := serve(t, GRPCOptions{Name: "test", Health: []string{""}, Grace: 200 * time.Millisecond})
 	hc := dialHealth(t, ln.Addr().String())
 	wctx, wcancel := context.WithCancel(context.Background())
 	defer wcancel()
