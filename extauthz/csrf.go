@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // CSRF defence for requests authenticated by our session cookie. The
@@ -160,10 +161,10 @@ func csrfDenied(why, decisionID string) *authv3.CheckResponse {
 		Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
-			Headers: []*corev3.HeaderValueOption{hdr("content-type", "application/json"), hdr(HeaderDecisionID, decisionID)},
+			Headers: []*corev3.HeaderValueOption{hdr("content-type", "application/json"), hdr(wire.HeaderDecisionID, decisionID)},
 			Body:    string(b),
 		}},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{"decision_id": structpb.NewStringValue(decisionID)}},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{wire.MetadataDecisionID: structpb.NewStringValue(decisionID)}},
 	}
 }
 

@@ -11,11 +11,9 @@ import (
 	"github.com/kailash-gw/kailash/extauthz/session"
 )
 
-// HeaderIdentity carries the short-lived JWT extauthz signs for the upstream
-// (the runner verifies it against /auth/.well-known/jwks.json).
-const HeaderIdentity = "x-kailash-identity"
-
-// identityMinter signs x-kailash-identity tokens. Signing (ES256 ~170 µs) is
+// identityMinter signs x-kailash-identity tokens (wire.HeaderIdentity), the
+// short-lived JWT for the upstream (the runner verifies it against
+// /auth/.well-known/jwks.json). Signing (ES256 ~170 µs) is
 // too dear for every Check, so a token is reused for the same identity until
 // half its lifetime has passed; the cache is keyed by everything the token
 // says plus the signing key, so a key rotation mints afresh.

@@ -23,11 +23,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
-
-// InputVersion is the version of the policy input schema built here
-// (policies/README.md). It grows only by adding fields.
-const InputVersion = "kailash/v1"
 
 // InputError means the request itself cannot be turned into policy input
 // (no HTTP attributes, a bad percent escape or control character in the
@@ -106,7 +103,7 @@ var (
 	versionTerm                                  = ast.ObjectTerm(
 		ast.Item(ast.StringTerm("encoding"), ast.StringTerm("protojson")),
 		ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")),
-		ast.Item(ast.StringTerm("kailash"), ast.StringTerm(InputVersion)),
+		ast.Item(ast.StringTerm(wire.PolicyInputKey), ast.StringTerm(wire.PolicyInputVersion)),
 	)
 	emptyObject ast.Value = ast.NewObject()
 )

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // testOIDC is an IdP with discovery and a JWKS whose keys the test swaps.
@@ -102,7 +103,7 @@ func TestOIDCIssuers(t *testing.T) {
 		if ok == nil {
 			t.Fatalf("not allowed: %v", resp)
 		}
-		return headerMap(t, ok.GetHeaders())[HeaderUser]
+		return headerMap(t, ok.GetHeaders())[wire.HeaderUser]
 	}
 
 	// The keys are fetched in the background at start-up.

@@ -22,6 +22,7 @@ import (
 	"github.com/kailash-gw/kailash/extauthz/session"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/telemetry"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // Cookie names of our sessions.
@@ -248,7 +249,7 @@ func (a *auth) jwks(w http.ResponseWriter, _ *http.Request) {
 // the /auth/ route (overwriting any client value), else the Host.
 func (a *auth) tenantOf(r *http.Request) (config.Tenant, bool) {
 	ts := a.tenants.Load()
-	id := r.Header.Get(HeaderTenant)
+	id := r.Header.Get(wire.HeaderTenant)
 	if id == "" {
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
@@ -605,12 +606,12 @@ func (a *auth) writeTokens(w http.ResponseWriter, t *session.Tokens) {
 func (a *auth) setSessionCookies(w http.ResponseWriter, t *session.Tokens) {
 	http.SetCookie(w, &http.Cookie{Name: CookieSession, Value: t.AccessToken, Path: "/", Expires: t.AccessExpiresAt,
 		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteLaxMode})
-	http.SetCookie(w, &http.Cookie{Name: CookieRefresh, Value: t.RefreshToken, Path: "/auth/", Expires: t.RefreshExpiresAt,
+	http.SetCookie(w, &http.Cookie{Name: CookieRefresh, Value: t.RefreshToken, Path: wire.AuthPrefix, Expires: t.RefreshExpiresAt,
 		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteStrictMode})
 }
 
 func (a *auth) clearCookies(w http.ResponseWriter) {
-	for _, c := range []struct{ name, path string }{{CookieSession, "/"}, {CookieRefresh, "/auth/"}} {
+	for _, c := range []struct{ name, path string }{{CookieSession, "/"}, {CookieRefresh, wire.AuthPrefix}} {
 		http.SetCookie(w, &http.Cookie{Name: c.name, Value: "", Path: c.path, MaxAge: -1, HttpOnly: true, Secure: a.secure})
 	}
 }

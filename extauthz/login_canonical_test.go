@@ -24,6 +24,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // canonicalMaxFailures is the per-user (and per-address) lockout budget of
@@ -79,7 +80,7 @@ func (cs *canonicalServer) login(t *testing.T, username, password string) loginR
 	b, _ := json.Marshal(map[string]string{"username": username, "password": password})
 	req := httptest.NewRequest("POST", "/auth/login", bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderTenant, "acme")
+	req.Header.Set(wire.HeaderTenant, "acme")
 	n := cs.addr.Add(1)
 	req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.%d.%d", n/250, n%250+1))
 	rec := httptest.NewRecorder()
@@ -217,11 +218,11 @@ func TestLoginSubjectIsTheDirectoryName(t *testing.T) {
 			t.Fatalf("check as %q: %v", spelling, resp)
 		}
 		h := headerMap(t, ok.GetHeaders())
-		if h[HeaderUser] != "alice" {
-			t.Fatalf("%s of %q: %q", HeaderUser, spelling, h[HeaderUser])
+		if h[wire.HeaderUser] != "alice" {
+			t.Fatalf("%s of %q: %q", wire.HeaderUser, spelling, h[wire.HeaderUser])
 		}
 		set, _ := cs.srv.auth.ring.Keys(ctx)
-		it, err := jwt.ParseString(h[HeaderIdentity], jwt.WithKeySet(set), jwt.WithClock(jwt.ClockFunc(fixedClock)))
+		it, err := jwt.ParseString(h[wire.HeaderIdentity], jwt.WithKeySet(set), jwt.WithClock(jwt.ClockFunc(fixedClock)))
 		if err != nil || it.Subject() != "alice" {
 			t.Fatalf("identity token of %q: sub %v, %v", spelling, it, err)
 		}

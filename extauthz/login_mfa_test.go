@@ -17,6 +17,7 @@ import (
 	"github.com/kailash-gw/kailash/extauthz/session"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 type mfaServer struct {
@@ -63,7 +64,7 @@ func (ms *mfaServer) post(t *testing.T, tenant, path string, body any, bearerTok
 	b, _ := json.Marshal(body)
 	req := httptest.NewRequest("POST", path, bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderTenant, tenant)
+	req.Header.Set(wire.HeaderTenant, tenant)
 	if bearerToken != "" {
 		req.Header.Set("Authorization", "Bearer "+bearerToken)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/samltest"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 const (
@@ -118,7 +119,7 @@ func startReplicas(t *testing.T) *replicas {
 
 // do serves one request on the replica, as Envoy would pass it on.
 func (r *replica) do(req *http.Request) *http.Response {
-	req.Header.Set(HeaderTenant, "acme")
+	req.Header.Set(wire.HeaderTenant, "acme")
 	rec := httptest.NewRecorder()
 	r.mux.ServeHTTP(rec, req)
 	return rec.Result()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/samltest"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // samlLimits is one authz server (in memory) with two SAML tenants on one
@@ -52,7 +53,7 @@ func startSAMLLimits(t *testing.T, acmeMax, globexRate int) *samlLimits {
 // start begins a SAML login of tenant from addr.
 func (s *samlLimits) start(tenant, addr string) *http.Response {
 	req := httptest.NewRequest("GET", "/auth/saml/login?return_to=%2F", nil)
-	req.Header.Set(HeaderTenant, tenant)
+	req.Header.Set(wire.HeaderTenant, tenant)
 	req.Header.Set("X-Forwarded-For", addr)
 	rec := httptest.NewRecorder()
 	s.mux.ServeHTTP(rec, req)
@@ -73,7 +74,7 @@ func (s *samlLimits) acs(t *testing.T, tenant string, started *http.Response) *h
 	})
 	req := httptest.NewRequest("POST", acsURL, strings.NewReader(samltest.PostForm(doc, "/").Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set(HeaderTenant, tenant)
+	req.Header.Set(wire.HeaderTenant, tenant)
 	for _, c := range started.Cookies() {
 		if c.Name == CookieSAMLRequest {
 			req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})

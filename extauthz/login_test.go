@@ -8,6 +8,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	"github.com/kailash-gw/kailash/extauthz/session"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 func TestIdentityTokenVerifiesWithOurJWKSAndIsReused(t *testing.T) {
@@ -78,9 +79,9 @@ func TestSessionTokensOnTheCheckPath(t *testing.T) {
 				var user, ident string
 				for _, hv := range resp.GetOkResponse().GetHeaders() {
 					switch hv.GetHeader().GetKey() {
-					case HeaderUser:
+					case wire.HeaderUser:
 						user = hv.GetHeader().GetValue()
-					case HeaderIdentity:
+					case wire.HeaderIdentity:
 						ident = hv.GetHeader().GetValue()
 					}
 				}

@@ -16,17 +16,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/kailash-gw/kailash/internal/config"
-)
-
-// Headers extauthz sets on the upstream request (allow) and, for the
-// decision id, on every response.
-const (
-	HeaderPrefix     = "x-kailash-"
-	HeaderTenant     = "x-kailash-tenant"
-	HeaderUser       = "x-kailash-user"
-	HeaderRoles      = "x-kailash-roles"
-	HeaderDecisionID = "x-kailash-decision-id"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // Decision is what the server knows about a request besides the policy
@@ -315,7 +305,7 @@ func MapDecision(result any, d Decision) (*authv3.CheckResponse, bool, error) {
 	for _, names := range [][]string{d.ClientHeaders, r.removeHeaders} {
 		for _, name := range names {
 			name = strings.ToLower(name)
-			isOurs := strings.HasPrefix(name, HeaderPrefix)
+			isOurs := strings.HasPrefix(name, wire.HeaderPrefix)
 			fromPolicy := slices.Contains(r.removeHeaders, name)
 			if (!isOurs && !fromPolicy) || isSet(name) || slices.Contains(remove, name) {
 				continue
@@ -394,14 +384,14 @@ func identityHeaders(d Decision) []*corev3.HeaderValueOption {
 	var kv [5][2]string
 	n := 0
 	add := func(k, v string) { kv[n] = [2]string{k, v}; n++ }
-	add(HeaderDecisionID, d.ID)
-	add(HeaderTenant, d.Tenant)
+	add(wire.HeaderDecisionID, d.ID)
+	add(wire.HeaderTenant, d.Tenant)
 	if d.Identity != nil {
-		add(HeaderUser, d.Identity.Subject)
-		add(HeaderRoles, strings.Join(d.Identity.Roles, ","))
+		add(wire.HeaderUser, d.Identity.Subject)
+		add(wire.HeaderRoles, strings.Join(d.Identity.Roles, ","))
 	}
 	if d.IdentityToken != "" {
-		add(HeaderIdentity, d.IdentityToken)
+		add(wire.HeaderIdentity, d.IdentityToken)
 	}
 	opts := make([]corev3.HeaderValueOption, n)
 	values := make([]corev3.HeaderValue, n)
@@ -416,7 +406,7 @@ func identityHeaders(d Decision) []*corev3.HeaderValueOption {
 
 func isIdentityHeader(name string) bool {
 	switch name {
-	case HeaderTenant, HeaderUser, HeaderRoles, HeaderDecisionID, HeaderIdentity:
+	case wire.HeaderTenant, wire.HeaderUser, wire.HeaderRoles, wire.HeaderDecisionID, wire.HeaderIdentity:
 		return true
 	}
 	return false
@@ -429,7 +419,7 @@ func denied(r *policyResult, d Decision, md *structpb.Struct) *authv3.CheckRespo
 	}
 	headers := make([]*corev3.HeaderValueOption, 0, len(r.headers)+2)
 	for _, h := range r.headers {
-		if h.Header.Key != HeaderDecisionID {
+		if h.Header.Key != wire.HeaderDecisionID {
 			headers = append(headers, h)
 		}
 	}
@@ -439,7 +429,7 @@ func denied(r *policyResult, d Decision, md *structpb.Struct) *authv3.CheckRespo
 		body = string(b)
 		headers = append(headers, set("content-type", "application/json"))
 	}
-	headers = append(headers, set(HeaderDecisionID, d.ID))
+	headers = append(headers, set(wire.HeaderDecisionID, d.ID))
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
@@ -465,16 +455,16 @@ func metadata(policy map[string]any, d Decision) (*structpb.Struct, error) {
 		}
 		fields[k] = sv
 	}
-	fields["decision_id"] = structpb.NewStringValue(d.ID)
+	fields[wire.MetadataDecisionID] = structpb.NewStringValue(d.ID)
 	if !d.DropIn {
-		fields["tenant"] = structpb.NewStringValue(d.Tenant)
+		fields[wire.MetadataTenant] = structpb.NewStringValue(d.Tenant)
 		// The rate-limit descriptors read these: only we set them, never
 		// the policy (an anonymous caller has none of them).
-		delete(fields, "user")
-		delete(fields, "roles")
-		delete(fields, config.HasRoleMetadataKey)
+		delete(fields, wire.MetadataUser)
+		delete(fields, wire.MetadataRoles)
+		delete(fields, wire.MetadataHasRole)
 		if d.Identity != nil {
-			fields["user"] = structpb.NewStringValue(d.Identity.Subject)
+			fields[wire.MetadataUser] = structpb.NewStringValue(d.Identity.Subject)
 			roles := make([]*structpb.Value, len(d.Identity.Roles))
 			// has_role is {role: role}: Envoy's metadata rate-limit action
 			// reads a string by path (has_role.<R>), never a list element.
@@ -483,8 +473,8 @@ func metadata(policy map[string]any, d Decision) (*structpb.Struct, error) {
 				roles[i] = structpb.NewStringValue(r)
 				has[r] = structpb.NewStringValue(r)
 			}
-			fields["roles"] = structpb.NewListValue(&structpb.ListValue{Values: roles})
-			fields[config.HasRoleMetadataKey] = structpb.NewStructValue(&structpb.Struct{Fields: has})
+			fields[wire.MetadataRoles] = structpb.NewListValue(&structpb.ListValue{Values: roles})
+			fields[wire.MetadataHasRole] = structpb.NewStructValue(&structpb.Struct{Fields: has})
 		}
 	}
 	return &structpb.Struct{Fields: fields}, nil
@@ -526,7 +516,7 @@ func Unauthenticated(e *AuthError, decisionID string) *authv3.CheckResponse {
 			Headers: []*corev3.HeaderValueOption{
 				set("www-authenticate", challenge),
 				set("content-type", "application/json"),
-				set(HeaderDecisionID, decisionID),
+				set(wire.HeaderDecisionID, decisionID),
 			},
 			Body: string(b),
 		}},
@@ -535,7 +525,7 @@ func Unauthenticated(e *AuthError, decisionID string) *authv3.CheckResponse {
 }
 
 func idMetadata(id string) *structpb.Struct {
-	return &structpb.Struct{Fields: map[string]*structpb.Value{"decision_id": structpb.NewStringValue(id)}}
+	return &structpb.Struct{Fields: map[string]*structpb.Value{wire.MetadataDecisionID: structpb.NewStringValue(id)}}
 }
 
 // BadRequest is the 400 for a request that cannot become policy input, as
@@ -546,7 +536,7 @@ func BadRequest(e *InputError, d Decision) *authv3.CheckResponse {
 	md := idMetadata(d.ID)
 	var headers []*corev3.HeaderValueOption
 	if !d.DropIn {
-		headers = []*corev3.HeaderValueOption{set("content-type", "text/plain"), set(HeaderDecisionID, d.ID)}
+		headers = []*corev3.HeaderValueOption{set("content-type", "text/plain"), set(wire.HeaderDecisionID, d.ID)}
 	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED), Message: e.Error()},
@@ -559,10 +549,6 @@ func BadRequest(e *InputError, d Decision) *authv3.CheckResponse {
 	}
 }
 
-// UnknownHostBody is the body of the answer to a request no tenant's route
-// matched: the same as the control plane's catch-all virtual host.
-const UnknownHostBody = "unknown host\n"
-
 // UnknownHost denies a Check that carries no tenant: Envoy found no route
 // for the request's host (per-tenant routes: no scope), so there is no
 // tenant whose policy could decide. 404, as for any unknown host.
@@ -571,8 +557,8 @@ func UnknownHost(decisionID string) *authv3.CheckResponse {
 		Status: &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED), Message: "no tenant serves this host"},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_NotFound},
-			Headers: []*corev3.HeaderValueOption{set("content-type", "text/plain"), set(HeaderDecisionID, decisionID)},
-			Body:    UnknownHostBody,
+			Headers: []*corev3.HeaderValueOption{set("content-type", "text/plain"), set(wire.HeaderDecisionID, decisionID)},
+			Body:    wire.UnknownHostBody,
 		}},
 		DynamicMetadata: idMetadata(decisionID),
 	}

@@ -3,7 +3,7 @@ package extauthz
 import (
 	"testing"
 
-	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // The rate-limit descriptors read ext_authz's dynamic metadata only: the
@@ -18,7 +18,7 @@ func TestMetadataHasRolePerRole(t *testing.T) {
 	if got := f["user"].GetStringValue(); got != "alice" {
 		t.Errorf("user %q", got)
 	}
-	has := f[config.HasRoleMetadataKey].GetStructValue().GetFields()
+	has := f[wire.MetadataHasRole].GetStructValue().GetFields()
 	if len(has) != 2 || has["admin"].GetStringValue() != "admin" || has["business_user"].GetStringValue() != "business_user" {
 		t.Errorf("has_role %v: want {admin: admin, business_user: business_user}", has)
 	}
@@ -28,7 +28,7 @@ func TestMetadataHasRolePerRole(t *testing.T) {
 // an anonymous caller they stay absent, for a known one ours win.
 func TestMetadataPolicyCannotSetQuotaKeys(t *testing.T) {
 	result := map[string]any{"allowed": true, "dynamic_metadata": map[string]any{
-		"user": "mallory", "roles": []any{"admin"}, config.HasRoleMetadataKey: map[string]any{"admin": "admin"}, "note": "kept",
+		"user": "mallory", "roles": []any{"admin"}, wire.MetadataHasRole: map[string]any{"admin": "admin"}, "note": "kept",
 	}}
 	anon := testDecision()
 	anon.Identity = nil
@@ -37,7 +37,7 @@ func TestMetadataPolicyCannotSetQuotaKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := resp.GetDynamicMetadata().GetFields()
-	for _, k := range []string{"user", "roles", config.HasRoleMetadataKey} {
+	for _, k := range []string{"user", "roles", wire.MetadataHasRole} {
 		if v, ok := f[k]; ok {
 			t.Errorf("anonymous: policy set %s = %v", k, v)
 		}
@@ -53,7 +53,7 @@ func TestMetadataPolicyCannotSetQuotaKeys(t *testing.T) {
 	if f["user"].GetStringValue() != "alice" {
 		t.Errorf("user %v: ours must win", f["user"])
 	}
-	if has := f[config.HasRoleMetadataKey].GetStructValue().GetFields(); len(has) != 2 {
+	if has := f[wire.MetadataHasRole].GetStructValue().GetFields(); len(has) != 2 {
 		t.Errorf("has_role %v", has)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
+
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 func testDecision() Decision {
@@ -58,7 +60,7 @@ func TestMapDecisionAllow(t *testing.T) {
 			}
 			ok := resp.GetOkResponse()
 			h := headerMap(t, ok.GetHeaders())
-			want := map[string]string{HeaderTenant: "acme", HeaderUser: "alice", HeaderRoles: "admin,business_user", HeaderDecisionID: "d1"}
+			want := map[string]string{wire.HeaderTenant: "acme", wire.HeaderUser: "alice", wire.HeaderRoles: "admin,business_user", wire.HeaderDecisionID: "d1"}
 			for k, v := range want {
 				if h[k] != v {
 					t.Errorf("header %s = %q, want %q", k, h[k], v)
@@ -84,7 +86,7 @@ func TestMapDecisionObjectFields(t *testing.T) {
 		"headers": map[string]any{
 			"x-kailash-permission": "workflow:read",
 			"X-Multi":              []any{"a", "b"},
-			HeaderUser:             "mallory", // cannot forge identity headers
+			wire.HeaderUser:        "mallory", // cannot forge identity headers
 		},
 		"request_headers_to_remove": []any{"Authorization", "x-kailash-permission"},
 		"response_headers_to_add":   map[string]any{"x-served-by": "kailash"},
@@ -96,7 +98,7 @@ func TestMapDecisionObjectFields(t *testing.T) {
 	}
 	ok := resp.GetOkResponse()
 	h := headerMap(t, ok.GetHeaders())
-	if h["x-kailash-permission"] != "workflow:read" || h["x-multi"] != "a,b" || h[HeaderUser] != "alice" {
+	if h["x-kailash-permission"] != "workflow:read" || h["x-multi"] != "a,b" || h[wire.HeaderUser] != "alice" {
 		t.Fatalf("headers %v", h)
 	}
 	rm := ok.GetHeadersToRemove()
@@ -124,7 +126,7 @@ func TestMapDecisionDeny(t *testing.T) {
 		{"object default", map[string]any{"allowed": false}, 403, `"decision_id":"d1"`, nil},
 		{"object with fields", map[string]any{
 			"allowed": false, "http_status": num("429"), "body": "slow down",
-			"headers": map[string]any{"retry-after": "10", HeaderDecisionID: "forged"},
+			"headers": map[string]any{"retry-after": "10", wire.HeaderDecisionID: "forged"},
 		}, 429, "slow down", map[string]string{"retry-after": "10"}},
 	}
 	for _, c := range cases {
@@ -141,8 +143,8 @@ func TestMapDecisionDeny(t *testing.T) {
 				t.Fatalf("status %v body %q", d.GetStatus().GetCode(), d.GetBody())
 			}
 			h := headerMap(t, d.GetHeaders())
-			if h[HeaderDecisionID] != "d1" {
-				t.Fatalf("decision id header %q", h[HeaderDecisionID])
+			if h[wire.HeaderDecisionID] != "d1" {
+				t.Fatalf("decision id header %q", h[wire.HeaderDecisionID])
 			}
 			for k, v := range c.headerWant {
 				if h[k] != v {
@@ -197,7 +199,7 @@ func TestUnauthenticated(t *testing.T) {
 			t.Fatalf("status %v / %v", resp.GetStatus(), d.GetStatus())
 		}
 		h := headerMap(t, d.GetHeaders())
-		if h["www-authenticate"] != c.want || h[HeaderDecisionID] != "d1" || h["content-type"] != "application/json" {
+		if h["www-authenticate"] != c.want || h[wire.HeaderDecisionID] != "d1" || h["content-type"] != "application/json" {
 			t.Fatalf("headers %v", h)
 		}
 		var body map[string]string

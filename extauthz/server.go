@@ -27,6 +27,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/mtls"
 	"github.com/kailash-gw/kailash/internal/telemetry"
+	"github.com/kailash-gw/kailash/internal/wire"
 	"github.com/kailash-gw/kailash/policies"
 )
 
@@ -529,7 +530,7 @@ type checkState struct {
 }
 
 func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
-	tenantID, routed := req.GetAttributes().GetContextExtensions()["tenant"]
+	tenantID, routed := req.GetAttributes().GetContextExtensions()[wire.ContextTenant]
 	d.Tenant = tenantID
 	var id *Identity
 	var tenant *ast.Term
@@ -548,7 +549,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		httpReq := req.GetAttributes().GetRequest().GetHttp()
 		headers := requestHeaders(httpReq)
 		for name := range headers {
-			if len(name) >= len(HeaderPrefix) && strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix) {
+			if len(name) >= len(wire.HeaderPrefix) && strings.EqualFold(name[:len(wire.HeaderPrefix)], wire.HeaderPrefix) {
 				d.ClientHeaders = append(d.ClientHeaders, name)
 			}
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 type running struct {
@@ -110,14 +111,14 @@ func TestServerCheck(t *testing.T) {
 			t.Fatalf("not allowed: %v", resp)
 		}
 		h := headerMap(t, ok.GetHeaders())
-		if h[HeaderUser] != "alice" || h[HeaderTenant] != "acme" || h[HeaderRoles] != "business_user" ||
-			h["x-kailash-permission"] != "workflow:execute" || len(h[HeaderDecisionID]) != 32 {
+		if h[wire.HeaderUser] != "alice" || h[wire.HeaderTenant] != "acme" || h[wire.HeaderRoles] != "business_user" ||
+			h["x-kailash-permission"] != "workflow:execute" || len(h[wire.HeaderDecisionID]) != 32 {
 			t.Fatalf("headers %v", h)
 		}
 		if rm := ok.GetHeadersToRemove(); !slices.Equal(rm, []string{"x-kailash-sudo"}) {
 			t.Fatalf("headers_to_remove %v (forged x-kailash-user/roles are overwritten, others removed)", rm)
 		}
-		if md := resp.GetDynamicMetadata().AsMap(); md["user"] != "alice" || md["decision_id"] != h[HeaderDecisionID] {
+		if md := resp.GetDynamicMetadata().AsMap(); md["user"] != "alice" || md["decision_id"] != h[wire.HeaderDecisionID] {
 			t.Fatalf("metadata %v", md)
 		}
 	})
@@ -130,7 +131,7 @@ func TestServerCheck(t *testing.T) {
 		if d.GetStatus().GetCode() != 403 || !strings.Contains(d.GetBody(), "missing permission workflow:delete") {
 			t.Fatalf("deny: %v", resp)
 		}
-		if h := headerMap(t, d.GetHeaders()); len(h[HeaderDecisionID]) != 32 {
+		if h := headerMap(t, d.GetHeaders()); len(h[wire.HeaderDecisionID]) != 32 {
 			t.Fatalf("no decision id: %v", h)
 		}
 	})
@@ -168,8 +169,8 @@ func TestServerCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := resp.GetDeniedResponse()
-		if d.GetStatus().GetCode() != 404 || d.GetBody() != UnknownHostBody || resp.GetOkResponse() != nil {
-			t.Fatalf("want 404 %q, got %v", UnknownHostBody, resp)
+		if d.GetStatus().GetCode() != 404 || d.GetBody() != wire.UnknownHostBody || resp.GetOkResponse() != nil {
+			t.Fatalf("want 404 %q, got %v", wire.UnknownHostBody, resp)
 		}
 	})
 	t.Run("unknown tenant is a gRPC error", func(t *testing.T) {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // Event is one step in an execution's life, as the event stream shows it.
@@ -118,7 +120,7 @@ func (s *Server) decideEvents(ctx context.Context, sub *subscriber, workflow str
 		attrs = map[string]any{}
 	}
 	v, err := ast.InterfaceToValue(map[string]any{
-		"version": map[string]any{"kailash": "kailash/v1"},
+		"version": map[string]any{wire.PolicyInputKey: wire.PolicyInputVersion},
 		"attributes": map[string]any{"request": map[string]any{"http": map[string]any{
 			"method": "GET", "path": "/v1/workflows/" + url.PathEscape(workflow) + "/events",
 		}}},

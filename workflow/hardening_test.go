@@ -24,6 +24,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/internal/wire"
 	"github.com/kailash-gw/kailash/policies"
 )
 
@@ -120,7 +121,7 @@ var (
 func TestBodiesTheRunnerWouldReadOtherwiseAreRefused(t *testing.T) {
 	bundle := labelledBundle(t, payrollLabels)
 	s, sg := newPolicyServer(t, bundle, config.Runner{}, Options{}, mustCompile(t, Definition{Name: "hello", Nodes: []Node{{ID: "a", Type: "identity"}}}))
-	mallory := apiClient{t, s.Handler(), map[string]string{IdentityHeader: sg.idToken(t, "acme", "mallory", []string{"data_scientist"}, finance)}}
+	mallory := apiClient{t, s.Handler(), map[string]string{wire.HeaderIdentity: sg.idToken(t, "acme", "mallory", []string{"data_scientist"}, finance)}}
 
 	// What the shipped policy decides, given the body as ext_authz parses it.
 	eng, err := policies.NewEngine(t.Context(), policies.EngineOptions{Dir: bundle, Decision: "kailash/authz/allow"})
@@ -211,7 +212,7 @@ type eventReader func(timeout time.Duration) map[string]any
 func sseEvents(t *testing.T, url, token string) eventReader {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), "GET", url, nil)
-	req.Header.Set(IdentityHeader, token)
+	req.Header.Set(wire.HeaderIdentity, token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -257,7 +258,7 @@ func sseEvents(t *testing.T, url, token string) eventReader {
 
 func wsEvents(t *testing.T, url, token string) eventReader {
 	t.Helper()
-	conn, _, err := wsDial(t, strings.Replace(url, "http://", "ws://", 1), map[string]string{IdentityHeader: token})
+	conn, _, err := wsDial(t, strings.Replace(url, "http://", "ws://", 1), map[string]string{wire.HeaderIdentity: token})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +321,7 @@ func TestTenantEventStreamsApplyWorkflowLabels(t *testing.T) {
 	}
 	hrSSE, hrWS := sseEvents(t, srv.URL+"/v1/events", hrTok), wsEvents(t, srv.URL+"/v1/events/ws", hrTok)
 
-	run := apiClient{t, s.Handler(), map[string]string{IdentityHeader: hrTok}}
+	run := apiClient{t, s.Handler(), map[string]string{wire.HeaderIdentity: hrTok}}
 	for _, wf := range []string{"payroll", "etl"} {
 		if code, body := run.do("POST", "/v1/workflows/"+wf+"/executions", `{"salary":100}`); code != 200 {
 			t.Fatalf("execute %s: %d %v", wf, code, body)
@@ -362,7 +363,7 @@ func TestEventDecisionCachedPerRevision(t *testing.T) {
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	fin := wsEvents(t, srv.URL+"/v1/events/ws", sg.idToken(t, "acme", "fred", []string{"data_scientist"}, finance))
-	run := apiClient{t, s.Handler(), map[string]string{IdentityHeader: sg.idToken(t, "acme", "hanna", []string{"admin"}, hr)}}
+	run := apiClient{t, s.Handler(), map[string]string{wire.HeaderIdentity: sg.idToken(t, "acme", "hanna", []string{"admin"}, hr)}}
 	exec := func(wf string) {
 		if code, body := run.do("POST", "/v1/workflows/"+wf+"/executions", `{}`); code != 200 {
 			t.Fatalf("execute %s: %d %v", wf, code, body)
@@ -409,14 +410,14 @@ func TestEventDecisionFailsClosed(t *testing.T) {
 	})}, etl)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	conn, _, err := wsDial(t, srv.URL+"/v1/events/ws", map[string]string{IdentityHeader: sg.idToken(t, "acme", "fred", []string{"admin"}, finance)})
+	conn, _, err := wsDial(t, srv.URL+"/v1/events/ws", map[string]string{wire.HeaderIdentity: sg.idToken(t, "acme", "fred", []string{"admin"}, finance)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
 	var hello map[string]any
 	_ = readJSON(t, conn, &hello)
-	run := apiClient{t, s.Handler(), map[string]string{IdentityHeader: sg.idToken(t, "acme", "hanna", []string{"admin"}, hr)}}
+	run := apiClient{t, s.Handler(), map[string]string{wire.HeaderIdentity: sg.idToken(t, "acme", "hanna", []string{"admin"}, hr)}}
 	run.do("POST", "/v1/workflows/etl/executions", `{}`)
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
@@ -434,12 +435,12 @@ func TestCancelChecksWorkflowAndStarter(t *testing.T) {
 	etl := mustCompile(t, Definition{Name: "etl", Nodes: []Node{{ID: "load", Type: "identity"}}})
 	s, sg := newPolicyServer(t, bundle, config.Runner{HTTPAllow: []string{host}}, Options{}, slow, etl)
 	as := func(user string, roles []string, attrs map[string]any) apiClient {
-		return apiClient{t, s.Handler(), map[string]string{IdentityHeader: sg.idToken(t, "acme", user, roles, attrs)}}
+		return apiClient{t, s.Handler(), map[string]string{wire.HeaderIdentity: sg.idToken(t, "acme", user, roles, attrs)}}
 	}
 	hanna := as("hanna", []string{"business_user"}, hr)
 	mallory := as("mallory", []string{"data_scientist"}, finance)
 	boss := as("boss", []string{"admin"}, hr)
-	globex := apiClient{t, s.Handler(), map[string]string{IdentityHeader: sg.idToken(t, "globex", "gina", []string{"admin"}, hr)}}
+	globex := apiClient{t, s.Handler(), map[string]string{wire.HeaderIdentity: sg.idToken(t, "globex", "gina", []string{"admin"}, hr)}}
 
 	start := func() string {
 		code, body := hanna.do("POST", "/v1/workflows/payroll/executions?async=true", `{}`)
@@ -479,7 +480,7 @@ func TestCancelChecksWorkflowAndStarter(t *testing.T) {
 	}
 	// The starter cancels her own run; an admin (workflow:cancel_any) anyone's.
 	for _, who := range []apiClient{hanna, boss} {
-		if who.hdr[IdentityHeader] == boss.hdr[IdentityHeader] {
+		if who.hdr[wire.HeaderIdentity] == boss.hdr[wire.HeaderIdentity] {
 			id = start()
 		}
 		if code, body := who.do("POST", "/v1/workflows/payroll/executions/"+id+"/cancel", ""); code != 202 {

@@ -15,9 +15,6 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 )
 
-// IdentityHeader carries the identity token ext_authz signs for the runner.
-const IdentityHeader = "x-kailash-identity"
-
 const (
 	jwksTTL        = 5 * time.Minute  // a key set is re-read at most this old
 	jwksMinRefresh = 10 * time.Second // an unknown kid re-reads at most this often

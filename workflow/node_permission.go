@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // PolicyEvaluator answers a policy decision for an input; policies.Engine
@@ -87,7 +89,7 @@ func runPermission(ctx context.Context, x *Executor, c *call) (map[string]any, e
 	}
 	cl := c.ex.c
 	input := map[string]any{
-		"version":    map[string]any{"kailash": "kailash/v1"},
+		"version":    map[string]any{wire.PolicyInputKey: wire.PolicyInputVersion},
 		"identity":   map[string]any{"sub": cl.User, "tenant": cl.Tenant, "roles": anySlice(cl.Roles)},
 		"tenant":     map[string]any{"id": cl.Tenant},
 		"permission": p.permission,

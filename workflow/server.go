@@ -24,6 +24,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/strictjson"
 	"github.com/kailash-gw/kailash/internal/telemetry"
+	"github.com/kailash-gw/kailash/internal/wire"
 	"github.com/kailash-gw/kailash/policies"
 )
 
@@ -230,7 +231,7 @@ func (s *Server) caller(w http.ResponseWriter, r *http.Request) (Caller, bool) {
 // runner.identity_jwks: the headers carry no attributes).
 func (s *Server) identify(w http.ResponseWriter, r *http.Request) (identity, bool) {
 	if s.verify != nil {
-		tok := r.Header.Get(IdentityHeader)
+		tok := r.Header.Get(wire.HeaderIdentity)
 		if tok == "" {
 			writeError(w, http.StatusUnauthorized, "no_identity", "request carries no signed identity from the gateway")
 			return identity{}, false
@@ -243,8 +244,8 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (identity, boo
 		}
 		return id, true
 	}
-	c := Caller{Tenant: r.Header.Get("x-kailash-tenant"), User: r.Header.Get("x-kailash-user")}
-	if roles := r.Header.Get("x-kailash-roles"); roles != "" {
+	c := Caller{Tenant: r.Header.Get(wire.HeaderTenant), User: r.Header.Get(wire.HeaderUser)}
+	if roles := r.Header.Get(wire.HeaderRoles); roles != "" {
 		c.Roles = strings.Split(roles, ",")
 	}
 	if c.Tenant == "" || c.User == "" {
@@ -607,7 +608,7 @@ func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
 // permission, with the input permission_check sends.
 func (s *Server) granted(ctx context.Context, c Caller, permission, workflow, execution string) (bool, error) {
 	v, err := ast.InterfaceToValue(map[string]any{
-		"version":    map[string]any{"kailash": "kailash/v1"},
+		"version":    map[string]any{wire.PolicyInputKey: wire.PolicyInputVersion},
 		"identity":   map[string]any{"sub": c.User, "tenant": c.Tenant, "roles": anySlice(c.Roles)},
 		"tenant":     map[string]any{"id": c.Tenant},
 		"permission": permission,

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 type signer struct{ key jwk.Key }
@@ -96,18 +97,18 @@ func TestIdentityTokenVerified(t *testing.T) {
 		return apiClient{t, s.Handler(), hdr}.do("POST", "/v1/workflows/hello/executions", `{"order":42}`)
 	}
 	good := sg.token(t, "kailash-runner", "acme", "alice", []string{"admin"}, time.Minute)
-	code, body := post(map[string]string{IdentityHeader: good, "x-kailash-tenant": "globex", "x-kailash-user": "mallory"})
+	code, body := post(map[string]string{wire.HeaderIdentity: good, "x-kailash-tenant": "globex", "x-kailash-user": "mallory"})
 	if code != 200 || body["tenant"] != "acme" || body["user"] != "alice" || body["output"].(map[string]any)["order"] != 42.0 {
 		t.Fatalf("valid token: %d %v", code, body)
 	}
 	for name, hdr := range map[string]map[string]string{
 		"headers only": {"x-kailash-tenant": "acme", "x-kailash-user": "alice", "x-kailash-roles": "admin"},
-		"wrong key":    {IdentityHeader: other.token(t, "kailash-runner", "acme", "alice", nil, time.Minute)},
-		"wrong aud":    {IdentityHeader: sg.token(t, "someone-else", "acme", "alice", nil, time.Minute)},
-		"expired":      {IdentityHeader: sg.token(t, "kailash-runner", "acme", "alice", nil, -time.Hour)},
-		"no tenant":    {IdentityHeader: sg.token(t, "kailash-runner", "", "alice", nil, time.Minute)},
-		"garbage":      {IdentityHeader: "not.a.jwt"},
-		"tampered":     {IdentityHeader: good[:len(good)-4] + "AAAA"},
+		"wrong key":    {wire.HeaderIdentity: other.token(t, "kailash-runner", "acme", "alice", nil, time.Minute)},
+		"wrong aud":    {wire.HeaderIdentity: sg.token(t, "someone-else", "acme", "alice", nil, time.Minute)},
+		"expired":      {wire.HeaderIdentity: sg.token(t, "kailash-runner", "acme", "alice", nil, -time.Hour)},
+		"no tenant":    {wire.HeaderIdentity: sg.token(t, "kailash-runner", "", "alice", nil, time.Minute)},
+		"garbage":      {wire.HeaderIdentity: "not.a.jwt"},
+		"tampered":     {wire.HeaderIdentity: good[:len(good)-4] + "AAAA"},
 	} {
 		if code, body := post(hdr); code != http.StatusUnauthorized {
 			t.Errorf("%s: got %d %v, want 401", name, code, body)

@@ -32,9 +32,9 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/internal/wire"
 	"github.com/kailash-gw/kailash/workflow"
 	"github.com/kailash-gw/kailash/xds"
-	"github.com/kailash-gw/kailash/xds/translate"
 )
 
 const (
@@ -483,13 +483,8 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("unknown host is 404 and never authorized", func(t *testing.T) {
-		if r := s.mustDo("nobody.localhost", alice, nil); r.code != 404 || r.body != translate.UnknownHostBody {
+		if r := s.mustDo("nobody.localhost", alice, nil); r.code != 404 || r.body != wire.UnknownHostBody {
 			t.Fatalf("got %d: %s", r.code, r.body)
-		}
-		// The authz server's answer to a Check without a tenant says the
-		// same as Envoy's catch-all.
-		if extauthz.UnknownHostBody != translate.UnknownHostBody {
-			t.Fatalf("authz says %q for an unknown host, Envoy %q", extauthz.UnknownHostBody, translate.UnknownHostBody)
 		}
 	})
 

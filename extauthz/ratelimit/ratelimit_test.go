@@ -17,6 +17,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -169,7 +170,7 @@ func startServer(t testing.TB, cfg *config.Config, o Options) (*Server, rlsv3.Ra
 }
 
 func userReq(user string) *rlsv3.RateLimitRequest {
-	return &rlsv3.RateLimitRequest{Domain: config.RateLimitDomain, Descriptors: []*rlcommonv3.RateLimitDescriptor{
+	return &rlsv3.RateLimitRequest{Domain: wire.RateLimitDomain, Descriptors: []*rlcommonv3.RateLimitDescriptor{
 		desc("tenant", "acme", "quota", "day"),
 		desc("tenant", "acme", "user", user),
 	}}

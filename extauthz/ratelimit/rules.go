@@ -17,6 +17,7 @@ import (
 	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // Rules are the quotas of one config version, immutable once built.
@@ -53,7 +54,7 @@ func (r *Rules) Len() int {
 // per quota and distinct wildcard values). ok is false when no quota applies.
 func (r *Rules) match(d *rlcommonv3.RateLimitDescriptor) (q *config.Quota, key string, ok bool) {
 	es := d.GetEntries()
-	if len(es) == 0 || es[0].GetKey() != config.DescTenant {
+	if len(es) == 0 || es[0].GetKey() != wire.DescTenant {
 		return nil, "", false
 	}
 	for i := range r.byTenant[es[0].GetValue()] {

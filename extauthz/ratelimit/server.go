@@ -22,6 +22,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/mtls"
 	"github.com/kailash-gw/kailash/internal/telemetry"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // DefaultDecisionTimeout bounds the backend work of one ShouldRateLimit
@@ -193,7 +194,7 @@ func (s *Server) Update(cfg *config.Config) error {
 func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	start := s.now()
 	rules := s.rules.Load()
-	if req.GetDomain() != config.RateLimitDomain {
+	if req.GetDomain() != wire.RateLimitDomain {
 		s.m.decisions.WithLabelValues("unknown_domain").Inc()
 		return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
 	}

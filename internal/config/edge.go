@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // This file holds what the edge (Envoy) enforces per tenant: activity,
@@ -135,34 +137,8 @@ type EdgeTLS struct {
 	Listener Listener `yaml:"listener"`
 }
 
-// Rate-limit contract between xds (which makes Envoy build descriptors) and
-// the rate-limit service (which matches them).
+// Rate-limit settings (the descriptor contract is in internal/wire).
 const (
-	RateLimitDomain = "kailash"
-	// Descriptor keys.
-	DescTenant = "tenant" // the tenant id, set by the control plane
-	DescQuota  = "quota"  // which tenant quota ("day")
-	DescUser   = "user"   // from ext_authz dynamic metadata
-	DescRole   = "role"   // a role the caller holds (from ext_authz dynamic metadata)
-	// DescRemoteAddress is the client's IP as Envoy saw the connection
-	// (Envoy's remote_address action), for the login quota.
-	DescRemoteAddress = "remote_address"
-	// QuotaAuth is the DescQuota value of the login quota.
-	QuotaAuth = "auth"
-
-	// RolesHeader is the request header ext_authz sets, on allow, to the
-	// caller's roles joined by ",". Quotas never read it: a header is the
-	// client's until ext_authz overwrites it, and on routes without
-	// ext_authz (/auth/*) it never does.
-	RolesHeader = "x-kailash-roles"
-	// ExtAuthzNamespace is the dynamic metadata namespace of ext_authz.
-	ExtAuthzNamespace = "envoy.filters.http.ext_authz"
-	// HasRoleMetadataKey is the ext_authz dynamic metadata field holding
-	// the caller's roles as an object {role: role}: Envoy's metadata
-	// rate-limit action reads only strings, by path, so a role quota for R
-	// reads has_role.R, present exactly when the caller holds R.
-	HasRoleMetadataKey = "has_role"
-
 	FailOpen   = "open"
 	FailClosed = "closed"
 
@@ -241,14 +217,14 @@ func (t *Tenant) Quotas() []Quota {
 	if l.MaxAPICallsPerDay > 0 {
 		out = append(out, Quota{
 			Name:    t.ID + "/tenant/day",
-			Entries: []DescriptorEntry{{DescTenant, t.ID}, {DescQuota, string(Day)}},
+			Entries: []DescriptorEntry{{wire.DescTenant, t.ID}, {wire.DescQuota, string(Day)}},
 			Limit:   l.MaxAPICallsPerDay, Unit: Day,
 		})
 	}
 	if l.PerUserPerHour > 0 {
 		out = append(out, Quota{
 			Name:    t.ID + "/user/hour",
-			Entries: []DescriptorEntry{{DescTenant, t.ID}, {DescUser, ""}},
+			Entries: []DescriptorEntry{{wire.DescTenant, t.ID}, {wire.DescUser, ""}},
 			Limit:   l.PerUserPerHour, Unit: Hour,
 		})
 	}
@@ -263,14 +239,14 @@ func (t *Tenant) Quotas() []Quota {
 		}
 		out = append(out, Quota{
 			Name:    t.ID + "/role/" + r + "/hour",
-			Entries: []DescriptorEntry{{DescTenant, t.ID}, {DescRole, r}},
+			Entries: []DescriptorEntry{{wire.DescTenant, t.ID}, {wire.DescRole, r}},
 			Limit:   l.PerRolePerHour[r], Unit: Hour,
 		})
 	}
 	if l.AuthPerMinute != nil && *l.AuthPerMinute > 0 {
 		out = append(out, Quota{
 			Name:    t.ID + "/auth/minute",
-			Entries: []DescriptorEntry{{DescTenant, t.ID}, {DescQuota, QuotaAuth}, {DescRemoteAddress, ""}},
+			Entries: []DescriptorEntry{{wire.DescTenant, t.ID}, {wire.DescQuota, wire.QuotaAuth}, {wire.DescRemoteAddress, ""}},
 			Limit:   *l.AuthPerMinute, Unit: Minute, Auth: true,
 		})
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 func loadString(t *testing.T, body string) (*Config, error) {
@@ -42,8 +44,8 @@ func TestAuthQuotaDefault(t *testing.T) {
 		for _, q := range tn.Quotas() {
 			if q.Auth {
 				got = q.Limit
-				if q.Unit != Minute || len(q.Entries) != 3 || q.Entries[1] != (DescriptorEntry{DescQuota, QuotaAuth}) ||
-					q.Entries[2] != (DescriptorEntry{DescRemoteAddress, ""}) {
+				if q.Unit != Minute || len(q.Entries) != 3 || q.Entries[1] != (DescriptorEntry{wire.DescQuota, wire.QuotaAuth}) ||
+					q.Entries[2] != (DescriptorEntry{wire.DescRemoteAddress, ""}) {
 					t.Errorf("%s: login quota %+v", tn.ID, q)
 				}
 			}

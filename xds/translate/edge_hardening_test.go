@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 func u64(n uint64) *uint64 { return &n }
@@ -78,17 +79,17 @@ func TestQuotaDescriptorsFromExtAuthzOnly(t *testing.T) {
 		for _, a := range rl.Actions {
 			switch x := a.ActionSpecifier.(type) {
 			case *routev3.RateLimit_Action_GenericKey_:
-				if x.GenericKey.DescriptorValue == config.QuotaAuth {
+				if x.GenericKey.DescriptorValue == wire.QuotaAuth {
 					t.Errorf("the login quota is on the virtual host: %v", rl)
 				}
 			case *routev3.RateLimit_Action_Metadata:
 				md := x.Metadata
-				if md.Source != routev3.RateLimit_Action_MetaData_DYNAMIC || md.MetadataKey.Key != config.ExtAuthzNamespace {
+				if md.Source != routev3.RateLimit_Action_MetaData_DYNAMIC || md.MetadataKey.Key != wire.MetadataNamespace {
 					t.Errorf("metadata action not from ext_authz's dynamic metadata: %v", md)
 				}
-				if md.DescriptorKey == config.DescRole {
+				if md.DescriptorKey == wire.DescRole {
 					p := md.MetadataKey.Path
-					if len(p) != 2 || p[0].GetKey() != config.HasRoleMetadataKey || p[1].GetKey() != "admin" {
+					if len(p) != 2 || p[0].GetKey() != wire.MetadataHasRole || p[1].GetKey() != "admin" {
 						t.Errorf("role action path %v, want has_role.admin", p)
 					}
 				}
@@ -111,7 +112,7 @@ func TestQuotaDescriptorsFromExtAuthzOnly(t *testing.T) {
 		t.Fatalf("auth route rate limits %v: want the login quota only", authRL)
 	}
 	acts := authRL.RateLimits[0].Actions
-	if len(acts) != 3 || acts[1].GetGenericKey().GetDescriptorValue() != config.QuotaAuth || acts[2].GetRemoteAddress() == nil {
+	if len(acts) != 3 || acts[1].GetGenericKey().GetDescriptorValue() != wire.QuotaAuth || acts[2].GetRemoteAddress() == nil {
 		t.Errorf("login quota actions %v: want tenant, quota=auth, remote_address", acts)
 	}
 
@@ -143,8 +144,8 @@ func TestIdentityTokenOnlyToRunner(t *testing.T) {
 			if r.Name == "auth" {
 				continue
 			}
-			if got := slices.Contains(r.RequestHeadersToRemove, IdentityHeader); got != c.removed {
-				t.Errorf("%s route to %s: removes %s = %v, want %v", c.vh, r.GetRoute().GetCluster(), IdentityHeader, got, c.removed)
+			if got := slices.Contains(r.RequestHeadersToRemove, wire.HeaderIdentity); got != c.removed {
+				t.Errorf("%s route to %s: removes %s = %v, want %v", c.vh, r.GetRoute().GetCluster(), wire.HeaderIdentity, got, c.removed)
 			}
 		}
 	}

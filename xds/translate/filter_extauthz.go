@@ -7,6 +7,8 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // extAuthzFilter sends every request for a known host to kailash's ext_authz
@@ -45,7 +47,7 @@ func (extAuthzFilter) listenerConfig(ir *IR) (proto.Message, error) {
 func (extAuthzFilter) tenantConfig(_ *IR, vh *VirtualHost) (proto.Message, error) {
 	return &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 		CheckSettings: &extauthzv3.CheckSettings{
-			ContextExtensions: map[string]string{TenantContextKey: vh.TenantID},
+			ContextExtensions: map[string]string{wire.ContextTenant: vh.TenantID},
 		},
 	}}, nil
 }

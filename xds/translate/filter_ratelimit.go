@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // rateLimitFilter calls the global rate-limit service (ours, or
@@ -38,7 +39,7 @@ func (rateLimitFilter) listenerConfig(ir *IR) (proto.Message, error) {
 		return nil, nil
 	}
 	return &ratelimitv3.RateLimit{
-		Domain:          config.RateLimitDomain,
+		Domain:          wire.RateLimitDomain,
 		Timeout:         durationpb.New(rl.Timeout),
 		FailureModeDeny: rl.FailClosed,
 		StatusOnError:   &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
@@ -109,31 +110,31 @@ func (rateLimitFilter) unknownHostConfig(*IR) (proto.Message, error) { return ni
 
 func descriptorAction(e config.DescriptorEntry) (*routev3.RateLimit_Action, error) {
 	switch {
-	case e.Key == config.DescUser && e.Value == "":
+	case e.Key == wire.DescUser && e.Value == "":
 		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
-			DescriptorKey: config.DescUser,
+			DescriptorKey: wire.DescUser,
 			MetadataKey: &metadatav3.MetadataKey{
-				Key:  config.ExtAuthzNamespace,
-				Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: "user"}}},
+				Key:  wire.MetadataNamespace,
+				Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: wire.MetadataUser}}},
 			},
 			Source: routev3.RateLimit_Action_MetaData_DYNAMIC,
 		}}}, nil
-	case e.Key == config.DescRole && e.Value != "":
+	case e.Key == wire.DescRole && e.Value != "":
 		// has_role.<R> is the string R exactly when ext_authz found the
 		// caller holds R; absent, the whole descriptor is left out (the
 		// action's skip_if_absent is false).
 		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
-			DescriptorKey: config.DescRole,
+			DescriptorKey: wire.DescRole,
 			MetadataKey: &metadatav3.MetadataKey{
-				Key: config.ExtAuthzNamespace,
+				Key: wire.MetadataNamespace,
 				Path: []*metadatav3.MetadataKey_PathSegment{
-					{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: config.HasRoleMetadataKey}},
+					{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: wire.MetadataHasRole}},
 					{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: e.Value}},
 				},
 			},
 			Source: routev3.RateLimit_Action_MetaData_DYNAMIC,
 		}}}, nil
-	case e.Key == config.DescRemoteAddress && e.Value == "":
+	case e.Key == wire.DescRemoteAddress && e.Value == "":
 		// The connection's peer (use_remote_address, no trusted hops):
 		// x-forwarded-for cannot choose the counter.
 		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_RemoteAddress_{

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // Edge is what Envoy enforces for one tenant besides routing: it is the part
@@ -236,7 +237,7 @@ func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(stri
 	}
 	for _, q := range e.Quotas {
 		for _, en := range q.Entries {
-			if en.Key == config.DescRole && !roleNameRe.MatchString(en.Value) {
+			if en.Key == wire.DescRole && !roleNameRe.MatchString(en.Value) {
 				tenantErr("limits.per_role_per_hour: %q is not a role name", en.Value)
 			}
 		}

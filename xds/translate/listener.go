@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // buildListeners is the plain HTTP listener and, when tls.listen is set and
@@ -134,7 +136,7 @@ func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFil
 	strip, err := toAny(&earlyheadermutationv3.HeaderMutation{Mutations: []*mutationrulesv3.HeaderMutation{{
 		Action: &mutationrulesv3.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationrulesv3.HeaderMutation_RemoveOnMatch{
 			KeyMatcher: &matcherv3.StringMatcher{
-				MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: ClientHeaderPrefix},
+				MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: wire.HeaderPrefix},
 				IgnoreCase:   true,
 			},
 		}},
@@ -183,10 +185,6 @@ func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFil
 // extension that removes the client's x-kailash-* headers.
 const EarlyHeaderMutationName = "envoy.http.early_header_mutation.header_mutation"
 
-// ClientHeaderPrefix is the prefix of the headers only kailash sets; Envoy
-// removes every client-sent one before anything reads it.
-const ClientHeaderPrefix = "x-kailash-"
-
 // unknownHostReply gives Envoy's own "no route" answer (a host no scope
 // names, in per-tenant mode) the catch-all virtual host's status and body.
 func unknownHostReply() *hcmv3.LocalReplyConfig {
@@ -195,7 +193,7 @@ func unknownHostReply() *hcmv3.LocalReplyConfig {
 			ResponseFlagFilter: &accesslogv3.ResponseFlagFilter{Flags: []string{"NR"}},
 		}},
 		StatusCode: wrapperspb.UInt32(404),
-		Body:       inlineString(UnknownHostBody),
+		Body:       inlineString(wire.UnknownHostBody),
 	}}}
 }
 

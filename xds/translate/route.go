@@ -15,13 +15,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // RunnerRouteTimeout bounds a request routed to the runner.
 const RunnerRouteTimeout = 60 * time.Second
-
-// UnknownHostBody is the 404 body for a host no tenant serves.
-const UnknownHostBody = "unknown host\n"
 
 // buildRouteConfigs is RouteConfigName and, when the plain listener
 // redirects to HTTPS, RedirectRouteConfigName (sorted by name). With a cache
@@ -134,7 +133,7 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 		// The identity token is the runner's credential: a tenant's own
 		// upstream that received it could replay it to the runner. The
 		// router removes it after ext_authz set it.
-		main.RequestHeadersToRemove = []string{IdentityHeader}
+		main.RequestHeadersToRemove = []string{wire.HeaderIdentity}
 	}
 	routes = append(routes, main)
 	return &routev3.VirtualHost{
@@ -153,11 +152,7 @@ const AuthRouteTimeout = 15 * time.Second
 // The login endpoints run without ext_authz; Envoy has removed any a client
 // sent before routing (connectionManager), and removes them again here; the
 // tenant header is overwritten with the virtual host's tenant.
-var identityHeaders = []string{"x-kailash-user", "x-kailash-roles", IdentityHeader}
-
-// IdentityHeader carries the identity token ext_authz signs for the runner;
-// only routes to the runner cluster forward it.
-const IdentityHeader = "x-kailash-identity"
+var identityHeaders = []string{wire.HeaderUser, wire.HeaderRoles, wire.HeaderIdentity}
 
 // authRoute sends the tenant's login endpoints (/auth/...) to the authz
 // server's HTTP address without an ext_authz check (the caller is logging in:
@@ -185,13 +180,13 @@ func authRoute(ir *IR, vh *VirtualHost) (*routev3.Route, error) {
 	}
 	return &routev3.Route{
 		Name:  "auth",
-		Match: prefixMatch(AuthPrefix),
+		Match: prefixMatch(wire.AuthPrefix),
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AuthzHTTPCluster},
 			Timeout:          durationpb.New(AuthRouteTimeout),
 		}},
 		RequestHeadersToAdd: []*corev3.HeaderValueOption{{
-			Header:       &corev3.HeaderValue{Key: TenantHeader, Value: vh.TenantID},
+			Header:       &corev3.HeaderValue{Key: wire.HeaderTenant, Value: vh.TenantID},
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		}},
 		RequestHeadersToRemove: slices.Clone(identityHeaders),
@@ -233,7 +228,7 @@ func unknownVirtualHost(ir *IR, filters []httpFilter) (*routev3.VirtualHost, err
 			Match: prefixMatch("/"),
 			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
 				Status: 404,
-				Body:   inlineString(UnknownHostBody),
+				Body:   inlineString(wire.UnknownHostBody),
 			}},
 		}},
 		TypedPerFilterConfig: perFilter,

@@ -9,6 +9,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 func testPair(t *testing.T, name string) KeyPair {
@@ -140,11 +141,11 @@ func TestAuthRoute(t *testing.T) {
 			continue
 		}
 		r := v.Routes[0]
-		if r.Match.GetPrefix() != AuthPrefix || r.GetRoute().GetCluster() != AuthzHTTPCluster {
+		if r.Match.GetPrefix() != wire.AuthPrefix || r.GetRoute().GetCluster() != AuthzHTTPCluster {
 			t.Fatalf("%s: first route %v", v.Name, r)
 		}
 		h := r.RequestHeadersToAdd[0]
-		if h.Header.Key != TenantHeader || "tenant_"+h.Header.Value != v.Name || h.AppendAction.String() != "OVERWRITE_IF_EXISTS_OR_ADD" {
+		if h.Header.Key != wire.HeaderTenant || "tenant_"+h.Header.Value != v.Name || h.AppendAction.String() != "OVERWRITE_IF_EXISTS_OR_ADD" {
 			t.Errorf("%s: tenant header %v", v.Name, h)
 		}
 		if _, ok := r.TypedPerFilterConfig["envoy.filters.http.ext_authz"]; !ok {

@@ -36,13 +36,9 @@ const (
 	RateLimitCluster        = "kailash_ratelimit"
 	UnknownHostName         = "unknown_host"
 	HCMStatPrefix           = "ingress_http"
-	TenantContextKey        = "tenant" // ext_authz context extension holding the tenant id
-	// AuthPrefix is the path prefix of the login endpoints (login, refresh,
-	// logout, JWKS, SAML) that the authz server serves on authz.http.
-	AuthPrefix = "/auth/"
-	// TenantHeader carries the tenant id to the login endpoints. Envoy sets
-	// it from the virtual host, overwriting whatever the client sent.
-	TenantHeader = "x-kailash-tenant"
+	// The strings Envoy shares with the authz server and the runner
+	// (headers, the tenant context extension, the unknown-host body, the
+	// login prefix) are in internal/wire.
 )
 
 // Resources are the Envoy resources for one config, each list sorted by name.
