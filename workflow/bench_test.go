@@ -10,6 +10,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 // BenchmarkExecuteTrivial3Node is the executor's overhead on a 3-node chain
@@ -116,7 +117,7 @@ func benchHTTPExecute(b *testing.B, r config.Runner, parallel bool) {
 // BenchmarkSQLNodeSQLite and BenchmarkSQLNodePostgres are one sql node
 // (a parameterized read of the tenant's own table) without the API.
 func BenchmarkSQLNodeSQLite(b *testing.B) {
-	st, err := OpenStore(context.Background(), b.TempDir())
+	st, err := store.OpenStore(context.Background(), b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -124,20 +125,20 @@ func BenchmarkSQLNodeSQLite(b *testing.B) {
 }
 
 func BenchmarkSQLNodePostgres(b *testing.B) {
-	st, err := OpenPostgresStore(context.Background(), testenv.StartPostgres(b).DSN)
+	st, err := store.OpenPostgresStore(context.Background(), testenv.StartPostgres(b).DSN)
 	if err != nil {
 		b.Fatal(err)
 	}
 	benchSQLNode(b, st)
 }
 
-func benchSQLNode(b *testing.B, st Store) {
+func benchSQLNode(b *testing.B, st store.Store) {
 	b.Cleanup(func() { st.Close() })
 	ctx := context.Background()
-	if _, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: `CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)`, MaxRows: 1}); err != nil {
+	if _, err := st.TenantQuery(ctx, "acme", store.TenantQuery{SQL: `CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)`, MaxRows: 1}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: `INSERT INTO kv VALUES ($1, $2)`, Args: []any{"a", "1"}, MaxRows: 1}); err != nil {
+	if _, err := st.TenantQuery(ctx, "acme", store.TenantQuery{SQL: `INSERT INTO kv VALUES ($1, $2)`, Args: []any{"a", "1"}, MaxRows: 1}); err != nil {
 		b.Fatal(err)
 	}
 	w, err := Compile(Definition{Name: "kv", Nodes: []Node{{ID: "q", Type: "sql", Config: map[string]any{"query": "SELECT v FROM kv WHERE k = $1", "params": []any{"k"}}}}})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 // buildKailash builds the binary once per test binary run.
@@ -104,7 +105,7 @@ func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
 		"sqlite":   func(t *testing.T) string { return "  data_dir: data\n" },
 		"postgres": func(t *testing.T) string { return "  postgres_dsn: " + testenv.StartPostgres(t).DSN + "\n" },
 	}
-	for name, store := range backends {
+	for name, backend := range backends {
 		t.Run(name, func(t *testing.T) {
 			arrived := make(chan struct{}, 1)
 			host := upstream(t, func(w http.ResponseWriter, r *http.Request) {
@@ -118,7 +119,7 @@ func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
 			addr := testenv.FreeAddr(t)
 			cfg := filepath.Join(dir, "kailash.yaml")
 			yaml := "envoy:\n  listen: 127.0.0.1:1\nxds:\n  grpc: 127.0.0.1:2\nauthz:\n  grpc: 127.0.0.1:3\n" +
-				"runner:\n  http: " + addr + "\n" + store(t) + "  http_allow: [" + host + "]\n" +
+				"runner:\n  http: " + addr + "\n" + backend(t) + "  http_allow: [" + host + "]\n" +
 				"  limits:\n    max_execution_time: 5m\n    node_timeout: 5m\n" +
 				"tenants:\n  - id: acme\n    domains: [acme.localhost]\n    jwt:\n      issuer: https://issuer.test\n      audiences: [kailash]\n      jwks_url: https://issuer.test/jwks.json\n"
 			if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
@@ -139,7 +140,7 @@ func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatal("the execution never reached its slow node")
 			}
-			if _, body := p.do(t, "GET", "/v1/workflows/slow/executions/"+id, ""); body["status"] != StatusRunning {
+			if _, body := p.do(t, "GET", "/v1/workflows/slow/executions/"+id, ""); body["status"] != store.StatusRunning {
 				t.Fatalf("before the crash: %v", body)
 			}
 			if err := p.cmd.Process.Kill(); err != nil { // SIGKILL: no shutdown code runs
@@ -149,7 +150,7 @@ func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
 
 			p = startRunner(t, bin, cfg, addr)
 			code, body = p.do(t, "GET", "/v1/workflows/slow/executions/"+id, "")
-			if code != 200 || body["status"] != StatusInterrupted || body["finished_at"] == nil {
+			if code != 200 || body["status"] != store.StatusInterrupted || body["finished_at"] == nil {
 				t.Fatalf("after the restart: %d %v", code, body)
 			}
 			// What was recorded before the crash is still there.
@@ -229,7 +230,7 @@ func TestThousandConcurrentExecutions(t *testing.T) {
 		t.Fatalf("recorded %d executions: %v", len(list), err)
 	}
 	for _, e := range list {
-		if e.Status != StatusCompleted {
+		if e.Status != store.StatusCompleted {
 			t.Fatalf("execution %s: %s", e.ID, e.Status)
 		}
 	}

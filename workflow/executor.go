@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 // Default limits, used where runner.limits leaves a field zero. The node and
@@ -71,17 +72,9 @@ var (
 	ErrTimeout = errors.New("timed out")
 )
 
-// LimitError is a tenant limit hit. Limit is the config key
-// (runner.limits.<Limit>) and doubles as a metric label.
-type LimitError struct {
-	Tenant string
-	Limit  string
-	Msg    string
-}
-
-func (e *LimitError) Error() string {
-	return fmt.Sprintf("limit %s of tenant %q: %s", e.Limit, e.Tenant, e.Msg)
-}
+// LimitError is a tenant limit hit (store.LimitError: the store enforces
+// max_workflows, the executor the other limits).
+type LimitError = store.LimitError
 
 // NodeError is a node's failure.
 type NodeError struct {
@@ -102,16 +95,9 @@ type Caller struct {
 	Clearance string `json:"clearance,omitempty"`
 }
 
-// NodeRun is one node's outcome, reported as soon as the node ends.
-type NodeRun struct {
-	Node     string         `json:"node"`
-	Type     string         `json:"type"`
-	Status   string         `json:"status"` // completed | failed
-	Output   map[string]any `json:"output,omitempty"`
-	Error    string         `json:"error,omitempty"`
-	Started  time.Time      `json:"started_at"`
-	Finished time.Time      `json:"finished_at"`
-}
+// NodeRun is one node's outcome, reported as soon as the node ends and
+// stored as it is.
+type NodeRun = store.NodeRun
 
 // Result of one execution.
 type Result struct {
@@ -132,18 +118,7 @@ type RunOptions struct {
 }
 
 // AuditRecord is what the audit_log node records.
-type AuditRecord struct {
-	ID        string         `json:"id"`
-	At        time.Time      `json:"at"`
-	Tenant    string         `json:"tenant"`
-	User      string         `json:"user"`
-	Workflow  string         `json:"workflow"`
-	Execution string         `json:"execution_id"`
-	Node      string         `json:"node"`
-	Action    string         `json:"action"`
-	Resource  string         `json:"resource,omitempty"`
-	Details   map[string]any `json:"details,omitempty"`
-}
+type AuditRecord = store.AuditRecord
 
 // ExecutorOptions configure an Executor.
 type ExecutorOptions struct {
@@ -157,9 +132,9 @@ type ExecutorOptions struct {
 	// Audit stores audit_log records; nil logs them only.
 	Audit  func(ctx context.Context, r AuditRecord) error
 	Logger *slog.Logger
-	// Store runs the sql node's statements in the tenant's own database;
+	// store.Store runs the sql node's statements in the tenant's own database;
 	// nil refuses sql nodes at run time.
-	Store Store
+	Store store.Store
 	// Policy answers permission_check nodes; nil fails them (closed).
 	Policy PolicyEvaluator
 }
@@ -175,7 +150,7 @@ type Executor struct {
 	audit   func(ctx context.Context, r AuditRecord) error
 	log     *slog.Logger
 	// store runs the sql node's statements; policy answers permission_check.
-	store  Store
+	store  store.Store
 	policy PolicyEvaluator
 
 	mu          sync.Mutex
@@ -290,7 +265,7 @@ func (x *Executor) AdmitCaller(w *Workflow, c Caller) error {
 
 func (x *Executor) admit(w *Workflow, tenant string, l config.RunnerLimits) error {
 	if len(w.nodes) > l.MaxNodes {
-		return &LimitError{tenant, "max_nodes", fmt.Sprintf("workflow %q has %d nodes, more than the %d allowed", w.Def.Name, len(w.nodes), l.MaxNodes)}
+		return &LimitError{Tenant: tenant, Limit: "max_nodes", Msg: fmt.Sprintf("workflow %q has %d nodes, more than the %d allowed", w.Def.Name, len(w.nodes), l.MaxNodes)}
 	}
 	if l.AllowedNodeTypes != nil {
 		for _, n := range w.nodes {
@@ -300,7 +275,7 @@ func (x *Executor) admit(w *Workflow, tenant string, l config.RunnerLimits) erro
 			}
 			for _, t := range types {
 				if !slices.Contains(l.AllowedNodeTypes, t) {
-					return &LimitError{tenant, "allowed_node_types", fmt.Sprintf("node %q: type %q is not allowed (allowed: %s)", n.id, t, strings.Join(l.AllowedNodeTypes, ", "))}
+					return &LimitError{Tenant: tenant, Limit: "allowed_node_types", Msg: fmt.Sprintf("node %q: type %q is not allowed (allowed: %s)", n.id, t, strings.Join(l.AllowedNodeTypes, ", "))}
 				}
 			}
 		}
@@ -334,7 +309,7 @@ func (x *Executor) Reserve(w *Workflow, c Caller) (*Reservation, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.running[c.Tenant] >= tl.MaxConcurrentExecutions {
-		return nil, &LimitError{c.Tenant, "max_concurrent_executions", fmt.Sprintf("%d executions are already running", x.running[c.Tenant])}
+		return nil, &LimitError{Tenant: c.Tenant, Limit: "max_concurrent_executions", Msg: fmt.Sprintf("%d executions are already running", x.running[c.Tenant])}
 	}
 	var roles [][2]string
 	for _, r := range c.Roles {
@@ -347,7 +322,7 @@ func (x *Executor) Reserve(w *Workflow, c Caller) (*Reservation, error) {
 			continue
 		}
 		if x.roleRunning[k] >= rl.MaxConcurrentExecutions {
-			return nil, &LimitError{c.Tenant, "max_concurrent_executions", fmt.Sprintf("role %s: %d executions are already running (role limit %d)", r, x.roleRunning[k], rl.MaxConcurrentExecutions)}
+			return nil, &LimitError{Tenant: c.Tenant, Limit: "max_concurrent_executions", Msg: fmt.Sprintf("role %s: %d executions are already running (role limit %d)", r, x.roleRunning[k], rl.MaxConcurrentExecutions)}
 		}
 		roles = append(roles, k)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/policies"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 // --- permission_check ---------------------------------------------------------
@@ -345,12 +346,12 @@ func TestCustomerReportExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := OpenStore(t.Context(), t.TempDir())
+	st, err := store.OpenStore(t.Context(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	for _, q := range []TenantQuery{
+	for _, q := range []store.TenantQuery{
 		{SQL: `CREATE TABLE orders (id TEXT, customer_id TEXT, total REAL)`},
 		{SQL: `INSERT INTO orders VALUES ($1, $2, $3), ($4, $5, $6), ($7, $8, $9)`, Args: []any{"o1", "c-1", 10.5, "o2", "c-1", 4.5, "o3", "c-2", 99.0}},
 	} {

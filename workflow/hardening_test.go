@@ -26,6 +26,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/internal/wire"
 	"github.com/kailash-gw/kailash/policies"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 // payrollLabels labels acme's payroll workflow: department hr, confidential.
@@ -475,7 +476,7 @@ func TestCancelChecksWorkflowAndStarter(t *testing.T) {
 			t.Errorf("GET %s: %d %v", p, code, body)
 		}
 	}
-	if st := status(id); st != StatusRunning {
+	if st := status(id); st != store.StatusRunning {
 		t.Fatalf("after refused cancels the execution is %v", st)
 	}
 	// The starter cancels her own run; an admin (workflow:cancel_any) anyone's.
@@ -487,7 +488,7 @@ func TestCancelChecksWorkflowAndStarter(t *testing.T) {
 			t.Fatalf("cancel: %d %v", code, body)
 		}
 		testenv.Eventually(t, 10*time.Second, func() error {
-			if st := status(id); st != StatusCancelled {
+			if st := status(id); st != store.StatusCancelled {
 				return errorf("status %v", st)
 			}
 			return nil

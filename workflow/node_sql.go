@@ -9,6 +9,8 @@ import (
 
 	"modernc.org/libc"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 const (
@@ -107,7 +109,7 @@ func runSQL(ctx context.Context, x *Executor, c *call) (map[string]any, error) {
 			args = append(args, sqlArg(v))
 		}
 	}
-	res, err := x.store.TenantQuery(ctx, c.ex.c.Tenant, TenantQuery{SQL: p.query, Args: args, ReadOnly: p.readOnly, MaxRows: p.maxRows})
+	res, err := x.store.TenantQuery(ctx, c.ex.c.Tenant, store.TenantQuery{SQL: p.query, Args: args, ReadOnly: p.readOnly, MaxRows: p.maxRows})
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}

@@ -1,11 +1,14 @@
 package workflow
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 // sqlTricks are texts that are two statements to SQLite but hide the ';'
@@ -21,27 +24,27 @@ var sqlTricks = []string{
 }
 
 func TestSQLOneStatementSQLiteQuoting(t *testing.T) {
-	st, err := OpenStore(t.Context(), t.TempDir())
+	st, err := store.OpenStore(t.Context(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	ctx := t.Context()
 	for _, q := range []string{`CREATE TABLE items (name TEXT)`, `INSERT INTO items VALUES ('a')`} {
-		if _, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: q, MaxRows: 1}); err != nil {
+		if _, err := st.TenantQuery(ctx, "acme", store.TenantQuery{SQL: q, MaxRows: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, q := range sqlTricks {
 		// The hole is real: the store runs such a text as a script.
-		if _, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: q, MaxRows: 10}); err != nil {
+		if _, err := st.TenantQuery(ctx, "acme", store.TenantQuery{SQL: q, MaxRows: 10}); err != nil {
 			t.Fatalf("%q on SQLite: %v", q, err)
 		}
-		res, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: `SELECT count(*) AS n FROM items`, ReadOnly: true, MaxRows: 1})
+		res, err := st.TenantQuery(ctx, "acme", store.TenantQuery{SQL: `SELECT count(*) AS n FROM items`, ReadOnly: true, MaxRows: 1})
 		if err != nil || fmt.Sprint(res.Rows[0]["n"]) != "0" {
 			t.Fatalf("%q did not run its second statement on SQLite (%v %v): the test proves nothing", q, res, err)
 		}
-		if _, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: `INSERT INTO items VALUES ('a')`, MaxRows: 1}); err != nil {
+		if _, err := st.TenantQuery(ctx, "acme", store.TenantQuery{SQL: `INSERT INTO items VALUES ('a')`, MaxRows: 1}); err != nil {
 			t.Fatal(err)
 		}
 		// The sql node refuses it when the workflow is compiled.
@@ -69,24 +72,148 @@ func TestSQLOneStatementSQLiteQuoting(t *testing.T) {
 // tricks that PostgreSQL reads differently.
 func TestSQLOneStatementPostgres(t *testing.T) {
 	pg := testenv.StartPostgres(t)
-	st, err := OpenPostgresStore(t.Context(), pg.DSN)
+	st, err := store.OpenPostgresStore(t.Context(), pg.DSN)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	ctx := t.Context()
 	for _, q := range []string{`CREATE TABLE items (name TEXT)`, `INSERT INTO items VALUES ('a')`} {
-		if _, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: q, MaxRows: 1}); err != nil {
+		if _, err := st.TenantQuery(ctx, "acme", store.TenantQuery{SQL: q, MaxRows: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, q := range append([]string{"SELECT 1; DELETE FROM items", "SELECT $$x$$; DELETE FROM items", "SELECT E'\\'' ; DELETE FROM items; SELECT '\\''"}, sqlTricks...) {
-		if _, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: q, MaxRows: 10}); err == nil {
+		if _, err := st.TenantQuery(ctx, "acme", store.TenantQuery{SQL: q, MaxRows: 10}); err == nil {
 			t.Errorf("%q ran on PostgreSQL", q)
 		}
 	}
-	res, err := st.TenantQuery(ctx, "acme", TenantQuery{SQL: `SELECT count(*) AS n FROM items`, ReadOnly: true, MaxRows: 1})
+	res, err := st.TenantQuery(ctx, "acme", store.TenantQuery{SQL: `SELECT count(*) AS n FROM items`, ReadOnly: true, MaxRows: 1})
 	if err != nil || fmt.Sprint(res.Rows[0]["n"]) != "1" {
 		t.Fatalf("rows after the attempts: %v %v", res, err)
+	}
+}
+
+// The sql node on both stores (with the store suite in workflow/store).
+
+func TestSQLNodeSQLite(t *testing.T) {
+	st, err := store.OpenStore(t.Context(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	sqlNodeSuite(t, st)
+}
+
+func TestSQLNodePostgres(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	st, err := store.OpenPostgresStore(t.Context(), pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	sqlNodeSuite(t, st)
+}
+
+func sqlNodeSuite(t *testing.T, st store.Store) {
+	ctx := context.Background()
+	x := NewExecutor(ExecutorOptions{Store: st})
+	if _, err := st.TenantQuery(ctx, "hooli", store.TenantQuery{SQL: `CREATE TABLE users (name TEXT, role TEXT)`, MaxRows: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range [][2]string{{"alice", "admin"}, {"bob", "user"}} {
+		if _, err := st.TenantQuery(ctx, "hooli", store.TenantQuery{SQL: `INSERT INTO users VALUES ($1, $2)`, Args: []any{u[0], u[1]}, MaxRows: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookup := mustCompile(t, Definition{Name: "lookup", Nodes: []Node{{ID: "q", Type: "sql", Config: map[string]any{
+		"query": "SELECT name, role FROM users WHERE name = $1", "params": []any{"who.name"}}}}})
+	hooli := Caller{Tenant: "hooli", User: "u"}
+	res, err := x.Run(ctx, lookup, map[string]any{"who": map[string]any{"name": "alice"}}, hooli, RunOptions{})
+	if err != nil || res.Output["count"] != 1.0 || res.Output["first"].(map[string]any)["role"] != "admin" {
+		t.Fatalf("lookup: %v %+v", err, res)
+	}
+	// SQL injection through the node's parameters: every payload is a
+	// value, compared as a string; nothing runs and nothing matches.
+	for _, payload := range []string{
+		`' OR '1'='1`,
+		`alice' --`,
+		`x'; DROP TABLE users; --`,
+		`x"; DELETE FROM users; --`,
+		`'); INSERT INTO users VALUES ('mallory', 'admin'); --`,
+		`alice' UNION SELECT name, role FROM users --`,
+		`$1`,
+	} {
+		res, err := x.Run(ctx, lookup, map[string]any{"who": map[string]any{"name": payload}}, hooli, RunOptions{})
+		if err != nil || res.Output["count"] != 0.0 {
+			t.Errorf("payload %q: %v %+v", payload, err, res)
+		}
+	}
+	all, err := st.TenantQuery(ctx, "hooli", store.TenantQuery{SQL: `SELECT name FROM users ORDER BY name`, ReadOnly: true, MaxRows: 10})
+	if err != nil || len(all.Rows) != 2 {
+		t.Fatalf("users after the payloads: %v %+v", err, all)
+	}
+	// The input's params list, and a read-only default that refuses writes.
+	ins := mustCompile(t, Definition{Name: "ins", Nodes: []Node{{ID: "q", Type: "sql", Config: map[string]any{"query": "INSERT INTO users VALUES ($1, $2)"}}}})
+	if _, err := x.Run(ctx, ins, map[string]any{"params": []any{"eve", "admin"}}, hooli, RunOptions{}); err == nil {
+		t.Fatal("a read-only (default) sql node wrote")
+	}
+	ins = mustCompile(t, Definition{Name: "ins", Nodes: []Node{{ID: "q", Type: "sql", Config: map[string]any{"query": "INSERT INTO users VALUES ($1, $2)", "read_only": false}}}})
+	if _, err := x.Run(ctx, ins, map[string]any{"params": []any{"eve", "user"}}, hooli, RunOptions{}); err != nil {
+		t.Fatalf("read_only: false: %v", err)
+	}
+	// Another tenant running the same workflow sees its own database.
+	if _, err := x.Run(ctx, lookup, map[string]any{"who": map[string]any{"name": "alice"}}, Caller{Tenant: "globex", User: "g"}, RunOptions{}); err == nil {
+		t.Fatal("globex read hooli's users table")
+	}
+}
+
+func TestSQLNodeConfig(t *testing.T) {
+	for q, want := range map[string]string{
+		"SELECT 1; DROP TABLE x":           "one statement only",
+		"SELECT 1;; SELECT 2":              "one statement only",
+		"SELECT 'a;b'":                     "",
+		"SELECT 1; -- trailing comment":    "",
+		"SELECT 1 /* ; */":                 "",
+		"SELECT \"a;\" FROM t;":            "",
+		"SELECT 'unterminated":             "unterminated quote",
+		"SELECT 1 /* x":                    "unterminated comment",
+		"SELECT 1;\n/* c */ \n":            "",
+		"SELECT $1 -- ; DELETE FROM users": "",
+	} {
+		_, err := Compile(Definition{Name: "w", Nodes: []Node{{ID: "q", Type: "sql", Config: map[string]any{"query": q}}}})
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%q: %v, want %q", q, err, want)
+		}
+	}
+	for _, cfg := range []map[string]any{
+		{},
+		{"query": "SELECT 1", "params": "name"},
+		{"query": "SELECT 1", "read_only": "no"},
+		{"query": "SELECT 1", "max_rows": 0.0},
+		{"query": "SELECT 1", "max_rows": 1e9},
+	} {
+		if _, err := Compile(Definition{Name: "w", Nodes: []Node{{ID: "q", Type: "sql", Config: cfg}}}); err == nil {
+			t.Errorf("config %v accepted", cfg)
+		}
+	}
+}
+
+// A server runs on Postgres when runner.postgres_dsn is set.
+func TestServerOnPostgres(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	wfs, err := LoadDir("../examples/workflows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServerCfg(t, wfs, config.Runner{PostgresDSN: pg.DSN})
+	c := apiClient{t, s.Handler(), map[string]string{"x-kailash-tenant": "acme", "x-kailash-user": "alice"}}
+	code, body := c.do("POST", "/v1/workflows/hello/executions", `{"order":42}`)
+	if code != 200 {
+		t.Fatalf("execute: %d %v", code, body)
+	}
+	code, body = c.do("GET", "/v1/workflows/hello/executions/"+body["execution_id"].(string), "")
+	if code != 200 || body["status"] != "completed" {
+		t.Fatalf("get: %d %v", code, body)
 	}
 }

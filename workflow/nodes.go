@@ -340,7 +340,7 @@ func runBatch(ctx context.Context, x *Executor, c *call) (map[string]any, error)
 		return nil, fmt.Errorf("input items: want a list, got %T", c.input["items"])
 	}
 	if max := c.ex.limits.BatchMaxItems; len(items) > max {
-		return nil, &LimitError{c.ex.c.Tenant, "batch_max_items", fmt.Sprintf("node %q got %d items, more than the %d allowed", c.node.id, len(items), max)}
+		return nil, &LimitError{Tenant: c.ex.c.Tenant, Limit: "batch_max_items", Msg: fmt.Sprintf("node %q got %d items, more than the %d allowed", c.node.id, len(items), max)}
 	}
 	results := make([]any, len(items))
 	g, gctx := errgroup.WithContext(ctx)

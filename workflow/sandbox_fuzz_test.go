@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kailash-gw/kailash/workflow/sandbox"
 )
 
 // The bound FuzzCodeNodeMemory holds the accounting to: everything one run
@@ -53,14 +54,7 @@ var (
 	fuzzBuiltins = []string{"list", "tuple", "sorted", "reversed", "set", "dict", "enumerate", "zip", "bytes", "str", "repr", "print", "len", "range", "min", "max", "any", "all", "int", "hash", "dir", "type"}
 )
 
-func fuzzMethods() []string {
-	var ms []string
-	for m := range methodCost {
-		ms = append(ms, m)
-	}
-	sort.Strings(ms)
-	return ms
-}
+func fuzzMethods() []string { return sandbox.VettedMethods() }
 
 func (g *progGen) expr() string {
 	switch g.byte() % 14 {
@@ -153,11 +147,11 @@ func FuzzCodeNodeMemory(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		job := codeJob{Node: "fuzz", MaxSteps: 200_000, MaxMemory: fuzzBudget}
+		job := sandbox.Job{Node: "fuzz", MaxSteps: 200_000, MaxMemory: fuzzBudget}
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		_, runErr := execCode(ctx, prep.(*codePrep), job)
+		_, runErr := prep.(*sandbox.Program).Run(ctx, job)
 		runtime.ReadMemStats(&after)
 		if got := int64(after.TotalAlloc - before.TotalAlloc); got > fuzzFactor*fuzzBudget+fuzzSlack {
 			t.Fatalf("allocated %d bytes under a %d-byte budget (bound %d); error %v\n%s", got, fuzzBudget, fuzzFactor*fuzzBudget+fuzzSlack, runErr, src)

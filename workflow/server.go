@@ -26,6 +26,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/internal/wire"
 	"github.com/kailash-gw/kailash/policies"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 // Options for the runner server.
@@ -37,9 +38,9 @@ type Options struct {
 	// policy.bundle (the embedded bundle when empty) evaluating
 	// runner.permission_decision, built on first use.
 	Policy PolicyEvaluator
-	// Store replaces the store runner.postgres_dsn / runner.data_dir name
+	// store.Store replaces the store runner.postgres_dsn / runner.data_dir name
 	// (tests); the server closes it.
-	Store Store
+	Store store.Store
 	// EventPolicy decides whether a subscriber may see a workflow's events
 	// (its department/clearance labels). Nil: an engine over policy.bundle
 	// evaluating runner.event_decision (DefaultEventDecision), watched for
@@ -55,7 +56,7 @@ type Server struct {
 	ln        net.Listener
 	workflows atomic.Pointer[map[string]*Workflow] // from runner.workflows, shared by every tenant
 	exec      *Executor
-	store     Store
+	store     store.Store
 	compiled  compileCache
 	verify    *verifier // nil: trust the x-kailash-* headers
 	events    *broker
@@ -127,7 +128,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	st := opts.Store
 	if st == nil {
 		var err error
-		if st, err = OpenConfiguredStore(s.base, cfg, s.log); err != nil {
+		if st, err = store.OpenConfiguredStore(s.base, cfg, s.log); err != nil {
 			s.stop()
 			return nil, err
 		}
@@ -252,7 +253,7 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (identity, boo
 		writeError(w, http.StatusUnauthorized, "no_identity", "request carries no identity from the gateway")
 		return identity{Caller: c}, false
 	}
-	if !tenantRe.MatchString(c.Tenant) {
+	if !store.ValidTenant(c.Tenant) {
 		writeError(w, http.StatusUnauthorized, "bad_identity", "the tenant is not a valid tenant id")
 		return identity{Caller: c}, false
 	}
@@ -266,13 +267,13 @@ func (s *Server) lookup(ctx context.Context, tenant, name string) (*Workflow, bo
 	case err == nil:
 		w, err := s.compiled.compile(sw)
 		return w, true, err
-	case !errors.Is(err, ErrNotFound):
+	case !errors.Is(err, store.ErrNotFound):
 		return nil, false, err
 	}
 	if w := (*s.workflows.Load())[name]; w != nil {
 		return w, false, nil
 	}
-	return nil, false, ErrNotFound
+	return nil, false, store.ErrNotFound
 }
 
 func (s *Server) listWorkflows(w http.ResponseWriter, r *http.Request) {
@@ -325,10 +326,15 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "exists", fmt.Sprintf("workflow %q is a shared workflow", d.Name))
 		return
 	}
-	if err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d, s.exec.LimitsFor(c).MaxWorkflows); err != nil {
+	def, err := json.Marshal(d)
+	if err != nil {
+		s.internal(w, err)
+		return
+	}
+	if err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d.Name, def, s.exec.LimitsFor(c).MaxWorkflows); err != nil {
 		var le *LimitError
 		switch {
-		case errors.Is(err, errExists):
+		case errors.Is(err, store.ErrExists):
 			writeError(w, http.StatusConflict, "exists", err.Error())
 		case errors.As(err, &le):
 			s.writeExecError(w, err, nil)
@@ -360,7 +366,7 @@ func (s *Server) deleteWorkflow(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	err := s.store.DeleteWorkflow(r.Context(), c.Tenant, name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		if _, shared := (*s.workflows.Load())[name]; shared {
 			writeError(w, http.StatusConflict, "shared_workflow", fmt.Sprintf("workflow %q is shared from runner.workflows and cannot be deleted", name))
 			return
@@ -414,8 +420,8 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		s.writeExecError(w, err, nil)
 		return
 	}
-	rec := &ExecutionRecord{ID: newID(), Workflow: name, Status: StatusRunning, Tenant: c.Tenant, User: c.User,
-		Input: input, CreatedAt: now()}
+	rec := &store.ExecutionRecord{ID: newID(), Workflow: name, Status: store.StatusRunning, Tenant: c.Tenant, User: c.User,
+		Input: input, CreatedAt: store.Now()}
 	if err := s.store.StartExecution(r.Context(), rec); err != nil {
 		res.Release()
 		s.internal(w, err)
@@ -430,7 +436,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(parent)
 	s.running.Store(rec.ID, &runningExec{tenant: c.Tenant, workflow: name, user: c.User, cancel: cancel})
 	s.inflight.Add(1)
-	run := func() *ExecutionRecord {
+	run := func() *store.ExecutionRecord {
 		defer s.inflight.Done()
 		defer s.running.Delete(rec.ID)
 		defer cancel(nil)
@@ -439,11 +445,11 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	if async {
 		go run()
 		w.Header().Set("Location", fmt.Sprintf("/v1/workflows/%s/executions/%s", name, rec.ID))
-		writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": rec.ID, "workflow": name, "status": StatusRunning, "tenant": c.Tenant, "user": c.User})
+		writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": rec.ID, "workflow": name, "status": store.StatusRunning, "tenant": c.Tenant, "user": c.User})
 		return
 	}
 	done := run()
-	if done.Status != StatusCompleted {
+	if done.Status != store.StatusCompleted {
 		s.writeExecError(w, errors.New(done.Error), done)
 		return
 	}
@@ -464,7 +470,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 
 // run executes and records: the start event, each node's result as it
 // ends, and the outcome. The records are written even after cancellation.
-func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *ExecutionRecord, timeout time.Duration) *ExecutionRecord {
+func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *store.ExecutionRecord, timeout time.Duration) *store.ExecutionRecord {
 	wctx := context.WithoutCancel(ctx)
 	ev := func(typ string) Event {
 		return Event{Type: typ, Tenant: rec.Tenant, Workflow: rec.Workflow, Execution: rec.ID, At: time.Now().UTC(), Policy: wf.Def.Events}
@@ -487,7 +493,7 @@ func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *E
 		s.events.publish(e)
 	}})
 	s.dur.Observe(time.Since(start).Seconds())
-	rec.Status = StatusCompleted
+	rec.Status = store.StatusCompleted
 	if err != nil {
 		rec.Status, rec.Error = statusOf(err), err.Error()
 		s.log.Warn("execution failed", "workflow", rec.Workflow, "execution", rec.ID, "tenant", rec.Tenant, "status", rec.Status, "err", err)
@@ -499,7 +505,7 @@ func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *E
 		s.log.Error("recording an execution's end", "execution", rec.ID, "err", err)
 	}
 	e := ev("execution.completed")
-	if rec.Status != StatusCompleted {
+	if rec.Status != store.StatusCompleted {
 		e.Type = "execution.failed"
 	}
 	e.Status, e.Error = rec.Status, rec.Error
@@ -510,11 +516,11 @@ func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *E
 func statusOf(err error) string {
 	switch {
 	case errors.Is(err, ErrCancelled):
-		return StatusCancelled
+		return store.StatusCancelled
 	case errors.Is(err, ErrTimeout):
-		return StatusTimedOut
+		return store.StatusTimedOut
 	}
-	return StatusFailed
+	return store.StatusFailed
 }
 
 func limitLabel(err error) string {
@@ -545,7 +551,7 @@ func (s *Server) getExecution(w http.ResponseWriter, r *http.Request) {
 	}
 	e, err := s.store.GetExecution(r.Context(), c.Tenant, r.PathValue("id"))
 	if err == nil && e.Workflow != r.PathValue("name") {
-		err = ErrNotFound
+		err = store.ErrNotFound
 	}
 	if err != nil {
 		s.notFoundOr(w, err, "execution")
@@ -628,7 +634,7 @@ func (s *Server) granted(ctx context.Context, c Caller, permission, workflow, ex
 // writeExecError maps an execution error onto a status: a concurrency
 // limit 429, another limit 403, a timeout 504, a cancellation 409, a node
 // failure 422.
-func (s *Server) writeExecError(w http.ResponseWriter, err error, rec *ExecutionRecord) {
+func (s *Server) writeExecError(w http.ResponseWriter, err error, rec *store.ExecutionRecord) {
 	code, kind := http.StatusUnprocessableEntity, "execution_failed"
 	var le *LimitError
 	status := ""
@@ -641,9 +647,9 @@ func (s *Server) writeExecError(w http.ResponseWriter, err error, rec *Execution
 		w.Header().Set("Retry-After", "1")
 	case errors.As(err, &le):
 		code, kind = http.StatusForbidden, "limit_exceeded"
-	case status == StatusTimedOut || (rec == nil && errors.Is(err, ErrTimeout)):
+	case status == store.StatusTimedOut || (rec == nil && errors.Is(err, ErrTimeout)):
 		code, kind = http.StatusGatewayTimeout, "execution_timed_out"
-	case status == StatusCancelled || (rec == nil && errors.Is(err, ErrCancelled)):
+	case status == store.StatusCancelled || (rec == nil && errors.Is(err, ErrCancelled)):
 		code, kind = http.StatusConflict, "execution_cancelled"
 	}
 	body := map[string]any{"error": kind, "message": err.Error()}
@@ -657,7 +663,7 @@ func (s *Server) writeExecError(w http.ResponseWriter, err error, rec *Execution
 }
 
 func (s *Server) notFoundOr(w http.ResponseWriter, err error, what string) {
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "not_found", "no such "+what)
 		return
 	}
@@ -752,11 +758,15 @@ type compileCache struct {
 
 const maxCompiled = 4096
 
-func (c *compileCache) compile(sw *StoredWorkflow) (*Workflow, error) {
+func (c *compileCache) compile(sw *store.StoredWorkflow) (*Workflow, error) {
 	if v, ok := c.m.Load(sw.Digest); ok && sw.Digest != "" {
 		return v.(*Workflow), nil
 	}
-	w, err := Compile(sw.Definition)
+	var d Definition
+	if err := json.Unmarshal(sw.Definition, &d); err != nil {
+		return nil, err
+	}
+	w, err := Compile(d)
 	if err != nil || sw.Digest == "" {
 		return w, err
 	}

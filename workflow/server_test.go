@@ -22,6 +22,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/internal/wire"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 type signer struct{ key jwk.Key }
@@ -206,21 +207,21 @@ func (e *testErr) Error() string { return e.msg }
 func TestInterruptedOnRestart(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	st, err := OpenStore(ctx, dir)
+	st, err := store.OpenStore(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartExecution(ctx, &ExecutionRecord{ID: "e1", Workflow: "w", Tenant: "acme", User: "u", CreatedAt: now()}); err != nil {
+	if err := st.StartExecution(ctx, &store.ExecutionRecord{ID: "e1", Workflow: "w", Tenant: "acme", User: "u", CreatedAt: store.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	st.Close() // as if the process died mid-execution
-	st, err = OpenStore(ctx, dir)
+	st, err = store.OpenStore(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	e, err := st.GetExecution(ctx, "acme", "e1")
-	if err != nil || e.Status != StatusInterrupted {
+	if err != nil || e.Status != store.StatusInterrupted {
 		t.Fatalf("after restart: %v %+v", err, e)
 	}
 	if _, err := st.GetWorkflow(ctx, "../etc", "w"); err == nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/sealed"
-	"github.com/kailash-gw/kailash/workflow"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 // runKeys is `kailash keys status|add|rotate`: the data keys that encrypt
@@ -65,38 +65,38 @@ func runKeys(ctx context.Context, args []string, w io.Writer) error {
 	if sub == "status" {
 		return keysStatus(ctx, st, w)
 	}
-	return keysRotate(ctx, st, to, workflow.ReencryptOptions{Batch: batch, Pause: pause}, passes, w)
+	return keysRotate(ctx, st, to, store.ReencryptOptions{Batch: batch, Pause: pause}, passes, w)
 }
 
 // openKeyStore opens the runner's store beside a serving runner (nothing
 // marked interrupted, no key generated).
-func openKeyStore(ctx context.Context, cfg *config.Config) (workflow.KeyMaintainer, error) {
+func openKeyStore(ctx context.Context, cfg *config.Config) (store.KeyMaintainer, error) {
 	r := cfg.Runner
-	o := workflow.DataKeyOptions{KeysFile: cfg.Path(r.Encryption.KeysFile)}
+	o := store.DataKeyOptions{KeysFile: cfg.Path(r.Encryption.KeysFile)}
 	if r.PostgresDSN == "" {
 		if r.DataDir == "" {
 			return nil, errors.New("keys: the runner keeps its data in memory (no runner.data_dir or runner.postgres_dsn): nothing is stored")
 		}
 		o.DataDir = cfg.Path(r.DataDir)
 	}
-	keys, err := workflow.OpenDataKeys(o)
+	keys, err := store.OpenDataKeys(o)
 	if err != nil {
 		return nil, err
 	}
 	if keys == nil {
 		return nil, fmt.Errorf("keys: no data keys: set %s or runner.encryption.keys_file", sealed.EnvKeys)
 	}
-	var st workflow.Store
-	so := workflow.StoreOptions{Keys: keys, Maintenance: true}
+	var st store.Store
+	so := store.StoreOptions{Keys: keys, Maintenance: true}
 	if r.PostgresDSN != "" {
-		st, err = workflow.OpenPostgresStoreWith(ctx, r.PostgresDSN, so)
+		st, err = store.OpenPostgresStoreWith(ctx, r.PostgresDSN, so)
 	} else {
-		st, err = workflow.OpenStoreWith(ctx, o.DataDir, so)
+		st, err = store.OpenStoreWith(ctx, o.DataDir, so)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return st.(workflow.KeyMaintainer), nil
+	return st.(store.KeyMaintainer), nil
 }
 
 // keysFilePath is the keys file add and rotate write: runner.encryption.
@@ -106,7 +106,7 @@ func keysFilePath(cfg *config.Config) (string, error) {
 		return cfg.Path(cfg.Runner.Encryption.KeysFile), nil
 	}
 	if cfg.Runner.PostgresDSN == "" && cfg.Runner.DataDir != "" {
-		return filepath.Join(cfg.Path(cfg.Runner.DataDir), workflow.GeneratedKeysFile), nil
+		return filepath.Join(cfg.Path(cfg.Runner.DataDir), store.GeneratedKeysFile), nil
 	}
 	return "", fmt.Errorf("keys: no keys file to write (runner.encryption.keys_file); with %s, add the key to the environment", sealed.EnvKeys)
 }
@@ -159,7 +159,7 @@ func keysAdd(cfg *config.Config, id string, w io.Writer) error {
 	return err
 }
 
-func keysStatus(ctx context.Context, st workflow.KeyMaintainer, w io.Writer) error {
+func keysStatus(ctx context.Context, st store.KeyMaintainer, w io.Writer) error {
 	s, err := st.KeyStatus(ctx)
 	if err != nil {
 		return err
@@ -211,7 +211,7 @@ func countLine(m map[string]int) string {
 }
 
 // remaining counts the values not under target.
-func remaining(s *workflow.KeyStatus, target string) int {
+func remaining(s *store.KeyStatus, target string) int {
 	n := 0
 	for kid, c := range s.Values {
 		if kid != target {
@@ -221,7 +221,7 @@ func remaining(s *workflow.KeyStatus, target string) int {
 	return n
 }
 
-func keysRotate(ctx context.Context, st workflow.KeyMaintainer, to string, o workflow.ReencryptOptions, passes int, w io.Writer) error {
+func keysRotate(ctx context.Context, st store.KeyMaintainer, to string, o store.ReencryptOptions, passes int, w io.Writer) error {
 	keys := st.Keys()
 	file := keys.File()
 	switch {
@@ -259,7 +259,7 @@ func keysRotate(ctx context.Context, st workflow.KeyMaintainer, to string, o wor
 	if passes <= 0 {
 		passes = 1
 	}
-	o.Progress = func(p workflow.ReencryptProgress) {
+	o.Progress = func(p store.ReencryptProgress) {
 		fmt.Fprintf(w, "  tenant %s, %s: %d rows scanned, %d re-encrypted\n", p.Tenant, p.Table, p.Rows, p.Rewritten)
 	}
 	var left int

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/kailash-gw/kailash/internal/config"
-	"github.com/kailash-gw/kailash/workflow"
+	"github.com/kailash-gw/kailash/workflow/store"
 )
 
 // kailash keys status / add / rotate on a runner's SQLite data directory
@@ -36,18 +36,18 @@ func TestKeysRotateCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The runner's store: a key generated into the data directory.
-	st, err := workflow.OpenConfiguredStore(t.Context(), cfg, nil)
+	st, err := store.OpenConfiguredStore(t.Context(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	for _, id := range []string{"e1", "e2", "e3"} {
-		if err := st.StartExecution(t.Context(), &workflow.ExecutionRecord{ID: id, Workflow: "w", Tenant: "acme", User: "alice",
+		if err := st.StartExecution(t.Context(), &store.ExecutionRecord{ID: id, Workflow: "w", Tenant: "acme", User: "alice",
 			Input: map[string]any{"x": "secret"}, CreatedAt: time.Now().UTC().Format(time.RFC3339Nano)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if fi, err := os.Stat(filepath.Join(data, workflow.GeneratedKeysFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(data, store.GeneratedKeysFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("generated key file: %v %v", err, fi)
 	}
 	out, err := runOut(t, "keys", "status", "-c", p)

@@ -1,4 +1,8 @@
-package workflow
+// Package sandbox runs a workflow's code nodes: Starlark scripts rewritten
+// so that every allocation is estimated and charged against a budget
+// (the rewriter and the checked builtins), in a worker process under rlimits
+// (WorkerMain, RunInWorker).
+package sandbox
 
 // The code node runs Starlark (go.starlark.net), a Python dialect with no
 // file, network, clock or environment access to begin with; load() is
@@ -16,7 +20,7 @@ package workflow
 //     small values it may create. The budget counts bytes allocated, so it
 //     bounds the live heap too. FuzzCodeNodeMemory holds it to a measured
 //     bound over generated programs;
-//   - a worker process (sandbox_worker.go) with RLIMIT_DATA and RLIMIT_CPU:
+//   - a worker process (worker.go) with RLIMIT_DATA and RLIMIT_CPU:
 //     should the accounting ever be beaten, the worker dies, not the runner.
 
 import (
@@ -29,7 +33,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
@@ -45,18 +48,15 @@ const (
 
 var codeFileOptions = &syntax.FileOptions{While: true, TopLevelControl: true, GlobalReassign: true}
 
-type codePrep struct {
+// Program is a compiled, rewritten script, run as often as needed.
+type Program struct {
 	prog        *starlark.Program
 	predeclared starlark.StringDict // wrapped builtins, without the per-run names
 }
 
-// prepareCode parses config.code, refuses load(), rewrites it for memory
-// accounting and compiles it once.
-func prepareCode(cfg map[string]any) (any, error) {
-	src, err := str(cfg, "code")
-	if err != nil {
-		return nil, err
-	}
+// Compile parses a code node's script, refuses load() and the reserved
+// _kl_ names, rewrites it for memory accounting and compiles it once.
+func Compile(src string) (*Program, error) {
 	if src == "" {
 		return nil, errors.New("code: required (a Starlark script that sets result)")
 	}
@@ -91,34 +91,13 @@ func prepareCode(cfg map[string]any) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("code: %w", err)
 	}
-	return &codePrep{prog: prog, predeclared: pre}, nil
+	return &Program{prog: prog, predeclared: pre}, nil
 }
 
-// runCode runs the script with `parameters` (the node input) and `caller`
-// predeclared; its output is {"result": the value the script left in result}.
-// It runs in a worker process (sandbox_worker.go) unless a test or a
-// benchmark chose in process.
-func runCode(ctx context.Context, _ *Executor, c *call) (map[string]any, error) {
-	l := c.ex.limits
-	src, _ := str(c.node.cfg, "code")
-	job := codeJob{Node: c.node.id, Code: src, Input: c.input, Tenant: c.ex.c.Tenant, User: c.ex.c.User, Roles: c.ex.c.Roles,
-		MaxSteps: l.CodeMaxSteps, MaxMemory: l.CodeMaxMemory}
-	if codeSandbox == sandboxInProcess {
-		return execCode(ctx, c.node.prep.(*codePrep), job)
-	}
-	timeout := l.NodeTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(dl))
-	}
-	if timeout <= 0 || timeout > time.Hour {
-		timeout = time.Hour
-	}
-	job.CPUSeconds = uint64(math.Ceil(timeout.Seconds())) + 1
-	return runCodeInWorker(ctx, job)
-}
-
-// execCode runs a compiled script with the job's input, caller and limits.
-func execCode(ctx context.Context, p *codePrep, job codeJob) (map[string]any, error) {
+// Run runs the script in this process with the job's input, caller and
+// limits, with `parameters` (the input) and `caller` predeclared; its output
+// is {"result": the value the script left in result}.
+func (p *Program) Run(ctx context.Context, job Job) (map[string]any, error) {
 	params, err := toStarlark(job.Input, 0)
 	if err != nil {
 		return nil, fmt.Errorf("parameters: %w", err)
@@ -1106,4 +1085,23 @@ func fromStarlark(v starlark.Value, depth int) (any, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("a %s cannot leave the script", v.Type())
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// VettedMethods are the names of the built-in types' methods a script may
+// reach, each with its cost estimate; any other method is refused.
+func VettedMethods() []string {
+	ms := make([]string, 0, len(methodCost))
+	for m := range methodCost {
+		ms = append(ms, m)
+	}
+	slices.Sort(ms)
+	return ms
 }

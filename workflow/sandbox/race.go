@@ -1,6 +1,6 @@
 //go:build race
 
-package workflow
+package sandbox
 
 // The race detector's shadow memory grows with the heap.
 const raceFactor = 8

@@ -1,4 +1,4 @@
-package workflow
+package sandbox
 
 // The hard backstop for code nodes: each run happens in a worker process,
 // the running binary re-executed (/proc/self/exe) with
@@ -46,24 +46,8 @@ const (
 	stderrKeep      = 4 << 10
 )
 
-// codeSandbox selects where code nodes run: in a worker process (the
-// default, and the only mode the runner uses), or in process (tests and
-// benchmarks that measure the accounting itself).
-var codeSandbox = sandboxProcess
-
-type sandboxMode int
-
-const (
-	sandboxProcess sandboxMode = iota
-	sandboxInProcess
-)
-
-// sandboxDataLimit, when non-zero, replaces the worker's computed
-// RLIMIT_DATA (tests: a worker whose accounting is "defeated").
-var sandboxDataLimit int64
-
-// codeJob is one run of a code node, as sent to the worker.
-type codeJob struct {
+// Job is one run of a code node, as sent to the worker.
+type Job struct {
 	Node      string         `json:"node"`
 	Code      string         `json:"code"`
 	Input     map[string]any `json:"input"`
@@ -85,19 +69,19 @@ type codeReply struct {
 
 func init() {
 	if os.Getenv(sandboxEnv) == "1" {
-		os.Exit(SandboxWorkerMain())
+		os.Exit(WorkerMain())
 	}
 }
 
-// SandboxWorkerMain is the worker: one job from stdin, one reply to
-// stdout. It returns the exit code. It is meant to be started only by the
-// runner (the hidden `kailash sandbox-worker` subcommand).
-func SandboxWorkerMain() int {
+// WorkerMain is the worker: one job from stdin, one reply to stdout. It
+// returns the exit code. It is meant to be started only by the runner
+// (RunInWorker; the hidden `kailash sandbox-worker` subcommand).
+func WorkerMain() int {
 	if p := os.Getenv(sandboxParentEnv); p != "" && strconv.Itoa(os.Getppid()) != p {
 		// The runner died before Pdeathsig was armed: nobody reads the reply.
 		return 3
 	}
-	var job codeJob
+	var job Job
 	dec := json.NewDecoder(bufio.NewReader(os.Stdin))
 	dec.UseNumber()
 	if err := dec.Decode(&job); err != nil {
@@ -130,10 +114,10 @@ func SandboxWorkerMain() int {
 // so the limit is what the worker has at start plus a headroom: a Go
 // process reserves far more address space than it uses, so RLIMIT_AS would
 // have to be set from an unrelated number.
-func limitSelf(job codeJob) error {
+func limitSelf(job Job) error {
 	data := job.DataLimit
 	if data == 0 {
-		cur, err := procStatusBytes("VmData")
+		cur, err := ProcStatusBytes("VmData")
 		if err != nil {
 			return err
 		}
@@ -152,8 +136,9 @@ func limitSelf(job codeJob) error {
 	return nil
 }
 
-// procStatusBytes reads one "kB" field of /proc/self/status.
-func procStatusBytes(field string) (int64, error) {
+// ProcStatusBytes reads one "kB" field of /proc/self/status, in bytes
+// (VmData: what the worker's RLIMIT_DATA is computed from).
+func ProcStatusBytes(field string) (int64, error) {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0, err
@@ -170,20 +155,18 @@ func procStatusBytes(field string) (int64, error) {
 	return 0, fmt.Errorf("/proc/self/status has no %s", field)
 }
 
-// execJob compiles and runs the job's script (in the worker, or in process).
-func execJob(ctx context.Context, job codeJob) (map[string]any, error) {
-	prep, err := prepareCode(map[string]any{"code": job.Code})
+// execJob compiles and runs the job's script (in the worker).
+func execJob(ctx context.Context, job Job) (map[string]any, error) {
+	p, err := Compile(job.Code)
 	if err != nil {
 		return nil, err
 	}
-	return execCode(ctx, prep.(*codePrep), job)
+	return p.Run(ctx, job)
 }
 
-// runCodeInWorker runs one code node in a fresh worker process.
-func runCodeInWorker(ctx context.Context, job codeJob) (map[string]any, error) {
-	if sandboxDataLimit > 0 {
-		job.DataLimit = sandboxDataLimit
-	}
+// RunInWorker runs one code node in a fresh worker process: the running
+// binary re-executed, which any binary linking this package can be.
+func RunInWorker(ctx context.Context, job Job) (map[string]any, error) {
 	in, err := json.Marshal(job)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox job: %w", err)
@@ -232,7 +215,7 @@ func runCodeInWorker(ctx context.Context, job codeJob) (map[string]any, error) {
 }
 
 // workerDied names why a worker ended without a reply.
-func workerDied(ps *os.ProcessState, err error, stderr string, job codeJob) error {
+func workerDied(ps *os.ProcessState, err error, stderr string, job Job) error {
 	// Under RLIMIT_DATA a worker that runs out dies in the Go runtime:
 	// "fatal error: runtime: out of memory", or, when the failed mapping is
 	// one the collector needed, a SIGSEGV inside the runtime. The worker

@@ -1,4 +1,8 @@
-package workflow
+// Package store keeps the workflow runner's state: each tenant's workflows,
+// executions, node results and audit records, on SQLite (a database file per
+// tenant) or PostgreSQL (a schema per tenant), with versioned migrations and
+// the sensitive columns sealed under the data keys.
+package store
 
 import (
 	"context"
@@ -23,7 +27,7 @@ import (
 // versioned migrations: SQLite (OpenStore: one database file per tenant) and
 // PostgreSQL (OpenPostgresStore: one schema per tenant).
 type Store interface {
-	PutWorkflow(ctx context.Context, tenant, user string, d Definition, maxWorkflows int) error
+	PutWorkflow(ctx context.Context, tenant, user, name string, definition json.RawMessage, maxWorkflows int) error
 	GetWorkflow(ctx context.Context, tenant, name string) (*StoredWorkflow, error)
 	ListWorkflows(ctx context.Context, tenant string) ([]string, error)
 	DeleteWorkflow(ctx context.Context, tenant, name string) error
@@ -109,6 +113,10 @@ var migrations = []string{
 
 var tenantRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
+// ValidTenant reports whether id is a tenant id the store accepts (a DNS
+// label: it names a database file and a PostgreSQL schema and role).
+func ValidTenant(id string) bool { return tenantRe.MatchString(id) }
+
 // Execution statuses.
 const (
 	StatusRunning     = "running"
@@ -121,7 +129,9 @@ const (
 
 const interruptedMsg = "the runner stopped while this execution was running"
 
-func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+// Now is a timestamp as the store keeps them (UTC RFC 3339 with nanoseconds,
+// so they order as strings): the CreatedAt of an ExecutionRecord.
+func Now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 
 // dialect is what differs between the SQLite and PostgreSQL stores.
 type dialect interface {
@@ -256,7 +266,7 @@ func (s *sqlStore) markInterrupted(ctx context.Context, t *tenantDB) error {
 			return err
 		}
 		if _, err := t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = ?`),
-			StatusInterrupted, msg, now(), id, StatusRunning); err != nil {
+			StatusInterrupted, msg, Now(), id, StatusRunning); err != nil {
 			return err
 		}
 	}
@@ -266,23 +276,21 @@ func (s *sqlStore) markInterrupted(ctx context.Context, t *tenantDB) error {
 // ErrNotFound is a missing workflow or execution.
 var ErrNotFound = errors.New("not found")
 
-// StoredWorkflow is a tenant's workflow as the API shows it.
+// StoredWorkflow is a tenant's stored workflow: its definition as the
+// runner encoded it (JSON), who created it and when.
 type StoredWorkflow struct {
-	Definition Definition `json:"definition"`
-	CreatedBy  string     `json:"created_by"`
-	CreatedAt  string     `json:"created_at"`
+	Definition json.RawMessage `json:"definition"`
+	CreatedBy  string          `json:"created_by"`
+	CreatedAt  string          `json:"created_at"`
 	// Digest is the SHA-256 of the stored definition: compiled workflows
 	// are cached by it.
 	Digest string `json:"-"`
 }
 
-// PutWorkflow stores a new workflow; an existing name is an error.
-func (s *sqlStore) PutWorkflow(ctx context.Context, tenant, user string, d Definition, maxWorkflows int) error {
+// PutWorkflow stores a new workflow, its definition as the runner encoded
+// it; an existing name is ErrExists, a full tenant a *LimitError.
+func (s *sqlStore) PutWorkflow(ctx context.Context, tenant, user, name string, definition json.RawMessage, maxWorkflows int) error {
 	t, err := s.db(ctx, tenant)
-	if err != nil {
-		return err
-	}
-	b, err := json.Marshal(d)
 	if err != nil {
 		return err
 	}
@@ -298,15 +306,15 @@ func (s *sqlStore) PutWorkflow(ctx context.Context, tenant, user string, d Defin
 	// creates cannot both pass the limit.
 	res, err := tx.ExecContext(ctx, t.q(`INSERT INTO {t}workflows (name, definition, created_by, created_at)
 		SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM {t}workflows) < ?
-		ON CONFLICT (name) DO NOTHING`), d.Name, string(b), user, now(), maxWorkflows)
+		ON CONFLICT (name) DO NOTHING`), name, string(definition), user, Now(), maxWorkflows)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		var one int
-		err := tx.QueryRowContext(ctx, t.q(`SELECT 1 FROM {t}workflows WHERE name = ?`), d.Name).Scan(&one)
+		err := tx.QueryRowContext(ctx, t.q(`SELECT 1 FROM {t}workflows WHERE name = ?`), name).Scan(&one)
 		if err == nil {
-			return fmt.Errorf("workflow %q: %w", d.Name, errExists)
+			return fmt.Errorf("workflow %q: %w", name, ErrExists)
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -316,7 +324,8 @@ func (s *sqlStore) PutWorkflow(ctx context.Context, tenant, user string, d Defin
 	return tx.Commit()
 }
 
-var errExists = errors.New("already exists")
+// ErrExists is a workflow name the tenant already has.
+var ErrExists = errors.New("already exists")
 
 // GetWorkflow reads one workflow.
 func (s *sqlStore) GetWorkflow(ctx context.Context, tenant, name string) (*StoredWorkflow, error) {
@@ -335,7 +344,8 @@ func (s *sqlStore) GetWorkflow(ctx context.Context, tenant, name string) (*Store
 	}
 	sum := sha256.Sum256([]byte(def))
 	w.Digest = hex.EncodeToString(sum[:])
-	return &w, json.Unmarshal([]byte(def), &w.Definition)
+	w.Definition = json.RawMessage(def)
+	return &w, nil
 }
 
 // ListWorkflows lists a tenant's workflow names.
@@ -466,7 +476,7 @@ func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status strin
 		return err
 	}
 	_, err = t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ?`),
-		status, sout, serr, now(), id, StatusRunning)
+		status, sout, serr, Now(), id, StatusRunning)
 	return err
 }
 

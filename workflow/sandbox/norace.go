@@ -1,5 +1,5 @@
 //go:build !race
 
-package workflow
+package sandbox
 
 const raceFactor = 1
