@@ -23,21 +23,18 @@ import (
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
-// helperArgsEnv carries the arguments of a re-executed `kailash` (see
-// TestHelperKailashProcess).
+// helperArgsEnv carries the arguments of a re-executed `kailash`: with it
+// set, the test binary is the kailash binary (TestMain runs main() and
+// exits, signals included) and runs no test.
 const helperArgsEnv = "KAILASH_TEST_HELPER_ARGS"
 
-// TestHelperKailashProcess is not a test: startKailash re-executes the test
-// binary to run only this, which runs main() as the kailash binary would,
-// signals included.
-func TestHelperKailashProcess(t *testing.T) {
-	args := os.Getenv(helperArgsEnv)
-	if args == "" {
-		t.Skip("helper process for the shutdown tests")
+func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv(helperArgsEnv); ok {
+		os.Args = append([]string{"kailash"}, strings.Split(args, "\x1f")...)
+		main()
+		os.Exit(0)
 	}
-	os.Args = append([]string{"kailash"}, strings.Split(args, "\x1f")...)
-	main()
-	os.Exit(0)
+	os.Exit(m.Run())
 }
 
 // kailashProc is `kailash` running as a child process of the test.
@@ -50,7 +47,7 @@ type kailashProc struct {
 
 func startKailash(t *testing.T, args ...string) *kailashProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperKailashProcess$", "-test.count=1")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperArgsEnv+"="+strings.Join(args, "\x1f"))
 	k := &kailashProc{cmd: cmd, out: &testenv.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = k.out, k.out
