@@ -15,6 +15,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
+	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/internal/wire"
 )
 
@@ -38,16 +39,9 @@ func newTestOIDC(t *testing.T, keys ...jwk.Key) *testOIDC {
 	mux.HandleFunc("GET /keys", func(w http.ResponseWriter, r *http.Request) {
 		idp.jwksHits.Add(1)
 		idp.mu.Lock()
-		set := jwk.NewSet()
-		for _, k := range idp.keys {
-			pub, err := k.PublicKey()
-			if err != nil {
-				t.Error(err)
-			}
-			_ = set.AddKey(pub)
-		}
+		keys := idp.keys
 		idp.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(set)
+		testenv.WriteJWKS(t, w, keys)
 	})
 	idp.Server = httptest.NewServer(mux)
 	t.Cleanup(idp.Close)

@@ -2,7 +2,6 @@ package extauthz
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -42,18 +41,10 @@ func newJWKSIdP(t *testing.T, keys ...jwk.Key) *jwksIdP {
 			http.Error(w, "down", http.StatusBadGateway)
 			return
 		}
-		set := jwk.NewSet()
 		idp.mu.Lock()
-		for _, k := range idp.keys {
-			pub, err := k.PublicKey()
-			if err != nil {
-				t.Error(err)
-			}
-			_ = set.AddKey(pub)
-		}
+		keys := idp.keys
 		idp.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(set)
+		testenv.WriteJWKS(t, w, keys)
 	}))
 	t.Cleanup(idp.Close)
 	return idp

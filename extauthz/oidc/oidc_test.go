@@ -67,17 +67,10 @@ func newIdP(t *testing.T, keys ...jwk.Key) *fakeIdP {
 			http.Error(w, "down", http.StatusBadGateway)
 			return
 		}
-		set := jwk.NewSet()
 		idp.mu.Lock()
-		for _, k := range idp.keys {
-			pub, err := k.PublicKey()
-			if err != nil {
-				t.Error(err)
-			}
-			_ = set.AddKey(pub)
-		}
+		keys := idp.keys
 		idp.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(set)
+		testenv.WriteJWKS(t, w, keys)
 	})
 	idp.srv = httptest.NewServer(mux) // 127.0.0.1, a free port
 	idp.issuer = idp.srv.URL
