@@ -81,6 +81,9 @@ func kindOf(dir string) (sourceKind, error) {
 		return sourceEmbedded, nil
 	}
 	st, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("policy bundle %s: no such file or directory", dir)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("policy bundle: %w", err)
 	}
@@ -99,6 +102,24 @@ func kindOf(dir string) (sourceKind, error) {
 // loadFiles reads and parses the bundle at dir (see kindOf) with OPA's bundle
 // reader, verifying its signature when verify is set.
 func loadFiles(dir string, verify *Verification) (*files, error) {
+	f, err := loadAny(dir, verify)
+	if err == nil && len(f.modules) == 0 {
+		err = fmt.Errorf("policy bundle %s: no .rego modules", bundleName(dir))
+	}
+	return f, err
+}
+
+// bundleName is dir as messages name it.
+func bundleName(dir string) string {
+	if dir == "" {
+		return "bundle"
+	}
+	return dir
+}
+
+// loadAny is loadFiles that accepts a bundle of tests only (one of several
+// paths given to `kailash policy test`).
+func loadAny(dir string, verify *Verification) (*files, error) {
 	kind, err := kindOf(dir)
 	if err != nil {
 		return nil, err
@@ -131,13 +152,17 @@ func loadFiles(dir string, verify *Verification) (*files, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy bundle: %w", err)
 		}
-		return parseTarball(b, dir, verify)
+		return readBundle(bundle.NewReader(bytes.NewReader(b)), dir, verify)
 	}
 }
 
 // parseTarball reads a bundle tarball; name prefixes its files in errors.
 func parseTarball(b []byte, name string, verify *Verification) (*files, error) {
-	return readBundle(bundle.NewReader(bytes.NewReader(b)), name, verify)
+	f, err := readBundle(bundle.NewReader(bytes.NewReader(b)), name, verify)
+	if err == nil && len(f.modules) == 0 {
+		err = fmt.Errorf("policy bundle %s: no .rego modules", name)
+	}
+	return f, err
 }
 
 // skipHidden leaves out files under dot-directories (.git, editors' swap
@@ -208,9 +233,6 @@ func readBundle(r *bundle.Reader, prefix string, verify *Verification) (*files, 
 		return nil, err
 	}
 	h.Write(d)
-	if len(out.modules) == 0 {
-		return nil, fmt.Errorf("policy bundle %s: no .rego modules", prefix)
-	}
 	out.hash = hex.EncodeToString(h.Sum(nil))[:16]
 	out.revision = out.hash
 	if b.Manifest.Revision != "" {
@@ -249,7 +271,10 @@ func setFile(m *ast.Module, name string) {
 }
 
 // locate rewrites OPA's errors so each one names file:row:col. prefix is
-// joined to file names that are bundle-relative (from OPA's reader).
+// joined to file names that are bundle-relative (from OPA's reader). OPA's
+// details follow each error's first line, tab-indented as `opa` prints
+// them: the source line and a caret under the column for parse errors,
+// have/want for type errors.
 func locate(err error, prefix string) error {
 	var errs ast.Errors
 	if !errors.As(err, &errs) {
@@ -258,14 +283,27 @@ func locate(err error, prefix string) error {
 	out := make([]error, 0, len(errs))
 	for _, e := range errs {
 		if e.Location == nil {
-			out = append(out, fmt.Errorf("%s: %s", e.Code, e.Message))
+			out = append(out, fmt.Errorf("%s: %s%s", e.Code, e.Message, details(e)))
 			continue
 		}
 		file := e.Location.File
 		if strings.HasPrefix(file, "/") && prefix != "" {
 			file = joinName(prefix, file)
 		}
-		out = append(out, fmt.Errorf("%s:%d:%d: %s: %s", file, e.Location.Row, e.Location.Col, e.Code, e.Message))
+		out = append(out, fmt.Errorf("%s:%d:%d: %s: %s%s", file, e.Location.Row, e.Location.Col, e.Code, e.Message, details(e)))
 	}
 	return errors.Join(out...)
+}
+
+// details is OPA's detail lines of e, each on its own line after a tab.
+func details(e *ast.Error) string {
+	if e.Details == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, l := range e.Details.Lines() {
+		b.WriteString("\n\t")
+		b.WriteString(l)
+	}
+	return b.String()
 }

@@ -12,57 +12,49 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
-	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/lineage"
 )
 
-// RunTestsWithCoverage is RunTests that also measures which lines of the
-// bundle's (non-test) modules the tests evaluated.
-func RunTestsWithCoverage(ctx context.Context, dir string) ([]*tester.Result, *cover.Report, error) {
-	cov := cover.New()
-	results, f, err := runTests(ctx, dir, cov)
+// Check loads the bundles and files at paths (none: the embedded bundle;
+// see Test for how each is read) and compiles them together, tests
+// included, and, when decision is set, checks a rule defines it. Lint
+// findings (OPA's strict mode: unused variables, imports and arguments,
+// deprecated built-ins, shadowed input) are returned apart, one per
+// finding as file:row:col with OPA's details, and do not make the bundle
+// invalid.
+func Check(paths []string, decision string) (sources []Source, lint []string, err error) {
+	f, sources, err := loadSources(paths)
 	if err != nil {
 		return nil, nil, err
 	}
-	rep := cov.Report(f.modules)
-	return results, &rep, nil
-}
-
-// Check loads and compiles the bundle in dir and, when decision is set,
-// checks a rule defines it. Lint findings (OPA's strict mode: unused
-// variables, imports and arguments, deprecated built-ins, shadowed input)
-// are returned apart, each as file:row:col, and do not make the bundle
-// invalid.
-func Check(dir, decision string) (revision string, lint []string, err error) {
-	f, err := loadFiles(dir, nil)
-	if err != nil {
-		return "", nil, err
+	if len(f.modules) == 0 {
+		return nil, nil, fmt.Errorf("policy check %s: no .rego modules besides tests", strings.Join(paths, ", "))
 	}
-	c, err := compile(f)
-	if err != nil {
-		return "", nil, err
+	mods := maps.Clone(f.modules)
+	maps.Copy(mods, f.tests)
+	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	if c.Compile(mods); c.Failed() {
+		return nil, nil, locate(c.Errors, "")
 	}
 	if decision != "" {
 		ref, err := DecisionRef(decision)
 		if err != nil {
-			return "", nil, err
+			return nil, nil, err
 		}
 		if len(c.GetRules(ref)) == 0 && !hasData(f.data, ref) {
-			return "", nil, fmt.Errorf("policy decision %s: no rule or data defines it", ref)
+			return nil, nil, fmt.Errorf("policy decision %s: no rule or data defines it", ref)
 		}
 	}
 	strict := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithStrict(true)
-	mods := maps.Clone(f.modules)
-	maps.Copy(mods, f.tests)
 	if strict.Compile(mods); strict.Failed() {
-		lint = append(lint, strings.Split(locate(strict.Errors, "").Error(), "\n")...)
+		for _, e := range strict.Errors {
+			lint = append(lint, locate(ast.Errors{e}, "").Error())
+		}
 	}
-	return f.revision, lint, nil
+	return sources, lint, nil
 }
 
 // Explanation is a decision and why: the value of every rule of the
@@ -302,39 +294,4 @@ func WriteReplayReport(w io.Writer, rep *ReplayReport) {
 			fmt.Fprintf(w, "    e.g. decision %s: %s -> %s\n", ex.DecisionID, ex.Before, ex.After)
 		}
 	}
-}
-
-// runTests is RunTests with an optional coverage tracer.
-func runTests(ctx context.Context, dir string, cov *cover.Cover) ([]*tester.Result, *files, error) {
-	f, err := loadFiles(dir, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	mods := make(map[string]*ast.Module, len(f.modules)+len(f.tests))
-	maps.Copy(mods, f.modules)
-	maps.Copy(mods, f.tests)
-	store := inmem.NewFromObjectWithOpts(f.data, inmem.OptRoundTripOnWrite(false))
-	txn, err := store.NewTransaction(ctx, storage.TransactionParams{})
-	if err != nil {
-		return nil, nil, err
-	}
-	defer store.Abort(ctx, txn)
-	runner := tester.NewRunner().
-		SetCompiler(ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithEnablePrintStatements(true)).
-		SetDefaultRegoVersion(ast.RegoV1).
-		SetStore(store).
-		SetModules(mods).
-		CapturePrintOutput(true)
-	if cov != nil {
-		runner = runner.SetCoverageQueryTracer(cov)
-	}
-	ch, err := runner.RunTests(ctx, txn)
-	if err != nil {
-		return nil, nil, locate(err, "")
-	}
-	var out []*tester.Result
-	for r := range ch {
-		out = append(out, r)
-	}
-	return out, f, nil
 }

@@ -16,6 +16,9 @@ import (
 // the control plane, authz and ratelimit, and Envoy's client certificate,
 // with the config lines that turn mutual TLS on. For local testing only.
 func runCerts(_ context.Context, args []string, w io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		args = []string{"dev", "--help"} // the one subcommand's flags
+	}
 	if len(args) == 0 || args[0] != "dev" {
 		return fmt.Errorf("certs: usage: kailash certs dev --out DIR [--node-id ID] [--hosts 127.0.0.1,localhost] [--validity 720h]")
 	}

@@ -49,10 +49,7 @@ func commands() []command {
 		{"translate", "print the Envoy resources for a config", runTranslate},
 		{"bootstrap", "print the Envoy bootstrap for a config", runBootstrap},
 		{"certs", "write development mTLS certificates (certs dev --out DIR)", runCerts},
-		{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
-			_, err := fmt.Fprintf(w, "kailash %s (envoy %s)\n", version, envoyVersion())
-			return err
-		}},
+		{"version", "print the version", runVersion},
 	}
 }
 
@@ -61,12 +58,30 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "kailash:", err)
-		}
-		os.Exit(1)
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitError is an error with its process exit code: 2 for `policy test`'s
+// failing tests, as `opa test` exits. Other errors exit 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// exitCode is the process exit code for run's error, printed to stderr.
+// Asking for help (-h, --help) is a success.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
+	fmt.Fprintln(stderr, "kailash:", err)
+	if ee, ok := errors.AsType[*exitError](err); ok && ee.code != 0 {
+		return ee.code
+	}
+	return 1
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -79,7 +94,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdout)
+			err := c.run(ctx, args[1:], stdout)
+			if errors.Is(err, flag.ErrHelp) {
+				return nil // the usage asked for is printed
+			}
+			return err
 		}
 	}
 	usage(os.Stderr)
@@ -123,8 +142,68 @@ func (f *serverFlags) logger() (*slog.Logger, error) {
 }
 
 func newFlagSet(name string) *flag.FlagSet {
+	return newFlagSetUsage(name, "[flags]", "", os.Stdout)
+}
+
+// newFlagSetUsage is a flag set whose usage is "Usage: kailash NAME
+// SYNOPSIS", the description, then every flag with its description. Asked
+// for (-h, --help), it goes to stdout; after a wrong flag, to stderr,
+// below the error.
+func newFlagSetUsage(name, synopsis, description string, stdout io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("kailash "+name, flag.ContinueOnError)
+	out := &flagErrOutput{}
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		w := stdout
+		if out.wrote {
+			w = os.Stderr
+		}
+		fmt.Fprintln(w, strings.TrimSpace("Usage: kailash "+name+" "+synopsis))
+		if description != "" {
+			fmt.Fprintf(w, "\n%s\n", strings.TrimRight(description, "\n"))
+		}
+		printFlags(w, fs)
+	}
 	return fs
+}
+
+// printFlags lists fs's flags as users type them (-x, --long), each with
+// its description and default.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	first := true
+	fs.VisitAll(func(f *flag.Flag) {
+		if first {
+			fmt.Fprintln(w, "\nFlags:")
+			first = false
+		}
+		kind, usage := flag.UnquoteUsage(f)
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-"
+		}
+		line := "  " + dash + f.Name
+		if kind != "" {
+			line += " " + kind
+		}
+		fmt.Fprintln(w, line)
+		switch def := f.DefValue; {
+		case def == "" || def == "false" || def == "0" || def == "0s" || def == "[]":
+		case kind == "string":
+			usage += fmt.Sprintf(" (default %q)", def)
+		default:
+			usage += " (default " + def + ")"
+		}
+		fmt.Fprintf(w, "      %s\n", strings.ReplaceAll(usage, "\n", "\n      "))
+	})
+}
+
+// flagErrOutput is a flag set's output: the flag package writes to it only
+// to report a parse error (before printing the usage).
+type flagErrOutput struct{ wrote bool }
+
+func (o *flagErrOutput) Write(p []byte) (int, error) {
+	o.wrote = true
+	return os.Stderr.Write(p)
 }
 
 func splitList(s string) []string {
@@ -135,4 +214,16 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+func runVersion(_ context.Context, args []string, w io.Writer) error {
+	fs := newFlagSetUsage("version", "", "Print kailash's version and the Envoy version it is built for.", w)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("version: unexpected argument %q", fs.Arg(0))
+	}
+	_, err := fmt.Fprintf(w, "kailash %s (envoy %s)\n", version, envoyVersion())
+	return err
 }

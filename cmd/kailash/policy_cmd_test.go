@@ -25,13 +25,13 @@ func writeFile(t *testing.T, p, body string) string {
 
 func TestPolicyTestCheckEval(t *testing.T) {
 	out, err := runOut(t, "policy", "test", "--coverage", "--threshold", "90")
-	if err != nil || !strings.Contains(out, "tests passed") || !strings.Contains(out, "coverage") {
+	if err != nil || !strings.Contains(out, "PASS: ") || !strings.Contains(out, "coverage") || !strings.Contains(out, "testing the bundle embedded in kailash (revision ") {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "p.rego"), "package envoy.authz\ndefault allow := false\nallow if input.attributes.request.http.method == \"GET\"\n")
 	writeFile(t, filepath.Join(dir, "p_test.rego"), "package envoy.authz\ntest_get if allow with input as {\"attributes\": {\"request\": {\"http\": {\"method\": \"GET\"}}}}\ntest_post_wrong if allow with input as {\"attributes\": {\"request\": {\"http\": {\"method\": \"POST\"}}}}\n")
-	if out, err := runOut(t, "policy", "test", "--bundle", dir); err == nil || !strings.Contains(out, "FAIL  data.envoy.authz.test_post_wrong") {
+	if out, err := runOut(t, "policy", "test", "--bundle", dir); err == nil || !strings.Contains(out, "data.envoy.authz.test_post_wrong: FAIL") {
 		t.Fatalf("failing test not reported: %v\n%s", err, out)
 	}
 	if out, err := runOut(t, "policy", "check", "--bundle", dir, "--decision", "envoy/authz/allow"); err != nil || !strings.Contains(out, "ok:") {
@@ -70,7 +70,7 @@ func TestPolicyBuildSignedAndServeIt(t *testing.T) {
 	if o, err := runOut(t, "policy", "build", "--bundle", src, "-o", out, "--revision", "v7", "--signing-key", key); err != nil || !strings.Contains(o, "signed") {
 		t.Fatalf("build: %v %s", err, o)
 	}
-	if o, err := runOut(t, "policy", "check", "--bundle", out); err != nil || !strings.Contains(o, "revision v7") {
+	if o, err := runOut(t, "policy", "check", "--bundle", out); err != nil || !strings.Contains(o, "checked "+out+" (revision v7)") {
 		t.Fatalf("check tarball: %v %s", err, o)
 	}
 	// The drop-in server refuses to start with a wrong verification key.
