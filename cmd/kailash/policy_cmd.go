@@ -139,7 +139,7 @@ func policyTest(ctx context.Context, args []string, w io.Writer) error {
 	var opts policies.TestOptions
 	format := "pretty"
 	bundlesFlag(fs, &bundles)
-	fs.BoolVar(&coverage, "coverage", false, "report line coverage of the policy modules (tests excluded)")
+	fs.BoolVar(&coverage, "coverage", false, "report line coverage of the modules (as opa test, test files count too)")
 	fs.BoolVar(&coverage, "c", false, "same as --coverage")
 	fs.Float64Var(&threshold, "threshold", 0, "exit 2 when coverage is below this percentage (0-100; implies --coverage)")
 	fs.BoolVar(&verbose, "v", false, "list every test, with the notes and failed expressions of its trace")
@@ -233,7 +233,10 @@ func writeCoverage(w io.Writer, rep *cover.Report) {
 		fr := rep.Files[f]
 		var missed []string
 		for _, r := range fr.NotCovered {
-			missed = append(missed, fmt.Sprintf("%d-%d", r.Start.Row, r.End.Row))
+			// OPA's supplementary coverage runs repeat a range with its kind.
+			if m := fmt.Sprintf("%d-%d", r.Start.Row, r.End.Row); len(missed) == 0 || missed[len(missed)-1] != m {
+				missed = append(missed, m)
+			}
 		}
 		line := fmt.Sprintf("  %s %.1f%%", f, fr.Coverage)
 		if len(missed) > 0 {
