@@ -184,6 +184,29 @@ type ReplayExample struct {
 // without input (401s, for example: no policy ran) are skipped. Masked
 // input fields are absent, as they were when logged.
 func Replay(ctx context.Context, candidate *Engine, r io.Reader, examples int) (*ReplayReport, error) {
+	logged := func(_ context.Context, ev *DecisionEvent, _ ast.Value) string { return outcomeOf(ev.Result, ev.Error) }
+	return replay(ctx, logged, candidate, r, examples)
+}
+
+// Diff re-evaluates the input of every decision log line read from r with
+// both active and candidate, and reports the decisions whose outcome
+// (allow, deny, error) differs between them: what shipping candidate in
+// place of active would change for the traffic logged, whatever bundle
+// answered it then. Lines without input are skipped, as in Replay.
+func Diff(ctx context.Context, active, candidate *Engine, r io.Reader, examples int) (*ReplayReport, error) {
+	before := func(ctx context.Context, _ *DecisionEvent, iv ast.Value) string {
+		res, err := active.Eval(ctx, iv)
+		errText := ""
+		if err != nil {
+			errText = err.Error()
+		}
+		return outcomeOf(res, errText)
+	}
+	return replay(ctx, before, candidate, r, examples)
+}
+
+// replay is Replay and Diff: before is the outcome to compare with.
+func replay(ctx context.Context, before func(context.Context, *DecisionEvent, ast.Value) string, candidate *Engine, r io.Reader, examples int) (*ReplayReport, error) {
 	rep := &ReplayReport{ByKey: map[string]*ReplayGroup{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
@@ -203,12 +226,15 @@ func Replay(ctx context.Context, candidate *Engine, r io.Reader, examples int) (
 			rep.Skipped++
 			continue
 		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		rep.Total++
-		before := outcomeOf(ev.Result, ev.Error)
 		iv, err := ast.InterfaceToValue(ev.Input)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: input: %w", line, err)
 		}
+		before := before(ctx, &ev, iv)
 		res, err := candidate.Eval(ctx, iv)
 		errText := ""
 		if err != nil {

@@ -31,10 +31,11 @@ func policyCommands() []command {
 		{"eval", "evaluate the decision for an input, and explain it", policyEval},
 		{"build", "write the bundle as an OPA bundle tarball, optionally signed", policyBuild},
 		{"replay", "re-evaluate a decision log with a candidate bundle; print what would change", policyReplay},
+		{"diff", "replay a decision log against the active and a candidate bundle; the CI gate before a bundle ships", policyDiff},
 	}
 }
 
-// runPolicy is `kailash policy test|check|eval|build|replay`.
+// runPolicy is `kailash policy test|check|eval|build|replay|diff`.
 func runPolicy(ctx context.Context, args []string, w io.Writer) error {
 	if len(args) == 0 || isHelp(args[0]) {
 		policyUsage(w)
@@ -438,6 +439,63 @@ func policyReplay(ctx context.Context, args []string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "candidate %s (revision %s), decision %s\n", dir, eng.Revision(), eng.Decision())
 	policies.WriteReplayReport(w, rep)
+	return nil
+}
+
+const policyDiffHelp = `Re-evaluate the input of every line of a decision log (as kailash writes it:
+--decision-log, or the policy.decision_logs sinks) with the active bundle and
+with the candidate, and report the decisions whose outcome (allow, deny,
+error) differs, per tenant and request path, with examples. Lines without
+input (requests refused before the policy ran) are skipped; masked input
+fields stay absent. With --fail-on-change the exit status is 2 when any
+decision changes: the gate a policy author puts in CI before a bundle ships.`
+
+func policyDiff(ctx context.Context, args []string, w io.Writer) error {
+	fs := newFlagSetUsage("policy diff", "--active DIR --candidate DIR --log FILE [flags]", policyDiffHelp, w)
+	var active, candidate, logPath, decision string
+	var examples int
+	var failOnChange bool
+	fs.StringVar(&active, "active", "", "the bundle in production: directory, .rego file or .tar.gz (required)")
+	fs.StringVar(&candidate, "candidate", "", "the bundle about to ship: directory, .rego file or .tar.gz (required)")
+	fs.StringVar(&logPath, "log", "", "decision log (JSON lines) whose inputs are replayed (required)")
+	fs.StringVar(&decision, "decision", "", "decision path (default: the one the log's first line names, else kailash/authz/result)")
+	fs.IntVar(&examples, "examples", 3, "examples printed per tenant and path")
+	fs.BoolVar(&failOnChange, "fail-on-change", false, "exit 2 when any decision changes")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("policy diff", pos); err != nil {
+		return err
+	}
+	if active == "" || candidate == "" || logPath == "" {
+		return errors.New("policy diff: --active, --candidate and --log are required")
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		return fmt.Errorf("policy diff: %w", err)
+	}
+	defer f.Close()
+	if decision == "" {
+		decision = firstDecisionPath(logPath)
+	}
+	act, err := policies.NewEngine(ctx, policies.EngineOptions{Dir: active, Decision: decision})
+	if err != nil {
+		return fmt.Errorf("policy diff: --active: %w", err)
+	}
+	cand, err := policies.NewEngine(ctx, policies.EngineOptions{Dir: candidate, Decision: decision})
+	if err != nil {
+		return fmt.Errorf("policy diff: --candidate: %w", err)
+	}
+	rep, err := policies.Diff(ctx, act, cand, f, examples)
+	if err != nil {
+		return fmt.Errorf("policy diff: %s: %w", logPath, err)
+	}
+	fmt.Fprintf(w, "active %s (revision %s), candidate %s (revision %s), decision %s\n", active, act.Revision(), candidate, cand.Revision(), act.Decision())
+	policies.WriteReplayReport(w, rep)
+	if failOnChange && rep.Changed > 0 {
+		return &exitError{2, fmt.Errorf("policy diff: %d of %d decisions would change", rep.Changed, rep.Total)}
+	}
 	return nil
 }
 
