@@ -5,7 +5,7 @@
 //	kailash authz     -c kailash.yaml   the ext_authz server alone
 //	kailash authz     --policy DIR|FILE|BUNDLE.tar.gz --decision envoy/authz/allow
 //	                                    drop-in replacement for opa-envoy-plugin
-//	kailash policy    test|check|eval|build|replay
+//	kailash policy    test|check|eval|build|replay|diff [path ...]
 //	kailash runner    -c kailash.yaml   the workflow runner alone
 //	kailash keys      status|add|rotate -c kailash.yaml   data keys at rest
 //	kailash token     --tenant T --sub S --roles a,b [--ttl 1h]
@@ -43,7 +43,7 @@ func commands() []command {
 		{"authz", "run the ext_authz server", runAuthz},
 		{"runner", "run the workflow runner", runRunner},
 		{"keys", "status, add or rotate the data keys of the runner's store", runKeys},
-		{"policy", "test, check, eval, build or replay policy bundles", runPolicy},
+		{"policy", "test, check, eval, build, replay or diff policy bundles", runPolicy},
 		{"token", "mint a development bearer token", runToken},
 		{"validate", "check a config, its policy bundle and workflows", runValidate},
 		{"translate", "print the Envoy resources for a config", runTranslate},
