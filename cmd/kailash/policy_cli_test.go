@@ -82,6 +82,10 @@ func TestPolicyTestFlagAfterPathTestsThatPath(t *testing.T) {
 	if code != 2 || !strings.Contains(out, "test_post_allowed_wrongly: FAIL") {
 		t.Fatalf("two files: exit %d, want 2\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
+	// opa test's bundle mode flag, as OPA users type it.
+	if out, errOut, code = runKailash(t, "policy", "test", "-b", dir); code != 2 || !strings.Contains(out, "testing "+dir) {
+		t.Fatalf("-b DIR: exit %d, want 2\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
 	// Only the passing test selected: exit 0.
 	if out, errOut, code = runKailash(t, "policy", "test", dir, "--run", "test_get_allowed"); code != 0 || !strings.Contains(out, "PASS: 1/1") {
 		t.Fatalf("--run: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)

@@ -101,9 +101,11 @@ func bundleFlag(fs *flagSetT, p *string) {
 	fs.StringVar(p, "bundle", "", "bundle directory, .rego file or .tar.gz (default: the bundle shipped in the binary)")
 }
 
-// bundlesFlag is --bundle for the commands that take several paths.
+// bundlesFlag is --bundle for the commands that take several paths, and
+// -b, opa test's and opa check's bundle mode, which is kailash's only mode.
 func bundlesFlag(fs *flagSetT, p *stringsFlag) {
 	fs.Var(p, "bundle", "bundle directory, .tar.gz, .rego or data file; repeatable, same as a path argument (default: the bundle shipped in the binary)")
+	fs.Bool("b", false, "accepted as opa's bundle mode, which is how kailash always reads directories and tarballs")
 }
 
 // printSources names what was loaded, so a run can never be mistaken for
