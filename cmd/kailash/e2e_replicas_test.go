@@ -203,7 +203,7 @@ func TestRatelimitStandaloneMemoryReplicasCountAlone(t *testing.T) {
 	p := freePorts(t)
 	path := filepath.Join(t.TempDir(), "kailash.yaml")
 	rls := testenv.FreeAddr(t)
-	shutdown := "shutdown: {pre_stop_delay: 3s, drain_timeout: 5s}\n"
+	shutdown := "shutdown: {pre_stop_delay: 5s, drain_timeout: 5s}\n"
 	writeConfig(t, path, rlsConfig(t, p, rls, "memory", "", 10, "", shutdown))
 	rs := []*replica{startReplica(t, "ratelimit", path), startReplica(t, "ratelimit", path)}
 	conns := []*grpc.ClientConn{dial(t, rs[0].grpc), dial(t, rs[1].grpc)}
@@ -561,4 +561,13 @@ func TestXDSReplicaFailover(t *testing.T) {
 		t.Errorf("the survivor has %v xDS streams after the failover", n)
 	}
 	serveOK(t, p.envoy, "acme.localhost", tokA, body, 10*time.Second, survivor, az)
+}
+
+// TestRatelimitStandaloneNeedsGRPC: a config without ratelimit.grpc is
+// refused by name, not served on some default.
+func TestRatelimitStandaloneNeedsGRPC(t *testing.T) {
+	_, err := runOut(t, "ratelimit", "-c", "../../examples/kailash.yaml")
+	if err == nil || !strings.Contains(err.Error(), "ratelimit.grpc: required") || !strings.Contains(err.Error(), "kailash.yaml") {
+		t.Fatalf("got %v", err)
+	}
 }
