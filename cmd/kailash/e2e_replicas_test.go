@@ -545,6 +545,7 @@ func TestXDSReplicaFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-victim.done
+	killed := time.Now()
 	t.Logf("killed %s (SIGKILL); %s survives", victim.name, survivor.name)
 
 	// Envoy keeps serving what it has.
@@ -556,7 +557,10 @@ func TestXDSReplicaFailover(t *testing.T) {
 	}
 	// An edit made after the kill reaches Envoy through the survivor.
 	writeConfig(t, path, cfg("acme", "globex"))
+	edited := time.Now()
 	serveOK(t, p.envoy, "globex.localhost", tokG, body, 120*time.Second, survivor, az)
+	t.Logf("the tenant added after the kill served %s after the edit (%s after the kill)",
+		time.Since(edited).Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 	if n := survivor.metric(t, "kailash_xds_streams"); n < 1 {
 		t.Errorf("the survivor has %v xDS streams after the failover", n)
 	}
