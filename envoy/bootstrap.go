@@ -33,7 +33,8 @@ func quote(s string) string {
 }
 
 // Bootstrap renders the bootstrap for cfg: node identity, admin on
-// cfg.Envoy.Admin (127.0.0.1:0 when unset) and ADS pointing at cfg.XDS.GRPC,
+// cfg.Envoy.Admin (127.0.0.1:0 when unset) and ADS pointing at cfg.XDS.GRPC
+// (or at every control-plane replica of envoy.xds_addresses, one cluster),
 // over mutual TLS when envoy.xds_tls is set.
 //
 // The bootstrap is rendered where Envoy runs, so the files of every
@@ -41,10 +42,11 @@ func quote(s string) string {
 // certificate): a missing file fails now, naming the config line, rather
 // than as an Envoy NACK later.
 func Bootstrap(cfg *config.Config) ([]byte, error) {
-	xh, xp, err := config.SplitHostPort(cfg.XDS.GRPC)
+	xds, err := xdsEndpoints(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("xds.grpc: %w", err)
+		return nil, err
 	}
+	xh := xds.Endpoints[0].Host
 	admin := cfg.Envoy.Admin
 	if admin == "" {
 		admin = "127.0.0.1:0"
@@ -76,7 +78,7 @@ func Bootstrap(cfg *config.Config) ([]byte, error) {
 		"APIType": api,
 		"NodeID":  cfg.Envoy.NodeID, "Cluster": cfg.Envoy.Cluster,
 		"AdminHost": ah, "AdminPort": ap,
-		"XDSHost": xh, "XDSPort": xp,
+		"XDS": xds,
 	})
 	return b.Bytes(), err
 }
@@ -121,6 +123,43 @@ func newClientTLS(cfg *config.Config, t config.ClientTLS, host string) (*clientT
 		c.SANType = "IP_ADDRESS"
 	} else {
 		c.SNI = c.ServerName
+	}
+	return c, nil
+}
+
+// xdsCluster is the control plane as the bootstrap's kailash_xds cluster.
+type xdsCluster struct {
+	// Type is STATIC when every host is an IP address, else STRICT_DNS
+	// (each name resolved, all its addresses used: e.g. a headless
+	// Kubernetes Service of the replicas).
+	Type      string
+	Endpoints []hostPort
+}
+
+type hostPort struct {
+	Host string
+	Port uint32
+}
+
+// xdsEndpoints are cfg's control-plane addresses (config.XDSEndpoints).
+// Envoy keeps one ADS stream on one of them at a time (the cluster's round
+// robin picks it); when that stream breaks, it reconnects with backoff,
+// and round robin moves the next attempt to the next replica.
+func xdsEndpoints(cfg *config.Config) (*xdsCluster, error) {
+	c := &xdsCluster{Type: "STATIC"}
+	field := "xds.grpc"
+	if len(cfg.Envoy.XDSAddresses) > 0 {
+		field = "envoy.xds_addresses"
+	}
+	for _, a := range cfg.XDSEndpoints() {
+		h, p, err := config.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		if net.ParseIP(h) == nil {
+			c.Type = "STRICT_DNS"
+		}
+		c.Endpoints = append(c.Endpoints, hostPort{h, p})
 	}
 	return c, nil
 }

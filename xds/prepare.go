@@ -91,15 +91,22 @@ func (s *Server) commit(p *prepared) {
 	}
 }
 
-// publishLocked makes p's snapshot the current one, under the next version,
-// unless its resources are the ones served. The caller holds s.mu.
+// publishLocked makes p's snapshot the current one unless its resources
+// are the ones served. The caller holds s.mu.
+//
+// The version is the resources' hash alone, never a counter of this
+// process: replicas of the control plane reading the same config serve the
+// same version whatever their history (restarts, edits seen), so an Envoy
+// that moves from one to another is not sent everything again and
+// dashboards compare them. kailash_xds_snapshot_version stays this
+// process's count of publishes.
 func (s *Server) publishLocked(p *prepared) {
 	if s.snap != nil && p.hash == s.hash {
 		s.log.Debug("config unchanged; snapshot kept", "version", s.version)
 		return
 	}
 	seq := s.seq + 1
-	version := fmt.Sprintf("%d-%s", seq, p.hash[:12])
+	version := p.hash[:16]
 	snap := p.snap
 	for i := range snap.Resources {
 		snap.Resources[i].Version = version

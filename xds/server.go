@@ -92,9 +92,9 @@ type Server struct {
 	mu      sync.Mutex
 	nodes   map[string]struct{} // every node id known: configured or seen on a stream
 	snap    *cachev3.Snapshot   // last good snapshot; never nil after New
-	seq     uint64              // snapshot counter, the first part of version
+	seq     uint64              // snapshots published by this process (a metric)
 	hash    string              // hash of snap's resources
-	version string              // snap's version, "<seq>-<hash prefix>"
+	version string              // snap's version: its resources' hash (prefix)
 }
 
 // New translates cfg into the first snapshot and binds the xDS gRPC address

@@ -7,6 +7,7 @@
 //	                                    drop-in replacement for opa-envoy-plugin
 //	kailash policy    test|check|eval|build|replay|diff [path ...]
 //	kailash runner    -c kailash.yaml   the workflow runner alone
+//	kailash ratelimit -c kailash.yaml   the global rate-limit service alone
 //	kailash keys      status|add|rotate -c kailash.yaml   data keys at rest
 //	kailash token     --tenant T --sub S --roles a,b [--ttl 1h]
 //	kailash validate  -c kailash.yaml   check config, policy and workflows offline
@@ -42,6 +43,7 @@ func commands() []command {
 		{"xds", "run the xDS control plane", runXDS},
 		{"authz", "run the ext_authz server", runAuthz},
 		{"runner", "run the workflow runner", runRunner},
+		{"ratelimit", "run the global rate-limit service (envoy.service.ratelimit.v3)", runRateLimit},
 		{"keys", "status, add or rotate the data keys of the runner's store", runKeys},
 		{"policy", "test, check, eval, build, replay or diff policy bundles", runPolicy},
 		{"token", "mint a development bearer token", runToken},

@@ -190,10 +190,12 @@ func loadServerFlags(name string, args []string, extra func(*flagSetT)) (*server
 }
 
 func runXDS(ctx context.Context, args []string, _ io.Writer) error {
-	f, cfg, log, err := loadServerFlags("xds", args, nil)
+	var listen listenFlags
+	f, cfg, log, err := loadServerFlags("xds", args, func(fs *flagSetT) { listen.register(fs, "xds") })
 	if err != nil {
 		return err
 	}
+	listen.apply(&cfg.XDS.GRPC, &cfg.XDS.HTTP)
 	s, err := xds.New(cfg, xds.Options{Logger: log})
 	if err != nil {
 		return err

@@ -48,6 +48,7 @@ type Server struct {
 	log      *slog.Logger
 	backend  Backend
 	closer   func() error // closes the backend, nil for memory
+	kind     string       // the backend's name in logs: memory, redis or custom
 	now      func() time.Time
 	timeout  time.Duration
 	failOpen bool
@@ -96,11 +97,12 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if s.timeout <= 0 {
 		s.timeout = DefaultDecisionTimeout
 	}
-	s.backend = o.Backend
+	s.backend, s.kind = o.Backend, "custom"
 	if s.backend == nil {
+		s.kind = rc.Backend
 		switch rc.Backend {
 		case "", config.BackendMemory:
-			s.backend = NewMemory()
+			s.backend, s.kind = NewMemory(), config.BackendMemory
 		case config.BackendRedis:
 			var pw string
 			if rc.Redis.PasswordEnv != "" {
@@ -326,7 +328,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	s.log.Info("ratelimit serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "fail_mode", s.failMode())
+	s.log.Info("ratelimit serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "backend", s.kind, "fail_mode", s.failMode(), "quotas", s.rules.Load().Len())
 	var err error
 	select {
 	case <-ctx.Done():

@@ -56,6 +56,9 @@ type Envoy struct {
 	// "delta" (the default: incremental, only changed resources are sent)
 	// or "sotw" (state of the world). The control plane serves both.
 	XDSProtocol string `yaml:"xds_protocol"`
+	// XDSAddresses are the control-plane replicas Envoy's bootstrap points
+	// at, as one xDS cluster (replicas.go); empty means [xds.grpc].
+	XDSAddresses []string `yaml:"xds_addresses"`
 	// XDSTLS, AuthzTLS and RateLimitTLS are the client certificates Envoy
 	// presents to the control plane, authz and ratelimit when those
 	// require mutual TLS (mtls.go).
@@ -462,6 +465,7 @@ func (c *Config) Validate() error {
 	c.validateFederation(at)
 	c.validateMTLS(at)
 	c.validateShutdown(at)
+	c.validateReplicas(at)
 	if c.Authz.Timeout < 0 {
 		at(0, "authz.timeout: must be positive")
 	}
