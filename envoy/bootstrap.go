@@ -41,11 +41,11 @@ func quote(s string) string {
 // certificate): a missing file fails now, naming the config line, rather
 // than as an Envoy NACK later.
 func Bootstrap(cfg *config.Config) ([]byte, error) {
-	xh, xp, err := config.SplitHostPort(cfg.XDS.GRPC)
+	xh, xp, err := config.SplitHostPort(cfg.XDS.GRPC.String())
 	if err != nil {
 		return nil, fmt.Errorf("xds.grpc: %w", err)
 	}
-	admin := cfg.Envoy.Admin
+	admin := cfg.Envoy.Admin.String()
 	if admin == "" {
 		admin = "127.0.0.1:0"
 	}

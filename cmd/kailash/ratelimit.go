@@ -14,7 +14,7 @@ import (
 // sets ratelimit.grpc, and returns it as the updaters to follow config
 // changes (none when it is not configured).
 func startRateLimit(ctx context.Context, g *errgroup.Group, cfg *config.Config, log *slog.Logger) ([]updater, error) {
-	if cfg.RateLimit.GRPC == "" {
+	if cfg.RateLimit.GRPC.String() == "" {
 		return nil, nil
 	}
 	s, err := ratelimit.New(cfg, ratelimit.Options{Logger: log})

@@ -44,7 +44,7 @@ func buildCertificate(cfg *config.Config, t *config.Tenant, in Inputs, tenantErr
 	if !t.TLS.Enabled() {
 		return nil
 	}
-	if cfg.TLS.Listen == "" {
+	if cfg.TLS.Listen.IsZero() {
 		tenantErr("tls: a certificate needs tls.listen (the HTTPS listener)")
 	}
 	kp, ok := in.Certificates[t.ID]
@@ -88,18 +88,17 @@ func buildHTTPS(cfg *config.Config, ir *IR) []error {
 		}
 	}
 	tc := cfg.TLS
-	if tc.Listen == "" {
+	if tc.Listen.IsZero() {
 		if tc.RedirectHTTP {
 			errs = append(errs, errors.New("tls.redirect_http: needs tls.listen"))
 		}
 		return errs
 	}
-	h, p, err := config.SplitHostPort(tc.Listen)
-	if err != nil {
+	if err := checkAddr(tc.Listen); err != nil {
 		return append(errs, fmt.Errorf("tls.listen: %w", err))
 	}
-	a := Address{Host: h, Port: p}
-	if !a.IsIP() {
+	a := addressOf(tc.Listen)
+	if !tc.Listen.IsIP() {
 		errs = append(errs, fmt.Errorf("tls.listen: %q: host must be an IP address (Envoy listeners do not resolve names)", tc.Listen))
 	}
 	if a == ir.Listener {
