@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -429,7 +428,7 @@ func (c *Config) Validate() error {
 			at(0, "%s: required (host:port)", field)
 		}
 		if err := v.Err(); err != nil {
-			at(v.line, "%s: %v", field, err)
+			at(v.Line(), "%s: %v", field, err)
 		}
 	}
 	addr("envoy.listen", c.Envoy.Listen, true)
@@ -516,29 +515,13 @@ func (c *Config) Validate() error {
 				at(t.Line, "%s: jwt.jwks_file: %v", name, err)
 			}
 		case !httpURLValue(j.JWKSURL):
-			at(lineOr(j.JWKSURL.line, t.Line), "%s: jwt.jwks_url: %q must be an http(s) URL", name, j.JWKSURL.String())
+			at(lineOr(j.JWKSURL.Line(), t.Line), "%s: jwt.jwks_url: %q must be an http(s) URL", name, j.JWKSURL.String())
 		}
 		if j.ClockSkew < 0 || j.ClockSkew > MaxClockSkew {
 			at(t.Line, "%s: jwt.clock_skew: %s is outside 0..%s", name, j.ClockSkew, MaxClockSkew)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// SplitHostPort splits "host:port" and checks the port is numeric.
-func SplitHostPort(addr string) (string, uint32, error) {
-	h, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	var port uint32
-	if _, err := fmt.Sscanf(p, "%d", &port); err != nil || port == 0 || port > 65535 || fmt.Sprint(port) != p {
-		return "", 0, fmt.Errorf("%q: port must be 1..65535", addr)
-	}
-	if h == "" {
-		return "", 0, fmt.Errorf("%q: host is required", addr)
-	}
-	return h, port, nil
 }
 
 // validateRunner checks the runner section; defaults live in package workflow.

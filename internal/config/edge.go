@@ -2,11 +2,9 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/kailash-gw/kailash/internal/wire"
@@ -291,7 +289,7 @@ var (
 func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
 	addr := func(field string, v HostPort) {
 		if err := v.Err(); err != nil {
-			at(v.line, "%s: %v", field, err)
+			at(v.Line(), "%s: %v", field, err)
 		}
 	}
 	rl := c.RateLimit
@@ -349,7 +347,7 @@ func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
 func (c *Config) validateTenantEdge(at func(line int, format string, args ...any), t *Tenant, name string) {
 	for _, u := range t.Upstreams {
 		if err := u.Err(); err != nil {
-			at(lineOr(u.line, t.Line), "%s: upstreams: %v", name, err)
+			at(lineOr(u.Line(), t.Line), "%s: upstreams: %v", name, err)
 		} else if u.IsZero() {
 			at(t.Line, "%s: upstreams: empty entry (want host:port)", name)
 		}
@@ -400,7 +398,7 @@ func (c *Config) validateTenantEdge(at func(line int, format string, args ...any
 	}
 	for _, cidr := range t.IPAllowlist {
 		if err := cidr.Err(); err != nil {
-			at(lineOr(cidr.line, t.Line), "%s: ip_allowlist: %v", name, err)
+			at(lineOr(cidr.Line(), t.Line), "%s: ip_allowlist: %v", name, err)
 		} else if !cidr.Prefix().IsValid() {
 			at(t.Line, "%s: ip_allowlist: empty entry (want a CIDR or an IP address)", name)
 		}
@@ -443,25 +441,4 @@ func validateListener(at func(line int, format string, args ...any), field strin
 	if l.MaxConcurrentStreams > 2147483647 {
 		at(0, "%s.max_concurrent_streams: at most 2147483647", field)
 	}
-}
-
-// ParseCIDR parses "10.0.0.0/8", "2001:db8::/32" or a bare address (a /32
-// or /128). The prefix must have no host bits set.
-func ParseCIDR(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or an IP address", s)
-		}
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR", s)
-	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
-	}
-	return p, nil
 }

@@ -146,7 +146,7 @@ func (c *Config) validateFederation(at func(line int, format string, args ...any
 			}
 			for field, u := range map[string]URL{"jwks_url": o.JWKSURL, "discovery_url": o.DiscoveryURL} {
 				if !u.IsZero() && !httpURLValue(u) {
-					at(lineOr(u.line, t.Line), "%s.%s: %q must be an http(s) URL", f, field, u.String())
+					at(lineOr(u.Line(), t.Line), "%s.%s: %q must be an http(s) URL", f, field, u.String())
 				}
 			}
 			if o.ClockSkew < 0 || o.ClockSkew > MaxClockSkew {
