@@ -1,4 +1,8 @@
-package translate
+// Package ir is the first half of the translator: a config.Config, its
+// values already typed (addresses, networks), checked and resolved into the
+// IR, the data plane as the control plane means it. Package translate turns
+// an IR into Envoy resources. It is pure: no I/O, no Envoy types.
+package ir
 
 import (
 	"errors"
@@ -13,7 +17,7 @@ import (
 
 // IR is the data plane as the control plane means it, with every name and
 // address already resolved and checked. It is built from a config.Config by
-// BuildIR and turned into Envoy protos by Translate; nothing in it refers to
+// BuildIR and turned into Envoy protos by translate.FromIR; nothing in it refers to
 // Envoy types, so later features (rate limits, CORS, ...) add fields here
 // first and filters read them.
 //

@@ -1,4 +1,4 @@
-package translate
+package ir
 
 import (
 	"fmt"
@@ -149,13 +149,21 @@ func buildListenerSettings(l, parent config.Listener) ListenerSettings {
 	return s
 }
 
-// Port is the port a redirect names: none for 443.
-func (h *HTTPS) redirectPort() uint32 {
+// RedirectPort is the port a redirect names: none for 443.
+func (h *HTTPS) RedirectPort() uint32 {
 	if h.Listener.Port == 443 {
 		return 0
 	}
 	return h.Listener.Port
 }
+
+// RunnerCluster is the runner's cluster, every tenant's upstream unless it
+// has upstreams of its own; RunnerRouteTimeout bounds a request routed to
+// it.
+const (
+	RunnerCluster      = "kailash_runner"
+	RunnerRouteTimeout = 60 * time.Second
+)
 
 // UpstreamClusterName is the cluster of a tenant with upstreams of its own.
 func UpstreamClusterName(tenantID string) string { return "tenant_" + tenantID }
