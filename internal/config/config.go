@@ -2,7 +2,7 @@
 // loader that names the file and line of every problem, and validation.
 //
 // It sits at the bottom of the import graph: xds, extauthz and workflow import
-// it; it imports nothing of ours.
+// it; it imports only leaves of ours (config/value, fswatch, wire).
 package config
 
 import (
