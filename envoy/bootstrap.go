@@ -47,7 +47,7 @@ func Bootstrap(cfg *config.Config) ([]byte, error) {
 		return nil, err
 	}
 	xh := xds.Endpoints[0].Host
-	admin := cfg.Envoy.Admin
+	admin := cfg.Envoy.Admin.String()
 	if admin == "" {
 		admin = "127.0.0.1:0"
 	}
@@ -152,14 +152,16 @@ func xdsEndpoints(cfg *config.Config) (*xdsCluster, error) {
 		field = "envoy.xds_addresses"
 	}
 	for _, a := range cfg.XDSEndpoints() {
-		h, p, err := config.SplitHostPort(a)
-		if err != nil {
+		if err := a.Err(); err != nil {
 			return nil, fmt.Errorf("%s: %w", field, err)
 		}
-		if net.ParseIP(h) == nil {
+		if a.IsZero() {
+			return nil, fmt.Errorf("%s: required (host:port)", field)
+		}
+		if !a.IsIP() {
 			c.Type = "STRICT_DNS"
 		}
-		c.Endpoints = append(c.Endpoints, hostPort{h, p})
+		c.Endpoints = append(c.Endpoints, hostPort{a.Host(), a.Port()})
 	}
 	return c, nil
 }

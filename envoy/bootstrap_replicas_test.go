@@ -30,7 +30,9 @@ func TestBootstrapXDSReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Envoy.XDSAddresses = tc.addrs
+		for _, a := range tc.addrs {
+			cfg.Envoy.XDSAddresses = append(cfg.Envoy.XDSAddresses, config.HostPortFromText(a))
+		}
 		b, err := envoy.Bootstrap(cfg)
 		if err != nil {
 			t.Fatal(err)

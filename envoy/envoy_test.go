@@ -40,8 +40,8 @@ func TestLauncherStopsEnvoyOnCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Envoy.Admin = "127.0.0.1:0"
-	cfg.XDS.GRPC = "127.0.0.1:1" // nothing there: Envoy still starts and serves admin
+	cfg.Envoy.Admin = config.MustHostPort("127.0.0.1:0")
+	cfg.XDS.GRPC = config.MustHostPort("127.0.0.1:1") // nothing there: Envoy still starts and serves admin
 	b, err := envoy.Bootstrap(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -221,7 +221,7 @@ claims := payload if {
 
 func dropInConfig(t testing.TB, dir string) *config.Config {
 	t.Helper()
-	cfg := &config.Config{Authz: config.Authz{GRPC: "127.0.0.1:0", Timeout: 2 * time.Second},
+	cfg := &config.Config{Authz: config.Authz{GRPC: config.MustHostPort("127.0.0.1:0"), Timeout: 2 * time.Second},
 		Policy: config.Policy{Bundle: dir, Decision: "envoy/authz/allow"}}
 	return cfg
 }

@@ -127,7 +127,7 @@ func otherKey(t testing.TB, kid string) jwk.Key {
 func testConfig(t testing.TB) *config.Config {
 	t.Helper()
 	c := &config.Config{
-		Authz:  config.Authz{GRPC: "127.0.0.1:0", HTTP: "127.0.0.1:0", Timeout: 2 * time.Second},
+		Authz:  config.Authz{GRPC: config.MustHostPort("127.0.0.1:0"), HTTP: config.MustHostPort("127.0.0.1:0"), Timeout: 2 * time.Second},
 		Policy: config.Policy{Decision: config.DefaultDecision},
 		Tenants: []config.Tenant{
 			{ID: "acme", Domains: []string{"acme.localhost"}, Plan: "enterprise", Features: []string{"workflows", "audit"},

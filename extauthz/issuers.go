@@ -31,7 +31,7 @@ type issuerRegistry struct {
 
 func oidcConfig(o config.OIDCIssuer) oidc.Config {
 	return oidc.Config{
-		Issuer: o.Issuer, JWKSURL: o.JWKSURL, DiscoveryURL: o.DiscoveryURL,
+		Issuer: o.Issuer, JWKSURL: o.JWKSURL.String(), DiscoveryURL: o.DiscoveryURL.String(),
 		RefreshInterval: o.RefreshInterval, MinRefreshInterval: o.MinRefreshInterval, MinRefetch: o.MinRefetch,
 		InitialBackoff: o.InitialBackoff, MaxBackoff: o.MaxBackoff, Timeout: o.Timeout,
 	}
@@ -42,7 +42,7 @@ func oidcConfig(o config.OIDCIssuer) oidc.Config {
 func jwtKeysConfig(j config.JWT) oidc.Config {
 	k := j.KeyRefresh
 	return oidc.Config{
-		Issuer: j.Issuer, JWKSURL: j.JWKSURL,
+		Issuer: j.Issuer, JWKSURL: j.JWKSURL.String(),
 		RefreshInterval: k.RefreshInterval, MinRefreshInterval: k.MinRefreshInterval, MinRefetch: k.MinRefetch,
 		InitialBackoff: k.InitialBackoff, MaxBackoff: k.MaxBackoff, Timeout: k.Timeout,
 	}

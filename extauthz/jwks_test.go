@@ -60,7 +60,7 @@ func (idp *jwksIdP) setKeys(keys ...jwk.Key) {
 // file), with refresh settings small enough for a test.
 func jwksTenantConfig(t *testing.T, url string, kr config.KeyRefresh) *config.Config {
 	cfg := testConfig(t)
-	cfg.Tenants[0].JWT = config.JWT{Issuer: testIssuer, Audiences: []string{testAudience}, JWKSURL: url, KeyRefresh: kr}
+	cfg.Tenants[0].JWT = config.JWT{Issuer: testIssuer, Audiences: []string{testAudience}, JWKSURL: config.MustURL(url), KeyRefresh: kr}
 	cfg.SetDefaults()
 	return cfg
 }

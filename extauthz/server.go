@@ -183,12 +183,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 
 	var lc net.ListenConfig
-	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.Authz.GRPC); err != nil {
+	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.Authz.GRPC.String()); err != nil {
 		s.stopBG()
 		return nil, fmt.Errorf("authz.grpc: %w", err)
 	}
-	if cfg.Authz.HTTP != "" {
-		if s.httpLn, err = lc.Listen(ctx, "tcp", cfg.Authz.HTTP); err != nil {
+	if cfg.Authz.HTTP.String() != "" {
+		if s.httpLn, err = lc.Listen(ctx, "tcp", cfg.Authz.HTTP.String()); err != nil {
 			s.grpcLn.Close()
 			s.stopBG()
 			return nil, fmt.Errorf("authz.http: %w", err)
@@ -238,7 +238,7 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 		switch {
 		case t.JWT.JWKSFile != "":
 			keys, err = FileKeys(cfg.Path(t.JWT.JWKSFile))
-		case t.JWT.JWKSURL != "":
+		case t.JWT.JWKSURL.String() != "":
 			keys, err = s.jwtURLKeys(snap, t.JWT)
 		case len(t.Issuers) == 0:
 			err = errors.New("no jwks_file or jwks_url")

@@ -303,7 +303,7 @@ func TestNewFailsOnBadConfig(t *testing.T) {
 		t.Fatalf("unknown decision: %v", err)
 	}
 	cfg = testConfig(t)
-	cfg.Authz.GRPC = "127.0.0.1:99999"
+	cfg.Authz.GRPC = config.HostPortFromText("127.0.0.1:99999")
 	if _, err := New(ctx, cfg, Options{}); err == nil {
 		t.Fatal("bad address: want an error")
 	}
@@ -371,7 +371,7 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Authz.GRPC, cfg.Authz.HTTP = "127.0.0.1:0", ""
+	cfg.Authz.GRPC, cfg.Authz.HTTP = config.MustHostPort("127.0.0.1:0"), config.HostPort{}
 	r := startServer(t, cfg)
 	tok := mint(t, devKey(t), claims(func(c *devtoken.Claims) { c.Tenant = "globex"; c.Roles = []string{"admin"} }))
 	resp, err := r.client.Check(t.Context(), checkReq("globex", "DELETE", "/v1/workflows/x", tok, nil))

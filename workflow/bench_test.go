@@ -79,7 +79,7 @@ func benchHTTPExecute(b *testing.B, r config.Runner, parallel bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r.HTTP = "127.0.0.1:0"
+	r.HTTP = config.MustHostPort("127.0.0.1:0")
 	r.Limits.MaxConcurrentExecutions = 1 << 20
 	s, err := New(&config.Config{Runner: r}, Options{})
 	if err != nil {

@@ -383,7 +383,7 @@ func TestServerPermissionCheckBadBundleFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	wfs["pc"] = permissionWorkflow(t, map[string]any{"on_deny": "continue"})
-	s, err := New(&config.Config{Runner: config.Runner{HTTP: "127.0.0.1:0"}, Policy: config.Policy{Bundle: t.TempDir() + "/missing"}}, Options{})
+	s, err := New(&config.Config{Runner: config.Runner{HTTP: config.MustHostPort("127.0.0.1:0")}, Policy: config.Policy{Bundle: t.TempDir() + "/missing"}}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

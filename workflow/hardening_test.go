@@ -97,7 +97,7 @@ func (s *signer) idToken(t *testing.T, tenant, sub string, roles []string, attrs
 func newPolicyServer(t *testing.T, bundle string, r config.Runner, opts Options, wfs ...*Workflow) (*Server, *signer) {
 	t.Helper()
 	sg, jwks := newSigner(t, t.TempDir())
-	r.HTTP, r.IdentityJWKS, r.IdentityAudience = "127.0.0.1:0", jwks, "kailash-runner"
+	r.HTTP, r.IdentityJWKS, r.IdentityAudience = config.MustHostPort("127.0.0.1:0"), jwks, "kailash-runner"
 	s, err := New(&config.Config{Runner: r, Policy: config.Policy{Bundle: bundle}}, opts)
 	if err != nil {
 		t.Fatal(err)

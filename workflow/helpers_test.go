@@ -8,13 +8,13 @@ import (
 
 func newTestServer(t *testing.T, wfs map[string]*Workflow) *Server {
 	t.Helper()
-	return newTestServerCfg(t, wfs, config.Runner{HTTP: "127.0.0.1:0"})
+	return newTestServerCfg(t, wfs, config.Runner{HTTP: config.MustHostPort("127.0.0.1:0")})
 }
 
 func newTestServerCfg(t *testing.T, wfs map[string]*Workflow, r config.Runner) *Server {
 	t.Helper()
-	if r.HTTP == "" {
-		r.HTTP = "127.0.0.1:0"
+	if r.HTTP.IsZero() {
+		r.HTTP = config.MustHostPort("127.0.0.1:0")
 	}
 	s, err := New(&config.Config{Runner: r}, Options{})
 	if err != nil {

@@ -53,7 +53,7 @@ func TestSensitiveValuesNeverInLogsOrEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &testenv.LogBuffer{}
-	s, err := New(&config.Config{Runner: config.Runner{HTTP: "127.0.0.1:0", DataDir: t.TempDir()}},
+	s, err := New(&config.Config{Runner: config.Runner{HTTP: config.MustHostPort("127.0.0.1:0"), DataDir: t.TempDir()}},
 		Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)

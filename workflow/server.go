@@ -163,7 +163,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10),
 	})
 	s.reg.MustRegister(s.execs, s.dur)
-	ln, err := net.Listen("tcp", cfg.Runner.HTTP)
+	ln, err := net.Listen("tcp", cfg.Runner.HTTP.String())
 	if err != nil {
 		s.stop()
 		st.Close()

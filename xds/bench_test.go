@@ -23,10 +23,10 @@ import (
 // benchConfig has n tenants with two domains each.
 func benchConfig(n int) *config.Config {
 	cfg := &config.Config{
-		Envoy:  config.Envoy{Listen: "127.0.0.1:8080", NodeID: "kailash-envoy"},
-		XDS:    config.XDS{GRPC: "127.0.0.1:0"},
-		Authz:  config.Authz{GRPC: "127.0.0.1:9191", Timeout: 500 * time.Millisecond, MaxRequestBytes: 8192},
-		Runner: config.Runner{HTTP: "127.0.0.1:8081"},
+		Envoy:  config.Envoy{Listen: config.MustHostPort("127.0.0.1:8080"), NodeID: "kailash-envoy"},
+		XDS:    config.XDS{GRPC: config.MustHostPort("127.0.0.1:0")},
+		Authz:  config.Authz{GRPC: config.MustHostPort("127.0.0.1:9191"), Timeout: 500 * time.Millisecond, MaxRequestBytes: 8192},
+		Runner: config.Runner{HTTP: config.MustHostPort("127.0.0.1:8081")},
 	}
 	for i := range n {
 		id := fmt.Sprintf("tenant-%04d", i)
@@ -100,14 +100,14 @@ func BenchmarkUpdate(b *testing.B) {
 func edgeConfig10k(routes string) *config.Config {
 	cfg := benchConfig(10000)
 	cfg.Envoy.Routes = routes
-	cfg.RateLimit.GRPC = "127.0.0.1:9193"
+	cfg.RateLimit.GRPC = config.MustHostPort("127.0.0.1:9193")
 	for i := range cfg.Tenants {
 		t := &cfg.Tenants[i]
 		if routes == config.RoutesPerTenant {
 			t.Domains[1] = "www." + t.ID + ".example.net"
 		}
 		t.CORS = config.CORS{AllowOrigins: []string{"https://app." + t.ID + ".example.com"}}
-		t.IPAllowlist = []string{"10.0.0.0/8"}
+		t.IPAllowlist = []config.Prefix{config.MustPrefix("10.0.0.0/8")}
 		t.Limits = config.TenantLimits{RequestsPerSecond: 100, Burst: 200, MaxAPICallsPerDay: 1e6, PerUserPerHour: 1000}
 	}
 	return cfg

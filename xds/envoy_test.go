@@ -71,8 +71,8 @@ func testRealEnvoy(t *testing.T, routes, api string) {
 	bin := envoyBinary(t)
 	cfg := testConfig()
 	cfg.Envoy.Routes = routes
-	cfg.Envoy.Listen = testenv.FreeAddr(t)
-	cfg.Authz.GRPC = testenv.FreeAddr(t) // nothing listens: Check fails
+	cfg.Envoy.Listen = config.MustHostPort(testenv.FreeAddr(t))
+	cfg.Authz.GRPC = config.MustHostPort(testenv.FreeAddr(t)) // nothing listens: Check fails
 	s := newServer(t, cfg)
 	serve(t, s)
 
@@ -134,7 +134,7 @@ func testRealEnvoy(t *testing.T, routes, api string) {
 	})
 
 	get := func(host string) (int, string) {
-		req, err := http.NewRequest(http.MethodGet, "http://"+cfg.Envoy.Listen+"/x", nil)
+		req, err := http.NewRequest(http.MethodGet, "http://"+cfg.Envoy.Listen.String()+"/x", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

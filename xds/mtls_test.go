@@ -184,7 +184,7 @@ func TestMTLSBindsNodeIDToCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.TLS.Listen = "127.0.0.1:8443"
+	cfg.TLS.Listen = config.MustHostPort("127.0.0.1:8443")
 	cfg.Tenants[0].TLS = config.TenantTLS{CertFile: certFile, KeyFile: keyFile}
 	s := newServer(t, cfg)
 	serve(t, s)
@@ -320,11 +320,11 @@ func TestMTLSRealEnvoy(t *testing.T) {
 	bin := envoyBinary(t)
 	f := newMTLSFixture(t)
 	cfg := f.config()
-	cfg.Envoy.Listen = testenv.FreeAddr(t)
-	cfg.Envoy.Admin = testenv.FreeAddr(t)
+	cfg.Envoy.Listen = config.MustHostPort(testenv.FreeAddr(t))
+	cfg.Envoy.Admin = config.MustHostPort(testenv.FreeAddr(t))
 	s := newServer(t, cfg)
 	serve(t, s)
-	cfg.XDS.GRPC = s.GRPCAddr()
+	cfg.XDS.GRPC = config.MustHostPort(s.GRPCAddr())
 
 	boot, err := envoy.Bootstrap(cfg)
 	if err != nil {
@@ -344,7 +344,7 @@ func TestMTLSRealEnvoy(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 20*time.Second, func() error {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+cfg.Envoy.Listen+"/", nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+cfg.Envoy.Listen.String()+"/", nil)
 		req.Host = "nobody.example"
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -363,8 +363,8 @@ func TestMTLSRealEnvoy(t *testing.T) {
 
 	// Envoy holding a certificate of another CA: no config, never ready.
 	foreign := f.config()
-	foreign.XDS.GRPC = s.GRPCAddr()
-	foreign.Envoy.Listen = testenv.FreeAddr(t)
+	foreign.XDS.GRPC = config.MustHostPort(s.GRPCAddr())
+	foreign.Envoy.Listen = config.MustHostPort(testenv.FreeAddr(t))
 	c := f.clients["foreign"]
 	foreign.Envoy.XDSTLS.CertFile, foreign.Envoy.XDSTLS.KeyFile = c[0], c[1]
 	boot2, err := envoy.Bootstrap(foreign)

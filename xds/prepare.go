@@ -71,7 +71,7 @@ func (s *Server) prepare(cfg *config.Config) (*prepared, error) {
 // commit publishes p; the caller holds s.updMu.
 func (s *Server) commit(p *prepared) {
 	cfg := p.cfg
-	if cfg.XDS.GRPC != s.GRPCAddr() || cfg.XDS.HTTP != s.HTTPAddr() {
+	if cfg.XDS.GRPC.String() != s.GRPCAddr() || cfg.XDS.HTTP.String() != s.HTTPAddr() {
 		s.log.Debug("xds addresses in the new config apply only after a restart",
 			"grpc", cfg.XDS.GRPC, "http", cfg.XDS.HTTP)
 	}

@@ -148,12 +148,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err := certs.Follow(s.watchDirs(cfg)); err != nil {
 		return fail(err)
 	}
-	s.grpcLn, err = net.Listen("tcp", cfg.XDS.GRPC)
+	s.grpcLn, err = net.Listen("tcp", cfg.XDS.GRPC.String())
 	if err != nil {
 		return fail(fmt.Errorf("xds.grpc: %w", err))
 	}
-	if cfg.XDS.HTTP != "" {
-		s.httpLn, err = net.Listen("tcp", cfg.XDS.HTTP)
+	if !cfg.XDS.HTTP.IsZero() {
+		s.httpLn, err = net.Listen("tcp", cfg.XDS.HTTP.String())
 		if err != nil {
 			return fail(fmt.Errorf("xds.http: %w", err))
 		}

@@ -29,10 +29,10 @@ import (
 
 func testConfig() *config.Config {
 	return &config.Config{
-		Envoy:  config.Envoy{Listen: "127.0.0.1:8080", NodeID: "kailash-envoy", Routes: config.RoutesSingle},
-		XDS:    config.XDS{GRPC: "127.0.0.1:0", HTTP: "127.0.0.1:0"},
-		Authz:  config.Authz{GRPC: "127.0.0.1:9191", Timeout: 500 * time.Millisecond, MaxRequestBytes: 8192},
-		Runner: config.Runner{HTTP: "127.0.0.1:8081"},
+		Envoy:  config.Envoy{Listen: config.MustHostPort("127.0.0.1:8080"), NodeID: "kailash-envoy", Routes: config.RoutesSingle},
+		XDS:    config.XDS{GRPC: config.MustHostPort("127.0.0.1:0"), HTTP: config.MustHostPort("127.0.0.1:0")},
+		Authz:  config.Authz{GRPC: config.MustHostPort("127.0.0.1:9191"), Timeout: 500 * time.Millisecond, MaxRequestBytes: 8192},
+		Runner: config.Runner{HTTP: config.MustHostPort("127.0.0.1:8081")},
 		Tenants: []config.Tenant{
 			{ID: "acme", Domains: []string{"acme.localhost"}},
 		},
@@ -95,12 +95,12 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 func TestNewBindsPorts(t *testing.T) {
 	s := newServer(t, testConfig())
 	cfg := testConfig()
-	cfg.XDS.GRPC = s.GRPCAddr()
+	cfg.XDS.GRPC = config.MustHostPort(s.GRPCAddr())
 	if _, err := New(cfg, Options{Logger: testLogger(t)}); err == nil {
 		t.Fatal("second server on the same port: expected an error")
 	}
 	cfg = testConfig()
-	cfg.XDS.HTTP = s.HTTPAddr()
+	cfg.XDS.HTTP = config.MustHostPort(s.HTTPAddr())
 	if _, err := New(cfg, Options{Logger: testLogger(t)}); err == nil {
 		t.Fatal("second server on the same HTTP port: expected an error")
 	}

@@ -38,12 +38,12 @@ import (
 // host names.
 func scaleConfig(t testing.TB, n int, routes, protocol string) *config.Config {
 	cfg := &config.Config{
-		Envoy: config.Envoy{Listen: testenv.FreeAddr(t), NodeID: "scale-a", Cluster: "kailash",
+		Envoy: config.Envoy{Listen: config.MustHostPort(testenv.FreeAddr(t)), NodeID: "scale-a", Cluster: "kailash",
 			Routes: routes, XDSProtocol: protocol},
-		XDS:       config.XDS{GRPC: testenv.FreeAddr(t)},
-		Authz:     config.Authz{GRPC: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), Timeout: 500 * time.Millisecond},
-		Runner:    config.Runner{HTTP: testenv.FreeAddr(t)},
-		RateLimit: config.RateLimit{GRPC: testenv.FreeAddr(t)},
+		XDS:       config.XDS{GRPC: config.MustHostPort(testenv.FreeAddr(t))},
+		Authz:     config.Authz{GRPC: config.MustHostPort(testenv.FreeAddr(t)), HTTP: config.MustHostPort(testenv.FreeAddr(t)), Timeout: 500 * time.Millisecond},
+		Runner:    config.Runner{HTTP: config.MustHostPort(testenv.FreeAddr(t))},
+		RateLimit: config.RateLimit{GRPC: config.MustHostPort(testenv.FreeAddr(t))},
 	}
 	for i := range n {
 		id := fmt.Sprintf("t%05d", i)
@@ -55,7 +55,7 @@ func scaleConfig(t testing.TB, n int, routes, protocol string) *config.Config {
 			ID:          id,
 			Domains:     []string{id + ".localhost", second},
 			CORS:        config.CORS{AllowOrigins: []string{"https://app." + id + ".example.com"}},
-			IPAllowlist: []string{"127.0.0.0/8", "10.0.0.0/8"},
+			IPAllowlist: []config.Prefix{config.MustPrefix("127.0.0.0/8"), config.MustPrefix("10.0.0.0/8")},
 			Limits:      config.TenantLimits{RequestsPerSecond: 1000, Burst: 2000, MaxAPICallsPerDay: 1e6, PerUserPerHour: 1000},
 		})
 	}
@@ -104,7 +104,7 @@ type scaleEnvoy struct {
 func startNode(t *testing.T, cfg *config.Config, node, protocol string) *scaleEnvoy {
 	t.Helper()
 	c := *cfg
-	c.Envoy.NodeID, c.Envoy.Admin, c.Envoy.XDSProtocol = node, testenv.FreeAddr(t), protocol
+	c.Envoy.NodeID, c.Envoy.Admin, c.Envoy.XDSProtocol = node, config.MustHostPort(testenv.FreeAddr(t)), protocol
 	boot, err := envoy.Bootstrap(&c)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func startNode(t *testing.T, cfg *config.Config, node, protocol string) *scaleEn
 	if err := proc.WaitReady(rctx); err != nil {
 		t.Fatal(err)
 	}
-	return &scaleEnvoy{node: node, admin: c.Envoy.Admin, proc: proc}
+	return &scaleEnvoy{node: node, admin: c.Envoy.Admin.String(), proc: proc}
 }
 
 // stat reads one Envoy stat (counter, gauge or text readout) as text.
@@ -230,7 +230,7 @@ func testScale(t *testing.T, n int, routes, protocol string) {
 	e := startNode(t, cfg, "scale-a", protocol)
 	last := fmt.Sprintf("t%05d.localhost", n-1)
 	testenv.Eventually(t, 120*time.Second, func() error {
-		code, body, err := get(cfg.Envoy.Listen, last)
+		code, body, err := get(cfg.Envoy.Listen.String(), last)
 		if err != nil {
 			return err
 		}
@@ -261,7 +261,7 @@ func testScale(t *testing.T, n int, routes, protocol string) {
 		published := time.Since(edited)
 		var served time.Duration
 		for {
-			code, body, err := get(cfg.Envoy.Listen, host)
+			code, body, err := get(cfg.Envoy.Listen.String(), host)
 			if err == nil && code == http.StatusForbidden && strings.Contains(body, "inactive") {
 				served = time.Since(edited)
 				break
@@ -276,11 +276,11 @@ func testScale(t *testing.T, n int, routes, protocol string) {
 		worst = max(worst, served)
 		cfg = next
 		other := fmt.Sprintf("t%05d.localhost", (i+1)%n)
-		if code, body, err := get(cfg.Envoy.Listen, other); err != nil || code != http.StatusServiceUnavailable {
+		if code, body, err := get(cfg.Envoy.Listen.String(), other); err != nil || code != http.StatusServiceUnavailable {
 			t.Errorf("untouched tenant %s after the edit: %d %q %v", other, code, body, err)
 		}
 	}
-	if code, body, err := get(cfg.Envoy.Listen, "nobody.example"); err != nil || code != http.StatusNotFound || body != "unknown host\n" {
+	if code, body, err := get(cfg.Envoy.Listen.String(), "nobody.example"); err != nil || code != http.StatusNotFound || body != "unknown host\n" {
 		t.Errorf("unknown host: %d %q %v", code, body, err)
 	}
 	if e.proc.Pid() == 0 {
@@ -334,7 +334,7 @@ func TestTwoEnvoys(t *testing.T) {
 	before := [2]int{reqs(envoys[0]), reqs(envoys[1])}
 
 	host := tenant + ".localhost"
-	if code, _, err := get(cfg.Envoy.Listen, host); err != nil || code != http.StatusServiceUnavailable {
+	if code, _, err := get(cfg.Envoy.Listen.String(), host); err != nil || code != http.StatusServiceUnavailable {
 		t.Fatalf("before the edit: %d %v", code, err)
 	}
 	edited := time.Now()
@@ -362,7 +362,7 @@ func TestTwoEnvoys(t *testing.T) {
 	}
 	// Every connection, whichever Envoy the kernel gives it to, sees the edit.
 	for range 60 {
-		code, body, err := get(cfg.Envoy.Listen, host)
+		code, body, err := get(cfg.Envoy.Listen.String(), host)
 		if err != nil || code != http.StatusForbidden || !strings.Contains(body, "inactive") {
 			t.Fatalf("after the edit: %d %q %v", code, body, err)
 		}

@@ -124,7 +124,7 @@ func testTLS(t *testing.T, routes string) {
 	t.Cleanup(func() { _ = authSrv.Close() })
 
 	s, _ := startStackFrom(t, p, body, func(c *config.Config) {
-		c.Authz.HTTP = authLn.Addr().String()
+		c.Authz.HTTP = config.MustHostPort(authLn.Addr().String())
 		c.Envoy.Routes = routes
 	})
 	roots := &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}

@@ -56,7 +56,7 @@ func (d *dropInFlags) config() (*config.Config, error) {
 		}
 	}
 	cfg := &config.Config{
-		Authz: config.Authz{GRPC: d.grpcAddr, HTTP: d.httpAddr},
+		Authz: config.Authz{GRPC: config.HostPortFromText(d.grpcAddr), HTTP: config.HostPortFromText(d.httpAddr)},
 		Policy: config.Policy{
 			Bundle: policyPath(d.policy), Decision: d.decision, BundleURL: d.bundleURL, PersistDir: d.persistDir,
 			PollInterval: d.poll, DryRun: d.dryRun, SkipRequestBodyParse: d.skipBodyParse, Shadow: policyPath(d.shadow),

@@ -17,7 +17,7 @@ import (
 // `kailash up` (in process) and `kailash ratelimit` (alone) share. It is
 // nil, with no error, when the config sets no ratelimit.grpc.
 func newRateLimit(cfg *config.Config, log *slog.Logger) (*ratelimit.Server, error) {
-	if cfg.RateLimit.GRPC == "" {
+	if cfg.RateLimit.GRPC.String() == "" {
 		return nil, nil
 	}
 	return ratelimit.New(cfg, ratelimit.Options{Logger: log})
@@ -46,7 +46,7 @@ func runRateLimit(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	listen.apply(&cfg.RateLimit.GRPC, &cfg.RateLimit.HTTP)
-	if cfg.RateLimit.GRPC == "" {
+	if cfg.RateLimit.GRPC.String() == "" {
 		return fmt.Errorf("%s: ratelimit.grpc: required to run the rate-limit service", f.config)
 	}
 	s, err := newRateLimit(cfg, log)
@@ -66,11 +66,11 @@ func (l *listenFlags) register(fs *flagSetT, section string) {
 	fs.StringVar(&l.http, "http", "", "serve /metrics, /healthz and /readyz here instead of "+section+".http")
 }
 
-func (l *listenFlags) apply(grpc, http *string) {
+func (l *listenFlags) apply(grpc, http *config.HostPort) {
 	if l.grpc != "" {
-		*grpc = l.grpc
+		*grpc = config.HostPortFromText(l.grpc)
 	}
 	if l.http != "" {
-		*http = l.http
+		*http = config.HostPortFromText(l.http)
 	}
 }

@@ -318,7 +318,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			return err
 		}
-		if err := waitListener(rctx, cfg.Envoy.Listen); err != nil {
+		if err := waitListener(rctx, cfg.Envoy.Listen.String()); err != nil {
 			if gctx.Err() != nil || stopping.Load() {
 				return nil
 			}
@@ -421,9 +421,9 @@ func printBanner(w io.Writer, cfg *config.Config, admin, devKey string) {
 	fmt.Fprintf(w, "\nTry it, as alice (role admin) of tenant %s, with a development token valid 8h:\n\n", t.ID)
 	fmt.Fprintf(w, "curl -sS -H 'Host: %s' -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"order\": 42}' http://%s/v1/workflows/hello/executions\n\n",
 		t.Domains[0], tok, cfg.Envoy.Listen)
-	if cfg.TLS.Listen != "" && t.TLS.CertFile != "" {
-		_, port, _ := config.SplitHostPort(cfg.TLS.Listen)
-		host, _, _ := config.SplitHostPort(cfg.TLS.Listen)
+	if cfg.TLS.Listen.String() != "" && t.TLS.CertFile != "" {
+		_, port, _ := config.SplitHostPort(cfg.TLS.Listen.String())
+		host, _, _ := config.SplitHostPort(cfg.TLS.Listen.String())
 		fmt.Fprintf(w, "Over HTTPS (TLS 1.3, the tenant's certificate picked by SNI; development CA):\n\n")
 		fmt.Fprintf(w, "curl -sS --cacert %s --resolve %s:%d:%s -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"order\": 42}' https://%s:%d/v1/workflows/hello/executions\n\n",
 			cfg.Path("keys/dev-tls-ca.pem"), t.Domains[0], port, host, tok, t.Domains[0], port)

@@ -24,7 +24,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 
 func testConfig(rlsAddr string) *config.Config {
 	return &config.Config{
-		RateLimit: config.RateLimit{GRPC: rlsAddr},
+		RateLimit: config.RateLimit{GRPC: config.MustHostPort(rlsAddr)},
 		Tenants: []config.Tenant{
 			{ID: "acme", Limits: config.TenantLimits{
 				MaxAPICallsPerDay: 1000, PerUserPerHour: 3,

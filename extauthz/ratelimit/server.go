@@ -74,7 +74,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		return nil, errors.New("ratelimit: nil config")
 	}
 	rc := cfg.RateLimit
-	if rc.GRPC == "" {
+	if rc.GRPC.String() == "" {
 		return nil, errors.New("ratelimit: ratelimit.grpc: required")
 	}
 	log := o.Logger
@@ -136,12 +136,12 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.closeBackend()
 		return nil, fmt.Errorf("ratelimit: %w", err)
 	}
-	if s.grpcLn, err = net.Listen("tcp", rc.GRPC); err != nil {
+	if s.grpcLn, err = net.Listen("tcp", rc.GRPC.String()); err != nil {
 		s.closeBackend()
 		return nil, fmt.Errorf("ratelimit: ratelimit.grpc: %w", err)
 	}
-	if rc.HTTP != "" {
-		if s.httpLn, err = net.Listen("tcp", rc.HTTP); err != nil {
+	if rc.HTTP.String() != "" {
+		if s.httpLn, err = net.Listen("tcp", rc.HTTP.String()); err != nil {
 			_ = s.grpcLn.Close()
 			s.closeBackend()
 			return nil, fmt.Errorf("ratelimit: ratelimit.http: %w", err)

@@ -2,14 +2,13 @@
 // loader that names the file and line of every problem, and validation.
 //
 // It sits at the bottom of the import graph: xds, extauthz and workflow import
-// it; it imports nothing of ours.
+// it; it imports only leaves of ours (config/value, fswatch, wire).
 package config
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -43,9 +42,9 @@ type Config struct {
 // Envoy describes the data plane the control plane configures.
 type Envoy struct {
 	// Listen is the address of the HTTP listener pushed to Envoy.
-	Listen string `yaml:"listen"`
+	Listen HostPort `yaml:"listen"`
 	// Admin is the Envoy admin address, written into the bootstrap.
-	Admin string `yaml:"admin"`
+	Admin HostPort `yaml:"admin"`
 	// NodeID and Cluster identify the Envoy node to the control plane.
 	NodeID  string `yaml:"node_id"`
 	Cluster string `yaml:"cluster"`
@@ -58,7 +57,7 @@ type Envoy struct {
 	XDSProtocol string `yaml:"xds_protocol"`
 	// XDSAddresses are the control-plane replicas Envoy's bootstrap points
 	// at, as one xDS cluster (replicas.go); empty means [xds.grpc].
-	XDSAddresses []string `yaml:"xds_addresses"`
+	XDSAddresses []HostPort `yaml:"xds_addresses"`
 	// XDSTLS, AuthzTLS and RateLimitTLS are the client certificates Envoy
 	// presents to the control plane, authz and ratelimit when those
 	// require mutual TLS (mtls.go).
@@ -116,16 +115,16 @@ func ExactDomain(d string) bool { return !strings.ContainsAny(d, "*:") }
 
 // XDS is the control plane's own addresses.
 type XDS struct {
-	GRPC string `yaml:"grpc"` // ADS server
-	HTTP string `yaml:"http"` // /metrics, /healthz, /readyz
+	GRPC HostPort `yaml:"grpc"` // ADS server
+	HTTP HostPort `yaml:"http"` // /metrics, /healthz, /readyz
 	// TLS, when set, requires mutual TLS on the ADS port (mtls.go).
 	TLS ServerTLS `yaml:"tls"`
 }
 
 // Authz is the ext_authz server.
 type Authz struct {
-	GRPC string `yaml:"grpc"` // envoy.service.auth.v3.Authorization (+ gRPC health)
-	HTTP string `yaml:"http"` // /metrics, /healthz, /readyz
+	GRPC HostPort `yaml:"grpc"` // envoy.service.auth.v3.Authorization (+ gRPC health)
+	HTTP HostPort `yaml:"http"` // /metrics, /healthz, /readyz
 	// Timeout is how long Envoy waits for a Check before answering 503.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxRequestBytes of the body Envoy buffers and sends with each Check
@@ -137,7 +136,7 @@ type Authz struct {
 
 // Runner is the workflow runner.
 type Runner struct {
-	HTTP string `yaml:"http"`
+	HTTP HostPort `yaml:"http"`
 	// Workflows is a directory of workflow definitions (relative to the config file).
 	Workflows string `yaml:"workflows"`
 	// DataDir holds one SQLite database per tenant (relative to the config
@@ -225,10 +224,10 @@ type Tenant struct {
 	// Edge settings (edge.go). Active defaults to true; Upstreams default
 	// to the runner.
 	Active         *bool         `yaml:"active"`
-	Upstreams      []string      `yaml:"upstreams"`
+	Upstreams      []HostPort    `yaml:"upstreams"`
 	TLS            TenantTLS     `yaml:"tls"`
 	CORS           CORS          `yaml:"cors"`
-	IPAllowlist    []string      `yaml:"ip_allowlist"`
+	IPAllowlist    []Prefix      `yaml:"ip_allowlist"`
 	Limits         TenantLimits  `yaml:"limits"`
 	RequestTimeout time.Duration `yaml:"request_timeout"`
 	// StreamIdleTimeout (over envoy.listener's) and Compression (default
@@ -258,6 +257,7 @@ func (t *Tenant) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*t = Tenant(p)
 	t.Line = n.Line
+	t.setValueLines(n)
 	return nil
 }
 
@@ -267,7 +267,7 @@ type JWT struct {
 	Audiences []string `yaml:"audiences"`
 	// Exactly one of JWKSFile (relative to the config file) and JWKSURL.
 	JWKSFile string `yaml:"jwks_file"`
-	JWKSURL  string `yaml:"jwks_url"`
+	JWKSURL  URL    `yaml:"jwks_url"`
 	// ClockSkew tolerated on exp/nbf/iat (default 30s, at most 5m).
 	ClockSkew time.Duration `yaml:"clock_skew"`
 	// RolesClaim names the claim holding the caller's roles (default "roles").
@@ -412,11 +412,6 @@ func (c *Config) Tenant(id string) (*Tenant, bool) {
 	return nil, false
 }
 
-var (
-	idRe     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	domainRe = regexp.MustCompile(`^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9*]+)?$`)
-)
-
 // Validate checks the whole config and reports every problem at once, each
 // naming the file, the line where known, and the field.
 func (c *Config) Validate() error {
@@ -431,15 +426,12 @@ func (c *Config) Validate() error {
 		}
 		errs = append(errs, fmt.Errorf("%s: %s", loc, fmt.Sprintf(format, args...)))
 	}
-	addr := func(field, v string, required bool) {
-		if v == "" {
-			if required {
-				at(0, "%s: required (host:port)", field)
-			}
-			return
+	addr := func(field string, v HostPort, required bool) {
+		if v.IsZero() && required {
+			at(0, "%s: required (host:port)", field)
 		}
-		if _, _, err := SplitHostPort(v); err != nil {
-			at(0, "%s: %v", field, err)
+		if err := v.Err(); err != nil {
+			at(v.Line(), "%s: %v", field, err)
 		}
 	}
 	addr("envoy.listen", c.Envoy.Listen, true)
@@ -483,7 +475,7 @@ func (c *Config) Validate() error {
 		if t.ID == "" {
 			name = fmt.Sprintf("tenants[%d]", i)
 			at(t.Line, "%s: id: required", name)
-		} else if !idRe.MatchString(t.ID) {
+		} else if !ValidTenantID(t.ID) {
 			at(t.Line, "%s: id: must be lowercase letters, digits and '-' (at most 63)", name)
 		}
 		if prev, dup := ids[t.ID]; dup && t.ID != "" {
@@ -494,7 +486,7 @@ func (c *Config) Validate() error {
 			at(t.Line, "%s: domains: at least one domain is required", name)
 		}
 		for _, d := range t.Domains {
-			if !domainRe.MatchString(d) {
+			if !ValidDomain(d) {
 				at(t.Line, "%s: domains: %q is not a host name", name, d)
 				continue
 			}
@@ -518,38 +510,22 @@ func (c *Config) Validate() error {
 			at(t.Line, "%s: jwt.audiences: at least one audience is required", name)
 		}
 		switch {
-		case j.JWKSFile == "" && j.JWKSURL == "":
+		case j.JWKSFile == "" && j.JWKSURL.IsZero():
 			at(t.Line, "%s: jwt: one of jwks_file or jwks_url is required", name)
-		case j.JWKSFile != "" && j.JWKSURL != "":
+		case j.JWKSFile != "" && !j.JWKSURL.IsZero():
 			at(t.Line, "%s: jwt: give jwks_file or jwks_url, not both", name)
 		case j.JWKSFile != "":
 			if _, err := os.Stat(c.Path(j.JWKSFile)); err != nil {
 				at(t.Line, "%s: jwt.jwks_file: %v", name, err)
 			}
-		case !strings.HasPrefix(j.JWKSURL, "https://") && !strings.HasPrefix(j.JWKSURL, "http://"):
-			at(t.Line, "%s: jwt.jwks_url: %q must be an http(s) URL", name, j.JWKSURL)
+		case !httpURLValue(j.JWKSURL):
+			at(lineOr(j.JWKSURL.Line(), t.Line), "%s: jwt.jwks_url: %q must be an http(s) URL", name, j.JWKSURL.String())
 		}
 		if j.ClockSkew < 0 || j.ClockSkew > MaxClockSkew {
 			at(t.Line, "%s: jwt.clock_skew: %s is outside 0..%s", name, j.ClockSkew, MaxClockSkew)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// SplitHostPort splits "host:port" and checks the port is numeric.
-func SplitHostPort(addr string) (string, uint32, error) {
-	h, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	var port uint32
-	if _, err := fmt.Sscanf(p, "%d", &port); err != nil || port == 0 || port > 65535 || fmt.Sprint(port) != p {
-		return "", 0, fmt.Errorf("%q: port must be 1..65535", addr)
-	}
-	if h == "" {
-		return "", 0, fmt.Errorf("%q: host is required", addr)
-	}
-	return h, port, nil
 }
 
 // validateRunner checks the runner section; defaults live in package workflow.

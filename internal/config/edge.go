@@ -2,11 +2,9 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/kailash-gw/kailash/internal/wire"
@@ -96,9 +94,9 @@ type Listener struct {
 // RateLimit is the global rate-limit service (envoy.service.ratelimit.v3).
 type RateLimit struct {
 	// GRPC is where the service listens and where Envoy calls it.
-	GRPC string `yaml:"grpc"`
+	GRPC HostPort `yaml:"grpc"`
 	// HTTP serves /metrics, /healthz and /readyz (optional).
-	HTTP string `yaml:"http"`
+	HTTP HostPort `yaml:"http"`
 	// Backend is "memory" (default, one process) or "redis" (shared).
 	Backend string `yaml:"backend"`
 	Redis   Redis  `yaml:"redis"`
@@ -126,7 +124,7 @@ type Redis struct {
 // EdgeTLS is the HTTPS listener.
 type EdgeTLS struct {
 	// Listen is the HTTPS listener address (an IP); empty means no HTTPS.
-	Listen string `yaml:"listen"`
+	Listen HostPort `yaml:"listen"`
 	// MinVersion is "1.2" or "1.3" (default "1.3").
 	MinVersion string `yaml:"min_version"`
 	// RedirectHTTP answers plain HTTP on envoy.listen with a redirect to HTTPS
@@ -256,7 +254,7 @@ func (t *Tenant) Quotas() []Quota {
 // setEdgeDefaults gives every tenant the default login quota when the
 // rate-limit service is configured.
 func (c *Config) setEdgeDefaults() {
-	if c.RateLimit.GRPC == "" {
+	if c.RateLimit.GRPC.IsZero() {
 		return
 	}
 	for i := range c.Tenants {
@@ -281,7 +279,6 @@ func (c *Config) HasGlobalQuotas() bool {
 }
 
 var (
-	roleRe   = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
 	originRe = regexp.MustCompile(`^https?://[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?$`)
 	methodRe = regexp.MustCompile(`^[A-Z]+$`)
 	headerRe = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_` + "`" + `|~-]+$`)
@@ -290,12 +287,9 @@ var (
 // validateEdge checks the edge fields of every tenant and the ratelimit and
 // tls sections.
 func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
-	addr := func(field, v string) {
-		if v == "" {
-			return
-		}
-		if _, _, err := SplitHostPort(v); err != nil {
-			at(0, "%s: %v", field, err)
+	addr := func(field string, v HostPort) {
+		if err := v.Err(); err != nil {
+			at(v.Line(), "%s: %v", field, err)
 		}
 	}
 	rl := c.RateLimit
@@ -307,7 +301,9 @@ func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
 		if rl.Redis.Addr == "" {
 			at(0, "ratelimit.redis.addr: required with backend redis")
 		}
-		addr("ratelimit.redis.addr", rl.Redis.Addr)
+		if _, _, err := SplitHostPort(rl.Redis.Addr); rl.Redis.Addr != "" && err != nil {
+			at(0, "ratelimit.redis.addr: %v", err)
+		}
 	default:
 		at(0, "ratelimit.backend: %q: want memory or redis", rl.Backend)
 	}
@@ -329,7 +325,7 @@ func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
 	default:
 		at(0, "tls.min_version: %q: want 1.2 or 1.3", tls.MinVersion)
 	}
-	if tls.RedirectHTTP && tls.Listen == "" {
+	if tls.RedirectHTTP && tls.Listen.IsZero() {
 		at(0, "tls.redirect_http: needs tls.listen")
 	}
 	validateListener(at, "envoy.listener", c.Envoy.Listener)
@@ -342,7 +338,7 @@ func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
 			name = fmt.Sprintf("tenants[%d]", i)
 		}
 		c.validateTenantEdge(at, t, name)
-		if len(t.Quotas()) > 0 && rl.GRPC == "" {
+		if len(t.Quotas()) > 0 && rl.GRPC.IsZero() {
 			at(t.Line, "%s: limits: global quotas need ratelimit.grpc (the rate-limit service address)", name)
 		}
 	}
@@ -350,8 +346,10 @@ func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
 
 func (c *Config) validateTenantEdge(at func(line int, format string, args ...any), t *Tenant, name string) {
 	for _, u := range t.Upstreams {
-		if _, _, err := SplitHostPort(u); err != nil {
-			at(t.Line, "%s: upstreams: %v", name, err)
+		if err := u.Err(); err != nil {
+			at(lineOr(u.Line(), t.Line), "%s: upstreams: %v", name, err)
+		} else if u.IsZero() {
+			at(t.Line, "%s: upstreams: empty entry (want host:port)", name)
 		}
 	}
 	if t.TLS.Enabled() {
@@ -364,7 +362,7 @@ func (c *Config) validateTenantEdge(at func(line int, format string, args ...any
 				at(t.Line, "%s: %s: %v", name, f.field, err)
 			}
 		}
-		if c.TLS.Listen == "" {
+		if c.TLS.Listen.IsZero() {
 			at(t.Line, "%s: tls: a certificate needs tls.listen (the HTTPS listener)", name)
 		}
 	}
@@ -399,8 +397,10 @@ func (c *Config) validateTenantEdge(at func(line int, format string, args ...any
 		at(t.Line, "%s: cors.max_age: must not be negative", name)
 	}
 	for _, cidr := range t.IPAllowlist {
-		if _, err := ParseCIDR(cidr); err != nil {
-			at(t.Line, "%s: ip_allowlist: %v", name, err)
+		if err := cidr.Err(); err != nil {
+			at(lineOr(cidr.Line(), t.Line), "%s: ip_allowlist: %v", name, err)
+		} else if !cidr.Prefix().IsValid() {
+			at(t.Line, "%s: ip_allowlist: empty entry (want a CIDR or an IP address)", name)
 		}
 	}
 	if t.RequestTimeout < 0 {
@@ -417,7 +417,7 @@ func (c *Config) validateTenantEdge(at func(line int, format string, args ...any
 		at(t.Line, "%s: limits.burst: %d is less than requests_per_second %d", name, l.Burst, l.RequestsPerSecond)
 	}
 	for r := range l.PerRolePerHour {
-		if !roleRe.MatchString(r) {
+		if !ValidRole(r) {
 			at(t.Line, "%s: limits.per_role_per_hour: %q is not a role name", name, r)
 		}
 	}
@@ -441,25 +441,4 @@ func validateListener(at func(line int, format string, args ...any), field strin
 	if l.MaxConcurrentStreams > 2147483647 {
 		at(0, "%s.max_concurrent_streams: at most 2147483647", field)
 	}
-}
-
-// ParseCIDR parses "10.0.0.0/8", "2001:db8::/32" or a bare address (a /32
-// or /128). The prefix must have no host bits set.
-func ParseCIDR(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or an IP address", s)
-		}
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR", s)
-	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
-	}
-	return p, nil
 }

@@ -62,8 +62,8 @@ type OIDCIssuer struct {
 	Issuer    string   `yaml:"issuer"`
 	Audiences []string `yaml:"audiences"`
 	// At most one of DiscoveryURL and JWKSURL.
-	DiscoveryURL string `yaml:"discovery_url"`
-	JWKSURL      string `yaml:"jwks_url"`
+	DiscoveryURL URL `yaml:"discovery_url"`
+	JWKSURL      URL `yaml:"jwks_url"`
 	// ClockSkew on exp/nbf/iat (default 30s, at most 5m).
 	ClockSkew time.Duration `yaml:"clock_skew"`
 	// RolesClaim (default "roles") and TenantClaim (default "tenant"), as in jwt.
@@ -89,7 +89,7 @@ type OIDCIssuer struct {
 // Configured reports whether the tenant's jwt section is used at all (a
 // tenant with issuers may leave it out).
 func (j JWT) Configured() bool {
-	return j.Issuer != "" || len(j.Audiences) > 0 || j.JWKSFile != "" || j.JWKSURL != ""
+	return j.Issuer != "" || len(j.Audiences) > 0 || j.JWKSFile != "" || !j.JWKSURL.IsZero()
 }
 
 func (c *Config) setFederationDefaults() {
@@ -134,19 +134,19 @@ func (c *Config) validateFederation(at func(line int, format string, args ...any
 				at(t.Line, "%s.issuer: %q is trusted twice by this tenant (jwt or another issuer)", f, o.Issuer)
 			case o.Issuer == c.Sessions.Issuer:
 				at(t.Line, "%s.issuer: %q is the issuer of our own session tokens (sessions.issuer)", f, o.Issuer)
-			case o.JWKSURL == "" && o.DiscoveryURL == "" && !httpURL(o.Issuer):
+			case o.JWKSURL.IsZero() && o.DiscoveryURL.IsZero() && !httpURL(o.Issuer):
 				at(t.Line, "%s.issuer: %q: discovery needs an http(s) issuer; or set jwks_url", f, o.Issuer)
 			}
 			seen[o.Issuer] = true
 			if len(o.Audiences) == 0 {
 				at(t.Line, "%s.audiences: at least one audience is required", f)
 			}
-			if o.JWKSURL != "" && o.DiscoveryURL != "" {
+			if !o.JWKSURL.IsZero() && !o.DiscoveryURL.IsZero() {
 				at(t.Line, "%s: give discovery_url or jwks_url, not both", f)
 			}
-			for field, u := range map[string]string{"jwks_url": o.JWKSURL, "discovery_url": o.DiscoveryURL} {
-				if u != "" && !httpURL(u) {
-					at(t.Line, "%s.%s: %q must be an http(s) URL", f, field, u)
+			for field, u := range map[string]URL{"jwks_url": o.JWKSURL, "discovery_url": o.DiscoveryURL} {
+				if !u.IsZero() && !httpURLValue(u) {
+					at(lineOr(u.Line(), t.Line), "%s.%s: %q must be an http(s) URL", f, field, u.String())
 				}
 			}
 			if o.ClockSkew < 0 || o.ClockSkew > MaxClockSkew {

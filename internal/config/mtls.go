@@ -168,7 +168,7 @@ func (c *Config) validateMTLS(at func(line int, format string, args ...any)) {
 	pair("xds.tls", c.XDS.TLS, "envoy.xds_tls", c.Envoy.XDSTLS)
 	pair("authz.tls", c.Authz.TLS, "envoy.authz_tls", c.Envoy.AuthzTLS)
 	pair("ratelimit.tls", c.RateLimit.TLS, "envoy.ratelimit_tls", c.Envoy.RateLimitTLS)
-	if c.RateLimit.TLS.Enabled() && c.RateLimit.GRPC == "" {
+	if c.RateLimit.TLS.Enabled() && c.RateLimit.GRPC.IsZero() {
 		at(c.RateLimit.TLS.Line, "ratelimit.tls: needs ratelimit.grpc")
 	}
 }

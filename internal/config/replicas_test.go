@@ -20,7 +20,9 @@ func TestXDSAddressesValidated(t *testing.T) {
 		{[]string{"127.0.0.1:1", "127.0.0.1:1"}, "listed twice"},
 	} {
 		cfg := *base
-		cfg.Envoy.XDSAddresses = tc.addrs
+		for _, a := range tc.addrs {
+			cfg.Envoy.XDSAddresses = append(cfg.Envoy.XDSAddresses, HostPortFromText(a))
+		}
 		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: got %v, want an error naming %q", tc.addrs, err, tc.want)
 		}

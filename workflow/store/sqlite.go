@@ -96,7 +96,7 @@ func (d *sqliteDialect) tenants(context.Context) ([]string, error) {
 	var out []string
 	for _, f := range files {
 		tenant := strings.TrimSuffix(filepath.Base(f), ".db")
-		if tenantRe.MatchString(tenant) {
+		if ValidTenant(tenant) {
 			out = append(out, tenant) // not <tenant>.data.db nor strangers
 		}
 	}

@@ -12,12 +12,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/sealed"
 )
 
@@ -111,11 +111,9 @@ var migrations = []string{
 	`CREATE INDEX executions_by_status ON executions (status);`,
 }
 
-var tenantRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // ValidTenant reports whether id is a tenant id the store accepts (a DNS
 // label: it names a database file and a PostgreSQL schema and role).
-func ValidTenant(id string) bool { return tenantRe.MatchString(id) }
+func ValidTenant(id string) bool { return config.ValidTenantID(id) }
 
 // Execution statuses.
 const (
@@ -211,7 +209,7 @@ var _ Store = (*sqlStore)(nil)
 func (s *sqlStore) Close() error { return s.d.close() }
 
 func (s *sqlStore) db(ctx context.Context, tenant string) (*tenantDB, error) {
-	if !tenantRe.MatchString(tenant) {
+	if !ValidTenant(tenant) {
 		return nil, fmt.Errorf("tenant %q: not a valid tenant id", tenant)
 	}
 	return s.d.tenant(ctx, tenant)
@@ -600,7 +598,7 @@ func (s *sqlStore) Audit(ctx context.Context, r AuditRecord) error {
 
 // TenantQuery runs the sql node's statement as the tenant.
 func (s *sqlStore) TenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error) {
-	if !tenantRe.MatchString(tenant) {
+	if !ValidTenant(tenant) {
 		return nil, fmt.Errorf("tenant %q: not a valid tenant id", tenant)
 	}
 	return s.d.tenantQuery(ctx, tenant, q)

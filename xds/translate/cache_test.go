@@ -57,9 +57,9 @@ func TestCacheSameOutput(t *testing.T) {
 
 func cacheConfig(n int, routes string) *config.Config {
 	cfg := &config.Config{
-		Envoy:  config.Envoy{Listen: "127.0.0.1:10000", Routes: routes},
-		Authz:  config.Authz{GRPC: "127.0.0.1:9001", HTTP: "127.0.0.1:9002", Timeout: 1e9},
-		Runner: config.Runner{HTTP: "127.0.0.1:9003"},
+		Envoy:  config.Envoy{Listen: config.MustHostPort("127.0.0.1:10000"), Routes: routes},
+		Authz:  config.Authz{GRPC: config.MustHostPort("127.0.0.1:9001"), HTTP: config.MustHostPort("127.0.0.1:9002"), Timeout: 1e9},
+		Runner: config.Runner{HTTP: config.MustHostPort("127.0.0.1:9003")},
 	}
 	for i := range n {
 		id := fmt.Sprintf("t%03d", i)

@@ -124,7 +124,7 @@ func buildCluster(s clusterSpec) (*clusterv3.Cluster, error) {
 	}
 	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: a}
 	if s.tls != nil {
-		if c.TransportSocket, err = s.tls.transportSocket(); err != nil {
+		if c.TransportSocket, err = upstreamTransportSocket(s.tls); err != nil {
 			return nil, err
 		}
 	}

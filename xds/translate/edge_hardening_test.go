@@ -25,11 +25,11 @@ func u64(n uint64) *uint64 { return &n }
 // its own upstream.
 func hardenedConfig() *config.Config {
 	c := validConfig()
-	c.Authz.HTTP = "127.0.0.1:9192"
-	c.RateLimit.GRPC = "127.0.0.1:9193"
+	c.Authz.HTTP = config.MustHostPort("127.0.0.1:9192")
+	c.RateLimit.GRPC = config.MustHostPort("127.0.0.1:9193")
 	c.Tenants[0].Limits = config.TenantLimits{MaxAPICallsPerDay: 5, PerUserPerHour: 3,
 		PerRolePerHour: map[string]uint64{"admin": 2}, AuthPerMinute: u64(10)}
-	c.Tenants[1].Upstreams = []string{"127.0.0.1:9000"}
+	c.Tenants[1].Upstreams = []config.HostPort{config.MustHostPort("127.0.0.1:9000")}
 	return c
 }
 

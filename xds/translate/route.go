@@ -19,9 +19,6 @@ import (
 	"github.com/kailash-gw/kailash/internal/wire"
 )
 
-// RunnerRouteTimeout bounds a request routed to the runner.
-const RunnerRouteTimeout = 60 * time.Second
-
 // buildRouteConfigs is RouteConfigName and, when the plain listener
 // redirects to HTTPS, RedirectRouteConfigName (sorted by name). With a cache
 // the unchanged tenants' virtual hosts are reused, and the route

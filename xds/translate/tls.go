@@ -1,12 +1,9 @@
 package translate
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
-	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -17,106 +14,10 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-
-	"github.com/kailash-gw/kailash/internal/config"
 )
-
-// Inputs are the contents of the files a config names, read by the caller
-// (the control plane, `kailash translate`, a test), so translation stays
-// free of I/O.
-type Inputs struct {
-	// Certificates are the tenants' certificate chains and keys (PEM), by
-	// tenant id.
-	Certificates map[string]KeyPair
-}
-
-// KeyPair is a PEM certificate chain and its private key.
-type KeyPair struct {
-	CertPEM, KeyPEM []byte
-}
 
 // ALPN offered on the HTTPS listener (the HCM's codec is AUTO).
 var alpn = []string{"h2", "http/1.1"}
-
-// buildCertificate checks a tenant's certificate (the pair must parse and
-// match) and resolves its SNI names; nil when the tenant has none.
-func buildCertificate(cfg *config.Config, t *config.Tenant, in Inputs, tenantErr func(string, ...any)) *Certificate {
-	if !t.TLS.Enabled() {
-		return nil
-	}
-	if cfg.TLS.Listen == "" {
-		tenantErr("tls: a certificate needs tls.listen (the HTTPS listener)")
-	}
-	kp, ok := in.Certificates[t.ID]
-	if !ok {
-		tenantErr("tls: certificate %s and key %s were not read", t.TLS.CertFile, t.TLS.KeyFile)
-		return nil
-	}
-	// crypto/tls checks that both parse and that the key matches the leaf;
-	// its errors never quote key material.
-	if _, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM); err != nil {
-		tenantErr("tls: cert_file %s / key_file %s: %v", t.TLS.CertFile, t.TLS.KeyFile, err)
-		return nil
-	}
-	c := &Certificate{SecretName: SecretName(t.ID), CertPEM: kp.CertPEM, KeyPEM: kp.KeyPEM}
-	for _, d := range t.Domains {
-		d = strings.ToLower(strings.TrimSpace(d))
-		if h, _, err := net.SplitHostPort(d); err == nil {
-			d = h
-		}
-		c.ServerNames = append(c.ServerNames, d)
-	}
-	slices.Sort(c.ServerNames)
-	c.ServerNames = slices.Compact(c.ServerNames)
-	return c
-}
-
-// buildHTTPS resolves the tls section and checks that no SNI name selects
-// two tenants' certificates.
-func buildHTTPS(cfg *config.Config, ir *IR) []error {
-	var errs []error
-	owner := map[string]string{}
-	for _, vh := range ir.VirtualHosts {
-		if vh.TLS == nil {
-			continue
-		}
-		for _, n := range vh.TLS.ServerNames {
-			if other, dup := owner[n]; dup && other != vh.TenantID {
-				errs = append(errs, fmt.Errorf("tenant %q: tls: SNI name %q also selects tenant %q's certificate (domains differing only by port)", vh.TenantID, n, other))
-			}
-			owner[n] = vh.TenantID
-		}
-	}
-	tc := cfg.TLS
-	if tc.Listen == "" {
-		if tc.RedirectHTTP {
-			errs = append(errs, errors.New("tls.redirect_http: needs tls.listen"))
-		}
-		return errs
-	}
-	h, p, err := config.SplitHostPort(tc.Listen)
-	if err != nil {
-		return append(errs, fmt.Errorf("tls.listen: %w", err))
-	}
-	a := Address{Host: h, Port: p}
-	if !a.IsIP() {
-		errs = append(errs, fmt.Errorf("tls.listen: %q: host must be an IP address (Envoy listeners do not resolve names)", tc.Listen))
-	}
-	if a == ir.Listener {
-		errs = append(errs, fmt.Errorf("tls.listen: %q is also envoy.listen", tc.Listen))
-	}
-	https := &HTTPS{Listener: a, RedirectHTTP: tc.RedirectHTTP,
-		Settings: buildListenerSettings(tc.Listener, cfg.Envoy.Listener)}
-	switch tc.MinVersion {
-	case "", "1.3":
-		https.MinTLS13 = true
-	case "1.2":
-	default:
-		errs = append(errs, fmt.Errorf("tls.min_version: %q: want 1.2 or 1.3", tc.MinVersion))
-	}
-	ir.HTTPS = https
-	return errs
-}
 
 // serving reports whether the HTTPS listener exists: tls.listen is set and
 // some tenant has a certificate (a listener without filter chains would
@@ -267,7 +168,7 @@ func redirectRoute(ir *IR, filters []httpFilter) (*routev3.Route, error) {
 		SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
 		ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
 	}
-	if p := ir.HTTPS.redirectPort(); p != 0 {
+	if p := ir.HTTPS.RedirectPort(); p != 0 {
 		rd.PortRedirect = p
 	}
 	return &routev3.Route{

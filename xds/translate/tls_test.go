@@ -27,7 +27,7 @@ func testPair(t *testing.T, name string) KeyPair {
 
 func tlsConfig() *config.Config {
 	c := validConfig()
-	c.TLS = config.EdgeTLS{Listen: "127.0.0.1:8443"}
+	c.TLS = config.EdgeTLS{Listen: config.MustHostPort("127.0.0.1:8443")}
 	c.Tenants[0].TLS = config.TenantTLS{CertFile: "acme.pem", KeyFile: "acme-key.pem"}
 	return c
 }
@@ -46,8 +46,8 @@ func TestTLSErrors(t *testing.T) {
 		{"garbage certificate", func(_ *config.Config, in *Inputs) {
 			in.Certificates["acme"] = KeyPair{CertPEM: []byte("nope"), KeyPEM: acme.KeyPEM}
 		}, []string{`tenant "acme"`, "cert_file"}},
-		{"certificate without tls.listen", func(c *config.Config, _ *Inputs) { c.TLS.Listen = "" }, []string{`tenant "acme"`, "tls.listen"}},
-		{"tls.listen on a name", func(c *config.Config, _ *Inputs) { c.TLS.Listen = "localhost:8443" }, []string{"tls.listen", "IP address"}},
+		{"certificate without tls.listen", func(c *config.Config, _ *Inputs) { c.TLS.Listen = config.HostPort{} }, []string{`tenant "acme"`, "tls.listen"}},
+		{"tls.listen on a name", func(c *config.Config, _ *Inputs) { c.TLS.Listen = config.MustHostPort("localhost:8443") }, []string{"tls.listen", "IP address"}},
 		{"tls.listen is envoy.listen", func(c *config.Config, _ *Inputs) { c.TLS.Listen = c.Envoy.Listen }, []string{"tls.listen", "also envoy.listen"}},
 		{"bad min version", func(c *config.Config, _ *Inputs) { c.TLS.MinVersion = "1.1" }, []string{"tls.min_version"}},
 		{"redirect without listener", func(c *config.Config, _ *Inputs) {
@@ -128,7 +128,7 @@ func TestAuthRoute(t *testing.T) {
 	if n := len(res.Routes[0].(*routev3.RouteConfiguration).VirtualHosts[0].Routes); n != 1 {
 		t.Fatalf("without authz.http: %d routes", n)
 	}
-	c.Authz.HTTP = "127.0.0.1:9192"
+	c.Authz.HTTP = config.MustHostPort("127.0.0.1:9192")
 	res, err = Translate(c)
 	if err != nil {
 		t.Fatal(err)

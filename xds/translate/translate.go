@@ -32,7 +32,6 @@ const (
 	HTTPSStatPrefix         = "ingress_https"
 	AuthzCluster            = "kailash_authz"
 	AuthzHTTPCluster        = "kailash_authz_http" // the login endpoints (/auth/...)
-	RunnerCluster           = "kailash_runner"
 	RateLimitCluster        = "kailash_ratelimit"
 	UnknownHostName         = "unknown_host"
 	HCMStatPrefix           = "ingress_http"

@@ -15,6 +15,8 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/kailash-gw/kailash/internal/config"
 )
 
@@ -99,12 +101,22 @@ func lineDiff(want, got string) string {
 	return "(equal lines; trailing bytes differ)"
 }
 
+// decoded is s as kailash.yaml's decoder reads it, a bad value included
+// (what a config that skipped config.Validate holds).
+func decoded[T any](s string) T {
+	var v T
+	if err := yaml.Unmarshal([]byte(strconv.Quote(s)), &v); err != nil {
+		panic(err)
+	}
+	return v
+}
+
 func validConfig() *config.Config {
 	return &config.Config{
-		Envoy:  config.Envoy{Listen: "127.0.0.1:8080", NodeID: "n", Routes: config.RoutesSingle},
-		XDS:    config.XDS{GRPC: "127.0.0.1:18000"},
-		Authz:  config.Authz{GRPC: "127.0.0.1:9191", Timeout: 500 * time.Millisecond},
-		Runner: config.Runner{HTTP: "127.0.0.1:8081"},
+		Envoy:  config.Envoy{Listen: config.MustHostPort("127.0.0.1:8080"), NodeID: "n", Routes: config.RoutesSingle},
+		XDS:    config.XDS{GRPC: config.MustHostPort("127.0.0.1:18000")},
+		Authz:  config.Authz{GRPC: config.MustHostPort("127.0.0.1:9191"), Timeout: 500 * time.Millisecond},
+		Runner: config.Runner{HTTP: config.MustHostPort("127.0.0.1:8081")},
 		Tenants: []config.Tenant{
 			{ID: "acme", Domains: []string{"acme.test", "www.acme.test"}},
 			{ID: "globex", Domains: []string{"globex.test"}},
@@ -128,18 +140,22 @@ func TestTranslateErrors(t *testing.T) {
 		{"empty tenant id", func(c *config.Config) { c.Tenants[1].ID = "" }, []string{"tenants[1]", "id: required"}},
 		{"bad tenant id", func(c *config.Config) { c.Tenants[1].ID = "Globex_1" }, []string{`tenant "Globex_1"`, "id: must be"}},
 		{"duplicate tenant id", func(c *config.Config) { c.Tenants[1].ID = "acme" }, []string{`tenant "acme"`, "id: duplicate"}},
-		{"listen without port", func(c *config.Config) { c.Envoy.Listen = "127.0.0.1" }, []string{"envoy.listen"}},
-		{"listen on a name", func(c *config.Config) { c.Envoy.Listen = "localhost:8080" }, []string{"envoy.listen", "IP address"}},
-		{"authz bad port", func(c *config.Config) { c.Authz.GRPC = "127.0.0.1:99999" }, []string{"authz.grpc", "port"}},
-		{"runner missing", func(c *config.Config) { c.Runner.HTTP = "" }, []string{"runner.http"}},
+		{"listen without port", func(c *config.Config) { c.Envoy.Listen = decoded[config.HostPort]("127.0.0.1") }, []string{"envoy.listen"}},
+		{"listen on a name", func(c *config.Config) { c.Envoy.Listen = config.MustHostPort("localhost:8080") }, []string{"envoy.listen", "IP address"}},
+		{"authz bad port", func(c *config.Config) { c.Authz.GRPC = decoded[config.HostPort]("127.0.0.1:99999") }, []string{"authz.grpc", "port"}},
+		{"runner missing", func(c *config.Config) { c.Runner.HTTP = config.HostPort{} }, []string{"runner.http"}},
 		{"zero timeout", func(c *config.Config) { c.Authz.Timeout = 0 }, []string{"authz.timeout", "positive"}},
-		{"bad cidr", func(c *config.Config) { c.Tenants[1].IPAllowlist = []string{"300.0.0.0/8"} }, []string{`tenant "globex"`, "ip_allowlist"}},
+		{"bad cidr", func(c *config.Config) {
+			c.Tenants[1].IPAllowlist = []config.Prefix{decoded[config.Prefix]("300.0.0.0/8")}
+		}, []string{`tenant "globex"`, "ip_allowlist"}},
 		{"quota without rls", func(c *config.Config) { c.Tenants[0].Limits.PerUserPerHour = 5 }, []string{`tenant "acme"`, "ratelimit.grpc"}},
 		{"bad role name", func(c *config.Config) {
-			c.RateLimit.GRPC = "127.0.0.1:9193"
+			c.RateLimit.GRPC = config.MustHostPort("127.0.0.1:9193")
 			c.Tenants[0].Limits.PerRolePerHour = map[string]uint64{"a b": 1}
 		}, []string{`tenant "acme"`, "per_role_per_hour"}},
-		{"bad upstream", func(c *config.Config) { c.Tenants[1].Upstreams = []string{"127.0.0.1"} }, []string{`tenant "globex"`, "upstreams"}},
+		{"bad upstream", func(c *config.Config) {
+			c.Tenants[1].Upstreams = []config.HostPort{decoded[config.HostPort]("127.0.0.1")}
+		}, []string{`tenant "globex"`, "upstreams"}},
 		{"negative request timeout", func(c *config.Config) { c.Tenants[1].RequestTimeout = -1 }, []string{`tenant "globex"`, "request_timeout"}},
 		{"every problem at once", func(c *config.Config) {
 			c.Authz.Timeout = -1

@@ -1,10 +1,13 @@
-package translate
+// Package ir is the first half of the translator: a config.Config, its
+// values already typed (addresses, networks), checked and resolved into the
+// IR, the data plane as the control plane means it. Package translate turns
+// an IR into Envoy resources. It is pure: no I/O, no Envoy types.
+package ir
 
 import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -14,7 +17,7 @@ import (
 
 // IR is the data plane as the control plane means it, with every name and
 // address already resolved and checked. It is built from a config.Config by
-// BuildIR and turned into Envoy protos by Translate; nothing in it refers to
+// BuildIR and turned into Envoy protos by translate.FromIR; nothing in it refers to
 // Envoy types, so later features (rate limits, CORS, ...) add fields here
 // first and filters read them.
 //
@@ -55,6 +58,24 @@ type Address struct {
 	Port uint32
 }
 
+// addressOf is a config address in the IR.
+func addressOf(v config.HostPort) Address { return Address{Host: v.Host(), Port: v.Port()} }
+
+// checkAddr refuses an address that is not set or did not parse (a config
+// decoded without Validate).
+func checkAddr(v config.HostPort) error {
+	if err := v.Err(); err != nil {
+		return err
+	}
+	if v.IsZero() {
+		return errors.New("required (host:port)")
+	}
+	if v.Port() == 0 {
+		return fmt.Errorf("%q: port must be 1..65535", v)
+	}
+	return nil
+}
+
 // IsIP reports whether Host is an IP literal (a STATIC cluster) rather than a
 // name Envoy must resolve (STRICT_DNS).
 func (a Address) IsIP() bool { return net.ParseIP(a.Host) != nil }
@@ -82,13 +103,6 @@ type VirtualHost struct {
 // Name is the Envoy virtual host name.
 func (v VirtualHost) Name() string { return "tenant_" + v.TenantID }
 
-var (
-	tenantIDRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	// domainRe accepts host names, optionally with a leading "*." wildcard and
-	// a port (Envoy matches ports literally, but we strip them first).
-	domainRe = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9*]+)?$`)
-)
-
 // BuildIR checks cfg and resolves it into an IR. It does not trust that cfg
 // went through config.Validate: configs built in code are checked as well.
 // Every problem is reported, joined, each naming the field or the tenant.
@@ -101,12 +115,11 @@ func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 		return nil, errors.New("translate: nil config")
 	}
 	var errs []error
-	addr := func(field, v string) Address {
-		h, p, err := config.SplitHostPort(v)
-		if err != nil {
+	addr := func(field string, v config.HostPort) Address {
+		if err := checkAddr(v); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", field, err))
 		}
-		return Address{Host: h, Port: p}
+		return addressOf(v)
 	}
 	ir := &IR{
 		Listener: addr("envoy.listen", cfg.Envoy.Listen),
@@ -119,11 +132,11 @@ func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 		PerTenant:    cfg.PerTenantRoutes(),
 		HTTPListener: buildListenerSettings(cfg.Envoy.Listener, config.Listener{}),
 	}
-	if cfg.Authz.HTTP != "" {
+	if !cfg.Authz.HTTP.IsZero() {
 		a := addr("authz.http", cfg.Authz.HTTP)
 		ir.AuthHTTP = &a
 	}
-	if ir.Listener.Host != "" && !ir.Listener.IsIP() {
+	if ir.Listener.Host != "" && !cfg.Envoy.Listen.IsIP() {
 		errs = append(errs, fmt.Errorf("envoy.listen: %q: host must be an IP address (Envoy listeners do not resolve names)", cfg.Envoy.Listen))
 	}
 	if ir.Authz.Timeout <= 0 {
@@ -146,7 +159,7 @@ func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 		switch {
 		case t.ID == "":
 			tenantErr("id: required")
-		case !tenantIDRe.MatchString(t.ID):
+		case !config.ValidTenantID(t.ID):
 			tenantErr("id: must be lowercase letters, digits and '-' (at most 63)")
 		case ids[t.ID]:
 			tenantErr("id: duplicate")
@@ -158,7 +171,7 @@ func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 		vh := VirtualHost{TenantID: t.ID}
 		for _, d := range t.Domains {
 			key := strings.ToLower(strings.TrimSpace(d))
-			if !domainRe.MatchString(key) {
+			if !config.ValidDomain(key) {
 				tenantErr("domains: %q is not a host name", d)
 				continue
 			}

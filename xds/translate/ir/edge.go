@@ -1,9 +1,8 @@
-package translate
+package ir
 
 import (
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -150,15 +149,21 @@ func buildListenerSettings(l, parent config.Listener) ListenerSettings {
 	return s
 }
 
-// Port is the port a redirect names: none for 443.
-func (h *HTTPS) redirectPort() uint32 {
+// RedirectPort is the port a redirect names: none for 443.
+func (h *HTTPS) RedirectPort() uint32 {
 	if h.Listener.Port == 443 {
 		return 0
 	}
 	return h.Listener.Port
 }
 
-var roleNameRe = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+// RunnerCluster is the runner's cluster, every tenant's upstream unless it
+// has upstreams of its own; RunnerRouteTimeout bounds a request routed to
+// it.
+const (
+	RunnerCluster      = "kailash_runner"
+	RunnerRouteTimeout = 60 * time.Second
+)
 
 // UpstreamClusterName is the cluster of a tenant with upstreams of its own.
 func UpstreamClusterName(tenantID string) string { return "tenant_" + tenantID }
@@ -187,12 +192,11 @@ func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(stri
 			MaxRequests:    t.Limits.MaxRequests,
 		}
 		for _, u := range t.Upstreams {
-			h, p, err := config.SplitHostPort(u)
-			if err != nil {
+			if err := checkAddr(u); err != nil {
 				tenantErr("upstreams: %v", err)
 				continue
 			}
-			up.Addresses = append(up.Addresses, Address{Host: h, Port: p})
+			up.Addresses = append(up.Addresses, addressOf(u))
 		}
 		slices.SortFunc(up.Addresses, func(a, b Address) int { return strings.Compare(a.String(), b.String()) })
 		up.Addresses = slices.Compact(up.Addresses)
@@ -215,13 +219,16 @@ func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(stri
 			e.CORS.AllowMethods = []string{"DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"}
 		}
 	}
-	for _, s := range t.IPAllowlist {
-		p, err := config.ParseCIDR(s)
-		if err != nil {
+	for _, p := range t.IPAllowlist {
+		if err := p.Err(); err != nil {
 			tenantErr("ip_allowlist: %v", err)
 			continue
 		}
-		e.IPAllowlist = append(e.IPAllowlist, p)
+		if !p.Prefix().IsValid() {
+			tenantErr("ip_allowlist: empty entry")
+			continue
+		}
+		e.IPAllowlist = append(e.IPAllowlist, p.Prefix())
 	}
 	slices.SortFunc(e.IPAllowlist, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
 	e.IPAllowlist = slices.Compact(e.IPAllowlist)
@@ -232,12 +239,12 @@ func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(stri
 		tenantErr("limits.burst: needs limits.requests_per_second")
 	}
 	e.Quotas = t.Quotas()
-	if len(e.Quotas) > 0 && cfg.RateLimit.GRPC == "" {
+	if len(e.Quotas) > 0 && cfg.RateLimit.GRPC.IsZero() {
 		tenantErr("limits: global quotas need ratelimit.grpc (the rate-limit service address)")
 	}
 	for _, q := range e.Quotas {
 		for _, en := range q.Entries {
-			if en.Key == wire.DescRole && !roleNameRe.MatchString(en.Value) {
+			if en.Key == wire.DescRole && !config.ValidRole(en.Value) {
 				tenantErr("limits.per_role_per_hour: %q is not a role name", en.Value)
 			}
 		}
@@ -248,9 +255,8 @@ func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(stri
 // buildGlobalEdge resolves the rate-limit service and the HTTPS listener.
 func buildGlobalEdge(cfg *config.Config, ir *IR) []error {
 	var errs []error
-	if rl := cfg.RateLimit; rl.GRPC != "" {
-		h, p, err := config.SplitHostPort(rl.GRPC)
-		if err != nil {
+	if rl := cfg.RateLimit; !rl.GRPC.IsZero() {
+		if err := checkAddr(rl.GRPC); err != nil {
 			errs = append(errs, fmt.Errorf("ratelimit.grpc: %w", err))
 		}
 		timeout := rl.Timeout
@@ -266,7 +272,7 @@ func buildGlobalEdge(cfg *config.Config, ir *IR) []error {
 			errs = append(errs, fmt.Errorf("ratelimit.fail_mode: %q: want open or closed", rl.FailMode))
 		}
 		ir.RateLimit = &RateLimit{
-			Address:    Address{Host: h, Port: p},
+			Address:    addressOf(rl.GRPC),
 			Timeout:    timeout,
 			FailClosed: rl.FailMode != config.FailOpen,
 		}

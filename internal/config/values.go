@@ -1,0 +1,116 @@
+package config
+
+import (
+	"regexp"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/kailash-gw/kailash/internal/config/value"
+)
+
+// This file gives the typed values of kailash.yaml (package value:
+// addresses, networks, URLs parsed once, at load) their names here and
+// their lines in the file, and defines once the validation rules more than
+// one package applies: ValidTenantID, ValidRole and ValidDomain.
+
+var (
+	tenantIDRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	domainRe   = regexp.MustCompile(`^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9*]+)?$`)
+	roleRe     = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
+)
+
+// ValidTenantID reports whether id is a tenant id: lowercase letters,
+// digits and '-', 1..63, not starting or ending with '-' (a DNS label, so it
+// can name schemas, files and Envoy resources).
+func ValidTenantID(id string) bool { return tenantIDRe.MatchString(id) }
+
+// ValidRole reports whether r is a role name as quotas and descriptors
+// carry it: letters, digits and _ . : -.
+func ValidRole(r string) bool { return roleRe.MatchString(r) }
+
+// ValidDomain reports whether d is a tenant domain: a host name, optionally
+// with a leading "*." wildcard and a port (or ":*").
+func ValidDomain(d string) bool { return domainRe.MatchString(d) }
+
+// The typed values live in package value; these are their names here.
+type (
+	HostPort = value.HostPort
+	Prefix   = value.Prefix
+	URL      = value.URL
+)
+
+// Constructors and parsers of the typed values (package value).
+var (
+	ParseHostPort    = value.ParseHostPort
+	MustHostPort     = value.MustHostPort
+	HostPortFromText = value.HostPortFromText
+	SplitHostPort    = value.SplitHostPort
+	ParsePrefix      = value.ParsePrefix
+	MustPrefix       = value.MustPrefix
+	ParseCIDR        = value.ParseCIDR
+	ParseURL         = value.ParseURL
+	MustURL          = value.MustURL
+)
+
+// httpURLValue reports whether u is a valid http or https URL.
+func httpURLValue(u URL) bool {
+	return !u.IsZero() && u.Err() == nil && (u.Scheme() == "https" || u.Scheme() == "http")
+}
+
+// setValueLines gives the tenant's typed values the lines of the file:
+// decodeStrict decodes a re-encoded copy of n, whose lines are not the
+// file's. A value not found in n (a merge key, say) gets 0, and errors
+// then name the tenant's line.
+func (t *Tenant) setValueLines(n *yaml.Node) {
+	for i := range t.Upstreams {
+		t.Upstreams[i].SetLine(itemLine(child(n, "upstreams"), i))
+	}
+	for i := range t.IPAllowlist {
+		t.IPAllowlist[i].SetLine(itemLine(child(n, "ip_allowlist"), i))
+	}
+	t.JWT.JWKSURL.SetLine(itemLine(child(child(n, "jwt"), "jwks_url"), -1))
+	issuers := child(n, "issuers")
+	for i := range t.Issuers {
+		var item *yaml.Node
+		if issuers != nil && issuers.Kind == yaml.SequenceNode && i < len(issuers.Content) {
+			item = issuers.Content[i]
+		}
+		t.Issuers[i].JWKSURL.SetLine(itemLine(child(item, "jwks_url"), -1))
+		t.Issuers[i].DiscoveryURL.SetLine(itemLine(child(item, "discovery_url"), -1))
+	}
+}
+
+// child is the value of key in mapping n (nil when absent).
+func child(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// itemLine is the line of n's i-th item (of n itself for i < 0); 0 when
+// there is none.
+func itemLine(n *yaml.Node, i int) int {
+	switch {
+	case n == nil:
+		return 0
+	case i < 0:
+		return n.Line
+	case n.Kind == yaml.SequenceNode && i < len(n.Content):
+		return n.Content[i].Line
+	}
+	return 0
+}
+
+// lineOr is line when known, else def.
+func lineOr(line, def int) int {
+	if line > 0 {
+		return line
+	}
+	return def
+}
