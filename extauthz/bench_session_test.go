@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/session"
 )
 
@@ -33,7 +34,7 @@ func BenchmarkCheckSession(b *testing.B) {
 // caller (cached) on the Check path.
 func BenchmarkIdentityToken(b *testing.B) {
 	srv := benchServer(b, 0)
-	id := &Identity{Subject: "alice", Roles: []string{"business_user"}, Method: "jwt", Attributes: map[string]any{"department": "finance"}}
+	id := &envoyauth.Identity{Subject: "alice", Roles: []string{"business_user"}, Method: "jwt", Attributes: map[string]any{"department": "finance"}}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := srv.auth.minter.Token("acme", id); err != nil {

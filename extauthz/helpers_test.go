@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 
 	"github.com/kailash-gw/kailash/internal/config"
@@ -138,4 +139,26 @@ func testConfig(t testing.TB) *config.Config {
 	}
 	c.SetDefaults()
 	return c
+}
+
+// headerMap flattens header options; appended values are joined with ","
+// (as envoyauth's tests do).
+func headerMap(t *testing.T, hs []*corev3.HeaderValueOption) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, h := range hs {
+		k := h.GetHeader().GetKey()
+		if _, dup := m[k]; dup {
+			if h.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
+				t.Errorf("header %s set twice without append", k)
+			}
+			m[k] += "," + h.GetHeader().GetValue()
+			continue
+		}
+		if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+			t.Errorf("header %s: action %v", k, h.GetAppendAction())
+		}
+		m[k] = h.GetHeader().GetValue()
+	}
+	return m
 }

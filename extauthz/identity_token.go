@@ -3,11 +3,10 @@ package extauthz
 import (
 	"crypto/sha256"
 	"encoding/json"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/session"
 )
 
@@ -54,7 +53,7 @@ type identityClaims struct {
 }
 
 // Token returns a signed identity token for id in tenant.
-func (m *identityMinter) Token(tenant string, id *Identity) (string, error) {
+func (m *identityMinter) Token(tenant string, id *envoyauth.Identity) (string, error) {
 	now := m.now()
 	key := m.key(tenant, id)
 	m.mu.Lock()
@@ -91,12 +90,8 @@ func (m *identityMinter) Token(tenant string, id *Identity) (string, error) {
 // key hashes what the token would say and the current signing key. The
 // identity's part is hashed once per Identity (a cached token's identity is
 // reused across requests) and kept on it.
-func (m *identityMinter) key(tenant string, id *Identity) [32]byte {
-	d := id.mintDigest.Load()
-	if d == nil {
-		d = identityDigest(id)
-		id.mintDigest.Store(d)
-	}
+func (m *identityMinter) key(tenant string, id *envoyauth.Identity) [32]byte {
+	d := id.ClaimsDigest()
 	h := sha256.New()
 	w := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
 	w(m.ring.SignerKID())
@@ -105,29 +100,4 @@ func (m *identityMinter) key(tenant string, id *Identity) [32]byte {
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
-}
-
-// identityDigest hashes everything an identity token says about id.
-func identityDigest(id *Identity) *[32]byte {
-	h := sha256.New()
-	w := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
-	w(id.Subject)
-	w(id.Method)
-	w(strings.Join(id.Roles, "\x01"))
-	w(strings.Join(id.Groups, "\x01"))
-	if len(id.Attributes) > 0 {
-		names := make([]string, 0, len(id.Attributes))
-		for k := range id.Attributes {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		for _, k := range names {
-			b, _ := json.Marshal(id.Attributes[k])
-			w(k)
-			w(string(b))
-		}
-	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return &out
 }

@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/oidc"
 	"github.com/kailash-gw/kailash/internal/config"
 )
 
 // identityVerifier is what a tenant's token check needs: a *Verifier for a
 // tenant with only jwt, a byIssuer for a tenant with issuers.
-type identityVerifier = oidc.TokenVerifier[*Identity]
+type identityVerifier = oidc.TokenVerifier[*envoyauth.Identity]
 
 // issuerKeys is one key source (an issuers[] entry or a jwt.jwks_url),
 // shared by every tenant that uses it and kept across reloads while its
@@ -118,7 +119,7 @@ func (s *Server) startIssuers(snap *snapshot) {
 // with an unknown kid triggers a (rate-limited, shared) refetch.
 func refreshing(v *Verifier) identityVerifier {
 	if k, ok := v.keys.(*oidc.Keys); ok {
-		return oidc.Refreshing[*Identity]{Verifier: v, Keys: k}
+		return oidc.Refreshing[*envoyauth.Identity]{Verifier: v, Keys: k}
 	}
 	return v
 }
@@ -133,7 +134,7 @@ func (s *Server) tenantVerifier(snap *snapshot, t config.Tenant, legacy *Verifie
 		}
 		return refreshing(legacy), nil
 	}
-	vs := make(map[string]oidc.TokenVerifier[*Identity], len(t.Issuers)+1)
+	vs := make(map[string]oidc.TokenVerifier[*envoyauth.Identity], len(t.Issuers)+1)
 	if legacy != nil {
 		vs[t.JWT.Issuer] = refreshing(legacy)
 	}
@@ -147,25 +148,27 @@ func (s *Server) tenantVerifier(snap *snapshot, t config.Tenant, legacy *Verifie
 		if err != nil {
 			return nil, fmt.Errorf("issuers[%d]: %w", i, err)
 		}
-		vs[o.Issuer] = oidc.Refreshing[*Identity]{Verifier: v, Keys: ik.keys}
+		vs[o.Issuer] = oidc.Refreshing[*envoyauth.Identity]{Verifier: v, Keys: ik.keys}
 	}
-	return byIssuer{oidc.ByIssuer[*Identity]{Verifiers: vs, Unknown: unknownIssuer}}, nil
+	return byIssuer{oidc.ByIssuer[*envoyauth.Identity]{Verifiers: vs, Unknown: unknownIssuer}}, nil
 }
 
 // byIssuer keeps the reasons of a single verifier for what routing cannot
 // tell: no token at all, and a token with no readable iss.
-type byIssuer struct{ oidc.ByIssuer[*Identity] }
+type byIssuer struct {
+	oidc.ByIssuer[*envoyauth.Identity]
+}
 
-func (b byIssuer) Verify(ctx context.Context, token string) (*Identity, error) {
+func (b byIssuer) Verify(ctx context.Context, token string) (*envoyauth.Identity, error) {
 	if token == "" {
-		return nil, &AuthError{Reason: ReasonMissingToken}
+		return nil, &envoyauth.AuthError{Reason: envoyauth.ReasonMissingToken}
 	}
 	return b.ByIssuer.Verify(ctx, token)
 }
 
 func unknownIssuer(iss string) error {
 	if iss == "" {
-		return authErr(ReasonMalformed, "no readable iss claim")
+		return authErr(envoyauth.ReasonMalformed, "no readable iss claim")
 	}
-	return authErr(ReasonWrongIssuer, "iss %q is not trusted by this tenant", iss)
+	return authErr(envoyauth.ReasonWrongIssuer, "iss %q is not trusted by this tenant", iss)
 }

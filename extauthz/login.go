@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/ldapauth"
 	"github.com/kailash-gw/kailash/extauthz/lockout"
 	"github.com/kailash-gw/kailash/extauthz/mfa"
@@ -703,29 +704,29 @@ func (a *auth) logout(w http.ResponseWriter, r *http.Request) {
 // verifySession checks one of our session tokens for the Check path. ok is
 // false when the token is not ours (another issuer's JWT: the tenant's
 // verifier decides).
-func (a *auth) verifySession(ctx context.Context, token, tenant string) (*Identity, bool, error) {
+func (a *auth) verifySession(ctx context.Context, token, tenant string) (*envoyauth.Identity, bool, error) {
 	if !a.isOurs(ctx, token) {
 		return nil, false, nil // another issuer's JWT: the tenant's verifier decides
 	}
 	c, err := a.sessions.Verify(ctx, token)
 	if err != nil {
-		reason := ReasonBadSignature
+		reason := envoyauth.ReasonBadSignature
 		switch {
 		case errors.Is(err, session.ErrExpired), errors.Is(err, session.ErrSessionExpired), errors.Is(err, session.ErrIdle):
-			reason = ReasonExpired
+			reason = envoyauth.ReasonExpired
 		case errors.Is(err, session.ErrRevoked):
 			reason = "revoked"
 		}
 		return nil, true, authErr(reason, "session token: %v", err)
 	}
 	if c.Tenant != tenant {
-		return nil, true, authErr(ReasonWrongTenant, "session of tenant %q", c.Tenant)
+		return nil, true, authErr(envoyauth.ReasonWrongTenant, "session of tenant %q", c.Tenant)
 	}
 	attrs := make(map[string]any, len(c.Attributes))
 	for k, v := range c.Attributes {
 		attrs[k] = v
 	}
-	return &Identity{Subject: c.Subject, Tenant: c.Tenant, Issuer: c.Issuer, Roles: c.Roles, Groups: c.Groups,
+	return &envoyauth.Identity{Subject: c.Subject, Tenant: c.Tenant, Issuer: c.Issuer, Roles: c.Roles, Groups: c.Groups,
 		Attributes: attrs, Method: c.Method, ExpiresAt: c.ExpiresAt}, true, nil
 }
 

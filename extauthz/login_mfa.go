@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/ldapauth"
 	"github.com/kailash-gw/kailash/extauthz/mfa"
 	"github.com/kailash-gw/kailash/internal/config"
@@ -148,7 +149,7 @@ func (a *auth) enrolmentAllowed(w http.ResponseWriter, r *http.Request, t config
 // token, else the session cookie — which must pass the CSRF check (on
 // refusal the answer is written and ok is false). "" when there is neither.
 func (a *auth) requestToken(w http.ResponseWriter, r *http.Request, t config.Tenant) (token string, ok bool) {
-	if token = bearer(r.Header.Get("Authorization")); token != "" {
+	if token = envoyauth.Bearer(r.Header.Get("Authorization")); token != "" {
 		return token, true
 	}
 	if c, err := r.Cookie(CookieSession); err == nil && c.Value != "" {

@@ -7,13 +7,14 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/session"
 	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 func TestIdentityTokenVerifiesWithOurJWKSAndIsReused(t *testing.T) {
 	srv := loginTestServer(t)
-	id := &Identity{Subject: "alice", Roles: []string{"admin"}, Method: "jwt", Attributes: map[string]any{"department": "eng"}}
+	id := &envoyauth.Identity{Subject: "alice", Roles: []string{"admin"}, Method: "jwt", Attributes: map[string]any{"department": "eng"}}
 	tok, err := srv.auth.minter.Token("acme", id)
 	if err != nil {
 		t.Fatal(err)

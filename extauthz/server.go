@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/oidc"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/mtls"
@@ -70,7 +71,7 @@ type Server struct {
 	dlog      *policies.DecisionLogger
 	dropIn    bool
 	dryRun    bool
-	inputOpts InputOptions
+	inputOpts envoyauth.InputOptions
 	auth      *auth                    // logins, our session tokens, the identity token; nil in drop-in mode
 	snap      atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
@@ -117,7 +118,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry(),
 		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun,
-		inputOpts: InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
+		inputOpts: envoyauth.InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -254,7 +255,7 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 			}
 			if err == nil {
 				t.Features = slices.Clone(t.Features)
-				snap.tenants[t.ID] = &tenantState{cfg: t, term: tenantTerm(&t), verifier: tv}
+				snap.tenants[t.ID] = &tenantState{cfg: t, term: envoyauth.TenantTerm(&t), verifier: tv}
 			}
 		}
 		if err != nil {
@@ -481,7 +482,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		ctx, cancel = context.WithTimeout(ctx, snap.timeout)
 		defer cancel()
 	}
-	d := Decision{ID: newDecisionID(), DropIn: s.dropIn}
+	d := envoyauth.Decision{ID: newDecisionID(), DropIn: s.dropIn}
 	var st checkState
 	resp, result, reason, err := s.check(ctx, snap, req, &d, &st)
 	elapsed := time.Since(start)
@@ -529,17 +530,17 @@ type checkState struct {
 	shadow   *policies.ShadowEvent
 }
 
-func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
+func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *envoyauth.Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
 	tenantID, routed := req.GetAttributes().GetContextExtensions()[wire.ContextTenant]
 	d.Tenant = tenantID
-	var id *Identity
+	var id *envoyauth.Identity
 	var tenant *ast.Term
 	if !s.dropIn {
 		if !routed {
 			// No route carried a tenant: with per-tenant routes, a host
 			// without a scope. Denied, as an unknown host, before anything
 			// else is looked at.
-			return UnknownHost(d.ID), ResultDeny, "unknown_host", nil
+			return envoyauth.UnknownHost(d.ID), ResultDeny, "unknown_host", nil
 		}
 		ts, ok := snap.tenants[d.Tenant]
 		if !ok {
@@ -547,7 +548,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		}
 		tenant = ts.term
 		httpReq := req.GetAttributes().GetRequest().GetHttp()
-		headers := requestHeaders(httpReq)
+		headers := envoyauth.RequestHeaders(httpReq)
 		for name := range headers {
 			if len(name) >= len(wire.HeaderPrefix) && strings.EqualFold(name[:len(wire.HeaderPrefix)], wire.HeaderPrefix) {
 				d.ClientHeaders = append(d.ClientHeaders, name)
@@ -557,7 +558,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 			return nil, ResultError, "deadline", status.FromContextError(err).Err()
 		}
 		var err error
-		token := bearer(headers["authorization"])
+		token := envoyauth.Bearer(headers["authorization"])
 		if token == "" {
 			token = sessionCookie(headers["cookie"])
 		}
@@ -569,9 +570,9 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 			id, err = ts.verifier.Verify(ctx, token)
 		}
 		if err != nil {
-			var ae *AuthError
+			var ae *envoyauth.AuthError
 			if errors.As(err, &ae) {
-				return Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
+				return envoyauth.Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
 			}
 			return nil, ResultError, reasonKeysUnavailable, status.Error(codes.Unavailable, "verification keys are unavailable")
 		}
@@ -586,11 +587,11 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		}
 	}
 
-	input, err := buildInput(req, identityTerm(id), tenant, s.inputOpts)
+	input, err := envoyauth.BuildInputTerms(req, envoyauth.IdentityTerm(id), tenant, s.inputOpts)
 	if err != nil {
-		var ie *InputError
+		var ie *envoyauth.InputError
 		if errors.As(err, &ie) {
-			return BadRequest(ie, *d), ResultDeny, "request_parse_error", nil
+			return envoyauth.BadRequest(ie, *d), ResultDeny, "request_parse_error", nil
 		}
 		return nil, ResultError, "input", status.Error(codes.Internal, "cannot build policy input")
 	}
@@ -612,7 +613,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		}
 		return nil, ResultError, reason, status.Errorf(codes.Internal, "policy evaluation failed: %s", reason)
 	}
-	resp, allowed, err := MapDecision(result, *d)
+	resp, allowed, err := envoyauth.MapDecision(result, *d)
 	if err != nil {
 		return nil, ResultError, "bad_decision", status.Error(codes.Internal, err.Error())
 	}
@@ -621,7 +622,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 	}
 	if s.dryRun {
 		st.dryRun = true
-		return DryRunAllow(*d), ResultDeny, "dry_run", nil
+		return envoyauth.DryRunAllow(*d), ResultDeny, "dry_run", nil
 	}
 	return resp, ResultDeny, "policy", nil
 }
@@ -650,33 +651,6 @@ func (s *Server) evalShadow(ctx context.Context, input ast.Value, active any, ac
 			"active_revision", s.engine.Revision(), "shadow_revision", rev, "shadow_err", ev.Error)
 	}
 	return ev
-}
-
-// requestHeaders returns the request's headers with lowercase names, from
-// the headers map or, when Envoy sends raw headers, header_map.
-func requestHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
-	if m := h.GetHeaders(); len(m) > 0 {
-		return m
-	}
-	out := map[string]string{}
-	for _, hv := range h.GetHeaderMap().GetHeaders() {
-		v := hv.GetValue()
-		if v == "" {
-			v = string(hv.GetRawValue())
-		}
-		out[strings.ToLower(hv.GetKey())] = v
-	}
-	return out
-}
-
-// bearer extracts the token of an "Authorization: Bearer <token>" header
-// (scheme case-insensitive); anything else is no token.
-func bearer(h string) string {
-	const scheme = "bearer "
-	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
-		return ""
-	}
-	return strings.TrimSpace(h[len(scheme):])
 }
 
 func newDecisionID() string {
