@@ -8,6 +8,7 @@ import (
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/session"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // identityMinter signs x-kailash-identity tokens (wire.HeaderIdentity), the
@@ -38,20 +39,6 @@ func newIdentityMinter(ring *session.KeyRing, issuer, audience string, ttl time.
 	return &identityMinter{ring: ring, issuer: issuer, audience: audience, ttl: ttl, now: now, cache: map[[32]byte]mintedToken{}}
 }
 
-type identityClaims struct {
-	Issuer   string         `json:"iss"`
-	Audience string         `json:"aud"`
-	Subject  string         `json:"sub"`
-	Tenant   string         `json:"tenant"`
-	Roles    []string       `json:"roles"`
-	Groups   []string       `json:"groups,omitempty"`
-	Method   string         `json:"method,omitempty"`
-	Attrs    map[string]any `json:"attributes,omitempty"`
-	IssuedAt int64          `json:"iat"`
-	NotBef   int64          `json:"nbf"`
-	Expires  int64          `json:"exp"`
-}
-
 // Token returns a signed identity token for id in tenant.
 func (m *identityMinter) Token(tenant string, id *envoyauth.Identity) (string, error) {
 	now := m.now()
@@ -67,9 +54,17 @@ func (m *identityMinter) Token(tenant string, id *envoyauth.Identity) (string, e
 	if roles == nil {
 		roles = []string{}
 	}
-	c := identityClaims{Issuer: m.issuer, Audience: m.audience, Subject: id.Subject, Tenant: tenant,
-		Roles: roles, Groups: id.Groups, Method: id.Method, Attrs: id.Attributes,
-		IssuedAt: now.Unix(), NotBef: now.Add(-time.Second).Unix(), Expires: now.Add(m.ttl).Unix()}
+	c := map[string]any{"iss": m.issuer, "aud": m.audience, "sub": id.Subject, wire.ClaimTenant: tenant, wire.ClaimRoles: roles,
+		"iat": now.Unix(), "nbf": now.Add(-time.Second).Unix(), "exp": now.Add(m.ttl).Unix()}
+	if len(id.Groups) > 0 {
+		c[wire.ClaimGroups] = id.Groups
+	}
+	if id.Method != "" {
+		c[wire.ClaimMethod] = id.Method
+	}
+	if len(id.Attributes) > 0 {
+		c[wire.ClaimAttributes] = id.Attributes
+	}
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", err
