@@ -14,7 +14,7 @@ import (
 func BenchmarkCheckSession(b *testing.B) {
 	srv := benchServer(b, 0)
 	ctx := context.Background()
-	tok, err := srv.auth.sessions.Issue(ctx, session.Identity{Subject: "alice", Tenant: "acme", Roles: []string{"business_user"},
+	tok, err := srv.auth.Sessions().Issue(ctx, session.Identity{Subject: "alice", Tenant: "acme", Roles: []string{"business_user"},
 		Attributes: map[string]string{"department": "finance"}, Method: "ldap", AMR: []string{"pwd"}})
 	if err != nil {
 		b.Fatal(err)
@@ -37,7 +37,7 @@ func BenchmarkIdentityToken(b *testing.B) {
 	id := &envoyauth.Identity{Subject: "alice", Roles: []string{"business_user"}, Method: "jwt", Attributes: map[string]any{"department": "finance"}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := srv.auth.minter.Token("acme", id); err != nil {
+		if _, err := srv.auth.IdentityToken("acme", id); err != nil {
 			b.Fatal(err)
 		}
 	}

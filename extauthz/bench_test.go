@@ -143,25 +143,6 @@ func BenchmarkBuildInput(b *testing.B) {
 	cpu.report(b)
 }
 
-func BenchmarkVerify(b *testing.B) {
-	for _, bc := range []struct {
-		name  string
-		cache int
-	}{{"cache", 0}, {"no-cache", -1}} {
-		b.Run(bc.name, func(b *testing.B) {
-			v := newTestVerifier(b, bc.cache, fixedClock)
-			tok := mint(b, devKey(b), claims(nil))
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := v.Verify(ctx, tok); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
 // BenchmarkCheckDropIn is a whole in-process Check in drop-in mode with a
 // typical opa-envoy-plugin policy (method + path + io.jwt.decode).
 func BenchmarkCheckDropIn(b *testing.B) {

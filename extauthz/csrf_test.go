@@ -14,7 +14,7 @@ import (
 func TestCheckCookieCSRF(t *testing.T) {
 	srv := loginTestServer(t)
 	ctx := context.Background()
-	tok, err := srv.auth.sessions.Issue(ctx, session.Identity{Subject: "bob", Tenant: "acme", Roles: []string{"business_user"}, Method: "ldap"})
+	tok, err := srv.auth.Sessions().Issue(ctx, session.Identity{Subject: "bob", Tenant: "acme", Roles: []string{"business_user"}, Method: "ldap"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+	"github.com/kailash-gw/kailash/extauthz/jwtauth"
+	"github.com/kailash-gw/kailash/extauthz/login"
 	"github.com/kailash-gw/kailash/extauthz/oidc"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/mtls"
@@ -72,7 +74,7 @@ type Server struct {
 	dropIn    bool
 	dryRun    bool
 	inputOpts envoyauth.InputOptions
-	auth      *auth                    // logins, our session tokens, the identity token; nil in drop-in mode
+	auth      *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
 	snap      atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
@@ -106,7 +108,7 @@ type snapshot struct {
 type tenantState struct {
 	cfg      config.Tenant
 	term     *ast.Term        // input.tenant, built once
-	verifier identityVerifier // *Verifier, or one per issuer (issuers.go)
+	verifier identityVerifier // *jwtauth.Verifier, or one per issuer (issuers.go)
 }
 
 // New builds the verifiers and the policy engine and binds the listeners
@@ -178,7 +180,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.snap.Store(snap)
 	s.startIssuers(snap)
 	if !opts.DropIn {
-		if s.auth, err = newAuth(cfg, s.log, s.now, s.reg); err != nil {
+		if s.auth, err = login.New(cfg, login.Options{Logger: s.log, Now: s.now, Registerer: s.reg}); err != nil {
 			return fail(err)
 		}
 	}
@@ -234,20 +236,20 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 	}
 	var errs []error
 	for _, t := range cfg.Tenants {
-		var keys KeySource
+		var keys jwtauth.KeySource
 		var err error
 		switch {
 		case t.JWT.JWKSFile != "":
-			keys, err = FileKeys(cfg.Path(t.JWT.JWKSFile))
+			keys, err = jwtauth.FileKeys(cfg.Path(t.JWT.JWKSFile))
 		case t.JWT.JWKSURL != "":
 			keys, err = s.jwtURLKeys(snap, t.JWT)
 		case len(t.Issuers) == 0:
 			err = errors.New("no jwks_file or jwks_url")
 		}
 		if err == nil {
-			var v *Verifier
+			var v *jwtauth.Verifier
 			if keys != nil {
-				v, err = NewVerifier(t.ID, t.JWT, keys, VerifierOptions{Now: s.now, CacheSize: s.cacheSize})
+				v, err = jwtauth.NewVerifier(t.ID, t.JWT, keys, jwtauth.VerifierOptions{Now: s.now, CacheSize: s.cacheSize})
 			}
 			var tv identityVerifier
 			if err == nil {
@@ -324,7 +326,7 @@ func EngineOptions(cfg *config.Config) (policies.EngineOptions, error) {
 func (s *Server) Close() error {
 	s.stopBG()
 	if s.auth != nil {
-		s.auth.close()
+		s.auth.Close()
 	}
 	var err error
 	s.closeOnce.Do(func() {
@@ -358,19 +360,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	authv3.RegisterAuthorizationServer(gs, s)
 
 	if s.auth != nil {
-		defer s.auth.close()
-		// A shared ring (sessions.redis) is synced every 10s: that bounds
-		// how long this replica's JWKS may lack a key another replica
-		// rotated to (its own Verify syncs on an unknown kid at once).
-		every := time.Minute
-		if s.auth.shared.client != nil {
-			every = 10 * time.Second
-		}
-		wg.Go(func() {
-			s.auth.ring.Run(ctx, every, func(err error) {
-				s.log.Error("signing key rotation or sync failed; the current key keeps signing", "err", err)
-			})
-		})
+		defer s.auth.Close()
+		wg.Go(func() { s.auth.Run(ctx) }) // signing key rotation (and sync of a shared ring)
 	}
 	errc := make(chan error, 3)
 	wg.Go(func() {
@@ -392,7 +383,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			return nil
 		})
 		if s.auth != nil {
-			s.auth.routes(mux)
+			s.auth.Routes(mux)
 		}
 		wg.Go(func() {
 			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
@@ -560,11 +551,11 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		var err error
 		token := envoyauth.Bearer(headers["authorization"])
 		if token == "" {
-			token = sessionCookie(headers["cookie"])
+			token = login.SessionCookie(headers["cookie"])
 		}
 		ours := false
 		if s.auth != nil && token != "" {
-			id, ours, err = s.auth.verifySession(ctx, token, d.Tenant)
+			id, ours, err = s.auth.VerifySession(ctx, token, d.Tenant)
 		}
 		if !ours {
 			id, err = ts.verifier.Verify(ctx, token)
@@ -581,7 +572,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 			return resp, ResultDeny, "csrf", nil // identity from the session cookie, not from the tenant's pages (csrf.go)
 		}
 		if s.auth != nil {
-			if d.IdentityToken, err = s.auth.minter.Token(d.Tenant, id); err != nil {
+			if d.IdentityToken, err = s.auth.IdentityToken(d.Tenant, id); err != nil {
 				return nil, ResultError, "identity_token", status.Error(codes.Internal, "cannot sign the identity token")
 			}
 		}

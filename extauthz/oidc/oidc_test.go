@@ -21,8 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kailash-gw/kailash/extauthz"
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+	"github.com/kailash-gw/kailash/extauthz/jwtauth"
 	"github.com/kailash-gw/kailash/extauthz/oidc"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
@@ -147,9 +147,9 @@ func newEnv(t *testing.T, cfg oidc.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := extauthz.NewVerifier("acme", config.JWT{
+	v, err := jwtauth.NewVerifier("acme", config.JWT{
 		Issuer: cfg.Issuer, Audiences: []string{"kailash"}, ClockSkew: 30 * time.Second,
-	}, keys, extauthz.VerifierOptions{})
+	}, keys, jwtauth.VerifierOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

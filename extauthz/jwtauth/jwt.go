@@ -1,4 +1,8 @@
-package extauthz
+// Package jwtauth verifies bearer JWTs for a tenant: the signature against
+// a key source (a JWKS file, or an issuer's keys fetched by oidc), the
+// registered claims, the tenant claim, and a bounded cache of verified
+// tokens. It yields an envoyauth.Identity or an *envoyauth.AuthError.
+package jwtauth
 
 import (
 	"bytes"
@@ -166,6 +170,10 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*envoyauth.Identit
 	return id, nil
 }
 
+// KeySource is the verifier's key source (an *oidc.Keys for keys fetched
+// from a URL).
+func (v *Verifier) KeySource() KeySource { return v.keys }
+
 // keyring returns the usable keys, rebuilding them (and clearing the token
 // cache) when the key source hands out a different set.
 func (v *Verifier) keyring(ctx context.Context) (*keyring, error) {
@@ -237,6 +245,17 @@ func (v *Verifier) verify(ring *keyring, token string, now time.Time) (*envoyaut
 		return nil, authErr(envoyauth.ReasonMalformed, "claims: %v", err)
 	}
 	return v.checkClaims(claims, now)
+}
+
+// HeaderKID is the kid of a JWT's header segment (the part before the
+// first "."), "" when it has none or the segment does not decode as the
+// verifier decodes it.
+func HeaderKID(seg string) string {
+	var h jwtHeader
+	if decodeSegment(seg, &h) != nil {
+		return ""
+	}
+	return h.Kid
 }
 
 func decodeSegment(seg string, v any) error {

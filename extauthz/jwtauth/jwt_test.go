@@ -1,4 +1,4 @@
-package extauthz
+package jwtauth
 
 import (
 	"context"
@@ -98,7 +98,7 @@ func TestVerifyReasons(t *testing.T) {
 			}
 			var ae *envoyauth.AuthError
 			if !errors.As(err, &ae) {
-				t.Fatalf("want AuthError %s, got %v", c.want, err)
+				t.Fatalf("want envoyauth.AuthError %s, got %v", c.want, err)
 			}
 			if ae.Reason != c.want {
 				t.Fatalf("reason = %s (%s), want %s", ae.Reason, ae.Detail, c.want)
@@ -301,5 +301,24 @@ func TestCancelledVerifyDoesNotPoisonKeys(t *testing.T) {
 	_, _ = v.Verify(ctx, tok)
 	if _, err := v.Verify(t.Context(), tok); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		cache int
+	}{{"cache", 0}, {"no-cache", -1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			v := newTestVerifier(b, bc.cache, fixedClock)
+			tok := mint(b, devKey(b), claims(nil))
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(ctx, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
