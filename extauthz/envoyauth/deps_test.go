@@ -2,9 +2,7 @@ package envoyauth
 
 import (
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -23,9 +21,9 @@ var netHTTPVia = regexp.MustCompile(`^(google\.golang\.org/grpc(/|$)|golang\.org
 // TestEnvoyauthDeps fails when envoyauth links a forbidden package, or
 // when net/http reaches it other than through gRPC or OPA.
 func TestEnvoyauthDeps(t *testing.T) {
-	goBin, err := exec.LookPath("go")
+	goBin, err := exec.LookPath("go") // go test puts its own GOROOT/bin first on PATH
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("no go command to list the dependencies with: %v", err)
 	}
 	out, err := exec.Command(goBin, "list", "-deps", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, ".").Output()
 	if err != nil {

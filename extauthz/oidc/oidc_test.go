@@ -409,7 +409,11 @@ func TestIdPDownAtStartThenUp(t *testing.T) {
 	if _, err := e.verify.Verify(context.Background(), tok); err != nil {
 		t.Fatalf("after the IdP came up: %v", err)
 	}
+	// The gauge is set just after Changed fires (by the fetch's caller).
 	ready := counterVec(e.reg, "kailash_oidc_jwks_ready", map[string]string{"issuer": idp.issuer})
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(ready) != 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if v := testutil.ToFloat64(ready); v != 1 {
 		t.Errorf("ready gauge = %v", v)
 	}
