@@ -29,7 +29,7 @@ func TestSessionTokensOnTheCheckPath(t *testing.T) {
 			h := map[string]string{}
 			if tc.cookie != "" {
 				h["cookie"] = tc.cookie
-				h["sec-fetch-site"] = "same-origin" // a cookie POST comes from the tenant's pages (csrf.go)
+				h["sec-fetch-site"] = "same-origin" // a cookie POST comes from the tenant's pages (envoyauth/csrf.go)
 			}
 			resp, err := srv.Check(ctx, checkReq(tc.tenant, "POST", "/v1/workflows/etl/executions", tc.bearer, h))
 			if err != nil {

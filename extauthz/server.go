@@ -569,7 +569,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		}
 		d.Identity = id
 		if resp := s.cookieCSRF(ts, httpReq.GetMethod(), headers, d.ID); resp != nil {
-			return resp, ResultDeny, "csrf", nil // identity from the session cookie, not from the tenant's pages (csrf.go)
+			return resp, ResultDeny, "csrf", nil // identity from the session cookie, not from the tenant's pages (envoyauth/csrf.go)
 		}
 		if s.auth != nil {
 			if d.IdentityToken, err = s.auth.IdentityToken(d.Tenant, id); err != nil {

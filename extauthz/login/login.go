@@ -63,10 +63,10 @@ type Service struct {
 
 	logins *prometheus.CounterVec
 
-	mfaEvents *prometheus.CounterVec // enrolment events (login_mfa.go)
+	mfaEvents *prometheus.CounterVec // enrolment events (mfa.go)
 	notifier  *mfa.Notifier          // posts them to mfa.notify_url
 
-	saml *samlLogins // SAML service providers and pending requests (login_saml.go)
+	saml *samlLogins // SAML service providers and pending requests (saml.go)
 
 	// shared is where the state of logins lives: sessions, counters, TOTP
 	// secrets, SAML request and replay IDs (in memory or in Redis).
@@ -644,7 +644,7 @@ func (a *Service) clearCookies(w http.ResponseWriter) {
 // another tenant's session is refused (401 wrong_tenant) before it is
 // rotated: it is neither spent nor treated as reused, so the other
 // tenant's session lives on. From the cookie, the request must come from
-// the tenant's own pages (csrf.go).
+// the tenant's own pages (csrf.go, envoyauth/csrf.go).
 func (a *Service) refresh(w http.ResponseWriter, r *http.Request) {
 	t, ok := a.tenantOf(r)
 	if !ok {
