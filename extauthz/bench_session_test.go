@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/session"
 )
 
@@ -13,7 +14,7 @@ import (
 func BenchmarkCheckSession(b *testing.B) {
 	srv := benchServer(b, 0)
 	ctx := context.Background()
-	tok, err := srv.auth.sessions.Issue(ctx, session.Identity{Subject: "alice", Tenant: "acme", Roles: []string{"business_user"},
+	tok, err := srv.auth.Sessions().Issue(ctx, session.Identity{Subject: "alice", Tenant: "acme", Roles: []string{"business_user"},
 		Attributes: map[string]string{"department": "finance"}, Method: "ldap", AMR: []string{"pwd"}})
 	if err != nil {
 		b.Fatal(err)
@@ -33,10 +34,10 @@ func BenchmarkCheckSession(b *testing.B) {
 // caller (cached) on the Check path.
 func BenchmarkIdentityToken(b *testing.B) {
 	srv := benchServer(b, 0)
-	id := &Identity{Subject: "alice", Roles: []string{"business_user"}, Method: "jwt", Attributes: map[string]any{"department": "finance"}}
+	id := &envoyauth.Identity{Subject: "alice", Roles: []string{"business_user"}, Method: "jwt", Attributes: map[string]any{"department": "finance"}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := srv.auth.minter.Token("acme", id); err != nil {
+		if _, err := srv.auth.IdentityToken("acme", id); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -3,16 +3,14 @@ package extauthz
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 
 	"github.com/kailash-gw/kailash/internal/config"
@@ -51,10 +49,6 @@ func jwksPath(t testing.TB) string {
 	return p
 }
 
-func jwtConfig() config.JWT {
-	return config.JWT{Issuer: testIssuer, Audiences: []string{"other", testAudience}, ClockSkew: 30 * time.Second, RolesClaim: "roles", TenantClaim: "tenant"}
-}
-
 func claims(mod func(*devtoken.Claims)) devtoken.Claims {
 	c := devtoken.Claims{
 		Issuer: testIssuer, Audience: []string{testAudience}, Tenant: "acme", Subject: "alice",
@@ -77,35 +71,6 @@ func mint(t testing.TB, key jwk.Key, c devtoken.Claims) string {
 }
 
 func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-func b64json(t testing.TB, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b64url(b)
-}
-
-// craft builds a token by hand: header and claims as given, signature from sign.
-func craft(t testing.TB, header, claims map[string]any, sign func(signingInput []byte) []byte) string {
-	t.Helper()
-	in := b64json(t, header) + "." + b64json(t, claims)
-	return in + "." + b64url(sign([]byte(in)))
-}
-
-func validClaims() map[string]any {
-	return map[string]any{"iss": testIssuer, "aud": testAudience, "sub": "alice", "tenant": "acme",
-		"iat": t0.Add(-time.Minute).Unix(), "exp": t0.Add(time.Hour).Unix()}
-}
-
-func hmacSign(secret []byte) func([]byte) []byte {
-	return func(in []byte) []byte {
-		m := hmac.New(sha256.New, secret)
-		m.Write(in)
-		return m.Sum(nil)
-	}
-}
 
 // otherKey is a fresh P-256 key carrying kid.
 func otherKey(t testing.TB, kid string) jwk.Key {
@@ -138,4 +103,26 @@ func testConfig(t testing.TB) *config.Config {
 	}
 	c.SetDefaults()
 	return c
+}
+
+// headerMap flattens header options; appended values are joined with ","
+// (as envoyauth's tests do).
+func headerMap(t *testing.T, hs []*corev3.HeaderValueOption) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, h := range hs {
+		k := h.GetHeader().GetKey()
+		if _, dup := m[k]; dup {
+			if h.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
+				t.Errorf("header %s set twice without append", k)
+			}
+			m[k] += "," + h.GetHeader().GetValue()
+			continue
+		}
+		if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+			t.Errorf("header %s: action %v", k, h.GetAppendAction())
+		}
+		m[k] = h.GetHeader().GetValue()
+	}
+	return m
 }

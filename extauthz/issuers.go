@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+	"github.com/kailash-gw/kailash/extauthz/jwtauth"
 	"github.com/kailash-gw/kailash/extauthz/oidc"
 	"github.com/kailash-gw/kailash/internal/config"
 )
 
-// identityVerifier is what a tenant's token check needs: a *Verifier for a
+// identityVerifier is what a tenant's token check needs: a *jwtauth.Verifier for a
 // tenant with only jwt, a byIssuer for a tenant with issuers.
-type identityVerifier = oidc.TokenVerifier[*Identity]
+type identityVerifier = oidc.TokenVerifier[*envoyauth.Identity]
 
 // issuerKeys is one key source (an issuers[] entry or a jwt.jwks_url),
 // shared by every tenant that uses it and kept across reloads while its
@@ -50,7 +52,7 @@ func jwtKeysConfig(j config.JWT) oidc.Config {
 
 // jwtURLKeys returns the key source of the tenant's jwt.jwks_url for the
 // snapshot being built (see keysFor).
-func (s *Server) jwtURLKeys(snap *snapshot, j config.JWT) (KeySource, error) {
+func (s *Server) jwtURLKeys(snap *snapshot, j config.JWT) (jwtauth.KeySource, error) {
 	ik, err := s.keysFor(snap, jwtKeysConfig(j))
 	if err != nil {
 		return nil, fmt.Errorf("jwt.jwks_url: %w", err)
@@ -116,9 +118,9 @@ func (s *Server) startIssuers(snap *snapshot) {
 
 // refreshing wraps a verifier whose keys come from a URL so that a token
 // with an unknown kid triggers a (rate-limited, shared) refetch.
-func refreshing(v *Verifier) identityVerifier {
-	if k, ok := v.keys.(*oidc.Keys); ok {
-		return oidc.Refreshing[*Identity]{Verifier: v, Keys: k}
+func refreshing(v *jwtauth.Verifier) identityVerifier {
+	if k, ok := v.KeySource().(*oidc.Keys); ok {
+		return oidc.Refreshing[*envoyauth.Identity]{Verifier: v, Keys: k}
 	}
 	return v
 }
@@ -126,14 +128,14 @@ func refreshing(v *Verifier) identityVerifier {
 // tenantVerifier combines the tenant's legacy jwt verifier (nil when the
 // tenant has no jwt section) with one verifier per issuer, routed by the
 // token's iss. A tenant without issuers keeps its jwt verifier alone.
-func (s *Server) tenantVerifier(snap *snapshot, t config.Tenant, legacy *Verifier) (identityVerifier, error) {
+func (s *Server) tenantVerifier(snap *snapshot, t config.Tenant, legacy *jwtauth.Verifier) (identityVerifier, error) {
 	if len(t.Issuers) == 0 {
 		if legacy == nil {
 			return nil, fmt.Errorf("no jwt verifier and no issuers")
 		}
 		return refreshing(legacy), nil
 	}
-	vs := make(map[string]oidc.TokenVerifier[*Identity], len(t.Issuers)+1)
+	vs := make(map[string]oidc.TokenVerifier[*envoyauth.Identity], len(t.Issuers)+1)
 	if legacy != nil {
 		vs[t.JWT.Issuer] = refreshing(legacy)
 	}
@@ -142,30 +144,32 @@ func (s *Server) tenantVerifier(snap *snapshot, t config.Tenant, legacy *Verifie
 		if err != nil {
 			return nil, fmt.Errorf("issuers[%d]: %w", i, err)
 		}
-		v, err := NewVerifier(t.ID, config.JWT{Issuer: o.Issuer, Audiences: o.Audiences, ClockSkew: o.ClockSkew,
-			RolesClaim: o.RolesClaim, TenantClaim: o.TenantClaim, RequireTenantClaim: o.RequireTenantClaim}, ik.keys, VerifierOptions{Now: s.now, CacheSize: s.cacheSize})
+		v, err := jwtauth.NewVerifier(t.ID, config.JWT{Issuer: o.Issuer, Audiences: o.Audiences, ClockSkew: o.ClockSkew,
+			RolesClaim: o.RolesClaim, TenantClaim: o.TenantClaim, RequireTenantClaim: o.RequireTenantClaim}, ik.keys, jwtauth.VerifierOptions{Now: s.now, CacheSize: s.cacheSize})
 		if err != nil {
 			return nil, fmt.Errorf("issuers[%d]: %w", i, err)
 		}
-		vs[o.Issuer] = oidc.Refreshing[*Identity]{Verifier: v, Keys: ik.keys}
+		vs[o.Issuer] = oidc.Refreshing[*envoyauth.Identity]{Verifier: v, Keys: ik.keys}
 	}
-	return byIssuer{oidc.ByIssuer[*Identity]{Verifiers: vs, Unknown: unknownIssuer}}, nil
+	return byIssuer{oidc.ByIssuer[*envoyauth.Identity]{Verifiers: vs, Unknown: unknownIssuer}}, nil
 }
 
 // byIssuer keeps the reasons of a single verifier for what routing cannot
 // tell: no token at all, and a token with no readable iss.
-type byIssuer struct{ oidc.ByIssuer[*Identity] }
+type byIssuer struct {
+	oidc.ByIssuer[*envoyauth.Identity]
+}
 
-func (b byIssuer) Verify(ctx context.Context, token string) (*Identity, error) {
+func (b byIssuer) Verify(ctx context.Context, token string) (*envoyauth.Identity, error) {
 	if token == "" {
-		return nil, &AuthError{Reason: ReasonMissingToken}
+		return nil, &envoyauth.AuthError{Reason: envoyauth.ReasonMissingToken}
 	}
 	return b.ByIssuer.Verify(ctx, token)
 }
 
 func unknownIssuer(iss string) error {
 	if iss == "" {
-		return authErr(ReasonMalformed, "no readable iss claim")
+		return &envoyauth.AuthError{Reason: envoyauth.ReasonMalformed, Detail: "no readable iss claim"}
 	}
-	return authErr(ReasonWrongIssuer, "iss %q is not trusted by this tenant", iss)
+	return &envoyauth.AuthError{Reason: envoyauth.ReasonWrongIssuer, Detail: fmt.Sprintf("iss %q is not trusted by this tenant", iss)}
 }

@@ -13,6 +13,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/testenv"
@@ -129,13 +130,13 @@ func TestOIDCIssuers(t *testing.T) {
 	t.Run("rejections keep their reasons", func(t *testing.T) {
 		evil := mint(t, k1, claims(func(c *devtoken.Claims) { c.Issuer, c.Audience = "https://evil.example", []string{"api"} }))
 		for name, tc := range map[string]struct{ tenant, token, reason string }{
-			"unknown issuer":        {"acme", evil, string(ReasonWrongIssuer)},
-			"missing token":         {"acme", "", string(ReasonMissingToken)},
-			"garbage":               {"acme", "not-a-jwt", string(ReasonMalformed)},
-			"wrong audience":        {"acme", mint(t, k1, claims(func(c *devtoken.Claims) { c.Issuer = idp.URL })), string(ReasonWrongAudience)},
-			"other tenant's token":  {"acme", idpToken(k1, "globex"), string(ReasonWrongTenant)},
-			"legacy issuer, no jwt": {"globex", mint(t, devKey(t), claims(func(c *devtoken.Claims) { c.Tenant = "globex" })), string(ReasonWrongIssuer)},
-			"signed by a stranger":  {"acme", idpToken(otherKey(t, "k1"), "acme"), string(ReasonBadSignature)},
+			"unknown issuer":        {"acme", evil, string(envoyauth.ReasonWrongIssuer)},
+			"missing token":         {"acme", "", string(envoyauth.ReasonMissingToken)},
+			"garbage":               {"acme", "not-a-jwt", string(envoyauth.ReasonMalformed)},
+			"wrong audience":        {"acme", mint(t, k1, claims(func(c *devtoken.Claims) { c.Issuer = idp.URL })), string(envoyauth.ReasonWrongAudience)},
+			"other tenant's token":  {"acme", idpToken(k1, "globex"), string(envoyauth.ReasonWrongTenant)},
+			"legacy issuer, no jwt": {"globex", mint(t, devKey(t), claims(func(c *devtoken.Claims) { c.Tenant = "globex" })), string(envoyauth.ReasonWrongIssuer)},
+			"signed by a stranger":  {"acme", idpToken(otherKey(t, "k1"), "acme"), string(envoyauth.ReasonBadSignature)},
 		} {
 			if got := unauthReason(t, check(tc.tenant, tc.token)); got != tc.reason {
 				t.Errorf("%s: reason %q, want %q", name, got, tc.reason)
@@ -159,7 +160,7 @@ func TestOIDCIssuers(t *testing.T) {
 		hits := idp.jwksHits.Load()
 		start := time.Now()
 		for range 20 {
-			if got := unauthReason(t, check("acme", stranger)); got != string(ReasonUnknownKID) {
+			if got := unauthReason(t, check("acme", stranger)); got != string(envoyauth.ReasonUnknownKID) {
 				t.Fatalf("reason %q", got)
 			}
 		}
@@ -187,7 +188,7 @@ func TestOIDCIssuers(t *testing.T) {
 			t.Fatalf("%d issuers still running", n)
 		}
 		// acme's plain jwt verifier does not hold the IdP's kid.
-		if got := unauthReason(t, check("acme", idpToken(k1, "acme"))); got != string(ReasonUnknownKID) {
+		if got := unauthReason(t, check("acme", idpToken(k1, "acme"))); got != string(envoyauth.ReasonUnknownKID) {
 			t.Fatalf("removed issuer: reason %q", got)
 		}
 	})

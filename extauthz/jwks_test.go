@@ -16,6 +16,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/testenv"
@@ -189,7 +190,7 @@ func TestJWKSURLKeyRotation(t *testing.T) {
 		wg.Go(func() {
 			tok := mint(t, otherKey(t, fmt.Sprintf("random-%d", i)), claims(nil))
 			resp, err := r.client.Check(t.Context(), checkReq("acme", "GET", "/v1/workflows", tok, nil))
-			if err != nil || unauthReason(t, resp) != string(ReasonUnknownKID) {
+			if err != nil || unauthReason(t, resp) != string(envoyauth.ReasonUnknownKID) {
 				t.Errorf("random kid: %v, reason %q", err, unauthReason(t, resp))
 			}
 		})
@@ -302,8 +303,8 @@ func TestMissingTenantClaim(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := unauthReason(t, resp); got != string(ReasonMissingTenantClaim) {
-			t.Errorf("%s: reason %q, want %q", tenant, got, ReasonMissingTenantClaim)
+		if got := unauthReason(t, resp); got != string(envoyauth.ReasonMissingTenantClaim) {
+			t.Errorf("%s: reason %q, want %q", tenant, got, envoyauth.ReasonMissingTenantClaim)
 		}
 	}
 	// With the tenant claim: accepted.

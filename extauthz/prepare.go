@@ -21,7 +21,7 @@ func (s *Server) Prepare(cfg *config.Config) (commit func(), err error) {
 	}
 	commitAuth := func() {}
 	if s.auth != nil {
-		if commitAuth, err = s.auth.prepare(cfg); err != nil {
+		if commitAuth, err = s.auth.Prepare(cfg); err != nil {
 			return nil, err
 		}
 	}

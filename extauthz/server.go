@@ -23,6 +23,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+	"github.com/kailash-gw/kailash/extauthz/jwtauth"
+	"github.com/kailash-gw/kailash/extauthz/login"
 	"github.com/kailash-gw/kailash/extauthz/oidc"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/mtls"
@@ -70,8 +73,8 @@ type Server struct {
 	dlog      *policies.DecisionLogger
 	dropIn    bool
 	dryRun    bool
-	inputOpts InputOptions
-	auth      *auth                    // logins, our session tokens, the identity token; nil in drop-in mode
+	inputOpts envoyauth.InputOptions
+	auth      *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
 	snap      atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
@@ -105,7 +108,7 @@ type snapshot struct {
 type tenantState struct {
 	cfg      config.Tenant
 	term     *ast.Term        // input.tenant, built once
-	verifier identityVerifier // *Verifier, or one per issuer (issuers.go)
+	verifier identityVerifier // *jwtauth.Verifier, or one per issuer (issuers.go)
 }
 
 // New builds the verifiers and the policy engine and binds the listeners
@@ -117,7 +120,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry(),
 		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun,
-		inputOpts: InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
+		inputOpts: envoyauth.InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -177,7 +180,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.snap.Store(snap)
 	s.startIssuers(snap)
 	if !opts.DropIn {
-		if s.auth, err = newAuth(cfg, s.log, s.now, s.reg); err != nil {
+		if s.auth, err = login.New(cfg, login.Options{Logger: s.log, Now: s.now, Registerer: s.reg}); err != nil {
 			return fail(err)
 		}
 	}
@@ -233,20 +236,20 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 	}
 	var errs []error
 	for _, t := range cfg.Tenants {
-		var keys KeySource
+		var keys jwtauth.KeySource
 		var err error
 		switch {
 		case t.JWT.JWKSFile != "":
-			keys, err = FileKeys(cfg.Path(t.JWT.JWKSFile))
+			keys, err = jwtauth.FileKeys(cfg.Path(t.JWT.JWKSFile))
 		case t.JWT.JWKSURL.String() != "":
 			keys, err = s.jwtURLKeys(snap, t.JWT)
 		case len(t.Issuers) == 0:
 			err = errors.New("no jwks_file or jwks_url")
 		}
 		if err == nil {
-			var v *Verifier
+			var v *jwtauth.Verifier
 			if keys != nil {
-				v, err = NewVerifier(t.ID, t.JWT, keys, VerifierOptions{Now: s.now, CacheSize: s.cacheSize})
+				v, err = jwtauth.NewVerifier(t.ID, t.JWT, keys, jwtauth.VerifierOptions{Now: s.now, CacheSize: s.cacheSize})
 			}
 			var tv identityVerifier
 			if err == nil {
@@ -254,7 +257,7 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 			}
 			if err == nil {
 				t.Features = slices.Clone(t.Features)
-				snap.tenants[t.ID] = &tenantState{cfg: t, term: tenantTerm(&t), verifier: tv}
+				snap.tenants[t.ID] = &tenantState{cfg: t, term: envoyauth.TenantTerm(&t), verifier: tv}
 			}
 		}
 		if err != nil {
@@ -323,7 +326,7 @@ func EngineOptions(cfg *config.Config) (policies.EngineOptions, error) {
 func (s *Server) Close() error {
 	s.stopBG()
 	if s.auth != nil {
-		s.auth.close()
+		s.auth.Close()
 	}
 	var err error
 	s.closeOnce.Do(func() {
@@ -357,19 +360,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	authv3.RegisterAuthorizationServer(gs, s)
 
 	if s.auth != nil {
-		defer s.auth.close()
-		// A shared ring (sessions.redis) is synced every 10s: that bounds
-		// how long this replica's JWKS may lack a key another replica
-		// rotated to (its own Verify syncs on an unknown kid at once).
-		every := time.Minute
-		if s.auth.shared.client != nil {
-			every = 10 * time.Second
-		}
-		wg.Go(func() {
-			s.auth.ring.Run(ctx, every, func(err error) {
-				s.log.Error("signing key rotation or sync failed; the current key keeps signing", "err", err)
-			})
-		})
+		defer s.auth.Close()
+		wg.Go(func() { s.auth.Run(ctx) }) // signing key rotation (and sync of a shared ring)
 	}
 	errc := make(chan error, 3)
 	wg.Go(func() {
@@ -391,7 +383,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			return nil
 		})
 		if s.auth != nil {
-			s.auth.routes(mux)
+			s.auth.Routes(mux)
 		}
 		wg.Go(func() {
 			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
@@ -481,7 +473,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		ctx, cancel = context.WithTimeout(ctx, snap.timeout)
 		defer cancel()
 	}
-	d := Decision{ID: newDecisionID(), DropIn: s.dropIn}
+	d := envoyauth.Decision{ID: newDecisionID(), DropIn: s.dropIn}
 	var st checkState
 	resp, result, reason, err := s.check(ctx, snap, req, &d, &st)
 	elapsed := time.Since(start)
@@ -529,17 +521,17 @@ type checkState struct {
 	shadow   *policies.ShadowEvent
 }
 
-func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
+func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *envoyauth.Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
 	tenantID, routed := req.GetAttributes().GetContextExtensions()[wire.ContextTenant]
 	d.Tenant = tenantID
-	var id *Identity
+	var id *envoyauth.Identity
 	var tenant *ast.Term
 	if !s.dropIn {
 		if !routed {
 			// No route carried a tenant: with per-tenant routes, a host
 			// without a scope. Denied, as an unknown host, before anything
 			// else is looked at.
-			return UnknownHost(d.ID), ResultDeny, "unknown_host", nil
+			return envoyauth.UnknownHost(d.ID), ResultDeny, "unknown_host", nil
 		}
 		ts, ok := snap.tenants[d.Tenant]
 		if !ok {
@@ -547,7 +539,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		}
 		tenant = ts.term
 		httpReq := req.GetAttributes().GetRequest().GetHttp()
-		headers := requestHeaders(httpReq)
+		headers := envoyauth.RequestHeaders(httpReq)
 		for name := range headers {
 			if len(name) >= len(wire.HeaderPrefix) && strings.EqualFold(name[:len(wire.HeaderPrefix)], wire.HeaderPrefix) {
 				d.ClientHeaders = append(d.ClientHeaders, name)
@@ -557,40 +549,40 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 			return nil, ResultError, "deadline", status.FromContextError(err).Err()
 		}
 		var err error
-		token := bearer(headers["authorization"])
+		token := envoyauth.Bearer(headers["authorization"])
 		if token == "" {
-			token = sessionCookie(headers["cookie"])
+			token = login.SessionCookie(headers["cookie"])
 		}
 		ours := false
 		if s.auth != nil && token != "" {
-			id, ours, err = s.auth.verifySession(ctx, token, d.Tenant)
+			id, ours, err = s.auth.VerifySession(ctx, token, d.Tenant)
 		}
 		if !ours {
 			id, err = ts.verifier.Verify(ctx, token)
 		}
 		if err != nil {
-			var ae *AuthError
+			var ae *envoyauth.AuthError
 			if errors.As(err, &ae) {
-				return Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
+				return envoyauth.Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
 			}
 			return nil, ResultError, reasonKeysUnavailable, status.Error(codes.Unavailable, "verification keys are unavailable")
 		}
 		d.Identity = id
 		if resp := s.cookieCSRF(ts, httpReq.GetMethod(), headers, d.ID); resp != nil {
-			return resp, ResultDeny, "csrf", nil // identity from the session cookie, not from the tenant's pages (csrf.go)
+			return resp, ResultDeny, "csrf", nil // identity from the session cookie, not from the tenant's pages (envoyauth/csrf.go)
 		}
 		if s.auth != nil {
-			if d.IdentityToken, err = s.auth.minter.Token(d.Tenant, id); err != nil {
+			if d.IdentityToken, err = s.auth.IdentityToken(d.Tenant, id); err != nil {
 				return nil, ResultError, "identity_token", status.Error(codes.Internal, "cannot sign the identity token")
 			}
 		}
 	}
 
-	input, err := buildInput(req, identityTerm(id), tenant, s.inputOpts)
+	input, err := envoyauth.BuildInputTerms(req, envoyauth.IdentityTerm(id), tenant, s.inputOpts)
 	if err != nil {
-		var ie *InputError
+		var ie *envoyauth.InputError
 		if errors.As(err, &ie) {
-			return BadRequest(ie, *d), ResultDeny, "request_parse_error", nil
+			return envoyauth.BadRequest(ie, *d), ResultDeny, "request_parse_error", nil
 		}
 		return nil, ResultError, "input", status.Error(codes.Internal, "cannot build policy input")
 	}
@@ -612,7 +604,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		}
 		return nil, ResultError, reason, status.Errorf(codes.Internal, "policy evaluation failed: %s", reason)
 	}
-	resp, allowed, err := MapDecision(result, *d)
+	resp, allowed, err := envoyauth.MapDecision(result, *d)
 	if err != nil {
 		return nil, ResultError, "bad_decision", status.Error(codes.Internal, err.Error())
 	}
@@ -621,7 +613,7 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 	}
 	if s.dryRun {
 		st.dryRun = true
-		return DryRunAllow(*d), ResultDeny, "dry_run", nil
+		return envoyauth.DryRunAllow(*d), ResultDeny, "dry_run", nil
 	}
 	return resp, ResultDeny, "policy", nil
 }
@@ -650,33 +642,6 @@ func (s *Server) evalShadow(ctx context.Context, input ast.Value, active any, ac
 			"active_revision", s.engine.Revision(), "shadow_revision", rev, "shadow_err", ev.Error)
 	}
 	return ev
-}
-
-// requestHeaders returns the request's headers with lowercase names, from
-// the headers map or, when Envoy sends raw headers, header_map.
-func requestHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
-	if m := h.GetHeaders(); len(m) > 0 {
-		return m
-	}
-	out := map[string]string{}
-	for _, hv := range h.GetHeaderMap().GetHeaders() {
-		v := hv.GetValue()
-		if v == "" {
-			v = string(hv.GetRawValue())
-		}
-		out[strings.ToLower(hv.GetKey())] = v
-	}
-	return out
-}
-
-// bearer extracts the token of an "Authorization: Bearer <token>" header
-// (scheme case-insensitive); anything else is no token.
-func bearer(h string) string {
-	const scheme = "bearer "
-	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
-		return ""
-	}
-	return strings.TrimSpace(h[len(scheme):])
 }
 
 func newDecisionID() string {

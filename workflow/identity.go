@@ -13,6 +13,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 const (
@@ -120,10 +122,10 @@ func (v *verifier) verifyIdentity(ctx context.Context, token string) (identity, 
 	}
 	c := Caller{User: tok.Subject()}
 	var id identity
-	if t, ok := tok.Get("tenant"); ok {
+	if t, ok := tok.Get(wire.ClaimTenant); ok {
 		c.Tenant, _ = t.(string)
 	}
-	if r, ok := tok.Get("roles"); ok {
+	if r, ok := tok.Get(wire.ClaimRoles); ok {
 		switch r := r.(type) {
 		case []any:
 			for _, x := range r {
@@ -137,13 +139,13 @@ func (v *verifier) verifyIdentity(ctx context.Context, token string) (identity, 
 			c.Roles = strings.FieldsFunc(r, func(r rune) bool { return r == ',' || r == ' ' })
 		}
 	}
-	if a, ok := tok.Get("attributes"); ok {
+	if a, ok := tok.Get(wire.ClaimAttributes); ok {
 		if m, ok := a.(map[string]any); ok {
 			c.Clearance, _ = m["clearance"].(string)
 			id.Attributes = m
 		}
 	}
-	if g, ok := tok.Get("groups"); ok {
+	if g, ok := tok.Get(wire.ClaimGroups); ok {
 		if l, ok := g.([]any); ok {
 			for _, x := range l {
 				if s, ok := x.(string); ok {

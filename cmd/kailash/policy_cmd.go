@@ -19,7 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/util"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/kailash-gw/kailash/extauthz"
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/policies"
 )
 
@@ -313,7 +313,7 @@ func policyEval(ctx context.Context, args []string, w io.Writer) error {
 		if err := protojson.Unmarshal(b, &req); err != nil {
 			return fmt.Errorf("%s: %w", inputPath, err)
 		}
-		v, err := extauthz.BuildInputWith(&req, nil, nil, extauthz.InputOptions{DropIn: true})
+		v, err := envoyauth.BuildInputWith(&req, nil, nil, envoyauth.InputOptions{DropIn: true})
 		if err != nil {
 			return err
 		}

@@ -21,7 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kailash-gw/kailash/extauthz"
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+	"github.com/kailash-gw/kailash/extauthz/jwtauth"
 	"github.com/kailash-gw/kailash/extauthz/oidc"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
@@ -130,7 +131,7 @@ func (c *clock) Add(d time.Duration) {
 
 type env struct {
 	keys    *oidc.Keys
-	verify  oidc.TokenVerifier[*extauthz.Identity]
+	verify  oidc.TokenVerifier[*envoyauth.Identity]
 	clock   *clock
 	reg     *prometheus.Registry
 	logs    *testenv.LogBuffer
@@ -146,19 +147,19 @@ func newEnv(t *testing.T, cfg oidc.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := extauthz.NewVerifier("acme", config.JWT{
+	v, err := jwtauth.NewVerifier("acme", config.JWT{
 		Issuer: cfg.Issuer, Audiences: []string{"kailash"}, ClockSkew: 30 * time.Second,
-	}, keys, extauthz.VerifierOptions{})
+	}, keys, jwtauth.VerifierOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.keys = keys
-	e.verify = oidc.Refreshing[*extauthz.Identity]{Verifier: v, Keys: keys}
+	e.verify = oidc.Refreshing[*envoyauth.Identity]{Verifier: v, Keys: keys}
 	return e
 }
 
-func reason(err error) extauthz.Reason {
-	var ae *extauthz.AuthError
+func reason(err error) envoyauth.Reason {
+	var ae *envoyauth.AuthError
 	if errors.As(err, &ae) {
 		return ae.Reason
 	}
@@ -260,7 +261,7 @@ func TestUnknownKIDRefetchRateLimited(t *testing.T) {
 	for i := range 50 {
 		wg.Go(func() {
 			_, err := e.verify.Verify(ctx, mint(t, newKey(t, fmt.Sprintf("random-%d", i)), idp.issuer))
-			if reason(err) != extauthz.ReasonUnknownKID {
+			if reason(err) != envoyauth.ReasonUnknownKID {
 				t.Errorf("err = %v, want unknown_kid", err)
 			}
 		})
@@ -276,7 +277,7 @@ func TestUnknownKIDRefetchRateLimited(t *testing.T) {
 	if n > 49 {
 		t.Errorf("rate_limited = %v, want at most 49", n)
 	}
-	if _, err := e.verify.Verify(ctx, mint(t, newKey(t, "late"), idp.issuer)); reason(err) != extauthz.ReasonUnknownKID {
+	if _, err := e.verify.Verify(ctx, mint(t, newKey(t, "late"), idp.issuer)); reason(err) != envoyauth.ReasonUnknownKID {
 		t.Fatalf("err = %v, want unknown_kid", err)
 	}
 	if got := testutil.ToFloat64(metric(e, "rate_limited", idp.issuer)); got != n+1 {
@@ -338,7 +339,7 @@ func TestIdPDownAfterFirstFetchKeepsVerifying(t *testing.T) {
 	idp.down.Store(true)
 	e.clock.Add(time.Minute)
 	// An unknown kid forces a refetch, which fails: the old keys stay.
-	if _, err := e.verify.Verify(ctx, mint(t, newKey(t, "k9"), idp.issuer)); reason(err) != extauthz.ReasonUnknownKID {
+	if _, err := e.verify.Verify(ctx, mint(t, newKey(t, "k9"), idp.issuer)); reason(err) != envoyauth.ReasonUnknownKID {
 		t.Fatalf("unknown kid with IdP down: err = %v", err)
 	}
 	if _, err := e.verify.Verify(ctx, mint(t, k1, idp.issuer)); err != nil {
@@ -408,7 +409,11 @@ func TestIdPDownAtStartThenUp(t *testing.T) {
 	if _, err := e.verify.Verify(context.Background(), tok); err != nil {
 		t.Fatalf("after the IdP came up: %v", err)
 	}
+	// The gauge is set just after Changed fires (by the fetch's caller).
 	ready := counterVec(e.reg, "kailash_oidc_jwks_ready", map[string]string{"issuer": idp.issuer})
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(ready) != 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if v := testutil.ToFloat64(ready); v != 1 {
 		t.Errorf("ready gauge = %v", v)
 	}
@@ -419,23 +424,23 @@ func TestByIssuer(t *testing.T) {
 	idpA, idpB := newIdP(t, ka), newIdP(t, kb)
 	ea := newEnv(t, oidc.Config{Issuer: idpA.issuer})
 	eb := newEnv(t, oidc.Config{Issuer: idpB.issuer})
-	multi := oidc.ByIssuer[*extauthz.Identity]{
-		Verifiers: map[string]oidc.TokenVerifier[*extauthz.Identity]{idpA.issuer: ea.verify, idpB.issuer: eb.verify},
+	multi := oidc.ByIssuer[*envoyauth.Identity]{
+		Verifiers: map[string]oidc.TokenVerifier[*envoyauth.Identity]{idpA.issuer: ea.verify, idpB.issuer: eb.verify},
 		Unknown: func(iss string) error {
-			return &extauthz.AuthError{Reason: extauthz.ReasonWrongIssuer, Detail: fmt.Sprintf("iss %q", iss)}
+			return &envoyauth.AuthError{Reason: envoyauth.ReasonWrongIssuer, Detail: fmt.Sprintf("iss %q", iss)}
 		},
 	}
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string
 		tok  string
-		want extauthz.Reason
+		want envoyauth.Reason
 	}{
 		{"issuer A", mint(t, ka, idpA.issuer), ""},
 		{"issuer B", mint(t, kb, idpB.issuer), ""},
-		{"B's key claiming A", mint(t, kb, idpA.issuer), extauthz.ReasonUnknownKID},
-		{"unknown issuer", mint(t, ka, "https://evil.example.com"), extauthz.ReasonWrongIssuer},
-		{"garbage", "x.y.z", extauthz.ReasonWrongIssuer},
+		{"B's key claiming A", mint(t, kb, idpA.issuer), envoyauth.ReasonUnknownKID},
+		{"unknown issuer", mint(t, ka, "https://evil.example.com"), envoyauth.ReasonWrongIssuer},
+		{"garbage", "x.y.z", envoyauth.ReasonWrongIssuer},
 	} {
 		id, err := multi.Verify(ctx, tc.tok)
 		if got := reason(err); got != tc.want || (tc.want == "" && err != nil) {

@@ -90,3 +90,14 @@ const (
 	PolicyInputKey     = "kailash"
 	PolicyInputVersion = "kailash/v1"
 )
+
+// Claims of the identity token (HeaderIdentity) besides the registered
+// JWT claims (iss, sub, aud, iat, nbf, exp): the authz server's minter
+// writes them, the runner reads them.
+const (
+	ClaimTenant     = "tenant"     // the tenant id, a string
+	ClaimRoles      = "roles"      // the caller's roles, a list of strings
+	ClaimGroups     = "groups"     // the caller's groups, a list (left out when none)
+	ClaimMethod     = "method"     // how the caller authenticated: jwt, ldap, saml (left out when unknown)
+	ClaimAttributes = "attributes" // the caller's other claims, an object (left out when none)
+)

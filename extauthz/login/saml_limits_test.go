@@ -1,4 +1,4 @@
-package extauthz
+package login
 
 import (
 	"fmt"
@@ -19,7 +19,7 @@ import (
 // IdP: acme (few pending requests allowed) and globex (few starts per
 // minute and address).
 type samlLimits struct {
-	srv   *Server
+	srv   *Service
 	mux   *http.ServeMux
 	idp   *samltest.IdP
 	clock *replicaClock
@@ -40,13 +40,13 @@ func startSAMLLimits(t *testing.T, acmeMax, globexRate int) *samlLimits {
 	cfg.Tenants[0].Login.SAMLMaxPending = acmeMax
 	cfg.Tenants[1].Login.SAMLStartsPerMinute = globexRate
 	clock := &replicaClock{}
-	srv, err := New(t.Context(), cfg, Options{Now: clock.Now})
+	srv, err := New(cfg, Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
 	mux := http.NewServeMux()
-	srv.auth.routes(mux)
+	srv.Routes(mux)
 	return &samlLimits{srv: srv, mux: mux, idp: idp, clock: clock}
 }
 

@@ -1,4 +1,8 @@
-package extauthz
+// Package jwtauth verifies bearer JWTs for a tenant: the signature against
+// a key source (a JWKS file, or an issuer's keys fetched by oidc), the
+// registered claims, the tenant claim, and a bounded cache of verified
+// tokens. It yields an envoyauth.Identity or an *envoyauth.AuthError.
+package jwtauth
 
 import (
 	"bytes"
@@ -12,78 +16,18 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
-	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/internal/config"
 )
 
-// Reason is a stable code for why a request is unauthenticated. Reasons are
-// metric labels and appear in 401 responses, so they never change meaning.
-type Reason string
-
-// The identity failure reasons.
-const (
-	ReasonMissingToken  Reason = "missing_token"
-	ReasonMalformed     Reason = "malformed"
-	ReasonAlgNone       Reason = "alg_none"
-	ReasonAlgNotAllowed Reason = "alg_not_allowed"
-	ReasonUnknownKID    Reason = "unknown_kid"
-	ReasonBadSignature  Reason = "bad_signature"
-	ReasonExpired       Reason = "expired"
-	ReasonNotYetValid   Reason = "not_yet_valid"
-	ReasonWrongIssuer   Reason = "wrong_issuer"
-	ReasonWrongAudience Reason = "wrong_audience"
-	ReasonWrongTenant   Reason = "wrong_tenant"
-	// ReasonMissingTenantClaim: the token has no tenant claim and the
-	// tenant requires one (jwt.require_tenant_claim).
-	ReasonMissingTenantClaim Reason = "missing_tenant_claim"
-)
-
-// AuthError is an identity failure: the caller gets a 401 naming Reason.
-// Detail is for logs; it never contains the token.
-type AuthError struct {
-	Reason Reason
-	Detail string
-}
-
-func (e *AuthError) Error() string {
-	if e.Detail == "" {
-		return "unauthenticated: " + string(e.Reason)
-	}
-	return "unauthenticated: " + string(e.Reason) + ": " + e.Detail
-}
-
-func authErr(r Reason, format string, args ...any) *AuthError {
-	return &AuthError{Reason: r, Detail: fmt.Sprintf(format, args...)}
-}
-
-// Identity is a verified caller. It is shared (the verified-token cache hands
-// out the same value to concurrent requests): never modify one.
-type Identity struct {
-	Subject string
-	Tenant  string
-	Issuer  string
-	Roles   []string
-	Groups  []string
-	// Attributes are the token's other claims (department, clearance,
-	// location, ...), as decoded JSON (numbers are json.Number).
-	Attributes map[string]any
-	// Method is how the caller authenticated: "jwt".
-	Method    string
-	ExpiresAt time.Time
-
-	// term caches the identity's policy input (identityTerm): a cached
-	// token's identity is converted once, not on every request.
-	term atomic.Pointer[ast.Term]
-	// mintDigest caches the hash of what an identity token says about it
-	// (identityMinter.key). Identities are not modified once built.
-	mintDigest atomic.Pointer[[32]byte]
+func authErr(r envoyauth.Reason, format string, args ...any) *envoyauth.AuthError {
+	return &envoyauth.AuthError{Reason: r, Detail: fmt.Sprintf(format, args...)}
 }
 
 // KeySource supplies the keys a verifier trusts. Keys returns the same Set
@@ -196,9 +140,9 @@ func orDefault(s, def string) string {
 // Verify checks token and returns the caller's identity, or an *AuthError
 // naming the reason. Any other error (keys could not be fetched) means no
 // decision can be made: the caller fails closed with a 503.
-func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
+func (v *Verifier) Verify(ctx context.Context, token string) (*envoyauth.Identity, error) {
 	if token == "" {
-		return nil, &AuthError{Reason: ReasonMissingToken}
+		return nil, &envoyauth.AuthError{Reason: envoyauth.ReasonMissingToken}
 	}
 	now := v.now()
 	ring, err := v.keyring(ctx)
@@ -225,6 +169,10 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 	}
 	return id, nil
 }
+
+// KeySource is the verifier's key source (an *oidc.Keys for keys fetched
+// from a URL).
+func (v *Verifier) KeySource() KeySource { return v.keys }
 
 // keyring returns the usable keys, rebuilding them (and clearing the token
 // cache) when the key source hands out a different set.
@@ -255,48 +203,59 @@ type jwtHeader struct {
 	Crit json.RawMessage `json:"crit"`
 }
 
-func (v *Verifier) verify(ring *keyring, token string, now time.Time) (*Identity, error) {
+func (v *Verifier) verify(ring *keyring, token string, now time.Time) (*envoyauth.Identity, error) {
 	d1 := strings.IndexByte(token, '.')
 	d2 := strings.LastIndexByte(token, '.')
 	if d1 < 0 || d1 == d2 || strings.IndexByte(token[d1+1:d2], '.') >= 0 {
-		return nil, authErr(ReasonMalformed, "not a compact JWS")
+		return nil, authErr(envoyauth.ReasonMalformed, "not a compact JWS")
 	}
 	var hdr jwtHeader
 	if err := decodeSegment(token[:d1], &hdr); err != nil {
-		return nil, authErr(ReasonMalformed, "header: %v", err)
+		return nil, authErr(envoyauth.ReasonMalformed, "header: %v", err)
 	}
 	if hdr.Alg == "" || strings.EqualFold(hdr.Alg, "none") {
-		return nil, authErr(ReasonAlgNone, "alg %q", hdr.Alg)
+		return nil, authErr(envoyauth.ReasonAlgNone, "alg %q", hdr.Alg)
 	}
 	need, ok := allowedAlgs[hdr.Alg]
 	if !ok {
-		return nil, authErr(ReasonAlgNotAllowed, "alg %q", hdr.Alg)
+		return nil, authErr(envoyauth.ReasonAlgNotAllowed, "alg %q", hdr.Alg)
 	}
 	if len(hdr.Crit) > 0 && string(hdr.Crit) != "null" {
-		return nil, authErr(ReasonMalformed, "unsupported crit header")
+		return nil, authErr(envoyauth.ReasonMalformed, "unsupported crit header")
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(token[d2+1:])
 	if err != nil {
-		return nil, authErr(ReasonMalformed, "signature encoding")
+		return nil, authErr(envoyauth.ReasonMalformed, "signature encoding")
 	}
 	k, err := ring.lookup(hdr.Kid)
 	if err != nil {
 		return nil, err
 	}
 	if k.alg != "" && k.alg != hdr.Alg {
-		return nil, authErr(ReasonAlgNotAllowed, "key %q is for %s, token uses %s", hdr.Kid, k.alg, hdr.Alg)
+		return nil, authErr(envoyauth.ReasonAlgNotAllowed, "key %q is for %s, token uses %s", hdr.Kid, k.alg, hdr.Alg)
 	}
 	if k.kty != need.kty || (need.crv != "" && k.crv != need.crv) {
-		return nil, authErr(ReasonAlgNotAllowed, "key %q (%s %s) cannot verify %s", hdr.Kid, k.kty, k.crv, hdr.Alg)
+		return nil, authErr(envoyauth.ReasonAlgNotAllowed, "key %q (%s %s) cannot verify %s", hdr.Kid, k.kty, k.crv, hdr.Alg)
 	}
 	if err := v.verifiers[hdr.Alg].Verify([]byte(token[:d2]), sig, k.raw); err != nil {
-		return nil, authErr(ReasonBadSignature, "kid %q", hdr.Kid)
+		return nil, authErr(envoyauth.ReasonBadSignature, "kid %q", hdr.Kid)
 	}
 	var claims map[string]any
 	if err := decodeSegment(token[d1+1:d2], &claims); err != nil {
-		return nil, authErr(ReasonMalformed, "claims: %v", err)
+		return nil, authErr(envoyauth.ReasonMalformed, "claims: %v", err)
 	}
 	return v.checkClaims(claims, now)
+}
+
+// HeaderKID is the kid of a JWT's header segment (the part before the
+// first "."), "" when it has none or the segment does not decode as the
+// verifier decodes it.
+func HeaderKID(seg string) string {
+	var h jwtHeader
+	if decodeSegment(seg, &h) != nil {
+		return ""
+	}
+	return h.Kid
 }
 
 func decodeSegment(seg string, v any) error {
@@ -318,44 +277,44 @@ func decodeSegment(seg string, v any) error {
 // registered claims are not copied into Identity.Attributes.
 var registered = map[string]bool{"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true, "jti": true, "groups": true}
 
-func (v *Verifier) checkClaims(c map[string]any, now time.Time) (*Identity, error) {
+func (v *Verifier) checkClaims(c map[string]any, now time.Time) (*envoyauth.Identity, error) {
 	if iss, _ := c["iss"].(string); iss != v.issuer {
-		return nil, authErr(ReasonWrongIssuer, "iss %q", iss)
+		return nil, authErr(envoyauth.ReasonWrongIssuer, "iss %q", iss)
 	}
 	if !v.audienceOK(c["aud"]) {
-		return nil, authErr(ReasonWrongAudience, "aud %v", c["aud"])
+		return nil, authErr(envoyauth.ReasonWrongAudience, "aud %v", c["aud"])
 	}
 	exp, ok, err := numericDate(c, "exp")
 	switch {
 	case err != nil:
-		return nil, authErr(ReasonMalformed, "%v", err)
+		return nil, authErr(envoyauth.ReasonMalformed, "%v", err)
 	case !ok:
-		return nil, authErr(ReasonMalformed, "exp claim is required")
+		return nil, authErr(envoyauth.ReasonMalformed, "exp claim is required")
 	case now.After(exp.Add(v.skew)):
-		return nil, authErr(ReasonExpired, "expired at %s", exp.UTC().Format(time.RFC3339))
+		return nil, authErr(envoyauth.ReasonExpired, "expired at %s", exp.UTC().Format(time.RFC3339))
 	}
 	if nbf, ok, err := numericDate(c, "nbf"); err != nil {
-		return nil, authErr(ReasonMalformed, "%v", err)
+		return nil, authErr(envoyauth.ReasonMalformed, "%v", err)
 	} else if ok && now.Add(v.skew).Before(nbf) {
-		return nil, authErr(ReasonNotYetValid, "not before %s", nbf.UTC().Format(time.RFC3339))
+		return nil, authErr(envoyauth.ReasonNotYetValid, "not before %s", nbf.UTC().Format(time.RFC3339))
 	}
 	if iat, ok, err := numericDate(c, "iat"); err != nil {
-		return nil, authErr(ReasonMalformed, "%v", err)
+		return nil, authErr(envoyauth.ReasonMalformed, "%v", err)
 	} else if ok && now.Add(v.skew).Before(iat) {
-		return nil, authErr(ReasonNotYetValid, "issued in the future (%s)", iat.UTC().Format(time.RFC3339))
+		return nil, authErr(envoyauth.ReasonNotYetValid, "issued in the future (%s)", iat.UTC().Format(time.RFC3339))
 	}
 	if t, present := c[v.tenantClaim]; present {
 		if s, _ := t.(string); s != v.tenant {
-			return nil, authErr(ReasonWrongTenant, "token tenant %v, route tenant %q", t, v.tenant)
+			return nil, authErr(envoyauth.ReasonWrongTenant, "token tenant %v, route tenant %q", t, v.tenant)
 		}
 	} else if v.requireTenant {
-		return nil, authErr(ReasonMissingTenantClaim, "no %q claim; tenant %q requires it (jwt.require_tenant_claim)", v.tenantClaim, v.tenant)
+		return nil, authErr(envoyauth.ReasonMissingTenantClaim, "no %q claim; tenant %q requires it (jwt.require_tenant_claim)", v.tenantClaim, v.tenant)
 	}
 	sub, _ := c["sub"].(string)
 	if sub == "" {
-		return nil, authErr(ReasonMalformed, "sub claim is required")
+		return nil, authErr(envoyauth.ReasonMalformed, "sub claim is required")
 	}
-	id := &Identity{
+	id := &envoyauth.Identity{
 		Subject:    sub,
 		Tenant:     v.tenant,
 		Issuer:     v.issuer,
@@ -477,11 +436,11 @@ func (r *keyring) lookup(kid string) (ringKey, error) {
 		if r.only != nil {
 			return *r.only, nil
 		}
-		return ringKey{}, authErr(ReasonUnknownKID, "token has no kid and the key set has %d keys", len(r.keys))
+		return ringKey{}, authErr(envoyauth.ReasonUnknownKID, "token has no kid and the key set has %d keys", len(r.keys))
 	}
 	k, ok := r.keys[kid]
 	if !ok {
-		return ringKey{}, authErr(ReasonUnknownKID, "kid %q", kid)
+		return ringKey{}, authErr(envoyauth.ReasonUnknownKID, "kid %q", kid)
 	}
 	return k, nil
 }
@@ -494,11 +453,11 @@ type tokenCache struct {
 }
 
 type cacheEntry struct {
-	id    *Identity
+	id    *envoyauth.Identity
 	until time.Time
 }
 
-func (c *tokenCache) get(k [32]byte, now time.Time) (*Identity, bool) {
+func (c *tokenCache) get(k [32]byte, now time.Time) (*envoyauth.Identity, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[k]

@@ -1,4 +1,4 @@
-package extauthz
+package login
 
 import (
 	"bytes"
@@ -21,7 +21,7 @@ import (
 )
 
 type mfaServer struct {
-	srv    *Server
+	srv    *Service
 	mux    *http.ServeMux
 	mu     sync.Mutex
 	events []mfa.Event // received by the webhook
@@ -49,13 +49,13 @@ func startMFAServer(t *testing.T, enrolment string) *mfaServer {
 		UserBaseDN: testenv.SlapdPeople, UserFilter: "(uid=%s)",
 		GroupRoles: map[string]string{testenv.GroupDN("admins"): "admin", testenv.GroupDN("engineering"): "data_scientist"}}
 	acme.MFA = config.MFA{Roles: []string{"admin"}, Enrolment: enrolment, AdminRoles: []string{"admin"}, NotifyURL: hook.URL}
-	srv, err := New(t.Context(), cfg, Options{})
+	srv, err := New(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
 	ms.srv, ms.mux = srv, http.NewServeMux()
-	srv.auth.routes(ms.mux)
+	srv.Routes(ms.mux)
 	return ms
 }
 
@@ -114,7 +114,7 @@ func TestTOTPAdminEnrolment(t *testing.T) {
 
 	// Only a session of the tenant holding an mfa admin role may issue codes.
 	issue := func(id session.Identity) string {
-		tok, err := ms.srv.auth.sessions.Issue(ctx, id)
+		tok, err := ms.srv.sessions.Issue(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +169,7 @@ func TestTOTPAdminEnrolment(t *testing.T) {
 			t.Fatalf("an event carries a secret: %s", raw)
 		}
 	}
-	if n := testutil.ToFloat64(ms.srv.auth.mfaEvents.WithLabelValues(mfa.EventEnrolmentStarted, "code")); n != 1 {
+	if n := testutil.ToFloat64(ms.srv.mfaEvents.WithLabelValues(mfa.EventEnrolmentStarted, "code")); n != 1 {
 		t.Fatalf("enrolment_started{via=code} = %v", n)
 	}
 }
@@ -184,7 +184,7 @@ func TestTOTPSelfEnrolmentNotifies(t *testing.T) {
 	if evs[0].Via != "self" || evs[0].User != "alice" || evs[0].Tenant != "acme" {
 		t.Fatalf("event: %+v", evs[0])
 	}
-	if n := testutil.ToFloat64(ms.srv.auth.mfaEvents.WithLabelValues(mfa.EventEnrolmentStarted, "self")); n != 1 {
+	if n := testutil.ToFloat64(ms.srv.mfaEvents.WithLabelValues(mfa.EventEnrolmentStarted, "self")); n != 1 {
 		t.Fatalf("enrolment_started{via=self} = %v", n)
 	}
 }

@@ -1,4 +1,4 @@
-package extauthz
+package login
 
 import (
 	"context"
@@ -196,7 +196,7 @@ const samlStartWindow = time.Minute
 // tenant t and refuses it (429, Retry-After) beyond the tenant's
 // login.saml_starts_per_minute, or (503) when the counter cannot be
 // reached. It writes the error response itself.
-func (a *auth) samlStartAllowed(w http.ResponseWriter, r *http.Request, t config.Tenant) bool {
+func (a *Service) samlStartAllowed(w http.ResponseWriter, r *http.Request, t config.Tenant) bool {
 	limit := t.Login.SAMLStartsPerMinute
 	if limit <= 0 {
 		limit = config.DefaultSAMLStartsPerMinute
@@ -222,14 +222,14 @@ func (a *auth) samlStartAllowed(w http.ResponseWriter, r *http.Request, t config
 }
 
 // samlRoutes mounts the SAML endpoints.
-func (a *auth) samlRoutes(mux *http.ServeMux) {
+func (a *Service) samlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /auth/saml/metadata", a.samlMetadata)
 	mux.HandleFunc("GET /auth/saml/login", a.samlLogin)
 	mux.HandleFunc("POST /auth/saml/acs", a.samlACS)
 }
 
 // samlTenant resolves the tenant and its SP, or writes the error.
-func (a *auth) samlTenant(w http.ResponseWriter, r *http.Request) (config.Tenant, *samlsp.ServiceProvider, bool) {
+func (a *Service) samlTenant(w http.ResponseWriter, r *http.Request) (config.Tenant, *samlsp.ServiceProvider, bool) {
 	t, ok := a.tenantOf(r)
 	if !ok {
 		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
@@ -243,7 +243,7 @@ func (a *auth) samlTenant(w http.ResponseWriter, r *http.Request) (config.Tenant
 	return t, sp, true
 }
 
-func (a *auth) samlMetadata(w http.ResponseWriter, r *http.Request) {
+func (a *Service) samlMetadata(w http.ResponseWriter, r *http.Request) {
 	_, sp, ok := a.samlTenant(w, r)
 	if !ok {
 		return
@@ -257,13 +257,13 @@ func (a *auth) samlMetadata(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-func (a *auth) samlRequestCookie(w http.ResponseWriter, value string, maxAge int) {
+func (a *Service) samlRequestCookie(w http.ResponseWriter, value string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{Name: CookieSAMLRequest, Value: value, Path: "/auth/saml/", MaxAge: maxAge,
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteNoneMode})
 }
 
 // samlLogin starts an SP-initiated login: GET /auth/saml/login?return_to=/path.
-func (a *auth) samlLogin(w http.ResponseWriter, r *http.Request) {
+func (a *Service) samlLogin(w http.ResponseWriter, r *http.Request) {
 	t, sp, ok := a.samlTenant(w, r)
 	if !ok {
 		return
@@ -309,7 +309,7 @@ func (a *auth) samlLogin(w http.ResponseWriter, r *http.Request) {
 
 // samlACS is the assertion consumer: a valid response ends in our session
 // (cookies as after an LDAP login) and a 303 to the RelayState path.
-func (a *auth) samlACS(w http.ResponseWriter, r *http.Request) {
+func (a *Service) samlACS(w http.ResponseWriter, r *http.Request) {
 	t, sp, ok := a.samlTenant(w, r)
 	if !ok {
 		return

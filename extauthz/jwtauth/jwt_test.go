@@ -1,4 +1,4 @@
-package extauthz
+package jwtauth
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 )
 
@@ -47,39 +48,39 @@ func TestVerifyReasons(t *testing.T) {
 	cases := []struct {
 		name  string
 		token string
-		want  Reason // "" = valid
+		want  envoyauth.Reason // "" = valid
 	}{
 		{"valid", mint(t, key, claims(nil)), ""},
 		{"valid within clock skew after exp", mint(t, key, claims(func(c *devtoken.Claims) { c.Now = t0.Add(-time.Hour - 20*time.Second) })), ""},
-		{"missing token", "", ReasonMissingToken},
-		{"one segment", "abc", ReasonMalformed},
-		{"two segments", "abc.def", ReasonMalformed},
-		{"four segments", "a.b.c.d", ReasonMalformed},
-		{"header not base64", "!!!.e30.AA", ReasonMalformed},
-		{"header not JSON", b64url([]byte("nope")) + ".e30.AA", ReasonMalformed},
-		{"claims not JSON", payloadSigned("not json"), ReasonMalformed},
-		{"missing exp", craftES(t, key, func(c map[string]any) { delete(c, "exp") }), ReasonMalformed},
-		{"missing sub", craftES(t, key, func(c map[string]any) { delete(c, "sub") }), ReasonMalformed},
-		{"exp not a number", craftES(t, key, func(c map[string]any) { c["exp"] = "tomorrow" }), ReasonMalformed},
-		{"alg none", craft(t, map[string]any{"alg": "none", "typ": "JWT"}, validClaims(), func([]byte) []byte { return nil }), ReasonAlgNone},
-		{"alg NoNe", craft(t, map[string]any{"alg": "NoNe"}, validClaims(), func([]byte) []byte { return nil }), ReasonAlgNone},
-		{"alg missing", craft(t, map[string]any{"kid": kid}, validClaims(), func([]byte) []byte { return []byte("x") }), ReasonAlgNone},
-		{"HS256 with the public JWKS as secret", craft(t, map[string]any{"alg": "HS256", "kid": kid}, validClaims(), hmacSign(pubJWKS)), ReasonAlgNotAllowed},
-		{"ES384 header on a P-256 key", craft(t, map[string]any{"alg": "ES384", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 96) }), ReasonAlgNotAllowed},
-		{"RS256 header on an EC key", craft(t, map[string]any{"alg": "RS256", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 256) }), ReasonAlgNotAllowed},
-		{"EdDSA", craft(t, map[string]any{"alg": "EdDSA", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 64) }), ReasonAlgNotAllowed},
-		{"crit header", craft(t, map[string]any{"alg": "ES256", "kid": kid, "crit": []string{"exp"}}, validClaims(), func([]byte) []byte { return make([]byte, 64) }), ReasonMalformed},
-		{"unknown kid", mint(t, otherKey(t, "someone-else"), claims(nil)), ReasonUnknownKID},
-		{"bad signature (another key, same kid)", mint(t, otherKey(t, kid), claims(nil)), ReasonBadSignature},
-		{"tampered claims", tamper(t, mint(t, key, claims(nil))), ReasonBadSignature},
-		{"expired", mint(t, key, claims(func(c *devtoken.Claims) { c.Now = t0.Add(-2 * time.Hour) })), ReasonExpired},
-		{"nbf in the future", mint(t, key, claims(func(c *devtoken.Claims) { c.Now = t0.Add(time.Hour) })), ReasonNotYetValid},
-		{"iat in the future", craftES(t, key, func(c map[string]any) { c["iat"] = t0.Add(10 * time.Minute).Unix() }), ReasonNotYetValid},
-		{"wrong issuer", mint(t, key, claims(func(c *devtoken.Claims) { c.Issuer = "https://evil.example" })), ReasonWrongIssuer},
-		{"wrong audience", mint(t, key, claims(func(c *devtoken.Claims) { c.Audience = []string{"someone"} })), ReasonWrongAudience},
-		{"no audience", craftES(t, key, func(c map[string]any) { delete(c, "aud") }), ReasonWrongAudience},
-		{"wrong tenant", mint(t, key, claims(func(c *devtoken.Claims) { c.Tenant = "globex" })), ReasonWrongTenant},
-		{"tenant not a string", craftES(t, key, func(c map[string]any) { c["tenant"] = 7 }), ReasonWrongTenant},
+		{"missing token", "", envoyauth.ReasonMissingToken},
+		{"one segment", "abc", envoyauth.ReasonMalformed},
+		{"two segments", "abc.def", envoyauth.ReasonMalformed},
+		{"four segments", "a.b.c.d", envoyauth.ReasonMalformed},
+		{"header not base64", "!!!.e30.AA", envoyauth.ReasonMalformed},
+		{"header not JSON", b64url([]byte("nope")) + ".e30.AA", envoyauth.ReasonMalformed},
+		{"claims not JSON", payloadSigned("not json"), envoyauth.ReasonMalformed},
+		{"missing exp", craftES(t, key, func(c map[string]any) { delete(c, "exp") }), envoyauth.ReasonMalformed},
+		{"missing sub", craftES(t, key, func(c map[string]any) { delete(c, "sub") }), envoyauth.ReasonMalformed},
+		{"exp not a number", craftES(t, key, func(c map[string]any) { c["exp"] = "tomorrow" }), envoyauth.ReasonMalformed},
+		{"alg none", craft(t, map[string]any{"alg": "none", "typ": "JWT"}, validClaims(), func([]byte) []byte { return nil }), envoyauth.ReasonAlgNone},
+		{"alg NoNe", craft(t, map[string]any{"alg": "NoNe"}, validClaims(), func([]byte) []byte { return nil }), envoyauth.ReasonAlgNone},
+		{"alg missing", craft(t, map[string]any{"kid": kid}, validClaims(), func([]byte) []byte { return []byte("x") }), envoyauth.ReasonAlgNone},
+		{"HS256 with the public JWKS as secret", craft(t, map[string]any{"alg": "HS256", "kid": kid}, validClaims(), hmacSign(pubJWKS)), envoyauth.ReasonAlgNotAllowed},
+		{"ES384 header on a P-256 key", craft(t, map[string]any{"alg": "ES384", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 96) }), envoyauth.ReasonAlgNotAllowed},
+		{"RS256 header on an EC key", craft(t, map[string]any{"alg": "RS256", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 256) }), envoyauth.ReasonAlgNotAllowed},
+		{"EdDSA", craft(t, map[string]any{"alg": "EdDSA", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 64) }), envoyauth.ReasonAlgNotAllowed},
+		{"crit header", craft(t, map[string]any{"alg": "ES256", "kid": kid, "crit": []string{"exp"}}, validClaims(), func([]byte) []byte { return make([]byte, 64) }), envoyauth.ReasonMalformed},
+		{"unknown kid", mint(t, otherKey(t, "someone-else"), claims(nil)), envoyauth.ReasonUnknownKID},
+		{"bad signature (another key, same kid)", mint(t, otherKey(t, kid), claims(nil)), envoyauth.ReasonBadSignature},
+		{"tampered claims", tamper(t, mint(t, key, claims(nil))), envoyauth.ReasonBadSignature},
+		{"expired", mint(t, key, claims(func(c *devtoken.Claims) { c.Now = t0.Add(-2 * time.Hour) })), envoyauth.ReasonExpired},
+		{"nbf in the future", mint(t, key, claims(func(c *devtoken.Claims) { c.Now = t0.Add(time.Hour) })), envoyauth.ReasonNotYetValid},
+		{"iat in the future", craftES(t, key, func(c map[string]any) { c["iat"] = t0.Add(10 * time.Minute).Unix() }), envoyauth.ReasonNotYetValid},
+		{"wrong issuer", mint(t, key, claims(func(c *devtoken.Claims) { c.Issuer = "https://evil.example" })), envoyauth.ReasonWrongIssuer},
+		{"wrong audience", mint(t, key, claims(func(c *devtoken.Claims) { c.Audience = []string{"someone"} })), envoyauth.ReasonWrongAudience},
+		{"no audience", craftES(t, key, func(c map[string]any) { delete(c, "aud") }), envoyauth.ReasonWrongAudience},
+		{"wrong tenant", mint(t, key, claims(func(c *devtoken.Claims) { c.Tenant = "globex" })), envoyauth.ReasonWrongTenant},
+		{"tenant not a string", craftES(t, key, func(c map[string]any) { c["tenant"] = 7 }), envoyauth.ReasonWrongTenant},
 		{"no tenant claim is fine", mint(t, key, claims(func(c *devtoken.Claims) { c.Tenant = "" })), ""},
 	}
 	v := newTestVerifier(t, -1, fixedClock)
@@ -95,9 +96,9 @@ func TestVerifyReasons(t *testing.T) {
 				}
 				return
 			}
-			var ae *AuthError
+			var ae *envoyauth.AuthError
 			if !errors.As(err, &ae) {
-				t.Fatalf("want AuthError %s, got %v", c.want, err)
+				t.Fatalf("want envoyauth.AuthError %s, got %v", c.want, err)
 			}
 			if ae.Reason != c.want {
 				t.Fatalf("reason = %s (%s), want %s", ae.Reason, ae.Detail, c.want)
@@ -128,15 +129,15 @@ func TestVerifyRequireTenantClaim(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		token string
-		want  Reason
+		want  envoyauth.Reason
 	}{
-		{"no tenant claim", craftES(t, key, func(c map[string]any) { delete(c, "tenant") }), ReasonMissingTenantClaim},
-		{"tenant under another name", craftES(t, key, func(c map[string]any) { c["tenant"] = "acme" }), ReasonMissingTenantClaim},
-		{"wrong tenant", craftES(t, key, func(c map[string]any) { c["org"] = "globex" }), ReasonWrongTenant},
+		{"no tenant claim", craftES(t, key, func(c map[string]any) { delete(c, "tenant") }), envoyauth.ReasonMissingTenantClaim},
+		{"tenant under another name", craftES(t, key, func(c map[string]any) { c["tenant"] = "acme" }), envoyauth.ReasonMissingTenantClaim},
+		{"wrong tenant", craftES(t, key, func(c map[string]any) { c["org"] = "globex" }), envoyauth.ReasonWrongTenant},
 		{"right tenant", craftES(t, key, func(c map[string]any) { c["org"] = "acme" }), ""},
 	} {
 		_, err := v.Verify(t.Context(), c.token)
-		var ae *AuthError
+		var ae *envoyauth.AuthError
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%s: %v", c.name, err)
@@ -248,8 +249,8 @@ func TestTokenCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	advance(10 * time.Minute)
-	var ae *AuthError
-	if _, err := v.Verify(t.Context(), tok); !errors.As(err, &ae) || ae.Reason != ReasonExpired {
+	var ae *envoyauth.AuthError
+	if _, err := v.Verify(t.Context(), tok); !errors.As(err, &ae) || ae.Reason != envoyauth.ReasonExpired {
 		t.Fatalf("after exp: %v", err)
 	}
 	// New keys clear the cache: a token signed by a key no longer trusted fails.
@@ -263,7 +264,7 @@ func TestTokenCache(t *testing.T) {
 	keys.mu.Lock()
 	keys.set = other
 	keys.mu.Unlock()
-	if _, err := v.Verify(t.Context(), tok2); !errors.As(err, &ae) || ae.Reason != ReasonUnknownKID {
+	if _, err := v.Verify(t.Context(), tok2); !errors.As(err, &ae) || ae.Reason != envoyauth.ReasonUnknownKID {
 		t.Fatalf("after key rotation: %v", err)
 	}
 }
@@ -300,5 +301,24 @@ func TestCancelledVerifyDoesNotPoisonKeys(t *testing.T) {
 	_, _ = v.Verify(ctx, tok)
 	if _, err := v.Verify(t.Context(), tok); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		cache int
+	}{{"cache", 0}, {"no-cache", -1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			v := newTestVerifier(b, bc.cache, fixedClock)
+			tok := mint(b, devKey(b), claims(nil))
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(ctx, tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

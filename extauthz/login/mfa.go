@@ -1,4 +1,4 @@
-package extauthz
+package login
 
 import (
 	"encoding/json"
@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/ldapauth"
 	"github.com/kailash-gw/kailash/extauthz/mfa"
 	"github.com/kailash-gw/kailash/internal/config"
@@ -27,7 +28,7 @@ import (
 // mfa.notify_url, a JSON POST there (mfa.Event; never a secret or code).
 
 // emitEnrolment logs, counts and (with mfa.notify_url) posts ev.
-func (a *auth) emitEnrolment(t config.Tenant, ev mfa.Event) {
+func (a *Service) emitEnrolment(t config.Tenant, ev mfa.Event) {
 	ev.Tenant, ev.Time = t.ID, a.now().UTC()
 	a.mfaEvents.WithLabelValues(ev.Event, ev.Via).Inc()
 	a.log.Info("mfa enrolment event", "event", ev.Event, "tenant", ev.Tenant, "user", ev.User, "account", ev.Account,
@@ -47,7 +48,7 @@ func mfaUserKey(tenant, dn, username string) string {
 }
 
 // provision issues a one-time enrolment code for a user of the tenant.
-func (a *auth) provision(w http.ResponseWriter, r *http.Request) {
+func (a *Service) provision(w http.ResponseWriter, r *http.Request) {
 	t, ok := a.tenantOf(r)
 	if !ok {
 		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
@@ -120,7 +121,7 @@ func (a *auth) provision(w http.ResponseWriter, r *http.Request) {
 // its absence) under the tenant's mfa.enrolment. via is "code" when a code
 // was redeemed (it stands for the current TOTP code on re-enrolment),
 // "self" otherwise. It writes the error response itself.
-func (a *auth) enrolmentAllowed(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest, id *ldapauth.Identity) (via string, ok bool) {
+func (a *Service) enrolmentAllowed(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest, id *ldapauth.Identity) (via string, ok bool) {
 	if in.EnrolmentCode == "" {
 		if t.MFA.Enrolment == config.EnrolmentAdmin {
 			a.logins.WithLabelValues("ldap", "refused", "enrolment_code_required").Inc()
@@ -147,8 +148,8 @@ func (a *auth) enrolmentAllowed(w http.ResponseWriter, r *http.Request, t config
 // requestToken is the access token of a login-service request: the bearer
 // token, else the session cookie — which must pass the CSRF check (on
 // refusal the answer is written and ok is false). "" when there is neither.
-func (a *auth) requestToken(w http.ResponseWriter, r *http.Request, t config.Tenant) (token string, ok bool) {
-	if token = bearer(r.Header.Get("Authorization")); token != "" {
+func (a *Service) requestToken(w http.ResponseWriter, r *http.Request, t config.Tenant) (token string, ok bool) {
+	if token = envoyauth.Bearer(r.Header.Get("Authorization")); token != "" {
 		return token, true
 	}
 	if c, err := r.Cookie(CookieSession); err == nil && c.Value != "" {

@@ -1,4 +1,4 @@
-package extauthz
+package login
 
 import (
 	"encoding/base64"
@@ -9,7 +9,7 @@ import (
 // headerKID reads the kid of a JWT header segment, caches it, and never
 // holds more than maxHeaderKIDs segments.
 func TestHeaderKID(t *testing.T) {
-	var a auth
+	var a Service
 	seg := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 	for name, tc := range map[string]struct{ seg, kid string }{
 		"kid":         {seg(`{"alg":"ES256","kid":"k1","typ":"JWT"}`), "k1"},

@@ -1,4 +1,4 @@
-package extauthz
+package login
 
 // Two authz replicas sharing one Redis (sessions.redis): TOTP enrolment and
 // SAML logins started on one replica complete on the other. Real
@@ -66,7 +66,7 @@ type replicas struct {
 
 type replica struct {
 	name string
-	srv  *Server
+	srv  *Service
 	mux  *http.ServeMux
 }
 
@@ -98,13 +98,13 @@ func startReplicas(t *testing.T) *replicas {
 		acme.MFA = config.MFA{Roles: []string{"admin"}}
 		acme.SAML = &config.SAML{EntityID: replicaSPEntity, ACSURL: replicaACSURL, KeyFile: keyFile, CertFile: certFile,
 			IDPMetadataFile: mdFile, GroupRoles: map[string]string{"Engineering": "data_scientist"}}
-		srv, err := New(t.Context(), cfg, Options{Now: clock.Now})
+		srv, err := New(cfg, Options{Now: clock.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { srv.Close() })
 		mux := http.NewServeMux()
-		srv.auth.routes(mux)
+		srv.Routes(mux)
 		r := &replica{name: name, srv: srv, mux: mux}
 		if name == "A" {
 			rs.a = r
@@ -346,7 +346,7 @@ func TestReplicasShareSAMLRequests(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("ACS on B: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), b)
 	}
-	if idn, ours, err := rs.a.srv.auth.verifySession(ctx, sessionOf(resp), "acme"); !ours || err != nil || idn.Subject != "alice@example.com" || idn.Method != "saml" {
+	if idn, ours, err := rs.a.srv.VerifySession(ctx, sessionOf(resp), "acme"); !ours || err != nil || idn.Subject != "alice@example.com" || idn.Method != "saml" {
 		t.Fatalf("B's SAML session on A: %+v %v %v", idn, ours, err)
 	}
 	if k := rs.keys(t, "kailash:saml:req:"); len(k) != 0 {
@@ -431,20 +431,20 @@ func TestReplicasRecogniseATokenSignedAfterRotation(t *testing.T) {
 	if before.code != 200 {
 		t.Fatalf("login on A: %d %v", before.code, before.body)
 	}
-	oldKID := rs.b.srv.auth.ring.SignerKID()
-	if err := rs.a.srv.auth.ring.Rotate(); err != nil {
+	oldKID := rs.b.srv.ring.SignerKID()
+	if err := rs.a.srv.ring.Rotate(); err != nil {
 		t.Fatal(err)
 	}
 	after := rs.a.post(t, "/auth/login", bob)
 	if after.code != 200 {
 		t.Fatalf("login on A after rotating: %d %v", after.code, after.body)
 	}
-	if rs.b.srv.auth.ring.SignerKID() != oldKID {
+	if rs.b.srv.ring.SignerKID() != oldKID {
 		t.Fatal("B synced on its own; the test needs it stale")
 	}
 	time.Sleep(1100 * time.Millisecond) // past B's last sync: the next unknown kid may sync
 	for _, tok := range []string{before.body["access_token"], after.body["access_token"]} {
-		idn, ours, err := rs.b.srv.auth.verifySession(ctx, tok, "acme")
+		idn, ours, err := rs.b.srv.VerifySession(ctx, tok, "acme")
 		if !ours || err != nil || idn.Subject != "bob" {
 			t.Fatalf("A's token on B: ours %v, %+v, %v", ours, idn, err)
 		}

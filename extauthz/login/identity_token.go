@@ -1,14 +1,14 @@
-package extauthz
+package login
 
 import (
 	"crypto/sha256"
 	"encoding/json"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/session"
+	"github.com/kailash-gw/kailash/internal/wire"
 )
 
 // identityMinter signs x-kailash-identity tokens (wire.HeaderIdentity), the
@@ -39,22 +39,8 @@ func newIdentityMinter(ring *session.KeyRing, issuer, audience string, ttl time.
 	return &identityMinter{ring: ring, issuer: issuer, audience: audience, ttl: ttl, now: now, cache: map[[32]byte]mintedToken{}}
 }
 
-type identityClaims struct {
-	Issuer   string         `json:"iss"`
-	Audience string         `json:"aud"`
-	Subject  string         `json:"sub"`
-	Tenant   string         `json:"tenant"`
-	Roles    []string       `json:"roles"`
-	Groups   []string       `json:"groups,omitempty"`
-	Method   string         `json:"method,omitempty"`
-	Attrs    map[string]any `json:"attributes,omitempty"`
-	IssuedAt int64          `json:"iat"`
-	NotBef   int64          `json:"nbf"`
-	Expires  int64          `json:"exp"`
-}
-
 // Token returns a signed identity token for id in tenant.
-func (m *identityMinter) Token(tenant string, id *Identity) (string, error) {
+func (m *identityMinter) Token(tenant string, id *envoyauth.Identity) (string, error) {
 	now := m.now()
 	key := m.key(tenant, id)
 	m.mu.Lock()
@@ -68,9 +54,17 @@ func (m *identityMinter) Token(tenant string, id *Identity) (string, error) {
 	if roles == nil {
 		roles = []string{}
 	}
-	c := identityClaims{Issuer: m.issuer, Audience: m.audience, Subject: id.Subject, Tenant: tenant,
-		Roles: roles, Groups: id.Groups, Method: id.Method, Attrs: id.Attributes,
-		IssuedAt: now.Unix(), NotBef: now.Add(-time.Second).Unix(), Expires: now.Add(m.ttl).Unix()}
+	c := map[string]any{"iss": m.issuer, "aud": m.audience, "sub": id.Subject, wire.ClaimTenant: tenant, wire.ClaimRoles: roles,
+		"iat": now.Unix(), "nbf": now.Add(-time.Second).Unix(), "exp": now.Add(m.ttl).Unix()}
+	if len(id.Groups) > 0 {
+		c[wire.ClaimGroups] = id.Groups
+	}
+	if id.Method != "" {
+		c[wire.ClaimMethod] = id.Method
+	}
+	if len(id.Attributes) > 0 {
+		c[wire.ClaimAttributes] = id.Attributes
+	}
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", err
@@ -91,12 +85,8 @@ func (m *identityMinter) Token(tenant string, id *Identity) (string, error) {
 // key hashes what the token would say and the current signing key. The
 // identity's part is hashed once per Identity (a cached token's identity is
 // reused across requests) and kept on it.
-func (m *identityMinter) key(tenant string, id *Identity) [32]byte {
-	d := id.mintDigest.Load()
-	if d == nil {
-		d = identityDigest(id)
-		id.mintDigest.Store(d)
-	}
+func (m *identityMinter) key(tenant string, id *envoyauth.Identity) [32]byte {
+	d := id.ClaimsDigest()
 	h := sha256.New()
 	w := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
 	w(m.ring.SignerKID())
@@ -105,29 +95,4 @@ func (m *identityMinter) key(tenant string, id *Identity) [32]byte {
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
-}
-
-// identityDigest hashes everything an identity token says about id.
-func identityDigest(id *Identity) *[32]byte {
-	h := sha256.New()
-	w := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
-	w(id.Subject)
-	w(id.Method)
-	w(strings.Join(id.Roles, "\x01"))
-	w(strings.Join(id.Groups, "\x01"))
-	if len(id.Attributes) > 0 {
-		names := make([]string, 0, len(id.Attributes))
-		for k := range id.Attributes {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		for _, k := range names {
-			b, _ := json.Marshal(id.Attributes[k])
-			w(k)
-			w(string(b))
-		}
-	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return &out
 }

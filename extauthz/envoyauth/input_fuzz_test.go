@@ -1,4 +1,4 @@
-package extauthz
+package envoyauth
 
 import (
 	"strings"

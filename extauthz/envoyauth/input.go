@@ -1,4 +1,4 @@
-package extauthz
+package envoyauth
 
 import (
 	"encoding/base64"
@@ -57,12 +57,12 @@ func BuildInput(req *authv3.CheckRequest, id *Identity, tenant *config.Tenant) (
 
 // BuildInputWith is BuildInput with options.
 func BuildInputWith(req *authv3.CheckRequest, id *Identity, tenant *config.Tenant, opts InputOptions) (ast.Value, error) {
-	return buildInput(req, identityTerm(id), tenantTerm(tenant), opts)
+	return BuildInputTerms(req, IdentityTerm(id), TenantTerm(tenant), opts)
 }
 
-// buildInput is BuildInputWith with the identity and tenant already terms
-// (ignored in drop-in mode): the server keeps each tenant's term.
-func buildInput(req *authv3.CheckRequest, id, tenant *ast.Term, opts InputOptions) (ast.Value, error) {
+// BuildInputTerms is BuildInputWith with the identity and tenant already
+// terms (ignored in drop-in mode): the server keeps each tenant's term.
+func BuildInputTerms(req *authv3.CheckRequest, id, tenant *ast.Term, opts InputOptions) (ast.Value, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	if httpReq == nil {
 		return nil, &InputError{Detail: "missing required attributes in v3 CheckRequest"}
@@ -279,7 +279,9 @@ func stringsTerm(ss []string) *ast.Term {
 	return ast.ArrayTerm(ts...)
 }
 
-func identityTerm(id *Identity) *ast.Term {
+// IdentityTerm is input.identity for id (null for nil), converted once per
+// Identity and kept on it.
+func IdentityTerm(id *Identity) *ast.Term {
 	if id == nil {
 		return ast.NullTerm()
 	}
@@ -318,7 +320,8 @@ func newIdentityTerm(id *Identity) *ast.Term {
 	)
 }
 
-func tenantTerm(t *config.Tenant) *ast.Term {
+// TenantTerm is input.tenant for t (null for nil): id, plan and features.
+func TenantTerm(t *config.Tenant) *ast.Term {
 	if t == nil {
 		return ast.NullTerm()
 	}

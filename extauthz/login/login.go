@@ -1,4 +1,11 @@
-package extauthz
+// Package login is the login service: the /auth/* endpoints on the authz
+// HTTP port (LDAP login with TOTP, SAML, refresh, logout, TOTP enrolment
+// and provisioning, the JWKS), our session tokens, and the identity token
+// minted for the upstream. The identity providers are its subpackages'
+// (ldapauth, samlsp, mfa, lockout, session). The Check server (extauthz)
+// uses a Service through VerifySession, IdentityToken, InsecureCookies and
+// SessionCookie only.
+package login
 
 import (
 	"context"
@@ -16,6 +23,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+	"github.com/kailash-gw/kailash/extauthz/jwtauth"
 	"github.com/kailash-gw/kailash/extauthz/ldapauth"
 	"github.com/kailash-gw/kailash/extauthz/lockout"
 	"github.com/kailash-gw/kailash/extauthz/mfa"
@@ -31,10 +40,11 @@ const (
 	CookieRefresh = "kailash_refresh"
 )
 
-// auth is the login service: /auth/* on the authz HTTP port (Envoy routes
-// /auth/ there without ext_authz), our session tokens on the Check path and
-// the identity token for the upstream. Every part is in memory by default.
-type auth struct {
+// Service is the login service: /auth/* on the authz HTTP port (Envoy
+// routes /auth/ there without ext_authz), our session tokens on the Check
+// path and the identity token for the upstream. Every part is in memory by
+// default.
+type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	ring     *session.KeyRing
@@ -53,10 +63,10 @@ type auth struct {
 
 	logins *prometheus.CounterVec
 
-	mfaEvents *prometheus.CounterVec // enrolment events (login_mfa.go)
+	mfaEvents *prometheus.CounterVec // enrolment events (mfa.go)
 	notifier  *mfa.Notifier          // posts them to mfa.notify_url
 
-	saml *samlLogins // SAML service providers and pending requests (login_saml.go)
+	saml *samlLogins // SAML service providers and pending requests (saml.go)
 
 	// shared is where the state of logins lives: sessions, counters, TOTP
 	// secrets, SAML request and replay IDs (in memory or in Redis).
@@ -70,7 +80,7 @@ type auth struct {
 	headerCount atomic.Int64
 }
 
-// maxHeaderKIDs bounds auth.headerKIDs (distinct JWT headers, not tokens).
+// maxHeaderKIDs bounds Service.headerKIDs (distinct JWT headers, not tokens).
 const maxHeaderKIDs = 4096
 
 type ldapEntry struct {
@@ -83,7 +93,28 @@ type authTenants struct {
 	byDomain map[string]string
 }
 
-func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) (*auth, error) {
+// Options are the service's injected dependencies.
+type Options struct {
+	Logger *slog.Logger     // default: discard
+	Now    func() time.Time // clock for sessions, lockout and TOTP (default time.Now)
+	// Registerer takes the service's metrics (default: a registry of its own).
+	Registerer prometheus.Registerer
+}
+
+// New builds the login service of cfg: its stores (in memory, or in
+// sessions.redis), key ring, session manager and the tenants' directories
+// and SAML service providers. Close releases them.
+func New(cfg *config.Config, opts Options) (*Service, error) {
+	log, now, reg := opts.Logger, opts.Now, opts.Registerer
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	s := cfg.Sessions
 	sh, err := newSharedStores(s, now)
 	if err != nil {
@@ -105,7 +136,7 @@ func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg pro
 		sh.close()
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	a := &auth{
+	a := &Service{
 		log: log, now: now, ring: ring, sessions: mgr, issuer: s.Issuer,
 		shared: sh,
 		guard: lockout.New(sh.lockout, lockout.Config{MaxFailures: cfg.Lockout.MaxFailures,
@@ -131,29 +162,20 @@ func newAuth(cfg *config.Config, log *slog.Logger, now func() time.Time, reg pro
 		log.Warn("mfa enrolment notification not delivered", "event", ev.Event, "tenant", ev.Tenant, "user", ev.User, "err", err)
 	}})
 	reg.MustRegister(a.logins, a.mfaEvents, notifyFailed)
-	if err := a.update(cfg); err != nil {
-		a.close()
+	commit, err := a.Prepare(cfg)
+	if err != nil {
+		a.Close()
 		return nil, err
 	}
+	commit()
 	return a, nil
 }
 
-// update swaps in the tenants of cfg; a directory whose config is
-// unchanged keeps its connection pool.
-func (a *auth) update(cfg *config.Config) error {
-	commit, err := a.prepare(cfg)
-	if err != nil {
-		return err
-	}
-	commit()
-	return nil
-}
-
-// prepare builds the tenants, directories and SAML SPs of cfg without
+// Prepare builds the tenants, directories and SAML SPs of cfg without
 // putting them in force; the commit it returns does, and cannot fail. An
 // LDAP authenticator dials only on use, so one prepared and dropped holds
 // nothing open.
-func (a *auth) prepare(cfg *config.Config) (commit func(), err error) {
+func (a *Service) Prepare(cfg *config.Config) (commit func(), err error) {
 	t := &authTenants{byID: map[string]config.Tenant{}, byDomain: map[string]string{}}
 	next := map[string]*ldapEntry{}
 	sps, err := a.saml.prepare(cfg, a.now)
@@ -216,7 +238,9 @@ func ldapConfig(c *config.Config, l *config.LDAP) (ldapauth.Config, error) {
 	}, nil
 }
 
-func (a *auth) close() {
+// Close stops the service's background work and closes its stores and
+// directories.
+func (a *Service) Close() {
 	a.notifier.Close()
 	a.saml.close()
 	a.shared.close()
@@ -228,8 +252,8 @@ func (a *auth) close() {
 	a.ldap = map[string]*ldapEntry{}
 }
 
-// routes mounts the login endpoints.
-func (a *auth) routes(mux *http.ServeMux) {
+// Routes mounts the login endpoints.
+func (a *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /auth/.well-known/jwks.json", a.jwks)
 	mux.HandleFunc("POST /auth/login", a.login)
 	mux.HandleFunc("POST /auth/refresh", a.refresh)
@@ -239,7 +263,7 @@ func (a *auth) routes(mux *http.ServeMux) {
 	a.samlRoutes(mux)
 }
 
-func (a *auth) jwks(w http.ResponseWriter, _ *http.Request) {
+func (a *Service) jwks(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	_, _ = w.Write(a.ring.JWKS())
@@ -247,7 +271,7 @@ func (a *auth) jwks(w http.ResponseWriter, _ *http.Request) {
 
 // tenantOf resolves the tenant: the x-kailash-tenant header Envoy sets on
 // the /auth/ route (overwriting any client value), else the Host.
-func (a *auth) tenantOf(r *http.Request) (config.Tenant, bool) {
+func (a *Service) tenantOf(r *http.Request) (config.Tenant, bool) {
 	ts := a.tenants.Load()
 	id := r.Header.Get(wire.HeaderTenant)
 	if id == "" {
@@ -320,7 +344,7 @@ func authError(w http.ResponseWriter, code int, kind, msg string) {
 // password oracle, and both cost one search and, unless locked, one bind,
 // so neither the answer nor its timing tells whether the user exists. A
 // locked address is refused before the directory is asked at all.
-func (a *auth) authenticate(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest) (*ldapauth.Identity, bool) {
+func (a *Service) authenticate(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest) (*ldapauth.Identity, bool) {
 	ctx, addr := r.Context(), clientAddr(r)
 	account := ""
 	audit := func(result, reason string, err error) {
@@ -400,7 +424,7 @@ func lockoutUser(t config.Tenant, acct *ldapauth.Account, typed string) string {
 	return lockout.UserKey(t.ID, typed)
 }
 
-func (a *auth) login(w http.ResponseWriter, r *http.Request) {
+func (a *Service) login(w http.ResponseWriter, r *http.Request) {
 	t, ok := a.tenantOf(r)
 	if !ok {
 		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
@@ -458,7 +482,7 @@ func mfaUser(t config.Tenant, id *ldapauth.Identity) string {
 // verifyTOTP checks the login's TOTP code against the enrolled secret or,
 // failing that, the pending enrolment, which its first good code completes.
 // It writes the error response itself.
-func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest, id *ldapauth.Identity, addr string) bool {
+func (a *Service) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest, id *ldapauth.Identity, addr string) bool {
 	ctx, user := r.Context(), mfaUser(t, id)
 	unavailable := func(err error) bool {
 		a.logins.WithLabelValues("ldap", "error", "mfa_store").Inc()
@@ -520,7 +544,7 @@ func (a *auth) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenan
 	return true
 }
 
-func (a *auth) totpFor(t config.Tenant) (*mfa.TOTP, error) {
+func (a *Service) totpFor(t config.Tenant) (*mfa.TOTP, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if tp := a.totp[t.ID]; tp != nil {
@@ -541,7 +565,7 @@ func (a *auth) totpFor(t config.Tenant) (*mfa.TOTP, error) {
 // enroll starts TOTP enrolment for a user who proves the password: it
 // returns the secret and otpauth URI once; the first login with a good
 // code completes it. Re-enrolment of an enrolled user needs a code too.
-func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
+func (a *Service) enroll(w http.ResponseWriter, r *http.Request) {
 	t, ok := a.tenantOf(r)
 	if !ok {
 		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
@@ -591,7 +615,7 @@ func (a *auth) enroll(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"otpauth_uri": e.URI, "secret": e.Secret})
 }
 
-func (a *auth) writeTokens(w http.ResponseWriter, t *session.Tokens) {
+func (a *Service) writeTokens(w http.ResponseWriter, t *session.Tokens) {
 	now := a.now()
 	a.setSessionCookies(w, t)
 	w.Header().Set("Content-Type", "application/json")
@@ -603,14 +627,14 @@ func (a *auth) writeTokens(w http.ResponseWriter, t *session.Tokens) {
 }
 
 // setSessionCookies sets the session and refresh cookies of t.
-func (a *auth) setSessionCookies(w http.ResponseWriter, t *session.Tokens) {
+func (a *Service) setSessionCookies(w http.ResponseWriter, t *session.Tokens) {
 	http.SetCookie(w, &http.Cookie{Name: CookieSession, Value: t.AccessToken, Path: "/", Expires: t.AccessExpiresAt,
 		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteLaxMode})
 	http.SetCookie(w, &http.Cookie{Name: CookieRefresh, Value: t.RefreshToken, Path: wire.AuthPrefix, Expires: t.RefreshExpiresAt,
 		HttpOnly: true, Secure: a.secure, SameSite: http.SameSiteStrictMode})
 }
 
-func (a *auth) clearCookies(w http.ResponseWriter) {
+func (a *Service) clearCookies(w http.ResponseWriter) {
 	for _, c := range []struct{ name, path string }{{CookieSession, "/"}, {CookieRefresh, wire.AuthPrefix}} {
 		http.SetCookie(w, &http.Cookie{Name: c.name, Value: "", Path: c.path, MaxAge: -1, HttpOnly: true, Secure: a.secure})
 	}
@@ -620,8 +644,8 @@ func (a *auth) clearCookies(w http.ResponseWriter) {
 // another tenant's session is refused (401 wrong_tenant) before it is
 // rotated: it is neither spent nor treated as reused, so the other
 // tenant's session lives on. From the cookie, the request must come from
-// the tenant's own pages (csrf.go).
-func (a *auth) refresh(w http.ResponseWriter, r *http.Request) {
+// the tenant's own pages (csrf.go, envoyauth/csrf.go).
+func (a *Service) refresh(w http.ResponseWriter, r *http.Request) {
 	t, ok := a.tenantOf(r)
 	if !ok {
 		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
@@ -670,7 +694,7 @@ func (a *auth) refresh(w http.ResponseWriter, r *http.Request) {
 // logout revokes the session of an access token of the host's tenant; a
 // token of another tenant is refused (401 wrong_tenant) and its session
 // stays. By cookie, the request must come from the tenant's own pages.
-func (a *auth) logout(w http.ResponseWriter, r *http.Request) {
+func (a *Service) logout(w http.ResponseWriter, r *http.Request) {
 	t, ok := a.tenantOf(r)
 	if !ok {
 		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
@@ -700,32 +724,33 @@ func (a *auth) logout(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// verifySession checks one of our session tokens for the Check path. ok is
+// VerifySession checks one of our session tokens for the Check path. ok is
 // false when the token is not ours (another issuer's JWT: the tenant's
-// verifier decides).
-func (a *auth) verifySession(ctx context.Context, token, tenant string) (*Identity, bool, error) {
+// verifier decides); err is an *envoyauth.AuthError when it is ours and
+// not valid for tenant.
+func (a *Service) VerifySession(ctx context.Context, token, tenant string) (*envoyauth.Identity, bool, error) {
 	if !a.isOurs(ctx, token) {
 		return nil, false, nil // another issuer's JWT: the tenant's verifier decides
 	}
 	c, err := a.sessions.Verify(ctx, token)
 	if err != nil {
-		reason := ReasonBadSignature
+		reason := envoyauth.ReasonBadSignature
 		switch {
 		case errors.Is(err, session.ErrExpired), errors.Is(err, session.ErrSessionExpired), errors.Is(err, session.ErrIdle):
-			reason = ReasonExpired
+			reason = envoyauth.ReasonExpired
 		case errors.Is(err, session.ErrRevoked):
 			reason = "revoked"
 		}
-		return nil, true, authErr(reason, "session token: %v", err)
+		return nil, true, &envoyauth.AuthError{Reason: reason, Detail: fmt.Sprintf("session token: %v", err)}
 	}
 	if c.Tenant != tenant {
-		return nil, true, authErr(ReasonWrongTenant, "session of tenant %q", c.Tenant)
+		return nil, true, &envoyauth.AuthError{Reason: envoyauth.ReasonWrongTenant, Detail: fmt.Sprintf("session of tenant %q", c.Tenant)}
 	}
 	attrs := make(map[string]any, len(c.Attributes))
 	for k, v := range c.Attributes {
 		attrs[k] = v
 	}
-	return &Identity{Subject: c.Subject, Tenant: c.Tenant, Issuer: c.Issuer, Roles: c.Roles, Groups: c.Groups,
+	return &envoyauth.Identity{Subject: c.Subject, Tenant: c.Tenant, Issuer: c.Issuer, Roles: c.Roles, Groups: c.Groups,
 		Attributes: attrs, Method: c.Method, ExpiresAt: c.ExpiresAt}, true, nil
 }
 
@@ -733,7 +758,7 @@ func (a *auth) verifySession(ctx context.Context, token, tenant string) (*Identi
 // (current or retired-but-overlapping). With a shared ring an unknown kid
 // makes the ring sync first (at most once a second), so a token signed just
 // after another replica rotated is still recognised as ours.
-func (a *auth) isOurs(ctx context.Context, token string) bool {
+func (a *Service) isOurs(ctx context.Context, token string) bool {
 	dot := strings.IndexByte(token, '.')
 	if dot < 0 {
 		return false
@@ -744,24 +769,21 @@ func (a *auth) isOurs(ctx context.Context, token string) bool {
 
 // headerKID is the kid of a JWT header segment ("" when it has none or
 // does not decode), cached in a.headerKIDs.
-func (a *auth) headerKID(seg string) string {
+func (a *Service) headerKID(seg string) string {
 	if v, ok := a.headerKIDs.Load(seg); ok {
 		return v.(string)
 	}
-	var h jwtHeader
-	if decodeSegment(seg, &h) != nil {
-		h.Kid = ""
-	}
+	kid := jwtauth.HeaderKID(seg)
 	if a.headerCount.Add(1) > maxHeaderKIDs {
 		a.headerKIDs.Clear()
 		a.headerCount.Store(1)
 	}
-	a.headerKIDs.Store(seg, h.Kid)
-	return h.Kid
+	a.headerKIDs.Store(seg, kid)
+	return kid
 }
 
-// sessionCookie returns our session cookie's value from a Cookie header.
-func sessionCookie(header string) string {
+// SessionCookie returns our session cookie's value from a Cookie header.
+func SessionCookie(header string) string {
 	if header == "" {
 		return ""
 	}
@@ -775,4 +797,31 @@ func sessionCookie(header string) string {
 		}
 	}
 	return ""
+}
+
+// IdentityToken is the signed identity token (wire.HeaderIdentity) for id
+// in tenant, reused while less than half its lifetime has passed.
+func (a *Service) IdentityToken(tenant string, id *envoyauth.Identity) (string, error) {
+	return a.minter.Token(tenant, id)
+}
+
+// InsecureCookies reports sessions.insecure_cookies: the cookies are not
+// Secure, and plain-http origins of a tenant's domains pass the CSRF check.
+func (a *Service) InsecureCookies() bool { return !a.secure }
+
+// Sessions is the session manager (issue, verify, refresh, revoke).
+func (a *Service) Sessions() *session.Manager { return a.sessions }
+
+// Run rotates the signing keys (and, with sessions.redis, syncs the shared
+// ring) until ctx is cancelled. A shared ring is synced every 10s: that
+// bounds how long this replica's JWKS may lack a key another replica
+// rotated to (its own Verify syncs on an unknown kid at once).
+func (a *Service) Run(ctx context.Context) {
+	every := time.Minute
+	if a.shared.client != nil {
+		every = 10 * time.Second
+	}
+	a.ring.Run(ctx, every, func(err error) {
+		a.log.Error("signing key rotation or sync failed; the current key keeps signing", "err", err)
+	})
 }
