@@ -17,7 +17,7 @@ import (
 
 // Expr is one PromQL expression and where it was found.
 type Expr struct {
-	Where string // file and panel/target or rule name
+	Where  string // file and panel/target or rule name
 	PromQL string
 }
 
