@@ -34,6 +34,19 @@ var eventOnlyMetrics = map[string]string{
 // (deploy/prometheus/kailash-exporter-alerts.yaml documents which).
 var exporterMetrics = map[string]bool{"pg_up": true, "redis_up": true}
 
+// quietPanel reports whether a dashboard query shows nothing on a healthy
+// stack with a few requests (it counts events the test does not cause).
+func quietPanel(q string) bool {
+	// NACKs; the runner's quota refusals (limit_*); recording rules (an
+	// evaluation after 5m of data).
+	for _, m := range []string{"kailash_xds_nacks_total", `outcome=~"limit_.*"`, "kailash:"} {
+		if strings.Contains(q, m) {
+			return true
+		}
+	}
+	return false
+}
+
 // monitoredNames are the metric names the dashboards and alert rules use,
 // minus the recording rules' own names (they must be defined by a rule).
 func monitoredNames(t *testing.T) (names map[string][]string, recorded map[string]bool) {
@@ -124,6 +137,7 @@ func TestPrometheusScrapesEveryMonitoredMetric(t *testing.T) {
   - id: own
     domains: [own.localhost]
     upstreams: [%[4]s]
+    limits: {max_api_calls_per_day: 3}
     jwt: {issuer: %[1]s, audiences: [%[2]s], jwks_file: %[3]s}
   - id: idp
     domains: [idp.localhost]
@@ -161,6 +175,17 @@ policy:
 	o := s.token(devtoken.Claims{Tenant: "own", Subject: "alice", Roles: []string{"business_user"}})
 	if r := s.mustDo("own.localhost", o, nil); r.code != 200 {
 		t.Fatalf("own upstream: %d %s", r.code, r.body)
+	}
+	oNobody := s.token(devtoken.Claims{Tenant: "own", Subject: "eve", Roles: []string{"nobody"}})
+	if r := s.mustDo("own.localhost", oNobody, nil); r.code != 403 {
+		t.Fatalf("own tenant, role without rights: %d %s; want 403", r.code, r.body)
+	}
+	codes = codes[:0]
+	for range 4 {
+		codes = append(codes, s.mustDo("own.localhost", o, nil).code)
+	}
+	if codes[len(codes)-1] != 429 {
+		t.Fatalf("own tenant answered %v; want the last one 429", codes)
 	}
 	ti := s.token(devtoken.Claims{Issuer: idp.URL, Tenant: "idp", Subject: "alice", Roles: []string{"business_user"}})
 	if r := s.mustDo("idp.localhost", ti, nil); r.code != 200 {
@@ -277,6 +302,47 @@ policy:
 			}
 		}
 	}
+
+	// The Tenant dashboard's variable finds the tenant with its own
+	// upstream, and every dashboard query, with the variables picked as a
+	// user would, runs without error and shows data.
+	var tenants []string
+	if err := promAPI(api+"label/envoy_cluster_name/values?match[]="+url.QueryEscape(`envoy_cluster_upstream_rq_total{envoy_cluster_name=~"tenant_.+"}`), &tenants); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(tenants, ",") != "tenant_own" {
+		t.Errorf("tenant variable values %v; want [tenant_own]", tenants)
+	}
+	ds, err := monitoring.LoadDashboards("../../deploy/grafana/dashboards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"tenant": "own", "job": "kailash-.*"}
+	testenv.Eventually(t, 60*time.Second, func() error {
+		var empty []string
+		for f, d := range ds {
+			for _, e := range d.Exprs(filepath.Base(f)) {
+				if strings.Contains(e.Where, ": variable ") {
+					continue
+				}
+				var res struct {
+					Result []json.RawMessage `json:"result"`
+				}
+				q := monitoring.SubstituteWith(e.PromQL, vars)
+				if err := promAPI(api+"query?query="+url.QueryEscape(q), &res); err != nil {
+					t.Fatalf("%s: %v", e.Where, err)
+				}
+				if len(res.Result) == 0 && !quietPanel(e.PromQL) {
+					empty = append(empty, e.Where+": "+q)
+				}
+			}
+		}
+		if len(empty) > 0 {
+			sort.Strings(empty)
+			return fmt.Errorf("dashboard queries without data:\n  %s", strings.Join(empty, "\n  "))
+		}
+		return nil
+	})
 
 	// Every component says which build it runs.
 	testenv.Eventually(t, 30*time.Second, func() error {

@@ -187,10 +187,17 @@ var keywords = map[string]bool{
 // Grafana replaces a dashboard's variables before the query reaches
 // Prometheus; Substitute does the same with harmless values so the result
 // parses: intervals become 5m, anything else a plain word.
-func Substitute(q string) string {
+func Substitute(q string) string { return SubstituteWith(q, nil) }
+
+// SubstituteWith is Substitute with the values of some variables given
+// (e.g. tenant: acme), as a user picking them would.
+func SubstituteWith(q string, vars map[string]string) string {
 	return grafanaVar.ReplaceAllStringFunc(q, func(v string) string {
 		n := strings.Trim(v, "${}[]")
 		n, _, _ = strings.Cut(n, ":")
+		if val, ok := vars[n]; ok {
+			return val
+		}
 		switch n {
 		case "__rate_interval", "__interval", "__range", "interval":
 			return "5m"
