@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,18 +18,17 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/monitoring"
 	"github.com/kailash-gw/kailash/internal/testenv"
 )
-
-// eventOnlyMetrics have no series until their event happens, which a
-// healthy stack does not produce (an Envoy NACK): Prometheus cannot list
-// them. For each, the test checks instead that the Go code still
-// registers the name, so a rename fails it as well.
-var eventOnlyMetrics = map[string]string{
-	"kailash_xds_nacks_total": "xds/metrics.go",
-}
 
 // exporterMetrics come from the standard exporters, not from Kailash
 // (deploy/prometheus/kailash-exporter-alerts.yaml documents which).
@@ -37,9 +37,9 @@ var exporterMetrics = map[string]bool{"pg_up": true, "redis_up": true}
 // quietPanel reports whether a dashboard query shows nothing on a healthy
 // stack with a few requests (it counts events the test does not cause).
 func quietPanel(q string) bool {
-	// NACKs; the runner's quota refusals (limit_*); recording rules (an
+	// The runner's quota refusals (limit_*); recording rules (an
 	// evaluation after 5m of data).
-	for _, m := range []string{"kailash_xds_nacks_total", `outcome=~"limit_.*"`, "kailash:"} {
+	for _, m := range []string{`outcome=~"limit_.*"`, "kailash:"} {
 		if strings.Contains(q, m) {
 			return true
 		}
@@ -195,6 +195,7 @@ policy:
 		t.Fatalf("bogus refresh: %d %s; want 401", r.code, r.body)
 	}
 	broken := filepath.Join(bundle, "kailash", "broken.rego")
+	nackOnce(t, p.xds, p.xdsHTTP, "e2e-envoy")
 	if err := os.WriteFile(broken, []byte("package kailash.broken\nthis is not rego\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +274,7 @@ policy:
 		}
 		missing = missing[:0]
 		for n := range names {
-			if !got[n] && eventOnlyMetrics[n] == "" && !exporterMetrics[n] {
+			if !got[n] && !exporterMetrics[n] {
 				missing = append(missing, n)
 			}
 		}
@@ -287,12 +288,6 @@ policy:
 		}
 		return nil
 	})
-	for n, src := range eventOnlyMetrics {
-		b, err := os.ReadFile("../../" + src)
-		if err != nil || !strings.Contains(string(b), `"`+n+`"`) {
-			t.Errorf("%s (used by %v) is no longer registered in %s", n, names[n], src)
-		}
-	}
 	for n := range names {
 		if exporterMetrics[n] {
 			for _, w := range names[n] {
@@ -395,6 +390,48 @@ policy:
 		}
 		return nil
 	})
+}
+
+// nackOnce NACKs the clusters the control plane at addr (metrics at
+// httpAddr) sends, as an
+// Envoy that refuses a configuration does (an error_detail naming the
+// response's nonce), on an ADS stream of its own, then closes the stream.
+func nackOnce(t *testing.T, addr, httpAddr, node string) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &corev3.Node{Id: node, Cluster: "kailash"}
+	if err := st.Send(&discoveryv3.DiscoveryRequest{Node: n, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Recv()
+	if err != nil {
+		t.Fatalf("ADS probe: %v", err)
+	}
+	if err := st.Send(&discoveryv3.DiscoveryRequest{Node: n, TypeUrl: resource.ClusterType, ResponseNonce: r.Nonce,
+		ErrorDetail: &status.Status{Code: 3, Message: "e2e probe: configuration refused"}}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		b, err := httpGet("http://" + httpAddr + "/metrics")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(b, "kailash_xds_nacks_total{") {
+			return errors.New("no kailash_xds_nacks_total after the NACK")
+		}
+		return nil
+	})
+	_ = st.CloseSend()
 }
 
 // startPrometheus runs Prometheus until the test ends, then stops it by
