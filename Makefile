@@ -6,7 +6,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build envoy run test test-short fuzz bench bench-compare lint fmt golden clean
+.PHONY: all build envoy run test test-short test-monitoring fuzz bench bench-compare lint fmt golden clean
 
 all: build
 
@@ -25,6 +25,7 @@ run: build envoy
 test: envoy
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet $(PKGS)
+	@$(MAKE) --no-print-directory test-monitoring
 	$(GO) test -count=1 -race -timeout 15m $(PKGS)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 
@@ -41,6 +42,21 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$d; \
 		done; \
 	done
+
+## test-monitoring: promtool checks and unit-tests the alert rules (every alert firing and
+## not), amtool checks the Alertmanager example (Debian's prometheus and
+## prometheus-alertmanager). Missing tools fail under CI=true, else are skipped. The
+## dashboards and the real-Prometheus scrape are Go tests (./deploy, ./cmd/kailash).
+test-monitoring:
+	@if command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1; then \
+		promtool check rules deploy/prometheus/*-alerts.yaml && \
+		(cd deploy/prometheus && promtool test rules *-alerts.test.yaml) && \
+		amtool check-config deploy/alertmanager/alertmanager.yml; \
+	elif [ -n "$$CI" ] && [ "$$CI" != false ]; then \
+		echo "test-monitoring: promtool/amtool missing (apt-get install prometheus prometheus-alertmanager)"; exit 1; \
+	else \
+		echo "test-monitoring: skipped, promtool/amtool not installed (apt-get install prometheus prometheus-alertmanager)"; \
+	fi
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
