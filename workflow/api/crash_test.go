@@ -1,4 +1,4 @@
-package workflow
+package api
 
 import (
 	"context"
@@ -29,7 +29,7 @@ var buildKailash = sync.OnceValues(func() (string, error) {
 	}
 	bin := filepath.Join(dir, "kailash")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/kailash")
-	cmd.Dir = ".."
+	cmd.Dir = "../.."
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
