@@ -69,9 +69,10 @@ type Server struct {
 	running  sync.Map // execution id -> *runningExec
 	inflight sync.WaitGroup
 
-	reg   *prometheus.Registry
-	execs *prometheus.CounterVec
-	dur   prometheus.Histogram
+	reg       *prometheus.Registry
+	execs     *prometheus.CounterVec
+	dur       prometheus.Histogram
+	leaseLost *prometheus.CounterVec // results and node records refused: another runner owns the execution
 }
 
 type runningExec struct {
@@ -85,9 +86,10 @@ const maxBody = 1 << 20
 //go:embed openapi.json
 var openAPI []byte
 
-// New loads the workflows named by cfg.Runner.Workflows, opens the store in
-// cfg.Runner.DataDir (marking executions a previous run left running as
-// interrupted) and binds cfg.Runner.HTTP.
+// New loads the workflows named by cfg.Runner.Workflows, opens the store
+// (SQLite in cfg.Runner.DataDir, marking executions a previous run left
+// running as interrupted; or PostgreSQL, taking over only executions whose
+// lease ended, docs/deploy.md) and binds cfg.Runner.HTTP.
 func New(cfg *config.Config, opts Options) (*Server, error) {
 	s := &Server{log: opts.Logger, wrap: opts.Middleware, reg: telemetry.NewRegistry(), events: newBroker()}
 	if s.log == nil {
@@ -162,7 +164,24 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Name: "kailash_runner_execution_duration_seconds", Help: "Time to execute a workflow.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10),
 	})
-	s.reg.MustRegister(s.execs, s.dur)
+	s.leaseLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kailash_runner_lease_lost_writes_total", Help: "Writes of an execution refused because another runner took it over (its lease expired here).",
+	}, []string{"write"})
+	s.reg.MustRegister(s.execs, s.dur, s.leaseLost,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kailash_runner_leases_lost_total", Help: "Executions this runner ran whose lease another runner took over.",
+		}, func() float64 { return float64(st.LeaseStats().Lost) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kailash_runner_executions_taken_over_total", Help: "Executions of dead runners (expired leases) this runner marked interrupted.",
+		}, func() float64 { return float64(st.LeaseStats().TakenOver) }))
+	// An execution whose lease another runner took over is cancelled here:
+	// its result could not be stored.
+	st.OnLeaseLost(func(tenant, id string) {
+		if v, ok := s.running.Load(id); ok && v.(*runningExec).tenant == tenant {
+			v.(*runningExec).cancel(fmt.Errorf("%w: another runner took this execution over", store.ErrLeaseLost))
+		}
+	})
+	s.log.Info("runner replica", "owner", st.Owner())
 	ln, err := net.Listen("tcp", cfg.Runner.HTTP)
 	if err != nil {
 		s.stop()
@@ -420,10 +439,17 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		s.writeExecError(w, err, nil)
 		return
 	}
+	// The store counts the tenant's running executions on every runner.
 	rec := &store.ExecutionRecord{ID: workflow.NewID(), Workflow: name, Status: store.StatusRunning, Tenant: c.Tenant, User: c.User,
-		Input: input, CreatedAt: store.Now()}
+		Input: input, CreatedAt: store.Now(), MaxRunning: s.exec.Limits(c.Tenant).MaxConcurrentExecutions}
 	if err := s.store.StartExecution(r.Context(), rec); err != nil {
 		res.Release()
+		var le *workflow.LimitError
+		if errors.As(err, &le) {
+			s.execs.WithLabelValues(limitLabel(err)).Inc()
+			s.writeExecError(w, err, nil)
+			return
+		}
 		s.internal(w, err)
 		return
 	}
@@ -479,7 +505,10 @@ func (s *Server) run(ctx context.Context, res *workflow.Reservation, wf *workflo
 	var mu sync.Mutex // guards rec.Nodes
 	start := time.Now()
 	result, err := res.Run(ctx, rec.Input, workflow.RunOptions{ID: rec.ID, Timeout: timeout, OnNode: func(ctx context.Context, nr workflow.NodeRun) {
-		if err := s.store.RecordNode(ctx, rec.Tenant, rec.ID, nr); err != nil {
+		if err := s.store.RecordNode(ctx, rec.Tenant, rec.ID, nr); errors.Is(err, store.ErrLeaseLost) {
+			s.leaseLost.WithLabelValues("node").Inc()
+			s.log.Error("node result not stored: another runner owns the execution", "execution", rec.ID, "node", nr.Node, "err", err)
+		} else if err != nil {
 			s.log.Warn("recording a node result", "execution", rec.ID, "node", nr.Node, "err", err)
 		}
 		mu.Lock()
@@ -501,7 +530,11 @@ func (s *Server) run(ctx context.Context, res *workflow.Reservation, wf *workflo
 		rec.Output = result.Output
 	}
 	s.execs.WithLabelValues(rec.Status).Inc()
-	if err := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error); err != nil {
+	if err := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error); errors.Is(err, store.ErrLeaseLost) {
+		s.leaseLost.WithLabelValues("finish").Inc()
+		s.log.Error("execution result not stored: this runner's lease expired and another runner took the execution over",
+			"workflow", rec.Workflow, "execution", rec.ID, "tenant", rec.Tenant, "status", rec.Status, "err", err)
+	} else if err != nil {
 		s.log.Error("recording an execution's end", "execution", rec.ID, "err", err)
 	}
 	e := ev("execution.completed")
