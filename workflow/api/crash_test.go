@@ -102,7 +102,7 @@ func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	backends := map[string]func(t *testing.T) string{
-		"sqlite":   func(t *testing.T) string { return "  data_dir: data\n" },
+		"sqlite": func(t *testing.T) string { return "  data_dir: data\n" },
 		"postgres": func(t *testing.T) string {
 			return "  postgres_dsn: " + testenv.StartPostgres(t).DSN + "\n  lease_ttl: 2s\n"
 		},
