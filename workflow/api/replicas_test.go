@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // gate is an upstream whose requests wait until open is closed.
@@ -99,4 +101,40 @@ func TestSecondSQLiteRunnerRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "another runner holds") {
 		t.Fatalf("second runner on %s: %v", dir, err)
 	}
+}
+
+// A cancel sent to another replica reaches the one running the execution
+// (PostgreSQL LISTEN/NOTIFY), after the same checks: the starter may, a
+// stranger of the tenant may not.
+func TestCancelReachesTheOwningRunner(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	host, arrived, open := gate(t)
+	defer close(open)
+	r := config.Runner{PostgresDSN: pg.DSN, HTTPAllow: []string{host}}
+	sa, sb := newTestServerCfg(t, nil, r), newTestServerCfg(t, nil, r)
+	sb.policy = policyFunc(func(context.Context, ast.Value) (any, error) { return false, nil }) // nobody holds cancel_any
+	a, b := client(t, sa), client(t, sb)
+	if code, body := a.do("POST", "/v1/workflows", fmt.Sprintf(gatedWorkflow, host)); code != 201 {
+		t.Fatalf("create: %d %v", code, body)
+	}
+	code, body := a.do("POST", "/v1/workflows/gated/executions?async=true", `{}`)
+	if code != 202 {
+		t.Fatalf("start: %d %v", code, body)
+	}
+	id := body["execution_id"].(string)
+	<-arrived
+	mallory := apiClient{t, sb.Handler(), map[string]string{"x-kailash-tenant": "acme", "x-kailash-user": "mallory"}}
+	if code, body := mallory.do("POST", "/v1/workflows/gated/executions/"+id+"/cancel", ""); code != http.StatusForbidden {
+		t.Fatalf("a stranger's cancel through the other runner: %d %v", code, body)
+	}
+	if code, body := b.do("POST", "/v1/workflows/gated/executions/"+id+"/cancel", ""); code != http.StatusAccepted {
+		t.Fatalf("the starter's cancel through the other runner: %d %v", code, body)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		_, body := b.do("GET", "/v1/workflows/gated/executions/"+id, "")
+		if body["status"] != "cancelled" || !strings.Contains(fmt.Sprint(body["error"]), "alice") {
+			return fmt.Errorf("not cancelled: %v", body)
+		}
+		return nil
+	})
 }

@@ -62,6 +62,7 @@ type Server struct {
 	events    *broker
 	policy    workflow.PolicyEvaluator // permission decisions (permission_check, cancelling others' runs)
 	eventPol  workflow.PolicyEvaluator // may a subscriber see a workflow's events
+	peers     *store.Peers             // the other runners on the database; nil on SQLite
 
 	// base is cancelled when Serve returns; asynchronous executions run under it.
 	base     context.Context
@@ -182,6 +183,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 	})
 	s.log.Info("runner replica", "owner", st.Owner())
+	// Cancels sent to another replica reach this one (PostgreSQL).
+	if s.peers = store.PeersOf(st); s.peers != nil {
+		if err := s.peers.Listen(s.base, cancelChannel, s.remoteCancel); err != nil {
+			s.stop()
+			st.Close()
+			return nil, err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Runner.HTTP)
 	if err != nil {
 		s.stop()
@@ -616,15 +625,20 @@ func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
 			re = x
 		}
 	}
+	var remote *store.ExecutionRecord
 	if re == nil {
 		// Not running here: say whether it exists (in this tenant and
-		// workflow) at all.
-		if e, err := s.store.GetExecution(r.Context(), c.Tenant, id); err == nil && e.Workflow == name {
+		// workflow) at all, and whether another replica runs it.
+		e, err := s.store.GetExecution(r.Context(), c.Tenant, id)
+		if err != nil || e.Workflow != name {
+			writeError(w, http.StatusNotFound, "not_found", "no such execution")
+			return
+		}
+		if e.Status != store.StatusRunning || s.peers == nil {
 			writeJSON(w, http.StatusConflict, map[string]any{"error": "not_running", "message": "the execution is not running", "status": e.Status})
 			return
 		}
-		writeError(w, http.StatusNotFound, "not_found", "no such execution")
-		return
+		remote, re = e, &runningExec{tenant: c.Tenant, workflow: name, user: e.User}
 	}
 	if re.user != c.User {
 		allowed, err := s.granted(r.Context(), c, CancelAnyPermission, name, id)
@@ -638,9 +652,49 @@ func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if remote != nil {
+		// Decided here; the owning replica cancels it.
+		msg, _ := json.Marshal(remoteCancel{Tenant: c.Tenant, Workflow: name, ID: id, By: c.User})
+		if err := s.peers.Notify(r.Context(), cancelChannel, string(msg)); err != nil {
+			s.internal(w, err)
+			return
+		}
+		s.log.Info("execution cancel sent to the runner running it", "tenant", c.Tenant, "workflow", name, "execution", id, "by", c.User, "started_by", re.user)
+		writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": id, "status": "cancelling"})
+		return
+	}
 	s.log.Info("execution cancelled", "tenant", c.Tenant, "workflow", name, "execution", id, "by", c.User, "started_by", re.user)
 	re.cancel(fmt.Errorf("%w by %s", workflow.ErrCancelled, c.User))
 	writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": id, "status": "cancelling"})
+}
+
+// cancelChannel carries cancels between runner replicas (LISTEN/NOTIFY).
+const cancelChannel = "kailash_runner_cancel"
+
+// remoteCancel is a cancel another replica authorized.
+type remoteCancel struct {
+	Tenant   string `json:"tenant"`
+	Workflow string `json:"workflow"`
+	ID       string `json:"id"`
+	By       string `json:"by"`
+}
+
+// remoteCancel cancels an execution running here that another replica was
+// asked (and allowed) to cancel; others ignore it.
+func (s *Server) remoteCancel(payload string) {
+	var m remoteCancel
+	if err := json.Unmarshal([]byte(payload), &m); err != nil {
+		s.log.Warn("runner: a cancel from another runner is not valid JSON; ignored", "err", err)
+		return
+	}
+	v, ok := s.running.Load(m.ID)
+	if !ok {
+		return
+	}
+	if x := v.(*runningExec); x.tenant == m.Tenant && x.workflow == m.Workflow {
+		s.log.Info("execution cancelled (through another runner)", "tenant", m.Tenant, "workflow", m.Workflow, "execution", m.ID, "by", m.By, "started_by", x.user)
+		x.cancel(fmt.Errorf("%w by %s", workflow.ErrCancelled, m.By))
+	}
 }
 
 // granted asks the runner's permission decision whether c holds
