@@ -90,12 +90,37 @@ func OpenPostgresStoreWith(ctx context.Context, dsn string, o StoreOptions) (Sto
 	return s, nil
 }
 
-// lockExecutions takes the tenant's execution-start lock for the
-// transaction (an advisory lock: replicas agree on it), so two starts on
-// two runners cannot both pass max_concurrent_executions.
-func (d *postgresDialect) lockExecutions(ctx context.Context, tx *sql.Tx, t *tenantDB) error {
-	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('kailash:executions:' || $1))`, t.tenant)
-	return err
+// startExecutionFunc is the tenant schema's start_execution: it inserts
+// an execution when the tenant has fewer than p_max running executions
+// with a live lease, on every runner — the tenant's advisory lock, the
+// count and the insert in one round trip. A VOLATILE function takes a new
+// snapshot per statement, so the count, made under the lock, sees every
+// start committed before it; its SQL is static (the schema is written in),
+// so its plans are cached per connection.
+func startExecutionFunc(schema string) string {
+	s := ident(schema)
+	return `CREATE OR REPLACE FUNCTION ` + s + `.start_execution(p_tenant TEXT, p_id TEXT,
+	p_workflow TEXT, p_user TEXT, p_input TEXT, p_created TEXT, p_owner TEXT, p_ttl BIGINT, p_max BIGINT)
+RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+	PERFORM pg_advisory_xact_lock(hashtext('kailash:executions:' || p_tenant));
+	IF (SELECT COUNT(*) FROM ` + s + `.executions WHERE status = 'running' AND lease_expires > ` + pgNowMillis + `) >= p_max THEN
+		RETURN FALSE;
+	END IF;
+	INSERT INTO ` + s + `.executions (id, workflow, status, "user", input, created_at, owner, lease_expires)
+		VALUES (p_id, p_workflow, 'running', p_user, p_input, p_created, p_owner, ` + pgNowMillis + ` + p_ttl);
+	RETURN TRUE;
+END
+$fn$`
+}
+
+// startLimited is StartExecution's limited insert in one call of the
+// tenant schema's start_execution.
+func (d *postgresDialect) startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, max int) (bool, error) {
+	var ok bool
+	err := d.db.QueryRowContext(ctx, t.q(`SELECT {t}start_execution(?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		t.tenant, id, workflow, user, input, created, owner, ttl, max).Scan(&ok)
+	return ok, err
 }
 
 // tenants lists the tenants of kailash.tenants.
@@ -223,6 +248,9 @@ func (d *postgresDialect) tenant(ctx context.Context, tenant string) (*tenantDB,
 			return err
 		}
 		if err := migrate(ctx, tx, t); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, startExecutionFunc(schema)); err != nil {
 			return err
 		}
 		return tx.Commit()

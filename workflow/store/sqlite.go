@@ -175,8 +175,14 @@ func (d *sqliteDialect) tenant(ctx context.Context, tenant string) (*tenantDB, e
 // is already alone.
 func (d *sqliteDialect) lockWorkflows(context.Context, *sql.Tx, *tenantDB) error { return nil }
 
-// lockExecutions: likewise, and one runner holds the directory.
-func (d *sqliteDialect) lockExecutions(context.Context, *sql.Tx, *tenantDB) error { return nil }
+// startLimited inserts without counting: one runner holds the directory
+// (runner.lock), so its own count of running executions (the executor's
+// reservations) is already every runner's.
+func (d *sqliteDialect) startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, _ int) (bool, error) {
+	_, err := t.execStmt(ctx, `INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?)`,
+		id, workflow, StatusRunning, user, input, created, owner, ttl)
+	return err == nil, err
+}
 
 // tenantQuery runs q on the tenant's data database. Isolation does not rest
 // on the SQL: the authorizer of the connection refuses ATTACH (reaching

@@ -121,7 +121,8 @@ var migrations = []string{
 	// when its lease ends (milliseconds since the epoch, the database's
 	// clock). Rows from before have no owner and an expired lease.
 	`ALTER TABLE executions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
-	ALTER TABLE executions ADD COLUMN lease_expires BIGINT NOT NULL DEFAULT 0;`,
+	ALTER TABLE executions ADD COLUMN lease_expires BIGINT NOT NULL DEFAULT 0;
+	CREATE INDEX executions_running ON executions (lease_expires) WHERE status = 'running';`,
 }
 
 var tenantRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -152,9 +153,11 @@ type dialect interface {
 	tenant(ctx context.Context, tenant string) (*tenantDB, error)
 	// lockWorkflows serialises workflow creation within tx (max_workflows).
 	lockWorkflows(ctx context.Context, tx *sql.Tx, t *tenantDB) error
-	// lockExecutions serialises execution starts of a tenant within tx
-	// across runners (max_concurrent_executions).
-	lockExecutions(ctx context.Context, tx *sql.Tx, t *tenantDB) error
+	// startLimited inserts a running execution owned by owner when the
+	// tenant has fewer than max running executions with a live lease (on
+	// every runner), serialised with the tenant's other starts; false when
+	// it is full.
+	startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, max int) (bool, error)
 	tenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error)
 	// tenants lists the tenants the store holds.
 	tenants(ctx context.Context) ([]string, error)
@@ -169,7 +172,25 @@ type tenantDB struct {
 	prefix string // "" (SQLite) or `"schema".` (PostgreSQL)
 	dollar bool   // $n placeholders and IS NOT DISTINCT FROM (PostgreSQL) instead of ? and IS
 
-	qs sync.Map // query template -> rendered query
+	qs    sync.Map // query template -> rendered query
+	stmts sync.Map // query template -> *sql.Stmt (the hot writes, execStmt)
+}
+
+// execStmt runs a query template as a statement prepared once per tenant
+// database: the writes every execution makes (its start, each node, its
+// end) are not parsed again each time.
+func (t *tenantDB) execStmt(ctx context.Context, tmpl string, args ...any) (sql.Result, error) {
+	v, ok := t.stmts.Load(tmpl)
+	if !ok {
+		st, err := t.db.PrepareContext(ctx, t.q(tmpl))
+		if err != nil {
+			return nil, err
+		}
+		if v, ok = t.stmts.LoadOrStore(tmpl, st); ok {
+			st.Close()
+		}
+	}
+	return v.(*sql.Stmt).ExecContext(ctx, args...)
 }
 
 // q renders a query template: {t} becomes the table prefix, {now} the
@@ -464,33 +485,19 @@ func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error
 	}
 	ttl := s.lease.ttl.Milliseconds()
 	if e.MaxRunning <= 0 {
-		if _, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?)`),
+		if _, err = t.execStmt(ctx, `INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?)`,
 			e.ID, e.Workflow, StatusRunning, user, input, e.CreatedAt, s.lease.owner, ttl); err != nil {
 			return err
 		}
 		s.lease.own(e.Tenant, e.ID)
 		return nil
 	}
-	tx, err := t.db.BeginTx(ctx, nil)
+	ok, err := s.d.startLimited(ctx, t, e.ID, e.Workflow, user, input, e.CreatedAt, s.lease.owner, ttl, e.MaxRunning)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	if err := s.d.lockExecutions(ctx, tx, t); err != nil {
-		return err
-	}
-	res, err := tx.ExecContext(ctx, t.q(`INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires)
-		SELECT ?, ?, ?, ?, ?, ?, ?, {now} + ?
-		WHERE (SELECT COUNT(*) FROM {t}executions WHERE status = ? AND lease_expires > {now}) < ?`),
-		e.ID, e.Workflow, StatusRunning, user, input, e.CreatedAt, s.lease.owner, ttl, StatusRunning, e.MaxRunning)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if !ok {
 		return &LimitError{e.Tenant, "max_concurrent_executions", fmt.Sprintf("%d executions are already running (on all runners)", e.MaxRunning)}
-	}
-	if err := tx.Commit(); err != nil {
-		return err
 	}
 	s.lease.own(e.Tenant, e.ID)
 	return nil
@@ -518,11 +525,11 @@ func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r Node
 	if err != nil {
 		return err
 	}
-	res, err := t.db.ExecContext(ctx, t.q(`INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
+	res, err := t.execStmt(ctx, `INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
 		SELECT ?, ?, ?, ?, ?, ?, ?, ?
 		WHERE EXISTS (SELECT 1 FROM {t}executions WHERE id = ? AND owner = ? AND status = ?)
 		ON CONFLICT (execution_id, node) DO UPDATE SET type = excluded.type, status = excluded.status, output = excluded.output,
-			error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at`),
+			error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at`,
 		execID, r.Node, r.Type, r.Status, sout, serr,
 		r.Started.UTC().Format(time.RFC3339Nano), r.Finished.UTC().Format(time.RFC3339Nano),
 		execID, s.lease.owner, StatusRunning)
@@ -560,7 +567,7 @@ func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status strin
 		return err
 	}
 	s.lease.release(tenant, id)
-	res, err := t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ? AND owner = ?`),
+	res, err := t.execStmt(ctx, `UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ? AND owner = ?`,
 		status, sout, serr, Now(), id, StatusRunning, s.lease.owner)
 	if err != nil {
 		return err
