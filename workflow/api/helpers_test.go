@@ -36,8 +36,6 @@ func newTestServerCfg(t *testing.T, wfs map[string]*workflow.Workflow, r config.
 // The helpers below are the workflow package's test helpers, for the
 // server's tests (test files are not shared across packages).
 
-var acme = workflow.Caller{Tenant: "acme", User: "alice", Roles: []string{"admin"}}
-
 // upstream is a test HTTP server the http node may call; its handler gets
 // the request and decides when to answer.
 func upstream(t *testing.T, h http.HandlerFunc) (host string) {
