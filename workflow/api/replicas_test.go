@@ -1,9 +1,13 @@
 package api
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,4 +141,73 @@ func TestCancelReachesTheOwningRunner(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// An event stream on one replica shows the executions another replica
+// runs (PostgreSQL LISTEN/NOTIFY), filtered as local ones are.
+func TestEventStreamAcrossRunners(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	host, _, open := gate(t)
+	close(open)
+	r := config.Runner{PostgresDSN: pg.DSN, HTTPAllow: []string{host}}
+	sa, sb := newTestServerCfg(t, nil, r), newTestServerCfg(t, nil, r)
+	sb.eventPol = policyFunc(func(context.Context, ast.Value) (any, error) { return true, nil })
+	srv := httptest.NewServer(sb.Handler())
+	defer srv.Close()
+	a := client(t, sa)
+	if code, body := a.do("POST", "/v1/workflows", fmt.Sprintf(gatedWorkflow, host)); code != 201 {
+		t.Fatalf("create: %d %v", code, body)
+	}
+	subscribe := func(tenant string) (<-chan string, func()) {
+		ctx, cancel := context.WithCancel(t.Context())
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/events", nil)
+		req.Header.Set("x-kailash-tenant", tenant)
+		req.Header.Set("x-kailash-user", "alice")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("subscribe: %v %v", err, resp)
+		}
+		lines := make(chan string, 64)
+		go func() {
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if l, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+					lines <- l
+				}
+			}
+		}()
+		return lines, cancel
+	}
+	acme, stopAcme := subscribe("acme")
+	defer stopAcme()
+	globex, stopGlobex := subscribe("globex")
+	defer stopGlobex()
+	code, body := a.do("POST", "/v1/workflows/gated/executions", `{}`) // runs on a
+	if code != 200 {
+		t.Fatalf("execute: %d %v", code, body)
+	}
+	id := body["execution_id"].(string)
+	var types []string
+	deadline := time.After(20 * time.Second)
+	for !slices.Contains(types, "execution.completed") {
+		select {
+		case l := <-acme:
+			var e map[string]any
+			_ = json.Unmarshal([]byte(l), &e)
+			if e["execution_id"] == id {
+				types = append(types, fmt.Sprint(e["type"]))
+			}
+		case <-deadline:
+			t.Fatalf("events on the other runner: %v", types)
+		}
+	}
+	if types[0] != "execution.started" || len(types) != 4 {
+		t.Fatalf("events: %v", types)
+	}
+	select {
+	case l := <-globex:
+		t.Fatalf("another tenant saw an event: %s", l)
+	case <-time.After(300 * time.Millisecond):
+	}
 }

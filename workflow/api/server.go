@@ -63,6 +63,7 @@ type Server struct {
 	policy    workflow.PolicyEvaluator // permission decisions (permission_check, cancelling others' runs)
 	eventPol  workflow.PolicyEvaluator // may a subscriber see a workflow's events
 	peers     *store.Peers             // the other runners on the database; nil on SQLite
+	fanout    *fanout                  // this replica's events to the others; nil without peers
 
 	// base is cancelled when Serve returns; asynchronous executions run under it.
 	base     context.Context
@@ -185,11 +186,19 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.log.Info("runner replica", "owner", st.Owner())
 	// Cancels sent to another replica reach this one (PostgreSQL).
 	if s.peers = store.PeersOf(st); s.peers != nil {
-		if err := s.peers.Listen(s.base, cancelChannel, s.remoteCancel); err != nil {
+		err := s.peers.Listen(s.base, cancelChannel, s.remoteCancel)
+		if err == nil {
+			// Event streams show the executions of every replica.
+			s.fanout, err = newFanout(s.base, s, s.peers, st.Owner())
+		}
+		if err != nil {
 			s.stop()
 			st.Close()
 			return nil, err
 		}
+		s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kailash_runner_peer_events_dropped_total", Help: "Events not sent to the other runners (queue full or NOTIFY failed).",
+		}, func() float64 { return float64(s.fanout.dropped.Load()) }))
 	}
 	ln, err := net.Listen("tcp", cfg.Runner.HTTP)
 	if err != nil {
@@ -510,7 +519,7 @@ func (s *Server) run(ctx context.Context, res *workflow.Reservation, wf *workflo
 	ev := func(typ string) Event {
 		return Event{Type: typ, Tenant: rec.Tenant, Workflow: rec.Workflow, Execution: rec.ID, At: time.Now().UTC(), Policy: wf.Def.Events}
 	}
-	s.events.publish(ev("execution.started"))
+	s.publish(ev("execution.started"))
 	var mu sync.Mutex // guards rec.Nodes
 	start := time.Now()
 	result, err := res.Run(ctx, rec.Input, workflow.RunOptions{ID: rec.ID, Timeout: timeout, OnNode: func(ctx context.Context, nr workflow.NodeRun) {
@@ -528,7 +537,7 @@ func (s *Server) run(ctx context.Context, res *workflow.Reservation, wf *workflo
 			e.Type = "node.failed"
 		}
 		e.Node, e.Status, e.Error = nr.Node, nr.Status, nr.Error
-		s.events.publish(e)
+		s.publish(e)
 	}})
 	s.dur.Observe(time.Since(start).Seconds())
 	rec.Status = store.StatusCompleted
@@ -551,7 +560,7 @@ func (s *Server) run(ctx context.Context, res *workflow.Reservation, wf *workflo
 		e.Type = "execution.failed"
 	}
 	e.Status, e.Error = rec.Status, rec.Error
-	s.events.publish(e)
+	s.publish(e)
 	return rec
 }
 
@@ -666,6 +675,15 @@ func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("execution cancelled", "tenant", c.Tenant, "workflow", name, "execution", id, "by", c.User, "started_by", re.user)
 	re.cancel(fmt.Errorf("%w by %s", workflow.ErrCancelled, c.User))
 	writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": id, "status": "cancelling"})
+}
+
+// publish delivers e to this replica's subscribers and the other
+// replicas'.
+func (s *Server) publish(e Event) {
+	s.events.publish(e)
+	if s.fanout != nil {
+		s.fanout.send(e)
+	}
 }
 
 // cancelChannel carries cancels between runner replicas (LISTEN/NOTIFY).
