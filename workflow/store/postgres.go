@@ -36,8 +36,8 @@ type postgresDialect struct {
 
 // OpenPostgresStore connects to PostgreSQL (dsn: a postgres:// URL or
 // keyword/value string; its user needs CREATEROLE, or be a superuser, to
-// create the tenants' roles) and marks every execution a previous process
-// left running as interrupted.
+// create the tenants' roles) and takes over (marks interrupted) every
+// running execution whose lease ended; live ones are left to their owner.
 //
 // Its data keys come from KAILASH_DATA_KEYS; without them values are
 // stored in clear (OpenConfiguredStore warns, and honours
@@ -62,7 +62,7 @@ func OpenPostgresStoreWith(ctx context.Context, dsn string, o StoreOptions) (Sto
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(32)
 	d := &postgresDialect{db: db, conf: conf, dbs: map[string]*tenantDB{}, data: map[string]*sql.DB{}}
-	s := &sqlStore{d: d, keys: o.Keys}
+	s := &sqlStore{d: d, keys: o.Keys, lease: newLeaser(o)}
 	if err := d.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("runner.postgres_dsn: %w", err)
@@ -75,14 +75,52 @@ func OpenPostgresStoreWith(ctx context.Context, dsn string, o StoreOptions) (Sto
 	for _, tenant := range tenants {
 		t, err := d.tenant(ctx, tenant)
 		if err == nil && !o.Maintenance {
-			err = s.markInterrupted(ctx, t)
+			// Only executions whose lease ended: others may be live on
+			// another runner.
+			err = s.takeOver(ctx, t)
 		}
 		if err != nil {
 			s.Close()
-			return nil, fmt.Errorf("tenant %s: marking interrupted executions: %w", tenant, err)
+			return nil, fmt.Errorf("tenant %s: taking over expired executions: %w", tenant, err)
 		}
 	}
+	if !o.Maintenance {
+		s.startLeases(true)
+	}
 	return s, nil
+}
+
+// startExecutionFunc is the tenant schema's start_execution: it inserts
+// an execution when the tenant has fewer than p_max running executions
+// with a live lease, on every runner — the tenant's advisory lock, the
+// count and the insert in one round trip. A VOLATILE function takes a new
+// snapshot per statement, so the count, made under the lock, sees every
+// start committed before it; its SQL is static (the schema is written in),
+// so its plans are cached per connection.
+func startExecutionFunc(schema string) string {
+	s := ident(schema)
+	return `CREATE OR REPLACE FUNCTION ` + s + `.start_execution(p_tenant TEXT, p_id TEXT,
+	p_workflow TEXT, p_user TEXT, p_input TEXT, p_created TEXT, p_owner TEXT, p_ttl BIGINT, p_max BIGINT)
+RETURNS BOOLEAN LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+	PERFORM pg_advisory_xact_lock(hashtext('kailash:executions:' || p_tenant));
+	IF (SELECT COUNT(*) FROM ` + s + `.executions WHERE status = 'running' AND lease_expires > ` + pgNowMillis + `) >= p_max THEN
+		RETURN FALSE;
+	END IF;
+	INSERT INTO ` + s + `.executions (id, workflow, status, "user", input, created_at, owner, lease_expires)
+		VALUES (p_id, p_workflow, 'running', p_user, p_input, p_created, p_owner, ` + pgNowMillis + ` + p_ttl);
+	RETURN TRUE;
+END
+$fn$`
+}
+
+// startLimited is StartExecution's limited insert in one call of the
+// tenant schema's start_execution.
+func (d *postgresDialect) startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, max int) (bool, error) {
+	var ok bool
+	err := d.db.QueryRowContext(ctx, t.q(`SELECT {t}start_execution(?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		t.tenant, id, workflow, user, input, created, owner, ttl, max).Scan(&ok)
+	return ok, err
 }
 
 // tenants lists the tenants of kailash.tenants.
@@ -210,6 +248,9 @@ func (d *postgresDialect) tenant(ctx context.Context, tenant string) (*tenantDB,
 			return err
 		}
 		if err := migrate(ctx, tx, t); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, startExecutionFunc(schema)); err != nil {
 			return err
 		}
 		return tx.Commit()
