@@ -96,16 +96,16 @@ type Attributes struct {
 	// Identity.Username, whatever spelling the user typed. Empty: the
 	// attribute UserFilter compares with the username ("(uid=%s)": uid,
 	// "(&(objectClass=user)(sAMAccountName=%s))": sAMAccountName), else uid.
-	Username   string `yaml:"username"`
-	Email      string `yaml:"email"`
-	GivenName  string `yaml:"given_name"`
-	FamilyName string `yaml:"family_name"`
-	Department string `yaml:"department"`
-	Title      string `yaml:"title"`
-	Clearance  string `yaml:"clearance"`
-	Location   string `yaml:"location"`
+	Username   string
+	Email      string
+	GivenName  string
+	FamilyName string
+	Department string
+	Title      string
+	Clearance  string
+	Location   string
 	// Groups is the multi-valued attribute listing the user's group DNs.
-	Groups string `yaml:"groups"`
+	Groups string
 }
 
 // DefaultAttributes fit inetOrgPerson plus the memberof overlay (and AD,
@@ -118,34 +118,34 @@ var DefaultAttributes = Attributes{
 // Config describes one directory.
 type Config struct {
 	// URL is ldap://host[:port] or ldaps://host[:port].
-	URL string `yaml:"url"`
+	URL string
 	// StartTLS upgrades an ldap:// connection before any bind.
-	StartTLS bool `yaml:"start_tls"`
+	StartTLS bool
 	// CAFile is a PEM bundle of the CAs trusted for ldaps/StartTLS (empty:
 	// the system roots). ServerName overrides the name checked in the
 	// server certificate (default: the URL's host).
-	CAFile     string `yaml:"ca_file"`
-	ServerName string `yaml:"server_name"`
+	CAFile     string
+	ServerName string
 	// BindDN and BindPassword are the service account that searches.
-	BindDN       string           `yaml:"bind_dn"`
-	BindPassword telemetry.Secret `yaml:"bind_password"`
+	BindDN       string
+	BindPassword telemetry.Secret
 	// UserBaseDN is where users are searched (whole subtree).
-	UserBaseDN string `yaml:"user_base_dn"`
+	UserBaseDN string
 	// UserFilter has exactly one %s, replaced by the escaped username,
 	// e.g. "(uid=%s)" or "(&(objectClass=user)(sAMAccountName=%s))".
-	UserFilter string `yaml:"user_filter"`
+	UserFilter string
 	// Attributes maps identity fields to directory attributes.
-	Attributes Attributes `yaml:"attributes"`
+	Attributes Attributes
 	// GroupRoles maps a group DN (compared case-insensitively, as DNs) to a
 	// role. Groups without an entry give no role.
-	GroupRoles map[string]string `yaml:"group_roles"`
+	GroupRoles map[string]string
 	// DialTimeout bounds connecting (and the TLS handshake); RequestTimeout
 	// bounds each LDAP operation. Defaults 5s and 5s; the caller's context
 	// deadline, when shorter, wins.
-	DialTimeout    time.Duration `yaml:"dial_timeout"`
-	RequestTimeout time.Duration `yaml:"request_timeout"`
+	DialTimeout    time.Duration
+	RequestTimeout time.Duration
 	// PoolSize bounds the open service-account connections (default 8).
-	PoolSize int `yaml:"pool_size"`
+	PoolSize int
 }
 
 // Identity is an authenticated directory user.

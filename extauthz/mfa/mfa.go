@@ -177,8 +177,8 @@ func (t *TOTP) wellFormed(code string) bool {
 // Requirement says who must present a second factor: everyone of the
 // tenant, or anyone holding one of Roles.
 type Requirement struct {
-	All   bool     `yaml:"all"`
-	Roles []string `yaml:"roles"`
+	All   bool
+	Roles []string
 }
 
 // Applies reports whether a user with these roles needs MFA.

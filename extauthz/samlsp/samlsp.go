@@ -120,15 +120,15 @@ const (
 // Attributes names the SAML attributes (by Name or FriendlyName) read into
 // an Identity. Empty fields take the defaults of DefaultAttributes.
 type Attributes struct {
-	Email       string `yaml:"email"`
-	DisplayName string `yaml:"display_name"`
-	GivenName   string `yaml:"given_name"`
-	FamilyName  string `yaml:"family_name"`
+	Email       string
+	DisplayName string
+	GivenName   string
+	FamilyName  string
 	// Groups is the multi-valued attribute listing the user's groups.
-	Groups string `yaml:"groups"`
+	Groups string
 	// Extra maps policy attribute names (department, clearance, location,
 	// ...) to SAML attribute names; the first value is used.
-	Extra map[string]string `yaml:"extra"`
+	Extra map[string]string
 }
 
 // DefaultAttributes are the claims URIs ADFS and Entra ID send.
@@ -164,33 +164,33 @@ func withDefaults(a Attributes) Attributes {
 // Config describes our SP and the one IdP it trusts.
 type Config struct {
 	// EntityID is our SP entity id (the audience the IdP must name).
-	EntityID string `yaml:"entity_id"`
+	EntityID string
 	// ACSURL is the absolute URL of POST /auth/saml/acs as the browser
 	// reaches it (Destination and Recipient must equal it).
-	ACSURL string `yaml:"acs_url"`
+	ACSURL string
 	// MetadataURL is the absolute URL of GET /auth/saml/metadata (optional).
-	MetadataURL string `yaml:"metadata_url"`
+	MetadataURL string
 	// KeyFile and CertFile are our PEM key pair: it signs AuthnRequests and
 	// (RSA only) decrypts encrypted assertions.
-	KeyFile  string `yaml:"key_file"`
-	CertFile string `yaml:"cert_file"`
+	KeyFile  string
+	CertFile string
 	// Exactly one of IDPMetadataFile and IDPMetadataURL.
-	IDPMetadataFile string `yaml:"idp_metadata_file"`
-	IDPMetadataURL  string `yaml:"idp_metadata_url"`
+	IDPMetadataFile string
+	IDPMetadataURL  string
 	// AllowIDPInitiated accepts unsolicited responses (no InResponseTo).
-	AllowIDPInitiated bool `yaml:"allow_idp_initiated"`
+	AllowIDPInitiated bool
 	// AllowSHA1 accepts IdP signatures made with SHA-1 (refused by default).
-	AllowSHA1 bool `yaml:"allow_sha1"`
+	AllowSHA1 bool
 	// Attributes maps identity fields to SAML attributes.
-	Attributes Attributes `yaml:"attributes"`
+	Attributes Attributes
 	// GroupRoles maps a group (as the IdP sends it, compared exactly) to a
 	// role. Groups without an entry give no role.
-	GroupRoles map[string]string `yaml:"group_roles"`
+	GroupRoles map[string]string
 	// MetadataTimeout bounds fetching IDPMetadataURL (default 10s);
 	// MetadataRetry is the least time between two fetch attempts while the
 	// metadata is missing (default 10s).
-	MetadataTimeout time.Duration `yaml:"metadata_timeout"`
-	MetadataRetry   time.Duration `yaml:"metadata_retry"`
+	MetadataTimeout time.Duration
+	MetadataRetry   time.Duration
 }
 
 // Identity is a user the IdP vouched for.
