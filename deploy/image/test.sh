@@ -3,7 +3,11 @@
 # a container runtime (podman run cannot start containers on the CI machine:
 # crun's setrlimit, then "cgroups in hybrid mode not supported").
 #
-# The image's root filesystem is mounted read-only (`podman image mount`),
+# 1. With runc installed, the container runs for real (podman run with runc,
+# the cgroupfs manager and no default ulimits: crun cannot run it here):
+# `kailash up` from the image on a read-only root, as its uid 65532,
+# serves through its Envoy and exits 0 on SIGTERM.
+# 2. Always: the image's root filesystem is mounted read-only (`podman image mount`),
 # and its own binaries run under chroot as uid 65532, in a private mount
 # namespace holding what a runtime would provide: /proc, /dev, a tmpfs /tmp
 # and /var/lib/kailash, and the config at /etc/kailash. Checked:
@@ -22,8 +26,62 @@ fail() { echo "image test: FAIL: $*" >&2; exit 1; }
 cfg=$(podman image inspect "$image" --format '{{.Config.User}}|{{json .Config.Entrypoint}}')
 [ "$cfg" = '65532:65532|["/usr/local/bin/kailash"]' ] || fail "image config: $cfg, want user 65532:65532 and entrypoint /usr/local/bin/kailash"
 
+# example_config DIR: the example stack in DIR, on ports 20000 above the
+# example's (not in use here), readable by uid 65532.
+example_config() {
+  cp -r examples "$1"
+  python3 - "$1/kailash.yaml" <<'PY'
+import re, sys
+p = sys.argv[1]
+s = open(p).read()
+s = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: "127.0.0.1:%d" % (int(m.group(1)) + 20000), s)
+open(p, "w").write(s)
+PY
+  chown -R 65532:65532 "$1"
+}
+url=http://127.0.0.1:28080/v1/workflows/hello/executions
+# serves TOKEN: 401 without a token, 2xx with TOKEN, through Envoy on 28080.
+serves() {
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: acme.localhost' -H 'Content-Type: application/json' -d '{"order": 42}' "$url")
+  [ "$code" = 401 ] || fail "without a token: HTTP $code, want 401"
+  code=$(curl -s -o "$2" -w '%{http_code}' -H 'Host: acme.localhost' -H "Authorization: Bearer $1" -H 'Content-Type: application/json' -d '{"order": 42}' "$url")
+  case "$code" in 2??) ;; *) fail "with a token: HTTP $code, want 2xx: $(head -c 300 "$2")" ;; esac
+  echo "image test: through the image's Envoy: 401 without a token, $code with one ($(head -c 100 "$2"))"
+}
+
 if [ -z "${KAILASH_IMAGE_TEST_INNER:-}" ]; then
-  # The mounts below vanish with this private mount namespace.
+  # 1. The container for real, when podman can run one. On the CI machine
+  #    crun cannot (setrlimit; "cgroups in hybrid mode not supported"); runc
+  #    with the cgroupfs manager and no default ulimits can. Root filesystem
+  #    read-only, the image's own user, host network.
+  if command -v runc >/dev/null 2>&1; then
+    conf=$(mktemp -d)
+    printf '[containers]\ndefault_ulimits = []\n' > "$conf/containers.conf"
+    prun() { CONTAINERS_CONF=$conf/containers.conf podman run --runtime "$(command -v runc)" --cgroup-manager=cgroupfs --network host --read-only -v "$conf/etc:/etc/kailash" "$@"; }
+    example_config "$conf/etc"
+    got=$(prun --rm "$image" version)
+    [ "$got" = "kailash $version (envoy 1.40.0)" ] || fail "podman run: kailash version: $got"
+    cid=$(prun -d "$image")
+    trap 'podman rm -f -v "$cid" >/dev/null 2>&1; rm -rf "$conf"' EXIT
+    for _ in $(seq 1 600); do
+      podman logs "$cid" 2>/dev/null | grep -q 'Kailash Gateway is up' && break
+      [ "$(podman inspect "$cid" --format '{{.State.Running}}')" = true ] || { podman logs "$cid" | tail -20 >&2; fail "podman run: kailash up exited"; }
+      sleep 0.1
+    done
+    podman logs "$cid" 2>/dev/null | grep -q 'Kailash Gateway is up' || fail "podman run: kailash up not up within 60s"
+    tok=$(prun --rm "$image" token -c /etc/kailash/kailash.yaml --key /etc/kailash/keys/dev-signing-key.pem --tenant acme --sub alice --roles admin)
+    serves "$tok" "$conf/body"
+    podman stop -t 30 "$cid" >/dev/null
+    rc=$(podman inspect "$cid" --format '{{.State.ExitCode}}')
+    [ "$rc" = 0 ] || { podman logs "$cid" | tail -20 >&2; fail "podman run: kailash up exited $rc after SIGTERM"; }
+    echo "image test: podman run (runc, read-only root, uid $(podman inspect "$cid" --format '{{.Config.User}}')): ok, SIGTERM drained, exit 0"
+    podman rm -v "$cid" >/dev/null; rm -rf "$conf"; trap - EXIT
+  else
+    echo "image test: no runc: the container is not run, only its contents (below)"
+  fi
+  # 2. Its contents under chroot. The mounts below vanish with this private
+  #    mount namespace.
   exec unshare --mount --propagation private env KAILASH_IMAGE_TEST_INNER=1 "$0" "$@"
 fi
 root=$(podman image mount "$image")
@@ -46,16 +104,7 @@ ev=$(as_user /usr/local/bin/envoy --version)
 case "$ev" in *"/1.40.0/Clean/RELEASE/"*) ;; *) fail "envoy --version: $ev" ;; esac
 echo "image test: $got; envoy${ev##*version:}"
 
-# The example stack, on ports 20000 above the example's (not in use here).
-cp -r examples "$work/etc"
-python3 - "$work/etc/kailash.yaml" <<'PY'
-import re, sys
-p = sys.argv[1]
-s = open(p).read()
-s = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: "127.0.0.1:%d" % (int(m.group(1)) + 20000), s)
-open(p, "w").write(s)
-PY
-chown -R 65532:65532 "$work/etc"
+example_config "$work/etc"
 mkdir -p "$work/data"; chown 65532:65532 "$work/data"
 mount --bind "$work/etc" "$root/etc/kailash"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
@@ -75,13 +124,8 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 grep -q 'Kailash Gateway is up' "$work/up.out" || { tail -20 "$work/up.err" >&2; fail "kailash up not up within 60s"; }
-url=http://127.0.0.1:28080/v1/workflows/hello/executions
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: acme.localhost' -H 'Content-Type: application/json' -d '{"order": 42}' "$url")
-[ "$code" = 401 ] || fail "without a token: HTTP $code, want 401"
 tok=$(as_user /usr/local/bin/kailash token -c /etc/kailash/kailash.yaml --key /etc/kailash/keys/dev-signing-key.pem --tenant acme --sub alice --roles admin)
-code=$(curl -s -o "$work/body" -w '%{http_code}' -H 'Host: acme.localhost' -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' -d '{"order": 42}' "$url")
-case "$code" in 2??) ;; *) fail "with a token: HTTP $code, want 2xx: $(head -c 300 "$work/body")" ;; esac
-echo "image test: through the image's Envoy: 401 without a token, $code with one ($(head -c 120 "$work/body"))"
+serves "$tok" "$work/body"
 kill -TERM "$pid"
 rc=0; wait "$pid" || rc=$?
 pid=""

@@ -63,7 +63,7 @@ Envoy dials it), so each component has its own file.
 {{- else -}}
 {{- $_ := set $runner "data_dir" "/var/lib/kailash" -}}
 {{- end -}}
-{{- if $v.runner.workflowsConfigMap -}}
+{{- if and $v.runner.workflowsConfigMap (eq $own "runner") -}}
 {{- $_ := set $runner "workflows" "/etc/kailash/workflows" -}}
 {{- else -}}
 {{- $_ := set $runner "workflows" "" -}}
