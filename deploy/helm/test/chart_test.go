@@ -207,13 +207,7 @@ func TestRenderAll(t *testing.T) {
 // validate), and each listens on 0.0.0.0 at its own addresses only.
 func validateConfigs(t *testing.T, cfg map[string]string) {
 	t.Helper()
-	kailash := os.Getenv("KAILASH")
-	if kailash == "" {
-		kailash = filepath.Join(t.TempDir(), "kailash")
-		if out, err := exec.Command("go", "build", "-C", "../../..", "-o", kailash, "./cmd/kailash").CombinedOutput(); err != nil {
-			t.Fatalf("build kailash: %v\n%s", err, out)
-		}
-	}
+	kailash := kailashBin(t)
 	own := map[string][]string{
 		"envoy": nil, "xds": {"xds.grpc", "xds.http"}, "authz": {"authz.grpc", "authz.http"},
 		"ratelimit": {"ratelimit.grpc", "ratelimit.http"}, "runner": {"runner.http"},
@@ -462,4 +456,26 @@ func hasPort(c corev1.Container, port int32) bool {
 		}
 	}
 	return false
+}
+
+var builtKailash string
+
+// kailashBin is $KAILASH, else kailash built from this repository once.
+func kailashBin(t *testing.T) string {
+	t.Helper()
+	if k := os.Getenv("KAILASH"); k != "" {
+		return k
+	}
+	if builtKailash == "" {
+		dir, err := os.MkdirTemp("", "charttest-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := filepath.Join(dir, "kailash")
+		if out, err := exec.Command("go", "build", "-C", "../../..", "-o", k, "./cmd/kailash").CombinedOutput(); err != nil {
+			t.Fatalf("build kailash: %v\n%s", err, out)
+		}
+		builtKailash = k
+	}
+	return builtKailash
 }
