@@ -13,6 +13,8 @@
 # and /var/lib/kailash, and the config at /etc/kailash. Checked:
 #   - the image config: user 65532:65532, entrypoint kailash, nothing setuid;
 #   - `kailash version` is VERSION and `envoy --version` is 1.40.0;
+#   - with runc: deploy/image/topology.sh, xds, authz, (ratelimit,) runner
+#     and `kailash envoy` as separate containers, served through Envoy;
 #   - `kailash up` from the image serves through the image's Envoy on a
 #     read-only root: 401 without a token, 2xx with one the image's
 #     `kailash token` minted; SIGTERM drains and exits 0.
@@ -77,6 +79,8 @@ if [ -z "${KAILASH_IMAGE_TEST_INNER:-}" ]; then
     [ "$rc" = 0 ] || { podman logs "$cid" | tail -20 >&2; fail "podman run: kailash up exited $rc after SIGTERM"; }
     echo "image test: podman run (runc, read-only root, uid $(podman inspect "$cid" --format '{{.Config.User}}')): ok, SIGTERM drained, exit 0"
     podman rm -v "$cid" >/dev/null; rm -rf "$conf"; trap - EXIT
+    # The chart's topology: each process its own container.
+    "$(dirname "$0")/topology.sh" "$image"
   else
     echo "image test: no runc: the container is not run, only its contents (below)"
   fi
