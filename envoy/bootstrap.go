@@ -70,17 +70,13 @@ func Bootstrap(cfg *config.Config) ([]byte, error) {
 			return nil, fmt.Errorf("envoy.xds_tls: %w", err)
 		}
 	}
-	xtype := "STATIC"
-	if net.ParseIP(xh) == nil {
-		xtype = "STRICT_DNS"
-	}
 	var b bytes.Buffer
 	err = tmpl.Execute(&b, map[string]any{
 		"XDSTLS":  xtls,
 		"APIType": api,
 		"NodeID":  cfg.Envoy.NodeID, "Cluster": cfg.Envoy.Cluster,
 		"AdminHost": ah, "AdminPort": ap,
-		"XDSHost": xh, "XDSPort": xp, "XDSType": xtype,
+		"XDSHost": xh, "XDSPort": xp,
 	})
 	return b.Bytes(), err
 }
