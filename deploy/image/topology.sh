@@ -51,6 +51,13 @@ open(dst, "w").write(s)
 PY
 done
 chown -R 65532:65532 "$conf/etc"
+# An image older than envoy.xds_addresses renders the xDS cluster STATIC,
+# which takes IP addresses only: give its Envoy the xds address by IP.
+if ! podman run --rm --runtime "$(command -v runc)" --cgroup-manager=cgroupfs --network none -v "$conf/etc:/etc/kailash:ro" "$image" \
+    bootstrap -c /etc/kailash/envoy.yaml | grep -q 'type: STRICT_DNS'; then
+  sed -i "s/^  grpc: xds:18000/  grpc: ${ip[xds]}:18000/" "$conf/etc/envoy.yaml"
+  echo "topology test: this image's bootstrap takes the control plane by IP only (STATIC): Envoy given xds at ${ip[xds]}"
+fi
 
 for n in "${names[@]}"; do
   args=("$n" -c "/etc/kailash/$n.yaml")
