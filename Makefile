@@ -97,8 +97,8 @@ image-test: image
 HELM_VERSION := v4.3.2
 $(BIN)/helm:
 	GOBIN=$(CURDIR)/$(BIN) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
-chart-test: $(BIN)/helm
-	cd deploy/helm/test && HELM=$(CURDIR)/$(BIN)/helm $(GO) test -count=1 ./...
+chart-test: build $(BIN)/helm
+	cd deploy/helm/test && HELM=$(CURDIR)/$(BIN)/helm KAILASH=$(CURDIR)/$(BIN)/kailash $(GO) test -count=1 ./...
 
 clean:
 	rm -rf $(BIN)
