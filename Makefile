@@ -6,7 +6,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build envoy run test test-short fuzz bench bench-compare lint fmt golden clean image image-test chart-test
+.PHONY: all build envoy run test test-short fuzz bench bench-compare lint fmt golden clean
 
 all: build
 
@@ -79,6 +79,7 @@ golden:
 ## registry: a static kailash built here, the root filesystem laid out by deploy/image/rootfs.sh,
 ## `podman build -f deploy/image/Containerfile.local` (the multi-stage ./Dockerfile is the same
 ## image for machines that can pull golang:1.26). IMAGE=kailash:$(VERSION) unless given.
+.PHONY: image image-test chart-test
 IMAGE ?= localhost/kailash:$(VERSION)
 image: envoy
 	@mkdir -p $(BIN)/image
