@@ -28,6 +28,7 @@ test: envoy
 	@$(MAKE) --no-print-directory test-monitoring
 	$(GO) test -count=1 -race -timeout 15m $(PKGS)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
+	@$(MAKE) --no-print-directory chart-test
 
 ## fuzz: every native Go fuzz target (func FuzzXxx in a _test.go file), one at a time,
 ## for FUZZTIME each (make test runs them briefly; `make fuzz FUZZTIME=5m` for longer).
@@ -89,6 +90,32 @@ fmt:
 ## golden: regenerate the translation golden files
 golden:
 	$(GO) test ./xds/translate/ -update
+
+## image: the container image (kailash + the pinned Envoy on scratch, uid 65532) with no
+## registry: a static kailash built here, the root filesystem laid out by deploy/image/rootfs.sh,
+## `podman build -f deploy/image/Containerfile.local` (the multi-stage ./Dockerfile is the same
+## image for machines that can pull golang:1.26). IMAGE=kailash:$(VERSION) unless given.
+.PHONY: image image-test chart-test
+IMAGE ?= localhost/kailash:$(VERSION)
+image: envoy
+	@mkdir -p $(BIN)/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/image/kailash ./cmd/kailash
+	deploy/image/rootfs.sh $(BIN)/image $(BIN)/image/kailash $${ENVOY_BIN:-$(BIN)/envoy}
+	podman build -q -f deploy/image/Containerfile.local -t $(IMAGE) $(BIN)/image
+
+## image-test: build the image, then test its contents (deploy/image/test.sh: its own binaries
+## under chroot of the read-only mounted image, `kailash up` served through its Envoy). Root only.
+image-test: image
+	deploy/image/test.sh $(IMAGE) $(VERSION)
+
+## chart-test: helm lint + helm template of deploy/helm/kailash (helm pinned below, built into
+## bin/), every rendered object decoded strictly with the Kubernetes API types, compose.yaml
+## checked (deploy/helm/test, a module of its own: k8s.io stays out of the product's go.mod)
+HELM_VERSION := v4.3.2
+$(BIN)/helm:
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+chart-test: build $(BIN)/helm
+	cd deploy/helm/test && HELM=$(CURDIR)/$(BIN)/helm KAILASH=$(CURDIR)/$(BIN)/kailash $(GO) test -count=1 ./...
 
 clean:
 	rm -rf $(BIN)

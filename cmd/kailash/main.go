@@ -13,6 +13,7 @@
 //	kailash validate  -c kailash.yaml   check config, policy and workflows offline
 //	kailash translate -c kailash.yaml   print the Envoy resources the config becomes
 //	kailash bootstrap -c kailash.yaml   print the Envoy bootstrap
+//	kailash envoy     -c kailash.yaml   the pinned Envoy alone (containers)
 //	kailash version
 package main
 
@@ -50,6 +51,7 @@ func commands() []command {
 		{"validate", "check a config, its policy bundle and workflows", runValidate},
 		{"translate", "print the Envoy resources for a config", runTranslate},
 		{"bootstrap", "print the Envoy bootstrap for a config", runBootstrap},
+		{"envoy", "run the pinned Envoy alone on the config's bootstrap, drained on SIGTERM", runEnvoy},
 		{"certs", "write development mTLS certificates (certs dev --out DIR)", runCerts},
 		{"version", "print the version", runVersion},
 	}
