@@ -15,7 +15,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/testenv"
-	"github.com/kailash-gw/kailash/workflow"
+	"github.com/kailash-gw/kailash/workflow/api"
 	"github.com/kailash-gw/kailash/xds"
 )
 
@@ -35,7 +35,7 @@ func TestEnvoyCommand(t *testing.T) {
 	}
 	log := testLogger(t)
 	sctx, stopServers := context.WithCancel(context.Background())
-	rs, err := workflow.New(cfg, workflow.Options{Logger: log})
+	rs, err := api.New(cfg, api.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
