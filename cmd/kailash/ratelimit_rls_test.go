@@ -49,7 +49,7 @@ func TestTranslateRatelimitConfig(t *testing.T) {
 		kv   []string
 		want uint32
 	}{
-				{[]string{wire.DescTenant, "acme", wire.DescUser, "alice"}, 50},
+		{[]string{wire.DescTenant, "acme", wire.DescUser, "alice"}, 50},
 		{[]string{wire.DescTenant, "acme", wire.DescQuota, wire.QuotaAuth, wire.DescRemoteAddress, "10.0.0.1"}, uint32(config.DefaultAuthPerMinute)},
 	} {
 		l := c.Limit(wire.RateLimitDomain, rlsTestDesc(tc.kv...))

@@ -101,11 +101,11 @@ func TestRLSConfigErrors(t *testing.T) {
 }
 
 func TestRLSConfigLimit(t *testing.T) {
-	c, err := ParseRLSConfig(map[string][]byte{"messaging.yaml": []byte(rlsMessaging)})
+	_, err := ParseRLSConfig(map[string][]byte{"messaging.yaml": []byte(rlsMessaging)})
 	if err == nil || !strings.Contains(err.Error(), "duplicate descriptor composite key 'messaging.user_bkthomps'") {
 		t.Fatalf("the duplicate at the end must be refused: %v", err)
 	}
-	c, err = ParseRLSConfig(map[string][]byte{"messaging.yaml": []byte(rlsMessaging[:strings.LastIndex(rlsMessaging, "  - key: user")])})
+	c, err := ParseRLSConfig(map[string][]byte{"messaging.yaml": []byte(rlsMessaging[:strings.LastIndex(rlsMessaging, "  - key: user")])})
 	if err != nil {
 		t.Fatal(err)
 	}
