@@ -69,6 +69,9 @@ func runRateLimit(ctx context.Context, args []string, _ io.Writer) error {
 		cfg, err = config.Load(f.config)
 	} else {
 		cfg, err = rlsStandaloneConfig(&rf, os.Getenv)
+		if err == nil && cfg.RateLimit.Backend != config.BackendRedis {
+			log.Warn("no REDIS_URL or --redis: counters are in this process's memory; replicas do not share them")
+		}
 	}
 	if err != nil {
 		return err
