@@ -179,4 +179,18 @@ func TestRLSConfigThroughEnvoy(t *testing.T) {
 	if !strings.Contains(r.out.String(), "envoyproxy/ratelimit config reloaded") {
 		t.Fatalf("no reload logged:\n%s", r.out)
 	}
+
+	// A broken edit is refused, naming file and key, and the last good config stays.
+	if err := os.WriteFile(conf, []byte(edited+"    rate_limt: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if !strings.Contains(r.out.String(), "config.yaml:") || !strings.Contains(r.out.String(), "unknown key 'rate_limt'") {
+			return fmt.Errorf("no rejection logged yet")
+		}
+		return nil
+	})
+	if code, _, _, err := get("alice"); err != nil || code != 200 {
+		t.Fatalf("alice after a rejected edit: %d %v", code, err)
+	}
 }
