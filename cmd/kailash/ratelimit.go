@@ -66,7 +66,9 @@ func runRateLimit(ctx context.Context, args []string, _ io.Writer) error {
 	withFile := rf.path == "" || flagSet(fs, "c", "config")
 	var cfg *config.Config
 	if withFile {
-		cfg, err = config.Load(f.config)
+		if cfg, err = config.Load(f.config); err != nil && looksLikeRLSConfig(f.config) {
+			return fmt.Errorf("%w\n%s looks like an envoyproxy/ratelimit config (domain, descriptors): pass it with --rls-config %s", err, f.config, f.config)
+		}
 	} else {
 		cfg, err = rlsStandaloneConfig(&rf, os.Getenv)
 		if err == nil && cfg.RateLimit.Backend != config.BackendRedis {

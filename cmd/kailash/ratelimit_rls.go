@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/kailash-gw/kailash/extauthz/ratelimit"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/fswatch"
@@ -28,6 +30,27 @@ func (r *rlsFlags) register(fs *flagSetT) {
 	fs.StringVar(&r.path, "rls-config", "", "envoyproxy/ratelimit config: one YAML file, or a directory whose *.yaml files are all read (their RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config); followed for changes")
 	fs.StringVar(&r.redis, "redis", "", "with --rls-config and no -c: the Redis host:port (default $REDIS_URL; neither: in-memory counters, one process only)")
 	fs.BoolVar(&r.headers, "response-headers", false, "add RateLimit-Limit/-Remaining/-Reset to answers of --rls-config domains (also LIMIT_RESPONSE_HEADERS_ENABLED=true)")
+}
+
+// looksLikeRLSConfig reports whether path is a YAML mapping with
+// envoyproxy/ratelimit's top-level keys (domain, and descriptors or nothing
+// else), the file a user of theirs may pass to -c by mistake.
+func looksLikeRLSConfig(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	var m map[string]any
+	if yaml.Unmarshal(b, &m) != nil {
+		return false
+	}
+	_, domain := m["domain"]
+	for k := range m {
+		if k != "domain" && k != "descriptors" {
+			return false
+		}
+	}
+	return domain
 }
 
 // flagSet reports whether one of names was given on the command line.

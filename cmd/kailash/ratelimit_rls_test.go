@@ -66,3 +66,14 @@ func rlsTestDesc(kv ...string) *rlcommonv3.RateLimitDescriptor {
 	}
 	return d
 }
+
+// Their file passed to -c (the reported "field domain not found") says how
+// to pass it.
+func TestRatelimitTheirFileOnDashC(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeConfig(t, path, "domain: edge\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n")
+	err := runRateLimit(context.Background(), []string{"-c", path}, nil)
+	if err == nil || !strings.Contains(err.Error(), "pass it with --rls-config "+path) {
+		t.Fatalf("err = %v", err)
+	}
+}
