@@ -57,6 +57,9 @@ func runValidate(ctx context.Context, args []string, w io.Writer) error {
 }
 
 func runTranslate(_ context.Context, args []string, w io.Writer) error {
+	if wantsRLSConfig(args) {
+		return runTranslateRLS(args, w)
+	}
 	cfg, err := configFlag("translate", args)
 	if err != nil {
 		return err

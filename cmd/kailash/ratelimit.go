@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"golang.org/x/sync/errgroup"
 
@@ -38,10 +39,42 @@ func startRateLimit(ctx context.Context, g *errgroup.Group, cfg *config.Config, 
 // runRateLimit is `kailash ratelimit`: the rate-limit service alone, as any
 // number of replicas. On backend redis they share the counters (one quota
 // across replicas); on backend memory each replica counts alone. It follows
-// config changes (quotas) and drains on SIGTERM as the other servers do.
+// config changes (quotas, and the --rls-config files) and drains on SIGTERM
+// as the other servers do. With --rls-config and no -c it needs no
+// kailash.yaml: addresses and Redis come from flags and envoyproxy/ratelimit's
+// environment variables (rlsStandaloneConfig).
 func runRateLimit(ctx context.Context, args []string, _ io.Writer) error {
-	var listen listenFlags
-	f, cfg, log, err := loadServerFlags("ratelimit", args, func(fs *flagSetT) { listen.register(fs, "ratelimit") })
+	var (
+		listen listenFlags
+		rf     rlsFlags
+		f      serverFlags
+	)
+	fs := newFlagSet("ratelimit")
+	f.register(fs)
+	listen.register(fs, "ratelimit")
+	rf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("ratelimit: unexpected argument %q", fs.Arg(0))
+	}
+	log, err := f.logger()
+	if err != nil {
+		return err
+	}
+	withFile := rf.path == "" || flagSet(fs, "c", "config")
+	var cfg *config.Config
+	if withFile {
+		if cfg, err = config.Load(f.config); err != nil && looksLikeRLSConfig(f.config) {
+			return fmt.Errorf("%w\n%s looks like an envoyproxy/ratelimit config (domain, descriptors): pass it with --rls-config %s", err, f.config, f.config)
+		}
+	} else {
+		cfg, err = rlsStandaloneConfig(&rf, os.Getenv)
+		if err == nil && cfg.RateLimit.Backend != config.BackendRedis {
+			log.Warn("no REDIS_URL or --redis: counters are in this process's memory; replicas do not share them")
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -49,11 +82,28 @@ func runRateLimit(ctx context.Context, args []string, _ io.Writer) error {
 	if cfg.RateLimit.GRPC.String() == "" {
 		return fmt.Errorf("%s: ratelimit.grpc: required to run the rate-limit service", f.config)
 	}
-	s, err := newRateLimit(cfg, log)
+	opts := ratelimit.Options{Logger: log, RLSResponseHeaders: rf.headers || envTrue(os.Getenv("LIMIT_RESPONSE_HEADERS_ENABLED"))}
+	if rf.path != "" {
+		if opts.RLSConfig, err = ratelimit.LoadRLSConfig(rf.path); err != nil {
+			return err
+		}
+		log.Info("envoyproxy/ratelimit config loaded", "path", rf.path, "files", len(opts.RLSConfig.Files()), "limits", opts.RLSConfig.Len())
+	}
+	s, err := ratelimit.New(cfg, opts)
 	if err != nil {
 		return err
 	}
-	return serveAlone(ctx, log, cfg, s.Serve, func(ctx context.Context) error { return watch(ctx, f.config, log, s) })
+	follow := func(ctx context.Context) error {
+		g, gctx := errgroup.WithContext(ctx)
+		if withFile {
+			g.Go(func() error { return watch(gctx, f.config, log, s) })
+		}
+		if rf.path != "" {
+			g.Go(func() error { return watchRLS(gctx, rf.path, log, s) })
+		}
+		return g.Wait()
+	}
+	return serveAlone(ctx, log, cfg, s.Serve, follow)
 }
 
 // listenFlags override a server's listen addresses for this process only

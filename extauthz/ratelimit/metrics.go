@@ -14,7 +14,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kailash_ratelimit_decisions_total",
-			Help: "Descriptor decisions by result: ok, over_limit, fail_open, fail_closed, unknown_domain.",
+			Help: "Descriptor decisions by result: ok, over_limit, shadow_over_limit (envoyproxy/ratelimit shadow_mode: answered OK), fail_open, fail_closed, unknown_domain.",
 		}, []string{"result"}),
 		backendErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kailash_ratelimit_backend_errors_total",

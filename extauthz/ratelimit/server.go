@@ -38,6 +38,12 @@ type Options struct {
 	Now func() time.Time
 	// DecisionTimeout bounds one call's backend work (default 40ms).
 	DecisionTimeout time.Duration
+	// RLSConfig, when set, answers its domains with envoyproxy/ratelimit's
+	// semantics (see SetRLSConfig).
+	RLSConfig *RLSConfig
+	// RLSResponseHeaders adds RateLimit-Limit/-Remaining/-Reset to answers
+	// from RLSConfig (envoyproxy/ratelimit's LIMIT_RESPONSE_HEADERS_ENABLED).
+	RLSResponseHeaders bool
 }
 
 // Server is the rate-limit service. Create it with New, serve it with Serve,
@@ -56,6 +62,9 @@ type Server struct {
 	m        *metrics
 
 	rules atomic.Pointer[Rules] // one immutable snapshot per request
+	// rls are the envoyproxy/ratelimit-format limits, nil when none.
+	rls        atomic.Pointer[RLSConfig]
+	rlsHeaders bool
 
 	grpcLn, httpLn net.Listener
 	started        atomic.Bool
@@ -90,6 +99,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		failOpen: rc.FailMode == config.FailOpen,
 		reg:      reg,
 		m:        newMetrics(reg),
+
+		rlsHeaders: o.RLSResponseHeaders,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -131,6 +142,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	}
 	s.rules.Store(NewRules(cfg))
 	s.m.rules.Set(float64(s.rules.Load().Len()))
+	if o.RLSConfig != nil {
+		s.SetRLSConfig(o.RLSConfig)
+	}
 	var err error
 	if s.tls, err = mtls.NewServer(cfg, "ratelimit.tls", rc.TLS, s.log); err != nil {
 		s.closeBackend()
@@ -196,6 +210,11 @@ func (s *Server) Update(cfg *config.Config) error {
 func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	start := s.now()
 	rules := s.rules.Load()
+	if c := s.rls.Load(); c != nil && c.Has(req.GetDomain()) {
+		ctx, cancel := context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+		return s.shouldRLS(ctx, c, req, start)
+	}
 	if req.GetDomain() != wire.RateLimitDomain {
 		s.m.decisions.WithLabelValues("unknown_domain").Inc()
 		return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
@@ -328,7 +347,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	s.log.Info("ratelimit serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "backend", s.kind, "fail_mode", s.failMode(), "quotas", s.rules.Load().Len())
+	rlsLimits := 0
+	if c := s.rls.Load(); c != nil {
+		rlsLimits = c.Len()
+	}
+	s.log.Info("ratelimit serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "backend", s.kind, "fail_mode", s.failMode(), "quotas", s.rules.Load().Len(), "rls_limits", rlsLimits)
 	var err error
 	select {
 	case <-ctx.Done():
