@@ -87,8 +87,14 @@ func rlsStandaloneConfig(r *rlsFlags, env func(string) string) (*config.Config, 
 		return def
 	}
 	cfg := &config.Config{File: "(no config file: --rls-config)"}
-	cfg.RateLimit.GRPC = net.JoinHostPort(get("GRPC_HOST", "0.0.0.0"), get("GRPC_PORT", "8081"))
-	cfg.RateLimit.HTTP = net.JoinHostPort(get("HOST", "0.0.0.0"), get("PORT", "8080"))
+	cfg.RateLimit.GRPC = config.HostPortFromText(net.JoinHostPort(get("GRPC_HOST", "0.0.0.0"), get("GRPC_PORT", "8081")))
+	cfg.RateLimit.HTTP = config.HostPortFromText(net.JoinHostPort(get("HOST", "0.0.0.0"), get("PORT", "8080")))
+	if err := cfg.RateLimit.GRPC.Err(); err != nil {
+		return nil, fmt.Errorf("GRPC_HOST/GRPC_PORT: %w", err)
+	}
+	if err := cfg.RateLimit.HTTP.Err(); err != nil {
+		return nil, fmt.Errorf("HOST/PORT: %w", err)
+	}
 	addr := r.redis
 	if addr == "" {
 		addr = env("REDIS_URL")

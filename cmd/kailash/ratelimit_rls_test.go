@@ -17,11 +17,11 @@ import (
 func TestRLSStandaloneConfig(t *testing.T) {
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	c, err := rlsStandaloneConfig(&rlsFlags{}, env(nil))
-	if err != nil || c.RateLimit.GRPC != "0.0.0.0:8081" || c.RateLimit.HTTP != "0.0.0.0:8080" || c.RateLimit.Backend != "" {
+	if err != nil || c.RateLimit.GRPC.String() != "0.0.0.0:8081" || c.RateLimit.HTTP.String() != "0.0.0.0:8080" || c.RateLimit.Backend != "" {
 		t.Fatalf("defaults: %+v %v", c.RateLimit, err)
 	}
 	c, err = rlsStandaloneConfig(&rlsFlags{}, env(map[string]string{"REDIS_URL": "redis://r:6379", "REDIS_SOCKET_TYPE": "tcp", "REDIS_AUTH": "s3cret", "GRPC_PORT": "9001"}))
-	if err != nil || c.RateLimit.Backend != config.BackendRedis || c.RateLimit.Redis.Addr != "r:6379" || c.RateLimit.Redis.PasswordEnv != "REDIS_AUTH" || c.RateLimit.GRPC != "0.0.0.0:9001" {
+	if err != nil || c.RateLimit.Backend != config.BackendRedis || c.RateLimit.Redis.Addr != "r:6379" || c.RateLimit.Redis.PasswordEnv != "REDIS_AUTH" || c.RateLimit.GRPC.String() != "0.0.0.0:9001" {
 		t.Fatalf("REDIS_URL: %+v %v", c.RateLimit, err)
 	}
 	if c, _ := rlsStandaloneConfig(&rlsFlags{redis: "flag:1"}, env(map[string]string{"REDIS_URL": "env:2"})); c.RateLimit.Redis.Addr != "flag:1" {

@@ -153,7 +153,7 @@ func newRLSServer(t *testing.T, yaml string, now *time.Time, b Backend) *Server 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(&config.Config{RateLimit: config.RateLimit{GRPC: "127.0.0.1:0"}}, Options{
+	s, err := New(&config.Config{RateLimit: config.RateLimit{GRPC: config.MustHostPort("127.0.0.1:0")}}, Options{
 		Logger: discard(), Now: func() time.Time { return *now }, RLSConfig: c, RLSResponseHeaders: true, Backend: b,
 		DecisionTimeout: 5 * time.Second,
 	})
