@@ -2,8 +2,6 @@ package extauthz
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -602,11 +601,11 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		if errors.Is(err, policies.ErrUndefined) {
 			reason = "undefined"
 		}
-		return nil, ResultError, reason, status.Errorf(codes.Internal, "policy evaluation failed: %s", reason)
+		return nil, ResultError, reason, status.Errorf(s.evalErrCode(), "policy evaluation failed: %s", reason)
 	}
 	resp, allowed, err := envoyauth.MapDecision(result, *d)
 	if err != nil {
-		return nil, ResultError, "bad_decision", status.Error(codes.Internal, err.Error())
+		return nil, ResultError, "bad_decision", status.Error(s.evalErrCode(), err.Error())
 	}
 	if allowed {
 		return resp, ResultAllow, "policy", nil
@@ -644,8 +643,20 @@ func (s *Server) evalShadow(ctx context.Context, input ast.Value, active any, ac
 	return ev
 }
 
+// evalErrCode is the gRPC code of a failed evaluation or an unusable
+// decision. opa-envoy-plugin returns such failures as plain Go errors,
+// which grpc-go sends as Unknown; drop-in mode answers the same. Full mode
+// keeps Internal (a server-side fault, as its docs and alerts say).
+func (s *Server) evalErrCode() codes.Code {
+	if s.dropIn {
+		return codes.Unknown
+	}
+	return codes.Internal
+}
+
+// newDecisionID is a random (version 4) UUID, as opa-envoy-plugin's
+// decision ids (uuid.NewString in its envoyauth.NewEvalResult), in every
+// mode: in the decision log, the dynamic metadata and x-kailash-decision-id.
 func newDecisionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
-	return hex.EncodeToString(b[:])
+	return uuid.NewString()
 }
