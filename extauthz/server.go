@@ -102,6 +102,7 @@ type snapshot struct {
 	timeout time.Duration
 	tenants map[string]*tenantState
 	issuers map[oidc.Config]*issuerKeys // external issuers' keys (issuers.go)
+	hosts   map[string]string            // authz.tenant_from host: domain → tenant (tenant_from.go); nil when off
 }
 
 type tenantState struct {
@@ -230,6 +231,9 @@ func (s *Server) initMetrics() {
 // jwks_url is fetched on first use).
 func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 	snap := &snapshot{timeout: cfg.Authz.Timeout, tenants: make(map[string]*tenantState, len(cfg.Tenants))}
+	if cfg.TenantFromHostEnabled() {
+		snap.hosts = cfg.HostTenants()
+	}
 	if snap.timeout <= 0 {
 		snap.timeout = config.DefaultAuthzTimout
 	}
@@ -521,7 +525,7 @@ type checkState struct {
 }
 
 func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *envoyauth.Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
-	tenantID, routed := req.GetAttributes().GetContextExtensions()[wire.ContextTenant]
+	tenantID, routed := routeTenant(snap, req)
 	d.Tenant = tenantID
 	var id *envoyauth.Identity
 	var tenant *ast.Term
