@@ -57,6 +57,9 @@ func runValidate(ctx context.Context, args []string, w io.Writer) error {
 }
 
 func runTranslate(_ context.Context, args []string, w io.Writer) error {
+	if rest, ok := cutExtAuthzOnly(args); ok { // translate_extauthz.go
+		return runTranslateExtAuthzOnly(rest, w)
+	}
 	cfg, err := configFlag("translate", args)
 	if err != nil {
 		return err
