@@ -102,7 +102,7 @@ type snapshot struct {
 	timeout time.Duration
 	tenants map[string]*tenantState
 	issuers map[oidc.Config]*issuerKeys // external issuers' keys (issuers.go)
-	hosts   map[string]string            // authz.tenant_from host: domain → tenant (tenant_from.go); nil when off
+	hosts   map[string]string           // authz.tenant_from host: domain → tenant (tenant_from.go); nil when off
 }
 
 type tenantState struct {
