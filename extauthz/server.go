@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
@@ -47,6 +48,9 @@ type Options struct {
 	// DecisionLogOutput is where decision_logs.console writes (default
 	// os.Stdout).
 	DecisionLogOutput io.Writer
+	// EnableReflection registers gRPC server reflection on the Check port
+	// (opa-envoy-plugin's enable-reflection).
+	EnableReflection bool
 }
 
 // reasonKeysUnavailable: no key set to verify the token with (503).
@@ -64,17 +68,18 @@ const (
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	log       *slog.Logger
-	now       func() time.Time
-	cacheSize int
-	engine    *policies.Engine
-	shadow    *policies.Engine // candidate bundle evaluated next to engine; may be nil
-	dlog      *policies.DecisionLogger
-	dropIn    bool
-	dryRun    bool
-	inputOpts envoyauth.InputOptions
-	auth      *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
-	snap      atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
+	log        *slog.Logger
+	now        func() time.Time
+	cacheSize  int
+	engine     *policies.Engine
+	shadow     *policies.Engine // candidate bundle evaluated next to engine; may be nil
+	dlog       *policies.DecisionLogger
+	dropIn     bool
+	reflection bool
+	dryRun     bool
+	inputOpts  envoyauth.InputOptions
+	auth       *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
+	snap       atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
 	stopBG context.CancelFunc
@@ -119,7 +124,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return nil, errors.New("extauthz: nil config")
 	}
 	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry(),
-		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun,
+		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun, reflection: opts.EnableReflection,
 		inputOpts: envoyauth.InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -361,6 +366,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	gs := grpc.NewServer(gopts...)
 	authv3.RegisterAuthorizationServer(gs, s)
+	if s.reflection {
+		reflection.Register(gs)
+	}
 
 	if s.auth != nil {
 		defer s.auth.Close()
@@ -388,6 +396,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		if s.auth != nil {
 			s.auth.Routes(mux)
 		}
+		mux.HandleFunc("GET /health", s.opaHealth) // OPA's /health (health.go)
 		wg.Go(func() {
 			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
 				errc <- fmt.Errorf("authz http: %w", err)
