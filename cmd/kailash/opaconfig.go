@@ -120,9 +120,6 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 		}
 		if p.Addr != "" {
 			d.grpcAddr = p.Addr
-			if strings.HasPrefix(p.Addr, ":") {
-				d.grpcAddr = "0.0.0.0" + p.Addr // OPA's ":9191" listens on every interface
-			}
 		}
 		switch {
 		case p.Path != "" && p.Query != "":
@@ -265,6 +262,58 @@ func (d *dropInFlags) addPaths(paths []string) error {
 	d.policy = paths[0]
 	if d.bundleURL != "" {
 		return fmt.Errorf("authz: %s: a policy path and a bundle (--bundle-url or the config file's bundles) cannot be combined yet", paths[0])
+	}
+	return nil
+}
+
+// allInterfaces is OPA's reading of ":9191": every interface.
+func allInterfaces(addr string) string {
+	if strings.HasPrefix(addr, ":") {
+		return "0.0.0.0" + addr
+	}
+	return addr
+}
+
+// applySet applies OPA's --set KEY=VALUE for the keys drop-in mode maps;
+// any other key is refused by name.
+func (d *dropInFlags) applySet() error {
+	for _, kv := range d.set {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("authz: --set %q: want KEY=VALUE", kv)
+		}
+		b := func() (bool, error) {
+			switch v {
+			case "true":
+				return true, nil
+			case "false":
+				return false, nil
+			}
+			return false, fmt.Errorf("authz: --set %s: %q is not true or false", k, v)
+		}
+		var err error
+		switch k {
+		case "plugins.envoy_ext_authz_grpc.addr":
+			d.grpcAddr = v
+		case "plugins.envoy_ext_authz_grpc.path":
+			d.decision = strings.TrimPrefix(v, "/")
+		case "plugins.envoy_ext_authz_grpc.dry-run":
+			d.dryRun, err = b()
+		case "plugins.envoy_ext_authz_grpc.enable-reflection":
+			d.reflection, err = b()
+		case "plugins.envoy_ext_authz_grpc.skip-request-body-parse":
+			d.skipBodyParse, err = b()
+		case "decision_logs.console":
+			var on bool
+			if on, err = b(); on {
+				d.decisionLog = "console"
+			}
+		default:
+			return fmt.Errorf("authz: --set %s: not supported (plugins.envoy_ext_authz_grpc.{addr,path,dry-run,enable-reflection,skip-request-body-parse}, decision_logs.console are)", k)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -61,7 +61,7 @@ func TestOPAConfigFileMapping(t *testing.T) {
 	if err := d.applyOPAConfig(writeTemp(t, "opa.yaml", opaEnvoyConfig)); err != nil {
 		t.Fatal(err)
 	}
-	if d.grpcAddr != "0.0.0.0:9191" || d.decision != "envoy/authz/allow" || !d.reflection || !d.skipBodyParse || d.dryRun ||
+	if allInterfaces(d.grpcAddr) != "0.0.0.0:9191" || d.decision != "envoy/authz/allow" || !d.reflection || !d.skipBodyParse || d.dryRun ||
 		d.decisionLog != "console" || d.bundleURL != "https://bundles.example.com/v1/bundles/authz.tar.gz" ||
 		d.poll != 10*time.Second || d.persistDir != "/var/opa" {
 		t.Fatalf("mapped %+v", d)
@@ -167,6 +167,33 @@ func TestAuthzWithOPAConfigFileAndRunServerArgs(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || strings.TrimSpace(string(b)) != "{}" {
 			t.Fatalf("/health%s: %d %s", q, resp.StatusCode, b)
+		}
+	}
+}
+
+// The `opa run --server` command line of docs/policies.md's "before",
+// unchanged but for the program name.
+func TestOPARunServerCommandLine(t *testing.T) {
+	pol := writeTemp(t, "policy.rego", "package envoy.authz\n\ndefault allow := false\n")
+	args := []string{"--server", "--addr=:8181", "--set=plugins.envoy_ext_authz_grpc.addr=:9191",
+		"--set=plugins.envoy_ext_authz_grpc.path=envoy/authz/allow", pol, "--set", "decision_logs.console=true"}
+	var d dropInFlags
+	_, cfg, _, err := loadAuthzFlags(args, &d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Authz.GRPC.String() != "0.0.0.0:9191" || cfg.Authz.HTTP.String() != "0.0.0.0:8181" || cfg.Policy.Decision != "envoy/authz/allow" ||
+		!cfg.Policy.DecisionLogs.Console || !strings.HasSuffix(cfg.Policy.Bundle, "policy.rego") {
+		t.Fatalf("config %+v", cfg)
+	}
+	for _, bad := range [][]string{
+		{"--set", "plugins.envoy_ext_authz_grpc.proto-descriptor=x.pb", pol},
+		{"--set", "services.s.url=http://x", pol},
+		{pol, "other.rego"},
+	} {
+		var d dropInFlags
+		if _, _, _, err := loadAuthzFlags(bad, &d); err == nil {
+			t.Errorf("%v accepted", bad)
 		}
 	}
 }

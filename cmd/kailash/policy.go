@@ -26,6 +26,7 @@ type dropInFlags struct {
 	poll                                            time.Duration
 	// OPA's config file and `opa run --server` arguments (opaconfig.go).
 	configFile            string
+	set                   stringsFlag
 	reflection, opaServer bool
 }
 
@@ -52,6 +53,7 @@ func (d *dropInFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&d.opaServer, "server", false, "accepted for `opa run --server` command lines (always a server)")
 	fs.StringVar(&d.httpAddr, "addr", "", "as --http-addr (OPA's --addr): /health, /metrics")
 	fs.BoolVar(&d.reflection, "enable-reflection", false, "register gRPC server reflection (as opa-envoy-plugin's enable-reflection)")
+	fs.Var(&d.set, "set", "OPA's --set KEY=VALUE for plugins.envoy_ext_authz_grpc.* and decision_logs.console (repeatable)")
 }
 
 // config builds the in-memory config of drop-in mode.
@@ -68,7 +70,7 @@ func (d *dropInFlags) config() (*config.Config, error) {
 		}
 	}
 	cfg := &config.Config{
-		Authz: config.Authz{GRPC: config.HostPortFromText(d.grpcAddr), HTTP: config.HostPortFromText(d.httpAddr)},
+		Authz: config.Authz{GRPC: config.HostPortFromText(allInterfaces(d.grpcAddr)), HTTP: config.HostPortFromText(allInterfaces(d.httpAddr))},
 		Policy: config.Policy{
 			Bundle: policyPath(d.policy), Decision: d.decision, BundleURL: d.bundleURL, PersistDir: d.persistDir,
 			PollInterval: d.poll, DryRun: d.dryRun, SkipRequestBodyParse: d.skipBodyParse, Shadow: policyPath(d.shadow),
@@ -117,6 +119,9 @@ func loadAuthzFlags(args []string, drop *dropInFlags) (*serverFlags, *config.Con
 		return nil, nil, nil, err
 	}
 	if err := drop.addPaths(paths); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := drop.applySet(); err != nil {
 		return nil, nil, nil, err
 	}
 	log, err := f.logger()
