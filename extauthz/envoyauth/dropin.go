@@ -12,6 +12,7 @@ package envoyauth
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"strconv"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -37,11 +38,21 @@ func dropInAttributes(a *authv3.AttributeContext) ast.Value {
 // protomapAST converts a message as opa-envoy-plugin's protomap followed by
 // ast.InterfaceToValue does.
 func protomapAST(m protoreflect.Message) ast.Value {
-	if s, ok := m.Interface().(*structpb.Struct); ok {
-		if v, err := ast.InterfaceToValue(s.AsMap()); err == nil {
+	switch x := m.Interface().(type) {
+	case *structpb.Struct:
+		if v, err := ast.InterfaceToValue(x.AsMap()); err == nil {
 			return v
 		}
 		return emptyObject
+	case *authv3.AttributeContext_HttpRequest:
+		// The bulk of every input, on httpRequestToAST's fast path: its
+		// fields are strings, a string map and bytes (base64), the same
+		// here, but for size, a number here.
+		obj := httpRequestToAST(x).(ast.Object)
+		if x.Size != 0 {
+			obj.Insert(keySize, ast.NumberTerm(json.Number(strconv.FormatInt(x.Size, 10))))
+		}
+		return obj
 	}
 	obj := ast.NewObject()
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
