@@ -2,8 +2,6 @@ package extauthz
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,10 +15,12 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
@@ -48,6 +48,9 @@ type Options struct {
 	// DecisionLogOutput is where decision_logs.console writes (default
 	// os.Stdout).
 	DecisionLogOutput io.Writer
+	// EnableReflection registers gRPC server reflection on the Check port
+	// (opa-envoy-plugin's enable-reflection).
+	EnableReflection bool
 }
 
 // reasonKeysUnavailable: no key set to verify the token with (503).
@@ -65,17 +68,18 @@ const (
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	log       *slog.Logger
-	now       func() time.Time
-	cacheSize int
-	engine    *policies.Engine
-	shadow    *policies.Engine // candidate bundle evaluated next to engine; may be nil
-	dlog      *policies.DecisionLogger
-	dropIn    bool
-	dryRun    bool
-	inputOpts envoyauth.InputOptions
-	auth      *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
-	snap      atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
+	log        *slog.Logger
+	now        func() time.Time
+	cacheSize  int
+	engine     *policies.Engine
+	shadow     *policies.Engine // candidate bundle evaluated next to engine; may be nil
+	dlog       *policies.DecisionLogger
+	dropIn     bool
+	reflection bool
+	dryRun     bool
+	inputOpts  envoyauth.InputOptions
+	auth       *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
+	snap       atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
 	stopBG context.CancelFunc
@@ -103,6 +107,7 @@ type snapshot struct {
 	timeout time.Duration
 	tenants map[string]*tenantState
 	issuers map[oidc.Config]*issuerKeys // external issuers' keys (issuers.go)
+	hosts   map[string]string           // authz.tenant_from host: domain → tenant (tenant_from.go); nil when off
 }
 
 type tenantState struct {
@@ -119,7 +124,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return nil, errors.New("extauthz: nil config")
 	}
 	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry(),
-		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun,
+		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun, reflection: opts.EnableReflection,
 		inputOpts: envoyauth.InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -231,6 +236,9 @@ func (s *Server) initMetrics() {
 // jwks_url is fetched on first use).
 func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 	snap := &snapshot{timeout: cfg.Authz.Timeout, tenants: make(map[string]*tenantState, len(cfg.Tenants))}
+	if cfg.TenantFromHostEnabled() {
+		snap.hosts = cfg.HostTenants()
+	}
 	if snap.timeout <= 0 {
 		snap.timeout = config.DefaultAuthzTimout
 	}
@@ -358,6 +366,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	gs := grpc.NewServer(gopts...)
 	authv3.RegisterAuthorizationServer(gs, s)
+	if s.reflection {
+		reflection.Register(gs)
+	}
 
 	if s.auth != nil {
 		defer s.auth.Close()
@@ -385,6 +396,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		if s.auth != nil {
 			s.auth.Routes(mux)
 		}
+		mux.HandleFunc("GET /health", s.opaHealth) // OPA's /health (health.go)
 		wg.Go(func() {
 			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
 				errc <- fmt.Errorf("authz http: %w", err)
@@ -522,7 +534,7 @@ type checkState struct {
 }
 
 func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *envoyauth.Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
-	tenantID, routed := req.GetAttributes().GetContextExtensions()[wire.ContextTenant]
+	tenantID, routed := routeTenant(snap, req)
 	d.Tenant = tenantID
 	var id *envoyauth.Identity
 	var tenant *ast.Term
@@ -602,11 +614,11 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		if errors.Is(err, policies.ErrUndefined) {
 			reason = "undefined"
 		}
-		return nil, ResultError, reason, status.Errorf(codes.Internal, "policy evaluation failed: %s", reason)
+		return nil, ResultError, reason, status.Errorf(s.evalErrCode(), "policy evaluation failed: %s", reason)
 	}
 	resp, allowed, err := envoyauth.MapDecision(result, *d)
 	if err != nil {
-		return nil, ResultError, "bad_decision", status.Error(codes.Internal, err.Error())
+		return nil, ResultError, "bad_decision", status.Error(s.evalErrCode(), err.Error())
 	}
 	if allowed {
 		return resp, ResultAllow, "policy", nil
@@ -644,8 +656,20 @@ func (s *Server) evalShadow(ctx context.Context, input ast.Value, active any, ac
 	return ev
 }
 
+// evalErrCode is the gRPC code of a failed evaluation or an unusable
+// decision. opa-envoy-plugin returns such failures as plain Go errors,
+// which grpc-go sends as Unknown; drop-in mode answers the same. Full mode
+// keeps Internal (a server-side fault, as its docs and alerts say).
+func (s *Server) evalErrCode() codes.Code {
+	if s.dropIn {
+		return codes.Unknown
+	}
+	return codes.Internal
+}
+
+// newDecisionID is a random (version 4) UUID, as opa-envoy-plugin's
+// decision ids (uuid.NewString in its envoyauth.NewEvalResult), in every
+// mode: in the decision log, the dynamic metadata and x-kailash-decision-id.
 func newDecisionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
-	return hex.EncodeToString(b[:])
+	return uuid.NewString()
 }

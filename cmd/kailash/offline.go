@@ -60,6 +60,9 @@ func runTranslate(_ context.Context, args []string, w io.Writer) error {
 	if wantsRLSConfig(args) {
 		return runTranslateRLS(args, w)
 	}
+	if rest, ok := cutExtAuthzOnly(args); ok { // translate_extauthz.go
+		return runTranslateExtAuthzOnly(rest, w)
+	}
 	cfg, err := configFlag("translate", args)
 	if err != nil {
 		return err

@@ -24,9 +24,15 @@ type dropInFlags struct {
 	mask                                            stringsFlag
 	dryRun, skipBodyParse                           bool
 	poll                                            time.Duration
+	// OPA's config file and `opa run --server` arguments (opaconfig.go).
+	configFile            string
+	set                   stringsFlag
+	reflection, opaServer bool
 }
 
-func (d *dropInFlags) enabled() bool { return d.policy != "" || d.bundleURL != "" }
+func (d *dropInFlags) enabled() bool {
+	return d.policy != "" || d.bundleURL != "" || d.configFile != ""
+}
 
 func (d *dropInFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.policy, "policy", "", "drop-in mode: a policy file, bundle directory or bundle .tar.gz (no kailash.yaml needed)")
@@ -43,6 +49,11 @@ func (d *dropInFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.shadow, "shadow", "", "candidate bundle evaluated next to the active one; disagreements are counted and logged")
 	fs.StringVar(&d.decisionLog, "decision-log", "", `decision log sink: "console" (stdout), a file path (rotated) or an http(s) URL (OPA upload format)`)
 	fs.Var(&d.mask, "decision-log-mask", "input path removed from decision logs besides Authorization and Cookie, e.g. /input/parsed_body/password (repeatable)")
+	fs.StringVar(&d.configFile, "config-file", "", "drop-in mode: OPA's config file (plugins.envoy_ext_authz_grpc, services, bundles, decision_logs); flags override it")
+	fs.BoolVar(&d.opaServer, "server", false, "accepted for `opa run --server` command lines (always a server)")
+	fs.StringVar(&d.httpAddr, "addr", "", "as --http-addr (OPA's --addr): /health, /metrics")
+	fs.BoolVar(&d.reflection, "enable-reflection", false, "register gRPC server reflection (as opa-envoy-plugin's enable-reflection)")
+	fs.Var(&d.set, "set", "OPA's --set KEY=VALUE for plugins.envoy_ext_authz_grpc.* and decision_logs.console (repeatable)")
 }
 
 // config builds the in-memory config of drop-in mode.
@@ -50,13 +61,16 @@ func (d *dropInFlags) config() (*config.Config, error) {
 	if d.policy != "" && d.bundleURL != "" {
 		return nil, errors.New("authz: give --policy or --bundle-url, not both")
 	}
+	if d.policy == "" && d.bundleURL == "" {
+		return nil, errors.New("authz: --config-file names no bundle: give a policy path (kailash authz --config-file opa.yaml policy.rego) or configure services and bundles")
+	}
 	if d.policy != "" {
 		if _, err := os.Stat(d.policy); err != nil {
 			return nil, fmt.Errorf("authz: --policy: %w", err)
 		}
 	}
 	cfg := &config.Config{
-		Authz: config.Authz{GRPC: config.HostPortFromText(d.grpcAddr), HTTP: config.HostPortFromText(d.httpAddr)},
+		Authz: config.Authz{GRPC: config.HostPortFromText(allInterfaces(d.grpcAddr)), HTTP: config.HostPortFromText(allInterfaces(d.httpAddr))},
 		Policy: config.Policy{
 			Bundle: policyPath(d.policy), Decision: d.decision, BundleURL: d.bundleURL, PersistDir: d.persistDir,
 			PollInterval: d.poll, DryRun: d.dryRun, SkipRequestBodyParse: d.skipBodyParse, Shadow: policyPath(d.shadow),
@@ -95,7 +109,19 @@ func loadAuthzFlags(args []string, drop *dropInFlags) (*serverFlags, *config.Con
 	fs := newFlagSet("authz")
 	f.register(fs)
 	drop.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if cf := flagValue(args, "config-file"); cf != "" {
+		if err := drop.applyOPAConfig(cf); err != nil { // before the flags: they override it
+			return nil, nil, nil, err
+		}
+	}
+	paths, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := drop.addPaths(paths); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := drop.applySet(); err != nil {
 		return nil, nil, nil, err
 	}
 	log, err := f.logger()

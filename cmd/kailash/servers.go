@@ -211,7 +211,7 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	gogc := extauthz.TuneGC()
-	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled()})
+	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled(), EnableReflection: drop.reflection})
 	if err != nil {
 		return err
 	}

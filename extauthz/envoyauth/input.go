@@ -72,10 +72,15 @@ func BuildInputTerms(req *authv3.CheckRequest, id, tenant *ast.Term, opts InputO
 		return nil, err
 	}
 	obj := ast.NewObjectWithCapacity(9)
-	obj.Insert(keyAttributes, ast.NewTerm(attributesToAST(req.GetAttributes())))
+	if opts.DropIn {
+		obj.Insert(keyAttributes, ast.NewTerm(dropInAttributes(req.GetAttributes())))
+		obj.Insert(keyVersion, dropInVersionTerm)
+	} else {
+		obj.Insert(keyAttributes, ast.NewTerm(attributesToAST(req.GetAttributes())))
+		obj.Insert(keyVersion, versionTerm)
+	}
 	obj.Insert(keyParsedPath, ast.NewTerm(path))
 	obj.Insert(keyParsedQuery, ast.NewTerm(query))
-	obj.Insert(keyVersion, versionTerm)
 	if !opts.SkipBodyParse {
 		body, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody())
 		if err != nil {

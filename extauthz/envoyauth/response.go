@@ -531,11 +531,14 @@ func idMetadata(id string) *structpb.Struct {
 // BadRequest is the 400 for a request that cannot become policy input, as
 // opa-envoy-plugin answers it: status PERMISSION_DENIED, body
 // "request_parse_error: <detail>". The decision_id is in the dynamic
-// metadata (and, outside drop-in mode, in x-kailash-decision-id).
+// metadata and x-kailash-decision-id; in drop-in mode the response carries
+// no decision id at all, as opa-envoy-plugin's (its parse-error denial has
+// nil dynamic metadata; the id is only in its decision log).
 func BadRequest(e *InputError, d Decision) *authv3.CheckResponse {
-	md := idMetadata(d.ID)
+	var md *structpb.Struct
 	var headers []*corev3.HeaderValueOption
 	if !d.DropIn {
+		md = idMetadata(d.ID)
 		headers = []*corev3.HeaderValueOption{set("content-type", "text/plain"), set(wire.HeaderDecisionID, d.ID)}
 	}
 	return &authv3.CheckResponse{

@@ -132,6 +132,10 @@ type Authz struct {
 	MaxRequestBytes uint32 `yaml:"max_request_bytes"`
 	// TLS, when set, requires mutual TLS on the gRPC port (mtls.go).
 	TLS ServerTLS `yaml:"tls"`
+	// TenantFrom is where a Check's tenant comes from when its route sets
+	// no context_extensions tenant: "context_extensions" (default) or
+	// "host" (tenant_from.go).
+	TenantFrom string `yaml:"tenant_from"`
 }
 
 // Runner is the workflow runner.
@@ -462,6 +466,7 @@ func (c *Config) Validate() error {
 	c.validateMTLS(at)
 	c.validateShutdown(at)
 	c.validateReplicas(at)
+	c.validateTenantFrom(at)
 	if c.Authz.Timeout < 0 {
 		at(0, "authz.timeout: must be positive")
 	}
