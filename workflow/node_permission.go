@@ -104,7 +104,7 @@ func runPermission(ctx context.Context, x *Executor, c *call) (map[string]any, e
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	allowed, err := decisionAllows(dec, p.permission)
+	allowed, err := DecisionAllows(dec, p.permission)
 	if err != nil {
 		return nil, err
 	}
@@ -128,8 +128,10 @@ func onResource(r string) string {
 	return " on " + r
 }
 
-// decisionAllows reads a decision; a shape it does not know is an error.
-func decisionAllows(dec any, permission string) (bool, error) {
+// DecisionAllows reads a permission decision (a boolean, {"allowed": bool}
+// or a set of permissions) for permission; a shape it does not know is an
+// error.
+func DecisionAllows(dec any, permission string) (bool, error) {
 	switch d := dec.(type) {
 	case bool:
 		return d, nil
@@ -151,3 +153,8 @@ func jsonText(v any) string {
 	}
 	return string(b)
 }
+
+// DefaultPermissionDecision is the decision permission_check evaluates
+// unless runner.permission_decision names another: the shipped bundle's set
+// of permissions the caller's roles grant.
+const DefaultPermissionDecision = "kailash/authz/granted"

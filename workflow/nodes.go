@@ -2,12 +2,14 @@ package workflow
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/itchyny/gojq"
@@ -225,7 +227,7 @@ func runAudit(ctx context.Context, x *Executor, c *call) (map[string]any, error)
 			}
 		}
 	}
-	rec := AuditRecord{ID: newID(), At: time.Now().UTC(), Tenant: c.ex.c.Tenant, User: c.ex.c.User,
+	rec := AuditRecord{ID: NewID(), At: time.Now().UTC(), Tenant: c.ex.c.Tenant, User: c.ex.c.User,
 		Workflow: c.ex.w.Def.Name, Execution: c.ex.id, Node: c.node.id, Action: p.action, Resource: p.resource, Details: details}
 	x.log.InfoContext(ctx, "audit", "audit_id", rec.ID, "tenant", rec.Tenant, "user", rec.User,
 		"workflow", rec.Workflow, "execution", rec.Execution, "node", rec.Node, "action", rec.Action, "resource", rec.Resource)
@@ -367,3 +369,12 @@ func runBatch(ctx context.Context, x *Executor, c *call) (map[string]any, error)
 	}
 	return map[string]any{"results": results, "count": float64(len(items))}, nil
 }
+
+// IsNodeType says whether t names a node type of the library.
+func IsNodeType(t string) bool {
+	_, ok := library[t]
+	return ok
+}
+
+// NewID is a random identifier for an execution or an audit record.
+func NewID() string { return strings.ToLower(rand.Text()) }

@@ -21,7 +21,7 @@ import (
 	"github.com/kailash-gw/kailash/envoy/envoytest"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
-	"github.com/kailash-gw/kailash/workflow"
+	"github.com/kailash-gw/kailash/workflow/api"
 	"github.com/kailash-gw/kailash/xds"
 )
 
@@ -99,7 +99,7 @@ func TestDropInEndToEnd(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	rs, err := workflow.New(cfg, workflow.Options{Logger: log, Middleware: record})
+	rs, err := api.New(cfg, api.Options{Logger: log, Middleware: record})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/internal/wire"
-	"github.com/kailash-gw/kailash/workflow"
+	"github.com/kailash-gw/kailash/workflow/api"
 	"github.com/kailash-gw/kailash/xds"
 )
 
@@ -180,7 +180,7 @@ func startStackWith(t testing.TB, o stackOptions) *stack {
 			next.ServeHTTP(w, r)
 		})
 	}
-	rs, err := workflow.New(cfg, workflow.Options{Logger: log, Middleware: record})
+	rs, err := api.New(cfg, api.Options{Logger: log, Middleware: record})
 	if err != nil {
 		t.Fatal(err)
 	}

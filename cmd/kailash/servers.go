@@ -23,7 +23,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/telemetry"
-	"github.com/kailash-gw/kailash/workflow"
+	"github.com/kailash-gw/kailash/workflow/api"
 	"github.com/kailash-gw/kailash/xds"
 )
 
@@ -79,7 +79,7 @@ func partName(s updater) string {
 		return "xds"
 	case *extauthz.Server:
 		return "authz"
-	case *workflow.Server:
+	case *api.Server:
 		return "runner"
 	case *ratelimit.Server:
 		return "ratelimit"
@@ -228,7 +228,7 @@ func runRunner(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s, err := workflow.New(cfg, workflow.Options{Logger: log})
+	s, err := api.New(cfg, api.Options{Logger: log})
 	if err != nil {
 		return err
 	}
@@ -270,7 +270,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		_ = xs.Close()
 		return err
 	}
-	rs, err := workflow.New(cfg, workflow.Options{Logger: log.With("part", "runner")})
+	rs, err := api.New(cfg, api.Options{Logger: log.With("part", "runner")})
 	if err != nil {
 		_ = xs.Close()
 		_ = as.Close()

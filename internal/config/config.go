@@ -175,6 +175,10 @@ type Runner struct {
 	// "kailash/authz/resource_allowed": the workflow's department and
 	// classification labels), a boolean or {"allowed": bool}.
 	EventDecision string `yaml:"event_decision"`
+	// LeaseTTL is how long a runner's hold on a running execution lasts
+	// without renewal (renewed every third of it); a replica takes over
+	// executions whose lease ended (docs/deploy.md). Zero: 15s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // RunnerLimits bound what one tenant's workflows may do. Zero means the
@@ -555,6 +559,7 @@ func SplitHostPort(addr string) (string, uint32, error) {
 // validateRunner checks the runner section; defaults live in package workflow.
 func (c *Config) validateRunner(at func(line int, format string, args ...any)) {
 	c.validateEncryption(at)
+	c.validateLease(at)
 	r := c.Runner
 	switch {
 	case r.IdentityJWKS != "" && r.IdentityAudience == "":

@@ -36,8 +36,8 @@ type postgresDialect struct {
 
 // OpenPostgresStore connects to PostgreSQL (dsn: a postgres:// URL or
 // keyword/value string; its user needs CREATEROLE, or be a superuser, to
-// create the tenants' roles) and marks every execution a previous process
-// left running as interrupted.
+// create the tenants' roles) and takes over (marks interrupted) every
+// running execution whose lease ended; live ones are left to their owner.
 //
 // Its data keys come from KAILASH_DATA_KEYS; without them values are
 // stored in clear (OpenConfiguredStore warns, and honours
@@ -62,7 +62,7 @@ func OpenPostgresStoreWith(ctx context.Context, dsn string, o StoreOptions) (Sto
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(32)
 	d := &postgresDialect{db: db, conf: conf, dbs: map[string]*tenantDB{}, data: map[string]*sql.DB{}}
-	s := &sqlStore{d: d, keys: o.Keys}
+	s := &sqlStore{d: d, keys: o.Keys, lease: newLeaser(o)}
 	if err := d.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("runner.postgres_dsn: %w", err)
@@ -75,14 +75,27 @@ func OpenPostgresStoreWith(ctx context.Context, dsn string, o StoreOptions) (Sto
 	for _, tenant := range tenants {
 		t, err := d.tenant(ctx, tenant)
 		if err == nil && !o.Maintenance {
-			err = s.markInterrupted(ctx, t)
+			// Only executions whose lease ended: others may be live on
+			// another runner.
+			err = s.takeOver(ctx, t)
 		}
 		if err != nil {
 			s.Close()
-			return nil, fmt.Errorf("tenant %s: marking interrupted executions: %w", tenant, err)
+			return nil, fmt.Errorf("tenant %s: taking over expired executions: %w", tenant, err)
 		}
 	}
+	if !o.Maintenance {
+		s.startLeases(true)
+	}
 	return s, nil
+}
+
+// lockExecutions takes the tenant's execution-start lock for the
+// transaction (an advisory lock: replicas agree on it), so two starts on
+// two runners cannot both pass max_concurrent_executions.
+func (d *postgresDialect) lockExecutions(ctx context.Context, tx *sql.Tx, t *tenantDB) error {
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext('kailash:executions:' || $1))`, t.tenant)
+	return err
 }
 
 // tenants lists the tenants of kailash.tenants.

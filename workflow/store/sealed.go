@@ -463,7 +463,7 @@ func OpenConfiguredStore(ctx context.Context, cfg *config.Config, log *slog.Logg
 			log.Warn("encryption at rest is off: execution payloads and audit details are stored in clear in PostgreSQL; set " +
 				sealed.EnvKeys + " or runner.encryption.keys_file")
 		}
-		return OpenPostgresStoreWith(ctx, r.PostgresDSN, StoreOptions{Keys: keys})
+		return OpenPostgresStoreWith(ctx, r.PostgresDSN, StoreOptions{Keys: keys, LeaseTTL: r.LeaseTTL, Log: log})
 	}
-	return OpenStoreWith(ctx, o.DataDir, StoreOptions{Keys: keys})
+	return OpenStoreWith(ctx, o.DataDir, StoreOptions{Keys: keys, LeaseTTL: r.LeaseTTL, Log: log})
 }

@@ -37,8 +37,9 @@ type sqliteData struct {
 
 var memStores atomic.Int64
 
-// OpenStore opens the SQLite store in dir (in memory when dir is empty) and
-// marks every execution a previous process left running as interrupted.
+// OpenStore opens the SQLite store in dir (in memory when dir is empty),
+// takes dir's runner lock (a second runner on dir fails) and marks every
+// execution a previous process left running as interrupted.
 // Its data keys are OpenDataKeys's for dir: KAILASH_DATA_KEYS, else a key
 // generated into dir; none in memory without KAILASH_DATA_KEYS.
 func OpenStore(ctx context.Context, dir string) (Store, error) {
@@ -53,15 +54,24 @@ func OpenStore(ctx context.Context, dir string) (Store, error) {
 func OpenStoreWith(ctx context.Context, dir string, o StoreOptions) (Store, error) {
 	d := &sqliteDialect{dir: dir, dbs: map[string]*tenantDB{}, data: map[string]*sqliteData{},
 		mem: fmt.Sprintf("kailash-%d-%d", os.Getpid(), memStores.Add(1))}
-	s := &sqlStore{d: d, keys: o.Keys}
+	s := &sqlStore{d: d, keys: o.Keys, lease: newLeaser(o)}
 	if dir == "" {
+		if !o.Maintenance {
+			s.startLeases(false)
+		}
 		return s, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("runner.data_dir: %w", err)
 	}
+	if !o.Maintenance {
+		if err := s.lease.lockDataDir(dir); err != nil {
+			return nil, err
+		}
+	}
 	tenants, err := d.tenants(ctx)
 	if err != nil {
+		s.Close()
 		return nil, err
 	}
 	for _, tenant := range tenants {
@@ -77,6 +87,9 @@ func OpenStoreWith(ctx context.Context, dir string, o StoreOptions) (Store, erro
 			s.Close()
 			return nil, fmt.Errorf("tenant %s: marking interrupted executions: %w", tenant, err)
 		}
+	}
+	if !o.Maintenance {
+		s.startLeases(false) // no other runner: nothing to take over
 	}
 	return s, nil
 }
@@ -161,6 +174,9 @@ func (d *sqliteDialect) tenant(ctx context.Context, tenant string) (*tenantDB, e
 // lockWorkflows: SQLite has one connection per tenant, so the transaction
 // is already alone.
 func (d *sqliteDialect) lockWorkflows(context.Context, *sql.Tx, *tenantDB) error { return nil }
+
+// lockExecutions: likewise, and one runner holds the directory.
+func (d *sqliteDialect) lockExecutions(context.Context, *sql.Tx, *tenantDB) error { return nil }
 
 // tenantQuery runs q on the tenant's data database. Isolation does not rest
 // on the SQL: the authorizer of the connection refuses ATTACH (reaching

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -39,6 +40,13 @@ type Store interface {
 	ListExecutions(ctx context.Context, tenant, workflow string, limit int) ([]ExecutionRecord, error)
 
 	Audit(ctx context.Context, r AuditRecord) error
+
+	// Owner is this runner's id as the executions it owns record it;
+	// OnLeaseLost sets what is told of an execution it runs that another
+	// runner took over; LeaseStats counts lost and taken-over leases.
+	Owner() string
+	OnLeaseLost(func(tenant, id string))
+	LeaseStats() LeaseStats
 
 	// TenantQuery runs one parameterized statement against the tenant's own
 	// data database (not the runner's tables), as the tenant: on SQLite its
@@ -109,6 +117,11 @@ var migrations = []string{
 		details      TEXT NOT NULL
 	);`,
 	`CREATE INDEX executions_by_status ON executions (status);`,
+	// Leases (docs/deploy.md): the runner that owns a running execution and
+	// when its lease ends (milliseconds since the epoch, the database's
+	// clock). Rows from before have no owner and an expired lease.
+	`ALTER TABLE executions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+	ALTER TABLE executions ADD COLUMN lease_expires BIGINT NOT NULL DEFAULT 0;`,
 }
 
 var tenantRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -139,6 +152,9 @@ type dialect interface {
 	tenant(ctx context.Context, tenant string) (*tenantDB, error)
 	// lockWorkflows serialises workflow creation within tx (max_workflows).
 	lockWorkflows(ctx context.Context, tx *sql.Tx, t *tenantDB) error
+	// lockExecutions serialises execution starts of a tenant within tx
+	// across runners (max_concurrent_executions).
+	lockExecutions(ctx context.Context, tx *sql.Tx, t *tenantDB) error
 	tenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error)
 	// tenants lists the tenants the store holds.
 	tenants(ctx context.Context) ([]string, error)
@@ -156,8 +172,10 @@ type tenantDB struct {
 	qs sync.Map // query template -> rendered query
 }
 
-// q renders a query template: {t} becomes the table prefix and, for
-// PostgreSQL, each ? becomes $n. Templates are constants with no ? in
+// q renders a query template: {t} becomes the table prefix, {now} the
+// database's clock in milliseconds since the epoch (leases), {skiplocked}
+// FOR UPDATE SKIP LOCKED on PostgreSQL and, for PostgreSQL, each ? becomes
+// $n. Templates are constants with no ? in
 // literals.
 func (t *tenantDB) q(tmpl string) string {
 	if v, ok := t.qs.Load(tmpl); ok {
@@ -166,8 +184,12 @@ func (t *tenantDB) q(tmpl string) string {
 	s := strings.ReplaceAll(tmpl, "{t}", t.prefix)
 	if t.dollar {
 		s = strings.ReplaceAll(s, "{is}", "IS NOT DISTINCT FROM")
+		s = strings.ReplaceAll(s, "{now}", pgNowMillis)
+		s = strings.ReplaceAll(s, "{skiplocked}", " FOR UPDATE SKIP LOCKED")
 	} else {
 		s = strings.ReplaceAll(s, "{is}", "IS")
+		s = strings.ReplaceAll(s, "{now}", sqliteNowMillis)
+		s = strings.ReplaceAll(s, "{skiplocked}", "")
 	}
 	if t.dollar {
 		var b strings.Builder
@@ -192,6 +214,9 @@ type sqlStore struct {
 	// keys seal the payload columns (sealedColumns); nil writes them in
 	// clear (and still reads values sealed before, when it can).
 	keys *sealed.Keyring
+	// lease is this process's ownership of the executions it runs
+	// (lease.go).
+	lease *leaser
 }
 
 // StoreOptions tune OpenStoreWith and OpenPostgresStoreWith.
@@ -202,13 +227,22 @@ type StoreOptions struct {
 	Keys *sealed.Keyring
 	// Maintenance opens the store for a tool working beside a serving
 	// runner (kailash keys): executions left running are not marked
-	// interrupted.
+	// interrupted, no lease is renewed or taken over, and the SQLite data
+	// directory's runner lock is not taken.
 	Maintenance bool
+	// LeaseTTL is how long an execution's lease lasts unless its runner
+	// renews it (runner.lease_ttl); zero is DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// Log receives the lease loop's warnings; nil is slog.Default().
+	Log *slog.Logger
 }
 
 var _ Store = (*sqlStore)(nil)
 
-func (s *sqlStore) Close() error { return s.d.close() }
+func (s *sqlStore) Close() error {
+	s.lease.close()
+	return errors.Join(s.d.close(), s.lease.unlock())
+}
 
 func (s *sqlStore) db(ctx context.Context, tenant string) (*tenantDB, error) {
 	if !tenantRe.MatchString(tenant) {
@@ -241,7 +275,9 @@ func migrate(ctx context.Context, tx *sql.Tx, t *tenantDB) error {
 	return nil
 }
 
-// markInterrupted ends every execution a previous process left running.
+// markInterrupted ends every execution a previous process left running:
+// on SQLite, whose data directory only one runner may hold (lease.go), at
+// start.
 func (s *sqlStore) markInterrupted(ctx context.Context, t *tenantDB) error {
 	rows, err := t.db.QueryContext(ctx, t.q(`SELECT id FROM {t}executions WHERE status = ?`), StatusRunning)
 	if err != nil {
@@ -265,8 +301,8 @@ func (s *sqlStore) markInterrupted(ctx context.Context, t *tenantDB) error {
 		if err != nil {
 			return err
 		}
-		if _, err := t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = ?`),
-			StatusInterrupted, msg, Now(), id, StatusRunning); err != nil {
+		if _, err := t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, error = ?, finished_at = ?, owner = ? WHERE id = ? AND status = ?`),
+			StatusInterrupted, msg, Now(), s.lease.owner, id, StatusRunning); err != nil {
 			return err
 		}
 	}
@@ -399,9 +435,16 @@ type ExecutionRecord struct {
 	CreatedAt  string         `json:"created_at"`
 	FinishedAt string         `json:"finished_at,omitempty"`
 	Nodes      []NodeRun      `json:"nodes,omitempty"`
+	// MaxRunning, when positive, bounds the tenant's running executions at
+	// StartExecution, counted in the store over every runner's live leases
+	// (a full tenant is a *LimitError).
+	MaxRunning int `json:"-"`
 }
 
-// StartExecution records an execution before it starts.
+// StartExecution records an execution before it starts, owned by this
+// runner under a fresh lease; with e.MaxRunning the count of the tenant's
+// running executions (live leases, any runner) and the insert are one
+// statement under the tenant's execution lock.
 func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error {
 	t, err := s.db(ctx, e.Tenant)
 	if err != nil {
@@ -419,12 +462,42 @@ func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error
 	if err != nil {
 		return err
 	}
-	_, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}executions (id, workflow, status, "user", input, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
-		e.ID, e.Workflow, StatusRunning, user, input, e.CreatedAt)
-	return err
+	ttl := s.lease.ttl.Milliseconds()
+	if e.MaxRunning <= 0 {
+		if _, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?)`),
+			e.ID, e.Workflow, StatusRunning, user, input, e.CreatedAt, s.lease.owner, ttl); err != nil {
+			return err
+		}
+		s.lease.own(e.Tenant, e.ID)
+		return nil
+	}
+	tx, err := t.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := s.d.lockExecutions(ctx, tx, t); err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, t.q(`INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires)
+		SELECT ?, ?, ?, ?, ?, ?, ?, {now} + ?
+		WHERE (SELECT COUNT(*) FROM {t}executions WHERE status = ? AND lease_expires > {now}) < ?`),
+		e.ID, e.Workflow, StatusRunning, user, input, e.CreatedAt, s.lease.owner, ttl, StatusRunning, e.MaxRunning)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return &LimitError{e.Tenant, "max_concurrent_executions", fmt.Sprintf("%d executions are already running (on all runners)", e.MaxRunning)}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.lease.own(e.Tenant, e.ID)
+	return nil
 }
 
-// RecordNode stores one node's outcome.
+// RecordNode stores one node's outcome, while this runner owns the
+// execution (ErrLeaseLost otherwise).
 func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r NodeRun) error {
 	t, err := s.db(ctx, tenant)
 	if err != nil {
@@ -445,17 +518,28 @@ func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r Node
 	if err != nil {
 		return err
 	}
-	_, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+	res, err := t.db.ExecContext(ctx, t.q(`INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?
+		WHERE EXISTS (SELECT 1 FROM {t}executions WHERE id = ? AND owner = ? AND status = ?)
 		ON CONFLICT (execution_id, node) DO UPDATE SET type = excluded.type, status = excluded.status, output = excluded.output,
 			error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at`),
 		execID, r.Node, r.Type, r.Status, sout, serr,
-		r.Started.UTC().Format(time.RFC3339Nano), r.Finished.UTC().Format(time.RFC3339Nano))
-	return err
+		r.Started.UTC().Format(time.RFC3339Nano), r.Finished.UTC().Format(time.RFC3339Nano),
+		execID, s.lease.owner, StatusRunning)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return s.whyNotOwned(ctx, t, execID)
+	}
+	return nil
 }
 
 // FinishExecution records the end of an execution, unless it already ended
-// (a cancel racing a completion keeps the first outcome).
+// (a cancel racing a completion keeps the first outcome). Only its owner
+// writes it: when another runner took it over (this one's lease expired)
+// the result is not stored and the error is an ErrLeaseLost, for the
+// caller to log and count.
 func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status string, output map[string]any, errMsg string) error {
 	t, err := s.db(ctx, tenant)
 	if err != nil {
@@ -475,9 +559,16 @@ func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status strin
 	if err != nil {
 		return err
 	}
-	_, err = t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ?`),
-		status, sout, serr, Now(), id, StatusRunning)
-	return err
+	s.lease.release(tenant, id)
+	res, err := t.db.ExecContext(ctx, t.q(`UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ? AND owner = ?`),
+		status, sout, serr, Now(), id, StatusRunning, s.lease.owner)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return s.whyNotOwned(ctx, t, id)
+	}
+	return nil
 }
 
 // GetExecution reads an execution with its node results.

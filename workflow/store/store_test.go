@@ -29,7 +29,7 @@ func TestStoreSQLite(t *testing.T) {
 func TestStorePostgres(t *testing.T) {
 	pg := testenv.StartPostgres(t)
 	storeSuite(t, func(t *testing.T) Store {
-		st, err := OpenPostgresStore(t.Context(), pg.DSN)
+		st, err := OpenPostgresStoreWith(t.Context(), pg.DSN, StoreOptions{LeaseTTL: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,13 +150,20 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		if err := st.StartExecution(ctx, &ExecutionRecord{ID: "e2", Workflow: "w1", Tenant: "acme", User: "u", CreatedAt: Now()}); err != nil {
 			t.Fatal(err)
 		}
-		st2 := open(t) // a new process finds e2 running
-		defer st2.Close()
-		e, err := st2.GetExecution(ctx, "acme", "e2")
-		if err != nil || e.Status != StatusInterrupted || e.FinishedAt == "" {
-			t.Fatalf("after restart: %v %+v", err, e)
-		}
-		if e, _ := st2.GetExecution(ctx, "acme", "e1"); e.Status != StatusCompleted {
+		dead := st.Owner()
+		st.Close()   // the process stops: its leases are renewed no more
+		st = open(t) // a new process finds e2 running (on PostgreSQL, once its lease ended)
+		testenv.Eventually(t, 20*time.Second, func() error {
+			e, err := st.GetExecution(ctx, "acme", "e2")
+			if err != nil || e.Status != StatusInterrupted || e.FinishedAt == "" {
+				return fmt.Errorf("after restart: %v %+v", err, e)
+			}
+			if !strings.Contains(e.Error, dead) && !strings.Contains(e.Error, "stopped while this execution was running") {
+				return fmt.Errorf("the reason names neither the dead runner %s nor the restart: %q", dead, e.Error)
+			}
+			return nil
+		})
+		if e, _ := st.GetExecution(ctx, "acme", "e1"); e.Status != StatusCompleted {
 			t.Fatalf("a finished execution changed: %+v", e)
 		}
 	})

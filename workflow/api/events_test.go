@@ -1,4 +1,4 @@
-package workflow
+package api
 
 import (
 	"bufio"
@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kailash-gw/kailash/workflow"
 )
 
 func TestEventStreamIsTenantScoped(t *testing.T) {
-	wfs, err := LoadDir("../examples/workflows")
+	wfs, err := workflow.LoadDir("../../examples/workflows")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,11 +87,11 @@ func TestEventFilterRules(t *testing.T) {
 	}{
 		{Event{Tenant: "acme"}, true},
 		{Event{Tenant: "globex"}, false},
-		{Event{Tenant: "acme", Policy: EventPolicy{RequiredPermission: "workflow:read"}}, true},
-		{Event{Tenant: "acme", Policy: EventPolicy{RequiredPermission: "audit:view"}}, false},
-		{Event{Tenant: "acme", Policy: EventPolicy{Classification: "confidential"}}, true},
-		{Event{Tenant: "acme", Policy: EventPolicy{Classification: "secret"}}, false},
-		{Event{Tenant: "acme", Policy: EventPolicy{Classification: "unheard-of"}}, false},
+		{Event{Tenant: "acme", Policy: workflow.EventPolicy{RequiredPermission: "workflow:read"}}, true},
+		{Event{Tenant: "acme", Policy: workflow.EventPolicy{RequiredPermission: "audit:view"}}, false},
+		{Event{Tenant: "acme", Policy: workflow.EventPolicy{Classification: "confidential"}}, true},
+		{Event{Tenant: "acme", Policy: workflow.EventPolicy{Classification: "secret"}}, false},
+		{Event{Tenant: "acme", Policy: workflow.EventPolicy{Classification: "unheard-of"}}, false},
 	}
 	for i, c := range cases {
 		if got := sub.visible(c.e); got != c.want {
@@ -99,8 +101,8 @@ func TestEventFilterRules(t *testing.T) {
 }
 
 func TestEventFilterUsesClearanceAttribute(t *testing.T) {
-	secret := Event{Tenant: "acme", Policy: EventPolicy{Classification: "secret"}}
-	internal := Event{Tenant: "acme", Policy: EventPolicy{Classification: "internal"}}
+	secret := Event{Tenant: "acme", Policy: workflow.EventPolicy{Classification: "secret"}}
+	internal := Event{Tenant: "acme", Policy: workflow.EventPolicy{Classification: "internal"}}
 	for _, c := range []struct {
 		clearance      string
 		secret, intern bool

@@ -1,4 +1,4 @@
-package workflow
+package api
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/internal/wire"
+	"github.com/kailash-gw/kailash/workflow"
 	"github.com/kailash-gw/kailash/workflow/store"
 )
 
@@ -89,7 +90,7 @@ func TestIdentityTokenVerified(t *testing.T) {
 	dir := t.TempDir()
 	sg, jwks := newSigner(t, dir)
 	other, _ := newSigner(t, t.TempDir())
-	wfs, err := LoadDir("../examples/workflows")
+	wfs, err := workflow.LoadDir("../../examples/workflows")
 	if err != nil {
 		t.Fatal(err)
 	}

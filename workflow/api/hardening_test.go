@@ -1,4 +1,4 @@
-package workflow
+package api
 
 // Issue 16, bypasses 2–4 through the runner's API, with identity tokens and
 // the shipped bundle (its data labelling acme's "payroll" workflow).
@@ -26,6 +26,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/internal/wire"
 	"github.com/kailash-gw/kailash/policies"
+	"github.com/kailash-gw/kailash/workflow"
 	"github.com/kailash-gw/kailash/workflow/store"
 )
 
@@ -38,11 +39,11 @@ var payrollLabels = map[string]any{"acme": map[string]any{"workflows": map[strin
 func labelledBundle(t *testing.T, tenants map[string]any) string {
 	t.Helper()
 	dir := t.TempDir()
-	err := filepath.WalkDir("../policies/bundle", func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir("../../policies/bundle", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		rel, _ := filepath.Rel("../policies/bundle", p)
+		rel, _ := filepath.Rel("../../policies/bundle", p)
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return err
@@ -94,7 +95,7 @@ func (s *signer) idToken(t *testing.T, tenant, sub string, roles []string, attrs
 
 // newPolicyServer is a runner verifying identity tokens, with the bundle
 // as policy.bundle and the given shared workflows.
-func newPolicyServer(t *testing.T, bundle string, r config.Runner, opts Options, wfs ...*Workflow) (*Server, *signer) {
+func newPolicyServer(t *testing.T, bundle string, r config.Runner, opts Options, wfs ...*workflow.Workflow) (*Server, *signer) {
 	t.Helper()
 	sg, jwks := newSigner(t, t.TempDir())
 	r.HTTP, r.IdentityJWKS, r.IdentityAudience = "127.0.0.1:0", jwks, "kailash-runner"
@@ -103,7 +104,7 @@ func newPolicyServer(t *testing.T, bundle string, r config.Runner, opts Options,
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.ln.Close(); s.shutdown() })
-	m := map[string]*Workflow{}
+	m := map[string]*workflow.Workflow{}
 	for _, w := range wfs {
 		m[w.Def.Name] = w
 	}
@@ -121,7 +122,7 @@ var (
 // every body it would read differently, not store another workflow.
 func TestBodiesTheRunnerWouldReadOtherwiseAreRefused(t *testing.T) {
 	bundle := labelledBundle(t, payrollLabels)
-	s, sg := newPolicyServer(t, bundle, config.Runner{}, Options{}, mustCompile(t, Definition{Name: "hello", Nodes: []Node{{ID: "a", Type: "identity"}}}))
+	s, sg := newPolicyServer(t, bundle, config.Runner{}, Options{}, mustCompile(t, workflow.Definition{Name: "hello", Nodes: []workflow.Node{{ID: "a", Type: "identity"}}}))
 	mallory := apiClient{t, s.Handler(), map[string]string{wire.HeaderIdentity: sg.idToken(t, "acme", "mallory", []string{"data_scientist"}, finance)}}
 
 	// What the shipped policy decides, given the body as ext_authz parses it.
@@ -306,8 +307,8 @@ func until(t *testing.T, next eventReader, wf string, n int) []string {
 // to callers its labels admit (the runner's own engine over policy.bundle).
 func TestTenantEventStreamsApplyWorkflowLabels(t *testing.T) {
 	bundle := labelledBundle(t, payrollLabels)
-	payroll := mustCompile(t, Definition{Name: "payroll", Nodes: []Node{{ID: "pay", Type: "identity"}}})
-	etl := mustCompile(t, Definition{Name: "etl", Nodes: []Node{{ID: "load", Type: "identity"}}})
+	payroll := mustCompile(t, workflow.Definition{Name: "payroll", Nodes: []workflow.Node{{ID: "pay", Type: "identity"}}})
+	etl := mustCompile(t, workflow.Definition{Name: "etl", Nodes: []workflow.Node{{ID: "load", Type: "identity"}}})
 	s, sg := newPolicyServer(t, bundle, config.Runner{}, Options{}, payroll, etl)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
@@ -358,8 +359,8 @@ func TestEventDecisionCachedPerRevision(t *testing.T) {
 		t.Fatal(err)
 	}
 	pol := &countingPolicy{eng: eng}
-	payroll := mustCompile(t, Definition{Name: "payroll", Nodes: []Node{{ID: "pay", Type: "identity"}}})
-	etl := mustCompile(t, Definition{Name: "etl", Nodes: []Node{{ID: "load", Type: "identity"}}})
+	payroll := mustCompile(t, workflow.Definition{Name: "payroll", Nodes: []workflow.Node{{ID: "pay", Type: "identity"}}})
+	etl := mustCompile(t, workflow.Definition{Name: "etl", Nodes: []workflow.Node{{ID: "load", Type: "identity"}}})
 	s, sg := newPolicyServer(t, bundle, config.Runner{}, Options{EventPolicy: pol}, payroll, etl)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
@@ -401,7 +402,7 @@ func TestEventDecisionCachedPerRevision(t *testing.T) {
 
 // A failing decision withholds the events (fail closed).
 func TestEventDecisionFailsClosed(t *testing.T) {
-	etl := mustCompile(t, Definition{Name: "etl", Nodes: []Node{{ID: "load", Type: "identity"}}})
+	etl := mustCompile(t, workflow.Definition{Name: "etl", Nodes: []workflow.Node{{ID: "load", Type: "identity"}}})
 	var calls atomic.Int64
 	s, sg := newPolicyServer(t, "", config.Runner{}, Options{EventPolicy: policyFunc(func(context.Context, ast.Value) (any, error) {
 		if calls.Add(1) == 1 {
@@ -432,8 +433,8 @@ func TestEventDecisionFailsClosed(t *testing.T) {
 func TestCancelChecksWorkflowAndStarter(t *testing.T) {
 	bundle := labelledBundle(t, payrollLabels)
 	host := hang(t)
-	slow := mustCompile(t, Definition{Name: "payroll", Nodes: []Node{httpNode("wait", host, "/")}})
-	etl := mustCompile(t, Definition{Name: "etl", Nodes: []Node{{ID: "load", Type: "identity"}}})
+	slow := mustCompile(t, workflow.Definition{Name: "payroll", Nodes: []workflow.Node{httpNode("wait", host, "/")}})
+	etl := mustCompile(t, workflow.Definition{Name: "etl", Nodes: []workflow.Node{{ID: "load", Type: "identity"}}})
 	s, sg := newPolicyServer(t, bundle, config.Runner{HTTPAllow: []string{host}}, Options{}, slow, etl)
 	as := func(user string, roles []string, attrs map[string]any) apiClient {
 		return apiClient{t, s.Handler(), map[string]string{wire.HeaderIdentity: sg.idToken(t, "acme", user, roles, attrs)}}

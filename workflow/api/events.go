@@ -1,4 +1,4 @@
-package workflow
+package api
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/kailash-gw/kailash/internal/wire"
+	"github.com/kailash-gw/kailash/workflow"
 )
 
 // Event is one step in an execution's life, as the event stream shows it.
@@ -29,7 +30,7 @@ type Event struct {
 	Error     string    `json:"error,omitempty"`
 	At        time.Time `json:"at"`
 	// Policy is the workflow's event metadata; subscribers are filtered by it.
-	Policy EventPolicy `json:"-"`
+	Policy workflow.EventPolicy `json:"-"`
 }
 
 // classification levels, as the seed's EnterpriseEventFilter.
@@ -320,4 +321,12 @@ func (s *Server) serveEventsWS(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }

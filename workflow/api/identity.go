@@ -1,4 +1,4 @@
-package workflow
+package api
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/kailash-gw/kailash/workflow"
 )
 
 const (
@@ -81,14 +83,14 @@ func (v *verifier) keySet(ctx context.Context, refresh bool) (jwk.Set, error) {
 // groups and directory/IdP attributes (department, clearance, ...), which
 // the event streams' policy decision reads.
 type identity struct {
-	Caller
+	workflow.Caller
 	Groups     []string
 	Attributes map[string]any
 }
 
 // verify checks the token's signature, audience and expiry (exp is
 // required) and returns the caller its claims name: tenant, sub, roles.
-func (v *verifier) verify(ctx context.Context, token string) (Caller, error) {
+func (v *verifier) verify(ctx context.Context, token string) (workflow.Caller, error) {
 	id, err := v.verifyIdentity(ctx, token)
 	return id.Caller, err
 }
@@ -118,7 +120,7 @@ func (v *verifier) verifyIdentity(ctx context.Context, token string) (identity, 
 	if err != nil {
 		return identity{}, err
 	}
-	c := Caller{User: tok.Subject()}
+	c := workflow.Caller{User: tok.Subject()}
 	var id identity
 	if t, ok := tok.Get("tenant"); ok {
 		c.Tenant, _ = t.(string)

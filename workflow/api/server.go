@@ -1,8 +1,7 @@
-package workflow
+package api
 
 import (
 	"context"
-	"crypto/rand"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -26,6 +25,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/internal/wire"
 	"github.com/kailash-gw/kailash/policies"
+	"github.com/kailash-gw/kailash/workflow"
 	"github.com/kailash-gw/kailash/workflow/store"
 )
 
@@ -37,7 +37,7 @@ type Options struct {
 	// Policy answers the permission_check node. Nil: an engine over
 	// policy.bundle (the embedded bundle when empty) evaluating
 	// runner.permission_decision, built on first use.
-	Policy PolicyEvaluator
+	Policy workflow.PolicyEvaluator
 	// store.Store replaces the store runner.postgres_dsn / runner.data_dir name
 	// (tests); the server closes it.
 	Store store.Store
@@ -45,7 +45,7 @@ type Options struct {
 	// (its department/clearance labels). Nil: an engine over policy.bundle
 	// evaluating runner.event_decision (DefaultEventDecision), watched for
 	// changes, built on first use.
-	EventPolicy PolicyEvaluator
+	EventPolicy workflow.PolicyEvaluator
 }
 
 // Server is the runner's HTTP API. Envoy forwards authorized requests to it
@@ -54,14 +54,14 @@ type Server struct {
 	log       *slog.Logger
 	wrap      func(http.Handler) http.Handler
 	ln        net.Listener
-	workflows atomic.Pointer[map[string]*Workflow] // from runner.workflows, shared by every tenant
-	exec      *Executor
+	workflows atomic.Pointer[map[string]*workflow.Workflow] // from runner.workflows, shared by every tenant
+	exec      *workflow.Executor
 	store     store.Store
 	compiled  compileCache
 	verify    *verifier // nil: trust the x-kailash-* headers
 	events    *broker
-	policy    PolicyEvaluator // permission decisions (permission_check, cancelling others' runs)
-	eventPol  PolicyEvaluator // may a subscriber see a workflow's events
+	policy    workflow.PolicyEvaluator // permission decisions (permission_check, cancelling others' runs)
+	eventPol  workflow.PolicyEvaluator // may a subscriber see a workflow's events
 
 	// base is cancelled when Serve returns; asynchronous executions run under it.
 	base     context.Context
@@ -69,9 +69,10 @@ type Server struct {
 	running  sync.Map // execution id -> *runningExec
 	inflight sync.WaitGroup
 
-	reg   *prometheus.Registry
-	execs *prometheus.CounterVec
-	dur   prometheus.Histogram
+	reg       *prometheus.Registry
+	execs     *prometheus.CounterVec
+	dur       prometheus.Histogram
+	leaseLost *prometheus.CounterVec // results and node records refused: another runner owns the execution
 }
 
 type runningExec struct {
@@ -85,25 +86,26 @@ const maxBody = 1 << 20
 //go:embed openapi.json
 var openAPI []byte
 
-// New loads the workflows named by cfg.Runner.Workflows, opens the store in
-// cfg.Runner.DataDir (marking executions a previous run left running as
-// interrupted) and binds cfg.Runner.HTTP.
+// New loads the workflows named by cfg.Runner.Workflows, opens the store
+// (SQLite in cfg.Runner.DataDir, marking executions a previous run left
+// running as interrupted; or PostgreSQL, taking over only executions whose
+// lease ended, docs/deploy.md) and binds cfg.Runner.HTTP.
 func New(cfg *config.Config, opts Options) (*Server, error) {
 	s := &Server{log: opts.Logger, wrap: opts.Middleware, reg: telemetry.NewRegistry(), events: newBroker()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	wfs := map[string]*Workflow{}
+	wfs := map[string]*workflow.Workflow{}
 	if cfg.Runner.Workflows != "" {
 		var err error
-		if wfs, err = LoadDir(cfg.Path(cfg.Runner.Workflows)); err != nil {
+		if wfs, err = workflow.LoadDir(cfg.Path(cfg.Runner.Workflows)); err != nil {
 			return nil, fmt.Errorf("runner.workflows: %w", err)
 		}
 	}
 	s.workflows.Store(&wfs)
 	for _, t := range cfg.Runner.Limits.AllowedNodeTypes {
-		if _, ok := library[t]; !ok {
-			return nil, fmt.Errorf("runner.limits.allowed_node_types: unknown node type %q (known: %s)", t, strings.Join(NodeTypes(), ", "))
+		if !workflow.IsNodeType(t) {
+			return nil, fmt.Errorf("runner.limits.allowed_node_types: unknown node type %q (known: %s)", t, strings.Join(workflow.NodeTypes(), ", "))
 		}
 	}
 	if cfg.Runner.IdentityJWKS != "" {
@@ -119,8 +121,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	for role, l := range cfg.Runner.RoleLimits {
 		for _, t := range l.AllowedNodeTypes {
-			if _, ok := library[t]; !ok {
-				return nil, fmt.Errorf("runner.role_limits.%s.allowed_node_types: unknown node type %q (known: %s)", role, t, strings.Join(NodeTypes(), ", "))
+			if !workflow.IsNodeType(t) {
+				return nil, fmt.Errorf("runner.role_limits.%s.allowed_node_types: unknown node type %q (known: %s)", role, t, strings.Join(workflow.NodeTypes(), ", "))
 			}
 		}
 	}
@@ -138,7 +140,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if pol == nil {
 		decision := cfg.Runner.PermissionDecision
 		if decision == "" {
-			decision = DefaultPermissionDecision
+			decision = workflow.DefaultPermissionDecision
 		}
 		pol = &lazyPolicy{opts: policies.EngineOptions{Dir: cfg.Path(cfg.Policy.Bundle), Decision: decision}, watch: s.base, log: s.log}
 	}
@@ -151,9 +153,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		s.eventPol = &lazyPolicy{opts: policies.EngineOptions{Dir: cfg.Path(cfg.Policy.Bundle), Decision: decision}, watch: s.base, log: s.log}
 	}
-	s.exec = NewExecutor(ExecutorOptions{
+	s.exec = workflow.NewExecutor(workflow.ExecutorOptions{
 		Limits: cfg.Runner.Limits, TenantLimits: cfg.Runner.TenantLimits, RoleLimits: cfg.Runner.RoleLimits,
-		HTTPAllow: cfg.Runner.HTTPAllow, Audit: st.Audit, Logger: slog.New(RedactingHandler(s.log.Handler())), Store: st, Policy: pol,
+		HTTPAllow: cfg.Runner.HTTPAllow, Audit: st.Audit, Logger: slog.New(workflow.RedactingHandler(s.log.Handler())), Store: st, Policy: pol,
 	})
 	s.execs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kailash_runner_executions_total", Help: "Workflow executions by outcome.",
@@ -162,7 +164,24 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Name: "kailash_runner_execution_duration_seconds", Help: "Time to execute a workflow.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10),
 	})
-	s.reg.MustRegister(s.execs, s.dur)
+	s.leaseLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kailash_runner_lease_lost_writes_total", Help: "Writes of an execution refused because another runner took it over (its lease expired here).",
+	}, []string{"write"})
+	s.reg.MustRegister(s.execs, s.dur, s.leaseLost,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kailash_runner_leases_lost_total", Help: "Executions this runner ran whose lease another runner took over.",
+		}, func() float64 { return float64(st.LeaseStats().Lost) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kailash_runner_executions_taken_over_total", Help: "Executions of dead runners (expired leases) this runner marked interrupted.",
+		}, func() float64 { return float64(st.LeaseStats().TakenOver) }))
+	// An execution whose lease another runner took over is cancelled here:
+	// its result could not be stored.
+	st.OnLeaseLost(func(tenant, id string) {
+		if v, ok := s.running.Load(id); ok && v.(*runningExec).tenant == tenant {
+			v.(*runningExec).cancel(fmt.Errorf("%w: another runner took this execution over", store.ErrLeaseLost))
+		}
+	})
+	s.log.Info("runner replica", "owner", st.Owner())
 	ln, err := net.Listen("tcp", cfg.Runner.HTTP)
 	if err != nil {
 		s.stop()
@@ -223,7 +242,7 @@ func (s *Server) Handler() http.Handler {
 // the verified x-kailash-identity token's claims, and nothing else counts;
 // without, the x-kailash-tenant/-user/-roles headers Envoy forwarded. No
 // identity: 401.
-func (s *Server) caller(w http.ResponseWriter, r *http.Request) (Caller, bool) {
+func (s *Server) caller(w http.ResponseWriter, r *http.Request) (workflow.Caller, bool) {
 	id, ok := s.identify(w, r)
 	return id.Caller, ok
 }
@@ -245,7 +264,7 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (identity, boo
 		}
 		return id, true
 	}
-	c := Caller{Tenant: r.Header.Get(wire.HeaderTenant), User: r.Header.Get(wire.HeaderUser)}
+	c := workflow.Caller{Tenant: r.Header.Get(wire.HeaderTenant), User: r.Header.Get(wire.HeaderUser)}
 	if roles := r.Header.Get(wire.HeaderRoles); roles != "" {
 		c.Roles = strings.Split(roles, ",")
 	}
@@ -261,7 +280,7 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (identity, boo
 }
 
 // lookup finds a workflow: the tenant's own first, then the shared ones.
-func (s *Server) lookup(ctx context.Context, tenant, name string) (*Workflow, bool, error) {
+func (s *Server) lookup(ctx context.Context, tenant, name string) (*workflow.Workflow, bool, error) {
 	sw, err := s.store.GetWorkflow(ctx, tenant, name)
 	switch {
 	case err == nil:
@@ -308,12 +327,12 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", err.Error())
 		return
 	}
-	d, err := ParseDefinition(body)
+	d, err := workflow.ParseDefinition(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_definition", err.Error())
 		return
 	}
-	wf, err := Compile(d)
+	wf, err := workflow.Compile(d)
 	if err != nil {
 		writeError(w, http.StatusUnprocessableEntity, "invalid_workflow", err.Error())
 		return
@@ -332,7 +351,7 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d.Name, def, s.exec.LimitsFor(c).MaxWorkflows); err != nil {
-		var le *LimitError
+		var le *workflow.LimitError
 		switch {
 		case errors.Is(err, store.ErrExists):
 			writeError(w, http.StatusConflict, "exists", err.Error())
@@ -420,10 +439,17 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		s.writeExecError(w, err, nil)
 		return
 	}
-	rec := &store.ExecutionRecord{ID: newID(), Workflow: name, Status: store.StatusRunning, Tenant: c.Tenant, User: c.User,
-		Input: input, CreatedAt: store.Now()}
+	// The store counts the tenant's running executions on every runner.
+	rec := &store.ExecutionRecord{ID: workflow.NewID(), Workflow: name, Status: store.StatusRunning, Tenant: c.Tenant, User: c.User,
+		Input: input, CreatedAt: store.Now(), MaxRunning: s.exec.Limits(c.Tenant).MaxConcurrentExecutions}
 	if err := s.store.StartExecution(r.Context(), rec); err != nil {
 		res.Release()
+		var le *workflow.LimitError
+		if errors.As(err, &le) {
+			s.execs.WithLabelValues(limitLabel(err)).Inc()
+			s.writeExecError(w, err, nil)
+			return
+		}
 		s.internal(w, err)
 		return
 	}
@@ -470,7 +496,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 
 // run executes and records: the start event, each node's result as it
 // ends, and the outcome. The records are written even after cancellation.
-func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *store.ExecutionRecord, timeout time.Duration) *store.ExecutionRecord {
+func (s *Server) run(ctx context.Context, res *workflow.Reservation, wf *workflow.Workflow, rec *store.ExecutionRecord, timeout time.Duration) *store.ExecutionRecord {
 	wctx := context.WithoutCancel(ctx)
 	ev := func(typ string) Event {
 		return Event{Type: typ, Tenant: rec.Tenant, Workflow: rec.Workflow, Execution: rec.ID, At: time.Now().UTC(), Policy: wf.Def.Events}
@@ -478,8 +504,11 @@ func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *s
 	s.events.publish(ev("execution.started"))
 	var mu sync.Mutex // guards rec.Nodes
 	start := time.Now()
-	result, err := res.Run(ctx, rec.Input, RunOptions{ID: rec.ID, Timeout: timeout, OnNode: func(ctx context.Context, nr NodeRun) {
-		if err := s.store.RecordNode(ctx, rec.Tenant, rec.ID, nr); err != nil {
+	result, err := res.Run(ctx, rec.Input, workflow.RunOptions{ID: rec.ID, Timeout: timeout, OnNode: func(ctx context.Context, nr workflow.NodeRun) {
+		if err := s.store.RecordNode(ctx, rec.Tenant, rec.ID, nr); errors.Is(err, store.ErrLeaseLost) {
+			s.leaseLost.WithLabelValues("node").Inc()
+			s.log.Error("node result not stored: another runner owns the execution", "execution", rec.ID, "node", nr.Node, "err", err)
+		} else if err != nil {
 			s.log.Warn("recording a node result", "execution", rec.ID, "node", nr.Node, "err", err)
 		}
 		mu.Lock()
@@ -501,7 +530,11 @@ func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *s
 		rec.Output = result.Output
 	}
 	s.execs.WithLabelValues(rec.Status).Inc()
-	if err := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error); err != nil {
+	if err := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error); errors.Is(err, store.ErrLeaseLost) {
+		s.leaseLost.WithLabelValues("finish").Inc()
+		s.log.Error("execution result not stored: this runner's lease expired and another runner took the execution over",
+			"workflow", rec.Workflow, "execution", rec.ID, "tenant", rec.Tenant, "status", rec.Status, "err", err)
+	} else if err != nil {
 		s.log.Error("recording an execution's end", "execution", rec.ID, "err", err)
 	}
 	e := ev("execution.completed")
@@ -515,16 +548,16 @@ func (s *Server) run(ctx context.Context, res *Reservation, wf *Workflow, rec *s
 
 func statusOf(err error) string {
 	switch {
-	case errors.Is(err, ErrCancelled):
+	case errors.Is(err, workflow.ErrCancelled):
 		return store.StatusCancelled
-	case errors.Is(err, ErrTimeout):
+	case errors.Is(err, workflow.ErrTimeout):
 		return store.StatusTimedOut
 	}
 	return store.StatusFailed
 }
 
 func limitLabel(err error) string {
-	var le *LimitError
+	var le *workflow.LimitError
 	if errors.As(err, &le) {
 		return "limit_" + le.Limit
 	}
@@ -606,20 +639,20 @@ func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.log.Info("execution cancelled", "tenant", c.Tenant, "workflow", name, "execution", id, "by", c.User, "started_by", re.user)
-	re.cancel(fmt.Errorf("%w by %s", ErrCancelled, c.User))
+	re.cancel(fmt.Errorf("%w by %s", workflow.ErrCancelled, c.User))
 	writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": id, "status": "cancelling"})
 }
 
 // granted asks the runner's permission decision whether c holds
 // permission, with the input permission_check sends.
-func (s *Server) granted(ctx context.Context, c Caller, permission, workflow, execution string) (bool, error) {
+func (s *Server) granted(ctx context.Context, c workflow.Caller, permission, wfName, execution string) (bool, error) {
 	v, err := ast.InterfaceToValue(map[string]any{
 		"version":    map[string]any{wire.PolicyInputKey: wire.PolicyInputVersion},
 		"identity":   map[string]any{"sub": c.User, "tenant": c.Tenant, "roles": anySlice(c.Roles)},
 		"tenant":     map[string]any{"id": c.Tenant},
 		"permission": permission,
 		"resource":   "",
-		"workflow":   map[string]any{"name": workflow, "execution_id": execution},
+		"workflow":   map[string]any{"name": wfName, "execution_id": execution},
 	})
 	if err != nil {
 		return false, err
@@ -628,7 +661,7 @@ func (s *Server) granted(ctx context.Context, c Caller, permission, workflow, ex
 	if err != nil {
 		return false, fmt.Errorf("policy: %w", err)
 	}
-	return decisionAllows(dec, permission)
+	return workflow.DecisionAllows(dec, permission)
 }
 
 // writeExecError maps an execution error onto a status: a concurrency
@@ -636,7 +669,7 @@ func (s *Server) granted(ctx context.Context, c Caller, permission, workflow, ex
 // failure 422.
 func (s *Server) writeExecError(w http.ResponseWriter, err error, rec *store.ExecutionRecord) {
 	code, kind := http.StatusUnprocessableEntity, "execution_failed"
-	var le *LimitError
+	var le *workflow.LimitError
 	status := ""
 	if rec != nil {
 		status = rec.Status
@@ -647,9 +680,9 @@ func (s *Server) writeExecError(w http.ResponseWriter, err error, rec *store.Exe
 		w.Header().Set("Retry-After", "1")
 	case errors.As(err, &le):
 		code, kind = http.StatusForbidden, "limit_exceeded"
-	case status == store.StatusTimedOut || (rec == nil && errors.Is(err, ErrTimeout)):
+	case status == store.StatusTimedOut || (rec == nil && errors.Is(err, workflow.ErrTimeout)):
 		code, kind = http.StatusGatewayTimeout, "execution_timed_out"
-	case status == store.StatusCancelled || (rec == nil && errors.Is(err, ErrCancelled)):
+	case status == store.StatusCancelled || (rec == nil && errors.Is(err, workflow.ErrCancelled)):
 		code, kind = http.StatusConflict, "execution_cancelled"
 	}
 	body := map[string]any{"error": kind, "message": err.Error()}
@@ -684,13 +717,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeError(w http.ResponseWriter, code int, kind, msg string) {
 	writeJSON(w, code, map[string]string{"error": kind, "message": msg})
 }
-
-func newID() string { return strings.ToLower(rand.Text()) }
-
-// DefaultPermissionDecision is the decision permission_check evaluates
-// unless runner.permission_decision names another: the shipped bundle's set
-// of permissions the caller's roles grant.
-const DefaultPermissionDecision = "kailash/authz/granted"
 
 // lazyPolicy builds its engine on first use, so a runner whose workflows
 // never check a permission never compiles the bundle. A failed build fails
@@ -752,21 +778,21 @@ func (l *lazyPolicy) Revision() string {
 // an earlier one compiled. A changed definition has another digest; the
 // cache is emptied when it grows past maxCompiled.
 type compileCache struct {
-	m sync.Map // digest -> *Workflow
+	m sync.Map // digest -> *workflow.Workflow
 	n atomic.Int64
 }
 
 const maxCompiled = 4096
 
-func (c *compileCache) compile(sw *store.StoredWorkflow) (*Workflow, error) {
+func (c *compileCache) compile(sw *store.StoredWorkflow) (*workflow.Workflow, error) {
 	if v, ok := c.m.Load(sw.Digest); ok && sw.Digest != "" {
-		return v.(*Workflow), nil
+		return v.(*workflow.Workflow), nil
 	}
-	var d Definition
+	var d workflow.Definition
 	if err := json.Unmarshal(sw.Definition, &d); err != nil {
 		return nil, err
 	}
-	w, err := Compile(d)
+	w, err := workflow.Compile(d)
 	if err != nil || sw.Digest == "" {
 		return w, err
 	}

@@ -1,4 +1,4 @@
-package workflow
+package api
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/workflow"
 )
 
 // Prepare checks the runner settings of cfg as New does and loads the shared
@@ -25,8 +26,8 @@ func (s *Server) Prepare(cfg *config.Config) (commit func(), err error) {
 	var errs []error
 	check := func(field string, types []string) {
 		for _, t := range types {
-			if _, ok := library[t]; !ok {
-				errs = append(errs, fmt.Errorf("%s: unknown node type %q (known: %s)", field, t, strings.Join(NodeTypes(), ", ")))
+			if !workflow.IsNodeType(t) {
+				errs = append(errs, fmt.Errorf("%s: unknown node type %q (known: %s)", field, t, strings.Join(workflow.NodeTypes(), ", ")))
 			}
 		}
 	}
@@ -39,9 +40,9 @@ func (s *Server) Prepare(cfg *config.Config) (commit func(), err error) {
 			errs = append(errs, fmt.Errorf("runner.identity_jwks: %w", err))
 		}
 	}
-	wfs := map[string]*Workflow{}
+	wfs := map[string]*workflow.Workflow{}
 	if cfg.Runner.Workflows != "" {
-		w, err := LoadDir(cfg.Path(cfg.Runner.Workflows))
+		w, err := workflow.LoadDir(cfg.Path(cfg.Runner.Workflows))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("runner.workflows: %w", err))
 		}

@@ -1,0 +1,262 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/kailash-gw/kailash/internal/testenv"
+)
+
+func openPG(t *testing.T, dsn string, ttl time.Duration) Store {
+	t.Helper()
+	st, err := OpenPostgresStoreWith(t.Context(), dsn, StoreOptions{LeaseTTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func startExec(t *testing.T, st Store, tenant, id string, max int) error {
+	t.Helper()
+	return st.StartExecution(t.Context(), &ExecutionRecord{ID: id, Workflow: "w", Tenant: tenant, User: "alice", CreatedAt: Now(), MaxRunning: max})
+}
+
+func status(t *testing.T, st Store, tenant, id string) *ExecutionRecord {
+	t.Helper()
+	e, err := st.GetExecution(t.Context(), tenant, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// A second runner starting on the same PostgreSQL leaves the first one's
+// live executions alone, and the first one's result is stored. (Before
+// leases the second marked every running execution interrupted and the
+// completion, matching only status = 'running', was dropped.)
+func TestPostgresSecondRunnerLeavesLiveExecutions(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	ctx := t.Context()
+	a := openPG(t, pg.DSN, 0)
+	if err := startExec(t, a, "acme", "live", 0); err != nil {
+		t.Fatal(err)
+	}
+	b := openPG(t, pg.DSN, 0) // the second replica starts mid-execution
+	if e := status(t, b, "acme", "live"); e.Status != StatusRunning {
+		t.Fatalf("the second runner's start touched a live execution: %+v", e)
+	}
+	if err := a.RecordNode(ctx, "acme", "live", NodeRun{Node: "n", Type: "identity", Status: "completed", Started: time.Now(), Finished: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.FinishExecution(ctx, "acme", "live", StatusCompleted, map[string]any{"answer": 42.0}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if e := status(t, b, "acme", "live"); e.Status != StatusCompleted || e.Output["answer"] != 42.0 || len(e.Nodes) != 1 {
+		t.Fatalf("the first runner's result was not stored: %+v", e)
+	}
+	// The other replica cannot write it.
+	if err := b.FinishExecution(ctx, "acme", "live", StatusFailed, nil, "x"); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("a write by a runner that does not own the execution: %v", err)
+	}
+}
+
+// A runner that stops renewing loses its executions to a surviving one,
+// which marks them interrupted naming the dead owner; a late write by the
+// dead owner is refused as ErrLeaseLost and counted, and its heartbeat
+// reports the loss.
+func TestPostgresTakeoverOfExpiredLeases(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	ctx := t.Context()
+
+	dead := openPG(t, pg.DSN, time.Second)
+	if err := startExec(t, dead, "acme", "orphan", 0); err != nil {
+		t.Fatal(err)
+	}
+	deadOwner := dead.Owner()
+	dead.Close() // no more heartbeats
+	survivor := openPG(t, pg.DSN, time.Second)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		e := status(t, survivor, "acme", "orphan")
+		if e.Status != StatusInterrupted || !strings.Contains(e.Error, deadOwner) || !strings.Contains(e.Error, survivor.Owner()) || e.FinishedAt == "" {
+			return errors.New("not taken over yet: " + e.Status + " " + e.Error)
+		}
+		return nil
+	})
+	if n := survivor.LeaseStats().TakenOver; n != 1 {
+		t.Fatalf("taken over %d, want 1", n)
+	}
+
+	// A runner that is alive but whose lease ended (a long stall): its
+	// heartbeat (every 10s here) does not run before the sweep.
+	stalled := openPG(t, pg.DSN, 30*time.Second)
+	var lost []string
+	var mu sync.Mutex
+	stalled.OnLeaseLost(func(tenant, id string) { mu.Lock(); lost = append(lost, tenant+"/"+id); mu.Unlock() })
+	for _, id := range []string{"slow1", "slow2"} {
+		if err := startExec(t, stalled, "acme", id, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rawExec(t, stalled, "acme", `UPDATE {t}executions SET lease_expires = 0 WHERE owner = ?`, stalled.Owner())
+	if err := survivor.(*sqlStore).sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := stalled.FinishExecution(ctx, "acme", "slow1", StatusCompleted, map[string]any{"late": true}, ""); !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), survivor.Owner()) {
+		t.Fatalf("a write after the takeover: %v", err)
+	}
+	stalled.(*sqlStore).heartbeat(ctx)
+	mu.Lock()
+	if len(lost) != 1 || lost[0] != "acme/slow2" {
+		t.Fatalf("lost leases reported: %v", lost)
+	}
+	mu.Unlock()
+	if st := stalled.LeaseStats(); st.Lost != 2 {
+		t.Fatalf("lost %d, want 2", st.Lost)
+	}
+	if e := status(t, survivor, "acme", "slow1"); e.Status != StatusInterrupted || e.Output != nil {
+		t.Fatalf("slow1: %+v", e)
+	}
+}
+
+// The heartbeat keeps a running execution's lease live past its TTL.
+func TestHeartbeatRenewsLeases(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	a := openPG(t, pg.DSN, time.Second)
+	if err := startExec(t, a, "acme", "long", 0); err != nil {
+		t.Fatal(err)
+	}
+	b := openPG(t, pg.DSN, time.Second) // sweeps every 500ms
+	time.Sleep(3 * time.Second)         // three TTLs
+	if e := status(t, b, "acme", "long"); e.Status != StatusRunning {
+		t.Fatalf("a renewed execution was taken over: %+v", e)
+	}
+	if err := a.FinishExecution(t.Context(), "acme", "long", StatusCompleted, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// max_concurrent_executions counts the tenant's live executions on every
+// runner: starts on two replicas at once admit exactly the limit.
+func TestPostgresConcurrencyLimitAcrossRunners(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	a, b := openPG(t, pg.DSN, 0), openPG(t, pg.DSN, 0)
+	if err := startExec(t, a, "acme", "warm", 0); err != nil { // creates the tenant
+		t.Fatal(err)
+	}
+	if err := a.FinishExecution(t.Context(), "acme", "warm", StatusCompleted, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	const limit = 5
+	var ok, limited atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 40 {
+		st := []Store{a, b}[i%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := startExec(t, st, "acme", "c"+string(rune('a'+i/26))+string(rune('a'+i%26)), limit)
+			var le *LimitError
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.As(err, &le) && le.Limit == "max_concurrent_executions":
+				limited.Add(1)
+			default:
+				t.Errorf("start: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != limit || limited.Load() != 40-limit {
+		t.Fatalf("admitted %d, limited %d; want %d and %d", ok.Load(), limited.Load(), limit, 40-limit)
+	}
+	// Another tenant has its own count.
+	if err := startExec(t, b, "globex", "g1", limit); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SQLite serves one runner: a second one on the same data directory is
+// refused with an error that says so, until the first one stops.
+func TestSQLiteRefusesSecondRunner(t *testing.T) {
+	dir := t.TempDir()
+	a, err := OpenStoreWith(t.Context(), dir, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := startExec(t, a, "acme", "e1", 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenStoreWith(t.Context(), dir, StoreOptions{})
+	if err == nil || !strings.Contains(err.Error(), "another runner holds") || !strings.Contains(err.Error(), "runner.postgres_dsn") {
+		t.Fatalf("second runner: %v", err)
+	}
+	if e := status(t, a, "acme", "e1"); e.Status != StatusRunning {
+		t.Fatalf("the refused runner touched the first one's execution: %+v", e)
+	}
+	// A maintenance tool (kailash keys) may open it beside the runner.
+	m, err := OpenStoreWith(t.Context(), dir, StoreOptions{Maintenance: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	a.Close()
+	b, err := OpenStoreWith(t.Context(), dir, StoreOptions{})
+	if err != nil {
+		t.Fatalf("after the first runner stopped: %v", err)
+	}
+	defer b.Close()
+	if e := status(t, b, "acme", "e1"); e.Status != StatusInterrupted {
+		t.Fatalf("after the restart: %+v", e)
+	}
+}
+
+// A database written before leases (schema version 2) is migrated in
+// place: the columns are added with defaults, an execution it left running
+// is interrupted and new ones are leased.
+func TestMigrationAddsLeaseColumns(t *testing.T) {
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "acme.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`CREATE TABLE schema_migrations (version INTEGER NOT NULL)`, migrations[0], migrations[1],
+		`INSERT INTO schema_migrations (version) VALUES (1), (2)`,
+		`INSERT INTO executions (id, workflow, status, "user", input, created_at) VALUES ('old', 'w', 'running', 'alice', '{}', '2026-01-01T00:00:00Z')`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	st, err := OpenStoreWith(context.Background(), dir, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if e := status(t, st, "acme", "old"); e.Status != StatusInterrupted {
+		t.Fatalf("the old running execution: %+v", e)
+	}
+	if err := startExec(t, st, "acme", "new", 3); err != nil {
+		t.Fatal(err)
+	}
+	var owner string
+	var lease int64
+	td, _ := st.(*sqlStore).db(t.Context(), "acme")
+	if err := td.db.QueryRow(`SELECT owner, lease_expires FROM executions WHERE id = 'new'`).Scan(&owner, &lease); err != nil {
+		t.Fatal(err)
+	}
+	if owner != st.Owner() || time.UnixMilli(lease).Before(time.Now()) {
+		t.Fatalf("new execution: owner %q (want %q), lease %v", owner, st.Owner(), time.UnixMilli(lease))
+	}
+}
