@@ -364,7 +364,7 @@ nodes:
 	kp(xdsP[0])
 	// 3. The authz replica that issued the session: while it is down the
 	// session must be accepted by the other.
-	ak := doKill("kailash "+authzP[0].name, authzP[0].cmd.Process.Pid, authzP[0].done, func() {
+	doKill("kailash "+authzP[0].name, authzP[0].cmd.Process.Pid, authzP[0].done, func() {
 		// Down: the session is still good (authz b), on a fresh connection.
 		for i := range 3 {
 			if c, b, err := send(n.listen, "POST", "acme.localhost", "/v1/workflows/hello/executions", sessTok, "{}"); c == 401 || c == 403 {
@@ -448,6 +448,9 @@ nodes:
 	if statuses["interrupted"] == 0 {
 		t.Errorf("no long execution was on the killed runner (%v): the takeover is not exercised", statuses)
 	}
+	if statuses["completed"] == 0 {
+		t.Errorf("no long execution completed on the surviving runner (%v)", statuses)
+	}
 	stop()
 
 	// The record.
@@ -492,7 +495,6 @@ nodes:
 		t.Logf("kill %-16s down %6s: %d failed (5xx or no answer) in its window, %d requests in flight at the kill",
 			k.what, k.back.Sub(k.at).Round(time.Millisecond), k.failed, k.inFlight)
 	}
-	_ = ak
 	t.Logf("%d requests: %v", len(all), byKind)
 	if len(outside) > 0 {
 		t.Errorf("%d failures outside the kill windows: %s", len(outside), strings.Join(first(outside, 20), "; "))
