@@ -6,7 +6,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build envoy run test test-short test-monitoring fuzz bench bench-compare lint fmt golden clean
+.PHONY: all build envoy run test test-short test-monitoring fuzz bench bench-compare lint fmt golden clean scale-test
 
 all: build
 
@@ -29,6 +29,7 @@ test: envoy
 	$(GO) test -count=1 -race -timeout 15m $(PKGS)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_TEST)
 	@$(MAKE) --no-print-directory chart-test
+	@$(MAKE) --no-print-directory scale-test
 
 ## fuzz: every native Go fuzz target (func FuzzXxx in a _test.go file), one at a time,
 ## for FUZZTIME each (make test runs them briefly; `make fuzz FUZZTIME=5m` for longer).
@@ -58,6 +59,12 @@ test-monitoring:
 	else \
 		echo "test-monitoring: skipped, promtool/amtool not installed (apt-get install prometheus prometheus-alertmanager)"; \
 	fi
+
+## scale-test: the kill-anything test (issue 11): 3 Envoys, 2 each of xds, authz, ratelimit
+## and runner as processes on loopback with Redis, PostgreSQL and slapd; under load each kind
+## is killed (SIGKILL) and restarted. Alone, after the other tests: it starts many processes.
+scale-test: envoy
+	KAILASH_SCALE_REPLICAS=1 $(GO) test -count=1 -race -timeout 10m -run '^TestScaleReplicas$$' -v ./cmd/kailash/
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
