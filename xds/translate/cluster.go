@@ -38,21 +38,47 @@ type clusterSpec struct {
 	maxConnections, maxRequests uint32
 	// tls, when set, is mutual TLS to the cluster (cluster_tls.go).
 	tls *UpstreamTLS
+	// replicated: one of our own services (authz, ratelimit, runner), whose
+	// replicas Envoy should stop sending to as soon as one refuses
+	// connections (outlier detection on local-origin failures).
+	replicated bool
+}
+
+// serviceOutlierDetection ejects a replica of our own services after
+// connect failures or resets Envoy saw itself (a killed process), for a
+// few seconds, so requests go to the live ones until it is back. Failures
+// the service answers (a 5xx, a gRPC error) never eject: they are answers.
+func serviceOutlierDetection() *clusterv3.OutlierDetection {
+	return &clusterv3.OutlierDetection{
+		SplitExternalLocalOriginErrors:         true,
+		ConsecutiveLocalOriginFailure:          wrapperspb.UInt32(1),
+		EnforcingConsecutiveLocalOriginFailure: wrapperspb.UInt32(100),
+		EnforcingLocalOriginSuccessRate:        wrapperspb.UInt32(0),
+		EnforcingConsecutive_5Xx:               wrapperspb.UInt32(0),
+		EnforcingConsecutiveGatewayFailure:     wrapperspb.UInt32(0),
+		EnforcingSuccessRate:                   wrapperspb.UInt32(0),
+		EnforcingFailurePercentage:             wrapperspb.UInt32(0),
+		EnforcingFailurePercentageLocalOrigin:  wrapperspb.UInt32(0),
+		Interval:                               durationpb.New(time.Second),
+		BaseEjectionTime:                       durationpb.New(2 * time.Second),
+		MaxEjectionTime:                        durationpb.New(10 * time.Second),
+		MaxEjectionPercent:                     wrapperspb.UInt32(50),
+	}
 }
 
 // buildClusters returns the upstream clusters sorted by name: ours (authz,
 // authz_http, ratelimit, runner) and the tenants' own (tenant_<id>).
 func buildClusters(ir *IR) ([]types.Resource, error) {
 	specs := []clusterSpec{
-		{name: AuthzCluster, addrs: []Address{ir.Authz.Address}, proto: http2, tls: ir.AuthzTLS}, // gRPC
+		{name: AuthzCluster, addrs: []Address{ir.Authz.Address}, proto: http2, tls: ir.AuthzTLS, replicated: true}, // gRPC
 	}
 	if ir.AuthHTTP != nil {
-		specs = append(specs, clusterSpec{name: AuthzHTTPCluster, addrs: []Address{*ir.AuthHTTP}, proto: http1})
+		specs = append(specs, clusterSpec{name: AuthzHTTPCluster, addrs: []Address{*ir.AuthHTTP}, proto: http1, replicated: true})
 	}
 	if ir.RateLimit != nil {
-		specs = append(specs, clusterSpec{name: RateLimitCluster, addrs: []Address{ir.RateLimit.Address}, proto: http2, tls: ir.RateLimitTLS})
+		specs = append(specs, clusterSpec{name: RateLimitCluster, addrs: []Address{ir.RateLimit.Address}, proto: http2, tls: ir.RateLimitTLS, replicated: true})
 	}
-	specs = append(specs, clusterSpec{name: RunnerCluster, addrs: []Address{ir.Runner}, proto: http1})
+	specs = append(specs, clusterSpec{name: RunnerCluster, addrs: []Address{ir.Runner}, proto: http1, replicated: true})
 	for _, u := range ir.Upstreams {
 		specs = append(specs, clusterSpec{name: u.Name, addrs: u.Addresses, proto: http1,
 			maxConnections: u.MaxConnections, maxRequests: u.MaxRequests})
@@ -98,6 +124,9 @@ func buildCluster(s clusterSpec) (*clusterv3.Cluster, error) {
 			t.MaxRequests = wrapperspb.UInt32(s.maxRequests)
 		}
 		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
+	}
+	if s.replicated {
+		c.OutlierDetection = serviceOutlierDetection()
 	}
 	if s.addrs[0].IsIP() {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}

@@ -27,7 +27,8 @@ func (extAuthzFilter) listenerConfig(ir *IR) (proto.Message, error) {
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
 				ClusterName: AuthzCluster,
 			}},
-			Timeout: durationpb.New(ir.Authz.Timeout),
+			Timeout:     durationpb.New(ir.Authz.Timeout),
+			RetryPolicy: grpcRetryPolicy(true),
 		}},
 		TransportApiVersion:    corev3.ApiVersion_V3,
 		FailureModeAllow:       false,

@@ -46,7 +46,7 @@ func (rateLimitFilter) listenerConfig(ir *IR) (proto.Message, error) {
 		RateLimitService: &ratelimitconfv3.RateLimitServiceConfig{
 			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
 				ClusterName: RateLimitCluster,
-			}}},
+			}}, RetryPolicy: grpcRetryPolicy(false)},
 			TransportApiVersion: corev3.ApiVersion_V3,
 		},
 		EnableXRatelimitHeaders: ratelimitv3.RateLimit_DRAFT_VERSION_03,

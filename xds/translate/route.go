@@ -126,6 +126,12 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 	if vh.StreamIdleTimeout > 0 {
 		main.GetRoute().IdleTimeout = durationpb.New(vh.StreamIdleTimeout)
 	}
+	if vh.Cluster == RunnerCluster {
+		// Our runner's replicas: a request that cannot have reached one
+		// goes to another (retry.go); a tenant's own upstream is left as
+		// the tenant configured it.
+		main.GetRoute().RetryPolicy = routeRetryPolicy()
+	}
 	if vh.Cluster != RunnerCluster {
 		// The identity token is the runner's credential: a tenant's own
 		// upstream that received it could replay it to the runner. The
@@ -181,6 +187,7 @@ func authRoute(ir *IR, vh *VirtualHost) (*routev3.Route, error) {
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AuthzHTTPCluster},
 			Timeout:          durationpb.New(AuthRouteTimeout),
+			RetryPolicy:      routeRetryPolicy(),
 		}},
 		RequestHeadersToAdd: []*corev3.HeaderValueOption{{
 			Header:       &corev3.HeaderValue{Key: wire.HeaderTenant, Value: vh.TenantID},
