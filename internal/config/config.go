@@ -132,6 +132,8 @@ type Authz struct {
 	MaxRequestBytes uint32 `yaml:"max_request_bytes"`
 	// TLS, when set, requires mutual TLS on the gRPC port (mtls.go).
 	TLS ServerTLS `yaml:"tls"`
+	// JWKSCache persists the last good keys of each key source (jwks_cache.go).
+	JWKSCache JWKSCache `yaml:"jwks_cache"`
 }
 
 // Runner is the workflow runner.
