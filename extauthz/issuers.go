@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/jwtauth"
@@ -29,6 +30,17 @@ type issuerRegistry struct {
 	mu      sync.Mutex // guards the fields and every issuerKeys.cancel
 	metrics *oidc.Metrics
 	running map[oidc.Config]*issuerKeys
+	// cacheDir and maxStale are authz.jwks_cache of the config being built
+	// (sources created since use them).
+	cacheDir string
+	maxStale time.Duration
+}
+
+// setCache takes authz.jwks_cache from cfg for the key sources created next.
+func (r *issuerRegistry) setCache(cfg *config.Config) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cacheDir, r.maxStale = cfg.JWKSCacheDir(), cfg.JWKSMaxStale()
 }
 
 func oidcConfig(o config.OIDCIssuer) oidc.Config {
@@ -82,7 +94,7 @@ func (s *Server) keysFor(snap *snapshot, key oidc.Config) (*issuerKeys, error) {
 		}
 		// Rate limiting of fetches runs on real time, not on Options.Now
 		// (the token-validation clock).
-		k, err := oidc.New(key, oidc.WithLogger(s.log), oidc.WithMetrics(r.metrics))
+		k, err := oidc.New(key, oidc.WithLogger(s.log), oidc.WithMetrics(r.metrics), oidc.WithCache(r.cacheDir, r.maxStale))
 		if err != nil {
 			return nil, err
 		}

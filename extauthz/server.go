@@ -242,6 +242,7 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 	if snap.timeout <= 0 {
 		snap.timeout = config.DefaultAuthzTimout
 	}
+	s.issuers.setCache(cfg) // authz.jwks_cache (issuers.go)
 	var errs []error
 	for _, t := range cfg.Tenants {
 		var keys jwtauth.KeySource

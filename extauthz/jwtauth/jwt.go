@@ -7,6 +7,7 @@ package jwtauth
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -53,10 +54,13 @@ func FileKeys(path string) (StaticKeys, error) {
 
 // allowedAlgs are the signature algorithms accepted, with the key type (and
 // curve) each needs. Symmetric algorithms and "none" are never accepted.
+// EdDSA is Ed25519 only (RFC 8037): an OKP key of another curve (Ed448,
+// X25519, X448) never verifies.
 var allowedAlgs = map[string]struct{ kty, crv string }{
 	"RS256": {"RSA", ""}, "RS384": {"RSA", ""}, "RS512": {"RSA", ""},
 	"PS256": {"RSA", ""},
 	"ES256": {"EC", "P-256"}, "ES384": {"EC", "P-384"},
+	"EdDSA": {"OKP", "Ed25519"},
 }
 
 // VerifierOptions tune a Verifier.
@@ -405,20 +409,29 @@ func newKeyring(set jwk.Set) (*keyring, error) {
 		if u := k.KeyUsage(); u != "" && u != "sig" {
 			continue
 		}
+		rk := ringKey{kty: string(k.KeyType()), alg: k.Algorithm().String()}
+		if rk.kty != "RSA" && rk.kty != "EC" && rk.kty != "OKP" {
+			continue // symmetric and other keys are never used
+		}
 		pub, err := k.PublicKey()
 		if err != nil {
 			return nil, fmt.Errorf("jwks key %q: %w", k.KeyID(), err)
 		}
-		var raw any
-		if err := pub.Raw(&raw); err != nil {
+		switch p := pub.(type) {
+		case jwk.ECDSAPublicKey:
+			rk.crv = p.Crv().String()
+		case jwk.OKPPublicKey:
+			rk.crv = p.Crv().String()
+		}
+		if rk.kty == "OKP" && rk.crv != "Ed25519" {
+			continue // X25519 is for key agreement; Ed448 is not supported
+		}
+		if err := pub.Raw(&rk.raw); err != nil {
 			return nil, fmt.Errorf("jwks key %q: %w", k.KeyID(), err)
 		}
-		rk := ringKey{kty: string(k.KeyType()), alg: k.Algorithm().String(), raw: raw}
-		if ec, ok := pub.(jwk.ECDSAPublicKey); ok {
-			rk.crv = ec.Crv().String()
-		}
-		if rk.kty != "RSA" && rk.kty != "EC" {
-			continue // symmetric and other keys are never used
+		// ed25519.Verify panics on a public key of the wrong length.
+		if ed, ok := rk.raw.(ed25519.PublicKey); ok && len(ed) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("jwks key %q: Ed25519 key is %d bytes, want %d", k.KeyID(), len(ed), ed25519.PublicKeySize)
 		}
 		all = append(all, rk)
 		if kid := k.KeyID(); kid != "" {

@@ -68,7 +68,7 @@ func TestVerifyReasons(t *testing.T) {
 		{"HS256 with the public JWKS as secret", craft(t, map[string]any{"alg": "HS256", "kid": kid}, validClaims(), hmacSign(pubJWKS)), envoyauth.ReasonAlgNotAllowed},
 		{"ES384 header on a P-256 key", craft(t, map[string]any{"alg": "ES384", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 96) }), envoyauth.ReasonAlgNotAllowed},
 		{"RS256 header on an EC key", craft(t, map[string]any{"alg": "RS256", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 256) }), envoyauth.ReasonAlgNotAllowed},
-		{"EdDSA", craft(t, map[string]any{"alg": "EdDSA", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 64) }), envoyauth.ReasonAlgNotAllowed},
+		{"EdDSA header on an EC key", craft(t, map[string]any{"alg": "EdDSA", "kid": kid}, validClaims(), func([]byte) []byte { return make([]byte, 64) }), envoyauth.ReasonAlgNotAllowed},
 		{"crit header", craft(t, map[string]any{"alg": "ES256", "kid": kid, "crit": []string{"exp"}}, validClaims(), func([]byte) []byte { return make([]byte, 64) }), envoyauth.ReasonMalformed},
 		{"unknown kid", mint(t, otherKey(t, "someone-else"), claims(nil)), envoyauth.ReasonUnknownKID},
 		{"bad signature (another key, same kid)", mint(t, otherKey(t, kid), claims(nil)), envoyauth.ReasonBadSignature},

@@ -1,6 +1,7 @@
 package oidc
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +14,10 @@ type Metrics struct {
 	stale   *prometheus.GaugeVec
 	ready   *prometheus.GaugeVec
 	success *prometheus.GaugeVec
+	age     *prometheus.Desc
+
+	mu   sync.Mutex // guards srcs
+	srcs map[string]*Keys
 }
 
 // NewMetrics registers the OIDC key metrics with reg.
@@ -35,8 +40,58 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Unix time of the issuer's last successful JWKS fetch (0: never).",
 		}, []string{"issuer"}),
 	}
-	reg.MustRegister(m.fetches, m.stale, m.ready, m.success)
+	m.age = prometheus.NewDesc("kailash_oidc_jwks_age_seconds",
+		"Age of the keys the issuer's tokens are verified with (since they were fetched from the IdP), by where they came from: fetch (this process) or cache (the disk cache, read at start while the IdP was down).",
+		[]string{"issuer", "source"}, nil)
+	m.srcs = map[string]*Keys{}
+	reg.MustRegister(m.fetches, m.stale, m.ready, m.success, ageCollector{m})
 	return m
+}
+
+// track reports the age of k's keys (the latest source of an issuer wins).
+func (m *Metrics) track(k *Keys) {
+	if m != nil {
+		m.mu.Lock()
+		m.srcs[k.cfg.Issuer] = k
+		m.mu.Unlock()
+	}
+}
+
+// untrack stops reporting k (its refresh loop ended).
+func (m *Metrics) untrack(k *Keys) {
+	if m != nil {
+		m.mu.Lock()
+		if m.srcs[k.cfg.Issuer] == k {
+			delete(m.srcs, k.cfg.Issuer)
+		}
+		m.mu.Unlock()
+	}
+}
+
+type ageCollector struct{ m *Metrics }
+
+func (c ageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.age }
+
+func (c ageCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	srcs := make([]*Keys, 0, len(c.m.srcs))
+	for _, k := range c.m.srcs {
+		srcs = append(srcs, k)
+	}
+	c.m.mu.Unlock()
+	for _, k := range srcs {
+		k.mu.Lock()
+		known, at, cached, now := k.set != nil, k.fetchedAt, k.fromCache, k.now()
+		k.mu.Unlock()
+		if !known {
+			continue
+		}
+		src := "fetch"
+		if cached {
+			src = "cache"
+		}
+		ch <- prometheus.MustNewConstMetric(c.m.age, prometheus.GaugeValue, now.Sub(at).Seconds(), k.cfg.Issuer, src)
+	}
 }
 
 func (m *Metrics) fetched(issuer, result string) {

@@ -45,6 +45,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,6 +140,13 @@ type Keys struct {
 	failing   bool    // the last fetch failed (logged once per state change)
 	inflight  *flight // the fetch in progress, nil when none
 	changed   chan struct{}
+
+	cacheDir   string        // WithCache: where the last good keys are persisted
+	maxStale   time.Duration // WithCache: keys fetched longer ago are not used
+	fetchedAt  time.Time     // when set was last fetched (or written to the cache)
+	fromCache  bool          // set was read from the cache at start
+	cacheTried bool          // the cache was read once (only at start)
+	staleLog   bool          // "too old" was logged for the current set
 }
 
 // New validates cfg. It does no I/O: call Run (in a goroutine) to fetch and
@@ -189,6 +197,7 @@ func New(cfg Config, opts ...Option) (*Keys, error) {
 		k.client = &http.Client{Timeout: cfg.Timeout}
 	}
 	k.metrics.setReady(cfg.Issuer, false)
+	k.metrics.track(k)
 	return k, nil
 }
 
@@ -201,7 +210,7 @@ func (k *Keys) Issuer() string { return k.cfg.Issuer }
 // is failing; otherwise it returns ErrUnavailable.
 func (k *Keys) Keys(ctx context.Context) (jwk.Set, error) {
 	k.mu.Lock()
-	set := k.set
+	set := k.usableLocked()
 	k.mu.Unlock()
 	if set != nil {
 		return set, nil
@@ -214,17 +223,37 @@ func (k *Keys) Keys(ctx context.Context) (jwk.Set, error) {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.set != nil && k.usableLocked() == nil {
+		return nil, fmt.Errorf("%w: %s: keys last fetched %s ago, beyond max_stale %s: %v", ErrUnavailable, k.cfg.Issuer,
+			k.now().Sub(k.fetchedAt).Round(time.Second), k.maxStale, k.lastErr)
+	}
 	if k.set == nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, k.cfg.Issuer, k.lastErr)
 	}
 	return k.set, nil
 }
 
+// usableLocked is the set unless it is older than maxStale (nil then, and
+// logged once); k.mu is held.
+func (k *Keys) usableLocked() jwk.Set {
+	if k.set == nil || k.maxStale <= 0 || k.now().Sub(k.fetchedAt) <= k.maxStale {
+		return k.set
+	}
+	if !k.staleLog {
+		k.staleLog = true
+		k.metrics.setReady(k.cfg.Issuer, false)
+		k.log.Error("jwks: the last good keys are older than max_stale and no longer verify; tokens of this issuer get 503 until the IdP answers",
+			"issuer", k.cfg.Issuer, "url", k.sourceURL(), "fetched_at", k.fetchedAt.UTC().Format(time.RFC3339),
+			"age", k.now().Sub(k.fetchedAt).Round(time.Second).String(), "max_stale", k.maxStale.String())
+	}
+	return nil
+}
+
 // Ready reports whether a key set is known.
 func (k *Keys) Ready() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.set != nil
+	return k.usableLocked() != nil
 }
 
 // Failing reports whether the last fetch failed.
@@ -315,6 +344,7 @@ func (k *Keys) Run(ctx context.Context) {
 	k.mu.Lock()
 	k.base = ctx
 	k.mu.Unlock()
+	defer k.metrics.untrack(k)
 	backoff := k.cfg.InitialBackoff
 	for {
 		k.mu.Lock()
@@ -374,13 +404,18 @@ func (k *Keys) fetch(ctx context.Context, why string) error {
 	k.lastErr = err
 	if err != nil {
 		k.metrics.fetched(k.cfg.Issuer, "error")
+		if k.set == nil && k.cacheDir != "" && !k.cacheTried {
+			k.useCacheLocked(err)
+		}
 		k.metrics.setStale(k.cfg.Issuer, k.set != nil)
 		if !k.failing {
 			k.failing = true
-			if k.set != nil {
+			switch {
+			case k.fromCache: // useCacheLocked logged it
+			case k.set != nil:
 				k.log.Warn("jwks: cannot refresh keys; the last good keys keep verifying",
 					"issuer", k.cfg.Issuer, "url", k.sourceURL(), "trigger", why, "err", err)
-			} else {
+			default:
 				k.log.Warn("jwks: cannot fetch keys; tokens of this issuer get 503 until they are known",
 					"issuer", k.cfg.Issuer, "url", k.sourceURL(), "trigger", why, "err", err)
 			}
@@ -391,6 +426,7 @@ func (k *Keys) fetch(ctx context.Context, why string) error {
 		k.failing = false
 		k.log.Info("jwks: keys fetched again", "issuer", k.cfg.Issuer, "url", k.sourceURL())
 	}
+	k.fromCache, k.staleLog = false, false
 	k.metrics.setStale(k.cfg.Issuer, false)
 	k.metrics.setReady(k.cfg.Issuer, true)
 	k.metrics.succeeded(k.cfg.Issuer, time.Now())
@@ -405,17 +441,54 @@ func (k *Keys) sourceURL() string {
 	return k.cfg.DiscoveryURL
 }
 
+// useCacheLocked reads the cache after the first fetch failed (fetchErr)
+// and, when it is usable, verifies with its keys; k.mu is held.
+func (k *Keys) useCacheLocked(fetchErr error) {
+	k.cacheTried = true
+	now := k.now()
+	c, set, err := k.loadCache(now)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return
+	case errors.Is(err, errTooStale):
+		k.log.Error("jwks: IdP unreachable at start and the cached keys are too old to use; tokens of this issuer get 503 until the IdP answers",
+			"issuer", k.cfg.Issuer, "fetch_err", fetchErr, "err", err)
+		return
+	case err != nil:
+		k.log.Error("jwks: IdP unreachable at start and the key cache cannot be used", "issuer", k.cfg.Issuer, "fetch_err", fetchErr, "err", err)
+		return
+	}
+	kids := map[string]bool{}
+	for i := range set.Len() {
+		if key, ok := set.Key(i); ok && key.KeyID() != "" {
+			kids[key.KeyID()] = true
+		}
+	}
+	k.set, k.sum, k.kids = set, sha256.Sum256(c.JWKS), kids
+	k.fetchedAt, k.fromCache = c.FetchedAt, true
+	if k.jwksURL == "" && k.cfg.JWKSURL == "" {
+		k.jwksURL = c.JWKSURL // from the cached discovery: skip a failing discovery
+	}
+	close(k.changed)
+	k.changed = make(chan struct{})
+	k.metrics.setReady(k.cfg.Issuer, true)
+	k.log.Warn("jwks: IdP unreachable at start; verifying with the cached keys until it answers",
+		"issuer", k.cfg.Issuer, "url", k.sourceURL(), "fetched_at", c.FetchedAt.Format(time.RFC3339),
+		"age", now.Sub(c.FetchedAt).Round(time.Second).String(), "max_stale", k.maxStale.String(), "fetch_err", fetchErr)
+}
+
 func (k *Keys) fetchOnce(ctx context.Context) error {
 	k.mu.Lock()
 	jwksURL := k.jwksURL
 	k.mu.Unlock()
+	var disco []byte
 	if k.cfg.JWKSURL == "" {
 		// Discovery runs on every fetch, so a moved jwks_uri is followed;
 		// a failed discovery falls back to the last known jwks_uri.
-		u, err := k.discover(ctx)
+		u, doc, err := k.discover(ctx)
 		switch {
 		case err == nil:
-			jwksURL = u
+			jwksURL, disco = u, doc
 		case jwksURL == "":
 			return err
 		default:
@@ -434,8 +507,11 @@ func (k *Keys) fetchOnce(ctx context.Context) error {
 		return fmt.Errorf("jwks %s: no keys", jwksURL)
 	}
 	sum := sha256.Sum256(body)
+	at := k.now()
+	k.persist(jwksURL, disco, body, at)
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.fetchedAt = at
 	k.jwksURL = jwksURL
 	k.refresh = refreshAfter(hdr, time.Now(), k.cfg.MinRefreshInterval, k.cfg.RefreshInterval)
 	if k.set != nil && sum == k.sum {
@@ -493,24 +569,25 @@ type discovery struct {
 	JWKSURI string `json:"jwks_uri"`
 }
 
-func (k *Keys) discover(ctx context.Context) (string, error) {
+// discover returns the jwks_uri and the discovery document.
+func (k *Keys) discover(ctx context.Context) (string, []byte, error) {
 	body, _, err := k.get(ctx, k.cfg.DiscoveryURL)
 	if err != nil {
-		return "", fmt.Errorf("discovery %s: %w", k.cfg.DiscoveryURL, err)
+		return "", nil, fmt.Errorf("discovery %s: %w", k.cfg.DiscoveryURL, err)
 	}
 	var d discovery
 	if err := json.Unmarshal(body, &d); err != nil {
-		return "", fmt.Errorf("discovery %s: %w", k.cfg.DiscoveryURL, err)
+		return "", nil, fmt.Errorf("discovery %s: %w", k.cfg.DiscoveryURL, err)
 	}
 	// OpenID Connect Discovery §4.3: the issuer must be the one we asked.
 	if d.Issuer != k.cfg.Issuer {
-		return "", fmt.Errorf("discovery %s: issuer %q, want %q", k.cfg.DiscoveryURL, d.Issuer, k.cfg.Issuer)
+		return "", nil, fmt.Errorf("discovery %s: issuer %q, want %q", k.cfg.DiscoveryURL, d.Issuer, k.cfg.Issuer)
 	}
 	u, err := url.Parse(d.JWKSURI)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return "", fmt.Errorf("discovery %s: jwks_uri %q is not an http(s) URL", k.cfg.DiscoveryURL, d.JWKSURI)
+		return "", nil, fmt.Errorf("discovery %s: jwks_uri %q is not an http(s) URL", k.cfg.DiscoveryURL, d.JWKSURI)
 	}
-	return d.JWKSURI, nil
+	return d.JWKSURI, body, nil
 }
 
 func (k *Keys) get(ctx context.Context, u string) ([]byte, http.Header, error) {

@@ -136,6 +136,8 @@ type Authz struct {
 	// no context_extensions tenant: "context_extensions" (default) or
 	// "host" (tenant_from.go).
 	TenantFrom string `yaml:"tenant_from"`
+	// JWKSCache persists the last good keys of each key source (jwks_cache.go).
+	JWKSCache JWKSCache `yaml:"jwks_cache"`
 }
 
 // Runner is the workflow runner.
