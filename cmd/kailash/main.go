@@ -13,6 +13,7 @@
 //	kailash validate  -c kailash.yaml   check config, policy and workflows offline
 //	kailash translate -c kailash.yaml   print the Envoy resources the config becomes
 //	kailash bootstrap -c kailash.yaml   print the Envoy bootstrap
+//	kailash schema    [--markdown]      the JSON Schema of kailash.yaml (or its reference)
 //	kailash version
 package main
 
@@ -48,6 +49,7 @@ func commands() []command {
 		{"policy", "test, check, eval, build, replay or diff policy bundles", runPolicy},
 		{"token", "mint a development bearer token", runToken},
 		{"validate", "check a config, its policy bundle and workflows", runValidate},
+		{"schema", "print the JSON Schema of kailash.yaml (--markdown: the reference)", runSchema},
 		{"translate", "print the Envoy resources for a config", runTranslate},
 		{"bootstrap", "print the Envoy bootstrap for a config", runBootstrap},
 		{"certs", "write development mTLS certificates (certs dev --out DIR)", runCerts},
