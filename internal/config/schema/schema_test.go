@@ -12,7 +12,8 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// The committed docs_gen.go and docs/configuration.md are what go
+// The committed docs_gen.go, examples/kailash.schema.json and
+// docs/configuration.md are what go
 // generate writes from today's types and comments.
 func TestSchemaGeneratedFilesFresh(t *testing.T) {
 	docs, err := ExtractDocs("..")
@@ -35,6 +36,13 @@ func TestSchemaGeneratedFilesFresh(t *testing.T) {
 	}
 	if !bytes.Equal(md, Markdown()) {
 		t.Fatal("docs/configuration.md is stale: run go generate ./internal/config/schema")
+	}
+	js, err := os.ReadFile("../../../examples/kailash.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := JSON(); !bytes.Equal(js, want) {
+		t.Fatal("examples/kailash.schema.json is stale: run go generate ./internal/config/schema")
 	}
 	for _, key := range []string{"`tenants[].cors.allow_origins`", "`tenants[].ip_allowlist`", "`tenants[].limits.requests_per_second`", "`envoy.listen`"} {
 		if !bytes.Contains(md, []byte("### "+key)) {
@@ -107,15 +115,18 @@ func TestSchemaValidatesExamples(t *testing.T) {
 	bad := map[string]string{
 		"unknown key":       head + tenant + "    colour: red\n",
 		"address":           strings.Replace(head, "127.0.0.1:1", "nowhere", 1) + tenant,
-		"duration":          head + "  timeout: soon\n" + tenant,
-		"enum":              head + tenant + "envoy_routes: x\n",
+		"duration":          strings.Replace(head, "{grpc: 127.0.0.1:3}", "{grpc: 127.0.0.1:3, timeout: soon}", 1) + tenant,
+		"top-level key":     head + tenant + "envoy_routes: x\n",
 		"routes":            strings.Replace(head, "{listen: 127.0.0.1:1}", "{listen: 127.0.0.1:1, routes: everywhere}", 1) + tenant,
 		"missing tenant id": head + "tenants:\n  - domains: [a.test]\n",
 		"integer":           head + tenant + "    limits: {burst: lots}\n",
 	}
 	for name, body := range bad {
-		if err := s.Validate(yamlToJSON(t, []byte(body))); err == nil {
+		err := s.Validate(yamlToJSON(t, []byte(body)))
+		if err == nil {
 			t.Errorf("%s: accepted by the schema:\n%s", name, body)
+			continue
 		}
+		t.Logf("%s: %v", name, strings.ReplaceAll(err.Error(), "\n", " "))
 	}
 }

@@ -1,5 +1,5 @@
-// Command gen writes internal/config/schema/docs_gen.go and
-// docs/configuration.md from internal/config's types and doc comments.
+// Command gen writes internal/config/schema/docs_gen.go,
+// examples/kailash.schema.json and docs/configuration.md from internal/config's types and doc comments.
 // Run it with `go generate ./internal/config/schema` from the repository.
 package main
 
@@ -20,6 +20,13 @@ func main() {
 	}
 	schema.Docs = docs
 	if err := os.WriteFile("docs_gen.go", schema.DocsGo(docs), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	js, err := schema.JSON()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "examples", "kailash.schema.json"), js, 0o644); err != nil {
 		log.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(root, "docs", "configuration.md"), schema.Markdown(), 0o644); err != nil {
