@@ -14,6 +14,7 @@
 //	kailash translate -c kailash.yaml   print the Envoy resources the config becomes
 //	kailash bootstrap -c kailash.yaml   print the Envoy bootstrap
 //	kailash envoy     -c kailash.yaml   the pinned Envoy alone (containers)
+//	kailash schema    [--markdown]      the JSON Schema of kailash.yaml (or its reference)
 //	kailash version
 package main
 
@@ -49,6 +50,7 @@ func commands() []command {
 		{"policy", "test, check, eval, build, replay or diff policy bundles", runPolicy},
 		{"token", "mint a development bearer token", runToken},
 		{"validate", "check a config, its policy bundle and workflows", runValidate},
+		{"schema", "print the JSON Schema of kailash.yaml (--markdown: the reference)", runSchema},
 		{"translate", "print the Envoy resources for a config", runTranslate},
 		{"bootstrap", "print the Envoy bootstrap for a config", runBootstrap},
 		{"envoy", "run the pinned Envoy alone on the config's bootstrap, drained on SIGTERM", runEnvoy},

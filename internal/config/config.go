@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kailash-gw/kailash/internal/config/yamlcheck"
 )
 
 // Config is the whole of kailash.yaml.
@@ -315,6 +318,22 @@ func Load(path string) (*Config, error) {
 // Parse is Load on bytes already read; name is used in errors and to resolve
 // relative paths.
 func Parse(name string, b []byte) (*Config, error) {
+	// First the document as nodes (aliases not expanded), checked against
+	// the types key by key: every problem at its own line and column with
+	// its field path, aliases followed to their anchors, an alias bomb
+	// refused before anything expands it (yamlcheck). Then one decode of
+	// the whole document, so anchors resolve and lines are the file's.
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("%s:%s", name, syntaxRe.ReplaceAllString(err.Error(), "$1: "))
+	}
+	if errs := yamlcheck.Check(&root, reflect.TypeOf(Config{}), 0); len(errs) > 0 {
+		out := make([]error, len(errs))
+		for i, e := range errs {
+			out[i] = fmt.Errorf("%s:%w", name, e)
+		}
+		return nil, errors.Join(out...)
+	}
 	c := &Config{}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -329,42 +348,14 @@ func Parse(name string, b []byte) (*Config, error) {
 	return c, nil
 }
 
-func decodeStrict(n *yaml.Node, v any) error {
-	// yaml.v3 has no strict mode on Node.Decode; re-encode the node and decode
-	// it with KnownFields so unknown keys inside nested types are errors too,
-	// then put back the original line numbers in the message.
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	if err := enc.Encode(n); err != nil {
-		return err
-	}
-	dec := yaml.NewDecoder(&buf)
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		return relineError(err, n.Line-1)
-	}
-	return nil
-}
+// syntaxRe is yaml's "yaml: line N: " prefix of a syntax error.
+var syntaxRe = regexp.MustCompile(`^yaml: line (\d+): `)
 
-var lineRe = regexp.MustCompile(`line (\d+)`)
-
-// relineError shifts "line N" in a yaml error by offset (the node's own start).
-func relineError(err error, offset int) error {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		out := make([]string, len(te.Errors))
-		for i, e := range te.Errors {
-			e = strings.ReplaceAll(e, "in type config.plain", "in tenant")
-			out[i] = lineRe.ReplaceAllStringFunc(e, func(s string) string {
-				var n int
-				fmt.Sscanf(s, "line %d", &n)
-				return fmt.Sprintf("line %d", n+offset)
-			})
-		}
-		return &yaml.TypeError{Errors: out}
-	}
-	return err
-}
+// decodeStrict decodes a section. Parse has checked every key of the
+// document against the types (yamlcheck) before decoding, so this is a
+// plain decode of the file's own nodes: lines stay the file's and aliases
+// resolve (re-encoding the node, as this once did, lost both).
+func decodeStrict(n *yaml.Node, v any) error { return n.Decode(v) }
 
 // SetDefaults fills empty fields with their defaults.
 func (c *Config) SetDefaults() {

@@ -34,9 +34,9 @@ func TestErrorsNameFileLineAndField(t *testing.T) {
 		name, body string
 		want       []string
 	}{
-		{"unknown top-level key", head + tenant("a", "a.test", "") + "bogus: 1\n", []string{"kailash.yaml", "line 9", "bogus"}},
-		{"unknown tenant key", head + tenant("a", "a.test", "    colour: red\n"), []string{"line 9", "colour"}},
-		{"unknown nested jwt key", head + "  - id: a\n    domains: [a.test]\n    jwt:\n      issuer: i\n      audiences: [a]\n      jwks_file: k.json\n      algs: [HS256]\n", []string{"line 12", "algs"}},
+		{"unknown top-level key", head + tenant("a", "a.test", "") + "bogus: 1\n", []string{"kailash.yaml:9:1: bogus: unknown key"}},
+		{"unknown tenant key", head + tenant("a", "a.test", "    colour: red\n"), []string{"kailash.yaml:9:5: tenants[0].colour: unknown key"}},
+		{"unknown nested jwt key", head + "  - id: a\n    domains: [a.test]\n    jwt:\n      issuer: i\n      audiences: [a]\n      jwks_file: k.json\n      algs: [HS256]\n", []string{"kailash.yaml:12:7: tenants[0].jwt.algs: unknown key"}},
 		{"duplicate domain", head + tenant("a", "a.test", "") + tenant("b", "A.test", ""), []string{"kailash.yaml:9", `tenant "b"`, "already served by tenant \"a\""}},
 		{"bad id", head + tenant("Bad_ID", "a.test", ""), []string{"kailash.yaml:6", "id: must be"}},
 		{"missing jwks file", head + "  - id: a\n    domains: [a.test]\n    jwt: {issuer: i, audiences: [a], jwks_file: nope.json}\n", []string{"jwt.jwks_file", "nope.json"}},

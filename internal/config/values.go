@@ -57,10 +57,9 @@ func httpURLValue(u URL) bool {
 	return !u.IsZero() && u.Err() == nil && (u.Scheme() == "https" || u.Scheme() == "http")
 }
 
-// setValueLines gives the tenant's typed values the lines of the file:
-// decodeStrict decodes a re-encoded copy of n, whose lines are not the
-// file's. A value not found in n (a merge key, say) gets 0, and errors
-// then name the tenant's line.
+// setValueLines gives the tenant's typed values their lines in the file,
+// following aliases to their anchors. A value not found in n (one from a
+// merge key, say) gets 0, and errors then name the tenant's line.
 func (t *Tenant) setValueLines(n *yaml.Node) {
 	for i := range t.Upstreams {
 		t.Upstreams[i].SetLine(itemLine(child(n, "upstreams"), i))
@@ -82,6 +81,9 @@ func (t *Tenant) setValueLines(n *yaml.Node) {
 
 // child is the value of key in mapping n (nil when absent).
 func child(n *yaml.Node, key string) *yaml.Node {
+	if n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
 	if n == nil || n.Kind != yaml.MappingNode {
 		return nil
 	}

@@ -36,7 +36,7 @@ func TestValueErrorsNameFileLineAndField(t *testing.T) {
 		{"issuer discovery_url", base + tenant + "    issuers:\n      - issuer: corp\n        audiences: [a]\n        discovery_url: corp.test/.well-known\n",
 			[]string{"kailash.yaml:13: tenant \"acme\": issuers[0].discovery_url: ", "must be an http(s) URL"}},
 		{"address as a mapping", strings.Replace(base, "127.0.0.1:1", "{host: 127.0.0.1}", 1) + tenant,
-			[]string{"line 2: want a string, not a mapping"}},
+			[]string{"kailash.yaml:2:11: envoy.listen: want a string, not a mapping"}},
 		{"every problem at once", strings.Replace(base, "127.0.0.1:4", "127.0.0.1:0", 1) + tenant + "    upstreams: [x]\n",
 			[]string{"kailash.yaml:5: runner.http: ", "kailash.yaml:10: tenant \"acme\": upstreams: "}},
 	}
