@@ -112,11 +112,12 @@ func rlsStandaloneConfig(r *rlsFlags, env func(string) string) (*config.Config, 
 		addr = u.Host
 	}
 	if addr != "" {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		hp, err := config.ParseHostPort(addr)
+		if err != nil {
 			return nil, fmt.Errorf("redis address %q: want host:port: %w", addr, err)
 		}
 		cfg.RateLimit.Backend = config.BackendRedis
-		cfg.RateLimit.Redis.Addr = addr
+		cfg.RateLimit.Redis.Addr = hp
 		if env("REDIS_AUTH") != "" {
 			cfg.RateLimit.Redis.PasswordEnv = "REDIS_AUTH"
 		}

@@ -21,10 +21,10 @@ func TestRLSStandaloneConfig(t *testing.T) {
 		t.Fatalf("defaults: %+v %v", c.RateLimit, err)
 	}
 	c, err = rlsStandaloneConfig(&rlsFlags{}, env(map[string]string{"REDIS_URL": "redis://r:6379", "REDIS_SOCKET_TYPE": "tcp", "REDIS_AUTH": "s3cret", "GRPC_PORT": "9001"}))
-	if err != nil || c.RateLimit.Backend != config.BackendRedis || c.RateLimit.Redis.Addr != "r:6379" || c.RateLimit.Redis.PasswordEnv != "REDIS_AUTH" || c.RateLimit.GRPC.String() != "0.0.0.0:9001" {
+	if err != nil || c.RateLimit.Backend != config.BackendRedis || c.RateLimit.Redis.Addr.String() != "r:6379" || c.RateLimit.Redis.PasswordEnv != "REDIS_AUTH" || c.RateLimit.GRPC.String() != "0.0.0.0:9001" {
 		t.Fatalf("REDIS_URL: %+v %v", c.RateLimit, err)
 	}
-	if c, _ := rlsStandaloneConfig(&rlsFlags{redis: "flag:1"}, env(map[string]string{"REDIS_URL": "env:2"})); c.RateLimit.Redis.Addr != "flag:1" {
+	if c, _ := rlsStandaloneConfig(&rlsFlags{redis: "flag:1"}, env(map[string]string{"REDIS_URL": "env:2"})); c.RateLimit.Redis.Addr.String() != "flag:1" {
 		t.Fatalf("--redis must win over REDIS_URL: %q", c.RateLimit.Redis.Addr)
 	}
 	if _, err := rlsStandaloneConfig(&rlsFlags{}, env(map[string]string{"REDIS_URL": "/var/run/r.sock", "REDIS_SOCKET_TYPE": "unix"})); err == nil || !strings.Contains(err.Error(), "REDIS_SOCKET_TYPE=unix") {

@@ -50,7 +50,7 @@ func startCanonical(t *testing.T, withRedis bool, maxSessions int) *canonicalSer
 	cfg := testConfig(t)
 	if withRedis {
 		cs.redis = testenv.StartRedis(t)
-		cfg.Sessions.Redis = &config.Redis{Addr: cs.redis.Addr, Timeout: time.Second}
+		cfg.Sessions.Redis = &config.Redis{Addr: config.MustHostPort(cs.redis.Addr), Timeout: time.Second}
 	}
 	cfg.Lockout = config.Lockout{MaxFailures: canonicalMaxFailures}
 	cfg.Sessions.MaxSessions = maxSessions

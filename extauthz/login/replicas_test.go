@@ -88,7 +88,7 @@ func startReplicas(t *testing.T) *replicas {
 	rs := &replicas{server: rd, idp: idp, clock: clock}
 	for _, name := range []string{"A", "B"} {
 		cfg := testConfig(t)
-		cfg.Sessions.Redis = &config.Redis{Addr: rd.Addr, Timeout: time.Second}
+		cfg.Sessions.Redis = &config.Redis{Addr: config.MustHostPort(rd.Addr), Timeout: time.Second}
 		cfg.Sessions.RecheckEvery = time.Second
 		cfg.Sessions.TOTPKeyEnv = replicaTOTPKey
 		acme := &cfg.Tenants[0]

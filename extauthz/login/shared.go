@@ -68,7 +68,7 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 	if timeout <= 0 {
 		timeout = config.DefaultSessionsRedisTimeout
 	}
-	c := redisclient.New(rc.Addr, pw, rc.DB, timeout)
+	c := redisclient.New(rc.Addr.String(), pw, rc.DB, timeout)
 	var secrets mfa.SecretStore = noSecretKey{}
 	if sealer != nil {
 		if secrets, err = mfa.NewRedisSecrets(c, "", sealer); err != nil {

@@ -226,7 +226,7 @@ func TestServerUpdateSwapsQuotas(t *testing.T) {
 func redisConfig(addr, mode string) *config.Config {
 	cfg := testConfig("127.0.0.1:0")
 	cfg.RateLimit.Backend = config.BackendRedis
-	cfg.RateLimit.Redis.Addr = addr
+	cfg.RateLimit.Redis.Addr = config.MustHostPort(addr)
 	cfg.RateLimit.FailMode = mode
 	return cfg
 }

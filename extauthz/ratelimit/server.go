@@ -124,7 +124,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 				timeout = config.DefaultRedisTimeout
 			}
 			r := NewRedis(RedisOptions{
-				Addr: rc.Redis.Addr, Password: pw, DB: rc.Redis.DB, Timeout: timeout,
+				Addr: rc.Redis.Addr.String(), Password: pw, DB: rc.Redis.DB, Timeout: timeout,
 				OnStateChange: func(open bool, err error) {
 					if open {
 						s.m.breakerOpen.Set(1)

@@ -111,7 +111,7 @@ type RateLimit struct {
 
 // Redis is the shared counter store.
 type Redis struct {
-	Addr string `yaml:"addr"`
+	Addr HostPort `yaml:"addr"`
 	// PasswordEnv names an environment variable holding the password (the
 	// password itself never sits in the file).
 	PasswordEnv string `yaml:"password_env"`
@@ -298,11 +298,10 @@ func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
 	switch rl.Backend {
 	case "", BackendMemory:
 	case BackendRedis:
-		if rl.Redis.Addr == "" {
+		if rl.Redis.Addr.IsZero() {
 			at(0, "ratelimit.redis.addr: required with backend redis")
-		}
-		if _, _, err := SplitHostPort(rl.Redis.Addr); rl.Redis.Addr != "" && err != nil {
-			at(0, "ratelimit.redis.addr: %v", err)
+		} else {
+			addr("ratelimit.redis.addr", rl.Redis.Addr)
 		}
 	default:
 		at(0, "ratelimit.backend: %q: want memory or redis", rl.Backend)

@@ -88,7 +88,7 @@ func TestSessionsRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := c.Sessions.Redis
-	if r == nil || r.Addr != "127.0.0.1:6379" || r.DB != 2 || r.Timeout != DefaultSessionsRedisTimeout || c.Sessions.RecheckEvery != time.Second {
+	if r == nil || r.Addr.String() != "127.0.0.1:6379" || r.DB != 2 || r.Timeout != DefaultSessionsRedisTimeout || c.Sessions.RecheckEvery != time.Second {
 		t.Fatalf("sessions = %+v, redis = %+v", c.Sessions, r)
 	}
 	if _, err := r.Password(); err == nil {

@@ -281,10 +281,10 @@ func (c *Config) validateIdentity(at func(line int, format string, args ...any))
 		at(0, "sessions.recheck_every: must not be negative")
 	}
 	if r := s.Redis; r != nil {
-		if r.Addr == "" {
+		if r.Addr.IsZero() {
 			at(0, "sessions.redis.addr: required")
-		} else if _, _, err := SplitHostPort(r.Addr); err != nil {
-			at(0, "sessions.redis.addr: %v", err)
+		} else if err := r.Addr.Err(); err != nil {
+			at(r.Addr.Line(), "sessions.redis.addr: %v", err)
 		}
 		if r.DB < 0 {
 			at(0, "sessions.redis.db: must not be negative")
