@@ -54,7 +54,7 @@ func startCanonical(t *testing.T, withRedis bool, maxSessions int) *canonicalSer
 	}
 	cfg.Lockout = config.Lockout{MaxFailures: canonicalMaxFailures}
 	cfg.Sessions.MaxSessions = maxSessions
-	cfg.Tenants[0].LDAP = &config.LDAP{URL: sl.URL, BindDN: testenv.SlapdService, BindPasswordEnv: "KAILASH_TEST_CANONICAL_LDAP_PW",
+	cfg.Tenants[0].LDAP = &config.LDAP{URL: config.MustURL(sl.URL), BindDN: testenv.SlapdService, BindPasswordEnv: "KAILASH_TEST_CANONICAL_LDAP_PW",
 		UserBaseDN: testenv.SlapdPeople, UserFilter: "(uid=%s)",
 		GroupRoles: map[string]string{testenv.GroupDN("admins"): "admin", testenv.GroupDN("engineering"): "data_scientist"}}
 	srv, err := New(cfg, Options{Now: fixedClock})

@@ -230,7 +230,7 @@ func ldapConfig(c *config.Config, l *config.LDAP) (ldapauth.Config, error) {
 	}
 	at := l.Attributes
 	return ldapauth.Config{
-		URL: l.URL, StartTLS: l.StartTLS, CAFile: c.Path(l.CAFile), ServerName: l.ServerName,
+		URL: l.URL.String(), StartTLS: l.StartTLS, CAFile: c.Path(l.CAFile), ServerName: l.ServerName,
 		BindDN: l.BindDN, BindPassword: telemetry.Secret(pw), UserBaseDN: l.UserBaseDN, UserFilter: l.UserFilter,
 		Attributes: ldapauth.Attributes{Email: at["email"], GivenName: at["given_name"], FamilyName: at["family_name"],
 			Department: at["department"], Title: at["title"], Clearance: at["clearance"], Location: at["location"], Groups: at["groups"]},

@@ -33,8 +33,8 @@ func (a *Service) emitEnrolment(t config.Tenant, ev mfa.Event) {
 	a.mfaEvents.WithLabelValues(ev.Event, ev.Via).Inc()
 	a.log.Info("mfa enrolment event", "event", ev.Event, "tenant", ev.Tenant, "user", ev.User, "account", ev.Account,
 		"via", ev.Via, "by", ev.By, "addr", ev.Addr)
-	if t.MFA.NotifyURL != "" {
-		a.notifier.Notify(t.MFA.NotifyURL, ev)
+	if !t.MFA.NotifyURL.IsZero() {
+		a.notifier.Notify(t.MFA.NotifyURL.String(), ev)
 	}
 }
 

@@ -45,10 +45,10 @@ func startMFAServer(t *testing.T, enrolment string) *mfaServer {
 	cfg := testConfig(t)
 	cfg.Lockout = config.Lockout{MaxAddressFailures: 1000}
 	acme := &cfg.Tenants[0]
-	acme.LDAP = &config.LDAP{URL: sl.URL, BindDN: testenv.SlapdService, BindPasswordEnv: "KAILASH_TEST_MFA_LDAP_PW",
+	acme.LDAP = &config.LDAP{URL: config.MustURL(sl.URL), BindDN: testenv.SlapdService, BindPasswordEnv: "KAILASH_TEST_MFA_LDAP_PW",
 		UserBaseDN: testenv.SlapdPeople, UserFilter: "(uid=%s)",
 		GroupRoles: map[string]string{testenv.GroupDN("admins"): "admin", testenv.GroupDN("engineering"): "data_scientist"}}
-	acme.MFA = config.MFA{Roles: []string{"admin"}, Enrolment: enrolment, AdminRoles: []string{"admin"}, NotifyURL: hook.URL}
+	acme.MFA = config.MFA{Roles: []string{"admin"}, Enrolment: enrolment, AdminRoles: []string{"admin"}, NotifyURL: config.MustURL(hook.URL)}
 	srv, err := New(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -92,11 +92,11 @@ func startReplicas(t *testing.T) *replicas {
 		cfg.Sessions.RecheckEvery = time.Second
 		cfg.Sessions.TOTPKeyEnv = replicaTOTPKey
 		acme := &cfg.Tenants[0]
-		acme.LDAP = &config.LDAP{URL: sl.URL, BindDN: testenv.SlapdService, BindPasswordEnv: "KAILASH_TEST_REPLICAS_LDAP_PW",
+		acme.LDAP = &config.LDAP{URL: config.MustURL(sl.URL), BindDN: testenv.SlapdService, BindPasswordEnv: "KAILASH_TEST_REPLICAS_LDAP_PW",
 			UserBaseDN: testenv.SlapdPeople, UserFilter: "(uid=%s)",
 			GroupRoles: map[string]string{testenv.GroupDN("admins"): "admin", testenv.GroupDN("engineering"): "data_scientist"}}
 		acme.MFA = config.MFA{Roles: []string{"admin"}}
-		acme.SAML = &config.SAML{EntityID: replicaSPEntity, ACSURL: replicaACSURL, KeyFile: keyFile, CertFile: certFile,
+		acme.SAML = &config.SAML{EntityID: replicaSPEntity, ACSURL: config.MustURL(replicaACSURL), KeyFile: keyFile, CertFile: certFile,
 			IDPMetadataFile: mdFile, GroupRoles: map[string]string{"Engineering": "data_scientist"}}
 		srv, err := New(cfg, Options{Now: clock.Now})
 		if err != nil {

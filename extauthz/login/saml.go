@@ -62,9 +62,9 @@ func newSAMLLogins(replay samlsp.ReplayStore, requests samlsp.RequestStore) *sam
 func samlConfig(c *config.Config, s *config.SAML) samlsp.Config {
 	at := s.Attributes
 	return samlsp.Config{
-		EntityID: s.EntityID, ACSURL: s.ACSURL, MetadataURL: s.MetadataURL,
+		EntityID: s.EntityID, ACSURL: s.ACSURL.String(), MetadataURL: s.MetadataURL.String(),
 		KeyFile: c.Path(s.KeyFile), CertFile: c.Path(s.CertFile),
-		IDPMetadataFile: c.Path(s.IDPMetadataFile), IDPMetadataURL: s.IDPMetadataURL,
+		IDPMetadataFile: c.Path(s.IDPMetadataFile), IDPMetadataURL: s.IDPMetadataURL.String(),
 		AllowIDPInitiated: s.AllowIDPInitiated, AllowSHA1: s.AllowSHA1,
 		Attributes: samlsp.Attributes{Email: at.Email, DisplayName: at.DisplayName, GivenName: at.GivenName,
 			FamilyName: at.FamilyName, Groups: at.Groups, Extra: at.Extra},

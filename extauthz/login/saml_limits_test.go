@@ -34,7 +34,7 @@ func startSAMLLimits(t *testing.T, acmeMax, globexRate int) *samlLimits {
 	cfg := testConfig(t)
 	for i := range cfg.Tenants {
 		tn := &cfg.Tenants[i]
-		tn.SAML = &config.SAML{EntityID: "https://" + tn.ID + ".localhost/auth/saml/metadata", ACSURL: "https://" + tn.ID + ".localhost/auth/saml/acs",
+		tn.SAML = &config.SAML{EntityID: "https://" + tn.ID + ".localhost/auth/saml/metadata", ACSURL: config.MustURL("https://" + tn.ID + ".localhost/auth/saml/acs"),
 			KeyFile: keyFile, CertFile: certFile, IDPMetadataFile: mdFile}
 	}
 	cfg.Tenants[0].Login.SAMLMaxPending = acmeMax

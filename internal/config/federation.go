@@ -16,15 +16,15 @@ type SAML struct {
 	EntityID string `yaml:"entity_id"`
 	// ACSURL is the absolute URL of POST /auth/saml/acs as the browser
 	// reaches it (the response's Destination and Recipient must equal it).
-	ACSURL string `yaml:"acs_url"`
+	ACSURL URL `yaml:"acs_url"`
 	// MetadataURL is the absolute URL of GET /auth/saml/metadata (optional).
-	MetadataURL string `yaml:"metadata_url"`
+	MetadataURL URL `yaml:"metadata_url"`
 	// KeyFile and CertFile are our PEM key pair (signs AuthnRequests).
 	KeyFile  string `yaml:"key_file"`
 	CertFile string `yaml:"cert_file"`
 	// Exactly one of IDPMetadataFile and IDPMetadataURL.
 	IDPMetadataFile string `yaml:"idp_metadata_file"`
-	IDPMetadataURL  string `yaml:"idp_metadata_url"`
+	IDPMetadataURL  URL    `yaml:"idp_metadata_url"`
 	// AllowIDPInitiated accepts unsolicited responses (no InResponseTo).
 	AllowIDPInitiated bool `yaml:"allow_idp_initiated"`
 	// AllowSHA1 accepts IdP signatures made with SHA-1 (refused by default).
@@ -169,11 +169,11 @@ func (c *Config) validateSAML(at func(line int, format string, args ...any), lin
 	if s.EntityID == "" {
 		at(line, "%s: saml.entity_id: required", name)
 	}
-	if !httpURL(s.ACSURL) {
-		at(line, "%s: saml.acs_url: %q must be an absolute http(s) URL (of /auth/saml/acs)", name, s.ACSURL)
+	if !httpURLValue(s.ACSURL) {
+		at(line, "%s: saml.acs_url: %q must be an absolute http(s) URL (of /auth/saml/acs)", name, s.ACSURL.String())
 	}
-	if s.MetadataURL != "" && !httpURL(s.MetadataURL) {
-		at(line, "%s: saml.metadata_url: %q must be an absolute http(s) URL", name, s.MetadataURL)
+	if !s.MetadataURL.IsZero() && !httpURLValue(s.MetadataURL) {
+		at(line, "%s: saml.metadata_url: %q must be an absolute http(s) URL", name, s.MetadataURL.String())
 	}
 	for field, p := range map[string]string{"key_file": s.KeyFile, "cert_file": s.CertFile} {
 		if p == "" {
@@ -183,16 +183,16 @@ func (c *Config) validateSAML(at func(line int, format string, args ...any), lin
 		}
 	}
 	switch {
-	case s.IDPMetadataFile == "" && s.IDPMetadataURL == "":
+	case s.IDPMetadataFile == "" && s.IDPMetadataURL.IsZero():
 		at(line, "%s: saml: one of idp_metadata_file or idp_metadata_url is required", name)
-	case s.IDPMetadataFile != "" && s.IDPMetadataURL != "":
+	case s.IDPMetadataFile != "" && !s.IDPMetadataURL.IsZero():
 		at(line, "%s: saml: give idp_metadata_file or idp_metadata_url, not both", name)
 	case s.IDPMetadataFile != "":
 		if _, err := os.Stat(c.Path(s.IDPMetadataFile)); err != nil {
 			at(line, "%s: saml.idp_metadata_file: %v", name, err)
 		}
-	case !httpURL(s.IDPMetadataURL):
-		at(line, "%s: saml.idp_metadata_url: %q must be an http(s) URL", name, s.IDPMetadataURL)
+	case !httpURLValue(s.IDPMetadataURL):
+		at(line, "%s: saml.idp_metadata_url: %q must be an http(s) URL", name, s.IDPMetadataURL.String())
 	}
 	for field, d := range map[string]time.Duration{"metadata_timeout": s.MetadataTimeout, "metadata_retry": s.MetadataRetry} {
 		if d < 0 {

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -165,7 +164,7 @@ type Lockout struct {
 
 // LDAP is a tenant's directory, used by POST /auth/login.
 type LDAP struct {
-	URL        string `yaml:"url"`
+	URL        URL    `yaml:"url"`
 	StartTLS   bool   `yaml:"start_tls"`
 	CAFile     string `yaml:"ca_file"`
 	ServerName string `yaml:"server_name"`
@@ -222,7 +221,7 @@ type MFA struct {
 	AdminRoles []string `yaml:"admin_roles"`
 	// NotifyURL, when set, receives a JSON POST for every enrolment event
 	// (code issued, enrolment started, completed).
-	NotifyURL string `yaml:"notify_url"`
+	NotifyURL URL `yaml:"notify_url"`
 }
 
 var ldapAttrFields = map[string]bool{"email": true, "given_name": true, "family_name": true, "department": true,
@@ -326,13 +325,12 @@ func (c *Config) validateIdentity(at func(line int, format string, args ...any))
 			}
 			continue
 		}
-		u, err := url.Parse(l.URL)
-		switch {
-		case l.URL == "":
+		switch sch := l.URL.Scheme(); {
+		case l.URL.IsZero():
 			at(t.Line, "%s: ldap.url: required", name)
-		case err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Host == "":
-			at(t.Line, "%s: ldap.url: %q must be ldap://host[:port] or ldaps://host[:port]", name, l.URL)
-		case l.StartTLS && u.Scheme == "ldaps":
+		case l.URL.Err() != nil || (sch != "ldap" && sch != "ldaps"):
+			at(t.Line, "%s: ldap.url: %q must be ldap://host[:port] or ldaps://host[:port]", name, l.URL.String())
+		case l.StartTLS && sch == "ldaps":
 			at(t.Line, "%s: ldap.start_tls: not with ldaps://", name)
 		}
 		if l.UserBaseDN == "" {

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"net/url"
 	"strings"
 )
 
@@ -77,10 +76,9 @@ func (c *Config) validateLogin(at func(line int, format string, args ...any)) {
 		default:
 			at(t.Line, "%s: mfa.enrolment: %q: want %s or %s", name, m.Enrolment, EnrolmentSelf, EnrolmentAdmin)
 		}
-		if m.NotifyURL != "" {
-			u, err := url.Parse(m.NotifyURL)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
-				at(t.Line, "%s: mfa.notify_url: %q: want an http(s) URL without credentials", name, m.NotifyURL)
+		if !m.NotifyURL.IsZero() {
+			if !httpURLValue(m.NotifyURL) || m.NotifyURL.URL().User != nil {
+				at(t.Line, "%s: mfa.notify_url: %q: want an http(s) URL without credentials", name, m.NotifyURL.String())
 			}
 		}
 	}
