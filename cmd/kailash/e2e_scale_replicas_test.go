@@ -1,3 +1,5 @@
+//go:build scale
+
 package main
 
 // The kill-anything scale test (issue 11, item 4; `make scale-test`, which
@@ -168,9 +170,6 @@ type kill struct {
 }
 
 func TestScaleReplicas(t *testing.T) {
-	if os.Getenv("KAILASH_SCALE_REPLICAS") == "" {
-		t.Skip("the kill-anything scale test runs alone: make scale-test (make test runs it after the other tests)")
-	}
 	envoytest.Binary(t)
 	rd := testenv.StartRedis(t)
 	pg := testenv.StartPostgres(t)

@@ -1,3 +1,5 @@
+//go:build scale
+
 package main
 
 // Helpers of the kill-anything scale test (e2e_scale_replicas_test.go): a
