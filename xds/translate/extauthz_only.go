@@ -1,16 +1,13 @@
 package translate
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"gopkg.in/yaml.v3"
 
 	"github.com/kailash-gw/kailash/internal/config"
 )
@@ -63,42 +60,4 @@ func ExtAuthzOnly(cfg *config.Config, in Inputs) ([]byte, error) {
 		{"clusters", []proto.Message{cluster}},
 		{"virtual_hosts", vhosts},
 	})
-}
-
-type yamlSection struct {
-	name string
-	msgs []proto.Message
-}
-
-// protoSectionsYAML is ToYAML's rendering (proto field names, block YAML)
-// for any messages.
-func protoSectionsYAML(sections []yamlSection) ([]byte, error) {
-	doc := &yaml.Node{Kind: yaml.MappingNode}
-	opts := protojson.MarshalOptions{UseProtoNames: true}
-	for _, s := range sections {
-		seq := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, m := range s.msgs {
-			j, err := opts.Marshal(m)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", s.name, err)
-			}
-			var n yaml.Node
-			if err := yaml.Unmarshal(j, &n); err != nil {
-				return nil, fmt.Errorf("%s: %w", s.name, err)
-			}
-			plain(&n)
-			seq.Content = append(seq.Content, n.Content[0])
-		}
-		doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: s.name}, seq)
-	}
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(doc); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

@@ -24,38 +24,48 @@ func ToYAML(r *Resources) ([]byte, error) {
 	if r == nil {
 		return nil, fmt.Errorf("translate: nil resources")
 	}
-	doc := &yaml.Node{Kind: yaml.MappingNode}
-	sections := []struct {
-		name string
-		res  []types.Resource
-	}{
-		{"listeners", r.Listeners},
-		{"routes", r.Routes},
-		{"clusters", r.Clusters},
+	msgs := func(res []types.Resource) []proto.Message {
+		out := make([]proto.Message, len(res))
+		for i, r := range res {
+			out[i] = r
+		}
+		return out
+	}
+	sections := []yamlSection{
+		{"listeners", msgs(r.Listeners)},
+		{"routes", msgs(r.Routes)},
+		{"clusters", msgs(r.Clusters)},
 	}
 	if len(r.ScopedRoutes) > 0 {
-		sections = append(sections, struct {
-			name string
-			res  []types.Resource
-		}{"scoped_routes", r.ScopedRoutes})
+		sections = append(sections, yamlSection{"scoped_routes", msgs(r.ScopedRoutes)})
 	}
 	if len(r.Secrets) > 0 {
 		secrets, err := redactedSecrets(r.Secrets)
 		if err != nil {
 			return nil, err
 		}
-		sections = append(sections, struct {
-			name string
-			res  []types.Resource
-		}{"secrets", secrets})
+		sections = append(sections, yamlSection{"secrets", msgs(secrets)})
 	}
+	return protoSectionsYAML(sections)
+}
+
+// yamlSection is one top-level key of the rendering and its messages.
+type yamlSection struct {
+	name string
+	msgs []proto.Message
+}
+
+// protoSectionsYAML renders sections as one block-YAML document, proto
+// field names as keys (ToYAML, and ExtAuthzOnly for its pieces).
+func protoSectionsYAML(sections []yamlSection) ([]byte, error) {
+	doc := &yaml.Node{Kind: yaml.MappingNode}
 	opts := protojson.MarshalOptions{UseProtoNames: true}
 	for _, s := range sections {
 		seq := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, res := range s.res {
+		for _, m := range s.msgs {
 			// protojson output is stable apart from whitespace, which the YAML
 			// round trip discards.
-			j, err := opts.Marshal(res)
+			j, err := opts.Marshal(m)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", s.name, err)
 			}
