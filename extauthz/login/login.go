@@ -424,18 +424,27 @@ func lockoutUser(t config.Tenant, acct *ldapauth.Account, typed string) string {
 	return lockout.UserKey(t.ID, typed)
 }
 
-func (a *Service) login(w http.ResponseWriter, r *http.Request) {
+// passwordStep is the first step of /auth/login and /auth/totp/enroll: the
+// tenant of the host, the username and password read, and the password
+// checked against the directory (lockout included). When ok is false the
+// answer has been written.
+func (a *Service) passwordStep(w http.ResponseWriter, r *http.Request) (config.Tenant, loginRequest, *ldapauth.Identity, bool) {
 	t, ok := a.tenantOf(r)
 	if !ok {
 		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
-		return
+		return t, loginRequest{}, nil, false
 	}
 	in, err := readLogin(r)
 	if err != nil || in.Username == "" || in.Password == "" {
 		authError(w, http.StatusBadRequest, "bad_request", "username and password are required")
-		return
+		return t, in, nil, false
 	}
 	id, ok := a.authenticate(w, r, t, in)
+	return t, in, id, ok
+}
+
+func (a *Service) login(w http.ResponseWriter, r *http.Request) {
+	t, in, id, ok := a.passwordStep(w, r)
 	if !ok {
 		return
 	}
@@ -566,17 +575,7 @@ func (a *Service) totpFor(t config.Tenant) (*mfa.TOTP, error) {
 // returns the secret and otpauth URI once; the first login with a good
 // code completes it. Re-enrolment of an enrolled user needs a code too.
 func (a *Service) enroll(w http.ResponseWriter, r *http.Request) {
-	t, ok := a.tenantOf(r)
-	if !ok {
-		authError(w, http.StatusNotFound, "unknown_tenant", "no tenant serves this host")
-		return
-	}
-	in, err := readLogin(r)
-	if err != nil || in.Username == "" || in.Password == "" {
-		authError(w, http.StatusBadRequest, "bad_request", "username and password are required")
-		return
-	}
-	id, ok := a.authenticate(w, r, t, in)
+	t, in, id, ok := a.passwordStep(w, r)
 	if !ok {
 		return
 	}
