@@ -5,8 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
-	"os"
-	"path/filepath"
+	"github.com/kailash-gw/kailash/internal/testenv"
 	"testing"
 	"time"
 
@@ -27,27 +26,9 @@ var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func fixedClock() time.Time { return t0 }
 
-func devKey(t testing.TB) jwk.Key {
-	t.Helper()
-	pem, err := os.ReadFile("../examples/keys/dev-signing-key.pem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := devtoken.Key(pem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+func devKey(t testing.TB) jwk.Key { return testenv.DevKey(t) }
 
-func jwksPath(t testing.TB) string {
-	t.Helper()
-	p, err := filepath.Abs("../examples/keys/dev.jwks.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func jwksPath(testing.TB) string { return testenv.DevJWKSPath() }
 
 func claims(mod func(*devtoken.Claims)) devtoken.Claims {
 	c := devtoken.Claims{
@@ -105,24 +86,6 @@ func testConfig(t testing.TB) *config.Config {
 	return c
 }
 
-// headerMap flattens header options; appended values are joined with ","
-// (as envoyauth's tests do).
 func headerMap(t *testing.T, hs []*corev3.HeaderValueOption) map[string]string {
-	t.Helper()
-	m := map[string]string{}
-	for _, h := range hs {
-		k := h.GetHeader().GetKey()
-		if _, dup := m[k]; dup {
-			if h.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
-				t.Errorf("header %s set twice without append", k)
-			}
-			m[k] += "," + h.GetHeader().GetValue()
-			continue
-		}
-		if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
-			t.Errorf("header %s: action %v", k, h.GetAppendAction())
-		}
-		m[k] = h.GetHeader().GetValue()
-	}
-	return m
+	return testenv.HeaderMap(t, hs)
 }

@@ -3,6 +3,7 @@ package envoyauth
 import (
 	"encoding/json"
 	"errors"
+	"github.com/kailash-gw/kailash/internal/testenv"
 	"slices"
 	"strings"
 	"testing"
@@ -22,25 +23,8 @@ func testDecision() Decision {
 	}
 }
 
-// headerMap flattens header options; appended values are joined with ",".
 func headerMap(t *testing.T, hs []*corev3.HeaderValueOption) map[string]string {
-	t.Helper()
-	m := map[string]string{}
-	for _, h := range hs {
-		k := h.GetHeader().GetKey()
-		if _, dup := m[k]; dup {
-			if h.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
-				t.Errorf("header %s set twice without append", k)
-			}
-			m[k] += "," + h.GetHeader().GetValue()
-			continue
-		}
-		if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
-			t.Errorf("header %s: action %v", k, h.GetAppendAction())
-		}
-		m[k] = h.GetHeader().GetValue()
-	}
-	return m
+	return testenv.HeaderMap(t, hs)
 }
 
 func num(s string) json.Number { return json.Number(s) }

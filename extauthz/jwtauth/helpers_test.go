@@ -8,8 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"os"
-	"path/filepath"
+	"github.com/kailash-gw/kailash/internal/testenv"
 	"testing"
 	"time"
 
@@ -29,27 +28,9 @@ var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func fixedClock() time.Time { return t0 }
 
-func devKey(t testing.TB) jwk.Key {
-	t.Helper()
-	pem, err := os.ReadFile("../../examples/keys/dev-signing-key.pem")
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := devtoken.Key(pem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+func devKey(t testing.TB) jwk.Key { return testenv.DevKey(t) }
 
-func jwksPath(t testing.TB) string {
-	t.Helper()
-	p, err := filepath.Abs("../../examples/keys/dev.jwks.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func jwksPath(testing.TB) string { return testenv.DevJWKSPath() }
 
 func jwtConfig() config.JWT {
 	return config.JWT{Issuer: testIssuer, Audiences: []string{"other", testAudience}, ClockSkew: 30 * time.Second, RolesClaim: "roles", TenantClaim: "tenant"}
