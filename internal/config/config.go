@@ -37,6 +37,8 @@ type Config struct {
 	Lockout  Lockout  `yaml:"lockout"`
 	// Shutdown is how the process drains on SIGTERM (shutdown.go).
 	Shutdown Shutdown `yaml:"shutdown"`
+	// Telemetry is tracing (telemetry.go).
+	Telemetry Telemetry `yaml:"telemetry"`
 
 	// File is the path the config was loaded from ("" when built in code).
 	File string `yaml:"-"`
@@ -69,6 +71,30 @@ type Envoy struct {
 	RateLimitTLS ClientTLS `yaml:"ratelimit_tls"`
 	// Listener is the HTTP listener's connection settings (edge.go).
 	Listener Listener `yaml:"listener"`
+	// AccessLog is where Envoy writes its JSON access log, one line per
+	// request: "stdout" (the default), "stderr", a file path (relative to
+	// this file) or "off".
+	AccessLog string `yaml:"access_log"`
+}
+
+// Values of envoy.access_log besides a path.
+const (
+	AccessLogStdout = "stdout"
+	AccessLogStderr = "stderr"
+	AccessLogOff    = "off"
+)
+
+// AccessLogPath is the file Envoy writes its access log to ("" when off).
+func (c *Config) AccessLogPath() string {
+	switch c.Envoy.AccessLog {
+	case AccessLogOff:
+		return ""
+	case "", AccessLogStdout:
+		return "/dev/stdout"
+	case AccessLogStderr:
+		return "/dev/stderr"
+	}
+	return c.Path(c.Envoy.AccessLog)
 }
 
 // Values of envoy.routes.
@@ -378,6 +404,7 @@ func (c *Config) SetDefaults() {
 	c.setFederationDefaults()
 	c.setEdgeDefaults()
 	c.setShutdownDefaults()
+	c.setTelemetryDefaults()
 	if c.Policy.Decision == "" {
 		c.Policy.Decision = DefaultDecision
 	}
@@ -458,6 +485,7 @@ func (c *Config) Validate() error {
 	c.validateFederation(at)
 	c.validateMTLS(at)
 	c.validateShutdown(at)
+	c.validateTelemetry(at)
 	c.validateReplicas(at)
 	c.validateTenantFrom(at)
 	if c.Authz.Timeout < 0 {
