@@ -78,6 +78,9 @@ func buildClusters(ir *IR) ([]types.Resource, error) {
 	if ir.RateLimit != nil {
 		specs = append(specs, clusterSpec{name: RateLimitCluster, addrs: []Address{ir.RateLimit.Address}, proto: http2, tls: ir.RateLimitTLS, replicated: true})
 	}
+	if t := ir.Tracing; t != nil {
+		specs = append(specs, clusterSpec{name: OTLPCluster, addrs: []Address{t.Collector}, proto: http2, tls: t.TLS})
+	}
 	specs = append(specs, clusterSpec{name: RunnerCluster, addrs: []Address{ir.Runner}, proto: http1, replicated: true})
 	for _, u := range ir.Upstreams {
 		specs = append(specs, clusterSpec{name: u.Name, addrs: u.Addresses, proto: http1,

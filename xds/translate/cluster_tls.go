@@ -20,6 +20,9 @@ func upstreamTransportSocket(u *UpstreamTLS) (*corev3.TransportSocket, error) {
 	file := func(p string) *corev3.DataSource {
 		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: p}}
 	}
+	if u.CertFile == "" {
+		return serverTLSSocket(u, sni, sanType)
+	}
 	ctx := &tlsv3.UpstreamTlsContext{
 		Sni: sni,
 		CommonTlsContext: &tlsv3.CommonTlsContext{
@@ -32,6 +35,30 @@ func upstreamTransportSocket(u *UpstreamTLS) (*corev3.TransportSocket, error) {
 			}},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: file(u.CAFile),
+				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+					SanType: sanType,
+					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: u.ServerName}},
+				}},
+			}},
+		},
+	}
+	a, err := toAny(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+}
+
+// serverTLSSocket is TLS that checks the server only (no client
+// certificate), TLS 1.2 or later: an https OpenTelemetry collector.
+func serverTLSSocket(u *UpstreamTLS, sni string, sanType tlsv3.SubjectAltNameMatcher_SanType) (*corev3.TransportSocket, error) {
+	ctx := &tlsv3.UpstreamTlsContext{
+		Sni: sni,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			AlpnProtocols: []string{"h2"},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: u.CAFile}},
 				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
 					SanType: sanType,
 					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: u.ServerName}},

@@ -174,6 +174,14 @@ func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFil
 		RequestHeadersTimeout: durationpb.New(s.RequestHeadersTimeout),
 		RequestTimeout:        durationpb.New(s.RequestTimeout),
 	}
+	if h.Tracing, err = tracing(ir); err != nil {
+		return nil, err
+	}
+	if h.AccessLog, err = accessLogs(ir); err != nil {
+		return nil, err
+	}
+	// The client can quote x-request-id (kailash explain, support tickets).
+	h.AlwaysSetRequestIdInResponse = true
 	if ir.PerTenant {
 		h.RouteSpecifier = scopedRoutes()
 		h.LocalReplyConfig = unknownHostReply()

@@ -50,6 +50,11 @@ type IR struct {
 	// HTTPListener is the plain listener's connection settings
 	// (envoy.listener, defaults applied).
 	HTTPListener ListenerSettings
+	// Tracing is Envoy's OpenTelemetry tracer; nil when telemetry is off.
+	Tracing *Tracing
+	// AccessLogPath is the file Envoy writes its JSON access log to; ""
+	// is off (envoy.access_log).
+	AccessLogPath string
 }
 
 // Address is a resolved host:port.
@@ -194,6 +199,7 @@ func BuildIRWith(cfg *config.Config, in Inputs) (*IR, error) {
 	errs = append(errs, buildGlobalEdge(cfg, ir)...)
 	errs = append(errs, buildUpstreamTLS(cfg, ir)...)
 	errs = append(errs, buildHTTPS(cfg, ir)...)
+	errs = append(errs, buildTelemetry(cfg, ir)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

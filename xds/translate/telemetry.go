@@ -1,0 +1,103 @@
+package translate
+
+import (
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/kailash-gw/kailash/internal/wire"
+)
+
+// OTLPCluster is the OpenTelemetry collector Envoy exports its spans to.
+const OTLPCluster = "kailash_otlp"
+
+// AccessLogFields are the keys of each JSON access log line and the Envoy
+// command operator each one holds. request_id is the x-request-id Envoy
+// made for the request (a client's own is replaced at the edge), the one
+// the runner and ext_authz log too; trace_id joins the line to the trace;
+// tenant and decision_id are what ext_authz decided (empty when it did not
+// run). path is without its query string: queries carry tokens.
+var AccessLogFields = map[string]string{
+	"time":                  "%START_TIME%",
+	"request_id":            "%REQ(X-REQUEST-ID)%",
+	"trace_id":              "%TRACE_ID%",
+	"tenant":                "%DYNAMIC_METADATA(" + wire.MetadataNamespace + ":" + wire.MetadataTenant + ")%",
+	"decision_id":           "%DYNAMIC_METADATA(" + wire.MetadataNamespace + ":" + wire.MetadataDecisionID + ")%",
+	"user":                  "%DYNAMIC_METADATA(" + wire.MetadataNamespace + ":" + wire.MetadataUser + ")%",
+	"method":                "%REQ(:METHOD)%",
+	"authority":             "%REQ(:AUTHORITY)%",
+	"path":                  "%PATH(WQ:ORIG)%",
+	"protocol":              "%PROTOCOL%",
+	"status":                "%RESPONSE_CODE%",
+	"response_flags":        "%RESPONSE_FLAGS%",
+	"response_code_details": "%RESPONSE_CODE_DETAILS%",
+	"bytes_received":        "%BYTES_RECEIVED%",
+	"bytes_sent":            "%BYTES_SENT%",
+	"duration_ms":           "%DURATION%",
+	"upstream_cluster":      "%UPSTREAM_CLUSTER%",
+	"upstream_host":         "%UPSTREAM_HOST%",
+	"client_ip":             "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+	"user_agent":            "%REQ(USER-AGENT)%",
+}
+
+// accessLogs is the listener's JSON access log (envoy.access_log); none
+// when it is off.
+func accessLogs(ir *IR) ([]*accesslogv3.AccessLog, error) {
+	if ir.AccessLogPath == "" {
+		return nil, nil
+	}
+	fields := make(map[string]any, len(AccessLogFields))
+	for k, v := range AccessLogFields {
+		fields[k] = v
+	}
+	js, err := structpb.NewStruct(fields)
+	if err != nil {
+		return nil, err
+	}
+	a, err := toAny(&filev3.FileAccessLog{
+		Path: ir.AccessLogPath,
+		AccessLogFormat: &filev3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+			Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: js},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}}, nil
+}
+
+// tracing is the connection manager's OpenTelemetry tracer (nil when
+// telemetry is off). Envoy starts (or continues, from the client's
+// traceparent) the trace, samples new ones at ir.Tracing.Percent, and
+// passes W3C traceparent to ext_authz, the rate-limit service and the
+// upstream, each call its own child span.
+func tracing(ir *IR) (*hcmv3.HttpConnectionManager_Tracing, error) {
+	t := ir.Tracing
+	if t == nil {
+		return nil, nil
+	}
+	otel, err := toAny(&tracev3.OpenTelemetryConfig{
+		GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: OTLPCluster}},
+			Timeout:         durationpb.New(5 * time.Second),
+		},
+		ServiceName: t.ServiceName,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &hcmv3.HttpConnectionManager_Tracing{
+		RandomSampling: &typev3.Percent{Value: t.Percent},
+		Provider: &tracev3.Tracing_Http{
+			Name:       "envoy.tracers.opentelemetry",
+			ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: otel},
+		},
+	}, nil
+}
