@@ -33,7 +33,7 @@ var AccessLogFields = map[string]string{
 	"user":                  "%DYNAMIC_METADATA(" + wire.MetadataNamespace + ":" + wire.MetadataUser + ")%",
 	"method":                "%REQ(:METHOD)%",
 	"authority":             "%REQ(:AUTHORITY)%",
-	"path":                  "%PATH(WQ:ORIG)%",
+	"path":                  "%PATH(WQ:ORIG_OR_PATH)%",
 	"protocol":              "%PROTOCOL%",
 	"status":                "%RESPONSE_CODE%",
 	"response_flags":        "%RESPONSE_FLAGS%",

@@ -143,5 +143,12 @@ func toAny(m proto.Message) (*anypb.Any, error) {
 	if err := validate(m); err != nil {
 		return nil, err
 	}
-	return anypb.New(m)
+	// Deterministic: a map (a Struct's fields, e.g. the access log's JSON
+	// format) must marshal the same bytes every time, or the snapshot
+	// version of an unchanged config would change.
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return &anypb.Any{TypeUrl: "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName()), Value: b}, nil
 }
