@@ -15,6 +15,8 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -288,13 +290,18 @@ func openLoop(b *testing.B, call func() error) {
 
 func grpcBench(b *testing.B) (authv3.AuthorizationClient, *authv3.CheckRequest) {
 	b.Helper()
+	return grpcBenchWith(b, Options{Now: fixedClock})
+}
+
+func grpcBenchWith(b *testing.B, opts Options) (authv3.AuthorizationClient, *authv3.CheckRequest) {
+	b.Helper()
 	// The server runs with the GC settings of a kailash authz process
 	// (GOGC from the environment, else DefaultGCPercent).
 	old := debug.SetGCPercent(100)
 	TuneGC()
 	b.Cleanup(func() { debug.SetGCPercent(old) })
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, testConfig(b), Options{Now: fixedClock})
+	srv, err := New(ctx, testConfig(b), opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -383,4 +390,35 @@ allow if {
 		}
 	}
 	cpu.report(b)
+}
+
+// BenchmarkGRPCCheckTracing is one Check after another over gRPC on
+// loopback with tracing off (no instrumentation installed), and on at
+// sampling ratio 1 and 0.01 of calls that arrive with no traceparent (the
+// server decides), spans batched to an exporter that drops them: the
+// tracing cost a Check pays, the network export aside.
+func BenchmarkGRPCCheckTracing(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		ratio float64 // < 0: off
+	}{{"off", -1}, {"ratio-1", 1}, {"ratio-0.01", 0.01}} {
+		b.Run(bc.name, func(b *testing.B) {
+			opts := Options{Now: fixedClock}
+			if bc.ratio >= 0 {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
+					sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(bc.ratio))))
+				b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+				opts.TracerProvider = tp
+			}
+			client, req := grpcBenchWith(b, opts)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if resp, err := client.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
+					b.Fatal(resp, err)
+				}
+			}
+		})
+	}
 }

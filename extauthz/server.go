@@ -18,6 +18,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/reflection"
@@ -51,6 +54,9 @@ type Options struct {
 	// EnableReflection registers gRPC server reflection on the Check port
 	// (opa-envoy-plugin's enable-reflection).
 	EnableReflection bool
+	// TracerProvider makes each Check (and login request) a span joined to
+	// Envoy's trace; nil is tracing off, at no cost per Check.
+	TracerProvider trace.TracerProvider
 }
 
 // reasonKeysUnavailable: no key set to verify the token with (503).
@@ -76,6 +82,8 @@ type Server struct {
 	dlog       *policies.DecisionLogger
 	dropIn     bool
 	reflection bool
+	tp         trace.TracerProvider // nil: tracing off
+	tracer     trace.Tracer         // from tp; nil when off
 	dryRun     bool
 	inputOpts  envoyauth.InputOptions
 	auth       *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
@@ -124,13 +132,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return nil, errors.New("extauthz: nil config")
 	}
 	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry(),
-		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun, reflection: opts.EnableReflection,
+		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun, reflection: opts.EnableReflection, tp: opts.TracerProvider,
 		inputOpts: envoyauth.InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.tp != nil {
+		s.tracer = s.tp.Tracer("github.com/kailash-gw/kailash/extauthz")
 	}
 	s.bg, s.stopBG = context.WithCancel(ctx)
 	s.initMetrics()
@@ -355,7 +366,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	gopts := serverOptions()
+	gopts := append(serverOptions(), telemetry.GRPCServerTracing(s.tp)...)
 	var wg sync.WaitGroup
 	if s.tls != nil {
 		gopts = append(gopts, grpc.Creds(s.tls.Credentials()))
@@ -398,8 +409,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.auth.Routes(mux)
 		}
 		mux.HandleFunc("GET /health", s.opaHealth) // OPA's /health (health.go)
+		h := telemetry.HTTPTracing(mux, "authz", s.tp)
 		wg.Go(func() {
-			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
+			if err := telemetry.ServeHTTP(ctx, s.httpLn, h); err != nil {
 				errc <- fmt.Errorf("authz http: %w", err)
 				cancel()
 			}
@@ -502,12 +514,24 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// per state change, not once per request.
 		level = slog.LevelWarn
 	}
+	// Envoy's x-request-id (attributes.request.http.id is its stream id,
+	// which nothing else logs).
+	requestID := envoyauth.RequestHeader(req.GetAttributes().GetRequest().GetHttp(), "x-request-id")
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(attribute.String("kailash.decision_id", d.ID), attribute.String("kailash.tenant", d.Tenant),
+			attribute.String("kailash.result", result), attribute.String("kailash.reason", reason))
+		if result == ResultError {
+			span.SetStatus(otelcodes.Error, reason)
+		}
+	}
 	if s.log.Enabled(ctx, level) { // the arguments cost allocations even when the record is dropped
-		s.log.Log(ctx, level, "authz decision", "decision_id", d.ID, "tenant", d.Tenant, "sub", sub, "result", result, "reason", reason, "err", err)
+		s.log.Log(ctx, level, "authz decision", "decision_id", d.ID, "request_id", requestID, "trace_id", telemetry.TraceID(ctx),
+			"tenant", d.Tenant, "sub", sub, "result", result, "reason", reason, "err", err)
 	}
 	if s.dlog != nil {
 		ev := &policies.DecisionEvent{
-			DecisionID: d.ID, Timestamp: start.UTC(), Path: s.engine.Decision(),
+			DecisionID: d.ID, RequestID: requestID, TraceID: telemetry.TraceID(ctx), SpanID: telemetry.SpanID(ctx),
+			Timestamp: start.UTC(), Path: s.engine.Decision(),
 			InputValue: st.input, Result: st.result,
 			Tenant: d.Tenant, User: sub, RequestPath: req.GetAttributes().GetRequest().GetHttp().GetPath(),
 			Outcome: result, Reason: reason, DryRun: st.dryRun, Shadow: st.shadow,
@@ -602,8 +626,19 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 	st.input = input
 
 	evalStart := time.Now()
+	var evalSpan trace.Span
+	if s.tracer != nil && trace.SpanFromContext(ctx).IsRecording() {
+		ctx, evalSpan = s.tracer.Start(ctx, "policy eval "+s.engine.Decision())
+	}
 	result, rev, err := s.engine.EvalRevision(ctx, input)
 	st.eval, st.revision, st.result = time.Since(evalStart), rev, result
+	if evalSpan != nil {
+		evalSpan.SetAttributes(attribute.String("kailash.policy.revision", rev))
+		if err != nil {
+			evalSpan.SetStatus(otelcodes.Error, err.Error())
+		}
+		evalSpan.End()
+	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return nil, ResultError, "deadline", status.FromContextError(ctxErr).Err()
 	}

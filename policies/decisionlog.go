@@ -31,16 +31,21 @@ var DefaultMasks = []string{
 // metrics, erased, labels), so OPA's log collectors accept it, plus Kailash's
 // own (tenant, user, request_path, outcome, ...).
 type DecisionEvent struct {
-	DecisionID string                `json:"decision_id"`
-	Timestamp  time.Time             `json:"timestamp"`
-	Path       string                `json:"path"` // the decision, e.g. envoy/authz/allow
-	Input      any                   `json:"input,omitempty"`
-	Result     any                   `json:"result,omitempty"`
-	Error      string                `json:"error,omitempty"`
-	Erased     []string              `json:"erased,omitempty"`
-	Bundles    map[string]BundleInfo `json:"bundles,omitempty"`
-	Metrics    map[string]int64      `json:"metrics,omitempty"`
-	Labels     map[string]string     `json:"labels,omitempty"`
+	DecisionID string `json:"decision_id"`
+	// RequestID is Envoy's x-request-id; TraceID and SpanID the W3C ids of
+	// the authz span ("" when not traced), as in OPA's decision log.
+	RequestID string                `json:"request_id,omitempty"`
+	TraceID   string                `json:"trace_id,omitempty"`
+	SpanID    string                `json:"span_id,omitempty"`
+	Timestamp time.Time             `json:"timestamp"`
+	Path      string                `json:"path"` // the decision, e.g. envoy/authz/allow
+	Input     any                   `json:"input,omitempty"`
+	Result    any                   `json:"result,omitempty"`
+	Error     string                `json:"error,omitempty"`
+	Erased    []string              `json:"erased,omitempty"`
+	Bundles   map[string]BundleInfo `json:"bundles,omitempty"`
+	Metrics   map[string]int64      `json:"metrics,omitempty"`
+	Labels    map[string]string     `json:"labels,omitempty"`
 
 	Tenant      string `json:"tenant,omitempty"`
 	User        string `json:"user,omitempty"`

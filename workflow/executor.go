@@ -12,9 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/workflow/store"
 )
 
@@ -137,6 +141,9 @@ type ExecutorOptions struct {
 	Store store.Store
 	// Policy answers permission_check nodes; nil fails them (closed).
 	Policy PolicyEvaluator
+	// TracerProvider makes each node a span, child of the execution's
+	// context, and the http node's calls carry traceparent; nil is off.
+	TracerProvider trace.TracerProvider
 }
 
 // Executor runs compiled workflows within per-tenant limits. It is safe for
@@ -152,6 +159,7 @@ type Executor struct {
 	// store runs the sql node's statements; policy answers permission_check.
 	store  store.Store
 	policy PolicyEvaluator
+	tracer trace.Tracer // nil: tracing off
 
 	mu          sync.Mutex
 	running     map[string]int    // guarded by mu: executions in flight per tenant
@@ -184,6 +192,10 @@ func NewExecutor(o ExecutorOptions) *Executor {
 		x.allow[strings.ToLower(h)] = true
 	}
 	x.client = newHTTPClient(x.allowed)
+	if o.TracerProvider != nil {
+		x.tracer = o.TracerProvider.Tracer("github.com/kailash-gw/kailash/workflow")
+		x.client.Transport = telemetry.HTTPClientTracing(http.DefaultTransport, o.TracerProvider)
+	}
 	return x
 }
 
@@ -471,6 +483,12 @@ func execCause(ctx context.Context) error {
 // timeout and reports the outcome.
 func (x *Executor) runNode(ctx context.Context, ex *execution, n *cnode, onNode func(context.Context, NodeRun)) (map[string]any, error) {
 	run := NodeRun{Node: n.id, Type: n.typ, Started: time.Now()}
+	var span trace.Span
+	if x.tracer != nil {
+		ctx, span = x.tracer.Start(ctx, "node "+n.id, trace.WithAttributes(
+			attribute.String("kailash.workflow", ex.w.Def.Name), attribute.String("kailash.execution_id", ex.id),
+			attribute.String("kailash.node.id", n.id), attribute.String("kailash.node.type", n.typ)))
+	}
 	out, err := x.runNodeInner(ctx, ex, n)
 	run.Finished = time.Now()
 	if err != nil {
@@ -478,6 +496,12 @@ func (x *Executor) runNode(ctx context.Context, ex *execution, n *cnode, onNode 
 		run.Status, run.Error = "failed", err.Error()
 	} else {
 		run.Status, run.Output = "completed", out
+	}
+	if span != nil {
+		if err != nil {
+			span.SetStatus(otelcodes.Error, run.Error)
+		}
+		span.End()
 	}
 	if onNode != nil {
 		onNode(context.WithoutCancel(ctx), run)

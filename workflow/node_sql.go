@@ -7,6 +7,9 @@ import (
 	"math"
 	"strings"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"modernc.org/libc"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -109,7 +112,21 @@ func runSQL(ctx context.Context, x *Executor, c *call) (map[string]any, error) {
 			args = append(args, sqlArg(v))
 		}
 	}
+	var span trace.Span
+	if x.tracer != nil {
+		// The statement is the workflow's (parameters are not recorded).
+		ctx, span = x.tracer.Start(ctx, "sql query", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("db.query.text", p.query), attribute.Bool("kailash.sql.read_only", p.readOnly)))
+	}
 	res, err := x.store.TenantQuery(ctx, c.ex.c.Tenant, store.TenantQuery{SQL: p.query, Args: args, ReadOnly: p.readOnly, MaxRows: p.maxRows})
+	if span != nil {
+		if err != nil {
+			span.SetStatus(otelcodes.Error, err.Error())
+		} else {
+			span.SetAttributes(attribute.Int("db.response.returned_rows", len(res.Rows)))
+		}
+		span.End()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}

@@ -23,6 +23,23 @@ func RequestHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
 	return out
 }
 
+// RequestHeader is one header of the request (name in lower case), from
+// headers or header_map, without building the whole map.
+func RequestHeader(h *authv3.AttributeContext_HttpRequest, name string) string {
+	if m := h.GetHeaders(); len(m) > 0 {
+		return m[name]
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		if strings.EqualFold(hv.GetKey(), name) {
+			if v := hv.GetValue(); v != "" {
+				return v
+			}
+			return string(hv.GetRawValue())
+		}
+	}
+	return ""
+}
+
 // Bearer extracts the token of an "Authorization: Bearer <token>" header
 // (scheme case-insensitive); anything else is no token.
 func Bearer(h string) string {

@@ -14,6 +14,8 @@ import (
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,6 +46,9 @@ type Options struct {
 	// RLSResponseHeaders adds RateLimit-Limit/-Remaining/-Reset to answers
 	// from RLSConfig (envoyproxy/ratelimit's LIMIT_RESPONSE_HEADERS_ENABLED).
 	RLSResponseHeaders bool
+	// TracerProvider makes each ShouldRateLimit a span continuing Envoy's
+	// trace (Envoy sends traceparent on the call); nil is tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the rate-limit service. Create it with New, serve it with Serve,
@@ -60,6 +65,7 @@ type Server struct {
 	failOpen bool
 	reg      *prometheus.Registry
 	m        *metrics
+	tp       trace.TracerProvider // nil: tracing off
 
 	rules atomic.Pointer[Rules] // one immutable snapshot per request
 	// rls are the envoyproxy/ratelimit-format limits, nil when none.
@@ -98,6 +104,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		timeout:  o.DecisionTimeout,
 		failOpen: rc.FailMode == config.FailOpen,
 		reg:      reg,
+		tp:       o.TracerProvider,
 		m:        newMetrics(reg),
 
 		rlsHeaders: o.RLSResponseHeaders,
@@ -259,6 +266,13 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 			st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 			s.m.decisions.WithLabelValues("over_limit").Inc()
+			if span := trace.SpanFromContext(ctx); span.IsRecording() {
+				span.SetAttributes(attribute.String("kailash.ratelimit.quota", q.Name), attribute.Int64("kailash.ratelimit.limit", int64(min(q.Limit, math.MaxInt64))),
+					attribute.String("kailash.ratelimit.unit", string(q.Unit)), attribute.String("kailash.ratelimit.code", "OVER_LIMIT"))
+			}
+			if s.log.Enabled(ctx, slog.LevelDebug) {
+				s.log.Debug("over limit", "quota", q.Name, "limit", q.Limit, "unit", q.Unit, "used", res.Used, "trace_id", telemetry.TraceID(ctx))
+			}
 		} else {
 			s.m.decisions.WithLabelValues("ok").Inc()
 		}
@@ -310,7 +324,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer s.closeBackend()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var gopts []grpc.ServerOption
+	gopts := telemetry.GRPCServerTracing(s.tp)
 	if s.tls != nil {
 		gopts = append(gopts, grpc.Creds(s.tls.Credentials()))
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/strictjson"
@@ -46,6 +47,9 @@ type Options struct {
 	// evaluating runner.event_decision (DefaultEventDecision), watched for
 	// changes, built on first use.
 	EventPolicy workflow.PolicyEvaluator
+	// TracerProvider makes each API request a span continuing Envoy's
+	// traceparent, and each node a child span; nil is tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the runner's HTTP API. Envoy forwards authorized requests to it
@@ -53,6 +57,7 @@ type Options struct {
 type Server struct {
 	log       *slog.Logger
 	wrap      func(http.Handler) http.Handler
+	tp        trace.TracerProvider // nil: tracing off
 	ln        net.Listener
 	workflows atomic.Pointer[map[string]*workflow.Workflow] // from runner.workflows, shared by every tenant
 	exec      *workflow.Executor
@@ -93,7 +98,7 @@ var openAPI []byte
 // running as interrupted; or PostgreSQL, taking over only executions whose
 // lease ended, docs/deploy.md) and binds cfg.Runner.HTTP.
 func New(cfg *config.Config, opts Options) (*Server, error) {
-	s := &Server{log: opts.Logger, wrap: opts.Middleware, reg: telemetry.NewRegistry(), events: newBroker()}
+	s := &Server{log: opts.Logger, wrap: opts.Middleware, tp: opts.TracerProvider, reg: telemetry.NewRegistry(), events: newBroker()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -158,6 +163,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.exec = workflow.NewExecutor(workflow.ExecutorOptions{
 		Limits: cfg.Runner.Limits, TenantLimits: cfg.Runner.TenantLimits, RoleLimits: cfg.Runner.RoleLimits,
 		HTTPAllow: cfg.Runner.HTTPAllow, Audit: st.Audit, Logger: slog.New(workflow.RedactingHandler(s.log.Handler())), Store: st, Policy: pol,
+		TracerProvider: opts.TracerProvider,
 	})
 	s.execs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kailash_runner_executions_total", Help: "Workflow executions by outcome.",
@@ -220,6 +226,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.wrap != nil {
 		h = s.wrap(h)
 	}
+	h = telemetry.HTTPTracing(h, "runner", s.tp)
 	err := telemetry.ServeHTTP(ctx, s.ln, h)
 	s.shutdown()
 	return err
@@ -276,7 +283,7 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (identity, boo
 		}
 		id, err := s.verify.verifyIdentity(r.Context(), tok)
 		if err != nil {
-			s.log.Info("identity refused", "err", err, "remote", r.RemoteAddr)
+			s.requestLog(r).Info("identity refused", "err", err, "remote", r.RemoteAddr)
 			writeError(w, http.StatusUnauthorized, "bad_identity", "the identity token is not valid: "+err.Error())
 			return identity{}, false
 		}
@@ -320,7 +327,7 @@ func (s *Server) listWorkflows(w http.ResponseWriter, r *http.Request) {
 	}
 	own, err := s.store.ListWorkflows(r.Context(), c.Tenant)
 	if err != nil {
-		s.internal(w, err)
+		s.internal(w, r, err)
 		return
 	}
 	shared := slices.Sorted(maps.Keys(*s.workflows.Load()))
@@ -365,7 +372,7 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 	}
 	def, err := json.Marshal(d)
 	if err != nil {
-		s.internal(w, err)
+		s.internal(w, r, err)
 		return
 	}
 	if err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d.Name, def, s.exec.LimitsFor(c).MaxWorkflows); err != nil {
@@ -376,7 +383,7 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 		case errors.As(err, &le):
 			s.writeExecError(w, err, nil)
 		default:
-			s.internal(w, err)
+			s.internal(w, r, err)
 		}
 		return
 	}
@@ -390,7 +397,7 @@ func (s *Server) getWorkflow(w http.ResponseWriter, r *http.Request) {
 	}
 	wf, own, err := s.lookup(r.Context(), c.Tenant, r.PathValue("name"))
 	if err != nil {
-		s.notFoundOr(w, err, "workflow")
+		s.notFoundOr(w, r, err, "workflow")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"definition": wf.Def, "shared": !own})
@@ -410,7 +417,7 @@ func (s *Server) deleteWorkflow(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		s.notFoundOr(w, err, "workflow")
+		s.notFoundOr(w, r, err, "workflow")
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -427,7 +434,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	wf, _, err := s.lookup(r.Context(), c.Tenant, name)
 	if err != nil {
-		s.notFoundOr(w, err, "workflow")
+		s.notFoundOr(w, r, err, "workflow")
 		return
 	}
 	input := map[string]any{}
@@ -468,14 +475,16 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 			s.writeExecError(w, err, nil)
 			return
 		}
-		s.internal(w, err)
+		s.internal(w, r, err)
 		return
 	}
 	// A synchronous execution ends with its request; an asynchronous one
 	// with the server. Either can be cancelled through the API.
 	parent := r.Context()
 	if async {
-		parent = s.base
+		// The execution outlives the request; its node spans stay in the
+		// request's trace.
+		parent = trace.ContextWithSpanContext(s.base, trace.SpanContextFromContext(r.Context()))
 	}
 	ctx, cancel := context.WithCancelCause(parent)
 	s.running.Store(rec.ID, &runningExec{tenant: c.Tenant, workflow: name, user: c.User, cancel: cancel})
@@ -484,7 +493,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		defer s.inflight.Done()
 		defer s.running.Delete(rec.ID)
 		defer cancel(nil)
-		return s.run(ctx, res, wf, rec, timeout)
+		return s.run(ctx, s.requestLog(r), res, wf, rec, timeout)
 	}
 	if async {
 		go run()
@@ -514,7 +523,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 
 // run executes and records: the start event, each node's result as it
 // ends, and the outcome. The records are written even after cancellation.
-func (s *Server) run(ctx context.Context, res *workflow.Reservation, wf *workflow.Workflow, rec *store.ExecutionRecord, timeout time.Duration) *store.ExecutionRecord {
+func (s *Server) run(ctx context.Context, lg *slog.Logger, res *workflow.Reservation, wf *workflow.Workflow, rec *store.ExecutionRecord, timeout time.Duration) *store.ExecutionRecord {
 	wctx := context.WithoutCancel(ctx)
 	ev := func(typ string) Event {
 		return Event{Type: typ, Tenant: rec.Tenant, Workflow: rec.Workflow, Execution: rec.ID, At: time.Now().UTC(), Policy: wf.Def.Events}
@@ -525,9 +534,9 @@ func (s *Server) run(ctx context.Context, res *workflow.Reservation, wf *workflo
 	result, err := res.Run(ctx, rec.Input, workflow.RunOptions{ID: rec.ID, Timeout: timeout, OnNode: func(ctx context.Context, nr workflow.NodeRun) {
 		if err := s.store.RecordNode(ctx, rec.Tenant, rec.ID, nr); errors.Is(err, store.ErrLeaseLost) {
 			s.leaseLost.WithLabelValues("node").Inc()
-			s.log.Error("node result not stored: another runner owns the execution", "execution", rec.ID, "node", nr.Node, "err", err)
+			lg.Error("node result not stored: another runner owns the execution", "execution", rec.ID, "node", nr.Node, "err", err)
 		} else if err != nil {
-			s.log.Warn("recording a node result", "execution", rec.ID, "node", nr.Node, "err", err)
+			lg.Warn("recording a node result", "execution", rec.ID, "node", nr.Node, "err", err)
 		}
 		mu.Lock()
 		rec.Nodes = append(rec.Nodes, nr)
@@ -543,17 +552,17 @@ func (s *Server) run(ctx context.Context, res *workflow.Reservation, wf *workflo
 	rec.Status = store.StatusCompleted
 	if err != nil {
 		rec.Status, rec.Error = statusOf(err), err.Error()
-		s.log.Warn("execution failed", "workflow", rec.Workflow, "execution", rec.ID, "tenant", rec.Tenant, "status", rec.Status, "err", err)
+		lg.Warn("execution failed", "workflow", rec.Workflow, "execution", rec.ID, "tenant", rec.Tenant, "status", rec.Status, "err", err)
 	} else {
 		rec.Output = result.Output
 	}
 	s.execs.WithLabelValues(rec.Status).Inc()
 	if err := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error); errors.Is(err, store.ErrLeaseLost) {
 		s.leaseLost.WithLabelValues("finish").Inc()
-		s.log.Error("execution result not stored: this runner's lease expired and another runner took the execution over",
+		lg.Error("execution result not stored: this runner's lease expired and another runner took the execution over",
 			"workflow", rec.Workflow, "execution", rec.ID, "tenant", rec.Tenant, "status", rec.Status, "err", err)
 	} else if err != nil {
-		s.log.Error("recording an execution's end", "execution", rec.ID, "err", err)
+		lg.Error("recording an execution's end", "execution", rec.ID, "err", err)
 	}
 	e := ev("execution.completed")
 	if rec.Status != store.StatusCompleted {
@@ -589,7 +598,7 @@ func (s *Server) listExecutions(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := s.store.ListExecutions(r.Context(), c.Tenant, r.PathValue("name"), 100)
 	if err != nil {
-		s.internal(w, err)
+		s.internal(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"executions": list})
@@ -605,7 +614,7 @@ func (s *Server) getExecution(w http.ResponseWriter, r *http.Request) {
 		err = store.ErrNotFound
 	}
 	if err != nil {
-		s.notFoundOr(w, err, "execution")
+		s.notFoundOr(w, r, err, "execution")
 		return
 	}
 	writeJSON(w, http.StatusOK, e)
@@ -652,7 +661,7 @@ func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
 	if re.user != c.User {
 		allowed, err := s.granted(r.Context(), c, CancelAnyPermission, name, id)
 		if err != nil {
-			s.log.Warn("cancel: the permission decision failed; refusing", "tenant", c.Tenant, "user", c.User, "execution", id, "err", err)
+			s.requestLog(r).Warn("cancel: the permission decision failed; refusing", "tenant", c.Tenant, "user", c.User, "execution", id, "err", err)
 			writeError(w, http.StatusServiceUnavailable, "policy_error", "the runner could not decide whether you may cancel this execution")
 			return
 		}
@@ -665,14 +674,14 @@ func (s *Server) cancelExecution(w http.ResponseWriter, r *http.Request) {
 		// Decided here; the owning replica cancels it.
 		msg, _ := json.Marshal(remoteCancel{Tenant: c.Tenant, Workflow: name, ID: id, By: c.User})
 		if err := s.peers.Notify(r.Context(), cancelChannel, string(msg)); err != nil {
-			s.internal(w, err)
+			s.internal(w, r, err)
 			return
 		}
-		s.log.Info("execution cancel sent to the runner running it", "tenant", c.Tenant, "workflow", name, "execution", id, "by", c.User, "started_by", re.user)
+		s.requestLog(r).Info("execution cancel sent to the runner running it", "tenant", c.Tenant, "workflow", name, "execution", id, "by", c.User, "started_by", re.user)
 		writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": id, "status": "cancelling"})
 		return
 	}
-	s.log.Info("execution cancelled", "tenant", c.Tenant, "workflow", name, "execution", id, "by", c.User, "started_by", re.user)
+	s.requestLog(r).Info("execution cancelled", "tenant", c.Tenant, "workflow", name, "execution", id, "by", c.User, "started_by", re.user)
 	re.cancel(fmt.Errorf("%w by %s", workflow.ErrCancelled, c.User))
 	writeJSON(w, http.StatusAccepted, map[string]any{"execution_id": id, "status": "cancelling"})
 }
@@ -767,16 +776,22 @@ func (s *Server) writeExecError(w http.ResponseWriter, err error, rec *store.Exe
 	writeJSON(w, code, body)
 }
 
-func (s *Server) notFoundOr(w http.ResponseWriter, err error, what string) {
+func (s *Server) notFoundOr(w http.ResponseWriter, r *http.Request, err error, what string) {
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "not_found", "no such "+what)
 		return
 	}
-	s.internal(w, err)
+	s.internal(w, r, err)
 }
 
-func (s *Server) internal(w http.ResponseWriter, err error) {
-	s.log.Error("runner request failed", "err", err)
+// requestLog is the server's logger with the request's Envoy x-request-id
+// and trace id, which join its lines to the access log and the trace.
+func (s *Server) requestLog(r *http.Request) *slog.Logger {
+	return s.log.With("request_id", r.Header.Get("X-Request-Id"), "trace_id", telemetry.TraceID(r.Context()))
+}
+
+func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+	s.requestLog(r).Error("runner request failed", "err", err)
 	writeError(w, http.StatusInternalServerError, "internal", "the runner could not complete the request")
 }
 
