@@ -213,7 +213,7 @@ func startStackWith(t testing.TB, o stackOptions) *stack {
 	goRun(func() error { return s.xds.Serve(ctx) })
 	go func() { s.authzDone <- as.Serve(actx) }()
 	var g errgroup.Group
-	rls, err := startRateLimit(ctx, &g, cfg, log)
+	rls, err := startRateLimit(ctx, &g, cfg, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kailash-gw/kailash/extauthz/ratelimit"
@@ -17,18 +18,18 @@ import (
 // section (backend, fail mode, quotas, addresses): the one construction
 // `kailash up` (in process) and `kailash ratelimit` (alone) share. It is
 // nil, with no error, when the config sets no ratelimit.grpc.
-func newRateLimit(cfg *config.Config, log *slog.Logger) (*ratelimit.Server, error) {
+func newRateLimit(cfg *config.Config, log *slog.Logger, tp trace.TracerProvider) (*ratelimit.Server, error) {
 	if cfg.RateLimit.GRPC.String() == "" {
 		return nil, nil
 	}
-	return ratelimit.New(cfg, ratelimit.Options{Logger: log})
+	return ratelimit.New(cfg, ratelimit.Options{Logger: log, TracerProvider: tp})
 }
 
 // startRateLimit starts the global rate-limit service in g when the config
 // sets ratelimit.grpc, and returns it as the updaters to follow config
 // changes (none when it is not configured).
-func startRateLimit(ctx context.Context, g *errgroup.Group, cfg *config.Config, log *slog.Logger) ([]updater, error) {
-	s, err := newRateLimit(cfg, log)
+func startRateLimit(ctx context.Context, g *errgroup.Group, cfg *config.Config, log *slog.Logger, tp trace.TracerProvider) ([]updater, error) {
+	s, err := newRateLimit(cfg, log, tp)
 	if err != nil || s == nil {
 		return nil, err
 	}
@@ -82,7 +83,13 @@ func runRateLimit(ctx context.Context, args []string, _ io.Writer) error {
 	if cfg.RateLimit.GRPC.String() == "" {
 		return fmt.Errorf("%s: ratelimit.grpc: required to run the rate-limit service", f.config)
 	}
-	opts := ratelimit.Options{Logger: log, RLSResponseHeaders: rf.headers || envTrue(os.Getenv("LIMIT_RESPONSE_HEADERS_ENABLED"))}
+	tr := newTracers(cfg, log)
+	defer tr.shutdown(log)
+	tp, err := tr.provider("ratelimit")
+	if err != nil {
+		return err
+	}
+	opts := ratelimit.Options{Logger: log, TracerProvider: tp, RLSResponseHeaders: rf.headers || envTrue(os.Getenv("LIMIT_RESPONSE_HEADERS_ENABLED"))}
 	if rf.path != "" {
 		if opts.RLSConfig, err = ratelimit.LoadRLSConfig(rf.path); err != nil {
 			return err

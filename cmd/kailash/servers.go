@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kailash-gw/kailash/envoy"
@@ -211,7 +212,13 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	gogc := extauthz.TuneGC()
-	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled(), EnableReflection: drop.reflection})
+	tr := newTracers(cfg, log)
+	defer tr.shutdown(log)
+	tp, err := tr.provider("authz")
+	if err != nil {
+		return err
+	}
+	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled(), EnableReflection: drop.reflection, TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -228,7 +235,13 @@ func runRunner(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s, err := api.New(cfg, api.Options{Logger: log})
+	tr := newTracers(cfg, log)
+	defer tr.shutdown(log)
+	tp, err := tr.provider("runner")
+	if err != nil {
+		return err
+	}
+	s, err := api.New(cfg, api.Options{Logger: log, TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -261,16 +274,24 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	sctx, stopServers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServers()
 
+	tr := newTracers(cfg, log)
+	defer tr.shutdown(log) // after the servers stopped: their last spans are flushed
+	var tps [3]trace.TracerProvider
+	for i, c := range []string{"authz", "runner", "ratelimit"} {
+		if tps[i], err = tr.provider(c); err != nil {
+			return err
+		}
+	}
 	xs, err := xds.New(cfg, xds.Options{Logger: log.With("part", "xds")})
 	if err != nil {
 		return err
 	}
-	as, err := extauthz.New(sctx, cfg, extauthz.Options{Logger: log.With("part", "authz")})
+	as, err := extauthz.New(sctx, cfg, extauthz.Options{Logger: log.With("part", "authz"), TracerProvider: tps[0]})
 	if err != nil {
 		_ = xs.Close()
 		return err
 	}
-	rs, err := api.New(cfg, api.Options{Logger: log.With("part", "runner")})
+	rs, err := api.New(cfg, api.Options{Logger: log.With("part", "runner"), TracerProvider: tps[1]})
 	if err != nil {
 		_ = xs.Close()
 		_ = as.Close()
@@ -280,7 +301,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	g.Go(func() error { return xs.Serve(gctx) })
 	g.Go(func() error { return as.Serve(gctx) })
 	g.Go(func() error { return rs.Serve(gctx) })
-	rls, err := startRateLimit(gctx, g, cfg, log.With("part", "ratelimit"))
+	rls, err := startRateLimit(gctx, g, cfg, log.With("part", "ratelimit"), tps[2])
 	if err != nil {
 		stopServers()
 		_ = g.Wait()
