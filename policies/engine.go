@@ -13,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/cache"
@@ -72,6 +73,8 @@ type Engine struct {
 // prepared is one immutable compiled version of the bundle.
 type prepared struct {
 	pq       rego.PreparedEvalQuery
+	compiler *ast.Compiler // for ExplainRules
+	store    storage.Store
 	revision string
 	hash     string
 	loadedAt time.Time
@@ -239,7 +242,7 @@ func (e *Engine) prepare(ctx context.Context, f *files) (*prepared, error) {
 	if err != nil {
 		return nil, locate(err, "")
 	}
-	return &prepared{pq: pq, revision: f.revision, hash: f.hash, loadedAt: time.Now()}, nil
+	return &prepared{pq: pq, compiler: compiler, store: store, revision: f.revision, hash: f.hash, loadedAt: time.Now()}, nil
 }
 
 func hasData(data map[string]any, ref ast.Ref) bool {

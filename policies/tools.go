@@ -13,6 +13,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/lineage"
@@ -96,6 +97,28 @@ func Explain(ctx context.Context, dir, decision string, input any, mode string) 
 	}
 	pkg := e.ref[:len(e.ref)-1]
 	store := inmem.NewFromObjectWithOpts(f.data, inmem.OptRoundTripOnWrite(false))
+	explainRules(ctx, c, store, false, pkg, iv, out)
+	if mode == "full" || mode == "fails" || mode == "notes" {
+		buf := topdown.NewBufferTracer()
+		_, _ = rego.New(rego.ParsedQuery(e.query), rego.Compiler(c), rego.Store(store), rego.ParsedInput(iv),
+			rego.QueryTracer(buf)).Eval(ctx)
+		trace := []*topdown.Event(*buf)
+		switch mode {
+		case "fails":
+			trace = lineage.Fails(trace)
+		case "notes":
+			trace = lineage.Notes(trace)
+		}
+		var tb bytes.Buffer
+		topdown.PrettyTraceWithLocation(&tb, trace)
+		out.Trace = tb.String()
+	}
+	return out, nil
+}
+
+// explainRules fills out.Rules and out.Undefined: the value of each rule of
+// package pkg for input iv.
+func explainRules(ctx context.Context, c *ast.Compiler, store storage.Store, storeAST bool, pkg ast.Ref, iv ast.Value, out *Explanation) {
 	var names []string
 	for _, m := range c.Modules {
 		if !m.Package.Path.Equal(pkg) {
@@ -117,7 +140,7 @@ func Explain(ctx context.Context, dir, decision string, input any, mode string) 
 	for _, n := range names {
 		ref := append(pkg.Copy(), ast.StringTerm(n))
 		rs, err := rego.New(rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))), rego.Compiler(c), rego.Store(store),
-			rego.ParsedInput(iv)).Eval(ctx)
+			rego.StoreReadAST(storeAST), rego.ParsedInput(iv)).Eval(ctx)
 		switch {
 		case err != nil:
 			out.Rules[n] = "error: " + err.Error()
@@ -127,22 +150,17 @@ func Explain(ctx context.Context, dir, decision string, input any, mode string) 
 			out.Rules[n] = rs[0].Expressions[0].Value
 		}
 	}
-	if mode == "full" || mode == "fails" || mode == "notes" {
-		buf := topdown.NewBufferTracer()
-		_, _ = rego.New(rego.ParsedQuery(e.query), rego.Compiler(c), rego.Store(store), rego.ParsedInput(iv),
-			rego.QueryTracer(buf)).Eval(ctx)
-		trace := []*topdown.Event(*buf)
-		switch mode {
-		case "fails":
-			trace = lineage.Fails(trace)
-		case "notes":
-			trace = lineage.Notes(trace)
-		}
-		var tb bytes.Buffer
-		topdown.PrettyTraceWithLocation(&tb, trace)
-		out.Trace = tb.String()
-	}
-	return out, nil
+}
+
+// ExplainRules is Explain for an input the engine evaluated: the decision
+// and the value of every rule of its package, from the bundle version in
+// force now (its revision is in the result).
+func (e *Engine) ExplainRules(ctx context.Context, input ast.Value) *Explanation {
+	p := e.cur.Load()
+	out := &Explanation{Decision: e.Decision(), Revision: p.revision, Rules: map[string]any{}}
+	out.Result, out.Err = e.Eval(ctx, input)
+	explainRules(ctx, p.compiler, p.store, true, e.ref[:len(e.ref)-1], input, out)
+	return out
 }
 
 func compactStrings(s []string) []string {
