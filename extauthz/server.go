@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+	"github.com/kailash-gw/kailash/extauthz/explain"
 	"github.com/kailash-gw/kailash/extauthz/jwtauth"
 	"github.com/kailash-gw/kailash/extauthz/login"
 	"github.com/kailash-gw/kailash/extauthz/oidc"
@@ -57,6 +59,9 @@ type Options struct {
 	// TracerProvider makes each Check (and login request) a span joined to
 	// Envoy's trace; nil is tracing off, at no cost per Check.
 	TracerProvider trace.TracerProvider
+	// RateLimitExplain finds what the rate-limit service counted for a
+	// decision (in process); nil asks ratelimit.http when it is set.
+	RateLimitExplain RateLimitExplainer
 }
 
 // reasonKeysUnavailable: no key set to verify the token with (503).
@@ -83,7 +88,11 @@ type Server struct {
 	dropIn     bool
 	reflection bool
 	tp         trace.TracerProvider // nil: tracing off
-	tracer     trace.Tracer         // from tp; nil when off
+	explain    *explain.Store       // recent refusals (nil: authz.explain.records 0)
+	explainCap int
+	rlExplain  RateLimitExplainer
+	rlHTTP     string       // ratelimit.http, asked for rate-limit steps
+	tracer     trace.Tracer // from tp; nil when off
 	dryRun     bool
 	inputOpts  envoyauth.InputOptions
 	auth       *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
@@ -116,6 +125,7 @@ type snapshot struct {
 	tenants map[string]*tenantState
 	issuers map[oidc.Config]*issuerKeys // external issuers' keys (issuers.go)
 	hosts   map[string]string           // authz.tenant_from host: domain → tenant (tenant_from.go); nil when off
+	domains map[string]string           // exact domain → tenant, for the edge step of explain records
 }
 
 type tenantState struct {
@@ -142,6 +152,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	if s.tp != nil {
 		s.tracer = s.tp.Tracer("github.com/kailash-gw/kailash/extauthz")
+	}
+	if !opts.DropIn {
+		s.explainCap = cfg.ExplainRecords()
+		s.explain = explain.NewStore(s.explainCap)
+		s.rlExplain, s.rlHTTP = opts.RateLimitExplain, cfg.RateLimit.HTTP.String()
 	}
 	s.bg, s.stopBG = context.WithCancel(ctx)
 	s.initMetrics()
@@ -247,8 +262,9 @@ func (s *Server) initMetrics() {
 // jwks_url is fetched on first use).
 func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 	snap := &snapshot{timeout: cfg.Authz.Timeout, tenants: make(map[string]*tenantState, len(cfg.Tenants))}
+	snap.domains = cfg.HostTenants()
 	if cfg.TenantFromHostEnabled() {
-		snap.hosts = cfg.HostTenants()
+		snap.hosts = snap.domains
 	}
 	if snap.timeout <= 0 {
 		snap.timeout = config.DefaultAuthzTimout
@@ -378,6 +394,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	gs := grpc.NewServer(gopts...)
 	authv3.RegisterAuthorizationServer(gs, s)
+	if s.explain.Enabled() {
+		alsv3.RegisterAccessLogServiceServer(gs, s) // Envoy's answers of 400 and above (explain_server.go)
+	}
 	if s.reflection {
 		reflection.Register(gs)
 	}
@@ -409,6 +428,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			s.auth.Routes(mux)
 		}
 		mux.HandleFunc("GET /health", s.opaHealth) // OPA's /health (health.go)
+		mux.HandleFunc("GET /v1/admin/explain/{id}", s.serveExplain)
 		h := telemetry.HTTPTracing(mux, "authz", s.tp)
 		wg.Go(func() {
 			if err := telemetry.ServeHTTP(ctx, s.httpLn, h); err != nil {
@@ -528,6 +548,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.log.Log(ctx, level, "authz decision", "decision_id", d.ID, "request_id", requestID, "trace_id", telemetry.TraceID(ctx),
 			"tenant", d.Tenant, "sub", sub, "result", result, "reason", reason, "err", err)
 	}
+	if s.explain.Enabled() && (result != ResultAllow || st.dryRun) {
+		s.recordExplain(ctx, req, &d, &st, result, reason, requestID, err, start)
+	}
 	if s.dlog != nil {
 		ev := &policies.DecisionEvent{
 			DecisionID: d.ID, RequestID: requestID, TraceID: telemetry.TraceID(ctx), SpanID: telemetry.SpanID(ctx),
@@ -548,7 +571,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	return resp, err
 }
 
-// checkState is what one Check learned, for its decision log event.
+// checkState is what one Check learned, for its decision log event and
+// its explain record.
 type checkState struct {
 	input    ast.Value
 	result   any
@@ -556,6 +580,10 @@ type checkState struct {
 	eval     time.Duration
 	dryRun   bool
 	shadow   *policies.ShadowEvent
+
+	credential    string               // bearer, session_cookie, none ("" in drop-in mode)
+	authErr       *envoyauth.AuthError // the identity check that failed (set only when explaining)
+	claimedIssuer string               // the failed token's unverified iss
 }
 
 func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckRequest, d *envoyauth.Decision, st *checkState) (*authv3.CheckResponse, string, string, error) {
@@ -587,8 +615,13 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		}
 		var err error
 		token := envoyauth.Bearer(headers["authorization"])
+		st.credential = "bearer"
 		if token == "" {
 			token = login.SessionCookie(headers["cookie"])
+			st.credential = "session_cookie"
+		}
+		if token == "" {
+			st.credential = "none"
 		}
 		ours := false
 		if s.auth != nil && token != "" {
@@ -600,6 +633,9 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		if err != nil {
 			var ae *envoyauth.AuthError
 			if errors.As(err, &ae) {
+				if s.explain.Enabled() {
+					st.authErr, st.claimedIssuer = ae, explain.ClaimedIssuer(token)
+				}
 				return envoyauth.Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
 			}
 			return nil, ResultError, reasonKeysUnavailable, status.Error(codes.Unavailable, "verification keys are unavailable")

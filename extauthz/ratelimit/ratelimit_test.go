@@ -2,9 +2,11 @@ package ratelimit
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"testing"
 	"time"
 
@@ -354,5 +356,52 @@ func TestBreaker(t *testing.T) {
 	}
 	if len(events) != 2 || !events[0] || events[1] {
 		t.Fatalf("events %v", events)
+	}
+}
+
+// A call carrying the decision id descriptor (which counts nothing and is
+// answered OK) has its over-limit quotas kept under that id: Explain and
+// GET /v1/admin/explain/{id} on the HTTP port.
+func TestOverLimitKeptByDecisionID(t *testing.T) {
+	cfg := testConfig(testenv.FreeAddr(t))
+	cfg.RateLimit.HTTP = config.MustHostPort(testenv.FreeAddr(t))
+	s, c := startServer(t, cfg, Options{})
+	ctx := context.Background()
+	call := func(dec string) *rlsv3.RateLimitResponse {
+		req := userReq("alice")
+		req.Descriptors = append(req.Descriptors, desc(wire.DescDecisionID, dec))
+		r, err := c.ShouldRateLimit(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Statuses) != 3 || r.Statuses[2].Code != rlsv3.RateLimitResponse_OK || r.Statuses[2].CurrentLimit != nil {
+			t.Fatalf("the decision id descriptor was limited: %v", r)
+		}
+		return r
+	}
+	for i := range 3 {
+		call(fmt.Sprintf("ok-%d", i))
+	}
+	if r := call("over"); r.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("4th call: %v", r)
+	}
+	if got := s.Explain("ok-2"); len(got) != 0 {
+		t.Errorf("an allowed call was kept: %v", got)
+	}
+	steps := s.Explain("over")
+	if len(steps) != 1 || steps[0].Limit != 3 || steps[0].Window != "hour" || steps[0].Count != 3 || steps[0].Descriptor["user"] != "alice" {
+		t.Fatalf("steps %+v", steps)
+	}
+	var got []map[string]any
+	testenv.Eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + s.HTTPAddr() + "/v1/admin/explain/over")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&got)
+	})
+	if len(got) != 1 || got[0]["quota"] != steps[0].Quota {
+		t.Errorf("GET /v1/admin/explain/over: %v", got)
 	}
 }

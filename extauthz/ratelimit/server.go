@@ -2,11 +2,13 @@ package ratelimit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/kailash-gw/kailash/extauthz/explain"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/mtls"
 	"github.com/kailash-gw/kailash/internal/telemetry"
@@ -65,7 +68,8 @@ type Server struct {
 	failOpen bool
 	reg      *prometheus.Registry
 	m        *metrics
-	tp       trace.TracerProvider // nil: tracing off
+	tp       trace.TracerProvider  // nil: tracing off
+	overs    *explain.RateLimitLog // over-limit answers by decision id, for kailash explain
 
 	rules atomic.Pointer[Rules] // one immutable snapshot per request
 	// rls are the envoyproxy/ratelimit-format limits, nil when none.
@@ -105,6 +109,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		failOpen: rc.FailMode == config.FailOpen,
 		reg:      reg,
 		tp:       o.TracerProvider,
+		overs:    explain.NewRateLimitLog(cfg.ExplainRecords()),
 		m:        newMetrics(reg),
 
 		rlsHeaders: o.RLSResponseHeaders,
@@ -229,6 +234,7 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}
+	decisionID := decisionOf(req)
 	for _, d := range req.GetDescriptors() {
 		st := &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
 		resp.Statuses = append(resp.Statuses, st)
@@ -271,7 +277,14 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 					attribute.String("kailash.ratelimit.unit", string(q.Unit)), attribute.String("kailash.ratelimit.code", "OVER_LIMIT"))
 			}
 			if s.log.Enabled(ctx, slog.LevelDebug) {
-				s.log.Debug("over limit", "quota", q.Name, "limit", q.Limit, "unit", q.Unit, "used", res.Used, "trace_id", telemetry.TraceID(ctx))
+				s.log.Debug("over limit", "decision_id", decisionID, "quota", q.Name, "limit", q.Limit, "unit", q.Unit, "used", res.Used, "trace_id", telemetry.TraceID(ctx))
+			}
+			if decisionID != "" && s.overs != nil {
+				desc := make(map[string]string, len(d.GetEntries()))
+				for _, e := range d.GetEntries() {
+					desc[e.GetKey()] = e.GetValue()
+				}
+				s.overs.Add(decisionID, explain.RateLimitStep{Quota: q.Name, Descriptor: desc, Limit: q.Limit, Window: string(q.Unit), Count: res.Used, Time: start.UTC()})
 			}
 		} else {
 			s.m.decisions.WithLabelValues("ok").Inc()
@@ -279,6 +292,30 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	}
 	s.m.latency.Observe(s.now().Sub(start).Seconds())
 	return resp, nil
+}
+
+// decisionOf is the decision id the call carries (wire.DescDecisionID).
+func decisionOf(req *rlsv3.RateLimitRequest) string {
+	for _, d := range req.GetDescriptors() {
+		if e := d.GetEntries(); len(e) == 1 && e[0].GetKey() == wire.DescDecisionID {
+			return e[0].GetValue()
+		}
+	}
+	return ""
+}
+
+// Explain is what this service answered OVER_LIMIT for decisionID.
+func (s *Server) Explain(decisionID string) []explain.RateLimitStep { return s.overs.Get(decisionID) }
+
+// serveExplain is GET /v1/admin/explain/{decision id}: the quotas the
+// decision's request went over (a JSON list, empty when none).
+func (s *Server) serveExplain(w http.ResponseWriter, r *http.Request) {
+	steps := s.Explain(r.PathValue("id"))
+	if steps == nil {
+		steps = []explain.RateLimitStep{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(steps)
 }
 
 func (s *Server) logBackendError(err error) {
@@ -356,7 +393,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := telemetry.ServeHTTP(ctx, s.httpLn, telemetry.Mux(s.reg, func() error { return nil })); err != nil {
+			mux := telemetry.Mux(s.reg, func() error { return nil })
+			mux.HandleFunc("GET /v1/admin/explain/{id}", s.serveExplain)
+			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
 				errc <- fmt.Errorf("ratelimit: http: %w", err)
 			}
 		}()

@@ -167,6 +167,8 @@ type Authz struct {
 	TenantFrom string `yaml:"tenant_from"`
 	// JWKSCache persists the last good keys of each key source (jwks_cache.go).
 	JWKSCache JWKSCache `yaml:"jwks_cache"`
+	// Explain is what authz keeps for `kailash explain` (explain.go).
+	Explain Explain `yaml:"explain"`
 }
 
 // Runner is the workflow runner.
@@ -491,6 +493,7 @@ func (c *Config) Validate() error {
 	if c.Authz.Timeout < 0 {
 		at(0, "authz.timeout: must be positive")
 	}
+	c.validateExplain(at)
 	if strings.HasPrefix(c.Policy.Decision, "/") || strings.HasPrefix(c.Policy.Decision, "data.") {
 		at(0, "policy.decision: %q: give the path without a leading / or data. (e.g. kailash/authz/result)", c.Policy.Decision)
 	}

@@ -81,6 +81,12 @@ const (
 	DescRemoteAddress = "remote_address"
 	// QuotaAuth is the DescQuota value of the login quota.
 	QuotaAuth = "auth"
+	// DescDecisionID is a descriptor of its own (one entry: ext_authz's
+	// decision id) that counts nothing: it tells the rate-limit service
+	// which decision the call's other descriptors belong to, so that an
+	// over-limit answer can be explained. envoyproxy/ratelimit, knowing no
+	// such key, answers it OK.
+	DescDecisionID = "kailash_decision_id"
 )
 
 // Policy input: the authz server and the runner build input documents for

@@ -72,8 +72,14 @@ func TestQuotaDescriptorsFromExtAuthzOnly(t *testing.T) {
 	}
 	acme := vhost(t, routeConfig(t, res), "tenant_acme")
 	vhRL := rateLimits(t, acme.TypedPerFilterConfig)
-	if vhRL == nil || len(vhRL.RateLimits) != 3 {
-		t.Fatalf("virtual host rate limits %v: want day, user, role", vhRL)
+	if vhRL == nil || len(vhRL.RateLimits) != 4 {
+		t.Fatalf("virtual host rate limits %v: want day, user, role and the decision id", vhRL)
+	}
+	// The last is the decision id alone, from ext_authz, left out when absent.
+	dec := vhRL.RateLimits[3].Actions
+	if md := dec[0].GetMetadata(); len(dec) != 1 || md.GetDescriptorKey() != wire.DescDecisionID || !md.GetSkipIfAbsent() ||
+		md.GetMetadataKey().GetPath()[0].GetKey() != wire.MetadataDecisionID {
+		t.Errorf("decision id descriptor %v", dec)
 	}
 	for _, rl := range vhRL.RateLimits {
 		for _, a := range rl.Actions {

@@ -60,7 +60,7 @@ func (rateLimitFilter) tenantConfig(ir *IR, vh *VirtualHost) (proto.Message, err
 	if ir.RateLimit == nil || !vh.Active {
 		return nil, nil
 	}
-	per, err := quotaRateLimits(vh, false)
+	per, err := quotaRateLimits(vh, false, ir.Explain)
 	if per == nil || err != nil {
 		return nil, err // never a typed nil in the interface
 	}
@@ -75,7 +75,7 @@ func authRateLimits(ir *IR, vh *VirtualHost) (*ratelimitv3.RateLimitPerRoute, er
 	if ir.RateLimit == nil {
 		return nil, nil
 	}
-	per, err := quotaRateLimits(vh, true)
+	per, err := quotaRateLimits(vh, true, false)
 	if per == nil && err == nil {
 		per = &ratelimitv3.RateLimitPerRoute{}
 	}
@@ -84,7 +84,7 @@ func authRateLimits(ir *IR, vh *VirtualHost) (*ratelimitv3.RateLimitPerRoute, er
 
 // quotaRateLimits is one rate_limits entry per quota of vh whose Auth is
 // auth (nil when none).
-func quotaRateLimits(vh *VirtualHost, auth bool) (*ratelimitv3.RateLimitPerRoute, error) {
+func quotaRateLimits(vh *VirtualHost, auth, explainDecisions bool) (*ratelimitv3.RateLimitPerRoute, error) {
 	var per *ratelimitv3.RateLimitPerRoute
 	for _, q := range vh.Quotas {
 		if q.Auth != auth {
@@ -102,6 +102,21 @@ func quotaRateLimits(vh *VirtualHost, auth bool) (*ratelimitv3.RateLimitPerRoute
 			rl.Actions = append(rl.Actions, a)
 		}
 		per.RateLimits = append(per.RateLimits, rl)
+	}
+	if per != nil && !auth && explainDecisions {
+		// The decision id, a descriptor of its own that counts nothing
+		// (wire.DescDecisionID): absent (no ext_authz), it is left out.
+		per.RateLimits = append(per.RateLimits, &routev3.RateLimit{Actions: []*routev3.RateLimit_Action{{
+			ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
+				DescriptorKey: wire.DescDecisionID,
+				MetadataKey: &metadatav3.MetadataKey{
+					Key:  wire.MetadataNamespace,
+					Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: wire.MetadataDecisionID}}},
+				},
+				Source:       routev3.RateLimit_Action_MetaData_DYNAMIC,
+				SkipIfAbsent: true,
+			}},
+		}}})
 	}
 	return per, nil
 }

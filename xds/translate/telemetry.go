@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -47,11 +48,37 @@ var AccessLogFields = map[string]string{
 	"user_agent":            "%REQ(USER-AGENT)%",
 }
 
-// accessLogs is the listener's JSON access log (envoy.access_log); none
-// when it is off.
+// ExplainLogName is the log_name of the gRPC access log that reports
+// Envoy's answers of 400 and above to authz (kailash explain's edge step);
+// authz takes only this log.
+const ExplainLogName = "kailash_explain"
+
+// accessLogs is the listener's JSON access log (envoy.access_log; none when
+// it is off), and the explain log to authz.
 func accessLogs(ir *IR) ([]*accesslogv3.AccessLog, error) {
+	var out []*accesslogv3.AccessLog
+	if ir.Explain {
+		a, err := toAny(&grpcalsv3.HttpGrpcAccessLogConfig{CommonConfig: &grpcalsv3.CommonGrpcAccessLogConfig{
+			LogName: ExplainLogName,
+			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+				ClusterName: AuthzCluster,
+			}}},
+			TransportApiVersion: corev3.ApiVersion_V3,
+			BufferFlushInterval: durationpb.New(250 * time.Millisecond),
+		}})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &accesslogv3.AccessLog{
+			Name: "envoy.access_loggers.http_grpc",
+			Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{StatusCodeFilter: &accesslogv3.StatusCodeFilter{
+				Comparison: &accesslogv3.ComparisonFilter{Op: accesslogv3.ComparisonFilter_GE, Value: &corev3.RuntimeUInt32{DefaultValue: 400, RuntimeKey: "kailash.explain_min_status"}},
+			}}},
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a},
+		})
+	}
 	if ir.AccessLogPath == "" {
-		return nil, nil
+		return out, nil
 	}
 	fields := make(map[string]any, len(AccessLogFields))
 	for k, v := range AccessLogFields {
@@ -70,7 +97,7 @@ func accessLogs(ir *IR) ([]*accesslogv3.AccessLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}}, nil
+	return append(out, &accesslogv3.AccessLog{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}), nil
 }
 
 // tracing is the connection manager's OpenTelemetry tracer (nil when

@@ -32,7 +32,8 @@ func TestTelemetryShape(t *testing.T) {
 	if hcm.Tracing != nil || otlpCluster(res) != nil {
 		t.Errorf("tracing off: tracing %v, otlp cluster %v", hcm.Tracing, otlpCluster(res))
 	}
-	if len(hcm.AccessLog) != 1 || !hcm.AlwaysSetRequestIdInResponse {
+	// The explain log to authz (answers >= 400), then the JSON access log.
+	if len(hcm.AccessLog) != 2 || hcm.AccessLog[0].Name != "envoy.access_loggers.http_grpc" || !hcm.AlwaysSetRequestIdInResponse {
 		t.Errorf("access log (default stdout) %v; always_set_request_id_in_response %v", hcm.AccessLog, hcm.AlwaysSetRequestIdInResponse)
 	}
 
@@ -43,12 +44,14 @@ func TestTelemetryShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Envoy.AccessLog = config.AccessLogOff
+	zero := 0
+	c.Authz.Explain.Records = &zero
 	if res, err = Translate(c); err != nil {
 		t.Fatal(err)
 	}
 	hcm, _ = listenerHCM(t, res.Listeners[0].(*listenerv3.Listener), 0)
 	if len(hcm.AccessLog) != 0 {
-		t.Errorf("access_log off: %v", hcm.AccessLog)
+		t.Errorf("access_log off and authz.explain.records 0: %v", hcm.AccessLog)
 	}
 	if hcm.Tracing == nil || hcm.Tracing.GetRandomSampling().GetValue() != 25 {
 		t.Fatalf("tracing %v, want 25%% random sampling", hcm.Tracing)

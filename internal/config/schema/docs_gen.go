@@ -4,6 +4,7 @@ package schema
 
 // Docs are the doc comments of config's struct fields, by Type.Field.
 var Docs = map[string]string{
+	"Authz.Explain":                  "Explain is what authz keeps for `kailash explain` (explain.go).",
 	"Authz.GRPC":                     "envoy.service.auth.v3.Authorization (+ gRPC health)",
 	"Authz.HTTP":                     "/metrics, /healthz, /readyz",
 	"Authz.JWKSCache":                "JWKSCache persists the last good keys of each key source (jwks_cache.go).",
@@ -39,6 +40,7 @@ var Docs = map[string]string{
 	"Envoy.XDSAddresses":             "XDSAddresses are the control-plane replicas Envoy's bootstrap points at, as one xDS cluster (replicas.go); empty means [xds.grpc].",
 	"Envoy.XDSProtocol":              "XDSProtocol is the ADS flavour written into Envoy's bootstrap: \"delta\" (the default: incremental, only changed resources are sent) or \"sotw\" (state of the world). The control plane serves both.",
 	"Envoy.XDSTLS":                   "XDSTLS, AuthzTLS and RateLimitTLS are the client certificates Envoy presents to the control plane, authz and ratelimit when those require mutual TLS (mtls.go).",
+	"Explain.Records":                "Records is how many refusals are kept, the oldest forgotten first (default 4096; 0 keeps none and Envoy reports nothing).",
 	"JWKSCache.Dir":                  "Dir (relative to the config file) holds one file per key source (default \"jwks-cache\" next to the config file; \"off\" disables the cache; a config not read from a file has no default directory).",
 	"JWKSCache.MaxStale":             "MaxStale is the oldest key set ext_authz verifies with: keys last fetched longer ago, from the cache or kept in memory through an outage, are no longer used and the issuer's tokens get 503 (fail closed) until the IdP answers (default 24h).",
 	"JWT.ClockSkew":                  "ClockSkew tolerated on exp/nbf/iat (default 30s, at most 5m).",

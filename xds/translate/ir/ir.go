@@ -55,6 +55,10 @@ type IR struct {
 	// AccessLogPath is the file Envoy writes its JSON access log to; ""
 	// is off (envoy.access_log).
 	AccessLogPath string
+	// Explain sends Envoy's answers of 400 and above to authz (gRPC access
+	// log) and the decision id to the rate-limit service, for kailash
+	// explain (authz.explain.records > 0).
+	Explain bool
 }
 
 // Address is a resolved host:port.

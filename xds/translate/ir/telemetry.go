@@ -28,6 +28,7 @@ const SystemCAFile = "/etc/ssl/certs/ca-certificates.crt"
 // buildTelemetry resolves telemetry and envoy.access_log.
 func buildTelemetry(cfg *config.Config, ir *IR) []error {
 	ir.AccessLogPath = cfg.AccessLogPath()
+	ir.Explain = cfg.ExplainRecords() > 0
 	t := &cfg.Telemetry
 	if !t.Tracing() {
 		return nil
