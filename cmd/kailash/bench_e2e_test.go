@@ -16,9 +16,17 @@ import (
 )
 
 func benchThroughEnvoy(b *testing.B, runnerExtra string) {
+	benchThroughEnvoyWith(b, runnerExtra, nil)
+}
+
+func benchThroughEnvoyWith(b *testing.B, runnerExtra string, edit func(string) string) {
 	s := startStackConfig(b, func(p ports) string {
 		c := configYAML(b, p, "acme")
-		return strings.Replace(c, "identity_audience: kailash-runner}", "identity_audience: kailash-runner, "+runnerExtra+", limits: {max_concurrent_executions: 1000}}", 1)
+		c = strings.Replace(c, "identity_audience: kailash-runner}", "identity_audience: kailash-runner, "+runnerExtra+", limits: {max_concurrent_executions: 1000}}", 1)
+		if edit != nil {
+			c = edit(c)
+		}
+		return c
 	})
 	tok := s.token(devtoken.Claims{Tenant: "acme", Subject: "alice", Roles: []string{"business_user"}})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
@@ -54,4 +62,39 @@ func BenchmarkThroughEnvoySQLite(b *testing.B) {
 func BenchmarkThroughEnvoyPostgres(b *testing.B) {
 	pg := testenv.StartPostgres(b)
 	benchThroughEnvoy(b, fmt.Sprintf("postgres_dsn: %q", pg.DSN))
+}
+
+// BenchmarkThroughEnvoyTelemetry is BenchmarkThroughEnvoySQLite with the
+// access log off and to a file, and with tracing at ratio 1 and 0.01 to a
+// real OTLP receiver (which counts the spans and drops them): what the
+// access log and tracing cost a whole request.
+func BenchmarkThroughEnvoyTelemetry(b *testing.B) {
+	for _, bc := range []struct {
+		name      string
+		accessLog bool
+		ratio     float64 // < 0: tracing off
+	}{{"access-log-off", false, -1}, {"access-log-file", true, -1}, {"tracing-1", true, 1}, {"tracing-0.01", true, 0.01}} {
+		b.Run(bc.name, func(b *testing.B) {
+			dir := b.TempDir()
+			var recv *otlpReceiver
+			otlp := ""
+			if bc.ratio >= 0 {
+				recv, otlp = startOTLPReceiver(b, true)
+			}
+			benchThroughEnvoyWith(b, fmt.Sprintf("data_dir: %q", filepath.Join(dir, "data")), func(c string) string {
+				if bc.accessLog {
+					c = strings.Replace(c, `access_log: "off"`, "access_log: "+filepath.Join(dir, "access.log"), 1)
+				}
+				if otlp != "" {
+					c = strings.Replace(c, "\ntenants:\n", fmt.Sprintf("\ntelemetry: {otlp_endpoint: \"http://%s\", sampling_ratio: %g}\ntenants:\n", otlp, bc.ratio), 1)
+				}
+				return c
+			})
+			if recv != nil {
+				recv.mu.Lock()
+				b.ReportMetric(float64(recv.count)/float64(b.N), "spans/req-exported-so-far")
+				recv.mu.Unlock()
+			}
+		})
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kailash-gw/kailash/envoy"
@@ -75,7 +76,9 @@ func configYAML(t testing.TB, p ports, tenants ...string) string {
 	// KAILASH_TEST_ROUTES and KAILASH_TEST_XDS_PROTOCOL run the end-to-end
 	// tests with another envoy.routes or envoy.xds_protocol than the
 	// defaults (auto, delta), e.g. KAILASH_TEST_ROUTES=single.
-	fmt.Fprintf(&b, `envoy: {listen: %s, admin: %s, node_id: e2e-envoy, routes: %q, xds_protocol: %q}
+	// The access log is off: through the test log it would hold a line per
+	// request in memory (TestTracingOneTrace turns it on, to a file).
+	fmt.Fprintf(&b, `envoy: {listen: %s, admin: %s, node_id: e2e-envoy, routes: %q, xds_protocol: %q, access_log: "off"}
 xds: {grpc: %s, http: %s}
 authz: {grpc: %s, http: %s, timeout: 2s, max_request_bytes: 8192}
 runner: {http: %s, workflows: %s, identity_jwks: "http://%s/auth/.well-known/jwks.json", identity_audience: kailash-runner}
@@ -180,12 +183,29 @@ func startStackWith(t testing.TB, o stackOptions) *stack {
 			next.ServeHTTP(w, r)
 		})
 	}
-	rs, err := api.New(cfg, api.Options{Logger: log, Middleware: record})
+	// telemetry in the config: the servers trace, as under kailash up.
+	tr := newTracers(cfg, log)
+	t.Cleanup(func() { tr.shutdown(log) })
+	var tps [3]trace.TracerProvider
+	for i, c := range []string{"authz", "runner", "ratelimit"} {
+		if tps[i], err = tr.provider(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := api.New(cfg, api.Options{Logger: log, Middleware: record, TracerProvider: tps[1]})
 	if err != nil {
 		t.Fatal(err)
 	}
 	actx, stopAuthz := context.WithCancel(ctx)
-	as, err := extauthz.New(actx, cfg, extauthz.Options{Logger: log})
+	rl, err := newRateLimit(cfg, log, tps[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	aopts := extauthz.Options{Logger: log, TracerProvider: tps[0]}
+	if rl != nil {
+		aopts.RateLimitExplain = rl.Explain
+	}
+	as, err := extauthz.New(actx, cfg, aopts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,11 +233,12 @@ func startStackWith(t testing.TB, o stackOptions) *stack {
 	goRun(func() error { return s.xds.Serve(ctx) })
 	go func() { s.authzDone <- as.Serve(actx) }()
 	var g errgroup.Group
-	rls, err := startRateLimit(ctx, &g, cfg, log, nil)
-	if err != nil {
-		t.Fatal(err)
+	updaters := []updater{s.xds, as}
+	if rl != nil {
+		g.Go(func() error { return rl.Serve(ctx) })
+		updaters = append(updaters, rl)
 	}
-	goRun(func() error { return watch(ctx, s.cfgPath, log, append([]updater{s.xds, as}, rls...)...) })
+	goRun(func() error { return watch(ctx, s.cfgPath, log, updaters...) })
 
 	boot, err := envoy.Bootstrap(cfg)
 	if err != nil {

@@ -10,6 +10,7 @@
 //	kailash ratelimit -c kailash.yaml   the global rate-limit service alone
 //	kailash keys      status|add|rotate -c kailash.yaml   data keys at rest
 //	kailash token     --tenant T --sub S --roles a,b [--ttl 1h]
+//	kailash explain   ID                why a request was refused (decision or request id)
 //	kailash validate  -c kailash.yaml   check config, policy and workflows offline
 //	kailash translate -c kailash.yaml   print the Envoy resources the config becomes
 //	kailash bootstrap -c kailash.yaml   print the Envoy bootstrap
@@ -49,6 +50,7 @@ func commands() []command {
 		{"keys", "status, add or rotate the data keys of the runner's store", runKeys},
 		{"policy", "test, check, eval, build, replay or diff policy bundles", runPolicy},
 		{"token", "mint a development bearer token", runToken},
+		{"explain", "why was a request refused (by decision id or request id)", runExplain},
 		{"validate", "check a config, its policy bundle and workflows", runValidate},
 		{"schema", "print the JSON Schema of kailash.yaml (--markdown: the reference)", runSchema},
 		{"translate", "print the Envoy resources for a config", runTranslate},

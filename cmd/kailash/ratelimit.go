@@ -25,18 +25,6 @@ func newRateLimit(cfg *config.Config, log *slog.Logger, tp trace.TracerProvider)
 	return ratelimit.New(cfg, ratelimit.Options{Logger: log, TracerProvider: tp})
 }
 
-// startRateLimit starts the global rate-limit service in g when the config
-// sets ratelimit.grpc, and returns it as the updaters to follow config
-// changes (none when it is not configured).
-func startRateLimit(ctx context.Context, g *errgroup.Group, cfg *config.Config, log *slog.Logger, tp trace.TracerProvider) ([]updater, error) {
-	s, err := newRateLimit(cfg, log, tp)
-	if err != nil || s == nil {
-		return nil, err
-	}
-	g.Go(func() error { return s.Serve(ctx) })
-	return []updater{s}, nil
-}
-
 // runRateLimit is `kailash ratelimit`: the rate-limit service alone, as any
 // number of replicas. On backend redis they share the counters (one quota
 // across replicas); on backend memory each replica counts alone. It follows

@@ -286,28 +286,42 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	as, err := extauthz.New(sctx, cfg, extauthz.Options{Logger: log.With("part", "authz"), TracerProvider: tps[0]})
+	rl, err := newRateLimit(cfg, log.With("part", "ratelimit"), tps[2])
 	if err != nil {
 		_ = xs.Close()
+		return err
+	}
+	aopts := extauthz.Options{Logger: log.With("part", "authz"), TracerProvider: tps[0]}
+	if rl != nil {
+		aopts.RateLimitExplain = rl.Explain // kailash explain's rate-limit step, in process
+	}
+	as, err := extauthz.New(sctx, cfg, aopts)
+	if err != nil {
+		_ = xs.Close()
+		if rl != nil {
+			_ = rl.Close()
+		}
 		return err
 	}
 	rs, err := api.New(cfg, api.Options{Logger: log.With("part", "runner"), TracerProvider: tps[1]})
 	if err != nil {
 		_ = xs.Close()
 		_ = as.Close()
+		if rl != nil {
+			_ = rl.Close()
+		}
 		return err
 	}
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error { return xs.Serve(gctx) })
 	g.Go(func() error { return as.Serve(gctx) })
 	g.Go(func() error { return rs.Serve(gctx) })
-	rls, err := startRateLimit(gctx, g, cfg, log.With("part", "ratelimit"), tps[2])
-	if err != nil {
-		stopServers()
-		_ = g.Wait()
-		return err
+	updaters := []updater{xs, as, rs}
+	if rl != nil {
+		g.Go(func() error { return rl.Serve(gctx) })
+		updaters = append(updaters, rl)
 	}
-	g.Go(func() error { return watch(gctx, f.config, log, append([]updater{xs, as, rs}, rls...)...) })
+	g.Go(func() error { return watch(gctx, f.config, log, updaters...) })
 
 	boot, err := envoy.Bootstrap(cfg)
 	if err != nil {
