@@ -34,6 +34,7 @@ type tracker struct {
 	mu          sync.Mutex // guards the maps and everything they point to
 	streams     map[int64]*trackedStream
 	nodes       map[string]*status.Envoy
+	nacked      map[string]map[string]bool // node → types whose last answer was a NACK
 }
 
 type trackedStream struct {
@@ -45,7 +46,7 @@ type sentMsg struct{ nonce, version string }
 
 func newTracker(acks, nacks *prometheus.CounterVec) *tracker {
 	return &tracker{now: time.Now, acks: acks, nacks: nacks,
-		streams: map[int64]*trackedStream{}, nodes: map[string]*status.Envoy{}}
+		streams: map[int64]*trackedStream{}, nodes: map[string]*status.Envoy{}, nacked: map[string]map[string]bool{}}
 }
 
 // opened records a new stream.
@@ -68,6 +69,7 @@ func (t *tracker) closed(stream int64) {
 	if n := t.nodes[st.node]; n != nil {
 		if n.Streams--; n.Streams <= 0 {
 			delete(t.nodes, st.node)
+			delete(t.nacked, st.node)
 		}
 	}
 }
@@ -119,6 +121,10 @@ func (t *tracker) request(stream int64, node, cluster, typeURL, nonce, errMsg st
 	if errMsg != "" {
 		t.nacks.WithLabelValues(label, typeURL).Inc()
 		if n != nil {
+			if t.nacked[label] == nil {
+				t.nacked[label] = map[string]bool{}
+			}
+			t.nacked[label][typeURL] = true
 			n.NACKs++
 			n.LastNACK = &status.NACK{TypeURL: typeURL, Version: version, Message: status.Cut(errMsg), At: now}
 		}
@@ -129,6 +135,7 @@ func (t *tracker) request(stream int64, node, cluster, typeURL, nonce, errMsg st
 	}
 	t.acks.WithLabelValues(label, typeURL).Inc()
 	if n != nil {
+		delete(t.nacked[label], typeURL)
 		n.ACKs++
 		if n.Acked == nil {
 			n.Acked = map[string]string{}
@@ -159,19 +166,29 @@ func (t *tracker) attachLocked(st *trackedStream, node, cluster string) *status.
 }
 
 // envoys is the report of the connected nodes against the snapshot
-// version being served.
+// version being served. A node is in sync when its latest ACK is of that
+// version, no response to it awaits an answer and no type's last answer
+// was a NACK. (Per type, acked versions may differ: delta xDS sends a type
+// only when it changed.)
 func (t *tracker) envoys(current string) *status.Envoys {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	waiting := map[string]bool{}
+	for _, st := range t.streams {
+		for _, p := range st.pending {
+			if len(p) > 0 {
+				waiting[st.node] = true
+			}
+		}
+	}
 	out := &status.Envoys{Count: len(t.nodes), List: []status.Envoy{}}
-	for _, n := range t.nodes {
+	for id, n := range t.nodes {
 		e := *n
+		e.InSync = n.AckedVersion != "" && n.AckedVersion == current && !waiting[id] && len(t.nacked[id]) == 0
 		if n.Acked != nil {
 			e.Acked = make(map[string]string, len(n.Acked))
-			e.InSync = true
 			for typ, v := range n.Acked {
 				e.Acked[typ] = v
-				e.InSync = e.InSync && v == current
 			}
 		}
 		if n.LastNACK != nil {

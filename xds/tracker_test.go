@@ -49,6 +49,49 @@ func TestTrackerACK(t *testing.T) {
 	}
 }
 
+// In sync: the latest ACK is of the version served and nothing awaits an
+// answer. Delta xDS sends only the types that changed, so per-type
+// versions may differ.
+func TestTrackerInSync(t *testing.T) {
+	tr := testTracker()
+	tr.opened(1)
+	tr.request(1, "n1", "", resource.ClusterType, "", "")
+	tr.sent(1, resource.ClusterType, "1", "v1")
+	tr.sent(1, resource.ListenerType, "2", "v1")
+	tr.request(1, "", "", resource.ClusterType, "1", "")
+	if e := tr.envoys("v1").List[0]; e.InSync {
+		t.Fatalf("in sync with the listeners unanswered: %+v", e)
+	}
+	tr.request(1, "", "", resource.ListenerType, "2", "")
+	if e := tr.envoys("v1").List[0]; !e.InSync {
+		t.Fatalf("not in sync after every answer: %+v", e)
+	}
+	// v2 changes only the clusters.
+	tr.sent(1, resource.ClusterType, "3", "v2")
+	if e := tr.envoys("v2").List[0]; e.InSync {
+		t.Fatalf("in sync before acking v2: %+v", e)
+	}
+	tr.request(1, "", "", resource.ClusterType, "3", "")
+	if e := tr.envoys("v2").List[0]; !e.InSync || e.Acked[resource.ListenerType] != "v1" || e.AckedVersion != "v2" {
+		t.Fatalf("v2 acked (listeners unchanged at v1): %+v", e)
+	}
+	// A NACK puts it out of sync until that type is acked again.
+	tr.sent(1, resource.ListenerType, "4", "v3")
+	tr.request(1, "", "", resource.ListenerType, "4", "bad")
+	tr.sent(1, resource.ClusterType, "5", "v3")
+	tr.request(1, "", "", resource.ClusterType, "5", "")
+	if e := tr.envoys("v3").List[0]; e.InSync {
+		t.Fatalf("in sync with the listeners refused: %+v", e)
+	}
+	tr.sent(1, resource.ListenerType, "6", "v4")
+	tr.sent(1, resource.ClusterType, "7", "v4")
+	tr.request(1, "", "", resource.ListenerType, "6", "")
+	tr.request(1, "", "", resource.ClusterType, "7", "")
+	if e := tr.envoys("v4").List[0]; !e.InSync || e.LastNACK == nil {
+		t.Fatalf("fixed config acked: %+v (the last NACK stays listed)", e)
+	}
+}
+
 func TestTrackerNACK(t *testing.T) {
 	tr := testTracker()
 	tr.opened(7)

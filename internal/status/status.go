@@ -106,7 +106,9 @@ type Envoy struct {
 	// Acked is the version last acked per type URL.
 	AckedVersion string            `json:"acked_version,omitempty"`
 	Acked        map[string]string `json:"acked,omitempty"`
-	// InSync: every type the node acked is at the snapshot being served.
+	// InSync: the node's latest ACK is of the snapshot being served, no
+	// response to it awaits an answer and no type's last answer was a NACK.
+	// (Per type, Acked may lag: delta xDS sends a type only when it changed.)
 	InSync   bool  `json:"in_sync"`
 	ACKs     int64 `json:"acks"`
 	NACKs    int64 `json:"nacks"`
