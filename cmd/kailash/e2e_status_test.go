@@ -128,6 +128,7 @@ func TestStatusEndToEnd(t *testing.T) {
 		t.Fatalf("kailash status: %v\n%s", err, out.String())
 	}
 	text := out.String()
+	t.Logf("kailash status:\n%s", text)
 	for _, want := range []string{"xds ", "authz ", "e2e-envoy", "acked " + xr.Snapshot.Version, "in sync", "initech", "globex.localhost",
 		"revision " + ar.Policy.Revision, "config", xr.ConfigHash} {
 		if !strings.Contains(text, want) {

@@ -157,9 +157,9 @@ func fetchStatus(ctx context.Context, url string, timeout time.Duration) (status
 
 // printStatus prints one report for people.
 func printStatus(w io.Writer, r status.Report) {
+	fmt.Fprintf(w, "%s %s (revision %s, %s) at %s\n", r.Component, r.Build.Version, r.Build.Revision, r.Build.GoVersion, stamp(r.Time))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
-	fmt.Fprintf(tw, "%s\t%s (revision %s, %s) at %s\n", r.Component, r.Build.Version, r.Build.Revision, r.Build.GoVersion, stamp(r.Time))
 	fmt.Fprintf(tw, "  config\tsha256 %s\n", r.ConfigHash)
 	if s := r.Snapshot; s != nil {
 		types := make([]string, 0, len(s.Resources))
