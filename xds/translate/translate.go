@@ -143,5 +143,13 @@ func toAny(m proto.Message) (*anypb.Any, error) {
 	if err := validate(m); err != nil {
 		return nil, err
 	}
-	return anypb.New(m)
+	// Deterministic: a map inside (the access log's JSON format, a
+	// google.protobuf.Struct) would otherwise encode in a random order,
+	// changing the listener's hash on every translation — a new version,
+	// and a listener drain, for an unchanged config.
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
