@@ -101,7 +101,8 @@ type Server struct {
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
 	stopBG context.CancelFunc
 
-	issuers issuerRegistry // tenants' key sources: jwt.jwks_url and issuers[] (issuers.go)
+	issuers  issuerRegistry // tenants' key sources: jwt.jwks_url and issuers[] (issuers.go)
+	reloaded reloaders      // what each reloader last did, for /debug/status (status.go)
 
 	grpcLn, httpLn net.Listener
 	closeOnce      sync.Once
@@ -121,6 +122,7 @@ type Server struct {
 
 // snapshot is one immutable view of the tenants.
 type snapshot struct {
+	cfg     *config.Config // the config it was built from (status.go)
 	timeout time.Duration
 	tenants map[string]*tenantState
 	issuers map[oidc.Config]*issuerKeys // external issuers' keys (issuers.go)
@@ -208,6 +210,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	if err != nil {
 		return fail(err)
 	}
+	s.initReloaders()
 	s.snap.Store(snap)
 	s.startIssuers(snap)
 	if !opts.DropIn {
@@ -261,7 +264,7 @@ func (s *Server) initMetrics() {
 // build makes the tenant snapshot for cfg; it does no network I/O (a
 // jwks_url is fetched on first use).
 func (s *Server) build(cfg *config.Config) (*snapshot, error) {
-	snap := &snapshot{timeout: cfg.Authz.Timeout, tenants: make(map[string]*tenantState, len(cfg.Tenants))}
+	snap := &snapshot{cfg: cfg, timeout: cfg.Authz.Timeout, tenants: make(map[string]*tenantState, len(cfg.Tenants))}
 	snap.domains = cfg.HostTenants()
 	if cfg.TenantFromHostEnabled() {
 		snap.hosts = snap.domains
@@ -311,6 +314,7 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 // addresses and policy settings are read only by New.
 func (s *Server) Update(cfg *config.Config) error {
 	commit, err := s.Prepare(cfg)
+	s.reloaded.config.Record(err)
 	if err != nil {
 		s.rejected.Inc()
 		s.log.Error("authz config rejected; last good config keeps serving", "err", err)
@@ -429,6 +433,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		mux.HandleFunc("GET /health", s.opaHealth) // OPA's /health (health.go)
 		mux.HandleFunc("GET /v1/admin/explain/{id}", s.serveExplain)
+		s.statusRoutes(mux)
 		h := telemetry.HTTPTracing(mux, "authz", s.tp)
 		wg.Go(func() {
 			if err := telemetry.ServeHTTP(ctx, s.httpLn, h); err != nil {
@@ -440,6 +445,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	watch := func(name string, e *policies.Engine) {
 		wg.Go(func() {
 			err := e.Watch(ctx, 200*time.Millisecond, func(err error) {
+				s.reloaded.policy(name).Record(err)
 				if err != nil {
 					s.reloads.WithLabelValues(name, "error").Inc()
 					s.log.Error("policy bundle rejected; last good version keeps serving", "bundle", name, "source", e.Source(), "err", err)

@@ -186,6 +186,9 @@ func (e *Engine) Decision() string { return e.decision }
 // else a hash of its files.
 func (e *Engine) Revision() string { return e.cur.Load().revision }
 
+// LoadedAt is when the loaded bundle version was compiled and put in force.
+func (e *Engine) LoadedAt() time.Time { return e.cur.Load().loadedAt }
+
 // Reload re-reads the bundle, compiles it and swaps it in. On any error the
 // previous version keeps serving and the error names file:row:col. For a
 // bundle server, Reload polls it once.

@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -29,6 +30,7 @@ var _ serverv3.Callbacks = (*callbacks)(nil)
 
 func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, typeURL string) error {
 	c.s.m.streams.Inc() // OnStreamClosed follows even a refused open
+	c.s.track.opened(id)
 	if err := c.openPeer(ctx, id); err != nil {
 		return err
 	}
@@ -38,12 +40,14 @@ func (c *callbacks) OnStreamOpen(ctx context.Context, id int64, typeURL string) 
 
 func (c *callbacks) OnStreamClosed(id int64, node *corev3.Node) {
 	c.s.peers.Delete(id)
+	c.s.track.closed(id)
 	c.s.m.streams.Dec()
 	c.s.log.Debug("xds stream closed", "stream", id, "node", node.GetId())
 }
 
 func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL string) error {
 	c.s.m.streams.Inc() // OnStreamClosed follows even a refused open
+	c.s.track.opened(id)
 	if err := c.openPeer(ctx, id); err != nil {
 		return err
 	}
@@ -53,6 +57,7 @@ func (c *callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, typeURL str
 
 func (c *callbacks) OnDeltaStreamClosed(id int64, node *corev3.Node) {
 	c.s.peers.Delete(id)
+	c.s.track.closed(id)
 	c.s.m.streams.Dec()
 	c.s.log.Debug("xds delta stream closed", "stream", id, "node", node.GetId())
 }
@@ -62,13 +67,15 @@ func (c *callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest)
 		return err
 	}
 	c.s.seeNode(req.GetNode().GetId())
+	refused := c.s.track.request(id, req.GetNode().GetId(), req.GetNode().GetCluster(), req.GetTypeUrl(), req.GetResponseNonce(), errorMessage(req.GetErrorDetail()))
 	if req.GetErrorDetail() != nil {
-		c.nack(id, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
+		c.nack(id, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), refused, req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
 	}
 	return nil
 }
 
 func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	c.s.track.sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 	c.s.log.Debug("xds response sent", "stream", id, "type_url", resp.GetTypeUrl(), "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()))
 }
 
@@ -77,13 +84,15 @@ func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscove
 		return err
 	}
 	c.s.seeNode(req.GetNode().GetId())
+	refused := c.s.track.request(id, req.GetNode().GetId(), req.GetNode().GetCluster(), req.GetTypeUrl(), req.GetResponseNonce(), errorMessage(req.GetErrorDetail()))
 	if req.GetErrorDetail() != nil {
-		c.nack(id, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
+		c.nack(id, req.GetNode().GetId(), req.GetTypeUrl(), req.GetResponseNonce(), refused, "", req.GetErrorDetail().GetMessage())
 	}
 	return nil
 }
 
 func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	c.s.track.sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 	c.s.log.Debug("xds delta response sent", "stream", id, "type_url", resp.GetTypeUrl(), "version", resp.GetSystemVersionInfo(), "resources", len(resp.GetResources()))
 }
 
@@ -103,12 +112,24 @@ func (c *callbacks) OnFetchRequest(ctx context.Context, req *discoveryv3.Discove
 
 func (c *callbacks) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
 
-// nack records that Envoy rejected a response. Envoy keeps using the
-// previous version of that type, so the config it names needs fixing.
-func (c *callbacks) nack(stream int64, node, typeURL, nonce, acked, msg string) {
-	c.s.m.nacks.WithLabelValues(typeURL).Inc()
+// nack logs that Envoy rejected a response (the tracker counted it). Envoy
+// keeps using the previous version of that type, so the config it names
+// needs fixing.
+func (c *callbacks) nack(stream int64, node, typeURL, nonce, refused, acked, msg string) {
 	c.s.log.Error("envoy rejected xds config (NACK)", "stream", stream, "node", node, "type_url", typeURL,
-		"nonce", nonce, "still_using_version", acked, "error", msg)
+		"nonce", nonce, "refused_version", refused, "still_using_version", acked, "error", msg)
+}
+
+// errorMessage is a NACK's message ("" for an ACK or a subscription); a
+// NACK without a message still counts as one.
+func errorMessage(d *rpcstatus.Status) string {
+	if d == nil {
+		return ""
+	}
+	if d.GetMessage() == "" {
+		return "(no message)"
+	}
+	return d.GetMessage()
 }
 
 // streamPeer is what a stream has proved: its certificate's identities,

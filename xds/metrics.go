@@ -15,6 +15,7 @@ type metrics struct {
 	snapshots prometheus.Counter
 	rejected  prometheus.Counter
 	nacks     *prometheus.CounterVec
+	acks      *prometheus.CounterVec
 	streams   prometheus.Gauge
 	nodes     prometheus.Gauge
 }
@@ -35,8 +36,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kailash_xds_nacks_total",
-			Help: "Discovery requests in which Envoy rejected the previous response.",
-		}, []string{"type_url"}),
+			Help: "Discovery requests in which Envoy rejected the previous response, by node (at most 1000 node ids, then _other) and type.",
+		}, []string{"node", "type_url"}),
+		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kailash_xds_acks_total",
+			Help: "Responses Envoy accepted (ACKed), by node (at most 1000 node ids, then _other) and type.",
+		}, []string{"node", "type_url"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kailash_xds_streams",
 			Help: "Open xDS streams.",
@@ -46,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Envoy node ids known to the control plane (configured or seen).",
 		}),
 	}
-	reg.MustRegister(m.version, m.snapshots, m.rejected, m.nacks, m.streams, m.nodes)
+	reg.MustRegister(m.version, m.snapshots, m.rejected, m.nacks, m.acks, m.streams, m.nodes)
 	return m
 }
 

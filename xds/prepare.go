@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
@@ -85,6 +86,7 @@ func (s *Server) commit(p *prepared) {
 		s.log.Warn("xds.tls changes apply only after a restart; the files in force keep being followed")
 	}
 	s.cfg = cfg
+	s.served.Store(cfg)
 	if err := s.certs.Follow(s.watchDirs(cfg)); err != nil {
 		// Published all the same; only later file changes may be missed.
 		s.log.Warn("cannot watch certificate files; changes need a config reload", "err", err)
@@ -114,7 +116,7 @@ func (s *Server) publishLocked(p *prepared) {
 	// From here on the snapshot is the current one: the cache stores it
 	// before answering watches, so even a failed SetSnapshot (only possible
 	// when its context ends) has already published it.
-	s.snap, s.seq, s.hash, s.version = snap, seq, p.hash, version
+	s.snap, s.seq, s.hash, s.version, s.pubAt = snap, seq, p.hash, version, time.Now().UTC()
 	for node := range s.nodes {
 		if err := s.cache.SetSnapshot(context.Background(), node, snap); err != nil {
 			s.log.Error("cannot set snapshot for node", "node", node, "version", version, "err", err)

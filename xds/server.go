@@ -38,6 +38,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/fswatch"
 	"github.com/kailash-gw/kailash/internal/mtls"
+	"github.com/kailash-gw/kailash/internal/status"
 	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/xds/translate"
 )
@@ -77,6 +78,14 @@ type Server struct {
 	// node ids are bound to certificates), by stream id.
 	peers sync.Map // int64 → *streamPeer
 
+	// track follows the connected Envoys (ACKs, NACKs); served is the
+	// config of the snapshot in force; reloadConfig and reloadCerts are
+	// the reloaders' last outcomes (status.go).
+	track        *tracker
+	served       atomic.Pointer[config.Config]
+	reloadConfig *status.Reloader
+	reloadCerts  *status.Reloader
+
 	// updMu serialises whole updates (read files, translate, publish), so a
 	// certificate reload can never publish an older config than Update.
 	updMu sync.Mutex
@@ -95,6 +104,7 @@ type Server struct {
 	seq     uint64              // snapshots published by this process (a metric)
 	hash    string              // hash of snap's resources
 	version string              // snap's version: its resources' hash (prefix)
+	pubAt   time.Time           // when snap was published
 }
 
 // New translates cfg into the first snapshot and binds the xDS gRPC address
@@ -121,7 +131,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		nodes: map[string]struct{}{},
 		certs: certs,
 		cfg:   cfg,
+
+		reloadConfig: status.NewReloader("config"),
+		reloadCerts:  status.NewReloader("certificates"),
 	}
+	s.track = newTracker(s.m.acks, s.m.nacks)
+	s.served.Store(cfg)
 	if cfg.Envoy.NodeID != "" {
 		s.nodes[cfg.Envoy.NodeID] = struct{}{}
 	}
@@ -199,6 +214,7 @@ func (s *Server) Update(cfg *config.Config) error {
 	s.updMu.Lock()
 	defer s.updMu.Unlock()
 	err := s.update(cfg)
+	s.reloadConfig.Record(err)
 	if err != nil {
 		s.m.rejected.Inc()
 		s.log.Error("config rejected; last good snapshot keeps serving", "version", s.Version(), "err", err)
@@ -215,9 +231,13 @@ func (s *Server) reloadCertificates() {
 	if s.tls != nil {
 		if _, err := s.tls.Reload(); err != nil {
 			s.m.rejected.Inc() // logged by Reload; the last good pair serves
+			s.reloadCerts.Record(fmt.Errorf("xds.tls: %w", err))
+			return
 		}
 	}
-	if err := s.update(s.cfg); err != nil {
+	err := s.update(s.cfg)
+	s.reloadCerts.Record(err)
+	if err != nil {
 		s.m.rejected.Inc()
 		s.log.Error("certificates rejected; last good snapshot keeps serving", "version", s.Version(), "err", err)
 	}
@@ -325,7 +345,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := telemetry.ServeHTTP(ctx, s.httpLn, telemetry.Mux(s.reg, s.ready)); err != nil {
+			mux := telemetry.Mux(s.reg, s.ready)
+			mux.Handle("GET "+status.Path, status.Handler(s.Status))
+			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
 				errc <- fmt.Errorf("xds: http: %w", err)
 			}
 		}()

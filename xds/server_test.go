@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -282,7 +283,9 @@ func TestADS(t *testing.T) {
 		TypeUrl: resource.ListenerType, VersionInfo: v1, ResponseNonce: got[resource.ListenerType].Nonce,
 		ErrorDetail: &status.Status{Code: 3, Message: "bad listener"},
 	})
-	waitFor(t, func() bool { return testutil.ToFloat64(s.m.nacks.WithLabelValues(resource.ListenerType)) == 1 })
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(s.m.nacks.WithLabelValues("envoy-from-elsewhere", resource.ListenerType)) == 1
+	})
 	if testutil.ToFloat64(s.m.streams) != 1 {
 		t.Errorf("kailash_xds_streams = %v, want 1", testutil.ToFloat64(s.m.streams))
 	}
@@ -296,13 +299,47 @@ func TestADS(t *testing.T) {
 	for _, want := range []string{
 		"kailash_xds_snapshot_version 2",
 		"kailash_xds_snapshots_total 2",
-		`kailash_xds_nacks_total{type_url="type.googleapis.com/envoy.config.listener.v3.Listener"} 1`,
+		`kailash_xds_nacks_total{node="envoy-from-elsewhere",type_url="type.googleapis.com/envoy.config.listener.v3.Listener"} 1`,
+		`kailash_xds_acks_total{node="envoy-from-elsewhere",type_url="type.googleapis.com/envoy.config.cluster.v3.Cluster"} 1`,
 		"kailash_xds_streams 1",
 		"kailash_xds_config_rejected_total 0",
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+
+	// /debug/status: the node, what it acked, the NACK with the version
+	// it refused.
+	var rep struct {
+		Snapshot struct{ Version string }
+		Envoys   struct {
+			Count int
+			List  []struct {
+				NodeID       string `json:"node_id"`
+				AckedVersion string `json:"acked_version"`
+				Acked        map[string]string
+				InSync       bool `json:"in_sync"`
+				ACKs, NACKs  int
+				LastNACK     *struct {
+					TypeURL          string `json:"type_url"`
+					Version, Message string
+				} `json:"last_nack"`
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(httpGet(t, "http://"+s.HTTPAddr()+"/debug/status", http.StatusOK)), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Snapshot.Version != v2 || rep.Envoys.Count != 1 || len(rep.Envoys.List) != 1 {
+		t.Fatalf("status: snapshot %q (want %q), envoys %+v", rep.Snapshot.Version, v2, rep.Envoys)
+	}
+	e := rep.Envoys.List[0]
+	if e.NodeID != "envoy-from-elsewhere" || e.AckedVersion != v1 || e.Acked[resource.RouteType] != v1 || e.InSync || e.ACKs != 3 || e.NACKs != 1 {
+		t.Errorf("status envoy: %+v (want 3 ACKs of %s, not in sync with %s)", e, v1, v2)
+	}
+	if n := e.LastNACK; n == nil || n.Message != "bad listener" || n.Version != v2 || n.TypeURL != resource.ListenerType {
+		t.Errorf("last NACK: %+v, want bad listener refusing %s", n, v2)
 	}
 
 	// Shutdown with the stream still open: Serve returns, the stream ends.

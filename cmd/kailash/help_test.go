@@ -23,7 +23,7 @@ func TestHelpEveryCommand(t *testing.T) {
 	// Commands whose flags the test expects to see described.
 	hasFlags := map[string]bool{"up": true, "xds": true, "authz": true, "runner": true, "token": true, "validate": true,
 		"translate": true, "bootstrap": true, "envoy": true, "certs": true, "certs dev": true, "keys status": true, "keys add": true,
-		"keys rotate": true, "policy test": true, "policy check": true, "policy eval": true, "policy build": true, "policy replay": true, "policy diff": true}
+		"keys rotate": true, "status": true, "policy test": true, "policy check": true, "policy eval": true, "policy build": true, "policy replay": true, "policy diff": true}
 	for _, name := range names {
 		for _, h := range []string{"--help", "-h"} {
 			t.Run(strings.Join(name, "_")+h, func(t *testing.T) {

@@ -16,6 +16,7 @@
 //	kailash bootstrap -c kailash.yaml   print the Envoy bootstrap
 //	kailash envoy     -c kailash.yaml   the pinned Envoy alone (containers)
 //	kailash schema    [--markdown]      the JSON Schema of kailash.yaml (or its reference)
+//	kailash status    [-addr URL | -c kailash.yaml] [-json]   what the running servers hold
 //	kailash version
 package main
 
@@ -57,6 +58,7 @@ func commands() []command {
 		{"bootstrap", "print the Envoy bootstrap for a config", runBootstrap},
 		{"envoy", "run the pinned Envoy alone on the config's bootstrap, drained on SIGTERM", runEnvoy},
 		{"certs", "write development mTLS certificates (certs dev --out DIR)", runCerts},
+		{"status", "print the running servers' status (tenants, policy, Envoys, reloaders)", runStatus},
 		{"version", "print the version", runVersion},
 	}
 }

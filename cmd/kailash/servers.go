@@ -45,7 +45,11 @@ func watch(ctx context.Context, path string, log *slog.Logger, servers ...update
 	parts := make([]config.Part, 0, len(servers))
 	var rejected []func()
 	var revs []*telemetry.ConfigMetrics
+	var reloaded []func(error) // each server's /debug/status reloader of the config file
 	for _, s := range servers {
+		if r, ok := s.(interface{ ConfigReloaded(error) }); ok {
+			reloaded = append(reloaded, r.ConfigReloaded)
+		}
 		name := partName(s)
 		parts = append(parts, config.Part{Name: name, Component: s})
 		rejected = append(rejected, rejectCounter(name, s))
@@ -64,10 +68,16 @@ func watch(ctx context.Context, path string, log *slog.Logger, servers ...update
 			for _, m := range revs {
 				m.Applied(r.Seq, r.At)
 			}
+			for _, f := range reloaded {
+				f(nil)
+			}
 		},
-		Rejected: func(error) {
+		Rejected: func(err error) {
 			for _, inc := range rejected {
 				inc()
+			}
+			for _, f := range reloaded {
+				f(err)
 			}
 		},
 	})

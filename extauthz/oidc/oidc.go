@@ -137,8 +137,12 @@ type Keys struct {
 	refresh   time.Duration // next refresh after a success (Cache-Control)
 	lastFetch time.Time     // start of the last request-triggered fetch (rate limit)
 	lastErr   error
-	failing   bool    // the last fetch failed (logged once per state change)
-	inflight  *flight // the fetch in progress, nil when none
+	lastFail  error     // the last failed fetch's error, kept after a success (status.go)
+	lastErrAt time.Time // when lastFail happened
+	lastOK    time.Time // end of the last successful fetch (status.go)
+	failures  int64     // failed fetches (status.go)
+	failing   bool      // the last fetch failed (logged once per state change)
+	inflight  *flight   // the fetch in progress, nil when none
 	changed   chan struct{}
 
 	cacheDir   string        // WithCache: where the last good keys are persisted
@@ -403,6 +407,8 @@ func (k *Keys) fetch(ctx context.Context, why string) error {
 	}
 	k.lastErr = err
 	if err != nil {
+		k.lastFail, k.lastErrAt = err, time.Now()
+		k.failures++
 		k.metrics.fetched(k.cfg.Issuer, "error")
 		if k.set == nil && k.cacheDir != "" && !k.cacheTried {
 			k.useCacheLocked(err)
@@ -422,6 +428,7 @@ func (k *Keys) fetch(ctx context.Context, why string) error {
 		}
 		return err
 	}
+	k.lastOK = time.Now()
 	if k.failing {
 		k.failing = false
 		k.log.Info("jwks: keys fetched again", "issuer", k.cfg.Issuer, "url", k.sourceURL())

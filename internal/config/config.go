@@ -7,6 +7,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -42,6 +44,8 @@ type Config struct {
 
 	// File is the path the config was loaded from ("" when built in code).
 	File string `yaml:"-"`
+	// Digest is the SHA-256 (hex) of the file's bytes ("" when built in code).
+	Digest string `yaml:"-"`
 }
 
 // Envoy describes the data plane the control plane configures.
@@ -369,6 +373,8 @@ func Parse(name string, b []byte) (*Config, error) {
 		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	c.File = name
+	sum := sha256.Sum256(b)
+	c.Digest = hex.EncodeToString(sum[:])
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err

@@ -32,8 +32,10 @@ type Server struct {
 	mu  sync.Mutex // serialises Reload
 	cur atomic.Pointer[config.ServerTLSMaterial]
 
-	// OnReject, when set, is called with every rejected reload.
+	// OnReject, when set, is called with every rejected reload; OnReload
+	// with every reload that put new files in force.
 	OnReject func(error)
+	OnReload func()
 }
 
 // NewServer loads the section field (e.g. "xds.tls") of cfg. It returns
@@ -74,6 +76,9 @@ func (s *Server) Reload() (bool, error) {
 		return false, nil
 	}
 	s.cur.Store(m)
+	if s.OnReload != nil {
+		s.OnReload()
+	}
 	s.log.Info("mutual TLS certificate reloaded", "section", s.field, "not_after", leafNotAfter(m))
 	return true, nil
 }

@@ -15,6 +15,7 @@ var Docs = map[string]string{
 	"CORS.AllowCredentials":          "AllowCredentials needs explicit origins (not \"*\").",
 	"CORS.AllowOrigins":              "AllowOrigins are exact origins (\"https://app.example.com\") or \"*\".",
 	"ClientTLS.ServerName":           "ServerName is the name the server's certificate must carry (a DNS or IP SAN), also sent as SNI; default: the host of the server's address.",
+	"Config.Digest":                  "Digest is the SHA-256 (hex) of the file's bytes (\"\" when built in code).",
 	"Config.File":                    "File is the path the config was loaded from (\"\" when built in code).",
 	"Config.Lockout":                 "Sessions and Lockout govern our own logins (LDAP, SAML): see identity.go.",
 	"Config.RateLimit":               "RateLimit and TLS are the edge's global settings (edge.go).",
