@@ -36,6 +36,11 @@ type Definition struct {
 	// payloads (sensitive.go). Stored, they are encrypted with the rest of
 	// the execution (runner.encryption).
 	Sensitive []string `yaml:"sensitive,omitempty" json:"sensitive,omitempty"`
+	// SLA is the execution time this workflow promises (a Go duration,
+	// e.g. "2s"): executions are measured against it
+	// (kailash_runner_sla_compliance_ratio, kailash_runner_sla_breaches_total);
+	// it limits nothing.
+	SLA string `yaml:"sla,omitempty" json:"sla,omitempty"`
 }
 
 // EventPolicy is the seed's event metadata: a permission a subscriber must
@@ -79,7 +84,11 @@ type Workflow struct {
 	output []int // nodes whose output forms the execution output
 	// sensitive is set when the definition marks fields sensitive.
 	sensitive *sensitivity
+	sla       time.Duration // 0: none declared
 }
+
+// SLA is the execution time the workflow declares (0: none).
+func (w *Workflow) SLA() time.Duration { return w.sla }
 
 // cnode is a compiled node.
 type cnode struct {
@@ -115,6 +124,12 @@ func Compile(d Definition) (*Workflow, error) {
 		errs = append(errs, errors.New("nodes: at least one node is required"))
 	}
 	w := &Workflow{Def: d, index: map[string]int{}}
+	if d.SLA != "" {
+		var err error
+		if w.sla, err = time.ParseDuration(d.SLA); err != nil || w.sla <= 0 {
+			errs = append(errs, fmt.Errorf("sla: %q is not a positive duration such as 2s", d.SLA))
+		}
+	}
 	for i, n := range d.Nodes {
 		switch {
 		case n.ID == "":

@@ -78,7 +78,8 @@ type Server struct {
 
 	reg       *prometheus.Registry
 	execs     *prometheus.CounterVec
-	dur       prometheus.Histogram
+	dur       *prometheus.HistogramVec // by tenant
+	biz       *businessMetrics
 	leaseLost *prometheus.CounterVec // results and node records refused: another runner owns the execution
 }
 
@@ -168,10 +169,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.execs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kailash_runner_executions_total", Help: "Workflow executions by outcome.",
 	}, []string{"outcome"})
-	s.dur = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "kailash_runner_execution_duration_seconds", Help: "Time to execute a workflow.",
+	s.dur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "kailash_runner_execution_duration_seconds", Help: "Time to execute a workflow, by tenant.",
 		Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10),
-	})
+	}, []string{"tenant"})
+	s.biz = newBusinessMetrics(s.reg)
 	s.leaseLost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kailash_runner_lease_lost_writes_total", Help: "Writes of an execution refused because another runner took it over (its lease expired here).",
 	}, []string{"write"})
@@ -427,10 +429,12 @@ func (s *Server) deleteWorkflow(w http.ResponseWriter, r *http.Request) {
 // Synchronous by default (?timeout=2s shortens the tenant's limit); with
 // ?async=true (or Prefer: respond-async) it answers 202 with the id at once.
 func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.caller(w, r)
+	id, ok := s.identify(w, r)
 	if !ok {
 		return
 	}
+	c := id.Caller
+	dept, _ := id.Attributes["department"].(string) // the business metrics' label (from the signed identity)
 	name := r.PathValue("name")
 	wf, _, err := s.lookup(r.Context(), c.Tenant, name)
 	if err != nil {
@@ -493,7 +497,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		defer s.inflight.Done()
 		defer s.running.Delete(rec.ID)
 		defer cancel(nil)
-		return s.run(ctx, s.requestLog(r), res, wf, rec, timeout)
+		return s.run(ctx, s.requestLog(r), dept, res, wf, rec, timeout)
 	}
 	if async {
 		go run()
@@ -523,7 +527,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 
 // run executes and records: the start event, each node's result as it
 // ends, and the outcome. The records are written even after cancellation.
-func (s *Server) run(ctx context.Context, lg *slog.Logger, res *workflow.Reservation, wf *workflow.Workflow, rec *store.ExecutionRecord, timeout time.Duration) *store.ExecutionRecord {
+func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *workflow.Reservation, wf *workflow.Workflow, rec *store.ExecutionRecord, timeout time.Duration) *store.ExecutionRecord {
 	wctx := context.WithoutCancel(ctx)
 	ev := func(typ string) Event {
 		return Event{Type: typ, Tenant: rec.Tenant, Workflow: rec.Workflow, Execution: rec.ID, At: time.Now().UTC(), Policy: wf.Def.Events}
@@ -548,7 +552,9 @@ func (s *Server) run(ctx context.Context, lg *slog.Logger, res *workflow.Reserva
 		e.Node, e.Status, e.Error = nr.Node, nr.Status, nr.Error
 		s.publish(e)
 	}})
-	s.dur.Observe(time.Since(start).Seconds())
+	took := time.Since(start)
+	s.dur.WithLabelValues(rec.Tenant).Observe(took.Seconds())
+	s.biz.observe(rec.Tenant, dept, wf, took, err == nil)
 	rec.Status = store.StatusCompleted
 	if err != nil {
 		rec.Status, rec.Error = statusOf(err), err.Error()
