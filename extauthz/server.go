@@ -32,6 +32,7 @@ import (
 	"github.com/kailash-gw/kailash/extauthz/jwtauth"
 	"github.com/kailash-gw/kailash/extauthz/login"
 	"github.com/kailash-gw/kailash/extauthz/oidc"
+	"github.com/kailash-gw/kailash/internal/audit"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/mtls"
 	"github.com/kailash-gw/kailash/internal/telemetry"
@@ -62,6 +63,9 @@ type Options struct {
 	// RateLimitExplain finds what the rate-limit service counted for a
 	// decision (in process); nil asks ratelimit.http when it is set.
 	RateLimitExplain RateLimitExplainer
+	// Audit records policy bundle activations, signing key rotations and
+	// session revocations; nil records none.
+	Audit *audit.Logger
 }
 
 // reasonKeysUnavailable: no key set to verify the token with (503).
@@ -91,7 +95,8 @@ type Server struct {
 	explain    *explain.Store       // recent refusals (nil: authz.explain.records 0)
 	explainCap int
 	rlExplain  RateLimitExplainer
-	rlHTTP     string       // ratelimit.http, asked for rate-limit steps
+	rlHTTP     string // ratelimit.http, asked for rate-limit steps
+	audit      *audit.Logger
 	tracer     trace.Tracer // from tp; nil when off
 	dryRun     bool
 	inputOpts  envoyauth.InputOptions
@@ -144,7 +149,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return nil, errors.New("extauthz: nil config")
 	}
 	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry(),
-		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun, reflection: opts.EnableReflection, tp: opts.TracerProvider,
+		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun, reflection: opts.EnableReflection, tp: opts.TracerProvider, audit: opts.Audit,
 		inputOpts: envoyauth.InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -214,7 +219,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.snap.Store(snap)
 	s.startIssuers(snap)
 	if !opts.DropIn {
-		if s.auth, err = login.New(cfg, login.Options{Logger: s.log, Now: s.now, Registerer: s.reg}); err != nil {
+		if s.auth, err = login.New(cfg, login.Options{Logger: s.log, Now: s.now, Registerer: s.reg, Audit: opts.Audit}); err != nil {
 			return fail(err)
 		}
 	}
@@ -444,15 +449,21 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	watch := func(name string, e *policies.Engine) {
 		wg.Go(func() {
+			prevRev := e.Revision() // the Watch callback runs in one goroutine
 			err := e.Watch(ctx, 200*time.Millisecond, func(err error) {
 				s.reloaded.policy(name).Record(err)
 				if err != nil {
 					s.reloads.WithLabelValues(name, "error").Inc()
 					s.log.Error("policy bundle rejected; last good version keeps serving", "bundle", name, "source", e.Source(), "err", err)
+					s.audit.Record(ctx, audit.Event{Component: "authz", Action: audit.PolicyReject, Target: e.Source(), Outcome: audit.Error,
+						Error: err.Error(), Detail: map[string]any{"bundle": name, "serving_revision": e.Revision()}})
 					return
 				}
 				s.reloads.WithLabelValues(name, "ok").Inc()
 				s.log.Info("policy bundle reloaded", "bundle", name, "source", e.Source(), "revision", e.Revision())
+				s.audit.Record(ctx, audit.Event{Component: "authz", Action: audit.PolicyActivate, Target: e.Source(),
+					Detail: map[string]any{"bundle": name, "revision": e.Revision(), "previous_revision": prevRev}})
+				prevRev = e.Revision()
 			})
 			if err != nil {
 				s.log.Warn("policy bundle not watched; changes need a restart", "bundle", name, "source", e.Source(), "err", err)

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/kailash-gw/kailash/internal/audit"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/sealed"
 	"github.com/kailash-gw/kailash/workflow/store"
@@ -54,8 +57,25 @@ func runKeys(ctx context.Context, args []string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	record := func(action, target string, err error) error {
+		// The audit file when audit.file is set, else stderr.
+		var log *slog.Logger
+		if cfg.Audit.File == "" {
+			log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		}
+		aud, aerr := newAuditLogger(cfg, log, nil)
+		if aerr != nil {
+			return errors.Join(err, aerr)
+		}
+		ev := audit.Event{Component: "cli", Action: action, Actor: cliActor(), Target: target, Detail: map[string]any{"config": cfg.File}}
+		if err != nil {
+			ev.Outcome, ev.Error = audit.Error, err.Error()
+		}
+		aud.Record(ctx, ev)
+		return errors.Join(err, aud.Close())
+	}
 	if sub == "add" {
-		return keysAdd(cfg, id, w)
+		return record(audit.KeyAdd, "runner data key "+id, keysAdd(cfg, id, w))
 	}
 	st, err := openKeyStore(ctx, cfg)
 	if err != nil {
@@ -65,7 +85,8 @@ func runKeys(ctx context.Context, args []string, w io.Writer) error {
 	if sub == "status" {
 		return keysStatus(ctx, st, w)
 	}
-	return keysRotate(ctx, st, to, store.ReencryptOptions{Batch: batch, Pause: pause}, passes, w)
+	err = keysRotate(ctx, st, to, store.ReencryptOptions{Batch: batch, Pause: pause}, passes, w)
+	return record(audit.KeyRotate, "runner data key (to "+st.Keys().Active()+")", err)
 }
 
 // openKeyStore opens the runner's store beside a serving runner (nothing

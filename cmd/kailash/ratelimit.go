@@ -88,10 +88,15 @@ func runRateLimit(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	aud, err := serverAudit(cfg, log, s)
+	if err != nil {
+		return err
+	}
+	defer aud.Close()
 	follow := func(ctx context.Context) error {
 		g, gctx := errgroup.WithContext(ctx)
 		if withFile {
-			g.Go(func() error { return watch(gctx, f.config, log, s) })
+			g.Go(func() error { return watchAudited(gctx, f.config, log, aud, "ratelimit", cfg, s) })
 		}
 		if rf.path != "" {
 			g.Go(func() error { return watchRLS(gctx, rf.path, log, s) })

@@ -21,6 +21,7 @@ import (
 	"github.com/kailash-gw/kailash/envoy"
 	"github.com/kailash-gw/kailash/extauthz"
 	"github.com/kailash-gw/kailash/extauthz/ratelimit"
+	"github.com/kailash-gw/kailash/internal/audit"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/telemetry"
@@ -42,6 +43,14 @@ type updater interface {
 // kailash_<server>_config_rejected_total: the last good config keeps
 // serving everywhere. Each server's /metrics carries kailash_config_revision.
 func watch(ctx context.Context, path string, log *slog.Logger, servers ...updater) error {
+	return watchAudited(ctx, path, log, nil, "", nil, servers...)
+}
+
+// watchAudited is watch that records each revision (and tenant change) put
+// in force, or refused, as an audit event of component; initial is the
+// config in force now.
+func watchAudited(ctx context.Context, path string, log *slog.Logger, aud *audit.Logger, component string, initial *config.Config, servers ...updater) error {
+	prev, next := initial, (*config.Config)(nil)
 	parts := make([]config.Part, 0, len(servers))
 	var rejected []func()
 	var revs []*telemetry.ConfigMetrics
@@ -63,8 +72,18 @@ func watch(ctx context.Context, path string, log *slog.Logger, servers ...update
 		}
 	}
 	return config.Watch(ctx, path, log, config.Watcher{
-		Apply: func(c *config.Config) error { return config.Apply(c, parts...) },
+		Apply: func(c *config.Config) error {
+			err := config.Apply(c, parts...)
+			if err == nil {
+				next = c
+			}
+			return err
+		},
 		Applied: func(r config.Revision) {
+			if aud != nil && prev != nil && next != nil {
+				auditReload(ctx, aud, component, path, prev, next, r.Digest)
+			}
+			prev = next
 			for _, m := range revs {
 				m.Applied(r.Seq, r.At)
 			}
@@ -73,6 +92,8 @@ func watch(ctx context.Context, path string, log *slog.Logger, servers ...update
 			}
 		},
 		Rejected: func(err error) {
+			aud.Record(ctx, audit.Event{Component: component, Action: audit.ConfigReject, Actor: fileActor(path), Target: path,
+				Outcome: audit.Error, Error: err.Error()})
 			for _, inc := range rejected {
 				inc()
 			}
@@ -211,8 +232,15 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	aud, err := serverAudit(cfg, log, s)
+	if err != nil {
+		return err
+	}
+	defer aud.Close()
 	log.Info("xds serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
-	return serveAlone(ctx, log, cfg, s.Serve, func(ctx context.Context) error { return watch(ctx, f.config, log, s) })
+	return serveAlone(ctx, log, cfg, s.Serve, func(ctx context.Context) error {
+		return watchAudited(ctx, f.config, log, aud, "xds", cfg, s)
+	})
 }
 
 func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
@@ -228,14 +256,24 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled(), EnableReflection: drop.reflection, TracerProvider: tp})
+	var aud *audit.Logger
+	if !drop.enabled() {
+		if aud, err = newAuditLogger(cfg, log, nil); err != nil {
+			return err
+		}
+		defer aud.Close()
+	}
+	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled(), EnableReflection: drop.reflection, TracerProvider: tp, Audit: aud})
 	if err != nil {
+		return err
+	}
+	if err := aud.Register(s.Registry()); err != nil {
 		return err
 	}
 	log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "drop_in", drop.enabled(), "policy", s.Engine().Source(), "decision", s.Engine().Decision(), "gogc", gogc)
 	var follow func(context.Context) error
 	if !drop.enabled() {
-		follow = func(ctx context.Context) error { return watch(ctx, f.config, log, s) }
+		follow = func(ctx context.Context) error { return watchAudited(ctx, f.config, log, aud, "authz", cfg, s) }
 	}
 	return serveAlone(ctx, log, cfg, s.Serve, follow)
 }
@@ -255,8 +293,15 @@ func runRunner(ctx context.Context, args []string, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
+	aud, err := serverAudit(cfg, log, s)
+	if err != nil {
+		return err
+	}
+	defer aud.Close()
 	log.Info("runner serving", "http", s.Addr())
-	return serveAlone(ctx, log, cfg, s.Serve, func(ctx context.Context) error { return watch(ctx, f.config, log, s) })
+	return serveAlone(ctx, log, cfg, s.Serve, func(ctx context.Context) error {
+		return watchAudited(ctx, f.config, log, aud, "runner", cfg, s)
+	})
 }
 
 // runUp runs the control plane, authz and runner in this process and Envoy as
@@ -301,7 +346,13 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		_ = xs.Close()
 		return err
 	}
-	aopts := extauthz.Options{Logger: log.With("part", "authz"), TracerProvider: tps[0]}
+	aud, err := newAuditLogger(cfg, log, nil)
+	if err != nil {
+		_ = xs.Close()
+		return err
+	}
+	defer aud.Close()
+	aopts := extauthz.Options{Logger: log.With("part", "authz"), TracerProvider: tps[0], Audit: aud}
 	if rl != nil {
 		aopts.RateLimitExplain = rl.Explain // kailash explain's rate-limit step, in process
 	}
@@ -331,7 +382,10 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		g.Go(func() error { return rl.Serve(gctx) })
 		updaters = append(updaters, rl)
 	}
-	g.Go(func() error { return watch(gctx, f.config, log, updaters...) })
+	if err := aud.Register(as.Registry()); err != nil {
+		log.Warn("audit metrics not registered", "err", err)
+	}
+	g.Go(func() error { return watchAudited(gctx, f.config, log, aud, "up", cfg, updaters...) })
 
 	boot, err := envoy.Bootstrap(cfg)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+	"github.com/kailash-gw/kailash/internal/audit"
 	"github.com/kailash-gw/kailash/extauthz/jwtauth"
 	"github.com/kailash-gw/kailash/extauthz/ldapauth"
 	"github.com/kailash-gw/kailash/extauthz/lockout"
@@ -46,6 +47,7 @@ const (
 // default.
 type Service struct {
 	log      *slog.Logger
+	audit    *audit.Logger // key rotations, session revocations; nil: none
 	now      func() time.Time
 	ring     *session.KeyRing
 	sessions *session.Manager
@@ -99,6 +101,8 @@ type Options struct {
 	Now    func() time.Time // clock for sessions, lockout and TOTP (default time.Now)
 	// Registerer takes the service's metrics (default: a registry of its own).
 	Registerer prometheus.Registerer
+	// Audit records signing key rotations and session revocations.
+	Audit *audit.Logger
 }
 
 // New builds the login service of cfg: its stores (in memory, or in
@@ -137,7 +141,7 @@ func New(cfg *config.Config, opts Options) (*Service, error) {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	a := &Service{
-		log: log, now: now, ring: ring, sessions: mgr, issuer: s.Issuer,
+		log: log, audit: opts.Audit, now: now, ring: ring, sessions: mgr, issuer: s.Issuer,
 		shared: sh,
 		guard: lockout.New(sh.lockout, lockout.Config{MaxFailures: cfg.Lockout.MaxFailures,
 			MaxAddressFailures: cfg.Lockout.MaxAddressFailures, LockFor: cfg.Lockout.LockFor, Now: now}),
@@ -680,6 +684,8 @@ func (a *Service) refresh(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, session.ErrRefreshReused) {
 			reason = "reused"
 			a.log.Warn("refresh token reused: session revoked", "tenant", t.ID, "addr", clientAddr(r))
+			a.audit.Record(r.Context(), audit.Event{Component: "authz", Action: audit.SessionRevoke, Target: "tenant " + t.ID,
+				Detail: map[string]any{"reason": "refresh token reused (a stolen token, or a client that retried)", "client_addr": clientAddr(r)}})
 		}
 		a.logins.WithLabelValues("refresh", "failure", reason).Inc()
 		a.clearCookies(w)
@@ -708,7 +714,15 @@ func (a *Service) logout(w http.ResponseWriter, r *http.Request) {
 		authError(w, http.StatusBadRequest, "bad_request", "no session to log out")
 		return
 	}
+	who := "unknown"
+	if id, ours, verr := a.VerifySession(r.Context(), token, t.ID); ours && verr == nil && id != nil {
+		who = id.Subject + "@" + t.ID
+	}
 	err := a.sessions.LogoutFor(r.Context(), token, t.ID)
+	if err == nil {
+		a.audit.Record(r.Context(), audit.Event{Component: "authz", Action: audit.SessionRevoke, Actor: who, Target: "tenant " + t.ID,
+			Detail: map[string]any{"reason": "logout"}})
+	}
 	if errors.Is(err, session.ErrWrongTenant) {
 		a.logins.WithLabelValues("logout", "failure", "wrong_tenant").Inc()
 		a.log.Warn("logout refused: the token belongs to another tenant", "tenant", t.ID, "addr", clientAddr(r))
@@ -820,7 +834,26 @@ func (a *Service) Run(ctx context.Context) {
 	if a.shared.client != nil {
 		every = 10 * time.Second
 	}
-	a.ring.Run(ctx, every, func(err error) {
-		a.log.Error("signing key rotation or sync failed; the current key keeps signing", "err", err)
-	})
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		before := a.ring.SignerKID()
+		if _, err := a.ring.RotateIfDue(); err != nil {
+			a.log.Error("signing key rotation or sync failed; the current key keeps signing", "err", err)
+			a.audit.Record(ctx, audit.Event{Component: "authz", Action: audit.KeyRotate, Target: "session signing key",
+				Outcome: audit.Error, Error: err.Error(), Detail: map[string]any{"kid": before}})
+			continue
+		}
+		if after := a.ring.SignerKID(); after != before {
+			// With sessions.redis the new key may be another replica's,
+			// adopted at the sync.
+			a.audit.Record(ctx, audit.Event{Component: "authz", Action: audit.KeyRotate, Target: "session signing key",
+				Detail: map[string]any{"previous_kid": before, "kid": after, "shared_ring": a.shared.client != nil}})
+		}
+	}
 }

@@ -41,6 +41,8 @@ type Config struct {
 	Shutdown Shutdown `yaml:"shutdown"`
 	// Telemetry is tracing (telemetry.go).
 	Telemetry Telemetry `yaml:"telemetry"`
+	// Audit is where administrative actions are recorded (audit.go).
+	Audit Audit `yaml:"audit"`
 
 	// File is the path the config was loaded from ("" when built in code).
 	File string `yaml:"-"`
@@ -500,6 +502,7 @@ func (c *Config) Validate() error {
 		at(0, "authz.timeout: must be positive")
 	}
 	c.validateExplain(at)
+	c.validateAudit(at)
 	if strings.HasPrefix(c.Policy.Decision, "/") || strings.HasPrefix(c.Policy.Decision, "data.") {
 		at(0, "policy.decision: %q: give the path without a leading / or data. (e.g. kailash/authz/result)", c.Policy.Decision)
 	}

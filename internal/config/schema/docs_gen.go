@@ -4,6 +4,10 @@ package schema
 
 // Docs are the doc comments of config's struct fields, by Type.Field.
 var Docs = map[string]string{
+	"Audit.File":                     "File is the JSON-lines audit file (relative to this file), rotated at MaxSizeMB (default 100) keeping MaxBackups (default 10).",
+	"Audit.Mask":                     "Mask removes more event detail fields, as decision log masks do (\"/detail/email\"); fields whose name says password, secret, token, authorization, cookie, private_key or credential are always removed.",
+	"Audit.MaxBackups":               "File is the JSON-lines audit file (relative to this file), rotated at MaxSizeMB (default 100) keeping MaxBackups (default 10).",
+	"Audit.MaxSizeMB":                "File is the JSON-lines audit file (relative to this file), rotated at MaxSizeMB (default 100) keeping MaxBackups (default 10).",
 	"Authz.Explain":                  "Explain is what authz keeps for `kailash explain` (explain.go).",
 	"Authz.GRPC":                     "envoy.service.auth.v3.Authorization (+ gRPC health)",
 	"Authz.HTTP":                     "/metrics, /healthz, /readyz",
@@ -15,6 +19,7 @@ var Docs = map[string]string{
 	"CORS.AllowCredentials":          "AllowCredentials needs explicit origins (not \"*\").",
 	"CORS.AllowOrigins":              "AllowOrigins are exact origins (\"https://app.example.com\") or \"*\".",
 	"ClientTLS.ServerName":           "ServerName is the name the server's certificate must carry (a DNS or IP SAN), also sent as SNI; default: the host of the server's address.",
+	"Config.Audit":                   "Audit is where administrative actions are recorded (audit.go).",
 	"Config.Digest":                  "Digest is the SHA-256 (hex) of the file's bytes (\"\" when built in code).",
 	"Config.File":                    "File is the path the config was loaded from (\"\" when built in code).",
 	"Config.Lockout":                 "Sessions and Lockout govern our own logins (LDAP, SAML): see identity.go.",
