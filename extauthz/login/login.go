@@ -24,12 +24,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
-	"github.com/kailash-gw/kailash/internal/audit"
 	"github.com/kailash-gw/kailash/extauthz/jwtauth"
 	"github.com/kailash-gw/kailash/extauthz/ldapauth"
 	"github.com/kailash-gw/kailash/extauthz/lockout"
 	"github.com/kailash-gw/kailash/extauthz/mfa"
 	"github.com/kailash-gw/kailash/extauthz/session"
+	"github.com/kailash-gw/kailash/internal/audit"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/internal/wire"
