@@ -2,10 +2,15 @@ package extauthz
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/kailash-gw/kailash/extauthz/session"
+	"github.com/kailash-gw/kailash/internal/audit"
 	"github.com/kailash-gw/kailash/internal/wire"
 )
 
@@ -78,4 +83,46 @@ func loginTestServer(t *testing.T) *Server {
 	}
 	t.Cleanup(func() { srv.Close() })
 	return srv
+}
+
+// A logout through POST /auth/logout is a session.revoke audit event naming
+// who logged out; the token is not in it.
+func TestLogoutIsAudited(t *testing.T) {
+	var buf strings.Builder
+	aud, err := audit.New(audit.Options{Log: slog.New(slog.NewJSONHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(t.Context(), testConfig(t), Options{Now: fixedClock, Audit: aud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	tok, err := srv.auth.Sessions().Issue(t.Context(), session.Identity{Subject: "bob", Tenant: "acme", Roles: []string{"business_user"}, Method: "ldap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	srv.auth.Routes(mux)
+	req := httptest.NewRequest("POST", "/auth/logout", nil)
+	req.Header.Set(wire.HeaderTenant, "acme")
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", rec.Code, rec.Body)
+	}
+	var ev map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["action"] == audit.SessionRevoke {
+			ev = m
+		}
+	}
+	if ev == nil || ev["actor"] != "bob@acme" || ev["outcome"] != "ok" {
+		t.Fatalf("audit log: %s", buf.String())
+	}
+	if strings.Contains(buf.String(), tok.AccessToken) {
+		t.Error("the audit log holds the session token")
+	}
 }
