@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/uuid"
@@ -535,6 +537,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		ctx, cancel = context.WithTimeout(ctx, snap.timeout)
 		defer cancel()
 	}
+	if !s.dropIn {
+		trustedSource(req)
+	}
 	d := envoyauth.Decision{ID: newDecisionID(), DropIn: s.dropIn}
 	var st checkState
 	resp, result, reason, err := s.check(ctx, snap, req, &d, &st)
@@ -586,6 +591,38 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.dlog.Log(ev)
 	}
 	return resp, err
+}
+
+// trustedSource puts the client address Envoy decided (trusted proxies,
+// X-Forwarded-For hops: wire.HeaderClientAddress) in attributes.source,
+// where Envoy puts the connection's peer: the policy, the decision log and
+// explain see the client, not the load balancer.
+func trustedSource(req *authv3.CheckRequest) {
+	v := envoyauth.RequestHeader(req.GetAttributes().GetRequest().GetHttp(), wire.HeaderClientAddress)
+	if v == "" {
+		return
+	}
+	ip, err := netip.ParseAddr(v)
+	if err != nil {
+		return
+	}
+	a := req.GetAttributes()
+	if a == nil {
+		return
+	}
+	if a.Source == nil {
+		a.Source = &authv3.AttributeContext_Peer{}
+	}
+	if a.Source.Address == nil {
+		a.Source.Address = &corev3.Address{}
+	}
+	sa := a.Source.Address.GetSocketAddress()
+	if sa == nil {
+		sa = &corev3.SocketAddress{}
+		a.Source.Address.Address = &corev3.Address_SocketAddress{SocketAddress: sa}
+	}
+	sa.Address = ip.String()
+	sa.PortSpecifier = &corev3.SocketAddress_PortValue{PortValue: 0} // the client's port is not known
 }
 
 // checkState is what one Check learned, for its decision log event and

@@ -145,3 +145,16 @@ func TestExplain(t *testing.T) {
 		}
 	})
 }
+
+type explainRecord = explain.Record
+
+// fetchExplain is `kailash explain -json ID` against authz's HTTP address.
+func fetchExplain(authzHTTP, id string) (explain.Record, error) {
+	var out bytes.Buffer
+	var rec explain.Record
+	if err := run(context.Background(), []string{"explain", "-addr", authzHTTP, id, "-json"}, &out); err != nil {
+		return rec, err
+	}
+	err := json.Unmarshal(out.Bytes(), &rec)
+	return rec, err
+}

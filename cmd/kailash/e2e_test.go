@@ -260,7 +260,7 @@ func startStackWith(t testing.TB, o stackOptions) *stack {
 	if err := s.proc.WaitReady(rctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitListener(rctx, s.ports.envoy); err != nil {
+	if err := waitListenerProxy(rctx, s.ports.envoy, cfg.Envoy.Listener.ProxyProtocol != nil && *cfg.Envoy.Listener.ProxyProtocol); err != nil {
 		t.Fatal(err)
 	}
 	if s.admin, err = s.proc.AdminAddr(rctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -417,7 +418,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			return err
 		}
-		if err := waitListener(rctx, cfg.Envoy.Listen.String()); err != nil {
+		if err := waitListenerProxy(rctx, cfg.Envoy.Listen.String(), cfg.Envoy.Listener.ProxyProtocol != nil && *cfg.Envoy.Listener.ProxyProtocol); err != nil {
 			if gctx.Err() != nil || stopping.Load() {
 				return nil
 			}
@@ -483,7 +484,25 @@ func shutdownUp(log *slog.Logger, cfg *config.Config, proc *envoy.Process) {
 
 // waitListener polls the Envoy listener until it accepts HTTP.
 func waitListener(ctx context.Context, addr string) error {
+	return waitListenerProxy(ctx, addr, false)
+}
+
+// waitListenerProxy is waitListener for a listener that requires the PROXY
+// protocol when proxied: each probe starts with "PROXY UNKNOWN" (v1: Envoy
+// keeps the connection's own addresses).
+func waitListenerProxy(ctx context.Context, addr string, proxied bool) error {
 	client := &http.Client{Timeout: time.Second}
+	if proxied {
+		client.Transport = &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, a)
+			if err == nil {
+				if _, err = io.WriteString(c, "PROXY UNKNOWN\r\n"); err != nil {
+					c.Close()
+				}
+			}
+			return c, err
+		}}
+	}
 	for {
 		resp, err := client.Get("http://" + addr + "/")
 		if err == nil {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -89,6 +90,24 @@ type Listener struct {
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
 	// Compression gzips responses for clients that accept it (default true).
 	Compression *bool `yaml:"compression"`
+	// XFFNumTrustedHops is how many proxies in front of Envoy (a cloud load
+	// balancer, a CDN) append the address they saw to X-Forwarded-For: the
+	// client is the address that many entries from the right. 0 (the
+	// default): the client is the connection's peer and X-Forwarded-For is
+	// not believed. IP allowlists, the remote_address rate-limit key, the
+	// policy's input.attributes.source and the access log all use it.
+	XFFNumTrustedHops uint32 `yaml:"xff_num_trusted_hops"`
+	// TrustedProxies are the proxies' networks (CIDRs) instead: when the
+	// connection's peer is in one, X-Forwarded-For is read from the right,
+	// skipping the addresses in them; the first other address is the
+	// client. A peer outside them is the client. Not with
+	// xff_num_trusted_hops.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ProxyProtocol requires a PROXY protocol header (v1 or v2, as AWS NLB,
+	// HAProxy and most TCP load balancers send) on every connection: the
+	// address it names is the connection's peer. A connection without one
+	// is closed.
+	ProxyProtocol *bool `yaml:"proxy_protocol"`
 }
 
 // RateLimit is the global rate-limit service (envoy.service.ratelimit.v3).
@@ -439,5 +458,16 @@ func validateListener(at func(line int, format string, args ...any), field strin
 	}
 	if l.MaxConcurrentStreams > 2147483647 {
 		at(0, "%s.max_concurrent_streams: at most 2147483647", field)
+	}
+	if l.XFFNumTrustedHops > 0 && len(l.TrustedProxies) > 0 {
+		at(0, "%s: give xff_num_trusted_hops or trusted_proxies, not both", field)
+	}
+	if l.XFFNumTrustedHops > 16 {
+		at(0, "%s.xff_num_trusted_hops: %d: at most 16", field, l.XFFNumTrustedHops)
+	}
+	for _, c := range l.TrustedProxies {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			at(0, "%s.trusted_proxies: %q is not a CIDR such as 10.0.0.0/8", field, c)
+		}
 	}
 }

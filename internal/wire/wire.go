@@ -29,6 +29,12 @@ const (
 	// HeaderDecisionID names the authz decision, on the upstream request
 	// and on every denial.
 	HeaderDecisionID = "x-kailash-decision-id"
+	// HeaderClientAddress is the client's address as Envoy decided it
+	// (envoy.listener.xff_num_trusted_hops, trusted_proxies, the PROXY
+	// protocol), set by a filter before ext_authz; ext_authz puts it in the
+	// policy input's attributes.source (Envoy sends the connection's peer
+	// there). A client's own copy never gets this far (HeaderPrefix).
+	HeaderClientAddress = "x-kailash-client-address"
 )
 
 // ContextTenant is the ext_authz context extension the control plane sets

@@ -38,6 +38,7 @@ type httpFilter interface {
 func httpFilters() []httpFilter {
 	return []httpFilter{
 		hostCaseFilter{},
+		clientAddressFilter{},
 		rbacFilter{},
 		corsFilter{},
 		extAuthzFilter{},

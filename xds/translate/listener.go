@@ -51,6 +51,9 @@ func buildListeners(ir *IR, filters []httpFilter) ([]types.Resource, error) {
 			}},
 		}},
 	}
+	if l.ListenerFilters, err = proxyProtocol(ir.HTTPListener); err != nil {
+		return nil, fmt.Errorf("listener %s: %w", ListenerName, err)
+	}
 	if err := l.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("listener %s: %w", ListenerName, err)
 	}
@@ -173,6 +176,9 @@ func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFil
 		StreamIdleTimeout:     durationpb.New(s.StreamIdleTimeout),
 		RequestHeadersTimeout: durationpb.New(s.RequestHeadersTimeout),
 		RequestTimeout:        durationpb.New(s.RequestTimeout),
+	}
+	if err := clientAddress(h, s); err != nil {
+		return nil, err
 	}
 	if h.Tracing, err = tracing(ir); err != nil {
 		return nil, err

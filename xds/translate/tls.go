@@ -55,11 +55,15 @@ func httpsListener(ir *IR, hcm *anypb.Any) (*listenerv3.Listener, error) {
 	l := &listenerv3.Listener{
 		Name:    HTTPSListenerName,
 		Address: socketAddress(ir.HTTPS.Listener),
-		ListenerFilters: []*listenerv3.ListenerFilter{{
-			Name:       wellknown.TlsInspector,
-			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: inspector},
-		}},
 	}
+	// The PROXY protocol header comes before the TLS handshake.
+	if l.ListenerFilters, err = proxyProtocol(ir.HTTPS.Settings); err != nil {
+		return nil, err
+	}
+	l.ListenerFilters = append(l.ListenerFilters, &listenerv3.ListenerFilter{
+		Name:       wellknown.TlsInspector,
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: inspector},
+	})
 	var errs []error
 	for i := range ir.VirtualHosts {
 		vh := &ir.VirtualHosts[i]

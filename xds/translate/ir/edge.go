@@ -107,6 +107,11 @@ type ListenerSettings struct {
 	MaxConnections        uint32
 	MaxConcurrentStreams  uint32
 	Compression           bool
+	// The client address: XFFNumTrustedHops or TrustedProxies (CIDRs
+	// parsed), and the PROXY protocol.
+	XFFNumTrustedHops uint32
+	TrustedProxies    []netip.Prefix
+	ProxyProtocol     bool
 }
 
 // buildListenerSettings is l, its unset fields taken from parent, then from
@@ -145,6 +150,24 @@ func buildListenerSettings(l, parent config.Listener) ListenerSettings {
 		s.Compression = *l.Compression
 	case parent.Compression != nil:
 		s.Compression = *parent.Compression
+	}
+	// The client address settings go together: a listener that sets
+	// either takes neither from its parent.
+	hops, proxies := l.XFFNumTrustedHops, l.TrustedProxies
+	if hops == 0 && len(proxies) == 0 {
+		hops, proxies = parent.XFFNumTrustedHops, parent.TrustedProxies
+	}
+	s.XFFNumTrustedHops = hops
+	for _, c := range proxies {
+		if p, err := netip.ParsePrefix(c); err == nil { // config.Validate refused the others
+			s.TrustedProxies = append(s.TrustedProxies, p.Masked())
+		}
+	}
+	switch {
+	case l.ProxyProtocol != nil:
+		s.ProxyProtocol = *l.ProxyProtocol
+	case parent.ProxyProtocol != nil:
+		s.ProxyProtocol = *parent.ProxyProtocol
 	}
 	return s
 }
