@@ -96,6 +96,7 @@ type Server struct {
 	dryRun     bool
 	inputOpts  envoyauth.InputOptions
 	auth       *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
+	ready      *telemetry.Readiness     // /readyz (readiness.go)
 	snap       atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
@@ -218,6 +219,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 			return fail(err)
 		}
 	}
+	s.ready = s.readiness()
+	s.reg.MustRegister(s.ready, policyCollector{s})
 
 	var lc net.ListenConfig
 	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.Authz.GRPC.String()); err != nil {
@@ -422,12 +425,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	})
 	if s.httpLn != nil {
-		mux := telemetry.Mux(s.reg, func() error {
-			if s.snap.Load() == nil {
-				return errors.New("no config")
-			}
-			return nil
-		})
+		mux := telemetry.NewMux(s.reg, s.ready)
 		if s.auth != nil {
 			s.auth.Routes(mux)
 		}
