@@ -221,6 +221,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	s.ready = s.readiness()
 	s.reg.MustRegister(s.ready, policyCollector{s})
+	if s.tls != nil {
+		s.reg.MustRegister(s.tls.Collector())
+	}
 
 	var lc net.ListenConfig
 	if s.grpcLn, err = lc.Listen(ctx, "tcp", cfg.Authz.GRPC.String()); err != nil {

@@ -122,3 +122,51 @@ func TestReadinessEnvoyAck(t *testing.T) {
 		t.Fatalf("no envoy left: %d %q", code, body)
 	}
 }
+
+// Every translation is timed, accepted or not; the certificates' last load
+// moves only with an accepted one.
+func TestSnapshotBuildAndCertificateMetrics(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	s, err := New(testConfig(), Options{Logger: testLogger(t), Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	count := func() uint64 {
+		mfs, err := s.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "kailash_xds_snapshot_build_seconds" {
+				return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			}
+		}
+		t.Fatal("no kailash_xds_snapshot_build_seconds")
+		return 0
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("after New: %d builds, want 1", n)
+	}
+	if v := gaugeOf(t, s, "kailash_xds_certificates_last_load_timestamp_seconds"); v != 1_800_000_000 {
+		t.Fatalf("certificates loaded at %v, want the clock's 1800000000", v)
+	}
+	clk.add(time.Minute)
+	bad := testConfig()
+	bad.Tenants[0].TLS = config.TenantTLS{CertFile: "/nonexistent/cert.pem", KeyFile: "/nonexistent/key.pem"}
+	if err := s.Update(bad); err == nil {
+		t.Fatal("a config naming missing certificate files was accepted")
+	}
+	if n := count(); n != 2 {
+		t.Errorf("after a rejected update: %d builds, want 2", n)
+	}
+	if v := gaugeOf(t, s, "kailash_xds_certificates_last_load_timestamp_seconds"); v != 1_800_000_000 {
+		t.Errorf("a rejected update moved the certificates' load time to %v", v)
+	}
+	if err := s.Update(testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if v := gaugeOf(t, s, "kailash_xds_certificates_last_load_timestamp_seconds"); v != 1_800_000_060 {
+		t.Errorf("after an accepted update: %v, want 1800000060", v)
+	}
+}

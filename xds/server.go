@@ -176,6 +176,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.tls, err = mtls.NewServer(cfg, "xds.tls", cfg.XDS.TLS, s.log); err != nil {
 		return fail(err)
 	}
+	if s.tls != nil {
+		reg.MustRegister(s.tls.Collector())
+	}
 	p, err := s.prepare(cfg)
 	if err != nil {
 		return fail(err)

@@ -165,6 +165,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 		s.closeBackend()
 		return nil, fmt.Errorf("ratelimit: %w", err)
 	}
+	if s.tls != nil {
+		reg.MustRegister(s.tls.Collector())
+	}
 	if s.grpcLn, err = net.Listen("tcp", rc.GRPC.String()); err != nil {
 		s.closeBackend()
 		return nil, fmt.Errorf("ratelimit: ratelimit.grpc: %w", err)
