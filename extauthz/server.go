@@ -103,6 +103,7 @@ type Server struct {
 	dryRun     bool
 	inputOpts  envoyauth.InputOptions
 	auth       *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
+	ready      *telemetry.Readiness     // /readyz (readiness.go)
 	snap       atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
@@ -224,6 +225,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		if s.auth, err = login.New(cfg, login.Options{Logger: s.log, Now: s.now, Registerer: s.reg, Audit: opts.Audit}); err != nil {
 			return fail(err)
 		}
+	}
+	s.ready = s.readiness()
+	s.reg.MustRegister(s.ready, policyCollector{s})
+	if s.tls != nil {
+		s.reg.MustRegister(s.tls.Collector())
 	}
 
 	var lc net.ListenConfig
@@ -429,12 +435,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	})
 	if s.httpLn != nil {
-		mux := telemetry.Mux(s.reg, func() error {
-			if s.snap.Load() == nil {
-				return errors.New("no config")
-			}
-			return nil
-		})
+		mux := telemetry.NewMux(s.reg, s.ready)
 		if s.auth != nil {
 			s.auth.Routes(mux)
 		}

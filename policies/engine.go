@@ -189,6 +189,16 @@ func (e *Engine) Revision() string { return e.cur.Load().revision }
 // LoadedAt is when the loaded bundle version was compiled and put in force.
 func (e *Engine) LoadedAt() time.Time { return e.cur.Load().loadedAt }
 
+// Loaded reports whether a bundle version is active, and since when it
+// is (when it was compiled and swapped in).
+func (e *Engine) Loaded() (revision string, at time.Time, ok bool) {
+	p := e.cur.Load()
+	if p == nil {
+		return "", time.Time{}, false
+	}
+	return p.revision, p.loadedAt, true
+}
+
 // Reload re-reads the bundle, compiles it and swaps it in. On any error the
 // previous version keeps serving and the error names file:row:col. For a
 // bundle server, Reload polls it once.

@@ -18,6 +18,8 @@ type metrics struct {
 	acks      *prometheus.CounterVec
 	streams   prometheus.Gauge
 	nodes     prometheus.Gauge
+	build     prometheus.Histogram
+	certs     prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,7 +53,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Envoy node ids known to the control plane (configured or seen).",
 		}),
 	}
-	reg.MustRegister(m.version, m.snapshots, m.rejected, m.nacks, m.acks, m.streams, m.nodes)
+	m.build = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "kailash_xds_snapshot_build_seconds",
+		Help:    "Time to build a snapshot from a config: read the certificate files, translate, version and check it (accepted or not).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+	m.certs = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kailash_xds_certificates_last_load_timestamp_seconds",
+		Help: "When the tenants' certificate files were last read into a snapshot that was accepted (Unix time).",
+	})
+	reg.MustRegister(m.version, m.snapshots, m.rejected, m.nacks, m.acks, m.streams, m.nodes, m.build, m.certs)
 	return m
 }
 

@@ -285,6 +285,10 @@ func TestMTLSReloadsRotatedClientCA(t *testing.T) {
 	if _, err := firstResponse(t, f.dialTLS(t, s.GRPCAddr(), "kailash-envoy", 0), "kailash-envoy"); err != nil {
 		t.Fatalf("before rotation: %v", err)
 	}
+	loaded0 := gaugeOf(t, s, "kailash_tls_certificate_last_load_timestamp_seconds")
+	if loaded0 == 0 || gaugeOf(t, s, "kailash_tls_certificate_expiry_timestamp_seconds") < float64(time.Now().Unix()) {
+		t.Fatalf("xds.tls metrics: loaded %v, expiry %v", loaded0, gaugeOf(t, s, "kailash_tls_certificate_expiry_timestamp_seconds"))
+	}
 	// The "foreign" client's CA becomes the trusted one.
 	if _, err := f.other.WriteCA(f.dir, "ca"); err != nil {
 		t.Fatal(err)
@@ -293,11 +297,16 @@ func TestMTLSReloadsRotatedClientCA(t *testing.T) {
 		_, err := firstResponse(t, f.dialTLS(t, s.GRPCAddr(), "foreign", 0), "kailash-envoy")
 		return err
 	})
+	loaded1 := gaugeOf(t, s, "kailash_tls_certificate_last_load_timestamp_seconds")
+	if loaded1 <= loaded0 {
+		t.Errorf("last load %v after the rotation, was %v", loaded1, loaded0)
+	}
 	if _, err := firstResponse(t, f.dialTLS(t, s.GRPCAddr(), "kailash-envoy", 0), "kailash-envoy"); err == nil {
 		t.Error("a certificate of the replaced CA is still accepted")
 	}
 	// A broken file is rejected; the last good CA keeps serving.
 	before := testutil.ToFloat64(s.m.rejected)
+	brokenAt := float64(time.Now().UnixNano()) / 1e9
 	if err := os.WriteFile(filepath.Join(f.dir, "ca.pem"), []byte("not a certificate"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +319,25 @@ func TestMTLSReloadsRotatedClientCA(t *testing.T) {
 	if _, err := firstResponse(t, f.dialTLS(t, s.GRPCAddr(), "foreign", 0), "kailash-envoy"); err != nil {
 		t.Errorf("after a broken CA file: %v, want the last good CA to serve", err)
 	}
+	if got := gaugeOf(t, s, "kailash_tls_certificate_last_load_timestamp_seconds"); got >= brokenAt {
+		t.Errorf("a rejected reload moved the last load time: %v, the broken file was written at %v", got, brokenAt)
+	}
+}
+
+// gaugeOf is the value of the gauge name's only sample in s's registry.
+func gaugeOf(t *testing.T, s *Server, name string) float64 {
+	t.Helper()
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no %s", name)
+	return 0
 }
 
 // TestMTLSRealEnvoy: Envoy, with the bootstrap kailash renders for

@@ -46,6 +46,8 @@ func (s *Server) prepare(cfg *config.Config) (*prepared, error) {
 	if cfg == nil {
 		return nil, errors.New("nil config")
 	}
+	start := time.Now()
+	defer func() { s.m.build.Observe(time.Since(start).Seconds()) }()
 	res, digests, err := translateCached(cfg, &s.tc)
 	if err != nil {
 		return nil, err
@@ -103,6 +105,8 @@ func (s *Server) commit(p *prepared) {
 // dashboards compare them. kailash_xds_snapshot_version stays this
 // process's count of publishes.
 func (s *Server) publishLocked(p *prepared) {
+	// p's certificate files were read and accepted, changed or not.
+	s.m.certs.Set(float64(s.now().UnixNano()) / 1e9)
 	if s.snap != nil && p.hash == s.hash {
 		s.log.Debug("config unchanged; snapshot kept", "version", s.version)
 		return
@@ -116,7 +120,7 @@ func (s *Server) publishLocked(p *prepared) {
 	// From here on the snapshot is the current one: the cache stores it
 	// before answering watches, so even a failed SetSnapshot (only possible
 	// when its context ends) has already published it.
-	s.snap, s.seq, s.hash, s.version, s.pubAt = snap, seq, p.hash, version, time.Now().UTC()
+	s.snap, s.seq, s.hash, s.version, s.pubAt = snap, seq, p.hash, version, s.now().UTC()
 	for node := range s.nodes {
 		if err := s.cache.SetSnapshot(context.Background(), node, snap); err != nil {
 			s.log.Error("cannot set snapshot for node", "node", node, "version", version, "err", err)

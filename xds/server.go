@@ -50,6 +50,12 @@ const shutdownGrace = 5 * time.Second
 type Options struct {
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// AckGrace is how long a published snapshot may stay unacknowledged by
+	// every connected Envoy before /readyz fails (DefaultAckGrace when 0).
+	AckGrace time.Duration
+	// Now is the clock of publish times and the readiness grace (time.Now
+	// when nil).
+	Now func() time.Time
 }
 
 // Server is the ADS control plane. Create it with New, run it with Serve, and
@@ -77,6 +83,12 @@ type Server struct {
 	// peers are the verified client identities of open streams (when
 	// node ids are bound to certificates), by stream id.
 	peers sync.Map // int64 → *streamPeer
+
+	// ready are the /readyz checks (readiness.go), ackGrace and now their
+	// grace and clock.
+	ready    *telemetry.Readiness
+	ackGrace time.Duration
+	now      func() time.Time
 
 	// track follows the connected Envoys (ACKs, NACKs); served is the
 	// config of the snapshot in force; reloadConfig and reloadCerts are
@@ -134,7 +146,18 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 
 		reloadConfig: status.NewReloader("config"),
 		reloadCerts:  status.NewReloader("certificates"),
+
+		ackGrace: opts.AckGrace,
+		now:      opts.Now,
 	}
+	if s.ackGrace <= 0 {
+		s.ackGrace = DefaultAckGrace
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.ready = s.readiness()
+	reg.MustRegister(s.ready)
 	s.track = newTracker(s.m.acks, s.m.nacks)
 	s.served.Store(cfg)
 	if cfg.Envoy.NodeID != "" {
@@ -152,6 +175,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	reg.MustRegister(s.refused)
 	if s.tls, err = mtls.NewServer(cfg, "xds.tls", cfg.XDS.TLS, s.log); err != nil {
 		return fail(err)
+	}
+	if s.tls != nil {
+		reg.MustRegister(s.tls.Collector())
 	}
 	p, err := s.prepare(cfg)
 	if err != nil {
@@ -282,15 +308,6 @@ func (s *Server) seeNode(node string) {
 	s.addNodeLocked(node)
 }
 
-func (s *Server) ready() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.snap == nil {
-		return errors.New("no snapshot yet")
-	}
-	return nil
-}
-
 // Serve serves ADS (and the LDS/RDS/CDS/EDS/SDS services and gRPC health) on the
 // gRPC listener and telemetry on the HTTP listener until ctx is cancelled,
 // then stops gracefully (open streams are cut after 5s) and returns nil. It
@@ -345,7 +362,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			mux := telemetry.Mux(s.reg, s.ready)
+			mux := telemetry.NewMux(s.reg, s.ready)
 			mux.Handle("GET "+status.Path, status.Handler(s.Status))
 			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
 				errc <- fmt.Errorf("xds: http: %w", err)

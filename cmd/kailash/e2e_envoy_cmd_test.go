@@ -85,6 +85,16 @@ func TestEnvoyCommand(t *testing.T) {
 	if c := get("http://" + health + "/healthz"); c != http.StatusOK {
 		t.Fatalf("/healthz: %d", c)
 	}
+	// Ready means Envoy is LIVE and its listener answers the health path.
+	if resp, err := client.Get("http://" + health + "/readyz?verbose"); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "[+]shutdown ok\n[+]envoy_live ok\n[+]listener ok\nreadyz check passed\n"; string(b) != want {
+			t.Errorf("/readyz?verbose: %q, want %q", b, want)
+		}
+	}
 	if err := waitListener(ectx, p.envoy); err != nil {
 		t.Fatal(err)
 	}

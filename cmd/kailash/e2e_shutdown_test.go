@@ -335,7 +335,11 @@ func readyz(addr string) int {
 func TestComponentAloneDrains(t *testing.T) {
 	p := freePorts(t)
 	path := filepath.Join(t.TempDir(), "kailash.yaml")
-	writeConfig(t, path, configYAML(t, p, "acme")+"shutdown: {pre_stop_delay: 2s}\n")
+	// Alone: no authz serves the identity keys, and a runner that cannot
+	// verify any caller is not ready (its identity_jwks check), so this
+	// runner trusts the gateway's headers instead.
+	body := strings.Replace(configYAML(t, p, "acme"), `, identity_jwks: "http://`+p.authzHTTP+`/auth/.well-known/jwks.json", identity_audience: kailash-runner`, "", 1)
+	writeConfig(t, path, body+"shutdown: {pre_stop_delay: 2s}\n")
 	k := startKailash(t, "runner", "-c", path)
 	testenv.Eventually(t, 60*time.Second, func() error {
 		if c := readyz(p.runner); c != 200 {

@@ -21,9 +21,10 @@ import (
 // `kailash bootstrap` prints: ADS at xds.grpc, admin at envoy.admin), Envoy
 // as a child, and on SIGTERM the same drain as `kailash up` (readiness
 // fails, pre_stop_delay, drain_timeout). --http-addr serves /healthz (Envoy
-// is running) and /readyz (Envoy's admin /ready says LIVE and no drain has
-// begun), so a probe never needs Envoy's admin interface, which stays on
-// envoy.admin (keep it on 127.0.0.1: it can stop Envoy).
+// is running) and /readyz (Envoy's admin /ready says LIVE, its listener
+// answers envoy.health_check_path with 200, and no drain has begun), so a
+// probe never needs Envoy's admin interface, which stays on envoy.admin
+// (keep it on 127.0.0.1: it can stop Envoy).
 func runEnvoy(ctx context.Context, args []string, _ io.Writer) error {
 	var envoyBin, envoyLog, httpAddr string
 	var concurrency int
@@ -68,7 +69,15 @@ func runEnvoy(ctx context.Context, args []string, _ io.Writer) error {
 	hctx, stopHTTP := context.WithCancel(context.Background())
 	httpDone := make(chan error, 1)
 	if ln != nil {
-		mux := telemetry.Mux(telemetry.NewRegistry(), func() error { return envoyLive(pctx, proc) })
+		ready := telemetry.NewReadiness("envoy", telemetry.CheckFunc("envoy_live", func() error { return envoyLive(pctx, proc) }))
+		if path := cfg.HealthCheckPath(); path != "" {
+			ready.Add(telemetry.Check{Name: "listener", Run: func(ctx context.Context) error {
+				return listenerHealthy(ctx, cfg.Envoy.Listen.Host(), cfg.Envoy.Listen.Port(), path)
+			}})
+		}
+		reg := telemetry.NewRegistry()
+		reg.MustRegister(ready)
+		mux := telemetry.NewMux(reg, ready)
 		go func() { httpDone <- telemetry.ServeHTTP(hctx, ln, mux) }()
 		log.Info("envoy health serving", "http", ln.Addr().String())
 	} else {
@@ -113,6 +122,32 @@ func envoyLive(ctx context.Context, proc *envoy.Process) error {
 	line, _ := bufio.NewReader(io.LimitReader(resp.Body, 256)).ReadString('\n')
 	if state := strings.TrimSpace(line); resp.StatusCode != http.StatusOK || state != "LIVE" {
 		return fmt.Errorf("envoy admin /ready: %d %s", resp.StatusCode, state)
+	}
+	return nil
+}
+
+// listenerHealthy asks Envoy's own listener (envoy.listen; a wildcard
+// address is asked on loopback) for its health check path: 200 once the
+// listener pushed over xDS is up and Envoy is not failing health checks.
+func listenerHealthy(ctx context.Context, host string, port uint32, path string) error {
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	url := "http://" + net.JoinHostPort(host, fmt.Sprint(port)) + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("envoy listener: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("envoy listener %s: %d", url, resp.StatusCode)
 	}
 	return nil
 }

@@ -115,3 +115,15 @@ func (s sharedStores) close() {
 		_ = s.client.Close()
 	}
 }
+
+// Ping checks that the shared stores can be reached: nil when they live in
+// memory, else a round trip to sessions.redis (for readiness).
+func (a *Service) Ping(ctx context.Context) error {
+	if a.shared.client == nil {
+		return nil
+	}
+	return a.shared.client.Ping(ctx).Err()
+}
+
+// SharedStores reports whether the login state lives in sessions.redis.
+func (a *Service) SharedStores() bool { return a.shared.client != nil }

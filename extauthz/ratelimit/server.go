@@ -70,6 +70,7 @@ type Server struct {
 	m        *metrics
 	tp       trace.TracerProvider  // nil: tracing off
 	overs    *explain.RateLimitLog // over-limit answers by decision id, for kailash explain
+	ready    *telemetry.Readiness  // /readyz (readiness.go)
 
 	rules atomic.Pointer[Rules] // one immutable snapshot per request
 	// rls are the envoyproxy/ratelimit-format limits, nil when none.
@@ -152,6 +153,8 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 			return nil, fmt.Errorf("ratelimit: ratelimit.backend: %q: want memory or redis", rc.Backend)
 		}
 	}
+	s.ready = s.readiness()
+	reg.MustRegister(s.ready)
 	s.rules.Store(NewRules(cfg))
 	s.m.rules.Set(float64(s.rules.Load().Len()))
 	if o.RLSConfig != nil {
@@ -161,6 +164,9 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if s.tls, err = mtls.NewServer(cfg, "ratelimit.tls", rc.TLS, s.log); err != nil {
 		s.closeBackend()
 		return nil, fmt.Errorf("ratelimit: %w", err)
+	}
+	if s.tls != nil {
+		reg.MustRegister(s.tls.Collector())
 	}
 	if s.grpcLn, err = net.Listen("tcp", rc.GRPC.String()); err != nil {
 		s.closeBackend()
@@ -393,7 +399,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			mux := telemetry.Mux(s.reg, func() error { return nil })
+			mux := telemetry.NewMux(s.reg, s.ready)
 			mux.HandleFunc("GET /v1/admin/explain/{id}", s.serveExplain)
 			if err := telemetry.ServeHTTP(ctx, s.httpLn, mux); err != nil {
 				errc <- fmt.Errorf("ratelimit: http: %w", err)

@@ -77,6 +77,11 @@ type Envoy struct {
 	RateLimitTLS ClientTLS `yaml:"ratelimit_tls"`
 	// Listener is the HTTP listener's connection settings (edge.go).
 	Listener Listener `yaml:"listener"`
+	// HealthCheckPath is the path Envoy's listeners answer themselves,
+	// for load balancers and Kubernetes probes: 200 while Envoy serves,
+	// 503 once it drains (health.go). Default /.kailash/healthz; "off"
+	// turns it off.
+	HealthCheckPath string `yaml:"health_check_path"`
 	// AccessLog is where Envoy writes its JSON access log, one line per
 	// request: "stdout" (the default), "stderr", a file path (relative to
 	// this file) or "off".
@@ -495,6 +500,7 @@ func (c *Config) Validate() error {
 	c.validateFederation(at)
 	c.validateMTLS(at)
 	c.validateShutdown(at)
+	c.validateHealthCheck(at)
 	c.validateTelemetry(at)
 	c.validateReplicas(at)
 	c.validateTenantFrom(at)

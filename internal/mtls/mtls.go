@@ -14,7 +14,9 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
@@ -31,6 +33,9 @@ type Server struct {
 
 	mu  sync.Mutex // serialises Reload
 	cur atomic.Pointer[config.ServerTLSMaterial]
+	// loaded is when the files were last read and accepted (Unix
+	// nanoseconds), changed or not.
+	loaded atomic.Int64
 
 	// OnReject, when set, is called with every rejected reload; OnReload
 	// with every reload that put new files in force.
@@ -53,6 +58,7 @@ func NewServer(cfg *config.Config, field string, sec config.ServerTLS, log *slog
 	}
 	s := &Server{field: field, cfg: cfg, sec: sec, log: log}
 	s.cur.Store(m)
+	s.loaded.Store(time.Now().UnixNano())
 	return s, nil
 }
 
@@ -72,6 +78,7 @@ func (s *Server) Reload() (bool, error) {
 		s.log.Error("mutual TLS files rejected; the last good certificate keeps serving", "section", s.field, "err", err)
 		return false, err
 	}
+	s.loaded.Store(time.Now().UnixNano())
 	if old := s.cur.Load(); old != nil && old.Digest == m.Digest {
 		return false, nil
 	}
@@ -88,6 +95,35 @@ func leafNotAfter(m *config.ServerTLSMaterial) string {
 		return c.NotAfter.UTC().Format("2006-01-02T15:04:05Z")
 	}
 	return ""
+}
+
+var (
+	loadedDesc = prometheus.NewDesc("kailash_tls_certificate_last_load_timestamp_seconds",
+		"When the section's certificate, key and client CA files were last read and accepted (Unix time); a rejected reload does not move it.",
+		[]string{"section"}, nil)
+	expiryDesc = prometheus.NewDesc("kailash_tls_certificate_expiry_timestamp_seconds",
+		"The not-after time of the certificate the section serves (Unix time).",
+		[]string{"section"}, nil)
+)
+
+// Collector exports kailash_tls_certificate_last_load_timestamp_seconds
+// and kailash_tls_certificate_expiry_timestamp_seconds for the section.
+func (s *Server) Collector() prometheus.Collector { return tlsCollector{s} }
+
+type tlsCollector struct{ s *Server }
+
+func (c tlsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- loadedDesc
+	ch <- expiryDesc
+}
+
+func (c tlsCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(loadedDesc, prometheus.GaugeValue, float64(c.s.loaded.Load())/1e9, c.s.field)
+	if m := c.s.cur.Load(); m != nil && len(m.Certificate.Certificate) > 0 {
+		if leaf, err := x509.ParseCertificate(m.Certificate.Certificate[0]); err == nil {
+			ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), c.s.field)
+		}
+	}
 }
 
 // TLSConfig is the server side: TLS 1.3, client certificate required and

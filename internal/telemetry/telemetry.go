@@ -34,26 +34,26 @@ func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
 
 // Mux returns an HTTP mux with /metrics, /healthz (process alive) and /readyz
 // (ready() returns nil and the process is not draining: see SetDraining).
-// Callers may add their own routes.
+// Callers may add their own routes. Components with several inputs use
+// NewMux with a Readiness instead.
 func Mux(reg *prometheus.Registry, ready func() error) *http.ServeMux {
+	r := NewReadiness("")
+	if ready != nil {
+		r.Add(CheckFunc("ready", ready))
+	}
+	return NewMux(reg, r)
+}
+
+// NewMux returns an HTTP mux with /metrics, /healthz (liveness: the process
+// answers) and /readyz, /readyz/{check} (r). Callers may add their own
+// routes.
+func NewMux(reg *prometheus.Registry, r *Readiness) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if draining.Load() {
-			http.Error(w, "not ready: "+ErrDraining.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if ready != nil {
-			if err := ready(); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
+	r.Handle(mux)
 	return mux
 }
 

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +25,14 @@ type Postgres struct {
 	DSN string
 	// Addr is the 127.0.0.1:port the server listens on.
 	Addr string
+
+	stop func()
 }
+
+// Stop shuts the server down now (fast shutdown: open sessions are cut),
+// as if the database went away; the test's cleanup then has nothing left
+// to stop. It waits until the server has exited.
+func (p *Postgres) Stop() { p.stop() }
 
 // postgresBin finds the directory of initdb and postgres: $POSTGRES_BIN,
 // the newest /usr/lib/postgresql/*/bin (Debian), or initdb on PATH.
@@ -110,16 +118,20 @@ func StartPostgres(t testing.TB) *Postgres {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- srv.Wait(); logf.Close() }()
-	t.Cleanup(func() {
-		_ = srv.Process.Signal(syscall.SIGINT) // fast shutdown
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = srv.Process.Kill()
-			<-exited
-		}
-	})
-	pg := &Postgres{Addr: addr, DSN: fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", addr)}
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			_ = srv.Process.Signal(syscall.SIGINT) // fast shutdown
+			select {
+			case <-exited:
+			case <-time.After(15 * time.Second):
+				_ = srv.Process.Kill()
+				<-exited
+			}
+		})
+	}
+	t.Cleanup(stop)
+	pg := &Postgres{Addr: addr, DSN: fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", addr), stop: stop}
 	// Ready once it answers the startup of a real session.
 	deadline := time.Now().Add(30 * time.Second)
 	for {

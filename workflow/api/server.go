@@ -63,7 +63,8 @@ type Server struct {
 	exec      *workflow.Executor
 	store     store.Store
 	compiled  compileCache
-	verify    *verifier // nil: trust the x-kailash-* headers
+	verify    *verifier            // nil: trust the x-kailash-* headers
+	ready     *telemetry.Readiness // /readyz (readiness.go)
 	events    *broker
 	policy    workflow.PolicyEvaluator // permission decisions (permission_check, cancelling others' runs)
 	eventPol  workflow.PolicyEvaluator // may a subscriber see a workflow's events
@@ -177,7 +178,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.leaseLost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kailash_runner_lease_lost_writes_total", Help: "Writes of an execution refused because another runner took it over (its lease expired here).",
 	}, []string{"write"})
-	s.reg.MustRegister(s.execs, s.dur, s.leaseLost,
+	s.ready = s.readiness(cfg)
+	s.reg.MustRegister(s.ready, s.execs, s.dur, s.leaseLost,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "kailash_runner_leases_lost_total", Help: "Executions this runner ran whose lease another runner took over.",
 		}, func() float64 { return float64(st.LeaseStats().Lost) }),
@@ -245,7 +247,7 @@ func (s *Server) shutdown() {
 // Handler is the runner's HTTP API plus /metrics, /healthz, /readyz and
 // /openapi.json.
 func (s *Server) Handler() http.Handler {
-	mux := telemetry.Mux(s.reg, nil)
+	mux := telemetry.NewMux(s.reg, s.ready)
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPI)

@@ -166,6 +166,14 @@ func (d *postgresDialect) init(ctx context.Context) error {
 	return tx.Commit()
 }
 
+// ping is a round trip to the server on the runner's pool.
+func (d *postgresDialect) ping(ctx context.Context) error {
+	if err := d.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("postgresql: %w", err)
+	}
+	return nil
+}
+
 func (d *postgresDialect) close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

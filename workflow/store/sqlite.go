@@ -116,6 +116,22 @@ func (d *sqliteDialect) tenants(context.Context) ([]string, error) {
 	return out, nil
 }
 
+// ping checks that the data directory is still a directory (nothing to
+// check in memory): its databases are files the runner opens on demand.
+func (d *sqliteDialect) ping(context.Context) error {
+	if d.dir == "" {
+		return nil
+	}
+	fi, err := os.Stat(d.dir)
+	if err != nil {
+		return fmt.Errorf("runner.data_dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("runner.data_dir: %s is not a directory", d.dir)
+	}
+	return nil
+}
+
 func (d *sqliteDialect) close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

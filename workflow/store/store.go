@@ -54,6 +54,10 @@ type Store interface {
 	// through its own login role.
 	TenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error)
 
+	// Ping checks that the store can be used now (for readiness):
+	// PostgreSQL answers, the SQLite data directory is there.
+	Ping(ctx context.Context) error
+
 	Close() error
 }
 
@@ -159,6 +163,7 @@ type dialect interface {
 	tenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error)
 	// tenants lists the tenants the store holds.
 	tenants(ctx context.Context) ([]string, error)
+	ping(ctx context.Context) error
 	close() error
 }
 
@@ -257,6 +262,8 @@ type StoreOptions struct {
 }
 
 var _ Store = (*sqlStore)(nil)
+
+func (s *sqlStore) Ping(ctx context.Context) error { return s.d.ping(ctx) }
 
 func (s *sqlStore) Close() error {
 	s.lease.close()

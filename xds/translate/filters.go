@@ -24,8 +24,10 @@ type httpFilter interface {
 // the output: changing it changes the listener and makes Envoy drain
 // connections, so new filters go in their designed place once and stay:
 //
-//	(lua) · rbac · cors · ext_authz · local_ratelimit · (ratelimit) · compressor · router
+//	(health_check) · (lua) · rbac · cors · ext_authz · local_ratelimit · (ratelimit) · compressor · router
 //
+// health_check, unless envoy.health_check_path is off, answers the probe
+// path before anything else looks at the request (filter_healthcheck.go).
 // lua, with per-tenant routes only, lowercases the host before the scope
 // (the tenant's route configuration) is chosen.
 // rbac (the IP allowlist) is first so nothing else, not even a CORS
@@ -37,6 +39,7 @@ type httpFilter interface {
 // router must stay last.
 func httpFilters() []httpFilter {
 	return []httpFilter{
+		healthCheckFilter{},
 		hostCaseFilter{},
 		clientAddressFilter{},
 		rbacFilter{},

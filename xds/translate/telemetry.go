@@ -69,11 +69,18 @@ func accessLogs(ir *IR) ([]*accesslogv3.AccessLog, error) {
 		if err != nil {
 			return nil, err
 		}
+		refused := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{StatusCodeFilter: &accesslogv3.StatusCodeFilter{
+			Comparison: &accesslogv3.ComparisonFilter{Op: accesslogv3.ComparisonFilter_GE, Value: &corev3.RuntimeUInt32{DefaultValue: 400, RuntimeKey: "kailash.explain_min_status"}},
+		}}}
+		if ir.HealthCheckPath != "" {
+			// A draining Envoy's 503s to health checks refuse no one.
+			refused = &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_AndFilter{AndFilter: &accesslogv3.AndFilter{
+				Filters: []*accesslogv3.AccessLogFilter{refused, notHealthCheck()},
+			}}}
+		}
 		out = append(out, &accesslogv3.AccessLog{
-			Name: "envoy.access_loggers.http_grpc",
-			Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{StatusCodeFilter: &accesslogv3.StatusCodeFilter{
-				Comparison: &accesslogv3.ComparisonFilter{Op: accesslogv3.ComparisonFilter_GE, Value: &corev3.RuntimeUInt32{DefaultValue: 400, RuntimeKey: "kailash.explain_min_status"}},
-			}}},
+			Name:       "envoy.access_loggers.http_grpc",
+			Filter:     refused,
 			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a},
 		})
 	}
@@ -97,7 +104,18 @@ func accessLogs(ir *IR) ([]*accesslogv3.AccessLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(out, &accesslogv3.AccessLog{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}), nil
+	al := &accesslogv3.AccessLog{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}
+	if ir.HealthCheckPath != "" {
+		// Probes every few seconds from each load balancer and kubelet
+		// would drown the requests.
+		al.Filter = notHealthCheck()
+	}
+	return append(out, al), nil
+}
+
+// notHealthCheck leaves out the requests the health check filter answered.
+func notHealthCheck() *accesslogv3.AccessLogFilter {
+	return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_NotHealthCheckFilter{NotHealthCheckFilter: &accesslogv3.NotHealthCheckFilter{}}}
 }
 
 // tracing is the connection manager's OpenTelemetry tracer (nil when

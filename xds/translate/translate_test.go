@@ -243,13 +243,13 @@ func TestShape(t *testing.T) {
 	for _, f := range hcm.HttpFilters {
 		names = append(names, f.Name)
 	}
-	want := "envoy.filters.http.rbac,envoy.filters.http.cors,envoy.filters.http.ext_authz," +
+	want := "envoy.filters.http.health_check,envoy.filters.http.rbac,envoy.filters.http.cors,envoy.filters.http.ext_authz," +
 		"envoy.filters.http.local_ratelimit,envoy.filters.http.compressor,envoy.filters.http.router"
 	if got := strings.Join(names, ","); got != want {
 		t.Errorf("filter order %s", got)
 	}
 	authz := &extauthzv3.ExtAuthz{}
-	if err := hcm.HttpFilters[2].GetTypedConfig().UnmarshalTo(authz); err != nil {
+	if err := hcm.HttpFilters[3].GetTypedConfig().UnmarshalTo(authz); err != nil {
 		t.Fatal(err)
 	}
 	if authz.FailureModeAllow || authz.StatusOnError.GetCode() != 503 || authz.WithRequestBody != nil {

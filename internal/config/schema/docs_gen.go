@@ -38,6 +38,7 @@ var Docs = map[string]string{
 	"Envoy.Admin":                    "Admin is the Envoy admin address, written into the bootstrap.",
 	"Envoy.AuthzTLS":                 "XDSTLS, AuthzTLS and RateLimitTLS are the client certificates Envoy presents to the control plane, authz and ratelimit when those require mutual TLS (mtls.go).",
 	"Envoy.Cluster":                  "NodeID and Cluster identify the Envoy node to the control plane.",
+	"Envoy.HealthCheckPath":          "HealthCheckPath is the path Envoy's listeners answer themselves, for load balancers and Kubernetes probes: 200 while Envoy serves, 503 once it drains (health.go). Default /.kailash/healthz; \"off\" turns it off.",
 	"Envoy.Listen":                   "Listen is the address of the HTTP listener pushed to Envoy.",
 	"Envoy.Listener":                 "Listener is the HTTP listener's connection settings (edge.go).",
 	"Envoy.NodeID":                   "NodeID and Cluster identify the Envoy node to the control plane.",

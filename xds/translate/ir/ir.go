@@ -59,6 +59,9 @@ type IR struct {
 	// log) and the decision id to the rate-limit service, for kailash
 	// explain (authz.explain.records > 0).
 	Explain bool
+	// HealthCheckPath is the path the listeners answer themselves (Envoy's
+	// health check filter); "" is off (envoy.health_check_path).
+	HealthCheckPath string
 }
 
 // Address is a resolved host:port.

@@ -25,10 +25,12 @@ type Tracing struct {
 // when telemetry.ca_file is not set (Debian's and Alpine's path).
 const SystemCAFile = "/etc/ssl/certs/ca-certificates.crt"
 
-// buildTelemetry resolves telemetry and envoy.access_log.
+// buildTelemetry resolves telemetry, envoy.access_log and
+// envoy.health_check_path.
 func buildTelemetry(cfg *config.Config, ir *IR) []error {
 	ir.AccessLogPath = cfg.AccessLogPath()
 	ir.Explain = cfg.ExplainRecords() > 0
+	ir.HealthCheckPath = cfg.HealthCheckPath()
 	t := &cfg.Telemetry
 	if !t.Tracing() {
 		return nil
