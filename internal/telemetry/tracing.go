@@ -197,8 +197,8 @@ func HTTPTracing(h http.Handler, service string, tp trace.TracerProvider) http.H
 		otelhttp.WithPropagators(Propagator),
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
 		otelhttp.WithFilter(func(r *http.Request) bool {
-			switch r.URL.Path {
-			case "/metrics", "/healthz", "/readyz", "/health":
+			switch p := r.URL.Path; {
+			case p == "/metrics", p == "/healthz", p == "/readyz", p == "/health", strings.HasPrefix(p, "/readyz/"):
 				return false
 			}
 			return true
