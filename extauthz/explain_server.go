@@ -14,6 +14,8 @@ import (
 	alsdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/explain"
@@ -61,6 +63,39 @@ func (s *Server) recordExplain(ctx context.Context, req *authv3.CheckRequest, d 
 		}
 		explain.Summarize(r)
 	})
+	if s.explain.Shared() != nil {
+		s.explain.ShareCheck(d.ID, sharedInput(st.input))
+	}
+}
+
+// sharedInput is the policy input as JSON for the shared store, without
+// the request's credentials (as the decision log leaves them out).
+func sharedInput(v ast.Value) json.RawMessage {
+	if v == nil {
+		return nil
+	}
+	in, err := ast.JSON(v)
+	if err != nil {
+		return nil
+	}
+	if m, ok := in.(map[string]any); ok {
+		if a, ok := m["attributes"].(map[string]any); ok {
+			if r, ok := a["request"].(map[string]any); ok {
+				if h, ok := r["http"].(map[string]any); ok {
+					if hs, ok := h["headers"].(map[string]any); ok {
+						for _, k := range []string{"authorization", "proxy-authorization", "cookie", wire.HeaderIdentity} {
+							delete(hs, k)
+						}
+					}
+				}
+			}
+		}
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 func pathOnly(p string) string {
@@ -131,6 +166,11 @@ func (s *Server) recordEdge(e *alsdatav3.HTTPAccessLogEntry) {
 		r.Edge = explain.Edge(in)
 		explain.Summarize(r)
 	})
+	id := req.GetRequestId()
+	if id == "" {
+		id = decisionID
+	}
+	s.explain.ShareEdge(id)
 }
 
 func socketIP(a *corev3.Address) string { return a.GetSocketAddress().GetAddress() }
@@ -158,9 +198,18 @@ func shortFlags(f *alsdatav3.ResponseFlags) string {
 // Explain is the record of a decision id or request id, with the policy's
 // rules evaluated now and what the rate-limit service counted.
 func (s *Server) Explain(ctx context.Context, id string) (explain.Record, bool) {
-	r, ok := s.explain.Get(id)
+	r, input, ok, err := s.explain.Lookup(ctx, id)
+	if err != nil {
+		s.log.Warn("explain: the shared records (sessions.redis) could not be read; this replica's only", "err", err)
+	}
 	if !ok {
 		return r, false
+	}
+	if p := r.Policy; p != nil && p.Input == nil && input != nil {
+		var v any
+		if err := util.UnmarshalJSON(input, &v); err == nil {
+			p.Input, _ = ast.InterfaceToValue(v)
+		}
 	}
 	if p := r.Policy; p != nil && p.Input != nil && !p.Allowed && p.Error == "" {
 		ex := s.engine.ExplainRules(ctx, p.Input)

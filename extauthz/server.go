@@ -225,6 +225,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		if s.auth, err = login.New(cfg, login.Options{Logger: s.log, Now: s.now, Registerer: s.reg, Audit: opts.Audit}); err != nil {
 			return fail(err)
 		}
+		if c := s.auth.RedisClient(); c != nil && s.explain.Enabled() {
+			s.explain.SetShared(explain.NewShared(s.bg, c, cfg.ExplainTTL())) // every replica answers explain for every request
+		}
 	}
 	s.ready = s.readiness()
 	s.reg.MustRegister(s.ready, policyCollector{s})

@@ -113,6 +113,8 @@ type Store struct {
 	full  bool
 	byDec map[string]*Record
 	byReq map[string]*Record
+
+	shared *Shared // sessions.redis: every replica's records; nil: this one's
 }
 
 // NewStore keeps up to n records; n <= 0 is a store that keeps none.

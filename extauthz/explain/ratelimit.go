@@ -1,6 +1,13 @@
 package explain
 
-import "sync"
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // RateLimitLog is the rate-limit service's memory of recent over-limit
 // answers by decision id, bounded (the oldest decision forgotten first).
@@ -10,6 +17,45 @@ type RateLimitLog struct {
 	order []string // ring of decision ids
 	next  int
 	steps map[string][]RateLimitStep
+
+	// With a Redis backend every replica's steps are there too.
+	redis *redis.Client
+	ttl   time.Duration
+	q     chan rlWrite
+}
+
+type rlWrite struct {
+	decisionID string
+	data       []byte
+}
+
+const rlPrefix = "kailash:explain:rl:"
+
+// Share keeps the steps in c as well (the rate-limit service's Redis), for
+// ttl, so any replica answers for a decision another one limited. The
+// writer stops with ctx.
+func (l *RateLimitLog) Share(ctx context.Context, c *redis.Client, ttl time.Duration) {
+	if l == nil || c == nil {
+		return
+	}
+	l.redis, l.ttl, l.q = c, ttl, make(chan rlWrite, 4096)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case w := <-l.q:
+				wctx, cancel := context.WithTimeout(ctx, time.Second)
+				_, _ = l.redis.TxPipelined(wctx, func(p redis.Pipeliner) error {
+					p.RPush(wctx, rlPrefix+w.decisionID, w.data)
+					p.LTrim(wctx, rlPrefix+w.decisionID, 0, 15)
+					p.Expire(wctx, rlPrefix+w.decisionID, l.ttl)
+					return nil
+				})
+				cancel()
+			}
+		}
+	}()
 }
 
 // NewRateLimitLog keeps the steps of up to n decisions (n <= 0: none).
@@ -37,6 +83,35 @@ func (l *RateLimitLog) Add(decisionID string, st RateLimitStep) {
 	if len(l.steps[decisionID]) < 16 {
 		l.steps[decisionID] = append(l.steps[decisionID], st)
 	}
+	if l.q != nil {
+		if b, err := json.Marshal(st); err == nil {
+			select {
+			case l.q <- rlWrite{decisionID, b}:
+			default: // full: this replica's memory still has it
+			}
+		}
+	}
+}
+
+// GetShared is Get, and when this replica has none, the shared steps.
+func (l *RateLimitLog) GetShared(ctx context.Context, decisionID string) []RateLimitStep {
+	steps := l.Get(decisionID)
+	if len(steps) > 0 || l == nil || l.redis == nil {
+		return steps
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	vals, err := l.redis.LRange(ctx, rlPrefix+decisionID, 0, 15).Result()
+	if err != nil {
+		return nil
+	}
+	for _, v := range vals {
+		var st RateLimitStep
+		if json.Unmarshal([]byte(v), &st) == nil {
+			steps = append(steps, st)
+		}
+	}
+	return steps
 }
 
 // Get is decisionID's over-limit steps (none: it went over no quota here,

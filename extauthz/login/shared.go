@@ -125,5 +125,9 @@ func (a *Service) Ping(ctx context.Context) error {
 	return a.shared.client.Ping(ctx).Err()
 }
 
+// RedisClient is the sessions.redis client (nil when the state lives in
+// memory), for the other state authz replicas share (explain records).
+func (a *Service) RedisClient() *redis.Client { return a.shared.client }
+
 // SharedStores reports whether the login state lives in sessions.redis.
 func (a *Service) SharedStores() bool { return a.shared.client != nil }

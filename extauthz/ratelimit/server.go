@@ -70,7 +70,9 @@ type Server struct {
 	m        *metrics
 	tp       trace.TracerProvider  // nil: tracing off
 	overs    *explain.RateLimitLog // over-limit answers by decision id, for kailash explain
-	ready    *telemetry.Readiness  // /readyz (readiness.go)
+	bg       context.Context       // the shared over-limit log's writer; ends with the backend
+	stopBG   context.CancelFunc
+	ready    *telemetry.Readiness // /readyz (readiness.go)
 
 	rules atomic.Pointer[Rules] // one immutable snapshot per request
 	// rls are the envoyproxy/ratelimit-format limits, nil when none.
@@ -121,6 +123,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 	if s.timeout <= 0 {
 		s.timeout = DefaultDecisionTimeout
 	}
+	s.bg, s.stopBG = context.WithCancel(context.Background())
 	s.backend, s.kind = o.Backend, "custom"
 	if s.backend == nil {
 		s.kind = rc.Backend
@@ -149,6 +152,7 @@ func New(cfg *config.Config, o Options) (*Server, error) {
 				},
 			})
 			s.backend, s.closer = r, r.Close
+			s.overs.Share(s.bg, r.c, cfg.ExplainTTL()) // any replica explains any replica's over-limit answers
 		default:
 			return nil, fmt.Errorf("ratelimit: ratelimit.backend: %q: want memory or redis", rc.Backend)
 		}
@@ -190,6 +194,7 @@ func (s *Server) failMode() string {
 }
 
 func (s *Server) closeBackend() {
+	s.stopBG()
 	if s.closer != nil {
 		_ = s.closer()
 	}
@@ -310,13 +315,16 @@ func decisionOf(req *rlsv3.RateLimitRequest) string {
 	return ""
 }
 
-// Explain is what this service answered OVER_LIMIT for decisionID.
-func (s *Server) Explain(decisionID string) []explain.RateLimitStep { return s.overs.Get(decisionID) }
+// Explain is what this service (with Redis: any replica) answered
+// OVER_LIMIT for decisionID.
+func (s *Server) Explain(decisionID string) []explain.RateLimitStep {
+	return s.overs.GetShared(context.Background(), decisionID)
+}
 
 // serveExplain is GET /v1/admin/explain/{decision id}: the quotas the
 // decision's request went over (a JSON list, empty when none).
 func (s *Server) serveExplain(w http.ResponseWriter, r *http.Request) {
-	steps := s.Explain(r.PathValue("id"))
+	steps := s.overs.GetShared(r.Context(), r.PathValue("id"))
 	if steps == nil {
 		steps = []explain.RateLimitStep{}
 	}

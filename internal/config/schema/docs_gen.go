@@ -48,6 +48,7 @@ var Docs = map[string]string{
 	"Envoy.XDSProtocol":              "XDSProtocol is the ADS flavour written into Envoy's bootstrap: \"delta\" (the default: incremental, only changed resources are sent) or \"sotw\" (state of the world). The control plane serves both.",
 	"Envoy.XDSTLS":                   "XDSTLS, AuthzTLS and RateLimitTLS are the client certificates Envoy presents to the control plane, authz and ratelimit when those require mutual TLS (mtls.go).",
 	"Explain.Records":                "Records is how many refusals are kept, the oldest forgotten first (default 4096; 0 keeps none and Envoy reports nothing).",
+	"Explain.TTL":                    "TTL is how long a record stays in sessions.redis, where authz replicas share them (default 1h; without sessions.redis records live in each replica's memory, up to Records).",
 	"JWKSCache.Dir":                  "Dir (relative to the config file) holds one file per key source (default \"jwks-cache\" next to the config file; \"off\" disables the cache; a config not read from a file has no default directory).",
 	"JWKSCache.MaxStale":             "MaxStale is the oldest key set ext_authz verifies with: keys last fetched longer ago, from the cache or kept in memory through an outage, are no longer used and the issuer's tokens get 503 (fail closed) until the IdP answers (default 24h).",
 	"JWT.ClockSkew":                  "ClockSkew tolerated on exp/nbf/iat (default 30s, at most 5m).",
