@@ -226,6 +226,9 @@ type Runner struct {
 	// without renewal (renewed every third of it); a replica takes over
 	// executions whose lease ended (docs/deploy.md). Zero: 15s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// Retention purges old execution records and audit rows on a schedule
+	// (retention.go); unset keeps them forever.
+	Retention Retention `yaml:"retention"`
 }
 
 // RunnerLimits bound what one tenant's workflows may do. Zero means the
@@ -580,6 +583,7 @@ func (c *Config) Validate() error {
 func (c *Config) validateRunner(at func(line int, format string, args ...any)) {
 	c.validateEncryption(at)
 	c.validateLease(at)
+	c.validateRetention(at)
 	r := c.Runner
 	switch {
 	case r.IdentityJWKS != "" && r.IdentityAudience == "":

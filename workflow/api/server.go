@@ -76,6 +76,8 @@ type Server struct {
 	stop     context.CancelFunc
 	running  sync.Map // execution id -> *runningExec
 	inflight sync.WaitGroup
+	purge    *purger        // runner.retention; nil keeps everything
+	bg       sync.WaitGroup // the purge loop, which ends with base
 
 	reg       *prometheus.Registry
 	execs     *prometheus.CounterVec
@@ -193,6 +195,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			v.(*runningExec).cancel(fmt.Errorf("%w: another runner took this execution over", store.ErrLeaseLost))
 		}
 	})
+	s.purge = newPurger(st, cfg.Runner.Retention, s.log, s.reg)
 	s.log.Info("runner replica", "owner", st.Owner())
 	// Cancels sent to another replica reach this one (PostgreSQL).
 	if s.peers = store.PeersOf(st); s.peers != nil {
@@ -225,12 +228,21 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve serves the API until ctx is cancelled, then cancels the executions
 // still running, waits for them to record their end, and closes the store.
+// With runner.retention it purges old records every interval meanwhile
+// (retention.go).
 func (s *Server) Serve(ctx context.Context) error {
 	h := s.Handler()
 	if s.wrap != nil {
 		h = s.wrap(h)
 	}
 	h = telemetry.HTTPTracing(h, "runner", s.tp)
+	if s.purge != nil {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			s.purge.run(s.base)
+		}()
+	}
 	err := telemetry.ServeHTTP(ctx, s.ln, h)
 	s.shutdown()
 	return err
@@ -239,6 +251,7 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) shutdown() {
 	s.stop()
 	s.inflight.Wait()
+	s.bg.Wait() // no purge runs on a closed store
 	if err := s.store.Close(); err != nil {
 		s.log.Warn("closing the store", "err", err)
 	}

@@ -41,6 +41,13 @@ type Store interface {
 
 	Audit(ctx context.Context, r AuditRecord) error
 
+	// Purge deletes, in every tenant, the executions (any status but
+	// running, and never one whose lease is live) that finished before
+	// executionsBefore, with their node results, and the audit_log rows
+	// written before auditBefore; a zero time skips that table
+	// (runner.retention, retention.go).
+	Purge(ctx context.Context, executionsBefore, auditBefore time.Time) (PurgeResult, error)
+
 	// Owner is this runner's id as the executions it owns record it;
 	// OnLeaseLost sets what is told of an execution it runs that another
 	// runner took over; LeaseStats counts lost and taken-over leases.
@@ -127,6 +134,9 @@ var migrations = []string{
 	`ALTER TABLE executions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 	ALTER TABLE executions ADD COLUMN lease_expires BIGINT NOT NULL DEFAULT 0;
 	CREATE INDEX executions_running ON executions (lease_expires) WHERE status = 'running';`,
+	// Retention (retention.go): the purge finds old rows by these.
+	`CREATE INDEX executions_finished ON executions (finished_at) WHERE status <> 'running';
+	CREATE INDEX audit_log_at ON audit_log (at);`,
 }
 
 // ValidTenant reports whether id is a tenant id the store accepts (a DNS
@@ -198,7 +208,8 @@ func (t *tenantDB) execStmt(ctx context.Context, tmpl string, args ...any) (sql.
 
 // q renders a query template: {t} becomes the table prefix, {now} the
 // database's clock in milliseconds since the epoch (leases), {skiplocked}
-// FOR UPDATE SKIP LOCKED on PostgreSQL and, for PostgreSQL, each ? becomes
+// FOR UPDATE SKIP LOCKED on PostgreSQL, {ids} a subquery of the strings of
+// a JSON array given as one parameter and, for PostgreSQL, each ? becomes
 // $n. Templates are constants with no ? in
 // literals.
 func (t *tenantDB) q(tmpl string) string {
@@ -210,10 +221,12 @@ func (t *tenantDB) q(tmpl string) string {
 		s = strings.ReplaceAll(s, "{is}", "IS NOT DISTINCT FROM")
 		s = strings.ReplaceAll(s, "{now}", pgNowMillis)
 		s = strings.ReplaceAll(s, "{skiplocked}", " FOR UPDATE SKIP LOCKED")
+		s = strings.ReplaceAll(s, "{ids}", "SELECT jsonb_array_elements_text(CAST(CAST(? AS TEXT) AS jsonb))")
 	} else {
 		s = strings.ReplaceAll(s, "{is}", "IS")
 		s = strings.ReplaceAll(s, "{now}", sqliteNowMillis)
 		s = strings.ReplaceAll(s, "{skiplocked}", "")
+		s = strings.ReplaceAll(s, "{ids}", "SELECT value FROM json_each(?)")
 	}
 	if t.dollar {
 		var b strings.Builder
@@ -697,7 +710,7 @@ func (s *sqlStore) Audit(ctx context.Context, r AuditRecord) error {
 		return err
 	}
 	_, err = t.db.ExecContext(ctx, t.q(`INSERT INTO {t}audit_log (id, at, "user", workflow, execution_id, node, action, resource, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		r.ID, r.At.Format(time.RFC3339Nano), user, r.Workflow, r.Execution, r.Node, r.Action, r.Resource, details)
+		r.ID, r.At.UTC().Format(time.RFC3339Nano), user, r.Workflow, r.Execution, r.Node, r.Action, r.Resource, details)
 	return err
 }
 
