@@ -136,6 +136,10 @@ type snapshot struct {
 	issuers map[oidc.Config]*issuerKeys // external issuers' keys (issuers.go)
 	hosts   map[string]string           // authz.tenant_from host: domain → tenant (tenant_from.go); nil when off
 	domains map[string]string           // exact domain → tenant, for the edge step of explain records
+	// envoy.geo_header: the header (lower case) only geoTrusted peers may
+	// send; "" when not configured.
+	geoHeader  string
+	geoTrusted []netip.Prefix
 }
 
 type tenantState struct {
@@ -282,6 +286,14 @@ func (s *Server) initMetrics() {
 func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 	snap := &snapshot{cfg: cfg, timeout: cfg.Authz.Timeout, tenants: make(map[string]*tenantState, len(cfg.Tenants))}
 	snap.domains = cfg.HostTenants()
+	if g := cfg.Envoy.GeoHeader.Name; g != "" {
+		snap.geoHeader = strings.ToLower(g)
+		for _, c := range cfg.GeoTrustedSources() {
+			if p, err := netip.ParsePrefix(c); err == nil {
+				snap.geoTrusted = append(snap.geoTrusted, p.Masked())
+			}
+		}
+	}
 	if cfg.TenantFromHostEnabled() {
 		snap.hosts = snap.domains
 	}
@@ -541,12 +553,17 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		ctx, cancel = context.WithTimeout(ctx, snap.timeout)
 		defer cancel()
 	}
+	stripGeo := false
 	if !s.dropIn {
+		stripGeo = snap.geoHeader != "" && untrustedGeo(req, snap) // before the source becomes the client's
 		trustedSource(req)
 	}
 	d := envoyauth.Decision{ID: newDecisionID(), DropIn: s.dropIn}
 	var st checkState
 	resp, result, reason, err := s.check(ctx, snap, req, &d, &st)
+	if ok := resp.GetOkResponse(); stripGeo && ok != nil {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, snap.geoHeader) // nor does the upstream see it
+	}
 	elapsed := time.Since(start)
 	s.countCheck(result, reason)
 	s.duration.Observe(elapsed.Seconds())
@@ -595,6 +612,29 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		s.dlog.Log(ev)
 	}
 	return resp, err
+}
+
+// untrustedGeo removes envoy.geo_header from the request when the
+// connection's peer (the proxy that would have set it) is not one of its
+// trusted sources; it reports whether it did.
+func untrustedGeo(req *authv3.CheckRequest, snap *snapshot) bool {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	if envoyauth.RequestHeader(h, snap.geoHeader) == "" {
+		return false
+	}
+	if peer, err := netip.ParseAddr(req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()); err == nil {
+		peer = peer.Unmap()
+		for _, p := range snap.geoTrusted {
+			if p.Contains(peer) {
+				return false
+			}
+		}
+	}
+	delete(h.Headers, snap.geoHeader)
+	if hm := h.GetHeaderMap(); hm != nil {
+		hm.Headers = slices.DeleteFunc(hm.Headers, func(v *corev3.HeaderValue) bool { return strings.EqualFold(v.GetKey(), snap.geoHeader) })
+	}
+	return true
 }
 
 // trustedSource puts the client address Envoy decided (trusted proxies,

@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -174,4 +177,82 @@ func explainOfID(t *testing.T, p ports, id string) (rec explainRecord) {
 		return nil
 	})
 	return rec
+}
+
+// TestGeoHeaderOnlyFromTrustedProxies: envoy.geo_header is believed only
+// from a trusted source: the policy's country rule reads it when the
+// connection comes from the trusted proxy, and sees no country (denied)
+// when a client sends it directly; a tenant without a country rule is
+// served but its upstream never gets the client's header.
+func TestGeoHeaderOnlyFromTrustedProxies(t *testing.T) {
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "bundle")
+	if err := os.CopyFS(bundle, os.DirFS("../../policies/bundle")); err != nil {
+		t.Fatal(err)
+	}
+	dataPath := filepath.Join(bundle, "kailash", "config", "data.json")
+	raw, err := os.ReadFile(dataPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(raw, &data); err != nil {
+		t.Fatal(err)
+	}
+	data["tenants"] = map[string]any{"acme": map[string]any{"countries": map[string]any{"allowed": []string{"DE"}, "header": "X-Country"}}}
+	raw, _ = json.Marshal(data)
+	if err := os.WriteFile(dataPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	jwt := fmt.Sprintf("    jwt: {issuer: %s, audiences: [%s], jwks_file: %s}\n", issuer, audience, abs(t, "../../examples/keys/dev.jwks.json"))
+	p := freePorts(t)
+	body := configYAML(t, p, "acme")
+	body = strings.Replace(body, `access_log: "off"}`, `access_log: "off", listener: {trusted_proxies: [127.0.0.1/32]}, geo_header: {name: X-Country}}`, 1)
+	body = strings.Replace(body, "\ntenants:\n", "\npolicy: {bundle: "+bundle+"}\ntenants:\n", 1)
+	body += "  - id: plain\n    domains: [plain.localhost]\n" + jwt
+	s := startStackWith(t, stackOptions{ports: p, body: body})
+	const exec = "/v1/workflows/hello/executions"
+	tok := s.token(devtoken.Claims{Tenant: "acme", Subject: "a", Roles: []string{"admin"}})
+	geo := func(from, host, token, country string) int {
+		t.Helper()
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		conn, err := d.DialContext(context.Background(), "tcp", p.envoy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		req, _ := http.NewRequest("POST", "http://"+host+exec, strings.NewReader(`{}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Country", country)
+		if err := req.Write(conn); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := geo("127.0.0.1", "acme.localhost", tok, "DE"); got != 200 {
+		t.Errorf("DE from the trusted proxy: %d, want 200", got)
+	}
+	if got := geo("127.0.0.1", "acme.localhost", tok, "FR"); got != 403 {
+		t.Errorf("FR from the trusted proxy: %d, want 403 (the policy reads the header)", got)
+	}
+	if got := geo("127.0.0.2", "acme.localhost", tok, "DE"); got != 403 {
+		t.Errorf("DE sent by a client directly: %d, want 403 (header removed: no country)", got)
+	}
+	before := s.upstreamCount()
+	plain := s.token(devtoken.Claims{Tenant: "plain", Subject: "p", Roles: []string{"admin"}})
+	if got := geo("127.0.0.2", "plain.localhost", plain, "DE"); got != 200 {
+		t.Fatalf("plain tenant: %d", got)
+	}
+	s.mu.Lock()
+	last := s.upstream[len(s.upstream)-1]
+	s.mu.Unlock()
+	if s.upstreamCount() != before+1 || last.Get("X-Country") != "" {
+		t.Errorf("the upstream got the client's X-Country %q", last.Get("X-Country"))
+	}
 }

@@ -86,6 +86,9 @@ type Envoy struct {
 	// request: "stdout" (the default), "stderr", a file path (relative to
 	// this file) or "off".
 	AccessLog string `yaml:"access_log"`
+	// GeoHeader is a country (or other geo) header only trusted proxies
+	// may set (edge.go).
+	GeoHeader GeoHeader `yaml:"geo_header"`
 }
 
 // Values of envoy.access_log besides a path.
@@ -512,6 +515,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateExplain(at)
 	c.validateAudit(at)
+	c.validateGeoHeader(at)
 	if strings.HasPrefix(c.Policy.Decision, "/") || strings.HasPrefix(c.Policy.Decision, "data.") {
 		at(0, "policy.decision: %q: give the path without a leading / or data. (e.g. kailash/authz/result)", c.Policy.Decision)
 	}

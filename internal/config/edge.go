@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kailash-gw/kailash/internal/wire"
@@ -470,4 +471,58 @@ func validateListener(at func(line int, format string, args ...any), field strin
 			at(0, "%s.trusted_proxies: %q is not a CIDR such as 10.0.0.0/8", field, c)
 		}
 	}
+}
+
+// GeoHeader is a request header a trusted proxy in front of Envoy sets
+// (a CDN's country header such as CF-IPCountry, a load balancer's
+// X-Client-Geo): authz removes it — from the policy input and from the
+// request the upstream gets — unless the connection comes from one of
+// TrustedSources, so a client cannot choose its own country.
+type GeoHeader struct {
+	// Name is the header (any case).
+	Name string `yaml:"name"`
+	// TrustedSources are the networks (CIDRs) of the proxies that set it
+	// (default: envoy.listener's and tls.listener's trusted_proxies).
+	TrustedSources []string `yaml:"trusted_sources"`
+}
+
+// GeoTrustedSources is envoy.geo_header.trusted_sources in force.
+func (c *Config) GeoTrustedSources() []string {
+	if len(c.Envoy.GeoHeader.TrustedSources) > 0 {
+		return c.Envoy.GeoHeader.TrustedSources
+	}
+	return append(slices.Clone(c.Envoy.Listener.TrustedProxies), c.TLS.Listener.TrustedProxies...)
+}
+
+func (c *Config) validateGeoHeader(at func(line int, format string, args ...any)) {
+	g := c.Envoy.GeoHeader
+	if g.Name == "" {
+		if len(g.TrustedSources) > 0 {
+			at(0, "envoy.geo_header.trusted_sources: set without envoy.geo_header.name")
+		}
+		return
+	}
+	if !validHeaderName(g.Name) || strings.HasPrefix(strings.ToLower(g.Name), wire.HeaderPrefix) {
+		at(0, "envoy.geo_header.name: %q is not a header name of ours to strip (letters, digits, '-'; not x-kailash-*)", g.Name)
+	}
+	for _, s := range g.TrustedSources {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			at(0, "envoy.geo_header.trusted_sources: %q is not a CIDR such as 10.0.0.0/8", s)
+		}
+	}
+	if len(c.GeoTrustedSources()) == 0 {
+		at(0, "envoy.geo_header: no trusted source: set envoy.geo_header.trusted_sources or envoy.listener.trusted_proxies (with none, every request's %s would be removed)", g.Name)
+	}
+}
+
+func validHeaderName(s string) bool {
+	if s == "" || len(s) > 100 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -23,3 +23,27 @@ func TestTrustedProxiesErrors(t *testing.T) {
 		t.Errorf("valid trusted proxies: %v", err)
 	}
 }
+
+func TestGeoHeaderConfig(t *testing.T) {
+	head := func(envoy string) string {
+		return strings.Replace(hardeningHead, "envoy: {listen: 127.0.0.1:1}", "envoy: {listen: 127.0.0.1:1, "+envoy+"}", 1) + "tenants:\n" + hardeningTenant("acme", "")
+	}
+	for _, tc := range []struct{ envoy, want string }{
+		{"geo_header: {name: CF-IPCountry}", "envoy.geo_header: no trusted source"},
+		{"geo_header: {name: 'x-kailash-country', trusted_sources: [10.0.0.0/8]}", "envoy.geo_header.name"},
+		{"geo_header: {name: 'bad header', trusted_sources: [10.0.0.0/8]}", "envoy.geo_header.name"},
+		{"geo_header: {name: CF-IPCountry, trusted_sources: [10.0.0.1]}", `envoy.geo_header.trusted_sources: "10.0.0.1" is not a CIDR`},
+		{"geo_header: {trusted_sources: [10.0.0.0/8]}", "set without envoy.geo_header.name"},
+	} {
+		if _, err := loadString(t, head(tc.envoy)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.envoy, err, tc.want)
+		}
+	}
+	c, err := loadString(t, head("listener: {trusted_proxies: [10.0.0.0/8]}, geo_header: {name: CF-IPCountry}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.GeoTrustedSources(); len(got) != 1 || got[0] != "10.0.0.0/8" {
+		t.Errorf("trusted sources default to the listener's trusted_proxies: %v", got)
+	}
+}

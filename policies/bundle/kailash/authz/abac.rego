@@ -107,8 +107,9 @@ deny contains "outside business hours" if {
 
 # Countries: {"countries": {"allowed": ["DE", "FR"]}} in a tenant's entry
 # allows only requests from those countries. The country comes from the
-# request header named by countries.header when set (one Envoy sets and
-# overwrites from a trusted source, never a client's), else from the source
+# request header named by countries.header when set (name it in
+# envoy.geo_header too: authz then removes it unless a trusted proxy sent
+# it), else from the source
 # address looked up in data.kailash.config.country_networks
 # ({"DE": ["192.0.2.0/24", ...]}). A request whose country is unknown is
 # denied.
