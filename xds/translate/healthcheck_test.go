@@ -25,7 +25,7 @@ func TestHealthCheckFilter(t *testing.T) {
 		first := hcm.HttpFilters[0]
 		var file *accesslogv3.AccessLog
 		for _, al := range hcm.AccessLog {
-			if al.Name == "envoy.access_loggers.file" {
+			if al.Name == "envoy.access_loggers.stdout" { // the default envoy.access_log
 				file = al
 			}
 		}

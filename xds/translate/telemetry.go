@@ -8,8 +8,10 @@ import (
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -95,16 +97,25 @@ func accessLogs(ir *IR) ([]*accesslogv3.AccessLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := toAny(&filev3.FileAccessLog{
-		Path: ir.AccessLogPath,
-		AccessLogFormat: &filev3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
-			Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: js},
-		}},
-	})
+	format := &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: js}}
+	// Envoy's own stdout and stderr are the stream loggers': opening
+	// /dev/stdout as a file fails where the process may not open its
+	// descriptors by path (a container's non-root user, some pipes).
+	var name string
+	var cfg proto.Message
+	switch ir.AccessLogPath {
+	case "/dev/stdout":
+		name, cfg = "envoy.access_loggers.stdout", &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: format}}
+	case "/dev/stderr":
+		name, cfg = "envoy.access_loggers.stderr", &streamv3.StderrAccessLog{AccessLogFormat: &streamv3.StderrAccessLog_LogFormat{LogFormat: format}}
+	default:
+		name, cfg = "envoy.access_loggers.file", &filev3.FileAccessLog{Path: ir.AccessLogPath, AccessLogFormat: &filev3.FileAccessLog_LogFormat{LogFormat: format}}
+	}
+	a, err := toAny(cfg)
 	if err != nil {
 		return nil, err
 	}
-	al := &accesslogv3.AccessLog{Name: "envoy.access_loggers.file", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}
+	al := &accesslogv3.AccessLog{Name: name, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}
 	if ir.HealthCheckPath != "" {
 		// Probes every few seconds from each load balancer and kubelet
 		// would drown the requests.

@@ -33,7 +33,7 @@ func TestTelemetryShape(t *testing.T) {
 		t.Errorf("tracing off: tracing %v, otlp cluster %v", hcm.Tracing, otlpCluster(res))
 	}
 	// The explain log to authz (answers >= 400), then the JSON access log.
-	if len(hcm.AccessLog) != 2 || hcm.AccessLog[0].Name != "envoy.access_loggers.http_grpc" || !hcm.AlwaysSetRequestIdInResponse {
+	if len(hcm.AccessLog) != 2 || hcm.AccessLog[0].Name != "envoy.access_loggers.http_grpc" || hcm.AccessLog[1].Name != "envoy.access_loggers.stdout" || !hcm.AlwaysSetRequestIdInResponse {
 		t.Errorf("access log (default stdout) %v; always_set_request_id_in_response %v", hcm.AccessLog, hcm.AlwaysSetRequestIdInResponse)
 	}
 
