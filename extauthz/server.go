@@ -100,7 +100,6 @@ type Server struct {
 	rlHTTP     string // ratelimit.http, asked for rate-limit steps
 	audit      *audit.Logger
 	tracer     trace.Tracer // from tp; nil when off
-	dryRun     bool
 	inputOpts  envoyauth.InputOptions
 	auth       *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
 	ready      *telemetry.Readiness     // /readyz (readiness.go)
@@ -136,6 +135,7 @@ type snapshot struct {
 	issuers map[oidc.Config]*issuerKeys // external issuers' keys (issuers.go)
 	hosts   map[string]string           // authz.tenant_from host: domain → tenant (tenant_from.go); nil when off
 	domains map[string]string           // exact domain → tenant, for the edge step of explain records
+	dryRun  bool                        // policy.dry_run (a tenant's dry_run overrides it)
 	// envoy.geo_header: the header (lower case) only geoTrusted peers may
 	// send; "" when not configured.
 	geoHeader  string
@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return nil, errors.New("extauthz: nil config")
 	}
 	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry(),
-		dropIn: opts.DropIn, dryRun: cfg.Policy.DryRun, reflection: opts.EnableReflection, tp: opts.TracerProvider, audit: opts.Audit,
+		dropIn: opts.DropIn, reflection: opts.EnableReflection, tp: opts.TracerProvider, audit: opts.Audit,
 		inputOpts: envoyauth.InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -284,7 +284,7 @@ func (s *Server) initMetrics() {
 // build makes the tenant snapshot for cfg; it does no network I/O (a
 // jwks_url is fetched on first use).
 func (s *Server) build(cfg *config.Config) (*snapshot, error) {
-	snap := &snapshot{cfg: cfg, timeout: cfg.Authz.Timeout, tenants: make(map[string]*tenantState, len(cfg.Tenants))}
+	snap := &snapshot{cfg: cfg, dryRun: cfg.Policy.DryRun, timeout: cfg.Authz.Timeout, tenants: make(map[string]*tenantState, len(cfg.Tenants))}
 	snap.domains = cfg.HostTenants()
 	if g := cfg.Envoy.GeoHeader.Name; g != "" {
 		snap.geoHeader = strings.ToLower(g)
@@ -793,7 +793,11 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 	if allowed {
 		return resp, ResultAllow, "policy", nil
 	}
-	if s.dryRun {
+	dry := snap.dryRun
+	if ts := snap.tenants[d.Tenant]; ts != nil && ts.cfg.DryRun != nil {
+		dry = *ts.cfg.DryRun // the tenant's own dry_run over policy.dry_run
+	}
+	if dry {
 		st.dryRun = true
 		return envoyauth.DryRunAllow(*d), ResultDeny, "dry_run", nil
 	}

@@ -278,6 +278,10 @@ type Tenant struct {
 	Plan     string   `yaml:"plan"`
 	Features []string `yaml:"features"`
 	JWT      JWT      `yaml:"jwt"`
+	// DryRun overrides policy.dry_run for this tenant: true logs its
+	// policy denials (decision log, dry_run) and lets the requests through;
+	// false enforces them even when policy.dry_run is on. Unset: policy.dry_run.
+	DryRun *bool `yaml:"dry_run"`
 
 	// Edge settings (edge.go). Active defaults to true; Upstreams default
 	// to the runner.

@@ -178,6 +178,7 @@ var Docs = map[string]string{
 	"Telemetry.endpointFrom":         "endpointFrom names where OTLPEndpoint came from, for errors.",
 	"Tenant.Active":                  "Edge settings (edge.go). Active defaults to true; Upstreams default to the runner.",
 	"Tenant.Compression":             "StreamIdleTimeout (over envoy.listener's) and Compression (default true) of the tenant's routes (edge.go).",
+	"Tenant.DryRun":                  "DryRun overrides policy.dry_run for this tenant: true logs its policy denials (decision log, dry_run) and lets the requests through; false enforces them even when policy.dry_run is on. Unset: policy.dry_run.",
 	"Tenant.LDAP":                    "LDAP login (POST /auth/login) and who must present a TOTP code.",
 	"Tenant.Line":                    "Line is where the tenant starts in the file (for error messages).",
 	"Tenant.Login":                   "Login hardens /auth/* and cookie-authenticated requests (login.go).",
