@@ -14,7 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	rlcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -251,6 +253,9 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 		resp.Statuses = append(resp.Statuses, st)
 		q, key, ok := rules.match(d)
 		if !ok {
+			q, key, ok = overrideQuota(d)
+		}
+		if !ok {
 			continue
 		}
 		hits := uint64(req.GetHitsAddend())
@@ -303,6 +308,32 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	}
 	s.m.latency.Observe(s.now().Sub(start).Seconds())
 	return resp, nil
+}
+
+// overrideQuota is the quota of a descriptor whose limit the policy chose
+// (the per-role execution limit, wire.QuotaRoleHour, with Envoy's limit
+// override): counted per tenant and user.
+func overrideQuota(d *rlcommonv3.RateLimitDescriptor) (*config.Quota, string, bool) {
+	l, es := d.GetLimit(), d.GetEntries()
+	if l == nil || l.GetRequestsPerUnit() == 0 || len(es) < 3 || es[0].GetKey() != wire.DescTenant || es[0].GetValue() == "" ||
+		es[1].GetKey() != wire.DescQuota || es[1].GetValue() != wire.QuotaRoleHour || es[2].GetKey() != wire.DescUser || es[2].GetValue() == "" {
+		return nil, "", false
+	}
+	var unit config.Unit
+	switch l.GetUnit() {
+	case typev3.RateLimitUnit_SECOND:
+		unit = config.Second
+	case typev3.RateLimitUnit_MINUTE:
+		unit = config.Minute
+	case typev3.RateLimitUnit_HOUR:
+		unit = config.Hour
+	case typev3.RateLimitUnit_DAY:
+		unit = config.Day
+	default:
+		return nil, "", false
+	}
+	name := es[0].GetValue() + "/" + wire.QuotaRoleHour
+	return &config.Quota{Name: name, Limit: uint64(l.GetRequestsPerUnit()), Unit: unit}, name + "|" + es[2].GetValue(), true
 }
 
 // decisionOf is the decision id the call carries (wire.DescDecisionID).

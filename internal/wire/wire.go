@@ -62,6 +62,10 @@ const (
 	MetadataDecisionID = "decision_id"
 	// MetadataTenant is the tenant id.
 	MetadataTenant = "tenant"
+	// MetadataRoleLimit is set by the policy (not by ext_authz) on
+	// execution starts: {"requests_per_unit": N, "unit": "HOUR"}, the
+	// caller's executions_per_hour.
+	MetadataRoleLimit = "kailash_role_limit"
 	// MetadataUser is the caller's subject; the DescUser descriptor reads it.
 	MetadataUser = "user"
 	// MetadataRoles is the caller's roles, a list.
@@ -87,6 +91,14 @@ const (
 	DescRemoteAddress = "remote_address"
 	// QuotaAuth is the DescQuota value of the login quota.
 	QuotaAuth = "auth"
+	// QuotaRoleHour is the DescQuota value of the per-role execution limit
+	// the policy sets (bundle data roles.<role>.limits.executions_per_hour):
+	// its descriptor carries the limit as Envoy's override, from
+	// MetadataRoleLimit.
+	QuotaRoleHour = "role_hour"
+	// DescWindow is the role limit's unit (from MetadataRoleLimit): present
+	// only when the policy set a limit, so without one no descriptor is sent.
+	DescWindow = "window"
 	// DescDecisionID is a descriptor of its own (one entry: ext_authz's
 	// decision id) that counts nothing: it tells the rate-limit service
 	// which decision the call's other descriptors belong to, so that an

@@ -72,9 +72,18 @@ func TestQuotaDescriptorsFromExtAuthzOnly(t *testing.T) {
 	}
 	acme := vhost(t, routeConfig(t, res), "tenant_acme")
 	vhRL := rateLimits(t, acme.TypedPerFilterConfig)
-	if vhRL == nil || len(vhRL.RateLimits) != 4 {
-		t.Fatalf("virtual host rate limits %v: want day, user, role and the decision id", vhRL)
+	if vhRL == nil || len(vhRL.RateLimits) != 5 {
+		t.Fatalf("virtual host rate limits %v: want day, user, role, the decision id and the policy's role limit", vhRL)
 	}
+	// The last is the policy's per-role execution limit: its window entry
+	// and its limit come from the policy's metadata.
+	role := vhRL.RateLimits[4]
+	if len(role.Actions) != 4 || role.Actions[1].GetGenericKey().GetDescriptorValue() != wire.QuotaRoleHour ||
+		role.Actions[3].GetMetadata().GetMetadataKey().GetPath()[0].GetKey() != wire.MetadataRoleLimit ||
+		role.GetLimit().GetDynamicMetadata().GetMetadataKey().GetPath()[0].GetKey() != wire.MetadataRoleLimit {
+		t.Errorf("role limit descriptor %v", role)
+	}
+	vhRL.RateLimits = vhRL.RateLimits[:4]
 	// The last is the decision id alone, from ext_authz, left out when absent.
 	dec := vhRL.RateLimits[3].Actions
 	if md := dec[0].GetMetadata(); len(dec) != 1 || md.GetDescriptorKey() != wire.DescDecisionID || !md.GetSkipIfAbsent() ||

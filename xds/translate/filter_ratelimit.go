@@ -61,9 +61,40 @@ func (rateLimitFilter) tenantConfig(ir *IR, vh *VirtualHost) (proto.Message, err
 		return nil, nil
 	}
 	per, err := quotaRateLimits(vh, false, ir.Explain)
-	if per == nil || err != nil {
-		return nil, err // never a typed nil in the interface
+	if err != nil {
+		return nil, err
 	}
+	if per == nil {
+		per = &ratelimitv3.RateLimitPerRoute{}
+	}
+	// The policy's per-role execution limit: sent only when the policy set
+	// one (the window entry comes from its metadata), with the limit as
+	// Envoy's override.
+	roleMD := func(field string) *metadatav3.MetadataKey {
+		return &metadatav3.MetadataKey{Key: wire.MetadataNamespace, Path: []*metadatav3.MetadataKey_PathSegment{
+			{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: wire.MetadataRoleLimit}},
+			{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: field}},
+		}}
+	}
+	userAction, err := descriptorAction(config.DescriptorEntry{Key: wire.DescUser})
+	if err != nil {
+		return nil, err
+	}
+	per.RateLimits = append(per.RateLimits, &routev3.RateLimit{
+		Actions: []*routev3.RateLimit_Action{
+			{ActionSpecifier: &routev3.RateLimit_Action_GenericKey_{GenericKey: &routev3.RateLimit_Action_GenericKey{DescriptorKey: wire.DescTenant, DescriptorValue: vh.TenantID}}},
+			{ActionSpecifier: &routev3.RateLimit_Action_GenericKey_{GenericKey: &routev3.RateLimit_Action_GenericKey{DescriptorKey: wire.DescQuota, DescriptorValue: wire.QuotaRoleHour}}},
+			userAction,
+			{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
+				DescriptorKey: wire.DescWindow, MetadataKey: roleMD("unit"), Source: routev3.RateLimit_Action_MetaData_DYNAMIC,
+			}}},
+		},
+		Limit: &routev3.RateLimit_Override{OverrideSpecifier: &routev3.RateLimit_Override_DynamicMetadata_{DynamicMetadata: &routev3.RateLimit_Override_DynamicMetadata{
+			MetadataKey: &metadatav3.MetadataKey{Key: wire.MetadataNamespace, Path: []*metadatav3.MetadataKey_PathSegment{
+				{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: wire.MetadataRoleLimit}},
+			}},
+		}}},
+	})
 	return per, nil
 }
 

@@ -38,6 +38,7 @@ reason := concat("; ", sort(deny)) if {
 result := {
 	"allowed": true,
 	"headers": {"x-kailash-permission": perm},
+	"dynamic_metadata": role_limit_metadata,
 } if {
 	perm := required_permission
 	not config.tenants[input.tenant.id]
@@ -46,6 +47,7 @@ result := {
 } else := {
 	"allowed": true,
 	"headers": {"x-kailash-permission": required_permission},
+	"dynamic_metadata": role_limit_metadata,
 } if {
 	allow
 } else := {
@@ -53,4 +55,21 @@ result := {
 	"http_status": 403,
 	"headers": {"content-type": "application/json"},
 	"body": json.marshal({"error": "forbidden", "reason": reason}),
+}
+
+# role_limit_metadata hands the caller's executions_per_hour (the largest of
+# its roles', data.kailash.config.roles.<role>.limits) to the rate limiter
+# when the request starts an execution: the control plane's role-limit
+# descriptor takes its limit from this metadata (Envoy's limit override),
+# so the rate-limit service counts the caller's executions per hour against
+# what the bundle says. Other requests carry none and count nothing.
+role_limit_metadata := {"kailash_role_limit": {"requests_per_unit": limits.executions_per_hour, "unit": "HOUR"}} if {
+	starts_execution
+	limits.executions_per_hour
+} else := {}
+
+starts_execution if {
+	input.attributes.request.http.method == "POST"
+	input.parsed_path = ["v1", "workflows", name, "executions"]
+	name != ""
 }

@@ -204,13 +204,13 @@ test_tenant_roles_override if {
 
 test_result_allowed if {
 	r := authz.result with input as req("POST", ["v1", "workflows", "etl", "executions"], ["business_user"])
-	r == {"allowed": true, "headers": {"x-kailash-permission": "workflow:execute"}}
+	r == {"allowed": true, "headers": {"x-kailash-permission": "workflow:execute"}, "dynamic_metadata": {"kailash_role_limit": {"requests_per_unit": 500, "unit": "HOUR"}}}
 	authz.reason == "allowed" with input as req("POST", ["v1", "workflows", "etl", "executions"], ["business_user"])
 }
 
 test_result_allowed_for_a_tenant_without_data if {
 	r := authz.result with input as treq("acme", "POST", ["v1", "workflows", "etl", "executions"], ["business_user"])
-	r == {"allowed": true, "headers": {"x-kailash-permission": "workflow:execute"}}
+	r == {"allowed": true, "headers": {"x-kailash-permission": "workflow:execute"}, "dynamic_metadata": {"kailash_role_limit": {"requests_per_unit": 500, "unit": "HOUR"}}}
 	r2 := authz.result with input as treq("acme", "POST", ["v1", "workflows"], ["business_user"])
 	r2.allowed == false
 }
@@ -219,7 +219,18 @@ test_result_allowed_for_a_tenant_with_data if {
 	tenants := {"acme": {"time_zone": "UTC"}}
 	r := authz.result with input as treq("acme", "POST", ["v1", "workflows", "etl", "executions"], ["business_user"])
 		with data.kailash.config.tenants as tenants
-	r == {"allowed": true, "headers": {"x-kailash-permission": "workflow:execute"}}
+	r == {"allowed": true, "headers": {"x-kailash-permission": "workflow:execute"}, "dynamic_metadata": {"kailash_role_limit": {"requests_per_unit": 500, "unit": "HOUR"}}}
+}
+
+# The largest executions_per_hour of the caller's roles, only on execution
+# starts (a cancel or a read carries no role limit).
+test_result_role_limit if {
+	r := authz.result with input as req("POST", ["v1", "workflows", "etl", "executions"], ["business_user", "data_scientist"])
+	r.dynamic_metadata == {"kailash_role_limit": {"requests_per_unit": 2000, "unit": "HOUR"}}
+	c := authz.result with input as req("POST", ["v1", "workflows", "etl", "executions", "e1", "cancel"], ["business_user"])
+	c.dynamic_metadata == {}
+	g := authz.result with input as req("GET", ["v1", "workflows"], ["business_user"])
+	g.dynamic_metadata == {}
 }
 
 test_result_denied_missing_permission if {
