@@ -309,6 +309,8 @@ type loginRequest struct {
 	TOTP     string `json:"totp"`
 	// EnrolmentCode is an admin-issued one-time code (enrolment only).
 	EnrolmentCode string `json:"enrolment_code"`
+	// RecoveryCode stands in for TOTP once (login only).
+	RecoveryCode string `json:"recovery_code"`
 }
 
 func readLogin(r *http.Request) (loginRequest, error) {
@@ -326,7 +328,7 @@ func readLogin(r *http.Request) (loginRequest, error) {
 		return in, fmt.Errorf("form: %v", err)
 	}
 	in.Username, in.Password, in.TOTP = r.PostForm.Get("username"), r.PostForm.Get("password"), r.PostForm.Get("totp")
-	in.EnrolmentCode = r.PostForm.Get("enrolment_code")
+	in.EnrolmentCode, in.RecoveryCode = r.PostForm.Get("enrolment_code"), r.PostForm.Get("recovery_code")
 	return in, nil
 }
 
@@ -455,8 +457,10 @@ func (a *Service) login(w http.ResponseWriter, r *http.Request) {
 	ctx, addr := r.Context(), clientAddr(r)
 	amr := []string{"pwd"}
 	req := mfa.Requirement{All: t.MFA.Required, Roles: t.MFA.Roles}
+	var recovery []string // issued by an enrolment this login completed: shown once
 	if req.Applies(id.Roles) {
-		if !a.verifyTOTP(w, r, t, in, id, addr) {
+		var ok bool
+		if ok, recovery = a.verifyTOTP(w, r, t, in, id, addr); !ok {
 			return
 		}
 		amr = append(amr, "otp")
@@ -477,7 +481,7 @@ func (a *Service) login(w http.ResponseWriter, r *http.Request) {
 	}
 	a.logins.WithLabelValues("ldap", "success", "").Inc()
 	a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "subject", id.Username, "addr", addr, "result", "success", "session", tokens.SessionID)
-	a.writeTokens(w, tokens)
+	a.writeTokensWith(w, tokens, recovery)
 }
 
 // mfaUser keys a user's TOTP state (secrets, used steps): the tenant and
@@ -495,13 +499,17 @@ func mfaUser(t config.Tenant, id *ldapauth.Identity) string {
 // verifyTOTP checks the login's TOTP code against the enrolled secret or,
 // failing that, the pending enrolment, which its first good code completes.
 // It writes the error response itself.
-func (a *Service) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest, id *ldapauth.Identity, addr string) bool {
+//
+// A recovery code (in.RecoveryCode, with no TOTP code) stands in for the
+// TOTP code once. When the login completes an enrolment, the user's new
+// recovery codes are returned (and replace any earlier ones).
+func (a *Service) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Tenant, in loginRequest, id *ldapauth.Identity, addr string) (bool, []string) {
 	ctx, user := r.Context(), mfaUser(t, id)
-	unavailable := func(err error) bool {
+	unavailable := func(err error) (bool, []string) {
 		a.logins.WithLabelValues("ldap", "error", "mfa_store").Inc()
 		a.log.Error("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "error", "reason", "mfa_store", "err", err)
 		authError(w, http.StatusServiceUnavailable, "unavailable", "login is unavailable")
-		return false
+		return false, nil
 	}
 	st, err := a.shared.secrets.Load(ctx, user)
 	if err != nil {
@@ -514,11 +522,32 @@ func (a *Service) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Te
 			msg = "a second factor is required: ask an administrator for an enrolment code, then enrol at POST /auth/totp/enroll"
 		}
 		authError(w, http.StatusForbidden, "mfa_enrollment_required", msg)
-		return false
+		return false, nil
+	}
+	refuse := func(err error) (bool, []string) {
+		a.logins.WithLabelValues("ldap", "failure", "mfa").Inc()
+		a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "failure", "reason", "mfa", "err", err)
+		_ = a.guard.Failure(ctx, lockout.AccountKey(t.ID, id.DN), addr)
+		authError(w, http.StatusUnauthorized, "invalid_mfa_code", "the TOTP code is not valid")
+		return false, nil
+	}
+	if in.TOTP == "" && in.RecoveryCode != "" && st.Secret != "" {
+		used, err := a.shared.recovery.Use(ctx, user, mfa.RecoveryHash(user, in.RecoveryCode))
+		switch {
+		case err != nil:
+			return unavailable(err)
+		case !used:
+			return refuse(errors.New("the recovery code is not valid (unknown or used)"))
+		}
+		left, _ := a.shared.recovery.Remaining(ctx, user)
+		a.log.Warn("login with a recovery code", "tenant", t.ID, "user", in.Username, "addr", addr, "recovery_codes_left", left)
+		a.audit.Record(ctx, audit.Event{Component: "authz", Action: audit.RecoveryCodeUse, Actor: id.Username + "@" + t.ID,
+			Target: "tenant " + t.ID, Detail: map[string]any{"recovery_codes_left": left, "client_addr": addr}})
+		return true, nil
 	}
 	if in.TOTP == "" {
-		authError(w, http.StatusUnauthorized, "mfa_required", "a TOTP code is required")
-		return false
+		authError(w, http.StatusUnauthorized, "mfa_required", "a TOTP code (or a recovery code) is required")
+		return false, nil
 	}
 	totp, err := a.totpFor(t)
 	if err != nil {
@@ -531,20 +560,13 @@ func (a *Service) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Te
 	if errors.Is(err, mfa.ErrInvalidCode) && st.Pending != "" {
 		err, pending = totp.Verify(ctx, user, st.Pending, in.TOTP), true
 	}
-	refuse := func(err error) bool {
-		a.logins.WithLabelValues("ldap", "failure", "mfa").Inc()
-		a.log.Info("login attempt", "tenant", t.ID, "user", in.Username, "addr", addr, "result", "failure", "reason", "mfa", "err", err)
-		_ = a.guard.Failure(ctx, lockout.AccountKey(t.ID, id.DN), addr)
-		authError(w, http.StatusUnauthorized, "invalid_mfa_code", "the TOTP code is not valid")
-		return false
-	}
 	switch {
 	case errors.Is(err, mfa.ErrInvalidCode), errors.Is(err, mfa.ErrCodeReused):
 		return refuse(err)
 	case err != nil:
 		return unavailable(err) // the used-steps store
 	case !pending:
-		return true
+		return true, nil
 	}
 	ok, err := a.shared.secrets.Confirm(ctx, user, st)
 	switch {
@@ -554,7 +576,17 @@ func (a *Service) verifyTOTP(w http.ResponseWriter, r *http.Request, t config.Te
 		return refuse(errors.New("the pending enrolment changed meanwhile"))
 	}
 	a.emitEnrolment(t, mfa.Event{Event: mfa.EventEnrolmentCompleted, User: in.Username, Account: id.DN, Addr: addr})
-	return true
+	codes, hashes, err := mfa.NewRecoveryCodes(user)
+	if err == nil {
+		err = a.shared.recovery.Replace(ctx, user, hashes)
+	}
+	if err != nil {
+		// The enrolment stands; the user has no recovery codes until the
+		// next enrolment.
+		a.log.Error("recovery codes not issued", "tenant", t.ID, "user", in.Username, "err", err)
+		return true, nil
+	}
+	return true, codes
 }
 
 func (a *Service) totpFor(t config.Tenant) (*mfa.TOTP, error) {
@@ -595,8 +627,10 @@ func (a *Service) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Re-enrolment needs the current code, unless an admin's code stands for it.
-	if st.Secret != "" && via == "self" && !a.verifyTOTP(w, r, t, in, id, clientAddr(r)) {
-		return
+	if st.Secret != "" && via == "self" {
+		if ok, _ := a.verifyTOTP(w, r, t, in, id, clientAddr(r)); !ok {
+			return
+		}
 	}
 	totp, err := a.totpFor(t)
 	if err != nil {
@@ -618,15 +652,23 @@ func (a *Service) enroll(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"otpauth_uri": e.URI, "secret": e.Secret})
 }
 
-func (a *Service) writeTokens(w http.ResponseWriter, t *session.Tokens) {
+func (a *Service) writeTokens(w http.ResponseWriter, t *session.Tokens) { a.writeTokensWith(w, t, nil) }
+
+// writeTokensWith is writeTokens with the recovery codes an enrolment just
+// issued (shown this once; only their hashes are kept).
+func (a *Service) writeTokensWith(w http.ResponseWriter, t *session.Tokens, recovery []string) {
 	now := a.now()
 	a.setSessionCookies(w, t)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(map[string]any{
+	out := map[string]any{
 		"token_type": "Bearer", "access_token": t.AccessToken, "expires_in": int(t.AccessExpiresAt.Sub(now).Seconds()),
 		"refresh_token": t.RefreshToken, "refresh_expires_in": int(t.RefreshExpiresAt.Sub(now).Seconds()),
-	})
+	}
+	if len(recovery) > 0 {
+		out["recovery_codes"] = recovery
+	}
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 // setSessionCookies sets the session and refresh cookies of t.

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -128,6 +129,7 @@ func (r *replica) do(req *http.Request) *http.Response {
 type authResult struct {
 	code int
 	body map[string]string
+	all  map[string]any // the whole JSON answer
 	resp *http.Response
 }
 
@@ -141,6 +143,7 @@ func (r *replica) post(t *testing.T, path string, body map[string]string) authRe
 	out := authResult{code: resp.StatusCode, body: map[string]string{}, resp: resp}
 	var m map[string]any
 	_ = json.Unmarshal(raw, &m)
+	out.all = m
 	for k, v := range m {
 		if s, ok := v.(string); ok {
 			out.body[k] = s
@@ -193,12 +196,33 @@ func TestReplicasShareTOTPEnrolment(t *testing.T) {
 
 	// B confirms it with the first code and logs alice in.
 	first := rs.code(t, secret)
-	if r := rs.b.post(t, "/auth/login", with(first)); r.code != 200 || r.body["access_token"] == "" {
+	r := rs.b.post(t, "/auth/login", with(first))
+	if r.code != 200 || r.body["access_token"] == "" {
 		t.Fatalf("first code on B: %d %v", r.code, r.body)
 	}
-	enrolled := rs.keys(t, "kailash:mfa:")
+	// The completed enrolment's recovery codes, shown this once.
+	codes, _ := r.all["recovery_codes"].([]any)
+	if len(codes) != 10 {
+		t.Fatalf("recovery codes %v, want 10", r.all["recovery_codes"])
+	}
+	enrolled := rs.keys(t, "kailash:mfa:secret:")
 	if ttl, ok := enrolled["kailash:mfa:secret:"+user]; len(enrolled) != 1 || !ok || ttl != -1 {
 		t.Fatalf("after confirmation, keys %v (the enrolled secret has no TTL)", enrolled)
+	}
+	recoveryKey := "kailash:mfa:recovery:" + user
+	if members := rs.redis.SMembers(context.Background(), recoveryKey).Val(); len(members) != 10 || slices.Contains(members, codes[0].(string)) {
+		t.Fatalf("recovery codes in Redis %v: want 10 hashes, not the codes", members)
+	}
+	// A recovery code logs in once, on any replica, in place of a TOTP code.
+	rec := map[string]string{"username": "alice", "password": "alice-pw", "recovery_code": strings.ToUpper(codes[0].(string))}
+	if r := rs.a.post(t, "/auth/login", rec); r.code != 200 || r.body["access_token"] == "" || r.all["recovery_codes"] != nil {
+		t.Fatalf("recovery code on A: %d %v", r.code, r.all)
+	}
+	if r := rs.b.post(t, "/auth/login", rec); r.code != http.StatusUnauthorized || r.body["error"] != "invalid_mfa_code" {
+		t.Fatalf("the used recovery code on B: %d %v", r.code, r.body)
+	}
+	if n := rs.redis.SCard(context.Background(), recoveryKey).Val(); n != 9 {
+		t.Errorf("%d recovery codes left, want 9", n)
 	}
 	raw := rs.redis.Get(context.Background(), "kailash:mfa:secret:"+user).Val()
 	if strings.Contains(raw, secret) {
@@ -244,8 +268,16 @@ func TestReplicasShareTOTPEnrolment(t *testing.T) {
 	if r := rs.b.post(t, "/auth/login", with(rs.code(t, next))); r.code != 200 {
 		t.Fatalf("new secret on B: %d %v", r.code, r.body)
 	}
-	if k := rs.keys(t, "kailash:mfa:"); len(k) != 1 {
-		t.Fatalf("keys after re-enrolment %v", k)
+	if k := rs.keys(t, "kailash:mfa:"); len(k) != 2 {
+		t.Fatalf("keys after re-enrolment %v (the secret and the recovery codes)", k)
+	}
+	// The re-enrolment replaced the recovery codes: the old ones are void.
+	if n := rs.redis.SCard(context.Background(), recoveryKey).Val(); n != 10 {
+		t.Errorf("%d recovery codes after re-enrolment, want a fresh 10", n)
+	}
+	rec2 := map[string]string{"username": "alice", "password": "alice-pw", "recovery_code": codes[1].(string)}
+	if r := rs.a.post(t, "/auth/login", rec2); r.code != http.StatusUnauthorized {
+		t.Errorf("a recovery code of the replaced enrolment: %d %v", r.code, r.body)
 	}
 }
 

@@ -35,6 +35,8 @@ type sharedStores struct {
 	starts lockout.Store
 	// codes are the admin-issued one-time TOTP enrolment codes (hashed).
 	codes mfa.EnrolmentCodes
+	// recovery are users' TOTP recovery codes (hashed, single use).
+	recovery mfa.RecoveryCodes
 }
 
 func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, error) {
@@ -44,7 +46,7 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 			sessions: session.NewMemoryStore(), lockout: lockout.NewMemoryStore(now),
 			used: mfa.NewMemoryUsedSteps(), secrets: mfa.NewMemorySecrets(now),
 			replay: samlsp.NewMemoryReplayStore(0), requests: samlsp.NewMemoryRequestStore(now),
-			starts: lockout.NewMemoryStore(now), codes: mfa.NewMemoryCodes(now),
+			starts: lockout.NewMemoryStore(now), codes: mfa.NewMemoryCodes(now), recovery: mfa.NewMemoryRecoveryCodes(),
 		}, nil
 	}
 	pw, err := rc.Password()
@@ -87,6 +89,7 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 		requests: samlsp.NewRedisRequestStore(c, "", now),
 		starts:   lockout.NewRedisStore(c, samlStartsPrefix, now),
 		codes:    mfa.NewRedisCodes(c, ""),
+		recovery: mfa.NewRedisRecoveryCodes(c, ""),
 	}, nil
 }
 

@@ -36,6 +36,8 @@ const (
 	KeyRotate      = "key.rotate"
 	KeyAdd         = "key.add"
 	SessionRevoke  = "session.revoke"
+	// RecoveryCodeUse is a login with a TOTP recovery code.
+	RecoveryCodeUse = "mfa.recovery_code_use"
 )
 
 // Outcomes.
