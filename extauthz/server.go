@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -68,6 +69,14 @@ type Options struct {
 	// Audit records policy bundle activations, signing key rotations and
 	// session revocations; nil records none.
 	Audit *audit.Logger
+	// BundleHTTPClient fetches policy.bundle_url, and DecisionLogHTTPClient
+	// uploads decision logs (credentials and TLS of OPA's config-file
+	// services); nil: plain clients. Verification, when set, is the bundle
+	// signature check (OPA's keys) instead of policy.signing's file.
+	// DecisionLogLabels are the decision log entries' labels (OPA's).
+	BundleHTTPClient, DecisionLogHTTPClient *http.Client
+	Verification                            *policies.Verification
+	DecisionLogLabels                       map[string]string
 }
 
 // reasonKeysUnavailable: no key set to verify the token with (503).
@@ -187,6 +196,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	if err != nil {
 		return fail(err)
 	}
+	if opts.BundleHTTPClient != nil {
+		eopts.HTTPClient = opts.BundleHTTPClient
+	}
+	if opts.Verification != nil && eopts.Verify == nil {
+		eopts.Verify = opts.Verification
+	}
 	if s.engine, err = policies.NewEngine(ctx, eopts); err != nil {
 		return fail(err)
 	}
@@ -199,7 +214,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	if dl := cfg.Policy.DecisionLogs; dl.Enabled() {
 		lo := policies.DecisionLogOptions{File: cfg.Path(dl.File), MaxSizeMB: dl.MaxSizeMB, MaxBackups: dl.MaxBackups,
-			URL: dl.URL, BatchSize: dl.BatchSize, FlushInterval: dl.FlushInterval, Mask: dl.Mask, Buffer: dl.Buffer}
+			URL: dl.URL, BatchSize: dl.BatchSize, FlushInterval: dl.FlushInterval, Mask: dl.Mask, Buffer: dl.Buffer,
+			HTTPClient: opts.DecisionLogHTTPClient, Labels: opts.DecisionLogLabels}
 		if dl.Console {
 			lo.Console = opts.DecisionLogOutput
 			if lo.Console == nil {

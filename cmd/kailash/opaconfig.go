@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kailash-gw/kailash/policies"
 )
 
 // OPA's config file (`opa run --server --config-file opa.yaml`) in drop-in
@@ -28,11 +30,7 @@ type opaConfig struct {
 	Plugins              map[string]yaml.Node `yaml:"plugins"`
 	PersistenceDirectory string               `yaml:"persistence_directory"`
 	Labels               map[string]string    `yaml:"labels"`
-}
-
-type opaService struct {
-	Name string `yaml:"name"`
-	URL  string `yaml:"url"`
+	Keys                 map[string]opaKey    `yaml:"keys"`
 }
 
 type opaBundle struct {
@@ -43,10 +41,31 @@ type opaBundle struct {
 		MinDelaySeconds int `yaml:"min_delay_seconds"`
 		MaxDelaySeconds int `yaml:"max_delay_seconds"`
 	} `yaml:"polling"`
+	Signing *struct {
+		KeyID string `yaml:"keyid"`
+		Scope string `yaml:"scope"`
+	} `yaml:"signing"`
+}
+
+// opaKey is one of OPA's bundle verification keys.
+type opaKey struct {
+	Algorithm string `yaml:"algorithm"`
+	Key       string `yaml:"key"`
+	Scope     string `yaml:"scope"`
 }
 
 type opaDecisionLogs struct {
 	Console bool `yaml:"console"`
+	// Service uploads the decisions (OPA's format, gzip) to the service's
+	// url + Resource (default /logs).
+	Service   string `yaml:"service"`
+	Resource  string `yaml:"resource"`
+	Reporting *struct {
+		MinDelaySeconds      int `yaml:"min_delay_seconds"`
+		MaxDelaySeconds      int `yaml:"max_delay_seconds"`
+		UploadSizeLimitBytes int `yaml:"upload_size_limit_bytes"`
+		BufferSizeLimitBytes int `yaml:"buffer_size_limit_bytes"`
+	} `yaml:"reporting"`
 }
 
 type opaEnvoyPlugin struct {
@@ -62,7 +81,6 @@ type opaEnvoyPlugin struct {
 // opaUnsupported names keys OPA knows that kailash authz does not (yet),
 // with what to use instead.
 var opaUnsupported = map[string]string{
-	"keys":                           "bundle signing keys: use --verification-key FILE (and --verification-key-id)",
 	"status":                         "the status plugin is not supported; use /metrics and /health",
 	"discovery":                      "discovery bundles are not supported",
 	"server":                         "OPA's REST API is not served",
@@ -82,6 +100,7 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 	if err != nil {
 		return fmt.Errorf("authz: --config-file: %w", err)
 	}
+	b = expandEnv(b) // ${VAR}, as OPA substitutes
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("authz: %s: %s", path, fmt.Sprintf(format, args...))
 	}
@@ -99,7 +118,7 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 			return fail("%s: %s", k, why)
 		}
 		switch k {
-		case "services", "bundles", "decision_logs", "plugins", "persistence_directory", "labels":
+		case "services", "bundles", "decision_logs", "plugins", "persistence_directory", "labels", "keys":
 		default:
 			return fail("%s: unknown key", k)
 		}
@@ -108,7 +127,7 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
-		return fail("%v (only services[].name/url, bundles.<name>.{service,resource,persist,polling}, decision_logs.console and plugins.envoy_ext_authz_grpc are supported)", err)
+		return fail("%v (supported: services (url, headers, tls, credentials bearer/client_tls/oauth2), bundles.<name>.{service,resource,persist,polling,signing}, keys, decision_logs.{console,service,resource,reporting}, plugins.envoy_ext_authz_grpc)", err)
 	}
 	for name, n := range c.Plugins {
 		if name != "envoy_ext_authz_grpc" {
@@ -140,6 +159,7 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 	if c.DecisionLogs != nil && c.DecisionLogs.Console {
 		d.decisionLog = "console"
 	}
+	d.labels = c.Labels
 	if len(c.Bundles) > 1 {
 		return fail("bundles: only one bundle is supported")
 	}
@@ -149,10 +169,10 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 		var byName map[string]opaService
 		if c.Services.Kind == yaml.SequenceNode {
 			if err := decodeStrict(&c.Services, &list); err != nil {
-				return fail("services: %v (credentials, headers and tls are not supported yet)", err)
+				return fail("services: %v", err)
 			}
 		} else if err := decodeStrict(&c.Services, &byName); err != nil {
-			return fail("services: %v (credentials, headers and tls are not supported yet)", err)
+			return fail("services: %v", err)
 		}
 		for _, s := range list {
 			services[s.Name] = s
@@ -178,6 +198,20 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 			res = "bundles/" + name
 		}
 		d.bundleURL = strings.TrimSuffix(s.URL, "/") + "/" + strings.TrimPrefix(res, "/")
+		if d.bundleClient, err = s.client(); err != nil {
+			return fail("%v", err)
+		}
+		if sg := bu.Signing; sg != nil {
+			k, ok := c.Keys[sg.KeyID]
+			if !ok || k.Key == "" {
+				return fail("bundles.%s.signing.keyid: %q is not in keys (with a key)", name, sg.KeyID)
+			}
+			scope := sg.Scope
+			if scope == "" {
+				scope = k.Scope
+			}
+			d.verify = &policies.Verification{PublicKey: k.Key, KeyID: sg.KeyID, Algorithm: k.Algorithm, Scope: scope}
+		}
 		if bu.Polling.MinDelaySeconds > 0 {
 			d.poll = time.Duration(bu.Polling.MinDelaySeconds) * time.Second
 		}
@@ -187,6 +221,26 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 				dir = ".opa" // OPA's default persistence directory
 			}
 			d.persistDir = dir
+		}
+	}
+	if dl := c.DecisionLogs; dl != nil && dl.Service != "" {
+		s, ok := services[dl.Service]
+		if !ok || s.URL == "" {
+			return fail("decision_logs.service: %q is not a service with a url", dl.Service)
+		}
+		res := dl.Resource
+		if res == "" {
+			res = "/logs"
+		}
+		if d.decisionLog != "" && d.decisionLog != "console" {
+			return fail("decision_logs: one sink besides console")
+		}
+		d.decisionLogURL = strings.TrimSuffix(s.URL, "/") + "/" + strings.TrimPrefix(res, "/")
+		if d.logClient, err = s.client(); err != nil {
+			return fail("%v", err)
+		}
+		if r := dl.Reporting; r != nil && r.MaxDelaySeconds > 0 {
+			d.logFlush = time.Duration(r.MaxDelaySeconds) * time.Second
 		}
 	}
 	return nil

@@ -82,10 +82,13 @@ bundles: {main: {service: s1}}
 // ignored.
 func TestOPAConfigFileRefusesWhatItCannotHonour(t *testing.T) {
 	for body, want := range map[string]string{
-		"services: [{name: s, url: 'http://b', credentials: {bearer: {token: x}}}]\nbundles: {a: {service: s}}": "services:",
-		"keys: {k: {algorithm: RS256, key: x}}":                     "keys: bundle signing keys",
+		"services: [{name: s, url: 'http://b', credentials: {s3_signing: {}}}]\nbundles: {a: {service: s}}": "s3_signing",
+		"services: [{name: s, url: 'http://b', credentials: {bearer: {}}}]\nbundles: {a: {service: s}}":     "credentials.bearer: give token or token_path",
+		"services: [{name: s, url: 'http://b', allow_insecure_tls: true}]\nbundles: {a: {service: s}}":      "allow_insecure_tls: refused",
+		"services: [{name: s, url: 'http://b'}]\nbundles: {a: {service: s, signing: {keyid: k}}}":           `signing.keyid: "k" is not in keys`,
 		"status: {console: true}":                                   "status:",
-		"decision_logs: {service: s}":                               "field service not found",
+		"decision_logs: {service: s}":                               `decision_logs.service: "s" is not a service`,
+		"decision_logs: {mask_decision: system/log/mask}":           "field mask_decision not found",
 		"plugins: {other: {}}":                                      "plugins.other",
 		"plugins: {envoy_ext_authz_grpc: {proto-descriptor: a.pb}}": "proto-descriptor",
 		"bundles: {a: {service: nope}}":                             `bundles.a.service: "nope"`,

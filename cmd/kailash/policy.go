@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/policies"
 )
 
 // dropInFlags are `kailash authz`'s opa-envoy-plugin replacement flags: with
@@ -28,6 +30,14 @@ type dropInFlags struct {
 	configFile            string
 	set                   stringsFlag
 	reflection, opaServer bool
+	// From the config file's services, keys and decision_logs: the clients
+	// that reach the bundle and decision-log services (credentials, TLS),
+	// the bundle signing key, the upload URL and its flush interval.
+	bundleClient, logClient *http.Client
+	verify                  *policies.Verification
+	decisionLogURL          string
+	logFlush                time.Duration
+	labels                  map[string]string
 }
 
 func (d *dropInFlags) enabled() bool {
@@ -87,6 +97,10 @@ func (d *dropInFlags) config() (*config.Config, error) {
 		cfg.Policy.DecisionLogs.File = d.decisionLog
 	}
 	cfg.Policy.DecisionLogs.Mask = d.mask
+	if d.decisionLogURL != "" && cfg.Policy.DecisionLogs.URL == "" {
+		cfg.Policy.DecisionLogs.URL = d.decisionLogURL
+		cfg.Policy.DecisionLogs.FlushInterval = d.logFlush
+	}
 	return cfg, nil
 }
 
