@@ -143,7 +143,9 @@ plugins:
 `, bundles.URL, caFile, logs.URL, logs.URL, keyYAML, grpcAddr))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"authz", "--server", "--config-file", cfg, "-log-level", "warn"}, io.Discard) }()
+	go func() {
+		done <- run(ctx, []string{"authz", "--server", "--config-file", cfg, "-log-level", "warn"}, io.Discard)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
