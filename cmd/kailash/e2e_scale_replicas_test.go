@@ -45,6 +45,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -450,6 +451,14 @@ nodes:
 	}
 	if statuses["completed"] == 0 {
 		t.Errorf("no long execution completed on the surviving runner (%v)", statuses)
+	}
+	// The quota must be reached whatever the box's speed (a fast run ends
+	// its kills before the quota client sent scaleQuota requests): keep the
+	// load on until the quota tenant is refused once, then judge the count.
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if slices.ContainsFunc(rec.snapshot(), func(o outcome) bool { return o.kind == "quota" && o.code == 429 }) {
+			break
+		}
 	}
 	stop()
 
