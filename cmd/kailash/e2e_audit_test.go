@@ -63,22 +63,7 @@ func TestAuditEvents(t *testing.T) {
 	path := filepath.Join(dir, "kailash.yaml")
 	writeConfig(t, path, body)
 	k := startKailash(t, "up", "-c", path, "-log-level", "info")
-	tok := devToken(t, "acme")
-	testenv.Eventually(t, 90*time.Second, func() error {
-		select {
-		case <-k.done:
-			t.Fatalf("kailash up exited: %v\n%s", k.err, k.out)
-		default:
-		}
-		code, _, err := getVia(p.envoy, "acme.localhost", tok, "")
-		if err != nil {
-			return err
-		}
-		if code != 200 {
-			return fmt.Errorf("through Envoy: %d", code)
-		}
-		return nil
-	})
+	waitUp(t, k, p, "acme.localhost", devToken(t, "acme"), 200, "")
 
 	// A tenant added by editing the file.
 	writeConfig(t, path, body+tenantYAML(t, "globex"))

@@ -18,25 +18,9 @@ import (
 // the descriptor's limit override — counting execution starts only, per
 // user; kailash explain names the quota.
 func TestRoleLimitsFromPolicyData(t *testing.T) {
-	dir := t.TempDir()
-	bundle := filepath.Join(dir, "bundle")
-	if err := os.CopyFS(bundle, os.DirFS("../../policies/bundle")); err != nil {
-		t.Fatal(err)
-	}
-	dataPath := filepath.Join(bundle, "kailash", "config", "data.json")
-	raw, err := os.ReadFile(dataPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var data map[string]any
-	if err := json.Unmarshal(raw, &data); err != nil {
-		t.Fatal(err)
-	}
-	data["roles"].(map[string]any)["business_user"].(map[string]any)["limits"] = map[string]any{"executions_per_hour": 2}
-	raw, _ = json.Marshal(data)
-	if err := os.WriteFile(dataPath, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	bundle := bundleWithData(t, func(data map[string]any) {
+		data["roles"].(map[string]any)["business_user"].(map[string]any)["limits"] = map[string]any{"executions_per_hour": 2}
+	})
 	p := freePorts(t)
 	body := configYAML(t, p, "acme")
 	body = strings.Replace(body, "\ntenants:\n", fmt.Sprintf("\nratelimit: {grpc: %s, fail_mode: closed, timeout: 2s}\npolicy: {bundle: %s}\ntenants:\n", testenv.FreeAddr(t), bundle), 1)
@@ -64,4 +48,31 @@ func TestRoleLimitsFromPolicyData(t *testing.T) {
 	if len(rec.RateLimit) != 1 || rec.RateLimit[0].Quota != "acme/role_hour" || rec.RateLimit[0].Limit != 2 || rec.RateLimit[0].Window != "hour" {
 		t.Errorf("explain rate-limit step %+v (edge %+v)", rec.RateLimit, rec.Edge)
 	}
+}
+
+// bundleWithData is a copy of the shipped bundle whose data.json edit
+// changed.
+func bundleWithData(t *testing.T, edit func(data map[string]any)) string {
+	t.Helper()
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	if err := os.CopyFS(bundle, os.DirFS("../../policies/bundle")); err != nil {
+		t.Fatal(err)
+	}
+	dataPath := filepath.Join(bundle, "kailash", "config", "data.json")
+	raw, err := os.ReadFile(dataPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(raw, &data); err != nil {
+		t.Fatal(err)
+	}
+	edit(data)
+	if raw, err = json.Marshal(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dataPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return bundle
 }

@@ -144,6 +144,27 @@ func getVia(addr, host, token, slow string) (int, string, error) {
 
 // upWithSlowUpstream starts `kailash up` with tenant acme forwarding to a
 // slow upstream, and waits until a request is served through Envoy.
+// waitUp waits until kailash up (k) serves tok's tenant host through
+// Envoy at p with want (a status, and the body when set).
+func waitUp(t *testing.T, k *kailashProc, p ports, host, tok string, want int, wantBody string) {
+	t.Helper()
+	testenv.Eventually(t, 90*time.Second, func() error {
+		select {
+		case <-k.done:
+			t.Fatalf("kailash up exited: %v\n%s", k.err, k.out)
+		default:
+		}
+		code, got, err := getVia(p.envoy, host, tok, "")
+		if err != nil {
+			return err
+		}
+		if code != want || (wantBody != "" && got != wantBody) {
+			return fmt.Errorf("through Envoy: %d (%d bytes)", code, len(got))
+		}
+		return nil
+	})
+}
+
 func upWithSlowUpstream(t *testing.T, shutdown string) (*kailashProc, ports, string, string) {
 	t.Helper()
 	envoytest.Binary(t)
@@ -153,21 +174,7 @@ func upWithSlowUpstream(t *testing.T, shutdown string) (*kailashProc, ports, str
 	writeConfig(t, path, configYAML(t, p, "acme")+fmt.Sprintf("    upstreams: [%s]\n", up)+shutdown)
 	k := startKailash(t, "up", "-c", path, "-log-level", "info")
 	tok := devToken(t, "acme")
-	testenv.Eventually(t, 90*time.Second, func() error {
-		select {
-		case <-k.done:
-			t.Fatalf("kailash up exited: %v\n%s", k.err, k.out)
-		default:
-		}
-		code, got, err := getVia(p.envoy, "acme.localhost", tok, "")
-		if err != nil {
-			return err
-		}
-		if code != 200 || got != body {
-			return fmt.Errorf("through Envoy: %d (%d bytes)", code, len(got))
-		}
-		return nil
-	})
+	waitUp(t, k, p, "acme.localhost", tok, 200, body)
 	return k, p, tok, body
 }
 

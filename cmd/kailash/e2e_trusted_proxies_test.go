@@ -3,13 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -185,25 +182,9 @@ func explainOfID(t *testing.T, p ports, id string) (rec explainRecord) {
 // when a client sends it directly; a tenant without a country rule is
 // served but its upstream never gets the client's header.
 func TestGeoHeaderOnlyFromTrustedProxies(t *testing.T) {
-	dir := t.TempDir()
-	bundle := filepath.Join(dir, "bundle")
-	if err := os.CopyFS(bundle, os.DirFS("../../policies/bundle")); err != nil {
-		t.Fatal(err)
-	}
-	dataPath := filepath.Join(bundle, "kailash", "config", "data.json")
-	raw, err := os.ReadFile(dataPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var data map[string]any
-	if err := json.Unmarshal(raw, &data); err != nil {
-		t.Fatal(err)
-	}
-	data["tenants"] = map[string]any{"acme": map[string]any{"countries": map[string]any{"allowed": []string{"DE"}, "header": "X-Country"}}}
-	raw, _ = json.Marshal(data)
-	if err := os.WriteFile(dataPath, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	bundle := bundleWithData(t, func(data map[string]any) {
+		data["tenants"] = map[string]any{"acme": map[string]any{"countries": map[string]any{"allowed": []string{"DE"}, "header": "X-Country"}}}
+	})
 	jwt := fmt.Sprintf("    jwt: {issuer: %s, audiences: [%s], jwks_file: %s}\n", issuer, audience, abs(t, "../../examples/keys/dev.jwks.json"))
 	p := freePorts(t)
 	body := configYAML(t, p, "acme")

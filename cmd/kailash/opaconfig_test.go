@@ -121,22 +121,7 @@ func TestAuthzWithOPAConfigFileAndRunServerArgs(t *testing.T) {
 			t.Errorf("authz: %v", err)
 		}
 	})
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := authv3.NewAuthorizationClient(conn)
-	check := func(method string) (int32, error) {
-		resp, err := client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Source:  &authv3.AttributeContext_Peer{Address: &corev3.Address{}},
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: "/x"}}}})
-		return resp.GetStatus().GetCode(), err
-	}
-	testenv.Eventually(t, 15*time.Second, func() error {
-		_, err := check("GET")
-		return err
-	})
+	conn, check := dropInChecker(t, ctx, grpcAddr)
 	if c, err := check("GET"); err != nil || c != 0 {
 		t.Fatalf("GET: %d %v", c, err)
 	}
@@ -199,4 +184,27 @@ func TestOPARunServerCommandLine(t *testing.T) {
 			t.Errorf("%v accepted", bad)
 		}
 	}
+}
+
+// dropInChecker dials a drop-in authz at addr and waits until it answers;
+// check sends a Check of method on /x and returns its gRPC status code.
+func dropInChecker(t *testing.T, ctx context.Context, addr string) (conn *grpc.ClientConn, check func(method string) (int32, error)) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := authv3.NewAuthorizationClient(conn)
+	check = func(method string) (int32, error) {
+		resp, err := client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Source:  &authv3.AttributeContext_Peer{Address: &corev3.Address{}},
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: "/x"}}}})
+		return resp.GetStatus().GetCode(), err
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		_, err := check("GET")
+		return err
+	})
+	return conn, check
 }

@@ -19,11 +19,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/policies"
 )
@@ -152,22 +147,7 @@ plugins:
 			t.Errorf("authz: %v", err)
 		}
 	})
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := authv3.NewAuthorizationClient(conn)
-	check := func(method string) (int32, error) {
-		resp, err := client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Source:  &authv3.AttributeContext_Peer{Address: &corev3.Address{}},
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: "/x"}}}})
-		return resp.GetStatus().GetCode(), err
-	}
-	testenv.Eventually(t, 20*time.Second, func() error {
-		_, err := check("GET")
-		return err
-	})
+	_, check := dropInChecker(t, ctx, grpcAddr)
 	if c, err := check("GET"); err != nil || c != 0 {
 		t.Fatalf("GET: %d %v", c, err)
 	}
