@@ -218,7 +218,7 @@ func RunInWorker(ctx context.Context, job Job) (map[string]any, error) {
 func workerDied(ps *os.ProcessState, err error, stderr string, job Job) error {
 	// Under RLIMIT_DATA a worker that runs out dies in the Go runtime:
 	// "fatal error: runtime: out of memory", or, when the failed mapping is
-	// one the collector needed, a SIGSEGV inside the runtime. The worker
+	// one the collector needed, a SIGSEGV (or SIGBUS) inside the runtime. The worker
 	// runs nothing but the interpreter, so a runtime crash is read as the
 	// memory limit, and its first line is kept for the operator.
 	first := firstLine(stderr)
@@ -226,7 +226,10 @@ func workerDied(ps *os.ProcessState, err error, stderr string, job Job) error {
 	// errno=12 (ENOMEM) and "fatal error: newosproc": the same limit.
 	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") || strings.Contains(stderr, "failed to allocate") ||
 		strings.Contains(stderr, "errno=12") || strings.Contains(stderr, "fatal error:") ||
-		strings.HasPrefix(first, "SIGSEGV") || strings.HasPrefix(first, "unexpected fault address") {
+		strings.HasPrefix(first, "SIG") || strings.HasPrefix(first, "unexpected fault address") || strings.Contains(stderr, "[signal ") ||
+		// a signal crash whose first lines were not the usual ones still
+		// ends in the runtime's register dump
+		(strings.Contains(stderr, "\nrip ") && strings.Contains(stderr, "\ngs ")) {
 		return fmt.Errorf("sandbox worker exceeded memory limit (code_max_memory %d bytes; the worker died: %s)", job.MaxMemory, first)
 	}
 	if ps != nil {
