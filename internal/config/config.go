@@ -48,6 +48,9 @@ type Config struct {
 	File string `yaml:"-"`
 	// Digest is the SHA-256 (hex) of the file's bytes ("" when built in code).
 	Digest string `yaml:"-"`
+	// positions are where the file writes each field path, for errors
+	// found after decoding (positionOf).
+	positions map[string]yamlcheck.Pos
 }
 
 // Envoy describes the data plane the control plane configures.
@@ -390,6 +393,7 @@ func Parse(name string, b []byte) (*Config, error) {
 		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	c.File = name
+	c.positions = yamlcheck.Positions(&root, reflect.TypeOf(Config{}))
 	sum := sha256.Sum256(b)
 	c.Digest = hex.EncodeToString(sum[:])
 	c.SetDefaults()
@@ -474,10 +478,13 @@ func (c *Config) Validate() error {
 		if loc == "" {
 			loc = "config"
 		}
+		msg := fmt.Sprintf(format, args...)
 		if line > 0 {
 			loc = fmt.Sprintf("%s:%d", loc, line)
+		} else if p, ok := c.positionOf(msg); ok {
+			loc = fmt.Sprintf("%s:%d:%d", loc, p.Line, p.Column)
 		}
-		errs = append(errs, fmt.Errorf("%s: %s", loc, fmt.Sprintf(format, args...)))
+		errs = append(errs, fmt.Errorf("%s: %s", loc, msg))
 	}
 	addr := func(field string, v HostPort, required bool) {
 		if v.IsZero() && required {

@@ -47,3 +47,19 @@ func TestGeoHeaderConfig(t *testing.T) {
 		t.Errorf("trusted sources default to the listener's trusted_proxies: %v", got)
 	}
 }
+
+// Errors found after decoding are placed at the field's own line and
+// column (or its nearest written parent), not at the file alone.
+func TestValidationErrorsAtTheFieldsLine(t *testing.T) {
+	body := "envoy:\n  listen: 127.0.0.1:1\n  routes: sideways\nxds: {grpc: 127.0.0.1:2}\nauthz: {grpc: 127.0.0.1:3}\nrunner: {http: 127.0.0.1:4}\n" +
+		"telemetry:\n  otlp_endpoint: http://c:4317\n  sampling_ratio: 1.5\ntenants:\n" + hardeningTenant("acme", "")
+	_, err := loadString(t, body)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"kailash.yaml:3:3: envoy.routes:", "kailash.yaml:9:3: telemetry.sampling_ratio: 1.5"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v\nwant %q", err, want)
+		}
+	}
+}

@@ -28,6 +28,7 @@ var Docs = map[string]string{
 	"Config.Shutdown":                "Shutdown is how the process drains on SIGTERM (shutdown.go).",
 	"Config.TLS":                     "RateLimit and TLS are the edge's global settings (edge.go).",
 	"Config.Telemetry":               "Telemetry is tracing (telemetry.go).",
+	"Config.positions":               "positions are where the file writes each field path, for errors found after decoding (positionOf).",
 	"EdgeTLS.Listen":                 "Listen is the HTTPS listener address (an IP); empty means no HTTPS.",
 	"EdgeTLS.Listener":               "Listener is the HTTPS listener's connection settings; unset fields inherit envoy.listener's.",
 	"EdgeTLS.MinVersion":             "MinVersion is \"1.2\" or \"1.3\" (default \"1.3\").",

@@ -44,6 +44,37 @@ type checker struct {
 	errs   []*Error
 	budget int
 	over   bool
+	pos    map[string]Pos // the first place each path is written
+}
+
+// Pos is where a field path is written in the document: its key.
+type Pos struct{ Line, Column int }
+
+// Positions maps each field path of doc ("tenants[1].jwt.issuer", list
+// items as "tenants[1]") to where it is written, for errors found after
+// decoding: a value reached through an alias is at the alias's use.
+func Positions(doc *yaml.Node, t reflect.Type) map[string]Pos {
+	c := &checker{budget: MaxNodes, pos: map[string]Pos{}}
+	n := doc
+	if n != nil && n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return c.pos
+		}
+		n = n.Content[0]
+	}
+	if n != nil {
+		c.walk(n, n, t, "")
+	}
+	return c.pos
+}
+
+func (c *checker) mark(at *yaml.Node, path string) {
+	if c.pos == nil || path == "" {
+		return
+	}
+	if _, ok := c.pos[path]; !ok {
+		c.pos[path] = Pos{at.Line, at.Column}
+	}
 }
 
 // Check walks doc (a document node or its content) against t and returns
@@ -127,7 +158,9 @@ func (c *checker) walk(n, at *yaml.Node, t reflect.Type, path string) {
 			return
 		}
 		for i, item := range n.Content {
-			c.walk(item, item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			p := fmt.Sprintf("%s[%d]", path, i)
+			c.mark(item, p)
+			c.walk(item, item, t.Elem(), p)
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
@@ -140,6 +173,7 @@ func (c *checker) walk(n, at *yaml.Node, t reflect.Type, path string) {
 				c.merged(v, func(m *yaml.Node) { c.walk(m, m, t, path) })
 				continue
 			}
+			c.mark(k, join(path, k.Value))
 			c.walk(v, v, t.Elem(), join(path, k.Value))
 		}
 	case reflect.Interface:
@@ -172,6 +206,7 @@ func (c *checker) mapping(n *yaml.Node, t reflect.Type, path string) {
 			c.add(k, join(path, k.Value), "unknown key%s", hint(k.Value, t))
 			continue
 		}
+		c.mark(k, join(path, k.Value))
 		c.walk(v, v, ft, join(path, k.Value))
 	}
 }
