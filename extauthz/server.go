@@ -77,6 +77,8 @@ type Options struct {
 	BundleHTTPClient, DecisionLogHTTPClient *http.Client
 	Verification                            *policies.Verification
 	DecisionLogLabels                       map[string]string
+	// Status, when set, runs OPA's status plugin (opastatus.go).
+	Status *StatusOptions
 }
 
 // reasonKeysUnavailable: no key set to verify the token with (503).
@@ -108,6 +110,7 @@ type Server struct {
 	rlExplain  RateLimitExplainer
 	rlHTTP     string // ratelimit.http, asked for rate-limit steps
 	audit      *audit.Logger
+	status     *StatusOptions
 	tracer     trace.Tracer // from tp; nil when off
 	inputOpts  envoyauth.InputOptions
 	auth       *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
@@ -165,7 +168,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return nil, errors.New("extauthz: nil config")
 	}
 	s := &Server{log: opts.Logger, now: opts.Now, cacheSize: opts.TokenCacheSize, reg: telemetry.NewRegistry(),
-		dropIn: opts.DropIn, reflection: opts.EnableReflection, tp: opts.TracerProvider, audit: opts.Audit,
+		dropIn: opts.DropIn, reflection: opts.EnableReflection, tp: opts.TracerProvider, audit: opts.Audit, status: opts.Status,
 		inputOpts: envoyauth.InputOptions{SkipBodyParse: cfg.Policy.SkipRequestBodyParse, DropIn: opts.DropIn}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -507,6 +510,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	watch("active", s.engine)
 	if s.shadow != nil {
 		watch("shadow", s.shadow)
+	}
+	if s.status != nil {
+		wg.Go(func() { s.runStatus(ctx, *s.status) })
 	}
 	// The decision logger outlives the gRPC server: it stops after the last
 	// Check has been answered and logged.

@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/kailash-gw/kailash/extauthz"
 	"github.com/kailash-gw/kailash/policies"
 )
 
@@ -31,6 +32,13 @@ type opaConfig struct {
 	PersistenceDirectory string               `yaml:"persistence_directory"`
 	Labels               map[string]string    `yaml:"labels"`
 	Keys                 map[string]opaKey    `yaml:"keys"`
+	Status               *struct {
+		Service       string `yaml:"service"`
+		PartitionName string `yaml:"partition_name"`
+		Console       bool   `yaml:"console"`
+		Trigger       string `yaml:"trigger"`
+		Prometheus    bool   `yaml:"prometheus"`
+	} `yaml:"status"`
 }
 
 type opaBundle struct {
@@ -81,7 +89,6 @@ type opaEnvoyPlugin struct {
 // opaUnsupported names keys OPA knows that kailash authz does not (yet),
 // with what to use instead.
 var opaUnsupported = map[string]string{
-	"status":                         "the status plugin is not supported; use /metrics and /health",
 	"discovery":                      "discovery bundles are not supported",
 	"server":                         "OPA's REST API is not served",
 	"default_decision":               "OPA's REST API is not served",
@@ -118,7 +125,7 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 			return fail("%s: %s", k, why)
 		}
 		switch k {
-		case "services", "bundles", "decision_logs", "plugins", "persistence_directory", "labels", "keys":
+		case "services", "bundles", "decision_logs", "plugins", "persistence_directory", "labels", "keys", "status":
 		default:
 			return fail("%s: unknown key", k)
 		}
@@ -222,6 +229,32 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 			}
 			d.persistDir = dir
 		}
+	}
+	if st := c.Status; st != nil {
+		if st.Trigger != "" && st.Trigger != "periodic" {
+			return fail("status.trigger: %q: only periodic (the default) is supported", st.Trigger)
+		}
+		so := &extauthz.StatusOptions{Console: st.Console, Labels: c.Labels}
+		for n := range c.Bundles {
+			so.BundleName = n
+		}
+		if st.Service != "" {
+			s, ok := services[st.Service]
+			if !ok || s.URL == "" {
+				return fail("status.service: %q is not a service with a url", st.Service)
+			}
+			so.URL = strings.TrimSuffix(s.URL, "/") + "/status"
+			if st.PartitionName != "" {
+				so.URL += "/" + strings.Trim(st.PartitionName, "/")
+			}
+			if so.Client, err = s.client(); err != nil {
+				return fail("%v", err)
+			}
+		}
+		if so.URL == "" && !so.Console {
+			return fail("status: give service or console: true")
+		}
+		d.status = so
 	}
 	if dl := c.DecisionLogs; dl != nil && dl.Service != "" {
 		s, ok := services[dl.Service]

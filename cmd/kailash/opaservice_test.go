@@ -67,6 +67,7 @@ func TestOPAConfigFileServicesWithCredentials(t *testing.T) {
 	}
 
 	logged := make(chan []map[string]any, 8)
+	statuses := make(chan map[string]any, 8)
 	var tokens atomic.Int32
 	logs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -102,6 +103,20 @@ func TestOPAConfigFileServicesWithCredentials(t *testing.T) {
 				return
 			}
 			logged <- evs
+		case "/status/edge-1":
+			if r.Header.Get("Authorization") != "Bearer oauth-token-1" {
+				http.Error(w, "no token", http.StatusUnauthorized)
+				return
+			}
+			var st map[string]any
+			if err := json.NewDecoder(r.Body).Decode(&st); err != nil {
+				http.Error(w, err.Error(), 400)
+				return
+			}
+			select {
+			case statuses <- st:
+			default:
+			}
 		default:
 			http.NotFound(w, r)
 		}
@@ -133,6 +148,7 @@ decision_logs:
   service: logger
   reporting: {max_delay_seconds: 1}
 labels: {app: demo}
+status: {service: logger, partition_name: edge-1}
 plugins:
   envoy_ext_authz_grpc: {addr: %s, path: demo/allow}
 `, bundles.URL, caFile, logs.URL, logs.URL, keyYAML, grpcAddr))
@@ -170,6 +186,17 @@ plugins:
 	}
 	if tokens.Load() == 0 {
 		t.Error("no OAuth2 token was fetched")
+	}
+	// OPA's status report: the active bundle's revision, the labels.
+	select {
+	case st := <-statuses:
+		b, _ := st["bundles"].(map[string]any)["authz"].(map[string]any)
+		labels, _ := st["labels"].(map[string]any)
+		if b["active_revision"] != "r1" || labels["app"] != "demo" || labels["id"] == "" || labels["version"] == "" {
+			t.Errorf("status report %v", st)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no status report reached the service")
 	}
 }
 

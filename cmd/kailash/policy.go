@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kailash-gw/kailash/extauthz"
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/policies"
 )
@@ -38,6 +39,7 @@ type dropInFlags struct {
 	decisionLogURL          string
 	logFlush                time.Duration
 	labels                  map[string]string
+	status                  *extauthz.StatusOptions // OPA's status plugin
 }
 
 func (d *dropInFlags) enabled() bool {

@@ -265,7 +265,7 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 		defer aud.Close()
 	}
 	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled(), EnableReflection: drop.reflection, TracerProvider: tp, Audit: aud,
-		BundleHTTPClient: drop.bundleClient, DecisionLogHTTPClient: drop.logClient, Verification: drop.verify, DecisionLogLabels: drop.labels})
+		BundleHTTPClient: drop.bundleClient, DecisionLogHTTPClient: drop.logClient, Verification: drop.verify, DecisionLogLabels: drop.labels, Status: drop.status})
 	if err != nil {
 		return err
 	}
