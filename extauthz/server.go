@@ -219,6 +219,19 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		lo := policies.DecisionLogOptions{File: cfg.Path(dl.File), MaxSizeMB: dl.MaxSizeMB, MaxBackups: dl.MaxBackups,
 			URL: dl.URL, BatchSize: dl.BatchSize, FlushInterval: dl.FlushInterval, Mask: dl.Mask, Buffer: dl.Buffer,
 			HTTPClient: opts.DecisionLogHTTPClient, Labels: opts.DecisionLogLabels}
+		if mp := strings.Trim(dl.MaskDecision, "/"); mp != "off" {
+			if mp == "" {
+				mp = "system/log/mask" // OPA's default
+			}
+			engine := s.engine
+			lo.MaskPolicy = func(ctx context.Context, ev map[string]any) (any, bool, error) {
+				v, err := ast.InterfaceToValue(ev)
+				if err != nil {
+					return nil, true, err
+				}
+				return engine.EvalAt(ctx, mp, v)
+			}
+		}
 		if dl.Console {
 			lo.Console = opts.DecisionLogOutput
 			if lo.Console == nil {

@@ -43,6 +43,7 @@ type DecisionEvent struct {
 	Result    any                   `json:"result,omitempty"`
 	Error     string                `json:"error,omitempty"`
 	Erased    []string              `json:"erased,omitempty"`
+	Masked    []string              `json:"masked,omitempty"`
 	Bundles   map[string]BundleInfo `json:"bundles,omitempty"`
 	Metrics   map[string]int64      `json:"metrics,omitempty"`
 	Labels    map[string]string     `json:"labels,omitempty"`
@@ -100,6 +101,12 @@ type DecisionLogOptions struct {
 	Buffer int
 	// Labels are attached to every event (OPA's "labels").
 	Labels map[string]string
+	// MaskPolicy, when set, is OPA's mask_decision: evaluated on each
+	// event ({input, result, path, decision_id, labels}), its value is a
+	// set of JSON pointers to erase ("/input/password") or of operations
+	// ({"op": "remove"|"upsert", "path": ..., "value": ...}) on /input and
+	// /result. defined false: the bundle has no such rule.
+	MaskPolicy func(ctx context.Context, event map[string]any) (result any, defined bool, err error)
 }
 
 // DecisionLogger writes decision events without ever blocking the caller.
@@ -113,6 +120,7 @@ type DecisionLogger struct {
 	flush  time.Duration
 	client *http.Client
 	labels map[string]string
+	maskFn func(ctx context.Context, event map[string]any) (any, bool, error)
 
 	logged, dropped, failed atomic.Int64
 	runOnce                 sync.Once
@@ -120,7 +128,8 @@ type DecisionLogger struct {
 
 // NewDecisionLogger opens the sinks of opts.
 func NewDecisionLogger(opts DecisionLogOptions) (*DecisionLogger, error) {
-	l := &DecisionLogger{url: opts.URL, batch: opts.BatchSize, flush: opts.FlushInterval, client: opts.HTTPClient, labels: opts.Labels}
+	l := &DecisionLogger{url: opts.URL, batch: opts.BatchSize, flush: opts.FlushInterval, client: opts.HTTPClient, labels: opts.Labels,
+		maskFn: opts.MaskPolicy}
 	if opts.Buffer <= 0 {
 		opts.Buffer = 10000
 	}
@@ -263,6 +272,96 @@ func (l *DecisionLogger) prepare(ev *DecisionEvent) {
 	if len(l.labels) > 0 && ev.Labels == nil {
 		ev.Labels = l.labels
 	}
+	if l.maskFn != nil {
+		l.maskByPolicy(ev)
+	}
+}
+
+// maskByPolicy applies the mask policy's operations to ev. A policy that
+// fails leaves the whole input and result out: masking fails closed.
+func (l *DecisionLogger) maskByPolicy(ev *DecisionEvent) {
+	doc := map[string]any{"input": ev.Input, "result": ev.Result, "path": ev.Path, "decision_id": ev.DecisionID}
+	if ev.Labels != nil {
+		labels := map[string]any{}
+		for k, v := range ev.Labels {
+			labels[k] = v
+		}
+		doc["labels"] = labels
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	res, defined, err := l.maskFn(ctx, doc)
+	if !defined && err == nil {
+		return
+	}
+	ops, ok := res.([]any)
+	if err != nil || (res != nil && !ok) {
+		ev.Input, ev.Result = nil, nil
+		ev.Erased = append(ev.Erased, "/input", "/result")
+		ev.Error = strings.TrimSpace(ev.Error + " (mask policy failed: the input and result are left out)")
+		return
+	}
+	root := map[string]any{"input": ev.Input, "result": ev.Result}
+	for _, op := range ops {
+		kind, path, value := "remove", "", any(nil)
+		switch o := op.(type) {
+		case string:
+			path = o
+		case map[string]any:
+			kind, _ = o["op"].(string)
+			path, _ = o["path"].(string)
+			value = o["value"]
+		}
+		segs := strings.Split(strings.Trim(path, "/"), "/")
+		if segs[0] != "input" && segs[0] != "result" {
+			continue
+		}
+		switch kind {
+		case "remove":
+			if removeAt(root, segs) {
+				ev.Erased = append(ev.Erased, path)
+			}
+		case "upsert":
+			if upsertAt(root, segs, value) {
+				ev.Masked = append(ev.Masked, path)
+			}
+		}
+	}
+	ev.Input, ev.Result = root["input"], root["result"]
+}
+
+func removeAt(root map[string]any, segs []string) bool {
+	node := root
+	for _, s := range segs[:len(segs)-1] {
+		next, ok := node[s].(map[string]any)
+		if !ok {
+			return false
+		}
+		node = next
+	}
+	last := segs[len(segs)-1]
+	if _, ok := node[last]; !ok {
+		return false
+	}
+	delete(node, last)
+	return true
+}
+
+func upsertAt(root map[string]any, segs []string, value any) bool {
+	node := root
+	for _, s := range segs[:len(segs)-1] {
+		next, ok := node[s].(map[string]any)
+		if !ok {
+			if node[s] != nil {
+				return false // not an object: cannot go through it
+			}
+			next = map[string]any{}
+			node[s] = next
+		}
+		node = next
+	}
+	node[segs[len(segs)-1]] = value
+	return true
 }
 
 // mask removes each path from input (a JSON document) and returns the

@@ -73,8 +73,9 @@ type Engine struct {
 // prepared is one immutable compiled version of the bundle.
 type prepared struct {
 	pq       rego.PreparedEvalQuery
-	compiler *ast.Compiler // for ExplainRules
+	compiler *ast.Compiler // for ExplainRules and EvalAt
 	store    storage.Store
+	extra    sync.Map // path → *lazyQuery (EvalAt)
 	revision string
 	hash     string
 	loadedAt time.Time
@@ -332,4 +333,48 @@ func Allowed(v any) (bool, error) {
 		return false, errors.New(`decision object has no boolean "allowed"`)
 	}
 	return false, fmt.Errorf("decision is %T, want a boolean or an object", v)
+}
+
+// EvalAt evaluates the rule at path (e.g. "system/log/mask") of the bundle
+// in force on input; defined is false when the bundle defines no rule
+// there (checked once per bundle version, so asking costs nothing then).
+// The query is prepared once per bundle version and path.
+func (e *Engine) EvalAt(ctx context.Context, path string, input ast.Value) (result any, defined bool, err error) {
+	p := e.cur.Load()
+	if p.compiler == nil {
+		return nil, false, nil
+	}
+	v, _ := p.extra.LoadOrStore(path, &lazyQuery{})
+	lq := v.(*lazyQuery)
+	lq.once.Do(func() {
+		ref, rerr := DecisionRef(path)
+		if rerr != nil {
+			lq.err = rerr
+			return
+		}
+		if len(p.compiler.GetRules(ref)) == 0 {
+			return // undefined: lq.pq stays nil
+		}
+		pq, perr := rego.New(rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))), rego.Compiler(p.compiler),
+			rego.Store(p.store), rego.StoreReadAST(true)).PrepareForEval(ctx)
+		lq.pq, lq.err = &pq, perr
+	})
+	if lq.err != nil || lq.pq == nil {
+		return nil, false, lq.err
+	}
+	rs, err := lq.pq.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil {
+		return nil, true, err
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, true, nil
+	}
+	return rs[0].Expressions[0].Value, true, nil
+}
+
+// lazyQuery is a query prepared on first use for one bundle version.
+type lazyQuery struct {
+	once sync.Once
+	pq   *rego.PreparedEvalQuery
+	err  error
 }

@@ -66,9 +66,10 @@ type opaDecisionLogs struct {
 	Console bool `yaml:"console"`
 	// Service uploads the decisions (OPA's format, gzip) to the service's
 	// url + Resource (default /logs).
-	Service   string `yaml:"service"`
-	Resource  string `yaml:"resource"`
-	Reporting *struct {
+	Service      string `yaml:"service"`
+	Resource     string `yaml:"resource"`
+	MaskDecision string `yaml:"mask_decision"`
+	Reporting    *struct {
 		MinDelaySeconds      int `yaml:"min_delay_seconds"`
 		MaxDelaySeconds      int `yaml:"max_delay_seconds"`
 		UploadSizeLimitBytes int `yaml:"upload_size_limit_bytes"`
@@ -165,6 +166,9 @@ func (d *dropInFlags) applyOPAConfig(path string) error {
 	}
 	if c.DecisionLogs != nil && c.DecisionLogs.Console {
 		d.decisionLog = "console"
+	}
+	if c.DecisionLogs != nil {
+		d.maskDecision = c.DecisionLogs.MaskDecision
 	}
 	d.labels = c.Labels
 	if len(c.Bundles) > 1 {

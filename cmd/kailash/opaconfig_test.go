@@ -89,7 +89,6 @@ func TestOPAConfigFileRefusesWhatItCannotHonour(t *testing.T) {
 		"status: {console: true, trigger: manual}":                                                          "status.trigger",
 		"status: {service: nope}":                                   `status.service: "nope"`,
 		"decision_logs: {service: s}":                               `decision_logs.service: "s" is not a service`,
-		"decision_logs: {mask_decision: system/log/mask}":           "field mask_decision not found",
 		"plugins: {other: {}}":                                      "plugins.other",
 		"plugins: {envoy_ext_authz_grpc: {proto-descriptor: a.pb}}": "proto-descriptor",
 		"bundles: {a: {service: nope}}":                             `bundles.a.service: "nope"`,

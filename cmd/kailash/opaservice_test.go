@@ -37,6 +37,10 @@ func TestOPAConfigFileServicesWithCredentials(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(polDir, "policy.rego"), []byte("package demo\n\ndefault allow := false\n\nallow if input.attributes.request.http.method == \"GET\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// OPA's mask policy (system.log.mask, the default mask_decision).
+	if err := os.WriteFile(filepath.Join(polDir, "mask.rego"), []byte("package system.log\n\nmask contains \"/input/attributes/request/http/path\"\n\nmask contains {\"op\": \"upsert\", \"path\": \"/input/attributes/request/http/method\", \"value\": \"masked\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	rk, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -180,6 +184,11 @@ plugins:
 		}
 		if b, _ := json.Marshal(evs); strings.Contains(string(b), "s3cret") {
 			t.Error("a credential is in the decision log")
+		}
+		// The bundle's mask policy ran: the path erased, the method replaced.
+		httpIn := evs[0]["input"].(map[string]any)["attributes"].(map[string]any)["request"].(map[string]any)["http"].(map[string]any)
+		if _, ok := httpIn["path"]; ok || httpIn["method"] != "masked" || !strings.Contains(fmt.Sprint(evs[0]["erased"]), "/input/attributes/request/http/path") {
+			t.Errorf("mask policy not applied: http %v erased %v masked %v", httpIn, evs[0]["erased"], evs[0]["masked"])
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("no decision log upload reached the service")

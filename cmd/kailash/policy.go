@@ -40,6 +40,7 @@ type dropInFlags struct {
 	logFlush                time.Duration
 	labels                  map[string]string
 	status                  *extauthz.StatusOptions // OPA's status plugin
+	maskDecision            string                  // OPA's decision_logs.mask_decision
 }
 
 func (d *dropInFlags) enabled() bool {
@@ -99,6 +100,7 @@ func (d *dropInFlags) config() (*config.Config, error) {
 		cfg.Policy.DecisionLogs.File = d.decisionLog
 	}
 	cfg.Policy.DecisionLogs.Mask = d.mask
+	cfg.Policy.DecisionLogs.MaskDecision = d.maskDecision
 	if d.decisionLogURL != "" && cfg.Policy.DecisionLogs.URL == "" {
 		cfg.Policy.DecisionLogs.URL = d.decisionLogURL
 		cfg.Policy.DecisionLogs.FlushInterval = d.logFlush

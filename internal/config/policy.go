@@ -26,7 +26,12 @@ type DecisionLogs struct {
 	BatchSize     int           `yaml:"batch_size"`
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	Mask          []string      `yaml:"mask"`
-	Buffer        int           `yaml:"buffer"`
+	// MaskDecision is OPA's mask policy: the rule (path in the bundle,
+	// default system/log/mask, as OPA's) whose value lists what to erase
+	// or replace in each event (JSON pointers, or {"op","path","value"});
+	// a bundle without the rule masks nothing more. "off" disables it.
+	MaskDecision string `yaml:"mask_decision"`
+	Buffer       int    `yaml:"buffer"`
 }
 
 // Enabled reports whether any sink is configured.
