@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kailash-gw/kailash/internal/devcert"
 	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/policies"
 )
@@ -222,5 +224,72 @@ keys: {k1: {algorithm: ES256, key: "PEM"}}
 	}
 	if v := d.verify; v == nil || v.KeyID != "k1" || v.Algorithm != "ES256" || v.PublicKey != "PEM" || v.Scope != "write" {
 		t.Fatalf("verification %+v", d.verify)
+	}
+}
+
+// credentials.client_tls: the service's client presents the certificate;
+// a server that requires one from its CA accepts it (and refuses a client
+// without), and tls.ca_cert verifies the server.
+func TestOPAServiceClientTLS(t *testing.T) {
+	ca, err := devcert.NewCA("kailash test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	server, err := ca.Issue(time.Hour, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.IssueClient(time.Hour, "authz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, err := ca.WriteCA(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := client.Write(dir, "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, err := tls.X509KeyPair(server.CertPEM, server.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{srvCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool()}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	svc := opaService{Name: "s", URL: srv.URL}
+	svc.TLS = &struct {
+		CACert           string `yaml:"ca_cert"`
+		SystemCARequired bool   `yaml:"system_ca_required"`
+	}{CACert: caFile}
+	plain, err := svc.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Get(srv.URL); err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+	svc.Credentials = &opaCredentials{ClientTLS: &struct {
+		Cert       string `yaml:"cert"`
+		PrivateKey string `yaml:"private_key"`
+	}{Cert: certFile, PrivateKey: keyFile}}
+	c, err := svc.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "authz" {
+		t.Errorf("the server saw client %q", b)
 	}
 }
