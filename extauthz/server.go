@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/kailash-gw/kailash/extauthz/apikey"
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/extauthz/explain"
 	"github.com/kailash-gw/kailash/extauthz/jwtauth"
@@ -111,11 +112,14 @@ type Server struct {
 	rlHTTP     string // ratelimit.http, asked for rate-limit steps
 	audit      *audit.Logger
 	status     *StatusOptions
-	tracer     trace.Tracer // from tp; nil when off
-	inputOpts  envoyauth.InputOptions
-	auth       *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
-	ready      *telemetry.Readiness     // /readyz (readiness.go)
-	snap       atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
+	// authz.api_keys_file: the tenants' API keys (apikeys.go); nil when unset.
+	apiKeys     *apikey.Store
+	apiKeysFile string
+	tracer      trace.Tracer // from tp; nil when off
+	inputOpts   envoyauth.InputOptions
+	auth        *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
+	ready       *telemetry.Readiness     // /readyz (readiness.go)
+	snap        atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
 	stopBG context.CancelFunc
@@ -178,6 +182,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	if s.tp != nil {
 		s.tracer = s.tp.Tracer("github.com/kailash-gw/kailash/extauthz")
+	}
+	if f := cfg.Authz.APIKeysFile; f != "" && !opts.DropIn {
+		s.apiKeys, s.apiKeysFile = apikey.NewStore(), cfg.Path(f)
+		if err := s.loadAPIKeys(); err != nil {
+			s.stopBG()
+			return nil, fmt.Errorf("authz.api_keys_file: %w", err)
+		}
 	}
 	if !opts.DropIn {
 		s.explainCap = cfg.ExplainRecords()
@@ -527,6 +538,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.status != nil {
 		wg.Go(func() { s.runStatus(ctx, *s.status) })
 	}
+	if s.apiKeys != nil {
+		wg.Go(func() { s.followAPIKeys(ctx) })
+	}
 	// The decision logger outlives the gRPC server: it stops after the last
 	// Check has been answered and logged.
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
@@ -598,6 +612,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	resp, result, reason, err := s.check(ctx, snap, req, &d, &st)
 	if ok := resp.GetOkResponse(); stripGeo && ok != nil {
 		ok.HeadersToRemove = append(ok.HeadersToRemove, snap.geoHeader) // nor does the upstream see it
+	}
+	if ok := resp.GetOkResponse(); st.apiKeyHeader != "" && ok != nil {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, st.apiKeyHeader) // the key is the gateway's business, not the upstream's
 	}
 	elapsed := time.Since(start)
 	s.countCheck(result, reason)
@@ -714,7 +731,8 @@ type checkState struct {
 	dryRun   bool
 	shadow   *policies.ShadowEvent
 
-	credential    string               // bearer, session_cookie, none ("" in drop-in mode)
+	credential    string               // bearer, session_cookie, api_key, none ("" in drop-in mode)
+	apiKeyHeader  string               // the header an API key came in (removed before the upstream)
 	authErr       *envoyauth.AuthError // the identity check that failed (set only when explaining)
 	claimedIssuer string               // the failed token's unverified iss
 }
@@ -747,28 +765,23 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 			return nil, ResultError, "deadline", status.FromContextError(err).Err()
 		}
 		var err error
-		token := envoyauth.Bearer(headers["authorization"])
-		st.credential = "bearer"
-		if token == "" {
-			token = login.SessionCookie(headers["cookie"])
-			st.credential = "session_cookie"
+		var apiKey string
+		if s.apiKeys != nil {
+			apiKey, st.apiKeyHeader = presentedAPIKey(headers)
 		}
-		if token == "" {
-			st.credential = "none"
-		}
-		ours := false
-		if s.auth != nil && token != "" {
-			id, ours, err = s.auth.VerifySession(ctx, token, d.Tenant)
-		}
-		if !ours {
-			id, err = ts.verifier.Verify(ctx, token)
-		}
-		if err != nil {
+		if apiKey != "" {
+			// A service account's API key (authz.api_keys_file).
+			st.credential = "api_key"
+			if id, err = s.verifyAPIKey(apiKey, d.Tenant, req); err != nil {
+				ae := err.(*envoyauth.AuthError)
+				if s.explain.Enabled() {
+					st.authErr = ae
+				}
+				return envoyauth.Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
+			}
+		} else if id, err = s.verifyToken(ctx, ts, headers, d.Tenant, st); err != nil {
 			var ae *envoyauth.AuthError
 			if errors.As(err, &ae) {
-				if s.explain.Enabled() {
-					st.authErr, st.claimedIssuer = ae, explain.ClaimedIssuer(token)
-				}
 				return envoyauth.Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
 			}
 			return nil, ResultError, reasonKeysUnavailable, status.Error(codes.Unavailable, "verification keys are unavailable")
@@ -837,6 +850,34 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		return envoyauth.DryRunAllow(*d), ResultDeny, "dry_run", nil
 	}
 	return resp, ResultDeny, "policy", nil
+}
+
+// verifyToken is the identity step for a bearer token or our session
+// cookie: one of our session tokens, else the tenant's verifier.
+func (s *Server) verifyToken(ctx context.Context, ts *tenantState, headers map[string]string, tenant string, st *checkState) (*envoyauth.Identity, error) {
+	token := envoyauth.Bearer(headers["authorization"])
+	st.credential = "bearer"
+	if token == "" {
+		token = login.SessionCookie(headers["cookie"])
+		st.credential = "session_cookie"
+	}
+	if token == "" {
+		st.credential = "none"
+	}
+	var id *envoyauth.Identity
+	var err error
+	ours := false
+	if s.auth != nil && token != "" {
+		id, ours, err = s.auth.VerifySession(ctx, token, tenant)
+	}
+	if !ours {
+		id, err = ts.verifier.Verify(ctx, token)
+	}
+	var ae *envoyauth.AuthError
+	if errors.As(err, &ae) && s.explain.Enabled() {
+		st.authErr, st.claimedIssuer = ae, explain.ClaimedIssuer(token)
+	}
+	return id, err
 }
 
 // evalShadow evaluates the candidate bundle on the same input and compares

@@ -10,6 +10,7 @@
 //	kailash ratelimit -c kailash.yaml   the global rate-limit service alone
 //	kailash keys      status|add|rotate -c kailash.yaml   data keys at rest
 //	kailash token     --tenant T --sub S --roles a,b [--ttl 1h]
+//	kailash apikey    create|list|revoke|rotate -c kailash.yaml   tenants' API keys
 //	kailash explain   ID                why a request was refused (decision or request id)
 //	kailash validate  -c kailash.yaml   check config, policy and workflows offline
 //	kailash translate -c kailash.yaml   print the Envoy resources the config becomes
@@ -49,6 +50,7 @@ func commands() []command {
 		{"runner", "run the workflow runner", runRunner},
 		{"ratelimit", "run the global rate-limit service (envoy.service.ratelimit.v3)", runRateLimit},
 		{"keys", "status, add or rotate the data keys of the runner's store", runKeys},
+		{"apikey", "create, list, revoke or rotate tenants' API keys (service accounts)", runAPIKey},
 		{"policy", "test, check, eval, build, replay or diff policy bundles", runPolicy},
 		{"token", "mint a development bearer token", runToken},
 		{"explain", "why was a request refused (by decision id or request id)", runExplain},

@@ -35,6 +35,7 @@ const (
 	PolicyReject   = "policy.reject"
 	KeyRotate      = "key.rotate"
 	KeyAdd         = "key.add"
+	KeyRevoke      = "key.revoke"
 	SessionRevoke  = "session.revoke"
 	// RecoveryCodeUse is a login with a TOTP recovery code.
 	RecoveryCodeUse = "mfa.recovery_code_use"

@@ -186,6 +186,10 @@ type Authz struct {
 	JWKSCache JWKSCache `yaml:"jwks_cache"`
 	// Explain is what authz keeps for `kailash explain` (explain.go).
 	Explain Explain `yaml:"explain"`
+	// APIKeysFile holds the tenants' API keys (service accounts), hashed,
+	// as `kailash apikey` writes it; followed for changes. Unset: no API
+	// keys. Callers present "Authorization: ApiKey kl_..." or X-API-Key.
+	APIKeysFile string `yaml:"api_keys_file"`
 }
 
 // Runner is the workflow runner.

@@ -8,6 +8,7 @@ var Docs = map[string]string{
 	"Audit.Mask":                     "Mask removes more event detail fields, as decision log masks do (\"/detail/email\"); fields whose name says password, secret, token, authorization, cookie, private_key or credential are always removed.",
 	"Audit.MaxBackups":               "File is the JSON-lines audit file (relative to this file), rotated at MaxSizeMB (default 100) keeping MaxBackups (default 10).",
 	"Audit.MaxSizeMB":                "File is the JSON-lines audit file (relative to this file), rotated at MaxSizeMB (default 100) keeping MaxBackups (default 10).",
+	"Authz.APIKeysFile":              "APIKeysFile holds the tenants' API keys (service accounts), hashed, as `kailash apikey` writes it; followed for changes. Unset: no API keys. Callers present \"Authorization: ApiKey kl_...\" or X-API-Key.",
 	"Authz.Explain":                  "Explain is what authz keeps for `kailash explain` (explain.go).",
 	"Authz.GRPC":                     "envoy.service.auth.v3.Authorization (+ gRPC health)",
 	"Authz.HTTP":                     "/metrics, /healthz, /readyz",

@@ -1,0 +1,85 @@
+package extauthz
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/kailash-gw/kailash/extauthz/apikey"
+	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+)
+
+// apiKeyHeader is the header an API key may come in besides
+// "Authorization: ApiKey ...".
+const apiKeyHeader = "x-api-key"
+
+// presentedAPIKey is the API key a request carries, and the header it came
+// in; "" when none.
+func presentedAPIKey(headers map[string]string) (key, header string) {
+	if a := headers["authorization"]; len(a) > 7 && strings.EqualFold(a[:7], "apikey ") {
+		return strings.TrimSpace(a[7:]), "authorization"
+	}
+	if k := headers[apiKeyHeader]; k != "" {
+		return strings.TrimSpace(k), apiKeyHeader
+	}
+	return "", ""
+}
+
+// clientIP is the request's client address (attributes.source, the
+// trusted one: see trustedSource).
+func clientIP(req *authv3.CheckRequest) netip.Addr {
+	a, _ := netip.ParseAddr(req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress())
+	return a
+}
+
+// loadAPIKeys reads authz.api_keys_file into the store.
+func (s *Server) loadAPIKeys() error {
+	f, err := apikey.ReadFile(s.apiKeysFile)
+	if err != nil {
+		return err
+	}
+	s.apiKeys.Replace(f)
+	return nil
+}
+
+// followAPIKeys re-reads the keys file when it changes (checked every
+// second) until ctx ends; a file that does not parse keeps the last good
+// keys.
+func (s *Server) followAPIKeys(ctx context.Context) {
+	var mod time.Time
+	var size int64 = -1
+	if fi, err := os.Stat(s.apiKeysFile); err == nil {
+		mod, size = fi.ModTime(), fi.Size()
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fi, err := os.Stat(s.apiKeysFile)
+		if err != nil {
+			continue
+		}
+		if fi.ModTime().Equal(mod) && fi.Size() == size {
+			continue
+		}
+		mod, size = fi.ModTime(), fi.Size()
+		if err := s.loadAPIKeys(); err != nil {
+			s.log.Error("api keys file rejected; the last good keys keep serving", "file", s.apiKeysFile, "err", err)
+			continue
+		}
+		s.log.Info("api keys reloaded", "file", s.apiKeysFile, "keys", s.apiKeys.Len())
+	}
+}
+
+// verifyAPIKey is the identity step for an API key.
+func (s *Server) verifyAPIKey(key, tenant string, req *authv3.CheckRequest) (*envoyauth.Identity, error) {
+	return s.apiKeys.Verify(key, tenant, clientIP(req), s.now())
+}
