@@ -155,6 +155,13 @@ func connectionManager(ir *IR, statPrefix, routes string, chain []*hcmv3.HttpFil
 		CodecType:        hcmv3.HttpConnectionManager_AUTO,
 		StripPortMode:    &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
 		UseRemoteAddress: wrapperspb.Bool(true),
+		// Paths as the upstreams will read them, before any route, RBAC or
+		// ext_authz decision: /a/./b, /a/../b and //a are normalized, and
+		// %2F or %5C in a path are unescaped and redirected, so no route
+		// prefix (/auth/) or policy path match can be sidestepped.
+		NormalizePath:                wrapperspb.Bool(true),
+		MergeSlashes:                 true,
+		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    adsSource(),
 			RouteConfigName: routes,
