@@ -11,6 +11,7 @@ import (
 
 	"github.com/kailash-gw/kailash/extauthz/apikey"
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
+	"github.com/kailash-gw/kailash/extauthz/login"
 )
 
 // apiKeyHeader is the header an API key may come in besides
@@ -82,4 +83,15 @@ func (s *Server) followAPIKeys(ctx context.Context) {
 // verifyAPIKey is the identity step for an API key.
 func (s *Server) verifyAPIKey(key, tenant string, req *authv3.CheckRequest) (*envoyauth.Identity, error) {
 	return s.apiKeys.Verify(key, tenant, clientIP(req), s.now())
+}
+
+// serviceAccounts is the API key check for POST /auth/token; nil without
+// API keys.
+func (s *Server) serviceAccounts() login.ServiceAccounts {
+	if s.apiKeys == nil {
+		return nil
+	}
+	return func(key, tenant string, client netip.Addr) (*envoyauth.Identity, error) {
+		return s.apiKeys.Verify(key, tenant, client, s.now())
+	}
 }

@@ -269,7 +269,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.snap.Store(snap)
 	s.startIssuers(snap)
 	if !opts.DropIn {
-		if s.auth, err = login.New(cfg, login.Options{Logger: s.log, Now: s.now, Registerer: s.reg, Audit: opts.Audit}); err != nil {
+		if s.auth, err = login.New(cfg, login.Options{Logger: s.log, Now: s.now, Registerer: s.reg, Audit: opts.Audit, ServiceAccounts: s.serviceAccounts()}); err != nil {
 			return fail(err)
 		}
 		if c := s.auth.RedisClient(); c != nil && s.explain.Enabled() {

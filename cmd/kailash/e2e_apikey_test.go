@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,6 +62,36 @@ func TestAPIKeysThroughEnvoy(t *testing.T) {
 		}
 	}
 	id := strings.SplitN(strings.TrimPrefix(key, "kl_"), "_", 2)[0]
+
+	// OAuth2 client credentials at our token endpoint: the key's id and
+	// secret as HTTP Basic give our session token, which authenticates.
+	tokenReq := func(user, pass string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+s.ports.envoy+"/auth/token", strings.NewReader("grant_type=client_credentials"))
+		req.Host = "acme.localhost"
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(user, pass)
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	secretPart := strings.SplitN(strings.TrimPrefix(key, "kl_"), "_", 2)[1]
+	code, tokResp := tokenReq(id, secretPart)
+	access, _ := tokResp["access_token"].(string)
+	if code != 200 || access == "" || tokResp["token_type"] != "Bearer" || tokResp["refresh_token"] != nil {
+		t.Fatalf("client credentials: %d %v", code, tokResp)
+	}
+	if r := s.mustDo("acme.localhost", access, nil); r.code != 200 {
+		t.Errorf("the issued token: %d %s", r.code, r.body)
+	}
+	if code, m := tokenReq(id, "wrong"); code != 401 || m["error"] != "invalid_client" {
+		t.Errorf("wrong client secret: %d %v", code, m)
+	}
 	refused("wrong secret", "acme.localhost", map[string]string{"Authorization": "ApiKey kl_" + id + "_wrongsecret"}, "unknown_api_key")
 	refused("another tenant", "globex.localhost", map[string]string{"Authorization": "ApiKey " + key}, "wrong_tenant")
 	fenced := create("--name", "office", "--roles", "admin", "--cidr", "10.0.0.0/8")

@@ -47,7 +47,8 @@ const (
 // default.
 type Service struct {
 	log      *slog.Logger
-	audit    *audit.Logger // key rotations, session revocations; nil: none
+	audit    *audit.Logger   // key rotations, session revocations; nil: none
+	accounts ServiceAccounts // POST /auth/token's client credentials; nil: none
 	now      func() time.Time
 	ring     *session.KeyRing
 	sessions *session.Manager
@@ -103,6 +104,9 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Audit records signing key rotations and session revocations.
 	Audit *audit.Logger
+	// ServiceAccounts checks API keys for POST /auth/token (nil: the
+	// endpoint refuses every grant).
+	ServiceAccounts ServiceAccounts
 }
 
 // New builds the login service of cfg: its stores (in memory, or in
@@ -141,7 +145,7 @@ func New(cfg *config.Config, opts Options) (*Service, error) {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
 	a := &Service{
-		log: log, audit: opts.Audit, now: now, ring: ring, sessions: mgr, issuer: s.Issuer,
+		log: log, audit: opts.Audit, accounts: opts.ServiceAccounts, now: now, ring: ring, sessions: mgr, issuer: s.Issuer,
 		shared: sh,
 		guard: lockout.New(sh.lockout, lockout.Config{MaxFailures: cfg.Lockout.MaxFailures,
 			MaxAddressFailures: cfg.Lockout.MaxAddressFailures, LockFor: cfg.Lockout.LockFor, Now: now}),
@@ -262,6 +266,7 @@ func (a *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /auth/login", a.login)
 	mux.HandleFunc("POST /auth/refresh", a.refresh)
 	mux.HandleFunc("POST /auth/logout", a.logout)
+	mux.HandleFunc("POST /auth/token", a.token)
 	mux.HandleFunc("POST /auth/totp/enroll", a.enroll)
 	mux.HandleFunc("POST /auth/totp/provision", a.provision)
 	a.samlRoutes(mux)
