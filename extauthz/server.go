@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -159,9 +160,10 @@ type snapshot struct {
 }
 
 type tenantState struct {
-	cfg      config.Tenant
-	term     *ast.Term        // input.tenant, built once
-	verifier identityVerifier // *jwtauth.Verifier, or one per issuer (issuers.go)
+	cfg        config.Tenant
+	clientPool *x509.CertPool   // tls.client_ca_file; nil: no client certificates
+	term       *ast.Term        // input.tenant, built once
+	verifier   identityVerifier // *jwtauth.Verifier, or one per issuer (issuers.go)
 }
 
 // New builds the verifiers and the policy engine and binds the listeners
@@ -365,9 +367,13 @@ func (s *Server) build(cfg *config.Config) (*snapshot, error) {
 			if err == nil {
 				tv, err = s.tenantVerifier(snap, t, v)
 			}
+			var pool *x509.CertPool
+			if err == nil && t.TLS.ClientCAFile != "" {
+				pool, err = config.LoadCertPool(cfg.Path(t.TLS.ClientCAFile))
+			}
 			if err == nil {
 				t.Features = slices.Clone(t.Features)
-				snap.tenants[t.ID] = &tenantState{cfg: t, term: envoyauth.TenantTerm(&t), verifier: tv}
+				snap.tenants[t.ID] = &tenantState{cfg: t, term: envoyauth.TenantTerm(&t), verifier: tv, clientPool: pool}
 			}
 		}
 		if err != nil {
@@ -779,6 +785,21 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 				}
 				return envoyauth.Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
 			}
+		} else if ts.clientPool != nil && !hasToken(headers) && (ts.cfg.TLS.RequireClientCertificate || req.GetAttributes().GetSource().GetCertificate() != "") {
+			// A client certificate, and no token: the service account it maps to.
+			st.credential = "client_certificate"
+			id, err = clientCertIdentity(req, ts)
+			if id == nil {
+				detail := "no client certificate"
+				if err != nil {
+					detail = err.Error()
+				}
+				ae := &envoyauth.AuthError{Reason: ReasonClientCertificate, Detail: detail}
+				if s.explain.Enabled() {
+					st.authErr = ae
+				}
+				return envoyauth.Unauthenticated(ae, d.ID), ResultUnauthenticated, string(ae.Reason), nil
+			}
 		} else if id, err = s.verifyToken(ctx, ts, headers, d.Tenant, st); err != nil {
 			var ae *envoyauth.AuthError
 			if errors.As(err, &ae) {
@@ -850,6 +871,12 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		return envoyauth.DryRunAllow(*d), ResultDeny, "dry_run", nil
 	}
 	return resp, ResultDeny, "policy", nil
+}
+
+// hasToken reports whether the request carries a bearer token or our
+// session cookie.
+func hasToken(headers map[string]string) bool {
+	return envoyauth.Bearer(headers["authorization"]) != "" || login.SessionCookie(headers["cookie"]) != ""
 }
 
 // verifyToken is the identity step for a bearer token or our session

@@ -14,7 +14,7 @@ import (
 // tenant's certificate and key. Errors name the tenant and field, never the
 // contents.
 func ReadInputs(cfg *config.Config) (translate.Inputs, error) {
-	in := translate.Inputs{Certificates: map[string]translate.KeyPair{}}
+	in := translate.Inputs{Certificates: map[string]translate.KeyPair{}, ClientCAs: map[string][]byte{}}
 	var errs []error
 	for i := range cfg.Tenants {
 		t := &cfg.Tenants[i]
@@ -32,6 +32,14 @@ func ReadInputs(cfg *config.Config) (translate.Inputs, error) {
 			continue
 		}
 		in.Certificates[t.ID] = translate.KeyPair{CertPEM: cert, KeyPEM: key}
+		if f := t.TLS.ClientCAFile; f != "" {
+			ca, err := os.ReadFile(cfg.Path(f))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("tenant %q: tls.client_ca_file: %w", t.ID, err))
+				continue
+			}
+			in.ClientCAs[t.ID] = ca
+		}
 	}
 	return in, errors.Join(errs...)
 }
@@ -59,7 +67,7 @@ func certDirs(cfg *config.Config) []string {
 	var files []string
 	for i := range cfg.Tenants {
 		t := &cfg.Tenants[i]
-		files = append(files, t.TLS.CertFile, t.TLS.KeyFile)
+		files = append(files, t.TLS.CertFile, t.TLS.KeyFile, t.TLS.ClientCAFile)
 	}
 	return fswatch.Dirs(cfg.Path, files...)
 }

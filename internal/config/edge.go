@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"os"
@@ -23,6 +24,28 @@ import (
 type TenantTLS struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile turns on client certificates for the tenant's HTTPS
+	// host: Envoy asks for one and verifies it against these CAs (PEM), and
+	// authz maps it to a service account by ClientIdentities (verifying the
+	// chain again, against this tenant's CAs). Re-read when it changes.
+	ClientCAFile string `yaml:"client_ca_file"`
+	// RequireClientCertificate refuses the TLS handshake without a valid
+	// client certificate, and authz refuses one no identity maps (401).
+	RequireClientCertificate bool `yaml:"require_client_certificate"`
+	// ClientIdentities map a certificate to a service account: by its
+	// SPIFFE ID (a URI SAN) or its subject's common name.
+	ClientIdentities []ClientIdentity `yaml:"client_identities"`
+}
+
+// ClientIdentity maps client certificates to a service account.
+type ClientIdentity struct {
+	// SPIFFEID (spiffe://trust-domain/path) or Subject (the subject CN):
+	// exactly one.
+	SPIFFEID string `yaml:"spiffe_id"`
+	Subject  string `yaml:"subject"`
+	// Name is the service account: the identity is sa:<name>.
+	Name  string   `yaml:"name"`
+	Roles []string `yaml:"roles"`
 }
 
 // Enabled reports whether the tenant has a certificate.
@@ -385,6 +408,30 @@ func (c *Config) validateTenantEdge(at func(line int, format string, args ...any
 			at(t.Line, "%s: tls: a certificate needs tls.listen (the HTTPS listener)", name)
 		}
 	}
+	tt := t.TLS
+	if tt.ClientCAFile != "" || tt.RequireClientCertificate || len(tt.ClientIdentities) > 0 {
+		switch {
+		case !tt.Enabled():
+			at(t.Line, "%s: tls.client_ca_file: client certificates need the tenant's own certificate (tls.cert_file, tls.key_file)", name)
+		case tt.ClientCAFile == "":
+			at(t.Line, "%s: tls.client_ca_file: required with require_client_certificate or client_identities", name)
+		default:
+			if _, err := LoadCertPool(c.Path(tt.ClientCAFile)); err != nil {
+				at(t.Line, "%s: tls.client_ca_file: %v", name, err)
+			}
+		}
+		for i, ci := range tt.ClientIdentities {
+			where := fmt.Sprintf("%s: tls.client_identities[%d]", name, i)
+			switch {
+			case ci.Name == "":
+				at(t.Line, "%s.name: required (the service account)", where)
+			case (ci.SPIFFEID == "") == (ci.Subject == ""):
+				at(t.Line, "%s: give spiffe_id or subject, exactly one", where)
+			case ci.SPIFFEID != "" && !strings.HasPrefix(ci.SPIFFEID, "spiffe://"):
+				at(t.Line, "%s.spiffe_id: %q: want spiffe://trust-domain/path", where, ci.SPIFFEID)
+			}
+		}
+	}
 	cors := t.CORS
 	for _, o := range cors.AllowOrigins {
 		if o != "*" && !originRe.MatchString(o) {
@@ -525,4 +572,17 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return true
+}
+
+// LoadCertPool reads a PEM file of CA certificates.
+func LoadCertPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }

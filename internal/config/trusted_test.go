@@ -63,3 +63,18 @@ func TestValidationErrorsAtTheFieldsLine(t *testing.T) {
 		}
 	}
 }
+
+func TestClientCertificateConfig(t *testing.T) {
+	for _, tc := range []struct{ tls, want string }{
+		{"    tls: {client_ca_file: ca.pem}\n", "client certificates need the tenant's own certificate"},
+		{"    tls: {cert_file: k.json, key_file: k.json, client_identities: [{spiffe_id: 'spiffe://a/b', name: x}]}\n", "tls.client_ca_file: required"},
+		{"    tls: {cert_file: k.json, key_file: k.json, client_ca_file: k.json}\n", "holds no PEM certificate"},
+		{"    tls: {cert_file: k.json, key_file: k.json, client_ca_file: k.json, client_identities: [{spiffe_id: 'http://x', name: x}]}\n", "want spiffe://"},
+		{"    tls: {cert_file: k.json, key_file: k.json, client_ca_file: k.json, client_identities: [{name: x}]}\n", "give spiffe_id or subject, exactly one"},
+	} {
+		body := "tls: {listen: 127.0.0.1:9}\n" + hardeningHead + "tenants:\n" + hardeningTenant("acme", tc.tls)
+		if _, err := loadString(t, body); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.tls, err, tc.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -70,7 +71,7 @@ func httpsListener(ir *IR, hcm *anypb.Any) (*listenerv3.Listener, error) {
 		if vh.TLS == nil {
 			continue
 		}
-		ts, err := toAny(&tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		dtc := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
 			TlsParams: &tlsv3.TlsParameters{
 				TlsMinimumProtocolVersion: minVersion,
 				TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
@@ -80,7 +81,17 @@ func httpsListener(ir *IR, hcm *anypb.Any) (*listenerv3.Listener, error) {
 				SdsConfig: adsSource(),
 			}},
 			AlpnProtocols: slices.Clone(alpn),
-		}})
+		}}
+		if ca := vh.TLS.ClientCA; ca != nil {
+			// Client certificates: asked for, verified against the
+			// tenant's CAs (authz verifies them again, for the route's
+			// tenant), required when the tenant says so.
+			dtc.RequireClientCertificate = wrapperspb.Bool(vh.TLS.RequireClientCert)
+			dtc.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: ca}},
+			}}
+		}
+		ts, err := toAny(dtc)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tenant %q: %w", vh.TenantID, err))
 			continue

@@ -83,6 +83,10 @@ type Certificate struct {
 	// ServerNames are the SNI names that select this certificate: the
 	// tenant's domains without ports, sorted, unique across tenants.
 	ServerNames []string
+	// ClientCA (PEM), when set, asks clients for a certificate and
+	// verifies it; RequireClientCert refuses the handshake without one.
+	ClientCA          []byte
+	RequireClientCert bool
 }
 
 // HTTPS is the TLS listener.

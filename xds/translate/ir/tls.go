@@ -2,6 +2,7 @@ package ir
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +19,8 @@ type Inputs struct {
 	// Certificates are the tenants' certificate chains and keys (PEM), by
 	// tenant id.
 	Certificates map[string]KeyPair
+	// ClientCAs are the tenants' client-certificate CAs (PEM), by tenant id.
+	ClientCAs map[string][]byte
 }
 
 // KeyPair is a PEM certificate chain and its private key.
@@ -46,6 +49,14 @@ func buildCertificate(cfg *config.Config, t *config.Tenant, in Inputs, tenantErr
 		return nil
 	}
 	c := &Certificate{SecretName: SecretName(t.ID), CertPEM: kp.CertPEM, KeyPEM: kp.KeyPEM}
+	if t.TLS.ClientCAFile != "" {
+		ca, ok := in.ClientCAs[t.ID]
+		if !ok || !x509.NewCertPool().AppendCertsFromPEM(ca) {
+			tenantErr("tls.client_ca_file: %s was not read or holds no PEM certificate", t.TLS.ClientCAFile)
+			return nil
+		}
+		c.ClientCA, c.RequireClientCert = ca, t.TLS.RequireClientCertificate
+	}
 	for _, d := range t.Domains {
 		d = strings.ToLower(strings.TrimSpace(d))
 		if h, _, err := net.SplitHostPort(d); err == nil {
