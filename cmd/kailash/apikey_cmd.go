@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -70,16 +69,7 @@ func runAPIKey(ctx context.Context, args []string, w io.Writer) error {
 		return err
 	}
 	record := func(action, target string, detail map[string]any) error {
-		var log *slog.Logger
-		if cfg.Audit.File == "" {
-			log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-		}
-		aud, err := newAuditLogger(cfg, log, nil)
-		if err != nil {
-			return err
-		}
-		aud.Record(ctx, audit.Event{Component: "cli", Action: action, Actor: cliActor(), Target: target, Detail: detail})
-		return aud.Close()
+		return recordCLI(ctx, cfg, action, target, detail, nil)
 	}
 	find := func() (int, error) {
 		i := slices.IndexFunc(f.Keys, func(k apikey.Key) bool { return k.ID == id })

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -114,4 +115,23 @@ func serverAudit(cfg *config.Config, log *slog.Logger, s any) (*audit.Logger, er
 		}
 	}
 	return aud, nil
+}
+
+// recordCLI records an administrative action of the CLI: to audit.file
+// when it is set, else to stderr. err is the action's outcome.
+func recordCLI(ctx context.Context, cfg *config.Config, action, target string, detail map[string]any, err error) error {
+	var log *slog.Logger
+	if cfg.Audit.File == "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	aud, aerr := newAuditLogger(cfg, log, nil)
+	if aerr != nil {
+		return errors.Join(err, aerr)
+	}
+	ev := audit.Event{Component: "cli", Action: action, Actor: cliActor(), Target: target, Detail: detail}
+	if err != nil {
+		ev.Outcome, ev.Error = audit.Error, err.Error()
+	}
+	aud.Record(ctx, ev)
+	return errors.Join(err, aud.Close())
 }

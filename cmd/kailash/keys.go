@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -58,21 +56,7 @@ func runKeys(ctx context.Context, args []string, w io.Writer) error {
 		return err
 	}
 	record := func(action, target string, err error) error {
-		// The audit file when audit.file is set, else stderr.
-		var log *slog.Logger
-		if cfg.Audit.File == "" {
-			log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-		}
-		aud, aerr := newAuditLogger(cfg, log, nil)
-		if aerr != nil {
-			return errors.Join(err, aerr)
-		}
-		ev := audit.Event{Component: "cli", Action: action, Actor: cliActor(), Target: target, Detail: map[string]any{"config": cfg.File}}
-		if err != nil {
-			ev.Outcome, ev.Error = audit.Error, err.Error()
-		}
-		aud.Record(ctx, ev)
-		return errors.Join(err, aud.Close())
+		return recordCLI(ctx, cfg, action, target, map[string]any{"config": cfg.File}, err)
 	}
 	if sub == "add" {
 		return record(audit.KeyAdd, "runner data key "+id, keysAdd(cfg, id, w))
