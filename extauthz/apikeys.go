@@ -37,8 +37,19 @@ func clientIP(req *authv3.CheckRequest) netip.Addr {
 	return a
 }
 
-// loadAPIKeys reads authz.api_keys_file into the store.
+// loadAPIKeys reads authz.api_keys_file (or sessions.redis) into the store.
 func (s *Server) loadAPIKeys() error {
+	if s.apiKeysRedis != nil {
+		ctx, cancel := context.WithTimeout(s.bg, 5*time.Second)
+		defer cancel()
+		f, v, err := s.apiKeysRedis.Load(ctx)
+		if err != nil {
+			return err
+		}
+		s.apiKeys.Replace(f)
+		s.apiKeysVersion = v
+		return nil
+	}
 	f, err := apikey.ReadFile(s.apiKeysFile)
 	if err != nil {
 		return err
@@ -47,10 +58,46 @@ func (s *Server) loadAPIKeys() error {
 	return nil
 }
 
+// followRedisKeys re-reads the keys when another writer changed them
+// (their version) and publishes this replica's last uses, every second,
+// until ctx ends.
+func (s *Server) followRedisKeys(ctx context.Context) {
+	pushed := map[string]time.Time{}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if v, err := s.apiKeysRedis.Version(rctx); err == nil && v != s.apiKeysVersion {
+			if err := s.loadAPIKeys(); err != nil {
+				s.log.Error("api keys in Redis not read; the last good keys keep serving", "err", err)
+			} else {
+				s.log.Info("api keys reloaded from sessions.redis", "keys", s.apiKeys.Len(), "version", v)
+			}
+		}
+		for id, at := range s.apiKeys.LastUsedAll() {
+			if at.After(pushed[id].Add(time.Minute)) { // at most once a minute per key
+				if err := s.apiKeysRedis.Touch(rctx, id, at); err == nil {
+					pushed[id] = at
+				}
+			}
+		}
+		cancel()
+	}
+}
+
 // followAPIKeys re-reads the keys file when it changes (checked every
 // second) until ctx ends; a file that does not parse keeps the last good
 // keys.
 func (s *Server) followAPIKeys(ctx context.Context) {
+	if s.apiKeysRedis != nil {
+		s.followRedisKeys(ctx)
+		return
+	}
 	var mod time.Time
 	var size int64 = -1
 	if fi, err := os.Stat(s.apiKeysFile); err == nil {

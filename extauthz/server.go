@@ -114,13 +114,15 @@ type Server struct {
 	audit      *audit.Logger
 	status     *StatusOptions
 	// authz.api_keys_file: the tenants' API keys (apikeys.go); nil when unset.
-	apiKeys     *apikey.Store
-	apiKeysFile string
-	tracer      trace.Tracer // from tp; nil when off
-	inputOpts   envoyauth.InputOptions
-	auth        *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
-	ready       *telemetry.Readiness     // /readyz (readiness.go)
-	snap        atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
+	apiKeys        *apikey.Store
+	apiKeysFile    string
+	apiKeysRedis   *apikey.Redis // authz.api_keys_in_redis
+	apiKeysVersion int64         // of the keys in force (Redis)
+	tracer         trace.Tracer  // from tp; nil when off
+	inputOpts      envoyauth.InputOptions
+	auth           *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
+	ready          *telemetry.Readiness     // /readyz (readiness.go)
+	snap           atomic.Pointer[snapshot] // the tenants in force; replaced whole by Update
 
 	bg     context.Context // background work (JWKS refresh); ends with Serve or Close
 	stopBG context.CancelFunc
@@ -184,6 +186,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	if s.tp != nil {
 		s.tracer = s.tp.Tracer("github.com/kailash-gw/kailash/extauthz")
+	}
+	if cfg.Authz.APIKeysInRedis && !opts.DropIn {
+		s.apiKeys = apikey.NewStore() // filled from Redis once the login service has the client
 	}
 	if f := cfg.Authz.APIKeysFile; f != "" && !opts.DropIn {
 		s.apiKeys, s.apiKeysFile = apikey.NewStore(), cfg.Path(f)
@@ -273,6 +278,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	if !opts.DropIn {
 		if s.auth, err = login.New(cfg, login.Options{Logger: s.log, Now: s.now, Registerer: s.reg, Audit: opts.Audit, ServiceAccounts: s.serviceAccounts()}); err != nil {
 			return fail(err)
+		}
+		if c := s.auth.RedisClient(); c != nil && cfg.Authz.APIKeysInRedis {
+			s.apiKeysRedis = apikey.NewRedis(c, "")
+			if err := s.loadAPIKeys(); err != nil {
+				return fail(fmt.Errorf("authz.api_keys_in_redis: %w", err))
+			}
 		}
 		if c := s.auth.RedisClient(); c != nil && s.explain.Enabled() {
 			s.explain.SetShared(explain.NewShared(s.bg, c, cfg.ExplainTTL())) // every replica answers explain for every request

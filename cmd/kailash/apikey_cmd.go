@@ -13,16 +13,18 @@ import (
 	"github.com/kailash-gw/kailash/extauthz/apikey"
 	"github.com/kailash-gw/kailash/internal/audit"
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/redisclient"
 )
 
 // runAPIKey is `kailash apikey create|list|revoke|rotate`: the tenants'
-// API keys in authz.api_keys_file (authz follows the file). A key's secret
+// API keys in authz.api_keys_file, or in sessions.redis with
+// authz.api_keys_in_redis (authz follows either). A key's secret
 // is printed once, at create and rotate; only its hash is stored.
 func runAPIKey(ctx context.Context, args []string, w io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintln(w, "Usage: kailash apikey create|list|revoke|rotate -c kailash.yaml [flags]")
 		fmt.Fprintln(w, "  create  --tenant T --name N [--roles a,b] [--ttl 720h] [--cidr 10.0.0.0/8 ...]: a new key, printed once")
-		fmt.Fprintln(w, "  list    [--tenant T]: the keys (never their secrets), last use not included (per authz replica)")
+		fmt.Fprintln(w, "  list    [--tenant T]: the keys (never their secrets); with authz.api_keys_in_redis, their last use")
 		fmt.Fprintln(w, "  revoke  --id ID: the key stops working")
 		fmt.Fprintln(w, "  rotate  --id ID: a new secret for the key, printed once; the old one stops working")
 		if len(args) == 0 {
@@ -60,13 +62,38 @@ func runAPIKey(ctx context.Context, args []string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Authz.APIKeysFile == "" {
-		return fmt.Errorf("%s: authz.api_keys_file is not set", path)
-	}
+	// The keys: in sessions.redis (authz.api_keys_in_redis), else the file.
+	var rs *apikey.Redis
+	var lastUsed map[string]time.Time
 	file := cfg.Path(cfg.Authz.APIKeysFile)
-	f, err := apikey.ReadFile(file)
-	if err != nil {
-		return err
+	var f apikey.File
+	switch {
+	case cfg.Authz.APIKeysInRedis:
+		rc := cfg.Sessions.Redis
+		pw, err := rc.Password()
+		if err != nil {
+			return err
+		}
+		client := redisclient.New(rc.Addr.String(), pw, rc.DB, 5*time.Second)
+		defer client.Close()
+		rs, file = apikey.NewRedis(client, ""), "sessions.redis"
+		if f, _, err = rs.Load(ctx); err != nil {
+			return fmt.Errorf("apikey: %s: %w", file, err)
+		}
+		lastUsed, _ = rs.LastUsed(ctx)
+	case cfg.Authz.APIKeysFile == "":
+		return fmt.Errorf("%s: neither authz.api_keys_file nor authz.api_keys_in_redis is set", path)
+	default:
+		if f, err = apikey.ReadFile(file); err != nil {
+			return err
+		}
+	}
+	// save writes key k (Redis) or the whole file.
+	save := func(k apikey.Key) error {
+		if rs != nil {
+			return rs.Put(ctx, k)
+		}
+		return apikey.WriteFile(file, f)
 	}
 	record := func(action, target string, detail map[string]any) error {
 		return recordCLI(ctx, cfg, action, target, detail, nil)
@@ -94,7 +121,7 @@ func runAPIKey(ctx context.Context, args []string, w io.Writer) error {
 			return err
 		}
 		f.Keys = append(f.Keys, k)
-		if err := apikey.WriteFile(file, f); err != nil {
+		if err := save(k); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "%s\n", secret)
@@ -114,6 +141,9 @@ func runAPIKey(ctx context.Context, args []string, w io.Writer) error {
 			case !k.Expires.IsZero():
 				state = "expires " + k.Expires.Format(time.RFC3339)
 			}
+			if at, ok := lastUsed[k.ID]; ok {
+				state += ", last used " + at.Format(time.RFC3339)
+			}
 			fmt.Fprintf(w, "%s  %-10s sa:%-20s roles=%s cidrs=%s  %s\n", k.ID, k.Tenant, k.Name, strings.Join(k.Roles, ","), strings.Join(k.CIDRs, ","), state)
 		}
 		return nil
@@ -123,7 +153,7 @@ func runAPIKey(ctx context.Context, args []string, w io.Writer) error {
 			return err
 		}
 		f.Keys[i].Revoked = time.Now().UTC()
-		if err := apikey.WriteFile(file, f); err != nil {
+		if err := save(f.Keys[i]); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "api key %s revoked\n", id)
@@ -138,7 +168,7 @@ func runAPIKey(ctx context.Context, args []string, w io.Writer) error {
 			return err
 		}
 		f.Keys[i] = k
-		if err := apikey.WriteFile(file, f); err != nil {
+		if err := save(k); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "%s\n", secret)

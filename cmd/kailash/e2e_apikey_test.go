@@ -113,3 +113,49 @@ func TestAPIKeysThroughEnvoy(t *testing.T) {
 		t.Errorf("apikey list: %v\n%s", err, list.String())
 	}
 }
+
+// TestAPIKeysInRedis: with authz.api_keys_in_redis, `kailash apikey`
+// writes the keys to sessions.redis (a real Redis), authz reads them from
+// there (and follows a revocation), and the keys' last use reaches Redis
+// for `kailash apikey list`.
+func TestAPIKeysInRedis(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	s := startStackConfig(t, func(p ports) string {
+		c := strings.Replace(configYAML(t, p, "acme"), "max_request_bytes: 8192}", "max_request_bytes: 8192, api_keys_in_redis: true}", 1)
+		return strings.Replace(c, "\ntenants:\n", "\nsessions: {redis: {addr: "+rd.Addr+"}}\ntenants:\n", 1)
+	})
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"apikey", "create", "-c", s.cfgPath, "--tenant", "acme", "--name", "ci", "--roles", "admin"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(out.String())
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if r := s.mustDo("acme.localhost", "", map[string]string{"Authorization": "ApiKey " + key}); r.code != 200 {
+			return fmt.Errorf("ApiKey from Redis: %d %s", r.code, r.body)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 15*time.Second, func() error {
+		var list bytes.Buffer
+		if err := run(context.Background(), []string{"apikey", "list", "-c", s.cfgPath}, &list); err != nil {
+			return err
+		}
+		if !strings.Contains(list.String(), "last used") {
+			return fmt.Errorf("no last use yet: %s", list.String())
+		}
+		return nil
+	})
+	id := strings.SplitN(strings.TrimPrefix(key, "kl_"), "_", 2)[0]
+	if err := run(context.Background(), []string{"apikey", "revoke", "-c", s.cfgPath, "--id", id}, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if r := s.mustDo("acme.localhost", "", map[string]string{"Authorization": "ApiKey " + key}); r.code != 401 || !strings.Contains(r.body, "revoked_api_key") {
+			return fmt.Errorf("revoked key: %d %s", r.code, r.body)
+		}
+		return nil
+	})
+	if raw := rd.Client().HGetAll(context.Background(), "kailash:apikeys").Val(); len(raw) != 1 || strings.Contains(fmt.Sprint(raw), strings.SplitN(strings.TrimPrefix(key, "kl_"), "_", 2)[1]) {
+		t.Errorf("Redis holds %v: want one key, hashed", raw)
+	}
+}

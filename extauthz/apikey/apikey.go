@@ -182,6 +182,17 @@ func (s *Store) LastUsed(id string) time.Time {
 	return s.lastUsed[id]
 }
 
+// LastUsedAll is every key's last use here.
+func (s *Store) LastUsedAll() map[string]time.Time {
+	s.lastMu.Lock()
+	defer s.lastMu.Unlock()
+	out := make(map[string]time.Time, len(s.lastUsed))
+	for k, v := range s.lastUsed {
+		out[k] = v
+	}
+	return out
+}
+
 // Verify checks a presented key for tenant from client (the trusted client
 // address; invalid: no CIDR matches). Errors are *envoyauth.AuthError with
 // a reason naming the check that failed.

@@ -190,6 +190,10 @@ type Authz struct {
 	// as `kailash apikey` writes it; followed for changes. Unset: no API
 	// keys. Callers present "Authorization: ApiKey kl_..." or X-API-Key.
 	APIKeysFile string `yaml:"api_keys_file"`
+	// APIKeysInRedis keeps the API keys in sessions.redis instead, read by
+	// every authz replica (and written there by `kailash apikey`), with
+	// each key's last use by any replica.
+	APIKeysInRedis bool `yaml:"api_keys_in_redis"`
 }
 
 // Runner is the workflow runner.
@@ -531,6 +535,9 @@ func (c *Config) Validate() error {
 	c.validateExplain(at)
 	c.validateAudit(at)
 	c.validateGeoHeader(at)
+	if c.Authz.APIKeysInRedis && (c.Sessions.Redis == nil || c.Authz.APIKeysFile != "") {
+		at(0, "authz.api_keys_in_redis: needs sessions.redis, and not authz.api_keys_file as well")
+	}
 	if strings.HasPrefix(c.Policy.Decision, "/") || strings.HasPrefix(c.Policy.Decision, "data.") {
 		at(0, "policy.decision: %q: give the path without a leading / or data. (e.g. kailash/authz/result)", c.Policy.Decision)
 	}

@@ -9,6 +9,7 @@ var Docs = map[string]string{
 	"Audit.MaxBackups":                   "File is the JSON-lines audit file (relative to this file), rotated at MaxSizeMB (default 100) keeping MaxBackups (default 10).",
 	"Audit.MaxSizeMB":                    "File is the JSON-lines audit file (relative to this file), rotated at MaxSizeMB (default 100) keeping MaxBackups (default 10).",
 	"Authz.APIKeysFile":                  "APIKeysFile holds the tenants' API keys (service accounts), hashed, as `kailash apikey` writes it; followed for changes. Unset: no API keys. Callers present \"Authorization: ApiKey kl_...\" or X-API-Key.",
+	"Authz.APIKeysInRedis":               "APIKeysInRedis keeps the API keys in sessions.redis instead, read by every authz replica (and written there by `kailash apikey`), with each key's last use by any replica.",
 	"Authz.Explain":                      "Explain is what authz keeps for `kailash explain` (explain.go).",
 	"Authz.GRPC":                         "envoy.service.auth.v3.Authorization (+ gRPC health)",
 	"Authz.HTTP":                         "/metrics, /healthz, /readyz",
