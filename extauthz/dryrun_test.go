@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kailash-gw/kailash/extauthz/envoyauth"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 )
 
@@ -57,5 +56,4 @@ func TestTenantDryRun(t *testing.T) {
 	if got := status("globex"); got != 403 {
 		t.Errorf("globex opted out of policy.dry_run: %d, want 403", got)
 	}
-	_ = envoyauth.Decision{}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/telemetry"
 	"github.com/kailash-gw/kailash/internal/wire"
+	"github.com/kailash-gw/kailash/policies"
 )
 
 // ExplainLogName is the log_name of Envoy's gRPC access log to authz (the
@@ -78,19 +79,7 @@ func sharedInput(v ast.Value) json.RawMessage {
 	if err != nil {
 		return nil
 	}
-	if m, ok := in.(map[string]any); ok {
-		if a, ok := m["attributes"].(map[string]any); ok {
-			if r, ok := a["request"].(map[string]any); ok {
-				if h, ok := r["http"].(map[string]any); ok {
-					if hs, ok := h["headers"].(map[string]any); ok {
-						for _, k := range []string{"authorization", "proxy-authorization", "cookie", wire.HeaderIdentity} {
-							delete(hs, k)
-						}
-					}
-				}
-			}
-		}
-	}
+	policies.MaskCredentials(in)
 	b, err := json.Marshal(in)
 	if err != nil {
 		return nil

@@ -364,6 +364,21 @@ func upsertAt(root map[string]any, segs []string, value any) bool {
 	return true
 }
 
+// MaskCredentials removes DefaultMasks (the request's credentials) from
+// input (a JSON document, as ast.JSON gives it), as the decision log does,
+// for anything else that keeps inputs (explain's shared records).
+func MaskCredentials(input any) {
+	mask(input, defaultMaskPaths)
+}
+
+var defaultMaskPaths = func() [][]string {
+	var out [][]string
+	for _, m := range DefaultMasks {
+		out = append(out, strings.Split(strings.Trim(m, "/"), "/")[1:])
+	}
+	return out
+}()
+
 // mask removes each path from input (a JSON document) and returns the
 // removed ones in OPA's form ("/input/a/b").
 func mask(input any, masks [][]string) []string {

@@ -23,10 +23,12 @@ func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	bin := os.Getenv("HELM")
 	if bin == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("HELM is not set (make chart-test builds the pinned helm into bin/)")
+		// As internal/testenv.Missing (this module cannot import it): a
+		// missing helm fails in CI (CI set and not "false"), skips elsewhere.
+		if ci := os.Getenv("CI"); ci != "" && ci != "false" {
+			t.Fatal("helm is required in CI but HELM is not set: make chart-test builds the pinned helm into bin/ and sets it")
 		}
-		t.Skip("HELM is not set: run make chart-test")
+		t.Skip("helm not available: run make chart-test (it builds the pinned helm into bin/)")
 	}
 	var out, errb bytes.Buffer
 	cmd := exec.Command(bin, args...)
