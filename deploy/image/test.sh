@@ -67,14 +67,16 @@ if [ -z "${KAILASH_IMAGE_TEST_INNER:-}" ]; then
     cid=$(prun -d "$image")
     trap 'podman rm -f -v "$cid" >/dev/null 2>&1; rm -rf "$conf"' EXIT
     # A deadline in seconds, not a count of polls: each poll is two podman
-    # calls, slow on a busy machine.
+    # calls, slow on a busy machine. grep reads all the logs (grep -q would
+    # stop early, podman would get SIGPIPE and pipefail turn a match into
+    # a miss).
     deadline=$((SECONDS + 120))
     while [ "$SECONDS" -lt "$deadline" ]; do
-      podman logs "$cid" 2>/dev/null | grep -q 'Kailash Gateway is up' && break
+      podman logs "$cid" 2>/dev/null | grep 'Kailash Gateway is up' >/dev/null && break
       [ "$(podman inspect "$cid" --format '{{.State.Running}}')" = true ] || { podman logs "$cid" | tail -20 >&2; fail "podman run: kailash up exited"; }
       sleep 0.2
     done
-    podman logs "$cid" 2>/dev/null | grep -q 'Kailash Gateway is up' || { podman logs "$cid" 2>&1 | tail -30 >&2; fail "podman run: kailash up not up within 120s"; }
+    podman logs "$cid" 2>/dev/null | grep 'Kailash Gateway is up' >/dev/null || { podman logs "$cid" 2>&1 | tail -30 >&2; fail "podman run: kailash up not up within 120s"; }
     tok=$(prun --rm "$image" token -c /etc/kailash/kailash.yaml --key /etc/kailash/keys/dev-signing-key.pem --tenant acme --sub alice --roles admin)
     serves "$tok" "$conf/body"
     podman stop -t 30 "$cid" >/dev/null
