@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/kailash-gw/kailash/internal/testenv"
 )
 
 // testDNS answers A queries for the names it holds with all their
@@ -106,28 +108,7 @@ typed_dns_resolver_config:
 // host can each bind ip:port and one DNS name with one port reaches all.
 func sharedPort(t *testing.T, ips ...string) string {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", ips[0]+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		ok := true
-		for _, ip := range ips[1:] {
-			l, err := net.Listen("tcp", ip+":"+port)
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		ln.Close()
-		if ok {
-			return port
-		}
-	}
-	t.Fatalf("no port free on all of %v", ips)
-	return ""
+	return testenv.FreePort(t, ips...)
 }
 
 // outcome is one request of the load: when it was sent and answered, its

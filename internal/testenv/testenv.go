@@ -4,8 +4,12 @@ package testenv
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -40,14 +44,91 @@ func SkipShort(t testing.TB, why string) {
 
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment
 // ago. Prefer binding ":0" directly where the server allows it.
+//
+// The port is drawn at random from below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range): a port the kernel handed out for ":0" is
+// in that range, and so is every outgoing connection's local port, so
+// between this call and the server's bind an unrelated connect (a health
+// poll, a Redis dial) could take it — CI saw "Address already in use" from
+// Envoy that way. Below the range only another listener can, and the port
+// is checked free and never handed out twice by this process.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return net.JoinHostPort("127.0.0.1", FreePort(t, "127.0.0.1"))
+}
+
+// FreePort returns a port free on every one of ips (e.g. loopback addresses
+// 127.0.0.x, so that replicas on one host each bind ip:port), drawn as
+// FreeAddr's is.
+func FreePort(t testing.TB, ips ...string) string {
+	t.Helper()
+	lo, hi := portPool()
+	for range 500 {
+		port := 0
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo)
+			if !claim(port) {
+				continue
+			}
+		}
+		if p, ok := bindsOn(port, ips); ok {
+			return p
+		}
+	}
+	t.Fatalf("no port free on all of %v", ips)
+	return ""
+}
+
+// bindsOn reports whether port (0: one the kernel picks on ips[0]) can be
+// bound on every address in ips, and which port that was.
+func bindsOn(port int, ips []string) (string, bool) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ips[0], strconv.Itoa(port)))
 	if err != nil {
-		t.Fatal(err)
+		return "", false
 	}
 	defer ln.Close()
-	return ln.Addr().String()
+	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	for _, ip := range ips[1:] {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, p))
+		if err != nil {
+			return "", false
+		}
+		l.Close()
+	}
+	return p, true
+}
+
+var (
+	portsMu     sync.Mutex
+	portsIssued = map[int]bool{}
+)
+
+// claim records port as handed out; false when it already was.
+func claim(port int) bool {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	if portsIssued[port] {
+		return false
+	}
+	portsIssued[port] = true
+	return true
+}
+
+// portPool is the range FreeAddr draws from: [10000, start of the ephemeral
+// range), or empty when that range starts too low to leave room.
+func portPool() (lo, hi int) {
+	lo, ephemeral := 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				ephemeral = n
+			}
+		}
+	}
+	if ephemeral-lo < 2000 {
+		return 0, 0
+	}
+	return lo, ephemeral
 }
 
 // Eventually polls cond every 50ms until it returns nil or the deadline

@@ -1,0 +1,38 @@
+package testenv
+
+import (
+	"net"
+	"strconv"
+	"testing"
+)
+
+// FreeAddr's ports come from below the ephemeral range (where no outgoing
+// connection takes them), are bindable and never repeat within a process.
+func TestFreeAddrBelowEphemeralRange(t *testing.T) {
+	lo, hi := portPool()
+	if hi <= lo {
+		t.Skip("the ephemeral range leaves no room below it on this machine")
+	}
+	seen := map[string]bool{}
+	for range 200 {
+		addr := FreeAddr(t)
+		host, p, err := net.SplitHostPort(addr)
+		if err != nil || host != "127.0.0.1" {
+			t.Fatalf("FreeAddr = %q", addr)
+		}
+		port, _ := strconv.Atoi(p)
+		if port < lo || port >= hi {
+			t.Fatalf("port %d outside [%d, %d)", port, lo, hi)
+		}
+		if seen[p] {
+			t.Fatalf("port %s handed out twice", p)
+		}
+		seen[p] = true
+	}
+	addr := FreeAddr(t)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("FreeAddr's %s is not bindable: %v", addr, err)
+	}
+	ln.Close()
+}
