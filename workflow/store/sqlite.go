@@ -194,10 +194,10 @@ func (d *sqliteDialect) lockWorkflows(context.Context, *sql.Tx, *tenantDB) error
 // startLimited inserts without counting: one runner holds the directory
 // (runner.lock), so its own count of running executions (the executor's
 // reservations) is already every runner's.
-func (d *sqliteDialect) startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, _ int) (bool, error) {
-	_, err := t.execStmt(ctx, `INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?)`,
-		id, workflow, StatusRunning, user, input, created, owner, ttl)
-	return err == nil, err
+func (d *sqliteDialect) startLimited(ctx context.Context, t *tenantDB, r startRow) (string, error) {
+	_, err := t.execStmt(ctx, `INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires, workflow_version, roles) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?, ?, ?)`,
+		r.id, r.workflow, StatusRunning, r.user, r.input, r.created, r.owner, r.ttl, r.version, r.roles)
+	return "", err
 }
 
 // tenantQuery runs q on the tenant's data database. Isolation does not rest
