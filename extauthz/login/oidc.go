@@ -379,6 +379,13 @@ func (a *Service) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		badState("unknown_state")
 		return
 	}
+	// RFC 9207: a provider that names itself must be the tenant's (a
+	// mix-up with another provider's answer is refused).
+	if q.Has("iss") && q.Get("iss") != e.cfg.Issuer {
+		refuse(http.StatusUnauthorized, "invalid_issuer", "the answer comes from another identity provider", "failure", "wrong_issuer", "",
+			fmt.Errorf("iss %q", clip(q.Get("iss"), 128)))
+		return
+	}
 	if idpErr := q.Get("error"); idpErr != "" {
 		refuse(http.StatusUnauthorized, "idp_error", "the identity provider refused the sign-on", "failure", "idp_error", "",
 			fmt.Errorf("provider error %q", clip(idpErr, 64)))

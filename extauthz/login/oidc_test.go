@@ -356,6 +356,9 @@ func TestOIDCCallbackRefusals(t *testing.T) {
 			p[1] = strings.Repeat("A", len(p[1]))
 			return cb, []*http.Cookie{{Name: ck.Name, Value: strings.Join(p, ".")}}
 		}, code: 400, error: "invalid_state", reason: "unknown_state"},
+		{name: "answer of another provider (RFC 9207 iss)", change: func(cb string, ck *http.Cookie) (string, []*http.Cookie) {
+			return cb + "&iss=" + url.QueryEscape("https://evil.example"), []*http.Cookie{ck}
+		}, code: 401, error: "invalid_issuer", reason: "wrong_issuer"},
 		{name: "provider error", change: func(cb string, ck *http.Cookie) (string, []*http.Cookie) {
 			u, _ := url.Parse(cb)
 			return "/auth/oidc/callback?error=access_denied&state=" + url.QueryEscape(u.Query().Get("state")), []*http.Cookie{ck}
