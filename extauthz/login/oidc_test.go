@@ -25,6 +25,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/kailash-gw/kailash/internal/config"
+	"github.com/kailash-gw/kailash/internal/testenv"
 	"github.com/kailash-gw/kailash/internal/wire"
 )
 
@@ -157,7 +158,13 @@ type oidcHarness struct {
 
 func startOIDC(t *testing.T, maxSessions int) *oidcHarness {
 	t.Helper()
-	op := newFakeOP(t)
+	return startOIDCWith(t, newFakeOP(t), maxSessions, "")
+}
+
+// startOIDCWith is a login service with acme's OIDC login at op, its
+// state in Redis at redisAddr ("": in memory).
+func startOIDCWith(t *testing.T, op *fakeOP, maxSessions int, redisAddr string) *oidcHarness {
+	t.Helper()
 	secretFile := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(secretFile, []byte(fakeClientSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -168,6 +175,9 @@ func startOIDC(t *testing.T, maxSessions int) *oidcHarness {
 	cfg.Tenants[0].Login.OIDC = &config.OIDCLogin{Issuer: op.srv.URL, ClientID: fakeClientID, ClientSecretFile: secretFile,
 		RedirectURL: config.MustURL("http://acme.localhost/auth/oidc/callback"), PostLogoutRedirectURL: config.MustURL("http://acme.localhost/bye"),
 		GroupRoles: map[string]string{"Engineering": "data_scientist"}, Attributes: map[string]string{"email": "email"}}
+	if redisAddr != "" {
+		cfg.Sessions.Redis = &config.Redis{Addr: config.MustHostPort(redisAddr), Timeout: time.Second}
+	}
 	cfg.SetDefaults()
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&syncWriter{w: &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -442,5 +452,27 @@ func TestOIDCLogoutCSRF(t *testing.T) {
 	}
 	if _, _, err := h.srv.VerifySession(t.Context(), sess, "acme"); err != nil {
 		t.Fatalf("the session was revoked by a cross-site post: %v", err)
+	}
+}
+
+// Replicas sharing sessions.redis: a login started on one completes on
+// the other, once.
+func TestOIDCReplicasShareLogins(t *testing.T) {
+	rd := testenv.StartRedis(t)
+	op := newFakeOP(t)
+	a, b := startOIDCWith(t, op, 0, rd.Addr), startOIDCWith(t, op, 0, rd.Addr)
+	cb, ck, _ := a.start(t, "/x")
+	if n, err := rd.Client().ZCard(t.Context(), "kailash:oidc:req:acme").Result(); err != nil || n != 1 {
+		t.Fatalf("pending logins in Redis: %d %v", n, err)
+	}
+	if r := b.do("GET", cb, []*http.Cookie{ck}); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/x" {
+		t.Fatalf("callback on the other replica: %d %s", r.StatusCode, errorOf(t, r))
+	}
+	if r := a.do("GET", cb, []*http.Cookie{ck}); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("the same answer on the first replica: %d", r.StatusCode)
+	}
+	rd.Stop()
+	if r := a.do("GET", "/auth/oidc/login", nil); r.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("login start with Redis down: %d", r.StatusCode)
 	}
 }

@@ -10,13 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // oidcProviderInstall is the hint given when node or npm is missing.
-const oidcProviderInstall = "apt-get install nodejs npm (Node.js >= 20.19)"
+const oidcProviderInstall = "apt-get install nodejs npm (Node.js >= 20.19: Debian trixie, or NodeSource on bookworm)"
 
 // OIDCClient is a client registered at the test OpenID provider.
 type OIDCClient struct {
@@ -56,6 +57,9 @@ func StartOIDCProvider(t testing.TB, clients []OIDCClient, users map[string]OIDC
 	if err != nil {
 		Missing(t, "node", oidcProviderInstall)
 	}
+	if v, err := exec.Command(node, "--version").Output(); err != nil || !nodeRecentEnough(strings.TrimSpace(string(v))) {
+		Missing(t, fmt.Sprintf("Node.js >= 20.19 (found %q)", strings.TrimSpace(string(v))), oidcProviderInstall)
+	}
 	dir := installOIDCProvider(t)
 	addr := FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
@@ -84,6 +88,16 @@ func StartOIDCProvider(t testing.TB, clients []OIDCClient, users map[string]OIDC
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// nodeRecentEnough reports whether `node --version` (v20.19.2) is at
+// least 20.19, oidc-provider 9's floor (its dependency jose 6 needs it).
+func nodeRecentEnough(v string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(v, "v%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 20 || major == 20 && minor >= 19
 }
 
 // ready reports whether the discovery document is served.
