@@ -36,3 +36,11 @@ func TestFreeAddrBelowEphemeralRange(t *testing.T) {
 	}
 	ln.Close()
 }
+
+func TestNodeRecentEnough(t *testing.T) {
+	for v, want := range map[string]bool{"v20.20.2": true, "v20.19.0": true, "v22.1.0": true, "v20.18.3": false, "v18.19.0": false, "": false, "20.19": false} {
+		if got := nodeRecentEnough(v); got != want {
+			t.Errorf("nodeRecentEnough(%q) = %v", v, got)
+		}
+	}
+}
