@@ -93,6 +93,15 @@ func (p *runnerProc) do(t *testing.T, method, path, body string) (int, map[strin
 	return resp.StatusCode, m
 }
 
+// crashBackends are the runner's durable stores the crash tests kill it on:
+// each returns the runner config lines that select it.
+var crashBackends = map[string]func(t *testing.T) string{
+	"sqlite": func(t *testing.T) string { return "  data_dir: data\n" },
+	"postgres": func(t *testing.T) string {
+		return "  postgres_dsn: " + testenv.StartPostgres(t).DSN + "\n  lease_ttl: 2s\n"
+	},
+}
+
 // kill -9 the runner in the middle of an execution; the next runner marks
 // it interrupted, so no execution stays "running" for ever.
 func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
@@ -101,13 +110,7 @@ func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	backends := map[string]func(t *testing.T) string{
-		"sqlite": func(t *testing.T) string { return "  data_dir: data\n" },
-		"postgres": func(t *testing.T) string {
-			return "  postgres_dsn: " + testenv.StartPostgres(t).DSN + "\n  lease_ttl: 2s\n"
-		},
-	}
-	for name, backend := range backends {
+	for name, backend := range crashBackends {
 		t.Run(name, func(t *testing.T) {
 			arrived := make(chan struct{}, 1)
 			host := upstream(t, func(w http.ResponseWriter, r *http.Request) {
@@ -257,13 +260,7 @@ func TestCrashUnderLoadKeepsAcknowledged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	backends := map[string]func(t *testing.T) string{
-		"sqlite": func(t *testing.T) string { return "  data_dir: data\n" },
-		"postgres": func(t *testing.T) string {
-			return "  postgres_dsn: " + testenv.StartPostgres(t).DSN + "\n  lease_ttl: 2s\n"
-		},
-	}
-	for name, backend := range backends {
+	for name, backend := range crashBackends {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			addr := testenv.FreeAddr(t)
