@@ -694,7 +694,7 @@ func (a *Service) setSessionCookies(w http.ResponseWriter, t *session.Tokens) {
 }
 
 func (a *Service) clearCookies(w http.ResponseWriter) {
-	for _, c := range []struct{ name, path string }{{CookieSession, "/"}, {CookieRefresh, wire.AuthPrefix}} {
+	for _, c := range []struct{ name, path string }{{CookieSession, "/"}, {CookieRefresh, wire.AuthPrefix}, {CookieOIDCIDToken, oidcCookiePath}} {
 		http.SetCookie(w, &http.Cookie{Name: c.name, Value: "", Path: c.path, MaxAge: -1, HttpOnly: true, Secure: a.secure})
 	}
 }

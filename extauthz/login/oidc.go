@@ -572,8 +572,7 @@ func (a *Service) oidcLogout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(CookieOIDCIDToken); err == nil {
 		hint = c.Value
 	}
-	a.clearCookies(w)
-	a.oidcCookie(w, CookieOIDCIDToken, "", -1)
+	a.clearCookies(w) // the ID token's cookie too
 	w.Header().Set("Cache-Control", "no-store")
 	target := "/"
 	if !e.cfg.PostLogoutRedirectURL.IsZero() {

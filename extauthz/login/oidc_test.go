@@ -293,6 +293,9 @@ func TestOIDCLoginSession(t *testing.T) {
 		loc.Query().Get("client_id") != fakeClientID {
 		t.Fatalf("logout: %d %q", out.StatusCode, out.Header.Get("Location"))
 	}
+	if c := cookieAttr(out, CookieOIDCIDToken); c == nil || c.MaxAge >= 0 || c.Path != "/auth/oidc/" {
+		t.Fatalf("ID token cookie not cleared: %v", out.Header.Values("Set-Cookie"))
+	}
 	if c := cookieAttr(out, CookieSession); c == nil || c.MaxAge >= 0 {
 		t.Fatalf("session cookie not cleared: %v", out.Header.Values("Set-Cookie"))
 	}
