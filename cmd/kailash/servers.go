@@ -304,7 +304,9 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 	log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "drop_in", drop.enabled(), "policy", s.Engine().Source(), "decision", s.Engine().Decision(), "gogc", gogc)
 	var follow func(context.Context) error
 	if !drop.enabled() {
-		follow = func(ctx context.Context) error { return watchTenants(ctx, f.config, log, aud, "authz", cfg, ts.source(), s) }
+		follow = func(ctx context.Context) error {
+			return watchTenants(ctx, f.config, log, aud, "authz", cfg, ts.source(), s)
+		}
 	}
 	return serveAlone(ctx, log, cfg, s.Serve, follow)
 }

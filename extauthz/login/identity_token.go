@@ -3,8 +3,8 @@ package login
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 

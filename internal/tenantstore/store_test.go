@@ -2,11 +2,11 @@ package tenantstore
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
