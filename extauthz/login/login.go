@@ -874,6 +874,12 @@ func (a *Service) IdentityToken(tenant string, id *envoyauth.Identity) (string, 
 	return a.minter.Token(tenant, id)
 }
 
+// VerifyIdentityToken checks an identity token (wire.HeaderIdentity)
+// signed by this service's key ring and returns its tenant and subject.
+func (a *Service) VerifyIdentityToken(ctx context.Context, token string) (tenant, subject string, err error) {
+	return a.minter.Verify(ctx, token)
+}
+
 // InsecureCookies reports sessions.insecure_cookies: the cookies are not
 // Secure, and plain-http origins of a tenant's domains pass the CSRF check.
 func (a *Service) InsecureCookies() bool { return !a.secure }
