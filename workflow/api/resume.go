@@ -85,6 +85,6 @@ func (s *Server) Resume(e *store.ExecutionRecord) {
 			return
 		}
 		lg.Info("runner: resuming an execution taken over from a dead runner", "completed_nodes", len(done))
-		s.run(ctx, lg, "", s.exec.ReserveResumed(wf, workflow.Caller{Tenant: e.Tenant, User: e.User, Roles: e.Roles}), wf, e, 0, done)
+		s.run(ctx, lg, "", s.exec.ReserveResumed(wf, workflow.Caller{Tenant: e.Tenant, User: e.User, Roles: e.Roles}), wf, e, 0, false, done)
 	}()
 }

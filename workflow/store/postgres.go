@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -118,7 +117,9 @@ $fn$`
 // startExecutionV2Func is start_execution counting role limits too
 // (runner.role_limits.<role>.max_concurrent_executions): under the same
 // per-tenant lock, the running executions with a live lease whose roles
-// hold the role, for each role of p_role_limits ({"role": max}). It
+// hold the role, for each role of p_role_limits ({"role": max}; roles is
+// a JSON array or ” for none, NULLIF'd: AND does not order evaluation, so
+// a guard would not keep ” from the cast). It
 // returns ” when it inserted, 'tenant' or 'role:<role>' for the limit
 // that is full. start_execution stays for runners of the version before.
 func startExecutionV2Func(schema string) string {
@@ -136,7 +137,7 @@ BEGIN
 	END IF;
 	FOR r IN SELECT key, value::BIGINT AS lim FROM jsonb_each_text(CAST(p_role_limits AS jsonb)) ORDER BY key LOOP
 		IF (SELECT COUNT(*) FROM ` + s + `.executions WHERE status = 'running' AND lease_expires > ` + pgNowMillis + `
-			AND roles <> '' AND jsonb_exists(CAST(roles AS jsonb), r.key)) >= r.lim THEN
+			AND jsonb_exists(CAST(NULLIF(roles, '') AS jsonb), r.key)) >= r.lim THEN
 			RETURN 'role:' || r.key;
 		END IF;
 	END LOOP;
@@ -145,22 +146,6 @@ BEGIN
 	RETURN '';
 END
 $fn$`
-}
-
-// startLimited is StartExecution's limited insert in one call of the
-// tenant schema's start_execution_v2.
-func (d *postgresDialect) startLimited(ctx context.Context, t *tenantDB, r startRow) (string, error) {
-	limits := []byte("{}")
-	if len(r.roleLimits) > 0 {
-		var err error
-		if limits, err = json.Marshal(r.roleLimits); err != nil {
-			return "", err
-		}
-	}
-	var full string
-	err := d.db.QueryRowContext(ctx, t.q(`SELECT {t}start_execution_v2(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		t.tenant, r.id, r.workflow, r.version, r.user, r.input, r.created, r.owner, r.ttl, r.max, r.roles, string(limits)).Scan(&full)
-	return full, err
 }
 
 // tenants lists the tenants of kailash.tenants.
