@@ -20,6 +20,15 @@ import (
 // etag is the entity tag of a workflow version.
 func etag(version int) string { return `"` + strconv.Itoa(version) + `"` }
 
+// setETag sets the version's ETag with Cache-Control: no-transform: Envoy's
+// compressor (on by default on tenant listeners) drops a strong ETag from
+// a response it gzips, and a client would lose the tag If-Match needs; it
+// compresses no response that says no-transform (RFC 9111 §5.2.2.6).
+func setETag(w http.ResponseWriter, version int) {
+	w.Header().Set("ETag", etag(version))
+	w.Header().Set("Cache-Control", "no-transform")
+}
+
 // ifMatch reads If-Match: nil when absent (unconditional), "*" as any
 // version (0); otherwise the versions listed. A tag that is not a
 // version's (weak, not a number) matches none.
@@ -79,7 +88,7 @@ func (s *Server) getWorkflow(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"definition": wf.Def, "shared": true})
 		return
 	}
-	w.Header().Set("ETag", etag(sw.Version))
+	setETag(w, sw.Version)
 	writeJSON(w, http.StatusOK, map[string]any{"definition": wf.Def, "shared": false, "version": sw.Version,
 		"created_by": sw.CreatedBy, "created_at": sw.CreatedAt, "updated_by": sw.UpdatedBy, "updated_at": sw.UpdatedAt})
 }
@@ -143,12 +152,12 @@ func (s *Server) updateWorkflow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.requestLog(r).Info("workflow updated", "tenant", c.Tenant, "workflow", name, "version", v, "by", c.User)
-	w.Header().Set("ETag", etag(v))
+	setETag(w, v)
 	writeJSON(w, http.StatusOK, map[string]any{"name": name, "version": v, "nodes": len(d.Nodes)})
 }
 
 func (s *Server) preconditionFailed(w http.ResponseWriter, name string, current int) {
-	w.Header().Set("ETag", etag(current))
+	setETag(w, current)
 	writeJSON(w, http.StatusPreconditionFailed, map[string]any{"error": "version_mismatch",
 		"message": fmt.Sprintf("workflow %q is at version %d, not the one If-Match names: read it again and retry", name, current), "version": current})
 }
