@@ -22,7 +22,8 @@ import (
 // that completed before the kill did not run again (the counting upstream
 // saw /a once), the one in flight ran again, the last ran once — and the one
 // whose in-flight node is a POST is marked interrupted, the reason naming
-// the node and why.
+// the node and why; one of a workflow with resume: never, whose node is
+// safe, is marked interrupted too, the reason saying it opted out.
 func TestTakeoverResumesFromLastNode(t *testing.T) {
 	testenv.SkipShort(t, "builds and runs the binary")
 	bin, err := buildKailash()
@@ -80,7 +81,9 @@ func TestTakeoverResumesFromLastNode(t *testing.T) {
 	unsafe := `{"name":"unsafe","nodes":[{"id":"first","type":"identity"},` +
 		`{"id":"post","type":"http","config":{"url":"http://` + host + `/slow-post","method":"POST"}}],` +
 		`"connections":[{"from":"first","to":"post"}]}`
-	for _, def := range []string{safe, unsafe} {
+	// Safe to re-run, but opted out.
+	never := `{"name":"never","resume":"never","nodes":[{"id":"wait","type":"http","config":{"url":"http://` + host + `/slow-never"}}]}`
+	for _, def := range []string{safe, unsafe, never} {
 		if code, body := a.do(t, "POST", "/v1/workflows", def); code != 201 {
 			t.Fatalf("create: %d %v", code, body)
 		}
@@ -92,8 +95,8 @@ func TestTakeoverResumesFromLastNode(t *testing.T) {
 		}
 		return body["execution_id"].(string)
 	}
-	safeID, unsafeID := start("safe"), start("unsafe")
-	for range 2 {
+	safeID, unsafeID, neverID := start("safe"), start("unsafe"), start("never")
+	for range 3 {
 		select {
 		case <-arrived: // both wait in their middle node
 		case <-time.After(20 * time.Second):
@@ -154,6 +157,19 @@ func TestTakeoverResumesFromLastNode(t *testing.T) {
 		}
 		return nil
 	})
+	testenv.Eventually(t, 30*time.Second, func() error {
+		code, body := b.do(t, "GET", "/v1/workflows/never/executions/"+neverID, "")
+		if code != 200 || body["status"] != store.StatusInterrupted {
+			return fmt.Errorf("the opted-out execution: %d %v", code, body)
+		}
+		if msg := fmt.Sprint(body["error"]); !strings.Contains(msg, `workflow "never" opts out of resuming (resume: never)`) {
+			return fmt.Errorf("the reason does not say it opted out: %s", msg)
+		}
+		return nil
+	})
+	if n := count("GET /slow-never"); n != 1 {
+		t.Errorf("the opted-out node ran %d times, want once", n)
+	}
 	if n := count("POST /slow-post"); n != 1 {
 		t.Errorf("the POST ran %d times, want once (never again)", n)
 	}
@@ -163,7 +179,7 @@ func TestTakeoverResumesFromLastNode(t *testing.T) {
 	}
 	m, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"kailash_runner_executions_resumed_total 1", "kailash_runner_executions_taken_over_total 1"} {
+	for _, want := range []string{"kailash_runner_executions_resumed_total 1", "kailash_runner_executions_taken_over_total 2"} {
 		if !strings.Contains(string(m), want+"\n") {
 			t.Errorf("the survivor's /metrics lacks %q", want)
 		}
