@@ -152,6 +152,23 @@ func testWorkflowVersions(t *testing.T, r config.Runner) {
 	if code, body := c.do("PUT", "/v1/workflows/w", versionedWorkflow(3)); code != 200 || body["version"] != float64(3) {
 		t.Fatalf("unconditional PUT: %d %v; want version 3", code, body)
 	}
+	// If-Match forms: a weak tag matches no version (strong comparison,
+	// RFC 9110 §13.1.1); a list matches any of its versions; * any.
+	for _, c2 := range []struct {
+		ifMatch string
+		code    int
+		version float64
+	}{
+		{`W/"3"`, http.StatusPreconditionFailed, 3},
+		{`"1", "3"`, http.StatusOK, 4},
+		{`"1", "2"`, http.StatusPreconditionFailed, 4},
+		{`*`, http.StatusOK, 5},
+	} {
+		code, body, _ := c.doH("PUT", "/v1/workflows/w", versionedWorkflow(int(c2.version)), map[string]string{"If-Match": c2.ifMatch})
+		if code != c2.code || body["version"] != c2.version {
+			t.Fatalf("PUT If-Match %s: %d %v; want %d at version %v", c2.ifMatch, code, body, c2.code, c2.version)
+		}
+	}
 	if v := recorded(id1); v != float64(1) {
 		t.Errorf("the execution before the PUT recorded version %v, want 1", v)
 	}
