@@ -126,8 +126,14 @@ func (l *listenFlags) register(fs *flagSetT, section string) {
 	fs.StringVar(&l.http, "http", "", "serve /metrics, /healthz and /readyz here instead of "+section+".http")
 }
 
+// registerHTTP is register for a server with no gRPC listener (the
+// runner: its API, /metrics, /healthz and /readyz share section.http).
+func (l *listenFlags) registerHTTP(fs *flagSetT, section string) {
+	fs.StringVar(&l.http, "http", "", "serve here instead of "+section+".http (replicas on one host)")
+}
+
 func (l *listenFlags) apply(grpc, http *config.HostPort) {
-	if l.grpc != "" {
+	if l.grpc != "" && grpc != nil {
 		*grpc = config.HostPortFromText(l.grpc)
 	}
 	if l.http != "" {

@@ -265,7 +265,8 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 
 func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 	var drop dropInFlags
-	f, cfg, log, err := loadAuthzFlags(args, &drop)
+	var listen listenFlags
+	f, cfg, log, err := loadAuthzFlags(args, &drop, &listen)
 	if err != nil {
 		return err
 	}
@@ -312,10 +313,12 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 }
 
 func runRunner(ctx context.Context, args []string, _ io.Writer) error {
-	f, cfg, log, err := loadServerFlags("runner", args, nil)
+	var listen listenFlags
+	f, cfg, log, err := loadServerFlags("runner", args, func(fs *flagSetT) { listen.registerHTTP(fs, "runner") })
 	if err != nil {
 		return err
 	}
+	listen.apply(nil, &cfg.Runner.HTTP)
 	tr := newTracers(cfg, log)
 	defer tr.shutdown(log)
 	tp, err := tr.provider("runner")

@@ -251,12 +251,15 @@ type Runner struct {
 // RunnerLimits bound what one tenant's workflows may do. Zero means the
 // runner's default.
 type RunnerLimits struct {
-	MaxWorkflows            int           `yaml:"max_workflows"`
-	MaxNodes                int           `yaml:"max_nodes"`
-	MaxExecutionTime        time.Duration `yaml:"max_execution_time"`
-	NodeTimeout             time.Duration `yaml:"node_timeout"`
-	MaxConcurrentExecutions int           `yaml:"max_concurrent_executions"`
-	MaxParallelNodes        int           `yaml:"max_parallel_nodes"`
+	MaxWorkflows     int           `yaml:"max_workflows"`
+	MaxNodes         int           `yaml:"max_nodes"`
+	MaxExecutionTime time.Duration `yaml:"max_execution_time"`
+	NodeTimeout      time.Duration `yaml:"node_timeout"`
+	// MaxConcurrentExecutions bounds the running executions of the tenant
+	// (under role_limits: of the role's holders in the tenant); on
+	// PostgreSQL counted over every runner replica's live executions.
+	MaxConcurrentExecutions int `yaml:"max_concurrent_executions"`
+	MaxParallelNodes        int `yaml:"max_parallel_nodes"`
 	// AllowedNodeTypes, when not empty, is the only node types allowed.
 	AllowedNodeTypes []string `yaml:"allowed_node_types"`
 	// CodeMaxSteps and CodeMaxMemory (bytes) bound one run of a code node.

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -53,7 +54,10 @@ type write struct {
 
 	// start
 	workflow, user, input, created string
-	limited                        int // MaxRunning: PostgreSQL counts it in start_execution
+	version                        int            // the workflow version it runs
+	roles                          string         // rolesColumn
+	limited                        int            // MaxRunning: PostgreSQL counts it in start_execution_v2
+	roleLimits                     map[string]int // RoleLimits: PostgreSQL counts them there too
 
 	// node
 	node, typ, started string
@@ -73,8 +77,8 @@ type write struct {
 	wait     bool          // a caller waits for it (else a refusal is logged)
 	done     chan struct{} // closed once committed or failed
 	err      error
-	ok       bool  // limited start: inserted (the tenant was not full)
-	affected int64 // rows the statement changed
+	full     string // limited start: "" inserted, else the full limit ("tenant", "role:<role>")
+	affected int64  // rows the statement changed
 }
 
 // Deferred marks the execution writes made with ctx (StartExecution,
@@ -83,8 +87,8 @@ type write struct {
 // uses it only when a later write it waits for (FinishExecution) comes
 // before any acknowledgement: the end is committed in the same batch as
 // the deferred writes before it, or a later one. A start whose tenant
-// limit PostgreSQL counts (MaxRunning) is waited for anyway: its answer is
-// the count.
+// limit PostgreSQL counts (MaxRunning, RoleLimits) is waited for anyway:
+// its answer is the count.
 func Deferred(ctx context.Context) context.Context {
 	return context.WithValue(ctx, deferredKey{}, true)
 }
@@ -258,9 +262,9 @@ func (c *committer) plan(batch []*write) {
 		k := execKey{w.t, w.id}
 		switch w.kind {
 		case writeStart:
-			// PostgreSQL's limited start is a call of start_execution,
-			// which inserts a running row.
-			if w.limited <= 0 || !c.pg {
+			// PostgreSQL's limited start is a call of
+			// start_execution_v2, which inserts a running row.
+			if !w.countedIn(c.pg) {
 				starts[k] = w
 			}
 		case writeNode:
@@ -281,8 +285,8 @@ func (c *committer) outcome(ctx context.Context, w *write) {
 	}
 	switch w.kind {
 	case writeStart:
-		if w.limited > 0 && c.pg && !w.ok {
-			w.err = &LimitError{w.t.tenant, "max_concurrent_executions", fmt.Sprintf("%d executions are already running (on all runners)", w.limited)}
+		if w.countedIn(c.pg) && w.full != "" {
+			w.err = w.limitError()
 			return
 		}
 		if w.fin == nil {
@@ -300,11 +304,12 @@ func (c *committer) outcome(ctx context.Context, w *write) {
 
 // The statements of the execution path.
 const (
-	qStart = `INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?)`
+	qStart = `INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires, workflow_version, roles)
+		VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?, ?, ?)`
 	// qStartEnded is a start and its end in one row.
-	qStartEnded = `INSERT INTO {t}executions (id, workflow, status, "user", input, output, error, created_at, finished_at, owner, lease_expires)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now} + ?)`
-	qStartLimited = `SELECT {t}start_execution(?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	qStartEnded = `INSERT INTO {t}executions (id, workflow, status, "user", input, output, error, created_at, finished_at, owner, lease_expires, workflow_version, roles)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now} + ?, ?, ?)`
+	qStartLimited = `SELECT {t}start_execution_v2(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	qNodeUpsert   = ` ON CONFLICT (execution_id, node) DO UPDATE SET type = excluded.type, status = excluded.status, output = excluded.output,
 			error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at`
 	qNode = `INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
@@ -323,12 +328,12 @@ func (c *committer) statement(w *write) (string, []any) {
 	switch w.kind {
 	case writeStart:
 		if f := w.fin; f != nil {
-			return qStartEnded, []any{w.id, w.workflow, f.status, w.user, w.input, f.output, f.errMsg, w.created, f.finished, owner, ttl}
+			return qStartEnded, []any{w.id, w.workflow, f.status, w.user, w.input, f.output, f.errMsg, w.created, f.finished, owner, ttl, w.version, w.roles}
 		}
-		if w.limited > 0 && c.pg {
-			return qStartLimited, []any{w.t.tenant, w.id, w.workflow, w.user, w.input, w.created, owner, ttl, w.limited}
+		if w.countedIn(c.pg) {
+			return qStartLimited, []any{w.t.tenant, w.id, w.workflow, w.version, w.user, w.input, w.created, owner, ttl, w.limited, w.roles, roleLimitsArg(w.roleLimits)}
 		}
-		return qStart, []any{w.id, w.workflow, StatusRunning, w.user, w.input, w.created, owner, ttl}
+		return qStart, []any{w.id, w.workflow, StatusRunning, w.user, w.input, w.created, owner, ttl, w.version, w.roles}
 	case writeNode:
 		args := []any{w.id, w.node, w.typ, w.status, w.output, w.errMsg, w.started, w.finished}
 		if w.unconditional {
@@ -510,7 +515,7 @@ func (c *committer) execPostgres(ctx context.Context, batch []*write) error {
 		br := pc.SendBatch(ctx, b)
 		for _, x := range stmts {
 			if x.q == qStartLimited {
-				if err := br.QueryRow().Scan(&x.ws[0].ok); err != nil {
+				if err := br.QueryRow().Scan(&x.ws[0].full); err != nil {
 					br.Close()
 					return err
 				}
@@ -530,8 +535,8 @@ func (c *committer) execPostgres(ctx context.Context, batch []*write) error {
 // execOne runs w alone, in its own transaction.
 func (c *committer) execOne(ctx context.Context, w *write) error {
 	q, args := c.statement(w)
-	if w.kind == writeStart && w.limited > 0 && c.pg {
-		return c.db.QueryRowContext(ctx, w.t.q(q), args...).Scan(&w.ok)
+	if w.kind == writeStart && w.countedIn(c.pg) {
+		return c.db.QueryRowContext(ctx, w.t.q(q), args...).Scan(&w.full)
 	}
 	res, err := c.db.ExecContext(ctx, w.t.q(q), args...)
 	if err != nil {
@@ -539,4 +544,31 @@ func (c *committer) execOne(ctx context.Context, w *write) error {
 	}
 	w.affected, _ = res.RowsAffected()
 	return nil
+}
+
+// countedIn reports whether a start's limits are counted by the database
+// (PostgreSQL: start_execution_v2 over every runner's live leases). On
+// SQLite one runner holds the data directory and its executor's count
+// (its reservations, made before StartExecution) is already every
+// runner's, so a start there is a plain INSERT.
+func (w *write) countedIn(pg bool) bool {
+	return pg && w.kind == writeStart && (w.limited > 0 || len(w.roleLimits) > 0)
+}
+
+// limitError is the *LimitError of a start refused by start_execution_v2.
+func (w *write) limitError() error {
+	if role, ok := strings.CutPrefix(w.full, "role:"); ok {
+		return &LimitError{w.t.tenant, "max_concurrent_executions",
+			fmt.Sprintf("role %s: %d executions are already running (role limit, on all runners)", role, w.roleLimits[role])}
+	}
+	return &LimitError{w.t.tenant, "max_concurrent_executions", fmt.Sprintf("%d executions are already running (on all runners)", w.limited)}
+}
+
+// roleLimitsArg is start_execution_v2's p_role_limits: {"role": max}.
+func roleLimitsArg(m map[string]int) string {
+	if len(m) == 0 {
+		return "{}"
+	}
+	b, _ := json.Marshal(m) // a map[string]int always marshals
+	return string(b)
 }

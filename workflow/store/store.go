@@ -29,7 +29,14 @@ import (
 // PostgreSQL (OpenPostgresStore: one schema per tenant).
 type Store interface {
 	PutWorkflow(ctx context.Context, tenant, user, name string, definition json.RawMessage, maxWorkflows int) error
+	// UpdateWorkflow replaces an existing workflow's definition with a new
+	// version (returned); with ifVersion > 0 only while that is the
+	// current version (a *VersionConflictError otherwise).
+	UpdateWorkflow(ctx context.Context, tenant, user, name string, definition json.RawMessage, ifVersion int) (int, error)
 	GetWorkflow(ctx context.Context, tenant, name string) (*StoredWorkflow, error)
+	// GetWorkflowVersion reads one version of a workflow, also one that
+	// was deleted since (the version an execution ran).
+	GetWorkflowVersion(ctx context.Context, tenant, name string, version int) (*StoredWorkflow, error)
 	ListWorkflows(ctx context.Context, tenant string) ([]string, error)
 	DeleteWorkflow(ctx context.Context, tenant, name string) error
 
@@ -54,6 +61,10 @@ type Store interface {
 	Owner() string
 	OnLeaseLost(func(tenant, id string))
 	LeaseStats() LeaseStats
+	// SetResumer lets the takeover of a dead runner's executions resume
+	// them here instead of marking them interrupted (resume.go), and runs
+	// a takeover sweep at once (PostgreSQL).
+	SetResumer(r Resumer)
 
 	// TenantQuery runs one parameterized statement against the tenant's own
 	// data database (not the runner's tables), as the tenant: on SQLite its
@@ -137,6 +148,24 @@ var migrations = []string{
 	// Retention (retention.go): the purge finds old rows by these.
 	`CREATE INDEX executions_finished ON executions (finished_at) WHERE status <> 'running';
 	CREATE INDEX audit_log_at ON audit_log (at);`,
+	// Workflow versions (versions.go): every definition a workflow had,
+	// numbered from 1 and never reused (a re-created name continues the
+	// count); the version each execution ran, and the caller's roles (in
+	// clear: PostgreSQL counts role_limits over them, and a resumed
+	// execution runs for the same roles).
+	`ALTER TABLE workflows ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+	CREATE TABLE workflow_versions (
+		name       TEXT NOT NULL,
+		version    INTEGER NOT NULL,
+		definition TEXT NOT NULL,
+		created_by TEXT NOT NULL,
+		created_at TEXT NOT NULL,
+		PRIMARY KEY (name, version)
+	);
+	INSERT INTO workflow_versions (name, version, definition, created_by, created_at)
+		SELECT name, 1, definition, created_by, created_at FROM workflows;
+	ALTER TABLE executions ADD COLUMN workflow_version INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE executions ADD COLUMN roles TEXT NOT NULL DEFAULT '';`,
 }
 
 // ValidTenant reports whether id is a tenant id the store accepts (a DNS
@@ -298,6 +327,10 @@ type StoreOptions struct {
 	// LeaseTTL is how long an execution's lease lasts unless its runner
 	// renews it (runner.lease_ttl); zero is DefaultLeaseTTL.
 	LeaseTTL time.Duration
+	// DeferTakeover holds the takeover of dead runners' executions back
+	// until SetResumer is called, so the runner can resume them instead of
+	// marking them interrupted (PostgreSQL).
+	DeferTakeover bool
 	// Log receives the lease loop's warnings; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -386,6 +419,11 @@ type StoredWorkflow struct {
 	Definition json.RawMessage `json:"definition"`
 	CreatedBy  string          `json:"created_by"`
 	CreatedAt  string          `json:"created_at"`
+	// Version numbers the definitions of a name from 1; UpdatedBy and
+	// UpdatedAt say who wrote this version and when.
+	Version   int    `json:"version"`
+	UpdatedBy string `json:"updated_by"`
+	UpdatedAt string `json:"updated_at"`
 	// Digest is the SHA-256 of the stored definition: compiled workflows
 	// are cached by it.
 	Digest string `json:"-"`
@@ -408,9 +446,12 @@ func (s *sqlStore) PutWorkflow(ctx context.Context, tenant, user, name string, d
 	}
 	// The count and the insert are one statement under the lock, so two
 	// creates cannot both pass the limit.
-	res, err := tx.ExecContext(ctx, t.q(`INSERT INTO {t}workflows (name, definition, created_by, created_at)
-		SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM {t}workflows) < ?
-		ON CONFLICT (name) DO NOTHING`), name, string(definition), user, Now(), maxWorkflows)
+	// Its version continues the name's history: a re-created name does not
+	// reuse the versions an earlier workflow of that name had.
+	res, err := tx.ExecContext(ctx, t.q(`INSERT INTO {t}workflows (name, definition, created_by, created_at, version)
+		SELECT ?, ?, ?, ?, (SELECT COALESCE(MAX(version), 0) + 1 FROM {t}workflow_versions WHERE name = ?)
+		WHERE (SELECT COUNT(*) FROM {t}workflows) < ?
+		ON CONFLICT (name) DO NOTHING`), name, string(definition), user, Now(), name, maxWorkflows)
 	if err != nil {
 		return err
 	}
@@ -425,6 +466,9 @@ func (s *sqlStore) PutWorkflow(ctx context.Context, tenant, user, name string, d
 		}
 		return &LimitError{tenant, "max_workflows", fmt.Sprintf("the tenant already has %d workflows", maxWorkflows)}
 	}
+	if err := recordVersion(ctx, tx, t, name); err != nil {
+		return err
+	}
 	return tx.Commit()
 }
 
@@ -437,13 +481,20 @@ func (s *sqlStore) GetWorkflow(ctx context.Context, tenant, name string) (*Store
 	if err != nil {
 		return nil, err
 	}
-	var w StoredWorkflow
-	var def string
-	st, err := t.readStmt(ctx, `SELECT definition, created_by, created_at FROM {t}workflows WHERE name = ?`)
+	st, err := t.readStmt(ctx, `SELECT w.definition, w.created_by, w.created_at, w.version,
+		COALESCE(v.created_by, w.created_by), COALESCE(v.created_at, w.created_at)
+		FROM {t}workflows w LEFT JOIN {t}workflow_versions v ON v.name = w.name AND v.version = w.version
+		WHERE w.name = ?`)
 	if err != nil {
 		return nil, err
 	}
-	err = st.QueryRowContext(ctx, name).Scan(&def, &w.CreatedBy, &w.CreatedAt)
+	return scanWorkflow(st.QueryRowContext(ctx, name))
+}
+
+func scanWorkflow(row *sql.Row) (*StoredWorkflow, error) {
+	var w StoredWorkflow
+	var def string
+	err := row.Scan(&def, &w.CreatedBy, &w.CreatedAt, &w.Version, &w.UpdatedBy, &w.UpdatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -496,21 +547,42 @@ func (s *sqlStore) DeleteWorkflow(ctx context.Context, tenant, name string) erro
 
 // ExecutionRecord is an execution as stored and shown.
 type ExecutionRecord struct {
-	ID         string         `json:"execution_id"`
-	Workflow   string         `json:"workflow"`
-	Status     string         `json:"status"`
-	Tenant     string         `json:"tenant"`
-	User       string         `json:"user"`
-	Input      map[string]any `json:"input,omitempty"`
-	Output     map[string]any `json:"output,omitempty"`
-	Error      string         `json:"error,omitempty"`
-	CreatedAt  string         `json:"created_at"`
-	FinishedAt string         `json:"finished_at,omitempty"`
-	Nodes      []NodeRun      `json:"nodes,omitempty"`
+	ID       string `json:"execution_id"`
+	Workflow string `json:"workflow"`
+	// WorkflowVersion is the version of the tenant's workflow it ran; 0
+	// for a shared workflow (runner.workflows) and executions from before
+	// versions.
+	WorkflowVersion int            `json:"workflow_version,omitempty"`
+	Status          string         `json:"status"`
+	Tenant          string         `json:"tenant"`
+	User            string         `json:"user"`
+	Input           map[string]any `json:"input,omitempty"`
+	Output          map[string]any `json:"output,omitempty"`
+	Error           string         `json:"error,omitempty"`
+	CreatedAt       string         `json:"created_at"`
+	FinishedAt      string         `json:"finished_at,omitempty"`
+	Nodes           []NodeRun      `json:"nodes,omitempty"`
 	// MaxRunning, when positive, bounds the tenant's running executions at
 	// StartExecution, counted in the store over every runner's live leases
 	// (a full tenant is a *LimitError).
 	MaxRunning int `json:"-"`
+	// Roles are the caller's roles, recorded with the execution (a resumed
+	// execution runs for them). RoleLimits, when set, bound the running
+	// executions of each role's holders in the tenant at StartExecution,
+	// counted in PostgreSQL over every runner's live leases (SQLite: the
+	// one runner's executor counts).
+	Roles      []string       `json:"-"`
+	RoleLimits map[string]int `json:"-"`
+}
+
+// rolesColumn is how executions.roles keeps roles: a JSON array, "" for
+// none.
+func rolesColumn(roles []string) (string, error) {
+	if len(roles) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(roles)
+	return string(b), err
 }
 
 // StartExecution records an execution before it starts, owned by this
@@ -537,8 +609,13 @@ func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error
 	if err != nil {
 		return err
 	}
-	w := &write{kind: writeStart, t: t, id: e.ID, workflow: e.Workflow, user: user, input: input, created: e.CreatedAt, limited: max(e.MaxRunning, 0)}
-	return s.submit(w, !deferred(ctx) || (w.limited > 0 && t.dollar))
+	roles, err := rolesColumn(e.Roles)
+	if err != nil {
+		return err
+	}
+	w := &write{kind: writeStart, t: t, id: e.ID, workflow: e.Workflow, version: e.WorkflowVersion, user: user, input: input, created: e.CreatedAt,
+		roles: roles, limited: max(e.MaxRunning, 0), roleLimits: e.RoleLimits}
+	return s.submit(w, !deferred(ctx) || w.countedIn(t.dollar))
 }
 
 // RecordNode stores one node's outcome, while this runner owns the
@@ -607,8 +684,9 @@ func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*Execut
 	e := &ExecutionRecord{Tenant: tenant}
 	var in string
 	var out, errMsg, fin sql.NullString
-	err = t.reader().QueryRowContext(ctx, t.q(`SELECT id, workflow, status, "user", input, output, error, created_at, finished_at FROM {t}executions WHERE id = ?`), id).
-		Scan(&e.ID, &e.Workflow, &e.Status, &e.User, &in, &out, &errMsg, &e.CreatedAt, &fin)
+	var roles string
+	err = t.reader().QueryRowContext(ctx, t.q(`SELECT id, workflow, status, "user", input, output, error, created_at, finished_at, workflow_version, roles FROM {t}executions WHERE id = ?`), id).
+		Scan(&e.ID, &e.Workflow, &e.Status, &e.User, &in, &out, &errMsg, &e.CreatedAt, &fin, &e.WorkflowVersion, &roles)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -616,6 +694,9 @@ func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*Execut
 		return nil, err
 	}
 	e.FinishedAt = fin.String
+	if roles != "" {
+		_ = json.Unmarshal([]byte(roles), &e.Roles)
+	}
 	if e.User, err = s.open(t, "executions", e.ID, "user", e.User); err != nil {
 		return nil, err
 	}
@@ -669,7 +750,7 @@ func (s *sqlStore) ListExecutions(ctx context.Context, tenant, workflow string, 
 	if err != nil {
 		return nil, err
 	}
-	rows, err := t.reader().QueryContext(ctx, t.q(`SELECT id, status, "user", error, created_at, finished_at FROM {t}executions WHERE workflow = ? ORDER BY created_at DESC LIMIT ?`), workflow, limit)
+	rows, err := t.reader().QueryContext(ctx, t.q(`SELECT id, status, "user", error, created_at, finished_at, workflow_version FROM {t}executions WHERE workflow = ? ORDER BY created_at DESC LIMIT ?`), workflow, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -678,7 +759,7 @@ func (s *sqlStore) ListExecutions(ctx context.Context, tenant, workflow string, 
 	for rows.Next() {
 		e := ExecutionRecord{Tenant: tenant, Workflow: workflow}
 		var em, fin sql.NullString
-		if err := rows.Scan(&e.ID, &e.Status, &e.User, &em, &e.CreatedAt, &fin); err != nil {
+		if err := rows.Scan(&e.ID, &e.Status, &e.User, &em, &e.CreatedAt, &fin, &e.WorkflowVersion); err != nil {
 			return nil, err
 		}
 		e.FinishedAt = fin.String

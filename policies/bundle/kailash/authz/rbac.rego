@@ -20,6 +20,14 @@ required_permission := "workflow:create" if {
 	input.parsed_path == ["v1", "workflows"]
 }
 
+# Replacing a workflow's definition (PUT, a new version) is writing a
+# definition, as creating one is.
+required_permission := "workflow:create" if {
+	input.attributes.request.http.method == "PUT"
+	input.parsed_path = ["v1", "workflows", name]
+	name != ""
+}
+
 required_permission := "workflow:execute" if {
 	input.attributes.request.http.method == "POST"
 	input.parsed_path = ["v1", "workflows", name, "executions"]

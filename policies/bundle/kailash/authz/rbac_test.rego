@@ -105,6 +105,13 @@ test_create_permission if {
 	authz.required_permission == "workflow:create" with input as req("POST", ["v1", "workflows"], [])
 }
 
+test_update_permission if {
+	authz.required_permission == "workflow:create" with input as req("PUT", ["v1", "workflows", "etl"], [])
+	not authz.required_permission with input as req("PUT", ["v1", "workflows", ""], [])
+	not authz.required_permission with input as req("PUT", ["v1", "workflows"], [])
+	not authz.required_permission with input as req("PUT", ["v1", "workflows", "etl", "executions"], [])
+}
+
 test_delete_permission if {
 	authz.required_permission == "workflow:delete" with input as req("DELETE", ["v1", "workflows", "etl"], [])
 }
@@ -144,7 +151,7 @@ test_read_needs_names if {
 
 test_other_requests_need_no_defined_permission if {
 	not authz.required_permission with input as req("GET", ["v1", "users"], ["admin"])
-	not authz.required_permission with input as req("PUT", ["v1", "workflows", "etl"], ["admin"])
+	not authz.required_permission with input as req("PATCH", ["v1", "workflows", "etl"], ["admin"])
 	not authz.required_permission with input as req("POST", ["v1", "workflows", "etl"], ["admin"])
 	not authz.required_permission with input as req("GET", ["v2", "workflows"], ["admin"])
 	not authz.required_permission with input as req("GET", [""], ["admin"])
