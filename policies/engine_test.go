@@ -98,6 +98,8 @@ func TestEmbeddedDecision(t *testing.T) {
 		{"POST", "/v1/workflows/etl/executions", []string{"business_user"}, true, "workflow:execute"},
 		{"POST", "/v1/workflows", []string{"data_scientist"}, true, "workflow:create"},
 		{"POST", "/v1/workflows", []string{"business_user"}, false, ""},
+		{"PUT", "/v1/workflows/etl", []string{"data_scientist"}, true, "workflow:create"},
+		{"PUT", "/v1/workflows/etl", []string{"business_user"}, false, ""},
 		{"DELETE", "/v1/workflows/etl", []string{"admin"}, true, "workflow:delete"},
 		{"DELETE", "/v1/workflows/etl", []string{"data_scientist"}, false, ""},
 		{"GET", "/v1/workflows/etl/executions/1", []string{"business_user"}, true, "workflow:read"},

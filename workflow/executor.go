@@ -119,6 +119,10 @@ type RunOptions struct {
 	// OnNode, when set, is called after each node ends, from the node's
 	// goroutine (so concurrently); its ctx outlives cancellation.
 	OnNode func(ctx context.Context, r NodeRun)
+	// Completed are the outputs of nodes that already ran (a resumed
+	// execution): they do not run again, their outputs feed the others,
+	// and OnNode is not called for them.
+	Completed map[string]map[string]any
 }
 
 // AuditRecord is what the audit_log node records.
@@ -345,6 +349,41 @@ func (x *Executor) Reserve(w *Workflow, c Caller) (*Reservation, error) {
 	return &Reservation{x: x, w: w, c: c, limits: l, roles: roles}, nil
 }
 
+// ReserveResumed takes the slots of an execution resumed from a dead
+// runner: it is running already (the store counted it when it started), so
+// it is counted here and never refused.
+func (x *Executor) ReserveResumed(w *Workflow, c Caller) *Reservation {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var roles [][2]string
+	for r, n := range x.RoleConcurrency(c) {
+		if n > 0 {
+			roles = append(roles, [2]string{c.Tenant, r})
+		}
+	}
+	x.running[c.Tenant]++
+	for _, k := range roles {
+		x.roleRunning[k]++
+	}
+	return &Reservation{x: x, w: w, c: c, limits: x.LimitsFor(c), roles: roles}
+}
+
+// RoleConcurrency is, for each of c's roles with a role limit on
+// concurrent executions, that limit (the store counts them across
+// runners; nil when none).
+func (x *Executor) RoleConcurrency(c Caller) map[string]int {
+	var m map[string]int
+	for _, r := range c.Roles {
+		if rl, ok := x.roles[r]; ok && rl.MaxConcurrentExecutions > 0 {
+			if m == nil {
+				m = map[string]int{}
+			}
+			m[r] = rl.MaxConcurrentExecutions
+		}
+	}
+	return m
+}
+
 // Release gives the slot back; it is idempotent.
 func (r *Reservation) Release() {
 	r.release.Do(func() {
@@ -416,9 +455,21 @@ func (r *Reservation) Run(ctx context.Context, input map[string]any, o RunOption
 	for i := range ex.done {
 		ex.done[i] = make(chan struct{})
 	}
+	for id, out := range o.Completed {
+		if i, ok := w.index[id]; ok {
+			if out == nil {
+				out = map[string]any{}
+			}
+			ex.outs[i] = out
+			close(ex.done[i])
+		}
+	}
 	sem := make(chan struct{}, max(1, l.MaxParallelNodes))
 	g, gctx := errgroup.WithContext(ctx)
 	for _, i := range w.order {
+		if _, ok := o.Completed[w.nodes[i].id]; ok {
+			continue
+		}
 		g.Go(func() error {
 			n := w.nodes[i]
 			for _, e := range n.in {

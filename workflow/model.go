@@ -41,6 +41,11 @@ type Definition struct {
 	// (kailash_runner_sla_compliance_ratio, kailash_runner_sla_breaches_total);
 	// it limits nothing.
 	SLA string `yaml:"sla,omitempty" json:"sla,omitempty"`
+	// Resume says what a runner does with an execution of this workflow
+	// it takes over from a dead runner (resume.go): "auto" (the default)
+	// resumes it from its last completed node when every node left to run
+	// is safe to run again, "never" always marks it interrupted.
+	Resume string `yaml:"resume,omitempty" json:"resume,omitempty"`
 }
 
 // EventPolicy is the seed's event metadata: a permission a subscriber must
@@ -129,6 +134,11 @@ func Compile(d Definition) (*Workflow, error) {
 		if w.sla, err = time.ParseDuration(d.SLA); err != nil || w.sla <= 0 {
 			errs = append(errs, fmt.Errorf("sla: %q is not a positive duration such as 2s", d.SLA))
 		}
+	}
+	switch d.Resume {
+	case "", ResumeAuto, ResumeNever:
+	default:
+		errs = append(errs, fmt.Errorf("resume: %q must be %s or %s", d.Resume, ResumeAuto, ResumeNever))
 	}
 	for i, n := range d.Nodes {
 		switch {

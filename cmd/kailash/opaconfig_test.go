@@ -166,7 +166,7 @@ func TestOPARunServerCommandLine(t *testing.T) {
 	args := []string{"--server", "--addr=:8181", "--set=plugins.envoy_ext_authz_grpc.addr=:9191",
 		"--set=plugins.envoy_ext_authz_grpc.path=envoy/authz/allow", pol, "--set", "decision_logs.console=true"}
 	var d dropInFlags
-	_, cfg, _, err := loadAuthzFlags(args, &d)
+	_, cfg, _, err := loadAuthzFlags(args, &d, &listenFlags{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestOPARunServerCommandLine(t *testing.T) {
 		{pol, "other.rego"},
 	} {
 		var d dropInFlags
-		if _, _, _, err := loadAuthzFlags(bad, &d); err == nil {
+		if _, _, _, err := loadAuthzFlags(bad, &d, &listenFlags{}); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
 	}

@@ -125,11 +125,12 @@ func policyPath(p string) string {
 
 // loadAuthzFlags parses `kailash authz` flags: drop-in mode with --policy
 // or --bundle-url, else the config file.
-func loadAuthzFlags(args []string, drop *dropInFlags) (*serverFlags, *config.Config, *slog.Logger, error) {
+func loadAuthzFlags(args []string, drop *dropInFlags, listen *listenFlags) (*serverFlags, *config.Config, *slog.Logger, error) {
 	f := &serverFlags{}
 	fs := newFlagSet("authz")
 	f.register(fs)
 	drop.register(fs)
+	listen.register(fs, "authz")
 	if cf := flagValue(args, "config-file"); cf != "" {
 		if err := drop.applyOPAConfig(cf); err != nil { // before the flags: they override it
 			return nil, nil, nil, err
@@ -149,14 +150,16 @@ func loadAuthzFlags(args []string, drop *dropInFlags) (*serverFlags, *config.Con
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	var cfg *config.Config
 	if drop.enabled() {
-		cfg, err := drop.config()
-		return f, cfg, log, err
+		cfg, err = drop.config()
+	} else {
+		cfg, err = config.Load(f.config)
 	}
-	cfg, err := config.Load(f.config)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	listen.apply(&cfg.Authz.GRPC, &cfg.Authz.HTTP)
 	return f, cfg, log, nil
 }
 

@@ -43,6 +43,9 @@ type Config struct {
 	Telemetry Telemetry `yaml:"telemetry"`
 	// Audit is where administrative actions are recorded (audit.go).
 	Audit Audit `yaml:"audit"`
+	// TenantStore keeps tenants in PostgreSQL besides this file's, managed
+	// through the admin API (tenant_store.go).
+	TenantStore TenantStore `yaml:"tenant_store"`
 
 	// File is the path the config was loaded from ("" when built in code).
 	File string `yaml:"-"`
@@ -248,12 +251,15 @@ type Runner struct {
 // RunnerLimits bound what one tenant's workflows may do. Zero means the
 // runner's default.
 type RunnerLimits struct {
-	MaxWorkflows            int           `yaml:"max_workflows"`
-	MaxNodes                int           `yaml:"max_nodes"`
-	MaxExecutionTime        time.Duration `yaml:"max_execution_time"`
-	NodeTimeout             time.Duration `yaml:"node_timeout"`
-	MaxConcurrentExecutions int           `yaml:"max_concurrent_executions"`
-	MaxParallelNodes        int           `yaml:"max_parallel_nodes"`
+	MaxWorkflows     int           `yaml:"max_workflows"`
+	MaxNodes         int           `yaml:"max_nodes"`
+	MaxExecutionTime time.Duration `yaml:"max_execution_time"`
+	NodeTimeout      time.Duration `yaml:"node_timeout"`
+	// MaxConcurrentExecutions bounds the running executions of the tenant
+	// (under role_limits: of the role's holders in the tenant); on
+	// PostgreSQL counted over every runner replica's live executions.
+	MaxConcurrentExecutions int `yaml:"max_concurrent_executions"`
+	MaxParallelNodes        int `yaml:"max_parallel_nodes"`
 	// AllowedNodeTypes, when not empty, is the only node types allowed.
 	AllowedNodeTypes []string `yaml:"allowed_node_types"`
 	// CodeMaxSteps and CodeMaxMemory (bytes) bound one run of a code node.
@@ -320,6 +326,9 @@ type Tenant struct {
 
 	// Line is where the tenant starts in the file (for error messages).
 	Line int `yaml:"-"`
+	// Source is where the tenant comes from: "" for the file, else the
+	// tenant store (WithTenants).
+	Source string `yaml:"-"`
 }
 
 // UnmarshalYAML records the tenant's line and decodes strictly.
@@ -535,6 +544,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateExplain(at)
 	c.validateAudit(at)
+	c.validateTenantStore(at)
 	c.validateGeoHeader(at)
 	if c.Authz.APIKeysInRedis && (c.Sessions.Redis == nil || c.Authz.APIKeysFile != "") {
 		at(0, "authz.api_keys_in_redis: needs sessions.redis, and not authz.api_keys_file as well")

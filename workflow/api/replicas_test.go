@@ -97,6 +97,63 @@ func TestConcurrencyLimitAcrossRunners(t *testing.T) {
 	}
 }
 
+// runner.role_limits holds across runners: with an analyst's execution
+// running on the first runner, an analyst on the second is refused with
+// 429 naming the role (the second runner's own count is zero: the refusal
+// is PostgreSQL's), synchronously too, while a caller without the role is
+// admitted there.
+func TestRoleLimitAcrossRunners(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	host, arrived, open := gate(t)
+	r := config.Runner{PostgresDSN: pg.DSN, HTTPAllow: []string{host},
+		RoleLimits: map[string]config.RunnerLimits{"analyst": {MaxConcurrentExecutions: 1}}}
+	sa, sb := newTestServerCfg(t, nil, r), newTestServerCfg(t, nil, r)
+	as := func(s *Server, user, roles string) apiClient {
+		c := client(t, s)
+		c.hdr = map[string]string{"x-kailash-tenant": "acme", "x-kailash-user": user, "x-kailash-roles": roles}
+		return c
+	}
+	a, b := as(sa, "ann", "analyst"), as(sb, "bea", "analyst,viewer")
+	if code, body := a.do("POST", "/v1/workflows", fmt.Sprintf(gatedWorkflow, host)); code != 201 {
+		t.Fatalf("create: %d %v", code, body)
+	}
+	code, body := a.do("POST", "/v1/workflows/gated/executions?async=true", `{}`)
+	if code != 202 {
+		t.Fatalf("start: %d %v", code, body)
+	}
+	first := body["execution_id"].(string)
+	<-arrived
+	for _, q := range []string{"?async=true", ""} {
+		code, body := b.do("POST", "/v1/workflows/gated/executions"+q, `{}`)
+		if code != http.StatusTooManyRequests || body["limit"] != "max_concurrent_executions" || !strings.Contains(fmt.Sprint(body["message"]), "role analyst") {
+			t.Fatalf("an analyst on the other runner (%q): %d %v", q, code, body)
+		}
+	}
+	v := as(sb, "vic", "viewer")
+	code, body = v.do("POST", "/v1/workflows/gated/executions?async=true", `{}`)
+	if code != 202 {
+		t.Fatalf("a viewer on the other runner: %d %v", code, body)
+	}
+	viewer := body["execution_id"].(string)
+	<-arrived
+	close(open)
+	for _, c := range []struct {
+		cl apiClient
+		id string
+	}{{a, first}, {v, viewer}} {
+		testenv.Eventually(t, 20*time.Second, func() error {
+			if _, body := c.cl.do("GET", "/v1/workflows/gated/executions/"+c.id, ""); body["status"] != "completed" {
+				return fmt.Errorf("execution %s: %v", c.id, body)
+			}
+			return nil
+		})
+	}
+	// The slot is free again: the analyst on the second runner runs.
+	if code, body := b.do("POST", "/v1/workflows/gated/executions", `{}`); code != 200 {
+		t.Fatalf("an analyst once the first ended: %d %v", code, body)
+	}
+}
+
 // A second runner on the same SQLite data directory is refused at start.
 func TestSecondSQLiteRunnerRefused(t *testing.T) {
 	dir := t.TempDir()

@@ -76,7 +76,9 @@ type Server struct {
 	stop     context.CancelFunc
 	running  sync.Map // execution id -> *runningExec
 	inflight sync.WaitGroup
-	purge    *purger        // runner.retention; nil keeps everything
+	purge    *purger    // runner.retention; nil keeps everything
+	resumeMu sync.Mutex // guards closing, with inflight.Add of a resumed execution
+	closing  bool
 	bg       sync.WaitGroup // the purge loop, which ends with base
 
 	reg       *prometheus.Registry
@@ -141,7 +143,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	st := opts.Store
 	if st == nil {
 		var err error
-		if st, err = store.OpenConfiguredStore(s.base, cfg, s.log); err != nil {
+		// Dead runners' executions wait for SetResumer below: resumed, not
+		// marked interrupted, when they can be.
+		if st, err = store.OpenConfiguredStoreWith(s.base, cfg, store.StoreOptions{Log: s.log, DeferTakeover: true}); err != nil {
 			s.stop()
 			return nil, err
 		}
@@ -187,7 +191,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}, func() float64 { return float64(st.LeaseStats().Lost) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "kailash_runner_executions_taken_over_total", Help: "Executions of dead runners (expired leases) this runner marked interrupted.",
-		}, func() float64 { return float64(st.LeaseStats().TakenOver) }))
+		}, func() float64 { return float64(st.LeaseStats().TakenOver) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kailash_runner_executions_resumed_total", Help: "Executions of dead runners (expired leases) this runner took over and resumed from their last completed node.",
+		}, func() float64 { return float64(st.LeaseStats().Resumed) }))
 	// An execution whose lease another runner took over is cancelled here:
 	// its result could not be stored.
 	st.OnLeaseLost(func(tenant, id string) {
@@ -220,6 +227,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("runner.http: %w", err)
 	}
 	s.ln = ln
+	// Now dead runners' executions may be taken over: resumed here when
+	// they can be (resume.go), else marked interrupted.
+	st.SetResumer(s)
 	return s, nil
 }
 
@@ -250,6 +260,9 @@ func (s *Server) Serve(ctx context.Context) error {
 
 func (s *Server) shutdown() {
 	s.stop()
+	s.resumeMu.Lock()
+	s.closing = true // no execution is resumed from now on
+	s.resumeMu.Unlock()
 	s.inflight.Wait()
 	s.bg.Wait() // no purge runs on a closed store
 	if err := s.store.Close(); err != nil {
@@ -268,6 +281,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/workflows", s.listWorkflows)
 	mux.HandleFunc("POST /v1/workflows", s.createWorkflow)
 	mux.HandleFunc("GET /v1/workflows/{name}", s.getWorkflow)
+	mux.HandleFunc("PUT /v1/workflows/{name}", s.updateWorkflow)
 	mux.HandleFunc("DELETE /v1/workflows/{name}", s.deleteWorkflow)
 	mux.HandleFunc("POST /v1/workflows/{name}/executions", s.execute)
 	mux.HandleFunc("GET /v1/workflows/{name}/executions", s.listExecutions)
@@ -321,20 +335,21 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (identity, boo
 	return identity{Caller: c}, true
 }
 
-// lookup finds a workflow: the tenant's own first, then the shared ones.
-func (s *Server) lookup(ctx context.Context, tenant, name string) (*workflow.Workflow, bool, error) {
+// lookup finds a workflow: the tenant's own first (sw its stored current
+// version), then the shared ones (sw nil).
+func (s *Server) lookup(ctx context.Context, tenant, name string) (*workflow.Workflow, *store.StoredWorkflow, error) {
 	sw, err := s.store.GetWorkflow(ctx, tenant, name)
 	switch {
 	case err == nil:
 		w, err := s.compiled.compile(sw)
-		return w, true, err
+		return w, sw, err
 	case !errors.Is(err, store.ErrNotFound):
-		return nil, false, err
+		return nil, nil, err
 	}
 	if w := (*s.workflows.Load())[name]; w != nil {
-		return w, false, nil
+		return w, nil, nil
 	}
-	return nil, false, store.ErrNotFound
+	return nil, nil, store.ErrNotFound
 }
 
 func (s *Server) listWorkflows(w http.ResponseWriter, r *http.Request) {
@@ -364,32 +379,8 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", err.Error())
-		return
-	}
-	d, err := workflow.ParseDefinition(body)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_definition", err.Error())
-		return
-	}
-	wf, err := workflow.Compile(d)
-	if err != nil {
-		writeError(w, http.StatusUnprocessableEntity, "invalid_workflow", err.Error())
-		return
-	}
-	if err := s.exec.AdmitCaller(wf, c); err != nil {
-		s.writeExecError(w, err, nil)
-		return
-	}
-	if _, shared := (*s.workflows.Load())[d.Name]; shared {
-		writeError(w, http.StatusConflict, "exists", fmt.Sprintf("workflow %q is a shared workflow", d.Name))
-		return
-	}
-	def, err := json.Marshal(d)
-	if err != nil {
-		s.internal(w, r, err)
+	d, def, ok := s.readDefinition(w, r, c)
+	if !ok {
 		return
 	}
 	if err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d.Name, def, s.exec.LimitsFor(c).MaxWorkflows); err != nil {
@@ -404,20 +395,48 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"name": d.Name, "nodes": len(d.Nodes)})
+	body := map[string]any{"name": d.Name, "nodes": len(d.Nodes)}
+	if sw, err := s.store.GetWorkflow(r.Context(), c.Tenant, d.Name); err == nil {
+		w.Header().Set("ETag", etag(sw.Version))
+		body["version"] = sw.Version
+	}
+	writeJSON(w, http.StatusCreated, body)
 }
 
-func (s *Server) getWorkflow(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.caller(w, r)
-	if !ok {
-		return
-	}
-	wf, own, err := s.lookup(r.Context(), c.Tenant, r.PathValue("name"))
+// readDefinition reads and validates a workflow definition from the
+// request body, as create and update both do: parsed, compiled, within the
+// caller's limits, not a shared workflow's name. It answers the request
+// itself when the definition is refused.
+func (s *Server) readDefinition(w http.ResponseWriter, r *http.Request, c workflow.Caller) (workflow.Definition, json.RawMessage, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		s.notFoundOr(w, r, err, "workflow")
-		return
+		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", err.Error())
+		return workflow.Definition{}, nil, false
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"definition": wf.Def, "shared": !own})
+	d, err := workflow.ParseDefinition(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_definition", err.Error())
+		return d, nil, false
+	}
+	wf, err := workflow.Compile(d)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid_workflow", err.Error())
+		return d, nil, false
+	}
+	if err := s.exec.AdmitCaller(wf, c); err != nil {
+		s.writeExecError(w, err, nil)
+		return d, nil, false
+	}
+	if _, shared := (*s.workflows.Load())[d.Name]; shared {
+		writeError(w, http.StatusConflict, "exists", fmt.Sprintf("workflow %q is a shared workflow", d.Name))
+		return d, nil, false
+	}
+	def, err := json.Marshal(d)
+	if err != nil {
+		s.internal(w, r, err)
+		return d, nil, false
+	}
+	return d, def, true
 }
 
 func (s *Server) deleteWorkflow(w http.ResponseWriter, r *http.Request) {
@@ -451,10 +470,14 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	c := id.Caller
 	dept, _ := id.Attributes["department"].(string) // the business metrics' label (from the signed identity)
 	name := r.PathValue("name")
-	wf, _, err := s.lookup(r.Context(), c.Tenant, name)
+	wf, sw, err := s.lookup(r.Context(), c.Tenant, name)
 	if err != nil {
 		s.notFoundOr(w, r, err, "workflow")
 		return
+	}
+	version := 0 // a shared workflow has no versions
+	if sw != nil {
+		version = sw.Version
 	}
 	input := map[string]any{}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -483,10 +506,21 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		s.writeExecError(w, err, nil)
 		return
 	}
-	// The store counts the tenant's running executions on every runner.
-	rec := &store.ExecutionRecord{ID: workflow.NewID(), Workflow: name, Status: store.StatusRunning, Tenant: c.Tenant, User: c.User,
-		Input: input, CreatedAt: store.Now(), MaxRunning: s.exec.Limits(c.Tenant).MaxConcurrentExecutions}
-	if err := s.store.StartExecution(r.Context(), rec); err != nil {
+	// The store counts the tenant's and the caller's roles' running
+	// executions on every runner.
+	rec := &store.ExecutionRecord{ID: workflow.NewID(), Workflow: name, WorkflowVersion: version, Status: store.StatusRunning, Tenant: c.Tenant, User: c.User,
+		Input: input, CreatedAt: store.Now(), MaxRunning: s.exec.Limits(c.Tenant).MaxConcurrentExecutions,
+		Roles: c.Roles, RoleLimits: s.exec.RoleConcurrency(c)}
+	// An asynchronous execution's id is acknowledged (202) once its start
+	// is committed. A synchronous one acknowledges nothing before its end:
+	// its start and node results ride in the group commit (store.Deferred)
+	// and its answer waits for the end's commit (docs/deploy.md,
+	// "Durability").
+	sctx := r.Context()
+	if !async {
+		sctx = store.Deferred(sctx)
+	}
+	if err := s.store.StartExecution(sctx, rec); err != nil {
 		res.Release()
 		var le *workflow.LimitError
 		if errors.As(err, &le) {
@@ -508,11 +542,11 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(parent)
 	s.running.Store(rec.ID, &runningExec{tenant: c.Tenant, workflow: name, user: c.User, cancel: cancel})
 	s.inflight.Add(1)
-	run := func() *store.ExecutionRecord {
+	run := func() ranExecution {
 		defer s.inflight.Done()
 		defer s.running.Delete(rec.ID)
 		defer cancel(nil)
-		return s.run(ctx, s.requestLog(r), dept, res, wf, rec, timeout)
+		return s.run(ctx, s.requestLog(r), dept, res, wf, rec, timeout, !async, nil)
 	}
 	if async {
 		go run()
@@ -521,8 +555,13 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	done := run()
+	if done.storeErr != nil {
+		// Not acknowledged: the result is not stored.
+		s.internal(w, r, fmt.Errorf("execution %s ended %s but its end was not stored: %w", rec.ID, done.Status, done.storeErr))
+		return
+	}
 	if done.Status != store.StatusCompleted {
-		s.writeExecError(w, errors.New(done.Error), done)
+		s.writeExecError(w, errors.New(done.Error), done.ExecutionRecord)
 		return
 	}
 	nodes := map[string]map[string]any{}
@@ -540,18 +579,41 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// ranExecution is an execution's record once run, and why its end was not
+// stored, if it was not.
+type ranExecution struct {
+	*store.ExecutionRecord
+	storeErr error
+}
+
 // run executes and records: the start event, each node's result as it
 // ends, and the outcome. The records are written even after cancellation.
-func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *workflow.Reservation, wf *workflow.Workflow, rec *store.ExecutionRecord, timeout time.Duration) *store.ExecutionRecord {
+// With deferNodes the node results are queued to the store's group commit
+// rather than waited for (a synchronous execution: nothing of it is
+// acknowledged before its end, which is committed after them).
+//
+// A resumed execution (resumed: the outputs of the nodes that completed on
+// the dead runner) runs only the other nodes and starts with
+// execution.resumed.
+func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *workflow.Reservation, wf *workflow.Workflow, rec *store.ExecutionRecord, timeout time.Duration,
+	deferNodes bool, resumed map[string]map[string]any) ranExecution {
 	wctx := context.WithoutCancel(ctx)
 	ev := func(typ string) Event {
 		return Event{Type: typ, Tenant: rec.Tenant, Workflow: rec.Workflow, Execution: rec.ID, At: time.Now().UTC(), Policy: wf.Def.Events}
 	}
-	s.publish(ev("execution.started"))
+	if resumed != nil {
+		s.publish(ev("execution.resumed"))
+	} else {
+		s.publish(ev("execution.started"))
+	}
 	var mu sync.Mutex // guards rec.Nodes
 	start := time.Now()
-	result, err := res.Run(ctx, rec.Input, workflow.RunOptions{ID: rec.ID, Timeout: timeout, OnNode: func(ctx context.Context, nr workflow.NodeRun) {
-		if err := s.store.RecordNode(ctx, rec.Tenant, rec.ID, nr); errors.Is(err, store.ErrLeaseLost) {
+	result, err := res.Run(ctx, rec.Input, workflow.RunOptions{ID: rec.ID, Timeout: timeout, Completed: resumed, OnNode: func(ctx context.Context, nr workflow.NodeRun) {
+		nctx := ctx
+		if deferNodes {
+			nctx = store.Deferred(ctx)
+		}
+		if err := s.store.RecordNode(nctx, rec.Tenant, rec.ID, nr); errors.Is(err, store.ErrLeaseLost) {
 			s.leaseLost.WithLabelValues("node").Inc()
 			lg.Error("node result not stored: another runner owns the execution", "execution", rec.ID, "node", nr.Node, "err", err)
 		} else if err != nil {
@@ -578,7 +640,8 @@ func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *wor
 		rec.Output = result.Output
 	}
 	s.execs.WithLabelValues(rec.Status).Inc()
-	if err := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error); errors.Is(err, store.ErrLeaseLost) {
+	serr := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error)
+	if err := serr; errors.Is(err, store.ErrLeaseLost) {
 		s.leaseLost.WithLabelValues("finish").Inc()
 		lg.Error("execution result not stored: this runner's lease expired and another runner took the execution over",
 			"workflow", rec.Workflow, "execution", rec.ID, "tenant", rec.Tenant, "status", rec.Status, "err", err)
@@ -591,7 +654,7 @@ func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *wor
 	}
 	e.Status, e.Error = rec.Status, rec.Error
 	s.publish(e)
-	return rec
+	return ranExecution{rec, serr}
 }
 
 func statusOf(err error) string {

@@ -242,7 +242,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil || doc.OpenAPI == "" {
 		t.Fatalf("openapi: %v", err)
 	}
-	for _, r := range []string{"GET /v1/workflows", "POST /v1/workflows", "GET /v1/workflows/{name}", "DELETE /v1/workflows/{name}",
+	for _, r := range []string{"GET /v1/workflows", "POST /v1/workflows", "GET /v1/workflows/{name}", "PUT /v1/workflows/{name}", "DELETE /v1/workflows/{name}",
 		"POST /v1/workflows/{name}/executions", "GET /v1/workflows/{name}/executions", "GET /v1/workflows/{name}/executions/{id}",
 		"POST /v1/workflows/{name}/executions/{id}/cancel", "GET /v1/workflows/{name}/events", "GET /v1/events"} {
 		m, p, _ := strings.Cut(r, " ")

@@ -48,6 +48,7 @@ const (
 type LeaseStats struct {
 	Lost      int64 // executions this runner found owned by another (heartbeat or write)
 	TakenOver int64 // executions of dead runners this runner marked interrupted
+	Resumed   int64 // executions of dead runners this runner took over and resumed
 }
 
 // leaser is this process's side of the leases: its owner id, the
@@ -57,12 +58,18 @@ type leaser struct {
 	ttl   time.Duration
 	log   *slog.Logger
 
-	mu     sync.Mutex                   // guards owned, gen, onLost
+	mu     sync.Mutex                   // guards owned, gen, onLost, resumer, deferred, sweeps
 	owned  map[string]map[string]uint64 // tenant -> execution id -> generation it was added in
 	gen    uint64
 	onLost func(tenant, id string)
+	// resumer, when set, may resume taken-over executions (resume.go);
+	// deferred holds every takeover back until it is set; sweeps is set
+	// when this store sweeps (PostgreSQL).
+	resumer  Resumer
+	deferred bool
+	sweeps   bool
 
-	lost, takenOver atomic.Int64
+	lost, takenOver, resumed atomic.Int64
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -88,7 +95,7 @@ func newLeaser(o StoreOptions) *leaser {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &leaser{owner: NewReplicaID(), ttl: ttl, log: log, owned: map[string]map[string]uint64{}}
+	return &leaser{owner: NewReplicaID(), ttl: ttl, log: log, owned: map[string]map[string]uint64{}, deferred: o.DeferTakeover}
 }
 
 func (l *leaser) own(tenant, id string) {
@@ -129,7 +136,7 @@ func (s *sqlStore) OnLeaseLost(f func(tenant, id string)) {
 
 // LeaseStats reports the lease counters.
 func (s *sqlStore) LeaseStats() LeaseStats {
-	return LeaseStats{Lost: s.lease.lost.Load(), TakenOver: s.lease.takenOver.Load()}
+	return LeaseStats{Lost: s.lease.lost.Load(), TakenOver: s.lease.takenOver.Load(), Resumed: s.lease.resumed.Load()}
 }
 
 // whyNotOwned explains a conditional write of execution id that matched no
@@ -156,6 +163,9 @@ func (s *sqlStore) whyNotOwned(ctx context.Context, t *tenantDB, id string) erro
 func (s *sqlStore) startLeases(sweep bool) {
 	ctx, stop := context.WithCancel(context.Background())
 	s.lease.stop, s.lease.done = stop, make(chan struct{})
+	s.lease.mu.Lock()
+	s.lease.sweeps = sweep
+	s.lease.mu.Unlock()
 	go func() {
 		defer close(s.lease.done)
 		beat := time.NewTicker(s.lease.ttl / 3)
@@ -270,6 +280,10 @@ func (s *sqlStore) sweep(ctx context.Context) error {
 }
 
 func (s *sqlStore) takeOver(ctx context.Context, t *tenantDB) error {
+	resumer, deferred := s.lease.resumerSet()
+	if deferred {
+		return nil // the runner sets its resumer first (SetResumer)
+	}
 	tx, err := t.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -283,6 +297,7 @@ func (s *sqlStore) takeOver(ctx context.Context, t *tenantDB) error {
 	type dead struct {
 		id, owner string
 		expired   int64
+		resume    *ExecutionRecord
 	}
 	var ds []dead
 	for rows.Next() {
@@ -297,11 +312,29 @@ func (s *sqlStore) takeOver(ctx context.Context, t *tenantDB) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	for _, d := range ds {
-		reason := fmt.Sprintf("runner %s stopped renewing its lease (expired %s); taken over by runner %s and marked interrupted",
-			d.owner, time.UnixMilli(d.expired).UTC().Format(time.RFC3339), s.lease.owner)
+	for i := range ds {
+		d := &ds[i]
+		why := "no runner resumes executions"
+		if resumer != nil {
+			// Read beside the locked row (the record and its node results
+			// are not locked against reading).
+			e, err := s.GetExecution(ctx, t.tenant, d.id)
+			if err != nil {
+				return err
+			}
+			if why = resumer.Resumable(ctx, e); why == "" {
+				d.resume = e
+				if _, err := tx.ExecContext(ctx, t.q(`UPDATE {t}executions SET owner = ?, lease_expires = {now} + ? WHERE id = ? AND status = ? AND owner = ?`),
+					s.lease.owner, s.lease.ttl.Milliseconds(), d.id, StatusRunning, d.owner); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		reason := fmt.Sprintf("runner %s stopped renewing its lease (expired %s); taken over by runner %s and marked interrupted: %s",
+			d.owner, time.UnixMilli(d.expired).UTC().Format(time.RFC3339), s.lease.owner, why)
 		if d.owner == "" {
-			reason = "the runner that started this execution stopped (it predates execution leases); taken over by runner " + s.lease.owner
+			reason = "the runner that started this execution stopped (it predates execution leases); taken over by runner " + s.lease.owner + ": " + why
 		}
 		msg, err := s.seal(t, "executions", d.id, "error", reason)
 		if err != nil {
@@ -315,7 +348,21 @@ func (s *sqlStore) takeOver(ctx context.Context, t *tenantDB) error {
 	if err := tx.Commit(); err != nil {
 		return err
 	}
+	// Owned after the commit: the claim set a full lease, and a heartbeat
+	// before the commit would have found the row still the dead runner's.
 	for _, d := range ds {
+		if d.resume != nil {
+			s.lease.own(t.tenant, d.id)
+		}
+	}
+	for _, d := range ds {
+		if d.resume != nil {
+			s.lease.resumed.Add(1)
+			s.lease.log.Warn("runner: took over an execution whose runner died; resuming it from its last completed node",
+				"tenant", t.tenant, "execution", d.id, "dead_owner", d.owner, "owner", s.lease.owner, "completed_nodes", len(d.resume.Nodes))
+			resumer.Resume(d.resume)
+			continue
+		}
 		s.lease.takenOver.Add(1)
 		s.lease.log.Warn("runner: took over an execution whose runner died; marked interrupted",
 			"tenant", t.tenant, "execution", d.id, "dead_owner", d.owner, "owner", s.lease.owner)

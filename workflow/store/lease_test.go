@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -183,6 +184,88 @@ func TestPostgresConcurrencyLimitAcrossRunners(t *testing.T) {
 	// Another tenant has its own count.
 	if err := startExec(t, b, "globex", "g1", limit); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// runner.role_limits.<role>.max_concurrent_executions counts the running
+// executions of the role's holders in the tenant on every runner: starts
+// by analysts on two replicas at once admit exactly the limit, while
+// callers without the role are not counted against it, a holder of several
+// roles is, another tenant has its own count, a deferred start (a
+// synchronous execution's) is refused all the same, and an ended
+// execution frees its slot.
+func TestPostgresRoleLimitAcrossRunners(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	a, b := openPG(t, pg.DSN, 0), openPG(t, pg.DSN, 0)
+	ctx := t.Context()
+	start := func(st Store, ctx context.Context, tenant, id string, roles []string, limits map[string]int) error {
+		return st.StartExecution(ctx, &ExecutionRecord{ID: id, Workflow: "w", Tenant: tenant, User: "u-" + id, CreatedAt: Now(), Roles: roles, RoleLimits: limits})
+	}
+	if err := start(a, ctx, "acme", "warm", nil, nil); err != nil { // creates the tenant
+		t.Fatal(err)
+	}
+	const limit = 3
+	analyst := map[string]int{"analyst": limit}
+	var ok, limited, others atomic.Int64
+	var admitted sync.Map
+	var wg sync.WaitGroup
+	for i := range 40 {
+		st := []Store{a, b}[i%2]
+		wg.Go(func() {
+			id := fmt.Sprintf("r%02d", i)
+			if i%4 == 3 { // an ops caller: no role limit, not an analyst
+				if err := start(st, ctx, "acme", id, []string{"ops"}, nil); err != nil {
+					t.Errorf("an ops start: %v", err)
+				}
+				others.Add(1)
+				return
+			}
+			err := start(st, ctx, "acme", id, []string{"analyst"}, analyst)
+			var le *LimitError
+			switch {
+			case err == nil:
+				ok.Add(1)
+				admitted.Store(id, st)
+			case errors.As(err, &le) && le.Limit == "max_concurrent_executions" && strings.Contains(le.Msg, "role analyst"):
+				limited.Add(1)
+			default:
+				t.Errorf("start: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != limit || limited.Load() != 30-limit || others.Load() != 10 {
+		t.Fatalf("analysts admitted %d, limited %d (ops %d); want %d, %d (10)", ok.Load(), limited.Load(), others.Load(), limit, 30-limit)
+	}
+	// A holder of analyst and ops is an analyst.
+	if err := start(b, ctx, "acme", "both", []string{"ops", "analyst"}, analyst); err == nil {
+		t.Fatal("a caller holding analyst among other roles was not counted against analyst's limit")
+	}
+	// Deferred (a synchronous execution's start) is still refused: the
+	// count is its answer.
+	if err := start(a, Deferred(ctx), "acme", "deferred", []string{"analyst"}, analyst); err == nil {
+		t.Fatal("a deferred start passed a full role limit")
+	}
+	if err := start(a, ctx, "globex", "g1", []string{"analyst"}, analyst); err != nil {
+		t.Fatalf("another tenant's analyst: %v", err)
+	}
+	// One ends (on the replica that owns it): one more is admitted, on the
+	// other replica.
+	var id string
+	var owner Store
+	admitted.Range(func(k, v any) bool { id, owner = k.(string), v.(Store); return false })
+	if err := owner.FinishExecution(ctx, "acme", id, StatusCompleted, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	other := a
+	if owner == a {
+		other = b
+	}
+	if err := start(other, ctx, "acme", "after", []string{"analyst"}, analyst); err != nil {
+		t.Fatalf("after one ended: %v", err)
+	}
+	if err := start(owner, ctx, "acme", "after2", []string{"analyst"}, analyst); err == nil {
+		t.Fatal("the freed slot was given twice")
 	}
 }
 

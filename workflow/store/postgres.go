@@ -114,13 +114,38 @@ END
 $fn$`
 }
 
-// startLimited is StartExecution's limited insert in one call of the
-// tenant schema's start_execution.
-func (d *postgresDialect) startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, max int) (bool, error) {
-	var ok bool
-	err := d.db.QueryRowContext(ctx, t.q(`SELECT {t}start_execution(?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		t.tenant, id, workflow, user, input, created, owner, ttl, max).Scan(&ok)
-	return ok, err
+// startExecutionV2Func is start_execution counting role limits too
+// (runner.role_limits.<role>.max_concurrent_executions): under the same
+// per-tenant lock, the running executions with a live lease whose roles
+// hold the role, for each role of p_role_limits ({"role": max}; roles is
+// a JSON array or ” for none, NULLIF'd: AND does not order evaluation, so
+// a guard would not keep ” from the cast). It
+// returns ” when it inserted, 'tenant' or 'role:<role>' for the limit
+// that is full. start_execution stays for runners of the version before.
+func startExecutionV2Func(schema string) string {
+	s := ident(schema)
+	return `CREATE OR REPLACE FUNCTION ` + s + `.start_execution_v2(p_tenant TEXT, p_id TEXT,
+	p_workflow TEXT, p_version INTEGER, p_user TEXT, p_input TEXT, p_created TEXT, p_owner TEXT, p_ttl BIGINT, p_max BIGINT,
+	p_roles TEXT, p_role_limits TEXT)
+RETURNS TEXT LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+	r RECORD;
+BEGIN
+	PERFORM pg_advisory_xact_lock(hashtext('kailash:executions:' || p_tenant));
+	IF p_max > 0 AND (SELECT COUNT(*) FROM ` + s + `.executions WHERE status = 'running' AND lease_expires > ` + pgNowMillis + `) >= p_max THEN
+		RETURN 'tenant';
+	END IF;
+	FOR r IN SELECT key, value::BIGINT AS lim FROM jsonb_each_text(CAST(p_role_limits AS jsonb)) ORDER BY key LOOP
+		IF (SELECT COUNT(*) FROM ` + s + `.executions WHERE status = 'running' AND lease_expires > ` + pgNowMillis + `
+			AND jsonb_exists(CAST(NULLIF(roles, '') AS jsonb), r.key)) >= r.lim THEN
+			RETURN 'role:' || r.key;
+		END IF;
+	END LOOP;
+	INSERT INTO ` + s + `.executions (id, workflow, status, "user", input, created_at, owner, lease_expires, workflow_version, roles)
+		VALUES (p_id, p_workflow, 'running', p_user, p_input, p_created, p_owner, ` + pgNowMillis + ` + p_ttl, p_version, p_roles);
+	RETURN '';
+END
+$fn$`
 }
 
 // tenants lists the tenants of kailash.tenants.
@@ -258,8 +283,10 @@ func (d *postgresDialect) tenant(ctx context.Context, tenant string) (*tenantDB,
 		if err := migrate(ctx, tx, t); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, startExecutionFunc(schema)); err != nil {
-			return err
+		for _, f := range []string{startExecutionFunc(schema), startExecutionV2Func(schema)} {
+			if _, err := tx.ExecContext(ctx, f); err != nil {
+				return err
+			}
 		}
 		return tx.Commit()
 	}()

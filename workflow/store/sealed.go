@@ -446,6 +446,13 @@ func OpenDataKeys(o DataKeyOptions) (*sealed.Keyring, error) {
 // (runner.postgres_dsn, else runner.data_dir, else memory) with the data
 // keys OpenDataKeys finds, warning when PostgreSQL runs without them.
 func OpenConfiguredStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (Store, error) {
+	return OpenConfiguredStoreWith(ctx, cfg, StoreOptions{Log: log})
+}
+
+// OpenConfiguredStoreWith is OpenConfiguredStore with o's DeferTakeover
+// (and Log); the keys and the lease TTL come from cfg.
+func OpenConfiguredStoreWith(ctx context.Context, cfg *config.Config, so StoreOptions) (Store, error) {
+	log := so.Log
 	if log == nil {
 		log = slog.Default()
 	}
@@ -463,7 +470,7 @@ func OpenConfiguredStore(ctx context.Context, cfg *config.Config, log *slog.Logg
 			log.Warn("encryption at rest is off: execution payloads and audit details are stored in clear in PostgreSQL; set " +
 				sealed.EnvKeys + " or runner.encryption.keys_file")
 		}
-		return OpenPostgresStoreWith(ctx, r.PostgresDSN, StoreOptions{Keys: keys, LeaseTTL: r.LeaseTTL, Log: log})
+		return OpenPostgresStoreWith(ctx, r.PostgresDSN, StoreOptions{Keys: keys, LeaseTTL: r.LeaseTTL, Log: log, DeferTakeover: so.DeferTakeover})
 	}
-	return OpenStoreWith(ctx, o.DataDir, StoreOptions{Keys: keys, LeaseTTL: r.LeaseTTL, Log: log})
+	return OpenStoreWith(ctx, o.DataDir, StoreOptions{Keys: keys, LeaseTTL: r.LeaseTTL, Log: log, DeferTakeover: so.DeferTakeover})
 }

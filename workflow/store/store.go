@@ -29,7 +29,14 @@ import (
 // PostgreSQL (OpenPostgresStore: one schema per tenant).
 type Store interface {
 	PutWorkflow(ctx context.Context, tenant, user, name string, definition json.RawMessage, maxWorkflows int) error
+	// UpdateWorkflow replaces an existing workflow's definition with a new
+	// version (returned); with ifVersion > 0 only while that is the
+	// current version (a *VersionConflictError otherwise).
+	UpdateWorkflow(ctx context.Context, tenant, user, name string, definition json.RawMessage, ifVersion int) (int, error)
 	GetWorkflow(ctx context.Context, tenant, name string) (*StoredWorkflow, error)
+	// GetWorkflowVersion reads one version of a workflow, also one that
+	// was deleted since (the version an execution ran).
+	GetWorkflowVersion(ctx context.Context, tenant, name string, version int) (*StoredWorkflow, error)
 	ListWorkflows(ctx context.Context, tenant string) ([]string, error)
 	DeleteWorkflow(ctx context.Context, tenant, name string) error
 
@@ -54,6 +61,10 @@ type Store interface {
 	Owner() string
 	OnLeaseLost(func(tenant, id string))
 	LeaseStats() LeaseStats
+	// SetResumer lets the takeover of a dead runner's executions resume
+	// them here instead of marking them interrupted (resume.go), and runs
+	// a takeover sweep at once (PostgreSQL).
+	SetResumer(r Resumer)
 
 	// TenantQuery runs one parameterized statement against the tenant's own
 	// data database (not the runner's tables), as the tenant: on SQLite its
@@ -137,6 +148,24 @@ var migrations = []string{
 	// Retention (retention.go): the purge finds old rows by these.
 	`CREATE INDEX executions_finished ON executions (finished_at) WHERE status <> 'running';
 	CREATE INDEX audit_log_at ON audit_log (at);`,
+	// Workflow versions (versions.go): every definition a workflow had,
+	// numbered from 1 and never reused (a re-created name continues the
+	// count); the version each execution ran, and the caller's roles (in
+	// clear: PostgreSQL counts role_limits over them, and a resumed
+	// execution runs for the same roles).
+	`ALTER TABLE workflows ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+	CREATE TABLE workflow_versions (
+		name       TEXT NOT NULL,
+		version    INTEGER NOT NULL,
+		definition TEXT NOT NULL,
+		created_by TEXT NOT NULL,
+		created_at TEXT NOT NULL,
+		PRIMARY KEY (name, version)
+	);
+	INSERT INTO workflow_versions (name, version, definition, created_by, created_at)
+		SELECT name, 1, definition, created_by, created_at FROM workflows;
+	ALTER TABLE executions ADD COLUMN workflow_version INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE executions ADD COLUMN roles TEXT NOT NULL DEFAULT '';`,
 }
 
 // ValidTenant reports whether id is a tenant id the store accepts (a DNS
@@ -165,11 +194,6 @@ type dialect interface {
 	tenant(ctx context.Context, tenant string) (*tenantDB, error)
 	// lockWorkflows serialises workflow creation within tx (max_workflows).
 	lockWorkflows(ctx context.Context, tx *sql.Tx, t *tenantDB) error
-	// startLimited inserts a running execution owned by owner when the
-	// tenant has fewer than max running executions with a live lease (on
-	// every runner), serialised with the tenant's other starts; false when
-	// it is full.
-	startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, max int) (bool, error)
 	tenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error)
 	// tenants lists the tenants the store holds.
 	tenants(ctx context.Context) ([]string, error)
@@ -180,30 +204,60 @@ type dialect interface {
 // tenantDB is a tenant's state: a database handle and how its queries are
 // written (table prefix, placeholders).
 type tenantDB struct {
-	db     *sql.DB
+	db *sql.DB
+	// rdb, when set, serves reads beside db (SQLite in WAL: readers do not
+	// wait for the group commit holding the writer connection).
+	rdb    *sql.DB
 	tenant string
 	prefix string // "" (SQLite) or `"schema".` (PostgreSQL)
 	dollar bool   // $n placeholders and IS NOT DISTINCT FROM (PostgreSQL) instead of ? and IS
 
-	qs    sync.Map // query template -> rendered query
-	stmts sync.Map // query template -> *sql.Stmt (the hot writes, execStmt)
+	qs     sync.Map // query template -> rendered query
+	stmts  sync.Map // query template -> *sql.Stmt (the hot writes, stmt)
+	rstmts sync.Map // query template -> *sql.Stmt on reader() (the hot reads, readStmt)
 }
 
-// execStmt runs a query template as a statement prepared once per tenant
-// database: the writes every execution makes (its start, each node, its
-// end) are not parsed again each time.
-func (t *tenantDB) execStmt(ctx context.Context, tmpl string, args ...any) (sql.Result, error) {
-	v, ok := t.stmts.Load(tmpl)
-	if !ok {
-		st, err := t.db.PrepareContext(ctx, t.q(tmpl))
-		if err != nil {
-			return nil, err
-		}
-		if v, ok = t.stmts.LoadOrStore(tmpl, st); ok {
-			st.Close()
-		}
+// readStmt is a query template prepared once on the tenant's reader (the
+// workflow lookup every execution makes).
+func (t *tenantDB) readStmt(ctx context.Context, tmpl string) (*sql.Stmt, error) {
+	if v, ok := t.rstmts.Load(tmpl); ok {
+		return v.(*sql.Stmt), nil
 	}
-	return v.(*sql.Stmt).ExecContext(ctx, args...)
+	st, err := t.reader().PrepareContext(ctx, t.q(tmpl))
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := t.rstmts.LoadOrStore(tmpl, st); ok {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// reader is the handle for reads that need no transaction.
+func (t *tenantDB) reader() *sql.DB {
+	if t.rdb != nil {
+		return t.rdb
+	}
+	return t.db
+}
+
+// stmt is a query template prepared once per tenant database: the writes
+// every execution makes (its start, each node, its end) are not parsed
+// again each time (commit.go runs them in its transactions).
+func (t *tenantDB) stmt(ctx context.Context, tmpl string) (*sql.Stmt, error) {
+	if v, ok := t.stmts.Load(tmpl); ok {
+		return v.(*sql.Stmt), nil
+	}
+	st, err := t.db.PrepareContext(ctx, t.q(tmpl))
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := t.stmts.LoadOrStore(tmpl, st); ok {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 // q renders a query template: {t} becomes the table prefix, {now} the
@@ -254,6 +308,9 @@ type sqlStore struct {
 	// lease is this process's ownership of the executions it runs
 	// (lease.go).
 	lease *leaser
+
+	cmu     sync.Mutex             // guards commits
+	commits map[*sql.DB]*committer // the group committers (commit.go), one per database handle
 }
 
 // StoreOptions tune OpenStoreWith and OpenPostgresStoreWith.
@@ -270,6 +327,10 @@ type StoreOptions struct {
 	// LeaseTTL is how long an execution's lease lasts unless its runner
 	// renews it (runner.lease_ttl); zero is DefaultLeaseTTL.
 	LeaseTTL time.Duration
+	// DeferTakeover holds the takeover of dead runners' executions back
+	// until SetResumer is called, so the runner can resume them instead of
+	// marking them interrupted (PostgreSQL).
+	DeferTakeover bool
 	// Log receives the lease loop's warnings; nil is slog.Default().
 	Log *slog.Logger
 }
@@ -280,6 +341,7 @@ func (s *sqlStore) Ping(ctx context.Context) error { return s.d.ping(ctx) }
 
 func (s *sqlStore) Close() error {
 	s.lease.close()
+	s.closeCommitters() // what is queued is committed
 	return errors.Join(s.d.close(), s.lease.unlock())
 }
 
@@ -357,6 +419,11 @@ type StoredWorkflow struct {
 	Definition json.RawMessage `json:"definition"`
 	CreatedBy  string          `json:"created_by"`
 	CreatedAt  string          `json:"created_at"`
+	// Version numbers the definitions of a name from 1; UpdatedBy and
+	// UpdatedAt say who wrote this version and when.
+	Version   int    `json:"version"`
+	UpdatedBy string `json:"updated_by"`
+	UpdatedAt string `json:"updated_at"`
 	// Digest is the SHA-256 of the stored definition: compiled workflows
 	// are cached by it.
 	Digest string `json:"-"`
@@ -379,9 +446,12 @@ func (s *sqlStore) PutWorkflow(ctx context.Context, tenant, user, name string, d
 	}
 	// The count and the insert are one statement under the lock, so two
 	// creates cannot both pass the limit.
-	res, err := tx.ExecContext(ctx, t.q(`INSERT INTO {t}workflows (name, definition, created_by, created_at)
-		SELECT ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM {t}workflows) < ?
-		ON CONFLICT (name) DO NOTHING`), name, string(definition), user, Now(), maxWorkflows)
+	// Its version continues the name's history: a re-created name does not
+	// reuse the versions an earlier workflow of that name had.
+	res, err := tx.ExecContext(ctx, t.q(`INSERT INTO {t}workflows (name, definition, created_by, created_at, version)
+		SELECT ?, ?, ?, ?, (SELECT COALESCE(MAX(version), 0) + 1 FROM {t}workflow_versions WHERE name = ?)
+		WHERE (SELECT COUNT(*) FROM {t}workflows) < ?
+		ON CONFLICT (name) DO NOTHING`), name, string(definition), user, Now(), name, maxWorkflows)
 	if err != nil {
 		return err
 	}
@@ -396,6 +466,9 @@ func (s *sqlStore) PutWorkflow(ctx context.Context, tenant, user, name string, d
 		}
 		return &LimitError{tenant, "max_workflows", fmt.Sprintf("the tenant already has %d workflows", maxWorkflows)}
 	}
+	if err := recordVersion(ctx, tx, t, name); err != nil {
+		return err
+	}
 	return tx.Commit()
 }
 
@@ -408,9 +481,20 @@ func (s *sqlStore) GetWorkflow(ctx context.Context, tenant, name string) (*Store
 	if err != nil {
 		return nil, err
 	}
+	st, err := t.readStmt(ctx, `SELECT w.definition, w.created_by, w.created_at, w.version,
+		COALESCE(v.created_by, w.created_by), COALESCE(v.created_at, w.created_at)
+		FROM {t}workflows w LEFT JOIN {t}workflow_versions v ON v.name = w.name AND v.version = w.version
+		WHERE w.name = ?`)
+	if err != nil {
+		return nil, err
+	}
+	return scanWorkflow(st.QueryRowContext(ctx, name))
+}
+
+func scanWorkflow(row *sql.Row) (*StoredWorkflow, error) {
 	var w StoredWorkflow
 	var def string
-	err = t.db.QueryRowContext(ctx, t.q(`SELECT definition, created_by, created_at FROM {t}workflows WHERE name = ?`), name).Scan(&def, &w.CreatedBy, &w.CreatedAt)
+	err := row.Scan(&def, &w.CreatedBy, &w.CreatedAt, &w.Version, &w.UpdatedBy, &w.UpdatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -429,7 +513,7 @@ func (s *sqlStore) ListWorkflows(ctx context.Context, tenant string) ([]string, 
 	if err != nil {
 		return nil, err
 	}
-	rows, err := t.db.QueryContext(ctx, t.q(`SELECT name FROM {t}workflows ORDER BY name`))
+	rows, err := t.reader().QueryContext(ctx, t.q(`SELECT name FROM {t}workflows ORDER BY name`))
 	if err != nil {
 		return nil, err
 	}
@@ -463,27 +547,51 @@ func (s *sqlStore) DeleteWorkflow(ctx context.Context, tenant, name string) erro
 
 // ExecutionRecord is an execution as stored and shown.
 type ExecutionRecord struct {
-	ID         string         `json:"execution_id"`
-	Workflow   string         `json:"workflow"`
-	Status     string         `json:"status"`
-	Tenant     string         `json:"tenant"`
-	User       string         `json:"user"`
-	Input      map[string]any `json:"input,omitempty"`
-	Output     map[string]any `json:"output,omitempty"`
-	Error      string         `json:"error,omitempty"`
-	CreatedAt  string         `json:"created_at"`
-	FinishedAt string         `json:"finished_at,omitempty"`
-	Nodes      []NodeRun      `json:"nodes,omitempty"`
+	ID       string `json:"execution_id"`
+	Workflow string `json:"workflow"`
+	// WorkflowVersion is the version of the tenant's workflow it ran; 0
+	// for a shared workflow (runner.workflows) and executions from before
+	// versions.
+	WorkflowVersion int            `json:"workflow_version,omitempty"`
+	Status          string         `json:"status"`
+	Tenant          string         `json:"tenant"`
+	User            string         `json:"user"`
+	Input           map[string]any `json:"input,omitempty"`
+	Output          map[string]any `json:"output,omitempty"`
+	Error           string         `json:"error,omitempty"`
+	CreatedAt       string         `json:"created_at"`
+	FinishedAt      string         `json:"finished_at,omitempty"`
+	Nodes           []NodeRun      `json:"nodes,omitempty"`
 	// MaxRunning, when positive, bounds the tenant's running executions at
 	// StartExecution, counted in the store over every runner's live leases
 	// (a full tenant is a *LimitError).
 	MaxRunning int `json:"-"`
+	// Roles are the caller's roles, recorded with the execution (a resumed
+	// execution runs for them). RoleLimits, when set, bound the running
+	// executions of each role's holders in the tenant at StartExecution,
+	// counted in PostgreSQL over every runner's live leases (SQLite: the
+	// one runner's executor counts).
+	Roles      []string       `json:"-"`
+	RoleLimits map[string]int `json:"-"`
+}
+
+// rolesColumn is how executions.roles keeps roles: a JSON array, "" for
+// none.
+func rolesColumn(roles []string) (string, error) {
+	if len(roles) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(roles)
+	return string(b), err
 }
 
 // StartExecution records an execution before it starts, owned by this
-// runner under a fresh lease; with e.MaxRunning the count of the tenant's
-// running executions (live leases, any runner) and the insert are one
-// statement under the tenant's execution lock.
+// runner under a fresh lease; with e.MaxRunning on PostgreSQL the count of
+// the tenant's running executions (live leases, any runner) and the insert
+// are one call of start_execution under the tenant's execution lock (a
+// full tenant is a *LimitError). On SQLite one runner holds the data
+// directory, so the executor's own count is every runner's. It returns
+// once committed (group commit, commit.go), or once queued under Deferred.
 func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error {
 	t, err := s.db(ctx, e.Tenant)
 	if err != nil {
@@ -501,28 +609,19 @@ func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error
 	if err != nil {
 		return err
 	}
-	ttl := s.lease.ttl.Milliseconds()
-	if e.MaxRunning <= 0 {
-		if _, err = t.execStmt(ctx, `INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?)`,
-			e.ID, e.Workflow, StatusRunning, user, input, e.CreatedAt, s.lease.owner, ttl); err != nil {
-			return err
-		}
-		s.lease.own(e.Tenant, e.ID)
-		return nil
-	}
-	ok, err := s.d.startLimited(ctx, t, e.ID, e.Workflow, user, input, e.CreatedAt, s.lease.owner, ttl, e.MaxRunning)
+	roles, err := rolesColumn(e.Roles)
 	if err != nil {
 		return err
 	}
-	if !ok {
-		return &LimitError{e.Tenant, "max_concurrent_executions", fmt.Sprintf("%d executions are already running (on all runners)", e.MaxRunning)}
-	}
-	s.lease.own(e.Tenant, e.ID)
-	return nil
+	w := &write{kind: writeStart, t: t, id: e.ID, workflow: e.Workflow, version: e.WorkflowVersion, user: user, input: input, created: e.CreatedAt,
+		roles: roles, limited: max(e.MaxRunning, 0), roleLimits: e.RoleLimits}
+	return s.submit(w, !deferred(ctx) || w.countedIn(t.dollar))
 }
 
 // RecordNode stores one node's outcome, while this runner owns the
-// execution (ErrLeaseLost otherwise).
+// execution (ErrLeaseLost otherwise). It returns once committed, or once
+// queued under Deferred (a refusal is then logged, and the execution's
+// end, refused too, reports it).
 func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r NodeRun) error {
 	t, err := s.db(ctx, tenant)
 	if err != nil {
@@ -543,28 +642,17 @@ func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r Node
 	if err != nil {
 		return err
 	}
-	res, err := t.execStmt(ctx, `INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
-		SELECT ?, ?, ?, ?, ?, ?, ?, ?
-		WHERE EXISTS (SELECT 1 FROM {t}executions WHERE id = ? AND owner = ? AND status = ?)
-		ON CONFLICT (execution_id, node) DO UPDATE SET type = excluded.type, status = excluded.status, output = excluded.output,
-			error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at`,
-		execID, r.Node, r.Type, r.Status, sout, serr,
-		r.Started.UTC().Format(time.RFC3339Nano), r.Finished.UTC().Format(time.RFC3339Nano),
-		execID, s.lease.owner, StatusRunning)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return s.whyNotOwned(ctx, t, execID)
-	}
-	return nil
+	w := &write{kind: writeNode, t: t, id: execID, node: r.Node, typ: r.Type, status: r.Status, output: sout, errMsg: serr,
+		started: r.Started.UTC().Format(time.RFC3339Nano), finished: r.Finished.UTC().Format(time.RFC3339Nano)}
+	return s.submit(w, !deferred(ctx))
 }
 
 // FinishExecution records the end of an execution, unless it already ended
-// (a cancel racing a completion keeps the first outcome). Only its owner
-// writes it: when another runner took it over (this one's lease expired)
-// the result is not stored and the error is an ErrLeaseLost, for the
-// caller to log and count.
+// (a cancel racing a completion keeps the first outcome), and returns once
+// it is committed with every write queued before it. Only its owner writes
+// it: when another runner took it over (this one's lease expired) the
+// result is not stored and the error is an ErrLeaseLost, for the caller to
+// log and count.
 func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status string, output map[string]any, errMsg string) error {
 	t, err := s.db(ctx, tenant)
 	if err != nil {
@@ -584,16 +672,7 @@ func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status strin
 	if err != nil {
 		return err
 	}
-	s.lease.release(tenant, id)
-	res, err := t.execStmt(ctx, `UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ? AND owner = ?`,
-		status, sout, serr, Now(), id, StatusRunning, s.lease.owner)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return s.whyNotOwned(ctx, t, id)
-	}
-	return nil
+	return s.submit(&write{kind: writeFinish, t: t, id: id, status: status, output: sout, errMsg: serr, finished: Now()}, true)
 }
 
 // GetExecution reads an execution with its node results.
@@ -605,8 +684,9 @@ func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*Execut
 	e := &ExecutionRecord{Tenant: tenant}
 	var in string
 	var out, errMsg, fin sql.NullString
-	err = t.db.QueryRowContext(ctx, t.q(`SELECT id, workflow, status, "user", input, output, error, created_at, finished_at FROM {t}executions WHERE id = ?`), id).
-		Scan(&e.ID, &e.Workflow, &e.Status, &e.User, &in, &out, &errMsg, &e.CreatedAt, &fin)
+	var roles string
+	err = t.reader().QueryRowContext(ctx, t.q(`SELECT id, workflow, status, "user", input, output, error, created_at, finished_at, workflow_version, roles FROM {t}executions WHERE id = ?`), id).
+		Scan(&e.ID, &e.Workflow, &e.Status, &e.User, &in, &out, &errMsg, &e.CreatedAt, &fin, &e.WorkflowVersion, &roles)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -614,6 +694,9 @@ func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*Execut
 		return nil, err
 	}
 	e.FinishedAt = fin.String
+	if roles != "" {
+		_ = json.Unmarshal([]byte(roles), &e.Roles)
+	}
 	if e.User, err = s.open(t, "executions", e.ID, "user", e.User); err != nil {
 		return nil, err
 	}
@@ -631,7 +714,7 @@ func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*Execut
 		}
 		_ = json.Unmarshal([]byte(o), &e.Output)
 	}
-	rows, err := t.db.QueryContext(ctx, t.q(`SELECT node, type, status, output, error, started_at, finished_at FROM {t}node_results WHERE execution_id = ? ORDER BY started_at, node`), id)
+	rows, err := t.reader().QueryContext(ctx, t.q(`SELECT node, type, status, output, error, started_at, finished_at FROM {t}node_results WHERE execution_id = ? ORDER BY started_at, node`), id)
 	if err != nil {
 		return nil, err
 	}
@@ -667,7 +750,7 @@ func (s *sqlStore) ListExecutions(ctx context.Context, tenant, workflow string, 
 	if err != nil {
 		return nil, err
 	}
-	rows, err := t.db.QueryContext(ctx, t.q(`SELECT id, status, "user", error, created_at, finished_at FROM {t}executions WHERE workflow = ? ORDER BY created_at DESC LIMIT ?`), workflow, limit)
+	rows, err := t.reader().QueryContext(ctx, t.q(`SELECT id, status, "user", error, created_at, finished_at, workflow_version FROM {t}executions WHERE workflow = ? ORDER BY created_at DESC LIMIT ?`), workflow, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -676,7 +759,7 @@ func (s *sqlStore) ListExecutions(ctx context.Context, tenant, workflow string, 
 	for rows.Next() {
 		e := ExecutionRecord{Tenant: tenant, Workflow: workflow}
 		var em, fin sql.NullString
-		if err := rows.Scan(&e.ID, &e.Status, &e.User, &em, &e.CreatedAt, &fin); err != nil {
+		if err := rows.Scan(&e.ID, &e.Status, &e.User, &em, &e.CreatedAt, &fin, &e.WorkflowVersion); err != nil {
 			return nil, err
 		}
 		e.FinishedAt = fin.String

@@ -108,6 +108,93 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("workflow versions", func(t *testing.T) {
+		v := func(n int) json.RawMessage {
+			return json.RawMessage(fmt.Sprintf(`{"name":"wv","nodes":[{"id":"n%d","type":"identity"}]}`, n))
+		}
+		if err := st.PutWorkflow(ctx, "hooli", "alice", "wv", v(1), 10); err != nil {
+			t.Fatal(err)
+		}
+		if w, err := st.GetWorkflow(ctx, "hooli", "wv"); err != nil || w.Version != 1 || w.UpdatedBy != "alice" {
+			t.Fatalf("created: %v %+v", err, w)
+		}
+		if n, err := st.UpdateWorkflow(ctx, "hooli", "bob", "wv", v(2), 1); err != nil || n != 2 {
+			t.Fatalf("update at 1: %d %v", n, err)
+		}
+		var vc *VersionConflictError
+		if _, err := st.UpdateWorkflow(ctx, "hooli", "bob", "wv", v(3), 1); !errors.As(err, &vc) || vc.Current != 2 || vc.Want != 1 {
+			t.Fatalf("update at a stale version: %v", err)
+		}
+		if _, err := st.UpdateWorkflow(ctx, "hooli", "bob", "nope", v(3), 0); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("update of a missing workflow: %v", err)
+		}
+		w, err := st.GetWorkflow(ctx, "hooli", "wv")
+		if err != nil || w.Version != 2 || w.CreatedBy != "alice" || w.UpdatedBy != "bob" || !strings.Contains(string(w.Definition), "n2") {
+			t.Fatalf("current after the update: %v %+v", err, w)
+		}
+		// Unconditional updates at once: each gets its own version.
+		var wg sync.WaitGroup
+		got := make(chan int, 8)
+		for range 8 {
+			wg.Go(func() {
+				n, err := st.UpdateWorkflow(ctx, "hooli", "bob", "wv", v(9), 0)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- n
+			})
+		}
+		wg.Wait()
+		close(got)
+		seen := map[int]bool{}
+		for n := range got {
+			seen[n] = true
+		}
+		if len(seen) != 8 {
+			t.Fatalf("concurrent updates got versions %v, want 8 distinct", seen)
+		}
+		// Deleted, the history stays (executions name it) and a re-created
+		// name continues the count.
+		if err := st.DeleteWorkflow(ctx, "hooli", "wv"); err != nil {
+			t.Fatal(err)
+		}
+		if old, err := st.GetWorkflowVersion(ctx, "hooli", "wv", 1); err != nil || old.Version != 1 || !strings.Contains(string(old.Definition), "n1") {
+			t.Fatalf("version 1 after the delete: %v %+v", err, old)
+		}
+		if err := st.PutWorkflow(ctx, "hooli", "carol", "wv", v(1), 10); err != nil {
+			t.Fatal(err)
+		}
+		if w, err := st.GetWorkflow(ctx, "hooli", "wv"); err != nil || w.Version != 11 {
+			t.Fatalf("re-created: %v %+v; want version 11", err, w)
+		}
+		if _, err := st.GetWorkflowVersion(ctx, "hooli", "wv", 99); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("a version that never was: %v", err)
+		}
+		// An execution keeps the version and roles it started with.
+		e := &ExecutionRecord{ID: "ev1", Workflow: "wv", WorkflowVersion: 11, Tenant: "hooli", User: "carol", Roles: []string{"analyst", "ops"}, CreatedAt: Now()}
+		if err := st.StartExecution(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := st.GetExecution(ctx, "hooli", "ev1"); err != nil || got.WorkflowVersion != 11 || strings.Join(got.Roles, ",") != "analyst,ops" {
+			t.Fatalf("the execution's version and roles: %v %+v", err, got)
+		}
+		if err := st.FinishExecution(ctx, "hooli", "ev1", StatusCompleted, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+		// A deferred start and its end in one batch: one INSERT of the
+		// ended row (commit.go's fold) carries them too.
+		e = &ExecutionRecord{ID: "ev2", Workflow: "wv", WorkflowVersion: 11, Tenant: "hooli", User: "carol", Roles: []string{"ops"}, CreatedAt: Now()}
+		if err := st.StartExecution(Deferred(ctx), e); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.FinishExecution(ctx, "hooli", "ev2", StatusCompleted, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := st.GetExecution(ctx, "hooli", "ev2"); err != nil || got.Status != StatusCompleted || got.WorkflowVersion != 11 || strings.Join(got.Roles, ",") != "ops" {
+			t.Fatalf("a folded start's version and roles: %v %+v", err, got)
+		}
+	})
+
 	t.Run("executions", func(t *testing.T) {
 		e := &ExecutionRecord{ID: "e1", Workflow: "w1", Tenant: "acme", User: "alice", Input: map[string]any{"x": 1.0}, CreatedAt: Now()}
 		if err := st.StartExecution(ctx, e); err != nil {

@@ -20,6 +20,14 @@ required_permission := "workflow:create" if {
 	input.parsed_path == ["v1", "workflows"]
 }
 
+# Replacing a workflow's definition (PUT, a new version) is writing a
+# definition, as creating one is.
+required_permission := "workflow:create" if {
+	input.attributes.request.http.method == "PUT"
+	input.parsed_path = ["v1", "workflows", name]
+	name != ""
+}
+
 required_permission := "workflow:execute" if {
 	input.attributes.request.http.method == "POST"
 	input.parsed_path = ["v1", "workflows", name, "executions"]
@@ -83,6 +91,14 @@ required_permission := "workflow:read" if {
 required_permission := "workflow:read" if {
 	input.attributes.request.http.method == "GET"
 	input.parsed_path == ["v1", "events", "ws"]
+}
+
+# The tenant admin API (tenant_store: /v1/admin/tenants and below, every
+# method), which Envoy routes on the admin tenant's domains only.
+required_permission := "system:configure" if {
+	input.parsed_path[0] == "v1"
+	input.parsed_path[1] == "admin"
+	input.parsed_path[2] == "tenants"
 }
 
 # tenant_config is the route tenant's overrides (data.kailash.config.tenants);

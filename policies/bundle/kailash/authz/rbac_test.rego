@@ -105,6 +105,13 @@ test_create_permission if {
 	authz.required_permission == "workflow:create" with input as req("POST", ["v1", "workflows"], [])
 }
 
+test_update_permission if {
+	authz.required_permission == "workflow:create" with input as req("PUT", ["v1", "workflows", "etl"], [])
+	not authz.required_permission with input as req("PUT", ["v1", "workflows", ""], [])
+	not authz.required_permission with input as req("PUT", ["v1", "workflows"], [])
+	not authz.required_permission with input as req("PUT", ["v1", "workflows", "etl", "executions"], [])
+}
+
 test_delete_permission if {
 	authz.required_permission == "workflow:delete" with input as req("DELETE", ["v1", "workflows", "etl"], [])
 }
@@ -144,7 +151,7 @@ test_read_needs_names if {
 
 test_other_requests_need_no_defined_permission if {
 	not authz.required_permission with input as req("GET", ["v1", "users"], ["admin"])
-	not authz.required_permission with input as req("PUT", ["v1", "workflows", "etl"], ["admin"])
+	not authz.required_permission with input as req("PATCH", ["v1", "workflows", "etl"], ["admin"])
 	not authz.required_permission with input as req("POST", ["v1", "workflows", "etl"], ["admin"])
 	not authz.required_permission with input as req("GET", ["v2", "workflows"], ["admin"])
 	not authz.required_permission with input as req("GET", [""], ["admin"])
@@ -250,4 +257,15 @@ test_result_denied_outside_api if {
 test_result_is_always_defined if {
 	r := authz.result with input as {}
 	r.allowed == false
+}
+
+# --- the tenant admin API (tenant_store)
+
+test_admin_tenants_api_needs_system_configure if {
+	authz.required_permission == "system:configure" with input as req("POST", ["v1", "admin", "tenants"], ["admin"])
+	authz.required_permission == "system:configure" with input as req("PUT", ["v1", "admin", "tenants", "acme"], ["admin"])
+	authz.required_permission == "system:configure" with input as req("POST", ["v1", "admin", "tenants", "acme", "suspend"], [])
+	authz.allow with input as req("DELETE", ["v1", "admin", "tenants", "acme"], ["admin"])
+	not authz.allow with input as req("GET", ["v1", "admin", "tenants"], ["data_scientist", "business_user"])
+	not authz.required_permission with input as req("GET", ["v1", "admin", "explain", "x"], ["admin"])
 }
