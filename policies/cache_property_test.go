@@ -3,7 +3,10 @@ package policies
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,22 +22,60 @@ var cacheVariants = []struct{ rego, data string }{
 	{cachePolicyA, `{"roles": {"admin": ["GET", "POST", "DELETE"], "guest": ["GET"]}}`},
 	{cachePolicyA, `{"roles": {"admin": ["GET", "POST"], "guest": []}}`},
 	{cachePolicyA + `
-allow if { input.attributes.request.http.headers["x-debug"] == "1"; http.method == "GET" }
+allow if { input.attributes.request.http.headers["x-debug"] == "1"; req.method == "GET" }
 `, `{"roles": {"guest": ["GET", "DELETE"]}}`},
 	{cachePolicyA + `
 allow if count(json.marshal(input)) > 4000
 `, `{"roles": {"admin": ["GET"]}}`},
+	// Other input paths (the query, the body, the source address, a
+	// header indexed by a data value) and data read by a computed key.
+	{cachePolicyA + `
+allow if { input.parsed_query.debug[0] == data.debug; req.method == "GET" }
+allow if { input.parsed_body.qty > data.max_qty; input.attributes.source.address.socketAddress.address == "10.0.0.1" }
+allow if { some h in data.trusted_headers; req.headers[h] == "yes" }
+`, `{"roles": {"guest": ["GET"]}, "debug": "on", "max_qty": 2, "trusted_headers": ["x-debug"]}`},
+	// Non-deterministic builtins whose results here do not change the
+	// decision (so it compares equal to the uncached one), but which the
+	// cache must bypass (TestCacheNondeterministicNeverFrozen shows the
+	// bypass matters).
+	{cachePolicyA + `
+allow if { time.now_ns() > 0; req.method == "DELETE"; input.parsed_path[0] == "admin" }
+`, `{"roles": {"admin": ["GET"]}}`},
+	{cachePolicyA + `
+allow if { rand.intn("r", 1) == 0; req.method == "POST"; input.parsed_path[0] == "admin" }
+`, `{"roles": {"admin": ["GET"]}}`},
+	{cachePolicyA + `
+allow if { http.send({"method": "GET", "url": "HTTP_SEND_URL"}).body.ok; req.headers["x-debug"] == "0" }
+`, `{"roles": {"admin": ["GET"]}}`},
+}
+
+// cacheBypassReasons are the bypass reasons of cacheVariants.
+var cacheBypassReasons = map[string]bool{
+	BypassInputWhole:                       true,
+	BypassNondeterministic + "time.now_ns": true,
+	BypassNondeterministic + "rand.intn":   true,
+	BypassNondeterministic + "http.send":   true,
+}
+
+// sendServer answers every request with {"ok": true}; variants' HTTP_SEND_URL is its URL.
+func sendServer(t *testing.T) func(string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok": true}`)
+	}))
+	t.Cleanup(srv.Close)
+	return func(rego string) string { return strings.ReplaceAll(rego, "HTTP_SEND_URL", srv.URL) }
 }
 
 const cachePolicyA = `package t
-http := input.attributes.request.http
-bearer := t if { parts := split(http.headers.authorization, " "); parts[0] == "Bearer"; t := parts[1] }
+req := input.attributes.request.http
+bearer := t if { parts := split(req.headers.authorization, " "); parts[0] == "Bearer"; t := parts[1] }
 claims := c if { [ok, _, c] := io.jwt.decode_verify(bearer, {"secret": "s"}); ok }
 default allow := false
 allow if {
-	http.method in data.roles[claims.role]
+	req.method in data.roles[claims.role]
 	input.parsed_path[0] == "people"
-	tenant_ok with input.tenant as object.get(http.headers, "x-tenant", "a")
+	tenant_ok with input.tenant as object.get(req.headers, "x-tenant", "a")
 }
 tenant_ok if input.tenant == "a"
 tenant_ok if { input.tenant == "b"; claims.sub == "bob" }
@@ -49,10 +90,11 @@ status := 403 if not allow
 // the same input (random methods, paths, headers and token claims: roles,
 // subjects, expired, not yet valid and badly signed tokens).
 func TestCacheProperty(t *testing.T) {
+	url := sendServer(t)
 	refs := map[string]*Engine{}
 	for _, v := range cacheVariants {
 		dir := t.TempDir()
-		writeBundle(t, dir, v.rego, v.data)
+		writeBundle(t, dir, url(v.rego), v.data)
 		e, err := NewEngine(t.Context(), EngineOptions{Dir: dir, Decision: "t/result"})
 		if err != nil {
 			t.Fatal(err)
@@ -103,9 +145,16 @@ func TestCacheProperty(t *testing.T) {
 		for _, seg := range splitPath(path) {
 			parsed = append(parsed, seg)
 		}
-		doc := map[string]any{
-			"attributes":  map[string]any{"request": map[string]any{"http": map[string]any{"method": pick("GET", "POST", "DELETE"), "path": path, "headers": headers, "id": fmt.Sprint(u.Int64())}}},
-			"parsed_path": parsed,
+		attrs := map[string]any{"request": map[string]any{"http": map[string]any{"method": pick("GET", "POST", "DELETE"), "path": path, "headers": headers, "id": fmt.Sprint(u.Int64())}}}
+		if r.IntN(2) == 0 {
+			attrs["source"] = map[string]any{"address": map[string]any{"socketAddress": map[string]any{"address": pick("10.0.0.1", "10.0.0.2"), "portValue": u.IntN(60000)}}}
+		}
+		doc := map[string]any{"attributes": attrs, "parsed_path": parsed}
+		if r.IntN(2) == 0 {
+			doc["parsed_query"] = map[string]any{"debug": []any{pick("on", "off")}, "utm": []any{fmt.Sprint(u.Int64())}}
+		}
+		if r.IntN(2) == 0 {
+			doc["parsed_body"] = map[string]any{"qty": r.IntN(5), "note": fmt.Sprint(u.Int64())}
 		}
 		if r.IntN(3) == 0 {
 			doc["tenant"] = pick("a", "b") // overridden by the policy's with
@@ -129,7 +178,7 @@ func TestCacheProperty(t *testing.T) {
 			case <-time.After(time.Duration(r.IntN(20000)) * time.Microsecond):
 			}
 			v := cacheVariants[r.IntN(len(cacheVariants))]
-			writeBundle(t, dir, v.rego, v.data)
+			writeBundle(t, dir, url(v.rego), v.data)
 			if err := cached.Reload(t.Context()); err != nil {
 				t.Error(err)
 				return
@@ -160,7 +209,7 @@ func TestCacheProperty(t *testing.T) {
 				case CacheMiss:
 					misses.Add(1)
 				case CacheBypass:
-					if info.Bypass != BypassInputWhole {
+					if !cacheBypassReasons[info.Bypass] {
 						t.Errorf("bypass reason %q", info.Bypass)
 					}
 					bypasses.Add(1)
@@ -189,4 +238,48 @@ func splitPath(p string) []string {
 		}
 	}
 	return out
+}
+
+// A bypassed policy is evaluated afresh every time: a decision that shows
+// time.now_ns, rand.intn (per-query, so it differs between evaluations
+// only through a new query) or http.send's answer is never frozen by the
+// cache. Two evaluations of one input give two clocks, and a changed HTTP
+// answer is seen at once.
+func TestCacheNondeterministicNeverFrozen(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `{"n": %d}`, n.Add(1))
+	}))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct{ name, expr string }{
+		{"time.now_ns", `time.now_ns()`},
+		{"http.send", `http.send({"method": "GET", "url": "` + srv.URL + `", "force_json_decode": true}).body.n`},
+		{"uuid.rfc4122", `uuid.rfc4122("x")`},
+		{"rand.intn", `rand.intn("x", 1000000000)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeBundle(t, dir, "package t\nresult := {\"v\": "+tc.expr+", \"m\": input.method}\n", `{}`)
+			e, err := NewEngine(t.Context(), EngineOptions{Dir: dir, Decision: "t/result", DecisionCache: 64})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := ast.MustParseTerm(`{"method": "GET"}`).Value
+			seen := map[string]bool{}
+			for range 5 {
+				v, info, err := e.EvalInfo(t.Context(), in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.Cache != CacheBypass || info.Bypass != BypassNondeterministic+tc.name {
+					t.Fatalf("cache outcome %v %q, want a bypass for %s", info.Cache, info.Bypass, tc.name)
+				}
+				seen[fmt.Sprint(v)] = true
+				time.Sleep(time.Millisecond)
+			}
+			if len(seen) < 2 {
+				t.Errorf("five evaluations gave one decision %v: frozen", seen)
+			}
+		})
+	}
 }
