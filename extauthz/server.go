@@ -141,6 +141,9 @@ type Server struct {
 	reloads  *prometheus.CounterVec
 	shadows  *prometheus.CounterVec
 
+	// routes are more HTTP routes (RouteHTTP), added to the mux by Serve.
+	routes []func(*http.ServeMux)
+
 	// checksAllow and checksDeny are checks bound to the two commonest
 	// label pairs (see countCheck).
 	checksAllow, checksDeny prometheus.Counter
@@ -516,6 +519,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		mux.HandleFunc("GET /health", s.opaHealth) // OPA's /health (health.go)
 		mux.HandleFunc("GET /v1/admin/explain/{id}", s.serveExplain)
+		for _, r := range s.routes {
+			r(mux)
+		}
 		s.statusRoutes(mux)
 		h := telemetry.HTTPTracing(mux, "authz", s.tp)
 		wg.Go(func() {

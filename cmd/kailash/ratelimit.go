@@ -84,10 +84,20 @@ func runRateLimit(ctx context.Context, args []string, _ io.Writer) error {
 		}
 		log.Info("envoyproxy/ratelimit config loaded", "path", rf.path, "files", len(opts.RLSConfig.Files()), "limits", opts.RLSConfig.Len())
 	}
-	s, err := ratelimit.New(cfg, opts)
+	// Stored tenants' quotas count as the file's (tenant_store).
+	var ts *tenantStore
+	first := cfg
+	if withFile {
+		if ts, first, err = openTenantStore(ctx, cfg, log); err != nil {
+			return err
+		}
+		defer ts.Close()
+	}
+	s, err := ratelimit.New(first, opts)
 	if err != nil {
 		return err
 	}
+	ts.register(s)
 	aud, err := serverAudit(cfg, log, s)
 	if err != nil {
 		return err
@@ -96,7 +106,7 @@ func runRateLimit(ctx context.Context, args []string, _ io.Writer) error {
 	follow := func(ctx context.Context) error {
 		g, gctx := errgroup.WithContext(ctx)
 		if withFile {
-			g.Go(func() error { return watchAudited(gctx, f.config, log, aud, "ratelimit", cfg, s) })
+			g.Go(func() error { return watchTenants(gctx, f.config, log, aud, "ratelimit", cfg, ts.source(), s) })
 		}
 		if rf.path != "" {
 			g.Go(func() error { return watchRLS(gctx, rf.path, log, s) })

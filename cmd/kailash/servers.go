@@ -26,6 +26,7 @@ import (
 	"github.com/kailash-gw/kailash/internal/config"
 	"github.com/kailash-gw/kailash/internal/devtoken"
 	"github.com/kailash-gw/kailash/internal/telemetry"
+	"github.com/kailash-gw/kailash/internal/tenantstore"
 	"github.com/kailash-gw/kailash/workflow/api"
 	"github.com/kailash-gw/kailash/xds"
 )
@@ -51,6 +52,13 @@ func watch(ctx context.Context, path string, log *slog.Logger, servers ...update
 // in force, or refused, as an audit event of component; initial is the
 // config in force now.
 func watchAudited(ctx context.Context, path string, log *slog.Logger, aud *audit.Logger, component string, initial *config.Config, servers ...updater) error {
+	return watchTenants(ctx, path, log, aud, component, initial, nil, servers...)
+}
+
+// watchTenants is watchAudited with a tenant store: each file revision is
+// combined with the store's tenants before the servers get it, and each
+// store change is combined with the newest file (src nil: the file alone).
+func watchTenants(ctx context.Context, path string, log *slog.Logger, aud *audit.Logger, component string, initial *config.Config, src *tenantstore.Source, servers ...updater) error {
 	prev, next := initial, (*config.Config)(nil)
 	parts := make([]config.Part, 0, len(servers))
 	var rejected []func()
@@ -72,9 +80,14 @@ func watchAudited(ctx context.Context, path string, log *slog.Logger, aud *audit
 			revs = append(revs, m)
 		}
 	}
+	apply := func(c *config.Config) error { return config.Apply(c, parts...) }
+	if src != nil {
+		src.Start(apply)
+		apply = src.SetFile
+	}
 	return config.Watch(ctx, path, log, config.Watcher{
 		Apply: func(c *config.Config) error {
-			err := config.Apply(c, parts...)
+			err := apply(c)
 			if err == nil {
 				next = c
 			}
@@ -229,10 +242,16 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	listen.apply(&cfg.XDS.GRPC, &cfg.XDS.HTTP)
-	s, err := xds.New(cfg, xds.Options{Logger: log})
+	ts, first, err := openTenantStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	defer ts.Close()
+	s, err := xds.New(first, xds.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	ts.register(s)
 	aud, err := serverAudit(cfg, log, s)
 	if err != nil {
 		return err
@@ -240,7 +259,7 @@ func runXDS(ctx context.Context, args []string, _ io.Writer) error {
 	defer aud.Close()
 	log.Info("xds serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 	return serveAlone(ctx, log, cfg, s.Serve, func(ctx context.Context) error {
-		return watchAudited(ctx, f.config, log, aud, "xds", cfg, s)
+		return watchTenants(ctx, f.config, log, aud, "xds", cfg, ts.source(), s)
 	})
 }
 
@@ -264,7 +283,15 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 		}
 		defer aud.Close()
 	}
-	s, err := extauthz.New(ctx, cfg, extauthz.Options{Logger: log, DropIn: drop.enabled(), EnableReflection: drop.reflection, TracerProvider: tp, Audit: aud,
+	var ts *tenantStore
+	first := cfg
+	if !drop.enabled() {
+		if ts, first, err = openTenantStore(ctx, cfg, log); err != nil {
+			return err
+		}
+		defer ts.Close()
+	}
+	s, err := extauthz.New(ctx, first, extauthz.Options{Logger: log, DropIn: drop.enabled(), EnableReflection: drop.reflection, TracerProvider: tp, Audit: aud,
 		BundleHTTPClient: drop.bundleClient, DecisionLogHTTPClient: drop.logClient, Verification: drop.verify, DecisionLogLabels: drop.labels, Status: drop.status})
 	if err != nil {
 		return err
@@ -272,10 +299,14 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 	if err := aud.Register(s.Registry()); err != nil {
 		return err
 	}
+	ts.register(s)
+	ts.serveAdmin(s, cfg, aud, log)
 	log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "drop_in", drop.enabled(), "policy", s.Engine().Source(), "decision", s.Engine().Decision(), "gogc", gogc)
 	var follow func(context.Context) error
 	if !drop.enabled() {
-		follow = func(ctx context.Context) error { return watchAudited(ctx, f.config, log, aud, "authz", cfg, s) }
+		follow = func(ctx context.Context) error {
+			return watchTenants(ctx, f.config, log, aud, "authz", cfg, ts.source(), s)
+		}
 	}
 	return serveAlone(ctx, log, cfg, s.Serve, follow)
 }
@@ -339,11 +370,16 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	xs, err := xds.New(cfg, xds.Options{Logger: log.With("part", "xds")})
+	ts, first, err := openTenantStore(sctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	rl, err := newRateLimit(cfg, log.With("part", "ratelimit"), tps[2])
+	defer ts.Close()
+	xs, err := xds.New(first, xds.Options{Logger: log.With("part", "xds")})
+	if err != nil {
+		return err
+	}
+	rl, err := newRateLimit(first, log.With("part", "ratelimit"), tps[2])
 	if err != nil {
 		_ = xs.Close()
 		return err
@@ -358,7 +394,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if rl != nil {
 		aopts.RateLimitExplain = rl.Explain // kailash explain's rate-limit step, in process
 	}
-	as, err := extauthz.New(sctx, cfg, aopts)
+	as, err := extauthz.New(sctx, first, aopts)
 	if err != nil {
 		_ = xs.Close()
 		if rl != nil {
@@ -375,6 +411,8 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return err
 	}
+	ts.register(xs, as)
+	ts.serveAdmin(as, cfg, aud, log.With("part", "authz")) // before Serve builds the mux
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error { return xs.Serve(gctx) })
 	g.Go(func() error { return as.Serve(gctx) })
@@ -387,7 +425,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := aud.Register(as.Registry()); err != nil {
 		log.Warn("audit metrics not registered", "err", err)
 	}
-	g.Go(func() error { return watchAudited(gctx, f.config, log, aud, "up", cfg, updaters...) })
+	g.Go(func() error { return watchTenants(gctx, f.config, log, aud, "up", cfg, ts.source(), updaters...) })
 
 	boot, err := envoy.Bootstrap(cfg)
 	if err != nil {

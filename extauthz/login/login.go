@@ -1,5 +1,5 @@
 // Package login is the login service: the /auth/* endpoints on the authz
-// HTTP port (LDAP login with TOTP, SAML, refresh, logout, TOTP enrolment
+// HTTP port (LDAP login with TOTP, SAML, OIDC, refresh, logout, TOTP enrolment
 // and provisioning, the JWKS), our session tokens, and the identity token
 // minted for the upstream. The identity providers are its subpackages'
 // (ldapauth, samlsp, mfa, lockout, session). The Check server (extauthz)
@@ -70,6 +70,7 @@ type Service struct {
 	notifier  *mfa.Notifier          // posts them to mfa.notify_url
 
 	saml *samlLogins // SAML service providers and pending requests (saml.go)
+	oidc *oidcLogins // OIDC relying parties and pending logins (oidc.go)
 
 	// shared is where the state of logins lives: sessions, counters, TOTP
 	// secrets, SAML request and replay IDs (in memory or in Redis).
@@ -155,6 +156,7 @@ func New(cfg *config.Config, opts Options) (*Service, error) {
 		ldap:   map[string]*ldapEntry{},
 		totp:   map[string]*mfa.TOTP{},
 		saml:   newSAMLLogins(sh.replay, sh.requests),
+		oidc:   newOIDCLogins(sh.oidcRequests, log),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kailash_auth_logins_total", Help: "Login attempts by method, result and reason.",
 		}, []string{"method", "result", "reason"}),
@@ -187,6 +189,10 @@ func (a *Service) Prepare(cfg *config.Config) (commit func(), err error) {
 	t := &authTenants{byID: map[string]config.Tenant{}, byDomain: map[string]string{}}
 	next := map[string]*ldapEntry{}
 	sps, err := a.saml.prepare(cfg, a.now)
+	if err != nil {
+		return nil, err
+	}
+	rps, err := a.oidc.prepare(cfg, a.now)
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +233,7 @@ func (a *Service) Prepare(cfg *config.Config) (commit func(), err error) {
 		a.saml.commit(sps, func(tenant string, err error) {
 			a.log.Warn("saml: cannot fetch the IdP metadata; the last good metadata (if any) keeps serving", "tenant", tenant, "err", err)
 		})
+		a.oidc.commit(rps)
 		a.tenants.Store(t)
 	}, nil
 }
@@ -251,6 +258,7 @@ func ldapConfig(c *config.Config, l *config.LDAP) (ldapauth.Config, error) {
 func (a *Service) Close() {
 	a.notifier.Close()
 	a.saml.close()
+	a.oidc.close()
 	a.shared.close()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -270,6 +278,7 @@ func (a *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /auth/totp/enroll", a.enroll)
 	mux.HandleFunc("POST /auth/totp/provision", a.provision)
 	a.samlRoutes(mux)
+	a.oidcRoutes(mux)
 }
 
 func (a *Service) jwks(w http.ResponseWriter, _ *http.Request) {
@@ -685,7 +694,7 @@ func (a *Service) setSessionCookies(w http.ResponseWriter, t *session.Tokens) {
 }
 
 func (a *Service) clearCookies(w http.ResponseWriter) {
-	for _, c := range []struct{ name, path string }{{CookieSession, "/"}, {CookieRefresh, wire.AuthPrefix}} {
+	for _, c := range []struct{ name, path string }{{CookieSession, "/"}, {CookieRefresh, wire.AuthPrefix}, {CookieOIDCIDToken, oidcCookiePath}} {
 		http.SetCookie(w, &http.Cookie{Name: c.name, Value: "", Path: c.path, MaxAge: -1, HttpOnly: true, Secure: a.secure})
 	}
 }
@@ -863,6 +872,12 @@ func SessionCookie(header string) string {
 // in tenant, reused while less than half its lifetime has passed.
 func (a *Service) IdentityToken(tenant string, id *envoyauth.Identity) (string, error) {
 	return a.minter.Token(tenant, id)
+}
+
+// VerifyIdentityToken checks an identity token (wire.HeaderIdentity)
+// signed by this service's key ring and returns its tenant and subject.
+func (a *Service) VerifyIdentityToken(ctx context.Context, token string) (tenant, subject string, err error) {
+	return a.minter.Verify(ctx, token)
 }
 
 // InsecureCookies reports sessions.insecure_cookies: the cookies are not

@@ -30,6 +30,9 @@ type sharedStores struct {
 	secrets  mfa.SecretStore
 	replay   samlsp.ReplayStore
 	requests samlsp.RequestStore
+	// oidcRequests are the OIDC logins started and not yet returned
+	// (digests of their request cookies; oidc.go).
+	oidcRequests samlsp.RequestStore
 	// starts counts SAML login starts per tenant and client address
 	// (fixed one-minute windows) for login.saml_starts_per_minute.
 	starts lockout.Store
@@ -46,7 +49,8 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 			sessions: session.NewMemoryStore(), lockout: lockout.NewMemoryStore(now),
 			used: mfa.NewMemoryUsedSteps(), secrets: mfa.NewMemorySecrets(now),
 			replay: samlsp.NewMemoryReplayStore(0), requests: samlsp.NewMemoryRequestStore(now),
-			starts: lockout.NewMemoryStore(now), codes: mfa.NewMemoryCodes(now), recovery: mfa.NewMemoryRecoveryCodes(),
+			oidcRequests: samlsp.NewMemoryRequestStore(now),
+			starts:       lockout.NewMemoryStore(now), codes: mfa.NewMemoryCodes(now), recovery: mfa.NewMemoryRecoveryCodes(),
 		}, nil
 	}
 	pw, err := rc.Password()
@@ -87,11 +91,16 @@ func newSharedStores(s config.Sessions, now func() time.Time) (sharedStores, err
 		secrets:  secrets,
 		replay:   samlsp.NewRedisReplayStore(c, ""),
 		requests: samlsp.NewRedisRequestStore(c, "", now),
-		starts:   lockout.NewRedisStore(c, samlStartsPrefix, now),
-		codes:    mfa.NewRedisCodes(c, ""),
-		recovery: mfa.NewRedisRecoveryCodes(c, ""),
+		// The OIDC logins' pending requests: the same store, its own keys.
+		oidcRequests: samlsp.NewRedisRequestStore(c, oidcRequestsPrefix, now),
+		starts:       lockout.NewRedisStore(c, samlStartsPrefix, now),
+		codes:        mfa.NewRedisCodes(c, ""),
+		recovery:     mfa.NewRedisRecoveryCodes(c, ""),
 	}, nil
 }
+
+// oidcRequestsPrefix starts the Redis keys of pending OIDC logins.
+const oidcRequestsPrefix = "kailash:oidc:req:"
 
 // samlStartsPrefix starts the Redis keys counting SAML login starts.
 const samlStartsPrefix = "kailash:saml:starts:"

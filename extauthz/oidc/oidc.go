@@ -151,6 +151,9 @@ type Keys struct {
 	fromCache  bool          // set was read from the cache at start
 	cacheTried bool          // the cache was read once (only at start)
 	staleLog   bool          // "too old" was logged for the current set
+
+	endpoints    Endpoints // of the last good discovery document
+	hasEndpoints bool      // endpoints were read from one
 }
 
 // New validates cfg. It does no I/O: call Run (in a goroutine) to fetch and
@@ -476,6 +479,9 @@ func (k *Keys) useCacheLocked(fetchErr error) {
 	if k.jwksURL == "" && k.cfg.JWKSURL == "" {
 		k.jwksURL = c.JWKSURL // from the cached discovery: skip a failing discovery
 	}
+	if e, ok := endpointsOf(c.Discovery); ok && len(c.Discovery) > 0 && !k.hasEndpoints {
+		k.endpoints, k.hasEndpoints = e, true
+	}
 	close(k.changed)
 	k.changed = make(chan struct{})
 	k.metrics.setReady(k.cfg.Issuer, true)
@@ -520,6 +526,9 @@ func (k *Keys) fetchOnce(ctx context.Context) error {
 	defer k.mu.Unlock()
 	k.fetchedAt = at
 	k.jwksURL = jwksURL
+	if e, ok := endpointsOf(disco); ok && disco != nil {
+		k.endpoints, k.hasEndpoints = e, true
+	}
 	k.refresh = refreshAfter(hdr, time.Now(), k.cfg.MinRefreshInterval, k.cfg.RefreshInterval)
 	if k.set != nil && sum == k.sum {
 		k.metrics.fetched(k.cfg.Issuer, "unchanged")
@@ -574,6 +583,48 @@ func refreshAfter(h http.Header, now time.Time, lo, hi time.Duration) time.Durat
 type discovery struct {
 	Issuer  string `json:"issuer"`
 	JWKSURI string `json:"jwks_uri"`
+	Endpoints
+}
+
+// Endpoints are the parts of a provider's discovery document that a
+// relying party's browser login uses (login.oidc).
+type Endpoints struct {
+	Authorization string `json:"authorization_endpoint"`
+	Token         string `json:"token_endpoint"`
+	// EndSession is the RP-initiated logout endpoint ("" when none).
+	EndSession string `json:"end_session_endpoint"`
+	// TokenAuthMethods are token_endpoint_auth_methods_supported.
+	TokenAuthMethods []string `json:"token_endpoint_auth_methods_supported"`
+}
+
+// endpointsOf reads the endpoints of a discovery document; ok is false
+// unless the authorization and token endpoints are http(s) URLs (and the
+// end-session endpoint, when given).
+func endpointsOf(doc []byte) (Endpoints, bool) {
+	var d discovery
+	if json.Unmarshal(doc, &d) != nil {
+		return Endpoints{}, false
+	}
+	e := d.Endpoints
+	for _, u := range []string{e.Authorization, e.Token, e.EndSession} {
+		if u == e.EndSession && u == "" {
+			continue
+		}
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+			return Endpoints{}, false
+		}
+	}
+	return e, true
+}
+
+// Endpoints returns the endpoints of the last good discovery document;
+// ok is false until one with valid authorization and token endpoints was
+// fetched (or read from the cache), and always with jwks_url.
+func (k *Keys) Endpoints() (Endpoints, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.endpoints, k.hasEndpoints
 }
 
 // discover returns the jwks_uri and the discovery document.

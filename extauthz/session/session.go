@@ -84,7 +84,7 @@ type Identity struct {
 	Roles      []string
 	Groups     []string
 	Attributes map[string]string // department, clearance, location, ...
-	Method     string            // ldap, saml
+	Method     string            // ldap, saml, oidc
 	AMR        []string          // pwd, otp
 }
 

@@ -26,11 +26,14 @@ import (
 
 // Actions.
 const (
-	ConfigReload   = "config.reload"
-	ConfigReject   = "config.reject"
-	TenantAdd      = "tenant.add"
-	TenantRemove   = "tenant.remove"
-	TenantChange   = "tenant.change"
+	ConfigReload = "config.reload"
+	ConfigReject = "config.reject"
+	TenantAdd    = "tenant.add"
+	TenantRemove = "tenant.remove"
+	TenantChange = "tenant.change"
+	// TenantSuspend and TenantResume are the admin API's (tenant store).
+	TenantSuspend  = "tenant.suspend"
+	TenantResume   = "tenant.resume"
 	PolicyActivate = "policy.activate"
 	PolicyReject   = "policy.reject"
 	KeyRotate      = "key.rotate"

@@ -43,6 +43,9 @@ type Config struct {
 	Telemetry Telemetry `yaml:"telemetry"`
 	// Audit is where administrative actions are recorded (audit.go).
 	Audit Audit `yaml:"audit"`
+	// TenantStore keeps tenants in PostgreSQL besides this file's, managed
+	// through the admin API (tenant_store.go).
+	TenantStore TenantStore `yaml:"tenant_store"`
 
 	// File is the path the config was loaded from ("" when built in code).
 	File string `yaml:"-"`
@@ -319,6 +322,9 @@ type Tenant struct {
 
 	// Line is where the tenant starts in the file (for error messages).
 	Line int `yaml:"-"`
+	// Source is where the tenant comes from: "" for the file, else the
+	// tenant store (WithTenants).
+	Source string `yaml:"-"`
 }
 
 // UnmarshalYAML records the tenant's line and decodes strictly.
@@ -534,6 +540,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateExplain(at)
 	c.validateAudit(at)
+	c.validateTenantStore(at)
 	c.validateGeoHeader(at)
 	if c.Authz.APIKeysInRedis && (c.Sessions.Redis == nil || c.Authz.APIKeysFile != "") {
 		at(0, "authz.api_keys_in_redis: needs sessions.redis, and not authz.api_keys_file as well")

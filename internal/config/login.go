@@ -5,7 +5,7 @@ import (
 )
 
 // Login is a tenant's hardening of the login service (/auth/*) and of
-// cookie-authenticated requests.
+// cookie-authenticated requests, and its OIDC browser login.
 type Login struct {
 	// AllowedOrigins are origins (scheme://host[:port]) besides the
 	// tenant's own domains from which a cookie-authenticated unsafe
@@ -19,6 +19,9 @@ type Login struct {
 	// SAMLStartsPerMinute bounds SAML login starts per client address and
 	// tenant (default DefaultSAMLStartsPerMinute); beyond it: 429.
 	SAMLStartsPerMinute int `yaml:"saml_starts_per_minute"`
+	// OIDC is the tenant's browser login with an OpenID provider
+	// (authorization code + PKCE; oidc_login.go).
+	OIDC *OIDCLogin `yaml:"oidc"`
 }
 
 // Defaults of the login section.
@@ -38,6 +41,7 @@ const (
 )
 
 func (c *Config) setLoginDefaults() {
+	c.setOIDCLoginDefaults()
 	for i := range c.Tenants {
 		l := &c.Tenants[i].Login
 		if l.SAMLMaxPending == 0 {
@@ -69,6 +73,9 @@ func (c *Config) validateLogin(at func(line int, format string, args ...any)) {
 		}
 		if t.Login.SAMLStartsPerMinute < 0 {
 			at(t.Line, "%s: login.saml_starts_per_minute: must not be negative", name)
+		}
+		if t.Login.OIDC != nil {
+			c.validateOIDCLogin(at, t.Line, name, t.Login.OIDC)
 		}
 		m := t.MFA
 		switch m.Enrolment {

@@ -77,6 +77,12 @@ func (t *Tenant) setValueLines(n *yaml.Node) {
 		t.Issuers[i].JWKSURL.SetLine(itemLine(child(item, "jwks_url"), -1))
 		t.Issuers[i].DiscoveryURL.SetLine(itemLine(child(item, "discovery_url"), -1))
 	}
+	if o := t.Login.OIDC; o != nil {
+		on := child(child(n, "login"), "oidc")
+		o.DiscoveryURL.SetLine(itemLine(child(on, "discovery_url"), -1))
+		o.RedirectURL.SetLine(itemLine(child(on, "redirect_url"), -1))
+		o.PostLogoutRedirectURL.SetLine(itemLine(child(on, "post_logout_redirect_url"), -1))
+	}
 }
 
 // child is the value of key in mapping n (nil when absent).

@@ -65,6 +65,19 @@ func postgresBin() (string, error) {
 // test server. Without PostgreSQL the test is skipped, or fails in CI.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
+	return startPostgres(t, false)
+}
+
+// StartPostgresDurable is StartPostgres with PostgreSQL's production
+// durability (fsync, synchronous_commit and full_page_writes on): a commit
+// returns once its WAL is on disk. For benchmarks of the write path.
+func StartPostgresDurable(t testing.TB) *Postgres {
+	t.Helper()
+	return startPostgres(t, true)
+}
+
+func startPostgres(t testing.TB, durable bool) *Postgres {
+	t.Helper()
 	bin, err := postgresBin()
 	if err != nil {
 		Missing(t, "PostgreSQL", "apt-get install postgresql")
@@ -109,9 +122,12 @@ func StartPostgres(t testing.TB) *Postgres {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := cmd("postgres", "-D", data, "-h", "127.0.0.1", "-p", port, "-k", dir,
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=300", "-c", "shared_buffers=32MB")
+	durability := []string{"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"}
+	if durable {
+		durability = []string{"-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on"}
+	}
+	srv := cmd("postgres", append([]string{"-D", data, "-h", "127.0.0.1", "-p", port, "-k", dir,
+		"-c", "max_connections=300", "-c", "shared_buffers=32MB"}, durability...)...)
 	srv.Stdout, srv.Stderr = logf, logf
 	if err := srv.Start(); err != nil {
 		t.Fatalf("postgres: %v", err)

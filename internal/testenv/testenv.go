@@ -62,7 +62,7 @@ func FreeAddr(t testing.TB) string {
 // FreeAddr's is.
 func FreePort(t testing.TB, ips ...string) string {
 	t.Helper()
-	lo, hi := portPool()
+	lo, hi := pool()
 	for range 500 {
 		port := 0
 		if hi > lo {
@@ -71,9 +71,14 @@ func FreePort(t testing.TB, ips ...string) string {
 				continue
 			}
 		}
-		if p, ok := bindsOn(port, ips); ok {
-			return p
+		p, ok := bindsOn(port, ips)
+		if !ok {
+			continue
 		}
+		if n, _ := strconv.Atoi(p); port == 0 && !claim(n) {
+			continue // the kernel's pick was handed out before
+		}
+		return p
 	}
 	t.Fatalf("no port free on all of %v", ips)
 	return ""
@@ -113,6 +118,9 @@ func claim(port int) bool {
 	portsIssued[port] = true
 	return true
 }
+
+// pool is portPool; a test replaces it to exercise the ":0" fallback.
+var pool = portPool
 
 // portPool is the range FreeAddr draws from: [10000, start of the ephemeral
 // range), or empty when that range starts too low to leave room.

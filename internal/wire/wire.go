@@ -52,6 +52,11 @@ const UnknownHostBody = "unknown host\n"
 // without a check, and the refresh cookie is scoped to it.
 const AuthPrefix = "/auth/"
 
+// AdminTenantsPath is the tenant admin API (tenant_store): routed by
+// Envoy, on the admin tenant's domains only, to the authz server's HTTP
+// port with ext_authz on, so the policy decides every call.
+const AdminTenantsPath = "/v1/admin/tenants"
+
 // Dynamic metadata ext_authz sets on allow, in MetadataNamespace, for the
 // rate-limit filter and access logs.
 const (

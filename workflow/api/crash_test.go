@@ -93,6 +93,15 @@ func (p *runnerProc) do(t *testing.T, method, path, body string) (int, map[strin
 	return resp.StatusCode, m
 }
 
+// crashBackends are the runner's durable stores the crash tests kill it on:
+// each returns the runner config lines that select it.
+var crashBackends = map[string]func(t *testing.T) string{
+	"sqlite": func(t *testing.T) string { return "  data_dir: data\n" },
+	"postgres": func(t *testing.T) string {
+		return "  postgres_dsn: " + testenv.StartPostgres(t).DSN + "\n  lease_ttl: 2s\n"
+	},
+}
+
 // kill -9 the runner in the middle of an execution; the next runner marks
 // it interrupted, so no execution stays "running" for ever.
 func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
@@ -101,13 +110,7 @@ func TestCrashMidExecutionMarkedInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	backends := map[string]func(t *testing.T) string{
-		"sqlite": func(t *testing.T) string { return "  data_dir: data\n" },
-		"postgres": func(t *testing.T) string {
-			return "  postgres_dsn: " + testenv.StartPostgres(t).DSN + "\n  lease_ttl: 2s\n"
-		},
-	}
-	for name, backend := range backends {
+	for name, backend := range crashBackends {
 		t.Run(name, func(t *testing.T) {
 			arrived := make(chan struct{}, 1)
 			host := upstream(t, func(w http.ResponseWriter, r *http.Request) {
@@ -244,5 +247,140 @@ func TestThousandConcurrentExecutions(t *testing.T) {
 		if e.Status != store.StatusCompleted {
 			t.Fatalf("execution %s: %s", e.ID, e.Status)
 		}
+	}
+}
+
+// kill -9 the runner under load (group commit: many executions' writes
+// share each transaction): every execution it acknowledged — a 200 with
+// its result, a 202 with its id — is there after the restart, the 200s
+// completed with the output they answered; none stays running.
+func TestCrashUnderLoadKeepsAcknowledged(t *testing.T) {
+	testenv.SkipShort(t, "builds and runs the binary under load")
+	bin, err := buildKailash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, backend := range crashBackends {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			addr := testenv.FreeAddr(t)
+			cfg := filepath.Join(dir, "kailash.yaml")
+			yaml := "envoy:\n  listen: 127.0.0.1:1\nxds:\n  grpc: 127.0.0.1:2\nauthz:\n  grpc: 127.0.0.1:3\n" +
+				"runner:\n  http: " + addr + "\n" + backend(t) + "  limits:\n    max_concurrent_executions: 1000\n" +
+				"tenants:\n  - id: acme\n    domains: [acme.localhost]\n    jwt:\n      issuer: https://issuer.test\n      audiences: [kailash]\n      jwks_url: https://issuer.test/jwks.json\n"
+			if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			p := startRunner(t, bin, cfg, addr)
+			def := `{"name":"three","nodes":[{"id":"a","type":"transform","config":{"set":{"greeting":"hello"}}},{"id":"b","type":"identity"},{"id":"c","type":"transform"}],` +
+				`"connections":[{"from":"a","to":"b"},{"from":"b","to":"c"}]}`
+			if code, body := p.do(t, "POST", "/v1/workflows", def); code != 201 {
+				t.Fatalf("create: %d %v", code, body)
+			}
+
+			type ack struct {
+				id    string
+				async bool
+				n     float64 // the input's n, echoed in a synchronous result
+			}
+			var (
+				mu     sync.Mutex
+				acked  []ack
+				stop   atomic.Bool
+				wg     sync.WaitGroup
+				client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, Timeout: 30 * time.Second}
+				killed = make(chan error, 1)
+			)
+			for g := range 16 {
+				wg.Go(func() {
+					for i := 0; !stop.Load(); i++ {
+						n := float64(g*1_000_000 + i)
+						async := i%10 == 9
+						path := "/v1/workflows/three/executions"
+						if async {
+							path += "?async=true"
+						}
+						req, _ := http.NewRequest("POST", "http://"+addr+path, strings.NewReader(fmt.Sprintf(`{"n":%d}`, int64(n))))
+						req.Header.Set("x-kailash-tenant", "acme")
+						req.Header.Set("x-kailash-user", "alice")
+						resp, err := client.Do(req)
+						if err != nil {
+							continue // the kill: not acknowledged
+						}
+						var body map[string]any
+						err = json.NewDecoder(resp.Body).Decode(&body)
+						resp.Body.Close()
+						if err != nil || (resp.StatusCode != 200 && resp.StatusCode != 202) {
+							continue // cut mid-answer, or refused: not acknowledged
+						}
+						id, _ := body["execution_id"].(string)
+						if resp.StatusCode == 200 {
+							out, _ := body["output"].(map[string]any)
+							if out["n"] != n {
+								t.Errorf("execution %s answered %v for n=%v", id, body["output"], n)
+							}
+						}
+						mu.Lock()
+						acked = append(acked, ack{id, async, n})
+						enough := len(acked) == 1500
+						mu.Unlock()
+						if enough {
+							// kill -9 the moment an answer is read, the
+							// load still running: a write acknowledged
+							// before its commit would be caught queued.
+							killed <- p.cmd.Process.Kill()
+						}
+					}
+				})
+			}
+			select {
+			case err := <-killed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(2 * time.Minute):
+				t.Fatal("1,500 executions were not acknowledged in 2 minutes")
+			}
+			<-p.done
+			stop.Store(true)
+			wg.Wait()
+			t.Logf("%d executions acknowledged before the kill", len(acked))
+
+			p = startRunner(t, bin, cfg, addr)
+			missing := 0
+			for _, a := range acked {
+				code, body := p.do(t, "GET", "/v1/workflows/three/executions/"+a.id, "")
+				if code != 200 {
+					missing++
+					if missing <= 5 {
+						t.Errorf("acknowledged execution %s (async %v): %d %v after the restart", a.id, a.async, code, body)
+					}
+					continue
+				}
+				if a.async {
+					continue // its end may have come after the kill (then interrupted, below)
+				}
+				out, _ := body["output"].(map[string]any)
+				nodes, _ := body["nodes"].([]any)
+				if body["status"] != store.StatusCompleted || out["n"] != a.n || len(nodes) != 3 {
+					t.Errorf("acknowledged execution %s: %v", a.id, body)
+				}
+			}
+			if missing > 0 {
+				t.Fatalf("%d of %d acknowledged executions lost", missing, len(acked))
+			}
+			// Nothing stays running: the in-flight ones are interrupted
+			// (SQLite at start, PostgreSQL once the dead lease ends).
+			testenv.Eventually(t, 30*time.Second, func() error {
+				_, body := p.do(t, "GET", "/v1/workflows/three/executions", "")
+				list, _ := body["executions"].([]any)
+				for _, e := range list {
+					if e.(map[string]any)["status"] == store.StatusRunning {
+						return fmt.Errorf("still running: %v", e)
+					}
+				}
+				return nil
+			})
+		})
 	}
 }

@@ -486,7 +486,16 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	// The store counts the tenant's running executions on every runner.
 	rec := &store.ExecutionRecord{ID: workflow.NewID(), Workflow: name, Status: store.StatusRunning, Tenant: c.Tenant, User: c.User,
 		Input: input, CreatedAt: store.Now(), MaxRunning: s.exec.Limits(c.Tenant).MaxConcurrentExecutions}
-	if err := s.store.StartExecution(r.Context(), rec); err != nil {
+	// An asynchronous execution's id is acknowledged (202) once its start
+	// is committed. A synchronous one acknowledges nothing before its end:
+	// its start and node results ride in the group commit (store.Deferred)
+	// and its answer waits for the end's commit (docs/deploy.md,
+	// "Durability").
+	sctx := r.Context()
+	if !async {
+		sctx = store.Deferred(sctx)
+	}
+	if err := s.store.StartExecution(sctx, rec); err != nil {
 		res.Release()
 		var le *workflow.LimitError
 		if errors.As(err, &le) {
@@ -508,11 +517,11 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(parent)
 	s.running.Store(rec.ID, &runningExec{tenant: c.Tenant, workflow: name, user: c.User, cancel: cancel})
 	s.inflight.Add(1)
-	run := func() *store.ExecutionRecord {
+	run := func() ranExecution {
 		defer s.inflight.Done()
 		defer s.running.Delete(rec.ID)
 		defer cancel(nil)
-		return s.run(ctx, s.requestLog(r), dept, res, wf, rec, timeout)
+		return s.run(ctx, s.requestLog(r), dept, res, wf, rec, timeout, !async)
 	}
 	if async {
 		go run()
@@ -521,8 +530,13 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	done := run()
+	if done.storeErr != nil {
+		// Not acknowledged: the result is not stored.
+		s.internal(w, r, fmt.Errorf("execution %s ended %s but its end was not stored: %w", rec.ID, done.Status, done.storeErr))
+		return
+	}
 	if done.Status != store.StatusCompleted {
-		s.writeExecError(w, errors.New(done.Error), done)
+		s.writeExecError(w, errors.New(done.Error), done.ExecutionRecord)
 		return
 	}
 	nodes := map[string]map[string]any{}
@@ -540,9 +554,19 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// ranExecution is an execution's record once run, and why its end was not
+// stored, if it was not.
+type ranExecution struct {
+	*store.ExecutionRecord
+	storeErr error
+}
+
 // run executes and records: the start event, each node's result as it
 // ends, and the outcome. The records are written even after cancellation.
-func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *workflow.Reservation, wf *workflow.Workflow, rec *store.ExecutionRecord, timeout time.Duration) *store.ExecutionRecord {
+// With deferNodes the node results are queued to the store's group commit
+// rather than waited for (a synchronous execution: nothing of it is
+// acknowledged before its end, which is committed after them).
+func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *workflow.Reservation, wf *workflow.Workflow, rec *store.ExecutionRecord, timeout time.Duration, deferNodes bool) ranExecution {
 	wctx := context.WithoutCancel(ctx)
 	ev := func(typ string) Event {
 		return Event{Type: typ, Tenant: rec.Tenant, Workflow: rec.Workflow, Execution: rec.ID, At: time.Now().UTC(), Policy: wf.Def.Events}
@@ -551,7 +575,11 @@ func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *wor
 	var mu sync.Mutex // guards rec.Nodes
 	start := time.Now()
 	result, err := res.Run(ctx, rec.Input, workflow.RunOptions{ID: rec.ID, Timeout: timeout, OnNode: func(ctx context.Context, nr workflow.NodeRun) {
-		if err := s.store.RecordNode(ctx, rec.Tenant, rec.ID, nr); errors.Is(err, store.ErrLeaseLost) {
+		nctx := ctx
+		if deferNodes {
+			nctx = store.Deferred(ctx)
+		}
+		if err := s.store.RecordNode(nctx, rec.Tenant, rec.ID, nr); errors.Is(err, store.ErrLeaseLost) {
 			s.leaseLost.WithLabelValues("node").Inc()
 			lg.Error("node result not stored: another runner owns the execution", "execution", rec.ID, "node", nr.Node, "err", err)
 		} else if err != nil {
@@ -578,7 +606,8 @@ func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *wor
 		rec.Output = result.Output
 	}
 	s.execs.WithLabelValues(rec.Status).Inc()
-	if err := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error); errors.Is(err, store.ErrLeaseLost) {
+	serr := s.store.FinishExecution(wctx, rec.Tenant, rec.ID, rec.Status, rec.Output, rec.Error)
+	if err := serr; errors.Is(err, store.ErrLeaseLost) {
 		s.leaseLost.WithLabelValues("finish").Inc()
 		lg.Error("execution result not stored: this runner's lease expired and another runner took the execution over",
 			"workflow", rec.Workflow, "execution", rec.ID, "tenant", rec.Tenant, "status", rec.Status, "err", err)
@@ -591,7 +620,7 @@ func (s *Server) run(ctx context.Context, lg *slog.Logger, dept string, res *wor
 	}
 	e.Status, e.Error = rec.Status, rec.Error
 	s.publish(e)
-	return rec
+	return ranExecution{rec, serr}
 }
 
 func statusOf(err error) string {

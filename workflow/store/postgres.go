@@ -114,15 +114,6 @@ END
 $fn$`
 }
 
-// startLimited is StartExecution's limited insert in one call of the
-// tenant schema's start_execution.
-func (d *postgresDialect) startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, max int) (bool, error) {
-	var ok bool
-	err := d.db.QueryRowContext(ctx, t.q(`SELECT {t}start_execution(?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		t.tenant, id, workflow, user, input, created, owner, ttl, max).Scan(&ok)
-	return ok, err
-}
-
 // tenants lists the tenants of kailash.tenants.
 func (d *postgresDialect) tenants(ctx context.Context) ([]string, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT tenant FROM kailash.tenants ORDER BY tenant`)

@@ -138,6 +138,9 @@ func (d *sqliteDialect) close() error {
 	var errs []error
 	for t, db := range d.dbs {
 		errs = append(errs, db.db.Close())
+		if db.rdb != nil {
+			errs = append(errs, db.rdb.Close())
+		}
 		delete(d.dbs, t)
 	}
 	for t, db := range d.data {
@@ -153,7 +156,13 @@ func (d *sqliteDialect) tenant(ctx context.Context, tenant string) (*tenantDB, e
 	if t, ok := d.dbs[tenant]; ok {
 		return t, nil
 	}
-	dsn := "file:" + filepath.Join(d.dir, tenant+".db") + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
+	// Durability (docs/deploy.md): WAL with synchronous=FULL, so a COMMIT
+	// returns once the WAL is fsynced, and survives a power loss as well as
+	// a crash (NORMAL would only fsync at checkpoints: a power loss could
+	// take the last commits). Group commit (commit.go) pays that fsync once
+	// per batch, not per write.
+	file := "file:" + filepath.Join(d.dir, tenant+".db") + "?_pragma=busy_timeout(5000)"
+	dsn := file + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"
 	if d.dir == "" {
 		dsn = "file::memory:?_pragma=foreign_keys(1)"
 	}
@@ -183,6 +192,16 @@ func (d *sqliteDialect) tenant(ctx context.Context, tenant string) (*tenantDB, e
 		db.Close()
 		return nil, fmt.Errorf("tenant %s: %w", tenant, err)
 	}
+	if d.dir != "" {
+		// Readers beside the one writer connection (WAL): a read sees
+		// every committed transaction and never waits for a commit.
+		if t.rdb, err = sql.Open("sqlite", file+"&_pragma=query_only(1)"); err != nil {
+			db.Close()
+			return nil, err
+		}
+		t.rdb.SetMaxOpenConns(4)
+		t.rdb.SetMaxIdleConns(4)
+	}
 	d.dbs[tenant] = t
 	return t, nil
 }
@@ -190,15 +209,6 @@ func (d *sqliteDialect) tenant(ctx context.Context, tenant string) (*tenantDB, e
 // lockWorkflows: SQLite has one connection per tenant, so the transaction
 // is already alone.
 func (d *sqliteDialect) lockWorkflows(context.Context, *sql.Tx, *tenantDB) error { return nil }
-
-// startLimited inserts without counting: one runner holds the directory
-// (runner.lock), so its own count of running executions (the executor's
-// reservations) is already every runner's.
-func (d *sqliteDialect) startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, _ int) (bool, error) {
-	_, err := t.execStmt(ctx, `INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?)`,
-		id, workflow, StatusRunning, user, input, created, owner, ttl)
-	return err == nil, err
-}
 
 // tenantQuery runs q on the tenant's data database. Isolation does not rest
 // on the SQL: the authorizer of the connection refuses ATTACH (reaching

@@ -165,11 +165,6 @@ type dialect interface {
 	tenant(ctx context.Context, tenant string) (*tenantDB, error)
 	// lockWorkflows serialises workflow creation within tx (max_workflows).
 	lockWorkflows(ctx context.Context, tx *sql.Tx, t *tenantDB) error
-	// startLimited inserts a running execution owned by owner when the
-	// tenant has fewer than max running executions with a live lease (on
-	// every runner), serialised with the tenant's other starts; false when
-	// it is full.
-	startLimited(ctx context.Context, t *tenantDB, id, workflow, user, input, created, owner string, ttl int64, max int) (bool, error)
 	tenantQuery(ctx context.Context, tenant string, q TenantQuery) (*QueryResult, error)
 	// tenants lists the tenants the store holds.
 	tenants(ctx context.Context) ([]string, error)
@@ -180,30 +175,60 @@ type dialect interface {
 // tenantDB is a tenant's state: a database handle and how its queries are
 // written (table prefix, placeholders).
 type tenantDB struct {
-	db     *sql.DB
+	db *sql.DB
+	// rdb, when set, serves reads beside db (SQLite in WAL: readers do not
+	// wait for the group commit holding the writer connection).
+	rdb    *sql.DB
 	tenant string
 	prefix string // "" (SQLite) or `"schema".` (PostgreSQL)
 	dollar bool   // $n placeholders and IS NOT DISTINCT FROM (PostgreSQL) instead of ? and IS
 
-	qs    sync.Map // query template -> rendered query
-	stmts sync.Map // query template -> *sql.Stmt (the hot writes, execStmt)
+	qs     sync.Map // query template -> rendered query
+	stmts  sync.Map // query template -> *sql.Stmt (the hot writes, stmt)
+	rstmts sync.Map // query template -> *sql.Stmt on reader() (the hot reads, readStmt)
 }
 
-// execStmt runs a query template as a statement prepared once per tenant
-// database: the writes every execution makes (its start, each node, its
-// end) are not parsed again each time.
-func (t *tenantDB) execStmt(ctx context.Context, tmpl string, args ...any) (sql.Result, error) {
-	v, ok := t.stmts.Load(tmpl)
-	if !ok {
-		st, err := t.db.PrepareContext(ctx, t.q(tmpl))
-		if err != nil {
-			return nil, err
-		}
-		if v, ok = t.stmts.LoadOrStore(tmpl, st); ok {
-			st.Close()
-		}
+// readStmt is a query template prepared once on the tenant's reader (the
+// workflow lookup every execution makes).
+func (t *tenantDB) readStmt(ctx context.Context, tmpl string) (*sql.Stmt, error) {
+	if v, ok := t.rstmts.Load(tmpl); ok {
+		return v.(*sql.Stmt), nil
 	}
-	return v.(*sql.Stmt).ExecContext(ctx, args...)
+	st, err := t.reader().PrepareContext(ctx, t.q(tmpl))
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := t.rstmts.LoadOrStore(tmpl, st); ok {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// reader is the handle for reads that need no transaction.
+func (t *tenantDB) reader() *sql.DB {
+	if t.rdb != nil {
+		return t.rdb
+	}
+	return t.db
+}
+
+// stmt is a query template prepared once per tenant database: the writes
+// every execution makes (its start, each node, its end) are not parsed
+// again each time (commit.go runs them in its transactions).
+func (t *tenantDB) stmt(ctx context.Context, tmpl string) (*sql.Stmt, error) {
+	if v, ok := t.stmts.Load(tmpl); ok {
+		return v.(*sql.Stmt), nil
+	}
+	st, err := t.db.PrepareContext(ctx, t.q(tmpl))
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := t.stmts.LoadOrStore(tmpl, st); ok {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 // q renders a query template: {t} becomes the table prefix, {now} the
@@ -254,6 +279,9 @@ type sqlStore struct {
 	// lease is this process's ownership of the executions it runs
 	// (lease.go).
 	lease *leaser
+
+	cmu     sync.Mutex             // guards commits
+	commits map[*sql.DB]*committer // the group committers (commit.go), one per database handle
 }
 
 // StoreOptions tune OpenStoreWith and OpenPostgresStoreWith.
@@ -280,6 +308,7 @@ func (s *sqlStore) Ping(ctx context.Context) error { return s.d.ping(ctx) }
 
 func (s *sqlStore) Close() error {
 	s.lease.close()
+	s.closeCommitters() // what is queued is committed
 	return errors.Join(s.d.close(), s.lease.unlock())
 }
 
@@ -410,7 +439,11 @@ func (s *sqlStore) GetWorkflow(ctx context.Context, tenant, name string) (*Store
 	}
 	var w StoredWorkflow
 	var def string
-	err = t.db.QueryRowContext(ctx, t.q(`SELECT definition, created_by, created_at FROM {t}workflows WHERE name = ?`), name).Scan(&def, &w.CreatedBy, &w.CreatedAt)
+	st, err := t.readStmt(ctx, `SELECT definition, created_by, created_at FROM {t}workflows WHERE name = ?`)
+	if err != nil {
+		return nil, err
+	}
+	err = st.QueryRowContext(ctx, name).Scan(&def, &w.CreatedBy, &w.CreatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -429,7 +462,7 @@ func (s *sqlStore) ListWorkflows(ctx context.Context, tenant string) ([]string, 
 	if err != nil {
 		return nil, err
 	}
-	rows, err := t.db.QueryContext(ctx, t.q(`SELECT name FROM {t}workflows ORDER BY name`))
+	rows, err := t.reader().QueryContext(ctx, t.q(`SELECT name FROM {t}workflows ORDER BY name`))
 	if err != nil {
 		return nil, err
 	}
@@ -481,9 +514,12 @@ type ExecutionRecord struct {
 }
 
 // StartExecution records an execution before it starts, owned by this
-// runner under a fresh lease; with e.MaxRunning the count of the tenant's
-// running executions (live leases, any runner) and the insert are one
-// statement under the tenant's execution lock.
+// runner under a fresh lease; with e.MaxRunning on PostgreSQL the count of
+// the tenant's running executions (live leases, any runner) and the insert
+// are one call of start_execution under the tenant's execution lock (a
+// full tenant is a *LimitError). On SQLite one runner holds the data
+// directory, so the executor's own count is every runner's. It returns
+// once committed (group commit, commit.go), or once queued under Deferred.
 func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error {
 	t, err := s.db(ctx, e.Tenant)
 	if err != nil {
@@ -501,28 +537,14 @@ func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error
 	if err != nil {
 		return err
 	}
-	ttl := s.lease.ttl.Milliseconds()
-	if e.MaxRunning <= 0 {
-		if _, err = t.execStmt(ctx, `INSERT INTO {t}executions (id, workflow, status, "user", input, created_at, owner, lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, {now} + ?)`,
-			e.ID, e.Workflow, StatusRunning, user, input, e.CreatedAt, s.lease.owner, ttl); err != nil {
-			return err
-		}
-		s.lease.own(e.Tenant, e.ID)
-		return nil
-	}
-	ok, err := s.d.startLimited(ctx, t, e.ID, e.Workflow, user, input, e.CreatedAt, s.lease.owner, ttl, e.MaxRunning)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return &LimitError{e.Tenant, "max_concurrent_executions", fmt.Sprintf("%d executions are already running (on all runners)", e.MaxRunning)}
-	}
-	s.lease.own(e.Tenant, e.ID)
-	return nil
+	w := &write{kind: writeStart, t: t, id: e.ID, workflow: e.Workflow, user: user, input: input, created: e.CreatedAt, limited: max(e.MaxRunning, 0)}
+	return s.submit(w, !deferred(ctx) || (w.limited > 0 && t.dollar))
 }
 
 // RecordNode stores one node's outcome, while this runner owns the
-// execution (ErrLeaseLost otherwise).
+// execution (ErrLeaseLost otherwise). It returns once committed, or once
+// queued under Deferred (a refusal is then logged, and the execution's
+// end, refused too, reports it).
 func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r NodeRun) error {
 	t, err := s.db(ctx, tenant)
 	if err != nil {
@@ -543,28 +565,17 @@ func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r Node
 	if err != nil {
 		return err
 	}
-	res, err := t.execStmt(ctx, `INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
-		SELECT ?, ?, ?, ?, ?, ?, ?, ?
-		WHERE EXISTS (SELECT 1 FROM {t}executions WHERE id = ? AND owner = ? AND status = ?)
-		ON CONFLICT (execution_id, node) DO UPDATE SET type = excluded.type, status = excluded.status, output = excluded.output,
-			error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at`,
-		execID, r.Node, r.Type, r.Status, sout, serr,
-		r.Started.UTC().Format(time.RFC3339Nano), r.Finished.UTC().Format(time.RFC3339Nano),
-		execID, s.lease.owner, StatusRunning)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return s.whyNotOwned(ctx, t, execID)
-	}
-	return nil
+	w := &write{kind: writeNode, t: t, id: execID, node: r.Node, typ: r.Type, status: r.Status, output: sout, errMsg: serr,
+		started: r.Started.UTC().Format(time.RFC3339Nano), finished: r.Finished.UTC().Format(time.RFC3339Nano)}
+	return s.submit(w, !deferred(ctx))
 }
 
 // FinishExecution records the end of an execution, unless it already ended
-// (a cancel racing a completion keeps the first outcome). Only its owner
-// writes it: when another runner took it over (this one's lease expired)
-// the result is not stored and the error is an ErrLeaseLost, for the
-// caller to log and count.
+// (a cancel racing a completion keeps the first outcome), and returns once
+// it is committed with every write queued before it. Only its owner writes
+// it: when another runner took it over (this one's lease expired) the
+// result is not stored and the error is an ErrLeaseLost, for the caller to
+// log and count.
 func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status string, output map[string]any, errMsg string) error {
 	t, err := s.db(ctx, tenant)
 	if err != nil {
@@ -584,16 +595,7 @@ func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status strin
 	if err != nil {
 		return err
 	}
-	s.lease.release(tenant, id)
-	res, err := t.execStmt(ctx, `UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ? AND owner = ?`,
-		status, sout, serr, Now(), id, StatusRunning, s.lease.owner)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return s.whyNotOwned(ctx, t, id)
-	}
-	return nil
+	return s.submit(&write{kind: writeFinish, t: t, id: id, status: status, output: sout, errMsg: serr, finished: Now()}, true)
 }
 
 // GetExecution reads an execution with its node results.
@@ -605,7 +607,7 @@ func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*Execut
 	e := &ExecutionRecord{Tenant: tenant}
 	var in string
 	var out, errMsg, fin sql.NullString
-	err = t.db.QueryRowContext(ctx, t.q(`SELECT id, workflow, status, "user", input, output, error, created_at, finished_at FROM {t}executions WHERE id = ?`), id).
+	err = t.reader().QueryRowContext(ctx, t.q(`SELECT id, workflow, status, "user", input, output, error, created_at, finished_at FROM {t}executions WHERE id = ?`), id).
 		Scan(&e.ID, &e.Workflow, &e.Status, &e.User, &in, &out, &errMsg, &e.CreatedAt, &fin)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -631,7 +633,7 @@ func (s *sqlStore) GetExecution(ctx context.Context, tenant, id string) (*Execut
 		}
 		_ = json.Unmarshal([]byte(o), &e.Output)
 	}
-	rows, err := t.db.QueryContext(ctx, t.q(`SELECT node, type, status, output, error, started_at, finished_at FROM {t}node_results WHERE execution_id = ? ORDER BY started_at, node`), id)
+	rows, err := t.reader().QueryContext(ctx, t.q(`SELECT node, type, status, output, error, started_at, finished_at FROM {t}node_results WHERE execution_id = ? ORDER BY started_at, node`), id)
 	if err != nil {
 		return nil, err
 	}
@@ -667,7 +669,7 @@ func (s *sqlStore) ListExecutions(ctx context.Context, tenant, workflow string, 
 	if err != nil {
 		return nil, err
 	}
-	rows, err := t.db.QueryContext(ctx, t.q(`SELECT id, status, "user", error, created_at, finished_at FROM {t}executions WHERE workflow = ? ORDER BY created_at DESC LIMIT ?`), workflow, limit)
+	rows, err := t.reader().QueryContext(ctx, t.q(`SELECT id, status, "user", error, created_at, finished_at FROM {t}executions WHERE workflow = ? ORDER BY created_at DESC LIMIT ?`), workflow, limit)
 	if err != nil {
 		return nil, err
 	}

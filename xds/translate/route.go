@@ -112,6 +112,9 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 		}
 		routes = append(routes, r)
 	}
+	if vh.AdminAPI && ir.AuthHTTP != nil {
+		routes = append(routes, adminRoute())
+	}
 	main := &routev3.Route{
 		Match: prefixMatch("/"),
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
@@ -196,6 +199,21 @@ func authRoute(ir *IR, vh *VirtualHost) (*routev3.Route, error) {
 		RequestHeadersToRemove: slices.Clone(identityHeaders),
 		TypedPerFilterConfig:   perFilter,
 	}, nil
+}
+
+// adminRoute sends the tenant admin API (the admin tenant's only) to the
+// authz server's HTTP port. Unlike the login route, ext_authz runs: the
+// policy decides each call, and on allow ext_authz sets the identity token
+// the API takes its actor from.
+func adminRoute() *routev3.Route {
+	return &routev3.Route{
+		Name:  "admin_tenants",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: wire.AdminTenantsPath}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AuthzHTTPCluster},
+			Timeout:          durationpb.New(AuthRouteTimeout),
+		}},
+	}
 }
 
 // inactiveVirtualHost refuses every request of an inactive tenant at the

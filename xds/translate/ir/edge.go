@@ -16,6 +16,9 @@ import (
 type Edge struct {
 	// Active tenants are served; inactive ones are refused at the edge.
 	Active bool
+	// AdminAPI routes wire.AdminTenantsPath to the authz HTTP port, with
+	// ext_authz on: the tenant is tenant_store.admin_tenant.
+	AdminAPI bool `json:",omitempty"`
 	// Plan is informational (a stat tag).
 	Plan string
 	// Cluster is the upstream cluster: RunnerCluster or the tenant's own.
@@ -201,7 +204,8 @@ func SecretName(tenantID string) string { return "tenant_" + tenantID + "_cert" 
 // buildEdge resolves a tenant's edge settings; problems go to tenantErr.
 func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(string, ...any)) Edge {
 	e := Edge{Active: t.IsActive(), Plan: t.Plan, Cluster: RunnerCluster, Timeout: RunnerRouteTimeout,
-		Compression: t.Compression == nil || *t.Compression}
+		Compression: t.Compression == nil || *t.Compression,
+		AdminAPI:    cfg.TenantStore.Enabled() && t.ID == cfg.TenantStore.AdminTenant && t.Source == "" && !cfg.Authz.HTTP.IsZero()}
 	if t.RequestTimeout < 0 {
 		tenantErr("request_timeout: must not be negative")
 	} else if t.RequestTimeout > 0 {

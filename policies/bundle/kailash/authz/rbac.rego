@@ -85,6 +85,14 @@ required_permission := "workflow:read" if {
 	input.parsed_path == ["v1", "events", "ws"]
 }
 
+# The tenant admin API (tenant_store: /v1/admin/tenants and below, every
+# method), which Envoy routes on the admin tenant's domains only.
+required_permission := "system:configure" if {
+	input.parsed_path[0] == "v1"
+	input.parsed_path[1] == "admin"
+	input.parsed_path[2] == "tenants"
+}
+
 # tenant_config is the route tenant's overrides (data.kailash.config.tenants);
 # undefined for a tenant without any.
 tenant_config := config.tenants[input.tenant.id]

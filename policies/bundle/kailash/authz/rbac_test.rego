@@ -251,3 +251,14 @@ test_result_is_always_defined if {
 	r := authz.result with input as {}
 	r.allowed == false
 }
+
+# --- the tenant admin API (tenant_store)
+
+test_admin_tenants_api_needs_system_configure if {
+	authz.required_permission == "system:configure" with input as req("POST", ["v1", "admin", "tenants"], ["admin"])
+	authz.required_permission == "system:configure" with input as req("PUT", ["v1", "admin", "tenants", "acme"], ["admin"])
+	authz.required_permission == "system:configure" with input as req("POST", ["v1", "admin", "tenants", "acme", "suspend"], [])
+	authz.allow with input as req("DELETE", ["v1", "admin", "tenants", "acme"], ["admin"])
+	not authz.allow with input as req("GET", ["v1", "admin", "tenants"], ["data_scientist", "business_user"])
+	not authz.required_permission with input as req("GET", ["v1", "admin", "explain", "x"], ["admin"])
+}

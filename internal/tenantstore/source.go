@@ -1,0 +1,169 @@
+package tenantstore
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kailash-gw/kailash/internal/config"
+)
+
+// Compose is the config the servers serve: file's, with the store's
+// tenants after its own, validated together. Any document that does not
+// decode, and any tenant id or domain claimed twice (file and store, or
+// within the store), is an error naming it; nothing is then composed.
+func Compose(file *config.Config, docs []Doc) (*config.Config, error) {
+	extra := make([]config.Tenant, 0, len(docs))
+	var errs []error
+	for _, d := range docs {
+		t, err := d.Tenant()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		extra = append(extra, t)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return file.WithTenants(SourceName, extra)
+}
+
+// Source is the file and the store combined: it composes the newest of
+// each and hands the result to apply (config.Apply over the process's
+// servers). A combination that does not compose, or that apply refuses,
+// changes nothing: the last good one keeps serving, and the conflict is
+// logged, counted and kept for Err (/debug/status, readiness detail).
+type Source struct {
+	log *slog.Logger
+
+	conflict prometheus.Gauge
+	rejected prometheus.Counter
+	tenants  prometheus.Gauge
+
+	mu      sync.Mutex
+	file    *config.Config // newest file config that loaded (even if refused in combination)
+	docs    []Doc          // newest store contents
+	apply   func(*config.Config) error
+	inForce *config.Config // the combination being served
+	err     error          // why the newest combination is not in force; nil when it is
+}
+
+// NewSource starts from file (the config loaded at startup).
+func NewSource(file *config.Config, log *slog.Logger) *Source {
+	s := &Source{log: log, file: file,
+		conflict: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kailash_tenant_store_conflict",
+			Help: "1 while the newest kailash.yaml and tenant store do not combine (a tenant id or domain claimed twice, a bad document); the last good combination keeps serving."}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "kailash_tenant_store_rejected_total",
+			Help: "Combinations of kailash.yaml and the tenant store refused; the last good one kept serving."}),
+		tenants: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kailash_tenant_store_tenants",
+			Help: "Tenants from the tenant store in the combination being served."}),
+	}
+	return s
+}
+
+// Register adds kailash_tenant_store_conflict, _rejected_total and
+// _tenants to reg (a server's /metrics).
+func (s *Source) Register(reg prometheus.Registerer) {
+	for _, c := range []prometheus.Collector{s.conflict, s.rejected, s.tenants} {
+		_ = reg.Register(c)
+	}
+}
+
+// Start makes changes reach apply from now on; if the store changed since
+// Config composed the servers' first config, the newest combination is
+// applied at once.
+func (s *Source) Start(apply func(*config.Config) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.apply = apply
+	_ = s.refreshLocked()
+}
+
+// Config composes the newest file and store contents: the servers' first
+// config.
+func (s *Source) Config() (*config.Config, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cfg, err := Compose(s.file, s.docs)
+	if err == nil {
+		s.inForce = cfg
+		s.tenants.Set(float64(len(s.docs)))
+	}
+	return cfg, err
+}
+
+// File is the newest file config that loaded.
+func (s *Source) File() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.file
+}
+
+// Docs is the newest store contents seen.
+func (s *Source) Docs() []Doc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.docs
+}
+
+// Err is why the newest combination is not being served (nil when it is).
+func (s *Source) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// SetFile is a new revision of the file: it is combined with the store
+// and applied. The error is the combination's or apply's; the file is
+// kept as the newest either way, so a later store change that resolves a
+// conflict applies it.
+func (s *Source) SetFile(file *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.file = file
+	return s.refreshLocked()
+}
+
+// SetDocs is the store's newest contents (Follow's callback).
+func (s *Source) SetDocs(docs []Doc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.docs = docs
+	if s.apply != nil {
+		_ = s.refreshLocked()
+	}
+}
+
+func (s *Source) refreshLocked() error {
+	if s.apply == nil {
+		return nil
+	}
+	cfg, err := Compose(s.file, s.docs)
+	if err == nil {
+		err = s.apply(cfg)
+	}
+	if err != nil {
+		if s.err == nil || s.err.Error() != err.Error() {
+			s.log.Error("kailash.yaml and the tenant store do not combine; the last good tenants keep serving", "err", err)
+		}
+		s.err = fmt.Errorf("tenant store: %w", err)
+		s.conflict.Set(1)
+		s.rejected.Inc()
+		return err
+	}
+	s.inForce, s.err = cfg, nil
+	s.conflict.Set(0)
+	s.tenants.Set(float64(len(s.docs)))
+	return nil
+}
+
+// InForce is the combination being served.
+func (s *Source) InForce() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inForce
+}
