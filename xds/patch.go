@@ -29,63 +29,129 @@ var (
 )
 
 // patchTenants builds cfg's snapshot from base, the snapshot of prev, by
-// translating only the tenants that differ between the two: their route
-// configuration, scopes and upstream cluster are replaced, nothing else is
-// touched. ok is false when the edit is not one a patch can make (then the
-// full translation runs): not per-tenant routes in both, anything but
-// tenants changed, tenants added, removed or reordered, more than
-// maxPatchTenants changed, or a changed tenant with a certificate (its
-// listener filter chain and secret are global resources).
+// translating only the tenants that differ between the two: the resources
+// of a changed or added tenant (its route configuration, scopes and
+// upstream cluster) are replaced or added, a removed tenant's are removed,
+// nothing else is touched. Tenants are matched by id, so a tenant added or
+// removed anywhere in the list (a tenant store change, an edit of the file)
+// is a patch too. ok is false when the edit is not one a patch can make
+// (then the full translation runs): not per-tenant routes in both,
+// anything but tenants changed, more than maxPatchTenants tenants changed,
+// added or removed, or one of them with a certificate (its listener filter
+// chain and secret are global resources).
 //
 // The result equals the full translation's, resource for resource and in
 // its versions and hash (TestPatchEqualsFull), so replicas that reached the
 // same config by different paths serve the same version.
 func patchTenants(prev, cfg *config.Config, base *snapshot) (_ *snapshot, ok bool, err error) {
-	if prev == nil || base == nil || len(prev.Tenants) != len(cfg.Tenants) || !sameExceptTenants(prev, cfg) ||
+	if prev == nil || base == nil || len(cfg.Tenants) == 0 || !sameExceptTenants(prev, cfg) ||
 		!prev.PerTenantRoutes() || !cfg.PerTenantRoutes() {
 		return nil, false, nil
 	}
-	var changed []int
-	for i := range cfg.Tenants {
-		o, t := &prev.Tenants[i], &cfg.Tenants[i]
-		if o.ID != t.ID {
-			return nil, false, nil
-		}
-		if sameTenant(o, t) {
-			continue
-		}
-		if len(changed) == maxPatchTenants || !reflect.ValueOf(o.TLS).IsZero() || !reflect.ValueOf(t.TLS).IsZero() {
-			return nil, false, nil
-		}
-		changed = append(changed, i)
+	d, ok := diffTenants(prev.Tenants, cfg.Tenants)
+	if !ok {
+		return nil, false, nil
 	}
-	if len(changed) == 0 {
+	if len(d.changed) == 0 && len(d.removed) == 0 {
 		return base, true, nil
 	}
-	mini := *cfg
-	mini.Tenants = make([]config.Tenant, 0, len(changed))
-	for _, i := range changed {
-		mini.Tenants = append(mini.Tenants, cfg.Tenants[i])
-	}
-	in, err := ReadInputs(&mini)
-	if err != nil {
-		return nil, true, err
-	}
-	res, digests, err := translate.TranslateCached(&mini, in, nil)
-	if err != nil {
-		return nil, true, err
-	}
-	changes, err := tenantChanges(prev, cfg, changed, res, digests, base)
-	if err != nil {
+	var changes []change
+	if len(d.changed) > 0 {
+		mini := *cfg
+		mini.Tenants = make([]config.Tenant, 0, len(d.changed))
+		for _, c := range d.changed {
+			mini.Tenants = append(mini.Tenants, cfg.Tenants[c.cur])
+		}
+		in, err := ReadInputs(&mini)
+		if err != nil {
+			return nil, true, err
+		}
+		res, digests, err := translate.TranslateCached(&mini, in, nil)
+		if err != nil {
+			return nil, true, err
+		}
+		if changes, err = tenantChanges(prev, cfg, d, res, digests, base); err != nil {
+			return nil, true, err
+		}
+	} else if changes, err = tenantChanges(prev, cfg, d, &translate.Resources{}, nil, base); err != nil {
 		return nil, true, err
 	}
 	return base.patch(changes), true, nil
 }
 
+// tenantDiff is how two tenant lists differ: changed are the tenants of the
+// new list that are new or differ (prev is their index in the old list, -1
+// when new), removed the old list's tenants that are gone.
+type tenantDiff struct {
+	changed []changedTenant
+	removed []int
+}
+
+type changedTenant struct{ prev, cur int }
+
+// diffTenants compares two tenant lists by id; ok is false when more than
+// maxPatchTenants differ or a tenant that differs has a certificate. Lists
+// in the same order are compared position by position; otherwise the old
+// one is indexed by id.
+func diffTenants(prev, cur []config.Tenant) (d tenantDiff, ok bool) {
+	hasTLS := func(t *config.Tenant) bool { return !reflect.ValueOf(t.TLS).IsZero() }
+	note := func(p, c int) bool {
+		if (p >= 0 && hasTLS(&prev[p])) || hasTLS(&cur[c]) || len(d.changed)+len(d.removed) == maxPatchTenants {
+			return false
+		}
+		d.changed = append(d.changed, changedTenant{prev: p, cur: c})
+		return true
+	}
+	i := 0
+	for ; i < len(prev) && i < len(cur) && prev[i].ID == cur[i].ID; i++ {
+		if !sameTenant(&prev[i], &cur[i]) && !note(i, i) {
+			return d, false
+		}
+	}
+	if i == len(prev) && i == len(cur) {
+		return d, true
+	}
+	// The lists part at i: match the rest by id. A tenant id twice in cur
+	// is left to the full translation, which refuses it.
+	old := make(map[string]int, len(prev))
+	for j := range prev {
+		old[prev[j].ID] = j
+	}
+	matched := make(map[int]bool, len(prev)-i)
+	for c := i; c < len(cur); c++ {
+		p, found := old[cur[c].ID]
+		switch {
+		case !found:
+			p = -1
+		case p < i || matched[p]:
+			return d, false
+		default:
+			matched[p] = true
+			if sameTenant(&prev[p], &cur[c]) {
+				continue
+			}
+		}
+		if !note(p, c) {
+			return d, false
+		}
+	}
+	for p := i; p < len(prev); p++ {
+		if matched[p] {
+			continue
+		}
+		if hasTLS(&prev[p]) || len(d.changed)+len(d.removed) == maxPatchTenants {
+			return d, false
+		}
+		d.removed = append(d.removed, p)
+	}
+	return d, true
+}
+
 // tenantChanges are the changes that turn base's resources of the changed
-// tenants into those of res (their translation alone): removals first, so
-// a domain one changed tenant gives up and another takes moves.
-func tenantChanges(prev, cfg *config.Config, changed []int, res *translate.Resources, digests translate.Digests, base *snapshot) ([]change, error) {
+// and removed tenants into those of res (the changed tenants' translation
+// alone): removals first, so a domain one tenant gives up and another takes
+// moves.
+func tenantChanges(prev, cfg *config.Config, d tenantDiff, res *translate.Resources, digests translate.Digests, base *snapshot) ([]change, error) {
 	routes := map[string]types.Resource{}
 	for _, r := range res.Routes {
 		routes[cachev3.GetResourceName(r)] = r
@@ -99,13 +165,24 @@ func tenantChanges(prev, cfg *config.Config, changed []int, res *translate.Resou
 	for _, r := range res.Clusters {
 		clusters[cachev3.GetResourceName(r)] = r
 	}
-	rcOf := map[string]bool{} // the changed tenants' route configurations
-	for _, i := range changed {
-		rcOf[translate.TenantRouteConfigName(cfg.Tenants[i].ID)] = true
+	rcOf := map[string]bool{} // the changed and removed tenants' route configurations
+	for _, c := range d.changed {
+		rcOf[translate.TenantRouteConfigName(cfg.Tenants[c.cur].ID)] = true
 	}
 	var removed, set []change
-	for _, i := range changed {
-		o, t := &prev.Tenants[i], &cfg.Tenants[i]
+	for _, p := range d.removed {
+		o := &prev.Tenants[p]
+		rcOf[translate.TenantRouteConfigName(o.ID)] = true
+		removed = append(removed, change{typ: routeIdx, name: translate.TenantRouteConfigName(o.ID)})
+		for _, s := range oldScopes(o.Domains) {
+			removed = append(removed, change{typ: scopeIdx, name: s})
+		}
+		if len(o.Upstreams) > 0 {
+			removed = append(removed, change{typ: clusterIdx, name: translate.UpstreamClusterName(o.ID)})
+		}
+	}
+	for _, c := range d.changed {
+		t := &cfg.Tenants[c.cur]
 		rcName := translate.TenantRouteConfigName(t.ID)
 		rc, ok := routes[rcName]
 		if !ok {
@@ -123,19 +200,23 @@ func tenantChanges(prev, cfg *config.Config, changed []int, res *translate.Resou
 			}
 			set = append(set, change{typ: scopeIdx, name: s.Name, r: s, version: hex.EncodeToString(digests[s])})
 		}
-		for _, d := range oldScopes(o.Domains) {
-			if !keep[d] {
-				removed = append(removed, change{typ: scopeIdx, name: d})
+		var o *config.Tenant
+		if c.prev >= 0 {
+			o = &prev.Tenants[c.prev]
+			for _, d := range oldScopes(o.Domains) {
+				if !keep[d] {
+					removed = append(removed, change{typ: scopeIdx, name: d})
+				}
 			}
 		}
 		cname := translate.UpstreamClusterName(t.ID)
-		if c, ok := clusters[cname]; ok {
-			b, err := cachev3.MarshalResource(c)
+		if cl, ok := clusters[cname]; ok {
+			b, err := cachev3.MarshalResource(cl)
 			if err != nil {
 				return nil, err
 			}
-			set = append(set, change{typ: clusterIdx, name: cname, r: c, version: cachev3.HashResource(b)})
-		} else if len(o.Upstreams) > 0 {
+			set = append(set, change{typ: clusterIdx, name: cname, r: cl, version: cachev3.HashResource(b)})
+		} else if o != nil && len(o.Upstreams) > 0 {
 			removed = append(removed, change{typ: clusterIdx, name: cname})
 		}
 	}

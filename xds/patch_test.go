@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -76,8 +77,48 @@ func TestPatchEqualsFull(t *testing.T) {
 		}},
 		{"reactivate", func(ts []config.Tenant) { ts[4].Active = nil }},
 	}
-	for _, st := range steps {
-		next := edit(s.cfg, st.f)
+	// Tenants added and removed (as a tenant store change makes them), by
+	// id wherever they are in the list.
+	resize := []struct {
+		name string
+		f    func([]config.Tenant) []config.Tenant
+	}{
+		{"add a tenant at the end", func(ts []config.Tenant) []config.Tenant {
+			return append(ts, config.Tenant{ID: "zz", Domains: []string{"zz.localhost"},
+				Upstreams: []config.HostPort{config.MustHostPort("10.2.0.1:80")}})
+		}},
+		{"add a tenant in the middle", func(ts []config.Tenant) []config.Tenant {
+			return slices.Insert(ts, 5, config.Tenant{ID: "mm", Domains: []string{"mm.localhost", "www.mm.example"}})
+		}},
+		{"remove a tenant with upstreams", func(ts []config.Tenant) []config.Tenant {
+			return slices.DeleteFunc(ts, func(t config.Tenant) bool { return t.ID == "t03" })
+		}},
+		{"remove one, another takes its domain", func(ts []config.Tenant) []config.Tenant {
+			ts = slices.DeleteFunc(ts, func(t config.Tenant) bool { return t.ID == "t11" })
+			i := slices.IndexFunc(ts, func(t config.Tenant) bool { return t.ID == "t14" })
+			ts[i].Domains = append(ts[i].Domains, "t11.localhost")
+			return ts
+		}},
+		{"reorder, add and remove at once", func(ts []config.Tenant) []config.Tenant {
+			slices.Reverse(ts)
+			ts = slices.DeleteFunc(ts, func(t config.Tenant) bool { return t.ID == "zz" })
+			return append(ts, config.Tenant{ID: "nn", Domains: []string{"nn.localhost"}})
+		}},
+	}
+	for _, r := range resize {
+		steps = append(steps, struct {
+			name string
+			f    func([]config.Tenant)
+		}{name: r.name})
+	}
+	for i, st := range steps {
+		var next *config.Config
+		if st.f != nil {
+			next = edit(s.cfg, st.f)
+		} else {
+			next = edit(s.cfg, func([]config.Tenant) {})
+			next.Tenants = resize[i-(len(steps)-len(resize))].f(next.Tenants)
+		}
 		if _, ok, err := patchTenants(s.cfg, next, s.snap); !ok || err != nil {
 			t.Fatalf("%s: not patched (%v, %v)", st.name, ok, err)
 		}
@@ -128,9 +169,19 @@ func TestPatchRefuses(t *testing.T) {
 		}
 	}
 	for name, next := range map[string]*config.Config{
-		"tenant added": func() *config.Config {
+		"tenant id twice": func() *config.Config {
 			c := edit(cfg, func([]config.Tenant) {})
-			c.Tenants = append(c.Tenants, config.Tenant{ID: "zz", Domains: []string{"zz.localhost"}})
+			c.Tenants = append(c.Tenants, config.Tenant{ID: "t02", Domains: []string{"zz.localhost"}})
+			return c
+		}(),
+		"tenant with a certificate added": func() *config.Config {
+			c := edit(cfg, func([]config.Tenant) {})
+			c.Tenants = append(c.Tenants, config.Tenant{ID: "zz", Domains: []string{"zz.localhost"}, TLS: config.TenantTLS{CertFile: "x.pem"}})
+			return c
+		}(),
+		"no tenants left": func() *config.Config {
+			c := edit(cfg, func([]config.Tenant) {})
+			c.Tenants = nil
 			return c
 		}(),
 		"global change": func() *config.Config {

@@ -54,6 +54,9 @@ func (s *Server) prepare(cfg *config.Config, patch bool) (*prepared, error) {
 		base := s.snap
 		s.mu.Unlock()
 		snap, ok, err := patchTenants(s.cfg, cfg, base)
+		if ok {
+			s.m.builds.WithLabelValues("patch").Inc()
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -62,6 +65,7 @@ func (s *Server) prepare(cfg *config.Config, patch bool) (*prepared, error) {
 			return &prepared{cfg: cfg, snap: snap, hash: snap.sum.hash()}, nil
 		}
 	}
+	s.m.builds.WithLabelValues("full").Inc()
 	res, digests, err := translateCached(cfg, &s.tc)
 	if err != nil {
 		return nil, err
