@@ -267,7 +267,7 @@ tenants:
 	defer st.Close()
 
 	start = time.Now()
-	e := startNode(t, loadConfig(t, path), "scale-envoy", config.XDSDelta)
+	startNode(t, loadConfig(t, path), "scale-envoy", config.XDSDelta)
 	last := fmt.Sprintf("t%05d.localhost", n-1)
 	testenv.Eventually(t, 10*time.Minute, func() error {
 		if code, body, err := get(envoyAddr, last); err != nil || code != http.StatusServiceUnavailable {
@@ -278,43 +278,30 @@ tenants:
 	t.Logf("%d tenants: Envoy started and serving the last tenant after %s", n, time.Since(start).Round(time.Millisecond))
 
 	// edit changes one stored tenant and returns how long until Envoy
-	// applied it: the tenant's route configuration at a new version on
-	// Envoy's admin interface (a request polled instead would wait out
-	// ext_authz's timeout on every 503 of the old route), or, for a
-	// removed tenant, its host answered 404 (polled: each 503 of the old
-	// route waits out authz.timeout, 20ms). Then host must answer want.
-	fileCfg := loadConfig(t, path)
+	// answers its host with want, polled with requests (authz.timeout is
+	// 20ms: each 503 of the old route waits it out, so that is the
+	// resolution). Not Envoy's admin interface: at 100,000 tenants one
+	// /stats query takes seconds of Envoy's main thread, which applies xDS.
+	wait := func(what, host string, want int, since time.Time) time.Duration {
+		t.Helper()
+		for {
+			code, body, err := get(envoyAddr, host)
+			if err == nil && code == want {
+				return time.Since(since)
+			}
+			if time.Since(since) > 60*time.Second {
+				t.Fatalf("%s: %s still %d %q %v 60s after the change", what, host, code, body, err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	edit := func(what, id string, want int, change func() error) time.Duration {
 		t.Helper()
-		host := id + ".localhost"
-		before := e.routesVersion(fileCfg, id)
 		edited := time.Now()
 		if err := change(); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		var took time.Duration
-		for {
-			if want == http.StatusNotFound {
-				if code, _, err := get(envoyAddr, host); err == nil && code == want {
-					took = time.Since(edited)
-					break
-				}
-			} else if e.routesVersion(fileCfg, id) != before {
-				took = time.Since(edited)
-				break
-			}
-			if time.Since(edited) > 60*time.Second {
-				t.Fatalf("%s: %s not applied by Envoy 60s after the change", what, id)
-			}
-			time.Sleep(time.Millisecond)
-		}
-		testenv.Eventually(t, 30*time.Second, func() error {
-			if code, body, err := get(envoyAddr, host); err != nil || code != want {
-				return fmt.Errorf("%s: %s answers %d %q %v, want %d", what, host, code, body, err, want)
-			}
-			return nil
-		})
-		return took
+		return wait(what, id+".localhost", want, edited)
 	}
 	suspend := func(i int, on bool) func() error {
 		return func() error {
@@ -335,7 +322,7 @@ tenants:
 		id := fmt.Sprintf("t%05d", i)
 		d := edit("suspend", id, http.StatusForbidden, suspend(i, true))
 		served = append(served, d)
-		t.Logf("%d tenants, store edit %d (suspend %s): applied by Envoy after %s", n, k+1, id, d.Round(time.Millisecond))
+		t.Logf("%d tenants, store edit %d (suspend %s): served by Envoy after %s", n, k+1, id, d.Round(time.Millisecond))
 		if code, _, err := get(envoyAddr, fmt.Sprintf("t%05d.localhost", i+1)); err != nil || code != http.StatusServiceUnavailable {
 			t.Errorf("untouched tenant t%05d after the edit: %d %v", i+1, code, err)
 		}
@@ -351,7 +338,7 @@ tenants:
 		return err
 	})
 	deleted := edit("delete", "fresh", http.StatusNotFound, func() error { _, err := st.Delete(ctx, "fresh", 0); return err })
-	t.Logf("%d tenants: tenant created through the store applied by Envoy after %s, deleted → 404 after %s",
+	t.Logf("%d tenants: tenant created through the store served by Envoy after %s, deleted → 404 after %s",
 		n, created.Round(time.Millisecond), deleted.Round(time.Millisecond))
 
 	// Every change was a patch: one full build (the start).
@@ -361,7 +348,7 @@ tenants:
 		t.Fatalf("xds snapshot builds: %v full, %v patch; want 1 full (the start) and every store change (8) a patch", full, patched)
 	}
 	cur, peak = procMem(pid)
-	t.Logf("%d tenants: one-tenant store edit → applied by Envoy (and then served): median %s of %d (%v); xds RSS %.0f MiB (peak %.0f MiB)",
+	t.Logf("%d tenants: one-tenant store edit → served by Envoy (and then served): median %s of %d (%v); xds RSS %.0f MiB (peak %.0f MiB)",
 		n, median(served).Round(time.Millisecond), len(served), served, cur, peak)
 	if clients == 0 {
 		return
@@ -415,7 +402,6 @@ tenants:
 	for k, i := range []int{n/2 + 1, n/3 + 1, n/4 + 1} {
 		id := fmt.Sprintf("t%05d", i)
 		want := translate.TenantRouteConfigName(id)
-		before := e.routesVersion(fileCfg, id)
 		edited := time.Now()
 		if err := suspend(i, true)(); err != nil {
 			t.Fatal(err)
@@ -444,21 +430,8 @@ tenants:
 			}()
 		}
 		// Envoy, meanwhile.
-		var ed time.Duration
-		for {
-			if e.routesVersion(fileCfg, id) != before {
-				ed = time.Since(edited)
-				break
-			}
-			if time.Since(edited) > 60*time.Second {
-				t.Fatalf("%s not applied by Envoy 60s after the edit", id)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		ed := wait("fanned-out edit", id+".localhost", http.StatusForbidden, edited)
 		wg.Wait()
-		if code, _, err := get(envoyAddr, id+".localhost"); err != nil || code != http.StatusForbidden {
-			t.Fatalf("%s after the edit: %d %v, want 403", id, code, err)
-		}
 		if t.Failed() {
 			t.FailNow()
 		}
@@ -468,11 +441,11 @@ tenants:
 		seen[versions[0]] = true
 		all := lastAck.Sub(edited)
 		fanned, envoyServed = append(fanned, all), append(envoyServed, ed)
-		t.Logf("%d tenants, %d clients, fanned-out edit %d (suspend %s): all %d ACKed version %s after %s; Envoy applied it after %s",
+		t.Logf("%d tenants, %d clients, fanned-out edit %d (suspend %s): all %d ACKed version %s after %s; Envoy served it after %s",
 			n, clients, k+1, id, clients, versions[0], all.Round(time.Millisecond), ed.Round(time.Millisecond))
 	}
 	cur, peak = procMem(pid)
-	t.Logf("%d tenants, %d ADS clients + Envoy: one-tenant store edit ACKed by all clients: median %s of %d (%v); applied by Envoy: median %s; xds RSS %.0f MiB (peak %.0f MiB)",
+	t.Logf("%d tenants, %d ADS clients + Envoy: one-tenant store edit ACKed by all clients: median %s of %d (%v); served by Envoy: median %s; xds RSS %.0f MiB (peak %.0f MiB)",
 		n, clients, median(fanned).Round(time.Millisecond), len(fanned), fanned, median(envoyServed).Round(time.Millisecond), cur, peak)
 	if full := xdsMetric(t, xdsHTTP, `kailash_xds_snapshot_builds_total{how="full"}`); full != 1 {
 		t.Fatalf("xds snapshot builds: %v full after the fanned-out edits, want 1", full)
