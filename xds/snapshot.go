@@ -10,7 +10,6 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/kailash-gw/kailash/xds/translate"
 )
@@ -219,6 +218,3 @@ func cloneOrMake[V any](m map[string]V) map[string]V {
 	}
 	return maps.Clone(m)
 }
-
-// count is the number of resources of a type.
-func (s *snapshot) count(typeURL resource.Type) int { return len(s.GetResources(typeURL)) }

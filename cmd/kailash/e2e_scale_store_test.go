@@ -348,7 +348,7 @@ tenants:
 		t.Fatalf("xds snapshot builds: %v full, %v patch; want 1 full (the start) and every store change (8) a patch", full, patched)
 	}
 	cur, peak = procMem(pid)
-	t.Logf("%d tenants: one-tenant store edit → served by Envoy (and then served): median %s of %d (%v); xds RSS %.0f MiB (peak %.0f MiB)",
+	t.Logf("%d tenants: one-tenant store edit → served by Envoy: median %s of %d (%v); xds RSS %.0f MiB (peak %.0f MiB)",
 		n, median(served).Round(time.Millisecond), len(served), served, cur, peak)
 	if clients == 0 {
 		return
