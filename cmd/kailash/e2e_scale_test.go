@@ -185,26 +185,7 @@ func deactivated(cfg *config.Config, i int) *config.Config {
 }
 
 // rss is this process's resident set and its peak, in MiB.
-func rss() (cur, peak float64) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return -1, -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			cur = kb / 1024
-		case "VmHWM:":
-			peak = kb / 1024
-		}
-	}
-	return cur, peak
-}
+func rss() (cur, peak float64) { return procMem(os.Getpid()) }
 
 // writeHeapProfile writes the process's heap profile to path (for
 // KAILASH_SCALE_PPROF=dir: go tool pprof -sample_index=inuse_space).
