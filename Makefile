@@ -6,7 +6,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build envoy run test test-short test-monitoring fuzz bench bench-compare lint fmt golden clean scale-test
+.PHONY: all build envoy run test test-short test-monitoring fuzz bench bench-scale bench-compare lint fmt golden clean scale-test
 
 all: build
 
@@ -80,13 +80,25 @@ test-short:
 
 ## bench: Go benchmarks of the Check path and of config translation, one package at a
 ## time (-p 1: packages do not compete for the cores), then the 10,000-tenant edit
-## through a real Envoy (both route modes), then bench-compare
+## through a real Envoy (both route modes), then bench-scale, then bench-compare
 bench: envoy
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 -timeout 20m $(PKGS)
 # the test's exit status, not grep's: a failing TestScale fails make bench
 	KAILASH_SCALE_TENANTS=10000 $(GO) test -run 'TestScale$$' -v -count=1 -timeout 20m ./cmd/kailash/ > $(BIN)/bench-scale.out; \
 		s=$$?; grep -E 'e2e_scale_test|^(ok|FAIL|---)' $(BIN)/bench-scale.out; exit $$s
+	@$(MAKE) --no-print-directory bench-scale
 	$(MAKE) bench-compare
+
+## bench-scale: issue 12's numbers at BENCH_TENANTS (100,000) tenants in the PostgreSQL tenant
+## store: `kailash xds` as its own process (start → serving, translate + first snapshot, RSS
+## and peak from /proc/<pid>/status), a real Envoy (one-tenant store edits → applied), then
+## BENCH_CLIENTS (100) delta ADS clients (the same edit → ACKed by all). Output in
+## bin/bench-scale-store.out; docs/deploy.md "Sizing" has the numbers.
+BENCH_TENANTS ?= 100000
+BENCH_CLIENTS ?= 100
+bench-scale: envoy
+	KAILASH_SCALE_TENANTS=$(BENCH_TENANTS) KAILASH_SCALE_CLIENTS=$(BENCH_CLIENTS) $(GO) test -run '^TestScaleTenantStore$$' -v -count=1 -timeout 30m ./cmd/kailash/ > $(BIN)/bench-scale-store.out; \
+		s=$$?; grep -E 'e2e_scale_store_test|^(ok|FAIL|---)' $(BIN)/bench-scale-store.out; exit $$s
 
 ## bench-compare: `kailash authz` drop-in mode against opa-envoy-plugin on the same policy and
 ## CheckRequests (bench/opaenvoy, a module of its own: the main module never depends on

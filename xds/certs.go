@@ -52,7 +52,7 @@ func Translate(cfg *config.Config) (*translate.Resources, error) {
 }
 
 // translateCached is Translate reusing c's unchanged per-tenant pieces (nil:
-// none); the digests it returns spare resourceVersions re-encoding them.
+// none); the digests it returns spare newSnapshot re-encoding them.
 func translateCached(cfg *config.Config, c *translate.Cache) (*translate.Resources, translate.Digests, error) {
 	in, err := ReadInputs(cfg)
 	if err != nil {

@@ -19,6 +19,7 @@ type metrics struct {
 	streams   prometheus.Gauge
 	nodes     prometheus.Gauge
 	build     prometheus.Histogram
+	builds    *prometheus.CounterVec
 	certs     prometheus.Gauge
 }
 
@@ -58,11 +59,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Help:    "Time to build a snapshot from a config: read the certificate files, translate, version and check it (accepted or not).",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	})
+	m.builds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kailash_xds_snapshot_builds_total",
+		Help: "Snapshots built from a config (accepted or not), by how: patch (only the tenants added, changed or removed translated into the served snapshot) or full (the whole config translated).",
+	}, []string{"how"})
 	m.certs = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "kailash_xds_certificates_last_load_timestamp_seconds",
 		Help: "When the tenants' certificate files were last read into a snapshot that was accepted (Unix time).",
 	})
-	reg.MustRegister(m.version, m.snapshots, m.rejected, m.nacks, m.acks, m.streams, m.nodes, m.build, m.certs)
+	reg.MustRegister(m.version, m.snapshots, m.rejected, m.nacks, m.acks, m.streams, m.nodes, m.build, m.builds, m.certs)
 	return m
 }
 

@@ -3,10 +3,7 @@ package xds
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
-
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
 	"github.com/kailash-gw/kailash/internal/config"
 )
@@ -15,7 +12,7 @@ import (
 // published.
 type prepared struct {
 	cfg  *config.Config
-	snap *cachev3.Snapshot // versions are set when it is published
+	snap *snapshot // its version is set when it is published
 	hash string
 }
 
@@ -26,7 +23,7 @@ type prepared struct {
 func (s *Server) Prepare(cfg *config.Config) (commit func(), err error) {
 	s.updMu.Lock()
 	defer s.updMu.Unlock()
-	p, err := s.prepare(cfg)
+	p, err := s.prepare(cfg, true)
 	if err != nil {
 		return nil, err
 	}
@@ -41,34 +38,43 @@ func (s *Server) Prepare(cfg *config.Config) (commit func(), err error) {
 // (kailash_xds_config_rejected_total): refused here or by another component.
 func (s *Server) ConfigRejected() { s.m.rejected.Inc() }
 
-// prepare does Prepare's work; the caller holds s.updMu (for s.tc).
-func (s *Server) prepare(cfg *config.Config) (*prepared, error) {
+// prepare does Prepare's work; the caller holds s.updMu (for s.tc, s.cfg
+// and s.snap). With patch, an edit of a few tenants is made from the
+// snapshot served (patchTenants); otherwise, and when a patch cannot make
+// it, the whole config is translated (reusing unchanged tenants' pieces
+// from s.tc) and indexed.
+func (s *Server) prepare(cfg *config.Config, patch bool) (*prepared, error) {
 	if cfg == nil {
 		return nil, errors.New("nil config")
 	}
 	start := time.Now()
 	defer func() { s.m.build.Observe(time.Since(start).Seconds()) }()
+	if patch {
+		s.mu.Lock()
+		base := s.snap
+		s.mu.Unlock()
+		snap, ok, err := patchTenants(s.cfg, cfg, base)
+		if ok {
+			s.m.builds.WithLabelValues("patch").Inc()
+		}
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			s.log.Debug("tenant edit patched into the snapshot", "took", time.Since(start))
+			return &prepared{cfg: cfg, snap: snap, hash: snap.sum.hash()}, nil
+		}
+	}
+	s.m.builds.WithLabelValues("full").Inc()
 	res, digests, err := translateCached(cfg, &s.tc)
 	if err != nil {
 		return nil, err
 	}
-	byType := resourcesByType(res)
-	versions, hash, err := resourceVersions(byType, digests)
+	snap, err := newSnapshot(res, digests)
 	if err != nil {
 		return nil, err
 	}
-	snap, err := cachev3.NewSnapshot("pending", byType)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	// Delta xDS compares per-resource versions; the cache would encode and
-	// hash every resource once per snapshot to get them. They are computed
-	// already, from the translator's digests where it has them.
-	snap.VersionMap = versions
-	if err := snap.Consistent(); err != nil {
-		return nil, fmt.Errorf("snapshot is inconsistent: %w", err)
-	}
-	return &prepared{cfg: cfg, snap: snap, hash: hash}, nil
+	return &prepared{cfg: cfg, snap: snap, hash: snap.sum.hash()}, nil
 }
 
 // commit publishes p; the caller holds s.updMu.
@@ -114,9 +120,7 @@ func (s *Server) publishLocked(p *prepared) {
 	seq := s.seq + 1
 	version := p.hash[:16]
 	snap := p.snap
-	for i := range snap.Resources {
-		snap.Resources[i].Version = version
-	}
+	snap.version = version
 	// From here on the snapshot is the current one: the cache stores it
 	// before answering watches, so even a failed SetSnapshot (only possible
 	// when its context ends) has already published it.

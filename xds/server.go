@@ -9,8 +9,6 @@ package xds
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,7 +110,7 @@ type Server struct {
 	// one Update just published.
 	mu      sync.Mutex
 	nodes   map[string]struct{} // every node id known: configured or seen on a stream
-	snap    *cachev3.Snapshot   // last good snapshot; never nil after New
+	snap    *snapshot           // last good snapshot; never nil after New
 	seq     uint64              // snapshots published by this process (a metric)
 	hash    string              // hash of snap's resources
 	version string              // snap's version: its resources' hash (prefix)
@@ -179,7 +177,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.tls != nil {
 		reg.MustRegister(s.tls.Collector())
 	}
-	p, err := s.prepare(cfg)
+	p, err := s.prepare(cfg, false)
 	if err != nil {
 		return fail(err)
 	}
@@ -239,7 +237,7 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 func (s *Server) Update(cfg *config.Config) error {
 	s.updMu.Lock()
 	defer s.updMu.Unlock()
-	err := s.update(cfg)
+	err := s.update(cfg, true)
 	s.reloadConfig.Record(err)
 	if err != nil {
 		s.m.rejected.Inc()
@@ -261,7 +259,7 @@ func (s *Server) reloadCertificates() {
 			return
 		}
 	}
-	err := s.update(s.cfg)
+	err := s.update(s.cfg, false)
 	s.reloadCerts.Record(err)
 	if err != nil {
 		s.m.rejected.Inc()
@@ -270,9 +268,10 @@ func (s *Server) reloadCertificates() {
 }
 
 // update does Update's work (Prepare and commit, in one step); the caller
-// holds s.updMu.
-func (s *Server) update(cfg *config.Config) error {
-	p, err := s.prepare(cfg)
+// holds s.updMu. patch: see prepare (a certificate reload re-reads every
+// file, so it never patches).
+func (s *Server) update(cfg *config.Config, patch bool) error {
+	p, err := s.prepare(cfg, patch)
 	if err != nil {
 		return fmt.Errorf("xds: %w", err)
 	}
@@ -416,38 +415,6 @@ func resourcesByType(res *translate.Resources) map[resource.Type][]types.Resourc
 		resource.SecretType:      res.Secrets,
 		resource.ScopedRouteType: res.ScopedRoutes,
 	}
-}
-
-// resourceVersions is every resource's version (type → name → version) and
-// a stable hash of them all (in resourceTypes order, each list in the
-// translator's sorted order). A version is the translator's digest where it
-// has one (computed from cached parts), else the hash of the resource's
-// deterministic encoding, as the snapshot cache would compute it.
-func resourceVersions(byType map[resource.Type][]types.Resource, digests translate.Digests) (map[string]map[string]string, string, error) {
-	vm := make(map[string]map[string]string, len(resourceTypes))
-	h := sha256.New()
-	for _, typ := range resourceTypes {
-		list := byType[typ]
-		m := make(map[string]string, len(list))
-		for _, r := range list {
-			v := ""
-			if d, ok := digests[r]; ok {
-				v = hex.EncodeToString(d)
-			} else {
-				b, err := cachev3.MarshalResource(r)
-				if err != nil {
-					return nil, "", err
-				}
-				v = cachev3.HashResource(b)
-			}
-			name := cachev3.GetResourceName(r)
-			m[name] = v
-			fmt.Fprintf(h, "%d:%s=%s;", len(name), name, v)
-		}
-		vm[typ] = m
-		h.Write([]byte{'|'})
-	}
-	return vm, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // watchDirs are the directories to follow for cfg: its tenants'

@@ -16,7 +16,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -492,7 +491,7 @@ func TestDeltaPerTenantEdit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vm := snap.(*cachev3.Snapshot).GetVersionMap(resource.RouteType)
+		vm := snap.GetVersionMap(resource.RouteType)
 		if len(vm) != 50 {
 			t.Fatalf("version map has %d route configurations", len(vm))
 		}

@@ -322,8 +322,8 @@ func (v *Verifier) checkClaims(c map[string]any, now time.Time) (*envoyauth.Iden
 		Subject:    sub,
 		Tenant:     v.tenant,
 		Issuer:     v.issuer,
-		Roles:      stringList(c[v.rolesClaim]),
-		Groups:     stringList(c["groups"]),
+		Roles:      StringList(c[v.rolesClaim]),
+		Groups:     StringList(c["groups"]),
 		Attributes: map[string]any{},
 		Method:     "jwt",
 		ExpiresAt:  exp,
@@ -367,8 +367,9 @@ func numericDate(c map[string]any, name string) (time.Time, bool, error) {
 	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
 }
 
-// stringList reads a claim that is a list of strings or a space-separated string.
-func stringList(v any) []string {
+// StringList reads a claim that is a list of strings or a space-separated
+// string (OIDC login reads its ID token's claims with it too).
+func StringList(v any) []string {
 	switch x := v.(type) {
 	case string:
 		return strings.Fields(x)

@@ -500,7 +500,7 @@ func (e *oidcEntry) verify(ctx context.Context, tenant, raw, nonce string) (sess
 	if _, present := c["azp"]; present && azp != e.cfg.ClientID {
 		return session.Identity{}, &envoyauth.AuthError{Reason: reasonWrongAZP, Detail: fmt.Sprintf("azp %q", clip(azp, 64))}
 	}
-	groups := claimList(c[e.cfg.GroupsClaim])
+	groups := jwtauth.StringList(c[e.cfg.GroupsClaim])
 	roles := slices.Clone(vid.Roles)
 	for _, g := range groups {
 		if r := e.cfg.GroupRoles[g]; r != "" && !slices.Contains(roles, r) {
@@ -513,28 +513,11 @@ func (e *oidcEntry) verify(ctx context.Context, tenant, raw, nonce string) (sess
 			attrs[name] = s
 		}
 	}
-	amr := claimList(c["amr"])
+	amr := jwtauth.StringList(c["amr"])
 	if len(amr) == 0 {
 		amr = []string{"oidc"}
 	}
 	return session.Identity{Subject: vid.Subject, Tenant: tenant, Roles: roles, Groups: groups, Attributes: attrs, Method: "oidc", AMR: amr}, nil
-}
-
-// claimList reads a claim that is a list of strings or a space-separated string.
-func claimList(v any) []string {
-	switch x := v.(type) {
-	case string:
-		return strings.Fields(x)
-	case []any:
-		out := make([]string, 0, len(x))
-		for _, e := range x {
-			if s, ok := e.(string); ok && s != "" {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return []string{}
 }
 
 // oidcLogout ends the session (POST /auth/oidc/logout, from the tenant's

@@ -558,11 +558,22 @@ func (c *Config) Validate() error {
 	if len(c.Tenants) == 0 {
 		at(0, "tenants: at least one tenant is required")
 	}
-	ids := map[string]int{}
-	domains := map[string]string{}
+	ids := make(map[string]int, len(c.Tenants))
+	domains := make(map[string]string, 2*len(c.Tenants))
+	// stat is os.Stat's error, once per file: tenants by the thousand
+	// often share one JWKS file.
+	stats := map[string]error{}
+	stat := func(p string) error {
+		err, ok := stats[p]
+		if !ok {
+			_, err = os.Stat(p)
+			stats[p] = err
+		}
+		return err
+	}
 	for i := range c.Tenants {
 		t := &c.Tenants[i]
-		name := fmt.Sprintf("tenant %q", t.ID)
+		name := tenantName(t.ID)
 		if t.ID == "" {
 			name = fmt.Sprintf("tenants[%d]", i)
 			at(t.Line, "%s: id: required", name)
@@ -606,7 +617,7 @@ func (c *Config) Validate() error {
 		case j.JWKSFile != "" && !j.JWKSURL.IsZero():
 			at(t.Line, "%s: jwt: give jwks_file or jwks_url, not both", name)
 		case j.JWKSFile != "":
-			if _, err := os.Stat(c.Path(j.JWKSFile)); err != nil {
+			if err := stat(c.Path(j.JWKSFile)); err != nil {
 				at(t.Line, "%s: jwt.jwks_file: %v", name, err)
 			}
 		case !httpURLValue(j.JWKSURL):

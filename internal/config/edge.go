@@ -322,7 +322,6 @@ func (c *Config) HasGlobalQuotas() bool {
 }
 
 var (
-	originRe = regexp.MustCompile(`^https?://[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?$`)
 	methodRe = regexp.MustCompile(`^[A-Z]+$`)
 	headerRe = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_` + "`" + `|~-]+$`)
 )
@@ -375,7 +374,7 @@ func (c *Config) validateEdge(at func(line int, format string, args ...any)) {
 
 	for i := range c.Tenants {
 		t := &c.Tenants[i]
-		name := fmt.Sprintf("tenant %q", t.ID)
+		name := tenantName(t.ID)
 		if t.ID == "" {
 			name = fmt.Sprintf("tenants[%d]", i)
 		}
@@ -434,7 +433,7 @@ func (c *Config) validateTenantEdge(at func(line int, format string, args ...any
 	}
 	cors := t.CORS
 	for _, o := range cors.AllowOrigins {
-		if o != "*" && !originRe.MatchString(o) {
+		if o != "*" && !validOrigin(o) {
 			at(t.Line, "%s: cors.allow_origins: %q is not an origin (scheme://host[:port])", name, o)
 		}
 		if o == "*" && cors.AllowCredentials {

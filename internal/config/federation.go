@@ -117,7 +117,7 @@ func httpURL(s string) bool {
 // validateFederation checks every tenant's saml and issuers sections.
 func (c *Config) validateFederation(at func(line int, format string, args ...any)) {
 	for _, t := range c.Tenants {
-		name := fmt.Sprintf("tenant %q", t.ID)
+		name := tenantName(t.ID)
 		if !t.JWT.Configured() && len(t.Issuers) == 0 {
 			at(t.Line, "%s: jwt or issuers: the tenant must trust at least one token issuer", name)
 		}

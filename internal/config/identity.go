@@ -306,7 +306,7 @@ func (c *Config) validateIdentity(at func(line int, format string, args ...any))
 		}
 	}
 	for _, t := range c.Tenants {
-		name := fmt.Sprintf("tenant %q", t.ID)
+		name := tenantName(t.ID)
 		validateKeyRefresh(at, t.Line, name+": jwt", t.JWT.KeyRefresh, false)
 		if t.JWT.KeyRefresh != (KeyRefresh{}) && t.JWT.JWKSURL.IsZero() {
 			at(t.Line, "%s: jwt: refresh_interval, min_refresh_interval, min_refetch, initial_backoff, max_backoff and timeout apply only to jwt.jwks_url", name)

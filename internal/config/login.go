@@ -64,7 +64,7 @@ func (c *Config) validateLogin(at func(line int, format string, args ...any)) {
 	for _, t := range c.Tenants {
 		name := "tenant " + quote(t.ID)
 		for _, o := range t.Login.AllowedOrigins {
-			if !originRe.MatchString(o) || strings.Contains(o, "*") {
+			if !validOrigin(o) || strings.Contains(o, "*") {
 				at(t.Line, "%s: login.allowed_origins: %q is not an origin (scheme://host[:port], no wildcard)", name, o)
 			}
 		}

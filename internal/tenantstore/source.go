@@ -1,10 +1,14 @@
 package tenantstore
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,20 +20,68 @@ import (
 // decode, and any tenant id or domain claimed twice (file and store, or
 // within the store), is an error naming it; nothing is then composed.
 func Compose(file *config.Config, docs []Doc) (*config.Config, error) {
-	extra := make([]config.Tenant, 0, len(docs))
-	var errs []error
-	for _, d := range docs {
-		t, err := d.Tenant()
-		if err != nil {
-			errs = append(errs, err)
-			continue
+	return compose(file, docs, nil)
+}
+
+// decoded is a document decoded in the combination in force: the tenant
+// is that config's entry idx (no copy of its own is kept).
+type decoded struct {
+	doc       json.RawMessage
+	suspended bool
+	idx       int
+}
+
+// compose is Compose reusing the decoded tenants of last (the combination
+// in force) whose documents are unchanged, so one stored tenant's change
+// decodes that tenant alone; the others are decoded on every core (the
+// first read of a large store).
+func compose(file *config.Config, docs []Doc, last *composed) (*config.Config, error) {
+	extra := make([]config.Tenant, len(docs))
+	errs := make([]error, len(docs))
+	var todo []int
+	for i, d := range docs {
+		if last != nil {
+			if c, ok := last.byID[d.ID]; ok && c.suspended == d.Suspended && bytes.Equal(c.doc, d.Document) {
+				extra[i] = last.cfg.Tenants[c.idx]
+				continue
+			}
 		}
-		extra = append(extra, t)
+		todo = append(todo, i)
 	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(todo)) {
+		wg.Go(func() {
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= len(todo) {
+					return
+				}
+				i := todo[k]
+				extra[i], errs[i] = docs[i].Tenant()
+			}
+		})
+	}
+	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return file.WithTenants(SourceName, extra)
+}
+
+// composed is a combination and where each stored tenant is in it.
+type composed struct {
+	cfg  *config.Config
+	byID map[string]decoded
+}
+
+func newComposed(cfg *config.Config, docs []Doc) *composed {
+	c := &composed{cfg: cfg, byID: make(map[string]decoded, len(docs))}
+	first := len(cfg.Tenants) - len(docs) // the store's tenants follow the file's, in docs' order
+	for i, d := range docs {
+		c.byID[d.ID] = decoded{doc: d.Document, suspended: d.Suspended, idx: first + i}
+	}
+	return c
 }
 
 // Source is the file and the store combined: it composes the newest of
@@ -49,6 +101,7 @@ type Source struct {
 	docs    []Doc          // newest store contents
 	apply   func(*config.Config) error
 	inForce *config.Config // the combination being served
+	last    *composed      // the newest combination that composed (its decoded tenants are reused)
 	err     error          // why the newest combination is not in force; nil when it is
 }
 
@@ -88,10 +141,19 @@ func (s *Source) Start(apply func(*config.Config) error) {
 func (s *Source) Config() (*config.Config, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cfg, err := Compose(s.file, s.docs)
+	cfg, err := s.composeLocked()
 	if err == nil {
 		s.inForce = cfg
 		s.tenants.Set(float64(len(s.docs)))
+	}
+	return cfg, err
+}
+
+// composeLocked composes the newest file and docs; the caller holds s.mu.
+func (s *Source) composeLocked() (*config.Config, error) {
+	cfg, err := compose(s.file, s.docs, s.last)
+	if err == nil {
+		s.last = newComposed(cfg, s.docs)
 	}
 	return cfg, err
 }
@@ -142,7 +204,7 @@ func (s *Source) refreshLocked() error {
 	if s.apply == nil {
 		return nil
 	}
-	cfg, err := Compose(s.file, s.docs)
+	cfg, err := s.composeLocked()
 	if err == nil {
 		err = s.apply(cfg)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -303,5 +304,64 @@ func TestSourceKeepsLastGoodOnConflict(t *testing.T) {
 	}
 	if got := testutilGauge(src); got != 0 {
 		t.Fatalf("kailash_tenant_store_conflict = %v after the conflict went", got)
+	}
+}
+
+// TestSourceDecodesOnlyWhatChanged: a store change decodes the changed
+// documents only; the others are the tenants in force (their slices
+// shared, not decoded again). A document replaced under the same version
+// (deleted and created again between two reads) is decoded again.
+func TestSourceDecodesOnlyWhatChanged(t *testing.T) {
+	file := fileConfig(t)
+	src := NewSource(file, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var docs []Doc
+	for _, id := range []string{"a", "b", "c"} {
+		doc, _ := tenantDoc(id, id+".test")
+		docs = append(docs, Doc{ID: id, Document: doc, Version: 1})
+	}
+	src.SetDocs(docs)
+	var applied []*config.Config
+	src.Start(func(c *config.Config) error { applied = append(applied, c); return nil })
+	first := applied[len(applied)-1]
+	tenant := func(c *config.Config, id string) *config.Tenant {
+		t.Helper()
+		tt, ok := c.Tenant(id)
+		if !ok {
+			t.Fatalf("no tenant %s", id)
+		}
+		return tt
+	}
+
+	next := append([]Doc(nil), docs...)
+	next[1].Suspended, next[1].Version = true, 2
+	again, _ := tenantDoc("c", "c2.test")
+	next[2].Document = again // same version, another document
+	src.SetDocs(next)
+	if src.Err() != nil {
+		t.Fatal(src.Err())
+	}
+	second := applied[len(applied)-1]
+	if &tenant(second, "a").Domains[0] != &tenant(first, "a").Domains[0] {
+		t.Error("unchanged tenant a was decoded again")
+	}
+	if b := tenant(second, "b"); b.Active == nil || *b.Active || &b.Domains[0] == &tenant(first, "b").Domains[0] {
+		t.Errorf("suspended tenant b not decoded again: active %v", b.Active)
+	}
+	if c := tenant(second, "c"); len(c.Domains) != 1 || c.Domains[0] != "c2.test" {
+		t.Errorf("tenant c's new document under the same version not decoded: %v", c.Domains)
+	}
+	if c := tenant(second, "c"); c.Source != SourceName || c.JWT.RolesClaim != "roles" {
+		t.Errorf("a reused tenant lost its source or defaults: %q %q", c.Source, c.JWT.RolesClaim)
+	}
+	// A bad document is refused, the good ones still come from the last
+	// combination.
+	bad := append([]Doc(nil), next...)
+	bad[0].Document = json.RawMessage(`{"id": "a", "domainz": []}`)
+	src.SetDocs(bad)
+	if src.Err() == nil || !strings.Contains(src.Err().Error(), "domainz") {
+		t.Fatalf("bad document: %v", src.Err())
+	}
+	if src.InForce() != second {
+		t.Fatal("the last good combination is not kept")
 	}
 }

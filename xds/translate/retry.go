@@ -6,6 +6,7 @@ import (
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	"sync"
 )
 
 // Retries toward our own replicated services. A replica that was killed
@@ -51,8 +52,13 @@ func grpcRetryPolicy(idempotent bool) *corev3.RetryPolicy {
 }
 
 // routeRetryPolicy retries a request to the runner or the login service on
-// another replica when it cannot have reached one.
-func routeRetryPolicy() *routev3.RetryPolicy {
+// another replica when it cannot have reached one. Every route of every
+// tenant has it, so it is one message, shared (at 100,000 tenants, copies
+// were 100 MB of the control plane's heap): resources are never modified
+// once built, and proto marshalling only reads it.
+func routeRetryPolicy() *routev3.RetryPolicy { return sharedRouteRetryPolicy() }
+
+var sharedRouteRetryPolicy = sync.OnceValue(func() *routev3.RetryPolicy {
 	return &routev3.RetryPolicy{
 		RetryOn:    retryOnNotSent,
 		NumRetries: wrapperspb.UInt32(serviceRetries),
@@ -62,4 +68,4 @@ func routeRetryPolicy() *routev3.RetryPolicy {
 		}},
 		HostSelectionRetryMaxAttempts: 3,
 	}
-}
+})

@@ -1,0 +1,220 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"sync"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+
+	"github.com/kailash-gw/kailash/xds/translate"
+)
+
+// snapshot is what the cache serves every node: the resources by type and
+// name, their versions, and one version for the whole. It implements
+// cachev3.ResourceSnapshot itself, for two reasons that matter at 100,000
+// tenants:
+//   - cachev3.Snapshot.GetResources copies a type's whole map on every
+//     call, and the cache calls it for every delta watch of every node on
+//     every publish (and for every discovery request); here the maps are
+//     immutable and shared.
+//   - a one-tenant edit builds the next snapshot from this one (patch): the
+//     maps of the types that changed are cloned and the tenant's entries
+//     replaced, instead of translating, hashing and indexing every tenant.
+//
+// A snapshot is immutable once published; version is set by publishLocked.
+type snapshot struct {
+	items    [types.UnknownType]map[string]types.ResourceWithTTL
+	plain    [types.UnknownType]map[string]types.Resource
+	versions [types.UnknownType]map[string]string
+	// sum is the order-independent digest of every (type, name, version):
+	// the sum, lane by lane, of each entry's SHA-256. A patch subtracts the
+	// entries it replaces and adds the new ones, so a snapshot built from
+	// scratch and one patched to the same resources have the same sum.
+	sum     setSum
+	version string
+}
+
+var _ cachev3.ResourceSnapshot = (*snapshot)(nil)
+
+// setSum is a multiset digest: four 64-bit lanes, each summed modulo 2^64.
+type setSum [4]uint64
+
+func entrySum(typ types.ResponseType, name, version string) setSum {
+	h := sha256.New()
+	var n [9]byte
+	n[0] = byte(typ)
+	binary.BigEndian.PutUint64(n[1:], uint64(len(name)))
+	h.Write(n[:])
+	h.Write([]byte(name))
+	h.Write([]byte(version))
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	var s setSum
+	for i := range s {
+		s[i] = binary.BigEndian.Uint64(d[8*i:])
+	}
+	return s
+}
+
+func (s *setSum) add(o setSum) {
+	for i := range s {
+		s[i] += o[i]
+	}
+}
+
+func (s *setSum) sub(o setSum) {
+	for i := range s {
+		s[i] -= o[i]
+	}
+}
+
+// hash is the snapshot's hash (hex): the SHA-256 of the sum. Its first 16
+// characters are the version Envoys see.
+func (s setSum) hash() string {
+	var b [32]byte
+	for i, v := range s {
+		binary.BigEndian.PutUint64(b[8*i:], v)
+	}
+	d := sha256.Sum256(b[:])
+	return hex.EncodeToString(d[:])
+}
+
+// GetVersion is the snapshot's version for every type it serves.
+func (s *snapshot) GetVersion(typeURL string) string {
+	if cachev3.GetResponseType(typeURL) == types.UnknownType {
+		return ""
+	}
+	return s.version
+}
+
+func (s *snapshot) GetResourcesAndTTL(typeURL string) map[string]types.ResourceWithTTL {
+	if t := cachev3.GetResponseType(typeURL); t != types.UnknownType {
+		return s.items[t]
+	}
+	return nil
+}
+
+// GetResources is the type's map itself, never a copy: callers only read it.
+func (s *snapshot) GetResources(typeURL string) map[string]types.Resource {
+	if t := cachev3.GetResponseType(typeURL); t != types.UnknownType {
+		return s.plain[t]
+	}
+	return nil
+}
+
+// ConstructVersionMap does nothing: the versions are made with the snapshot.
+func (s *snapshot) ConstructVersionMap() error { return nil }
+
+func (s *snapshot) GetVersionMap(typeURL string) map[string]string {
+	if t := cachev3.GetResponseType(typeURL); t != types.UnknownType {
+		return s.versions[t]
+	}
+	return nil
+}
+
+// newSnapshot indexes a whole translation, checks it is consistent (every
+// route configuration and scope the listeners and scopes name is there) and
+// computes every resource's version: the translator's digest where it has
+// one, else the hash of the resource's deterministic encoding, as the
+// snapshot cache would compute it. Each type is indexed on a goroutine of
+// its own (at 100,000 tenants the route configurations and scopes are
+// hundreds of thousands of entries); the result does not depend on it.
+func newSnapshot(res *translate.Resources, digests translate.Digests) (*snapshot, error) {
+	byType := resourcesByType(res)
+	s := &snapshot{}
+	var sums [types.UnknownType]setSum
+	var errs [types.UnknownType]error
+	var wg sync.WaitGroup
+	for typ, list := range byType {
+		t := cachev3.GetResponseType(typ)
+		wg.Go(func() {
+			items := make(map[string]types.ResourceWithTTL, len(list))
+			plain := make(map[string]types.Resource, len(list))
+			versions := make(map[string]string, len(list))
+			for _, r := range list {
+				v := ""
+				if d, ok := digests[r]; ok {
+					v = hex.EncodeToString(d)
+				} else {
+					b, err := cachev3.MarshalResource(r)
+					if err != nil {
+						errs[t] = err
+						return
+					}
+					v = cachev3.HashResource(b)
+				}
+				name := cachev3.GetResourceName(r)
+				items[name] = types.ResourceWithTTL{Resource: r}
+				plain[name] = r
+				versions[name] = v
+				sums[t].add(entrySum(t, name, v))
+			}
+			s.items[t], s.plain[t], s.versions[t] = items, plain, versions
+		})
+	}
+	wg.Wait()
+	for t := range errs {
+		if errs[t] != nil {
+			return nil, errs[t]
+		}
+		s.sum.add(sums[t])
+	}
+	cs := &cachev3.Snapshot{}
+	for t := range s.items {
+		cs.Resources[t] = cachev3.Resources{Version: "pending", Items: s.items[t]}
+	}
+	if err := cs.Consistent(); err != nil {
+		return nil, fmt.Errorf("snapshot is inconsistent: %w", err)
+	}
+	return s, nil
+}
+
+// change is one resource of a patch: set to r at version, or removed (r nil).
+type change struct {
+	typ     types.ResponseType
+	name    string
+	r       types.Resource
+	version string
+}
+
+// patch is s with changes applied (s is left as it is). Only the maps of the
+// types changed are copied.
+func (s *snapshot) patch(changes []change) *snapshot {
+	n := &snapshot{items: s.items, plain: s.plain, versions: s.versions, sum: s.sum}
+	cloned := [types.UnknownType]bool{}
+	for _, c := range changes {
+		t := c.typ
+		if !cloned[t] {
+			cloned[t] = true
+			n.items[t] = cloneOrMake(s.items[t])
+			n.plain[t] = cloneOrMake(s.plain[t])
+			n.versions[t] = cloneOrMake(s.versions[t])
+		}
+		if old, ok := n.versions[t][c.name]; ok {
+			n.sum.sub(entrySum(t, c.name, old))
+		}
+		if c.r == nil {
+			delete(n.items[t], c.name)
+			delete(n.plain[t], c.name)
+			delete(n.versions[t], c.name)
+			continue
+		}
+		n.items[t][c.name] = types.ResourceWithTTL{Resource: c.r}
+		n.plain[t][c.name] = c.r
+		n.versions[t][c.name] = c.version
+		n.sum.add(entrySum(t, c.name, c.version))
+	}
+	return n
+}
+
+func cloneOrMake[V any](m map[string]V) map[string]V {
+	if m == nil {
+		return map[string]V{}
+	}
+	return maps.Clone(m)
+}
