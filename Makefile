@@ -103,10 +103,14 @@ bench-scale: envoy
 ## bench-compare: `kailash authz` drop-in mode against opa-envoy-plugin on the same policy and
 ## CheckRequests (bench/opaenvoy, a module of its own: the main module never depends on
 ## opa-envoy-plugin). Downloads and builds opa-envoy-plugin (the version pinned in
-## bench/opaenvoy/go.mod, v1.10.0-envoy). BENCH_COMPARE_FLAGS="-duration 10s" etc.
-bench-compare: build
+## bench/opaenvoy/go.mod, v1.10.0-envoy). Each workload also runs kailash without its
+## decision cache and a no-op gRPC server (the floor); then the same policy through one
+## static Envoy (ENVOY_BIN, default bin/envoy) with ext_authz off, to kailash and to
+## opa-envoy-plugin at 1,000 req/s. Prints issue 15's ratios, each with its target.
+## BENCH_COMPARE_FLAGS="-duration 10s" etc.
+bench-compare: build envoy
 	cd bench/opaenvoy && GONOSUMDB=github.com/open-policy-agent/opa-envoy-plugin $(GO) build -o $(CURDIR)/$(BIN)/opa-envoy-plugin ./opa-envoy
-	cd bench/opaenvoy && $(GO) run . -kailash $(CURDIR)/$(BIN)/kailash -opa $(CURDIR)/$(BIN)/opa-envoy-plugin $(BENCH_COMPARE_FLAGS)
+	cd bench/opaenvoy && $(GO) run . -kailash $(CURDIR)/$(BIN)/kailash -opa $(CURDIR)/$(BIN)/opa-envoy-plugin -envoy $${ENVOY_BIN:-$(CURDIR)/$(BIN)/envoy} $(BENCH_COMPARE_FLAGS)
 
 lint:
 	$(GO) vet -tags scale $(PKGS)

@@ -141,6 +141,9 @@ type Server struct {
 	reloads  *prometheus.CounterVec
 	shadows  *prometheus.CounterVec
 
+	cacheHits, cacheMisses prometheus.Counter
+	cacheBypass            *prometheus.CounterVec
+
 	// routes are more HTTP routes (RouteHTTP), added to the mux by Serve.
 	routes []func(*http.ServeMux)
 
@@ -232,6 +235,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	if cfg.Policy.Shadow != "" {
 		sopts := eopts
 		sopts.Dir, sopts.URL = cfg.Path(cfg.Policy.Shadow), ""
+		sopts.DecisionCache = 0 // the candidate is evaluated afresh: what it would decide
 		if s.shadow, err = policies.NewEngine(ctx, sopts); err != nil {
 			return fail(fmt.Errorf("policy.shadow: %w", err))
 		}
@@ -337,7 +341,19 @@ func (s *Server) initMetrics() {
 	}, []string{"agreement"})
 	s.checksAllow = s.checks.WithLabelValues(ResultAllow, "policy")
 	s.checksDeny = s.checks.WithLabelValues(ResultDeny, "policy")
-	s.reg.MustRegister(s.checks, s.duration, s.rejected, s.reloads, s.shadows)
+	s.cacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kailash_policy_decision_cache_hits_total",
+		Help: "Policy decisions answered from the decision cache.",
+	})
+	s.cacheMisses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kailash_policy_decision_cache_misses_total",
+		Help: "Policy decisions evaluated because the decision cache had no valid entry (then stored).",
+	})
+	s.cacheBypass = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kailash_policy_decision_cache_bypass_total",
+		Help: "Policy decisions evaluated without the decision cache, by reason (disabled, input_whole, input_dynamic, nondeterministic:<builtin>, unbounded_time).",
+	}, []string{"reason"})
+	s.reg.MustRegister(s.checks, s.duration, s.rejected, s.reloads, s.shadows, s.cacheHits, s.cacheMisses, s.cacheBypass)
 }
 
 // build makes the tenant snapshot for cfg; it does no network I/O (a
@@ -441,7 +457,7 @@ func (s *Server) Shadow() *policies.Engine { return s.shadow }
 func EngineOptions(cfg *config.Config) (policies.EngineOptions, error) {
 	p := cfg.Policy
 	o := policies.EngineOptions{Dir: cfg.Path(p.Bundle), Decision: p.Decision, URL: p.BundleURL,
-		PersistDir: cfg.Path(p.PersistDir), PollInterval: p.PollInterval}
+		PersistDir: cfg.Path(p.PersistDir), PollInterval: p.PollInterval, DecisionCache: p.DecisionCache.Entries()}
 	if p.Signing.PublicKeyFile != "" {
 		key, err := os.ReadFile(cfg.Path(p.Signing.PublicKeyFile))
 		if err != nil {
@@ -675,7 +691,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			Timestamp: start.UTC(), Path: s.engine.Decision(),
 			InputValue: st.input, Result: st.result,
 			Tenant: d.Tenant, User: sub, RequestPath: req.GetAttributes().GetRequest().GetHttp().GetPath(),
-			Outcome: result, Reason: reason, DryRun: st.dryRun, Shadow: st.shadow,
+			Outcome: result, Reason: reason, DryRun: st.dryRun, Shadow: st.shadow, Cached: st.cached,
 			Metrics: map[string]int64{"timer_rego_query_eval_ns": st.eval.Nanoseconds(), "timer_server_handler_ns": elapsed.Nanoseconds()},
 		}
 		if st.revision != "" {
@@ -752,6 +768,7 @@ type checkState struct {
 	revision string
 	eval     time.Duration
 	dryRun   bool
+	cached   bool // the decision came from the decision cache
 	shadow   *policies.ShadowEvent
 
 	credential    string               // bearer, session_cookie, api_key, none ("" in drop-in mode)
@@ -850,8 +867,10 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 	if s.tracer != nil && trace.SpanFromContext(ctx).IsRecording() {
 		ctx, evalSpan = s.tracer.Start(ctx, "policy eval "+s.engine.Decision())
 	}
-	result, rev, err := s.engine.EvalRevision(ctx, input)
-	st.eval, st.revision, st.result = time.Since(evalStart), rev, result
+	result, info, err := s.engine.EvalInfo(ctx, input)
+	rev := info.Revision
+	st.eval, st.revision, st.result, st.cached = time.Since(evalStart), rev, result, info.Cache == policies.CacheHit
+	s.countCache(info)
 	if evalSpan != nil {
 		evalSpan.SetAttributes(attribute.String("kailash.policy.revision", rev))
 		if err != nil {

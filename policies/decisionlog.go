@@ -57,6 +57,9 @@ type DecisionEvent struct {
 	Reason  string       `json:"reason,omitempty"`
 	DryRun  bool         `json:"dry_run,omitempty"`
 	Shadow  *ShadowEvent `json:"shadow,omitempty"`
+	// Cached: the result came from the decision cache (the decision id is
+	// still this request's own).
+	Cached bool `json:"cached,omitempty"`
 
 	// InputValue is the input as evaluated; the logger converts and masks
 	// it off the request path into Input.

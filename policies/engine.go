@@ -16,6 +16,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 	"github.com/open-policy-agent/opa/v1/topdown/cache"
 )
 
@@ -52,6 +53,10 @@ type EngineOptions struct {
 	// Verify, when set, requires every bundle to carry a valid OPA bundle
 	// signature.
 	Verify *Verification
+
+	// DecisionCache bounds the decision cache (entries); 0 turns it off.
+	// It caches only bundles whose policy it proves it may (cache.go).
+	DecisionCache int
 }
 
 // Engine evaluates one decision of one bundle. It is safe for concurrent use;
@@ -65,6 +70,8 @@ type Engine struct {
 	remote   *remote // nil unless the bundle comes from a server
 	iqCache  cache.InterQueryCache
 	iqvCache cache.InterQueryValueCache
+	dcache   *decisionCache // nil when off
+	gen      atomic.Uint64  // bumped for every version installed (the cache key's generation)
 
 	mu  sync.Mutex // serialises Reload; readers never take it
 	cur atomic.Pointer[prepared]
@@ -72,13 +79,15 @@ type Engine struct {
 
 // prepared is one immutable compiled version of the bundle.
 type prepared struct {
-	pq       rego.PreparedEvalQuery
-	compiler *ast.Compiler // for ExplainRules and EvalAt
-	store    storage.Store
-	extra    sync.Map // path → *lazyQuery (EvalAt)
-	revision string
-	hash     string
-	loadedAt time.Time
+	pq         rego.PreparedEvalQuery
+	compiler   *ast.Compiler // for ExplainRules and EvalAt
+	store      storage.Store
+	extra      sync.Map // path → *lazyQuery (EvalAt)
+	revision   string
+	hash       string
+	loadedAt   time.Time
+	plan       *cachePlan // nil when the engine has no decision cache
+	generation uint64
 }
 
 // NewEngine loads, compiles and prepares the bundle. With a URL it downloads
@@ -99,6 +108,9 @@ func NewEngine(ctx context.Context, opts EngineOptions) (*Engine, error) {
 		ref:      ref,
 		query:    ast.NewBody(ast.NewExpr(ast.NewTerm(ref))),
 		verify:   opts.Verify,
+	}
+	if opts.DecisionCache > 0 {
+		e.dcache = newDecisionCache(opts.DecisionCache)
 	}
 	e.iqCache, e.iqvCache = interQueryCaches(ctx)
 	if opts.URL != "" {
@@ -226,6 +238,9 @@ func (e *Engine) install(ctx context.Context, f *files) error {
 		return err
 	}
 	e.cur.Store(p)
+	if e.dcache != nil {
+		e.dcache.lru.Purge() // entries of older versions are never looked up again
+	}
 	return nil
 }
 
@@ -256,7 +271,12 @@ func (e *Engine) prepare(ctx context.Context, f *files) (*prepared, error) {
 	if err != nil {
 		return nil, locate(err, "")
 	}
-	return &prepared{pq: pq, compiler: compiler, store: store, revision: f.revision, hash: f.hash, loadedAt: time.Now()}, nil
+	p := &prepared{pq: pq, compiler: compiler, store: store, revision: f.revision, hash: f.hash, loadedAt: time.Now(),
+		generation: e.gen.Add(1)}
+	if e.dcache != nil {
+		p.plan = planCache(compiler, e.ref)
+	}
+	return p, nil
 }
 
 func hasData(data map[string]any, ref ast.Ref) bool {
@@ -288,7 +308,68 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (any, error) {
 // EvalRevision is Eval that also returns the revision of the bundle version
 // that decided (one immutable version per call, even during a reload).
 func (e *Engine) EvalRevision(ctx context.Context, input ast.Value) (any, string, error) {
+	v, info, err := e.EvalInfo(ctx, input)
+	return v, info.Revision, err
+}
+
+// EvalInfo is Eval that also reports the revision that decided and what
+// the decision cache did. A cached answer is a copy the caller may change.
+func (e *Engine) EvalInfo(ctx context.Context, input ast.Value) (any, EvalInfo, error) {
 	p := e.cur.Load()
+	info := EvalInfo{Revision: p.revision}
+	if e.dcache == nil {
+		v, err := e.evalPrepared(ctx, p, input, time.Time{}, nil)
+		return v, info, err
+	}
+	if p.plan.bypass != "" {
+		info.Cache, info.Bypass = CacheBypass, p.plan.bypass
+		v, err := e.evalPrepared(ctx, p, input, time.Time{}, nil)
+		return v, info, err
+	}
+	key := p.key(input)
+	now := time.Now()
+	if ent, ok := e.dcache.lru.Get(key); ok && ent.valid(now) {
+		if err := ctx.Err(); err != nil {
+			return nil, info, err
+		}
+		info.Cache = CacheHit
+		return copyResult(ent.value), info, ent.err
+	}
+	info.Cache = CacheMiss
+	var ndb builtins.NDBCache
+	if p.plan.boundedTime {
+		ndb = builtins.NDBCache{} // records each decode_verify call: what bounds the entry
+	}
+	v, err := e.evalPrepared(ctx, p, input, now, ndb)
+	if err != nil && !errors.Is(err, ErrUndefined) && !errors.Is(err, ErrMultipleResults) {
+		return v, info, err // evaluation errors and deadlines are not cached
+	}
+	ent := &cacheEntry{value: copyResult(v), err: err}
+	if len(ndb) > 0 {
+		until, reason := timeBound(ndb, now)
+		if reason != "" {
+			info.Cache, info.Bypass = CacheBypass, reason
+			return v, info, err
+		}
+		ent.from, ent.until = now, until
+	}
+	e.dcache.lru.Add(key, ent)
+	return v, info, err
+}
+
+// CachePlan describes the decision cache for the bundle in force: "off",
+// "bypassed: <reason>", or the input paths its key is made of.
+func (e *Engine) CachePlan() string {
+	p := e.cur.Load()
+	if e.dcache == nil || p == nil || p.plan == nil {
+		return "off"
+	}
+	return p.plan.describe()
+}
+
+// evalPrepared evaluates p on input, at now unless it is zero, recording
+// non-deterministic builtin calls in ndb when it is not nil.
+func (e *Engine) evalPrepared(ctx context.Context, p *prepared, input ast.Value, now time.Time, ndb builtins.NDBCache) (any, error) {
 	// Without an external canceller OPA starts a goroutine per evaluation
 	// to watch ctx; context.AfterFunc costs nothing until ctx ends. OPA's
 	// per-evaluation metrics (timers in a map) are not read, so they are
@@ -297,26 +378,33 @@ func (e *Engine) EvalRevision(ctx context.Context, input ast.Value) (any, string
 	stop := context.AfterFunc(ctx, c.Cancel)
 	// The inter-query caches are passed on every evaluation: a prepared
 	// query does not keep the ones given to rego.New.
-	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(c), rego.EvalMetrics(metrics.NoOp()),
-		rego.EvalInterQueryBuiltinCache(e.iqCache), rego.EvalInterQueryBuiltinValueCache(e.iqvCache))
+	opts := []rego.EvalOption{rego.EvalParsedInput(input), rego.EvalExternalCancel(c), rego.EvalMetrics(metrics.NoOp()),
+		rego.EvalInterQueryBuiltinCache(e.iqCache), rego.EvalInterQueryBuiltinValueCache(e.iqvCache)}
+	if !now.IsZero() {
+		opts = append(opts, rego.EvalTime(now))
+	}
+	if ndb != nil {
+		opts = append(opts, rego.EvalNDBuiltinCache(ndb))
+	}
+	rs, err := p.pq.Eval(ctx, opts...)
 	stop()
 	if err != nil {
-		return nil, p.revision, err
+		return nil, err
 	}
 	// OPA checks for cancellation only now and then; a decision reached
 	// after the deadline must not be used.
 	if err := ctx.Err(); err != nil {
-		return nil, p.revision, err
+		return nil, err
 	}
 	switch {
 	case len(rs) == 0:
-		return nil, p.revision, ErrUndefined
+		return nil, ErrUndefined
 	case len(rs) > 1:
-		return nil, p.revision, ErrMultipleResults
+		return nil, ErrMultipleResults
 	case len(rs[0].Expressions) != 1:
-		return nil, p.revision, fmt.Errorf("policy decision: %d expressions in the result", len(rs[0].Expressions))
+		return nil, fmt.Errorf("policy decision: %d expressions in the result", len(rs[0].Expressions))
 	}
-	return rs[0].Expressions[0].Value, p.revision, nil
+	return rs[0].Expressions[0].Value, nil
 }
 
 // Allowed reads the allow bit of an opa-envoy-plugin style decision: a

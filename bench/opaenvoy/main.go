@@ -62,9 +62,21 @@ func main() {
 		dur        = flag.Duration("duration", 5*time.Second, "length of each measured run")
 		warmup     = flag.Duration("warmup", 2*time.Second, "closed-loop warm-up before measuring")
 		only       = flag.String("only", "", "run only the workloads whose name contains this")
+		envoyBin   = flag.String("envoy", "", "Envoy binary: also compare through a real Envoy (none: skipped)")
+		envoyRate  = flag.Float64("envoy-rate", 1000, "offered requests/s through Envoy")
 	)
 	flag.Parse()
+	if serveNoop() {
+		return
+	}
 	if err := run(*kailashBin, *opaBin, *streams, *rate, *dur, *warmup, *only); err != nil {
+		fmt.Fprintln(os.Stderr, "opaenvoy:", err)
+		os.Exit(1)
+	}
+	if *envoyBin == "" {
+		return
+	}
+	if err := runEnvoyCompare(*kailashBin, *opaBin, *envoyBin, *streams, *envoyRate, *dur, *warmup); err != nil {
 		fmt.Fprintln(os.Stderr, "opaenvoy:", err)
 		os.Exit(1)
 	}
@@ -101,8 +113,12 @@ func run(kailashBin, opaBin string, streams int, rate float64, dur, warmup time.
 		start func(policy string) (*proc, error)
 	}
 	servers := []server{
+		{"no-op gRPC floor", startNoop},
 		{"kailash drop-in", func(policy string) (*proc, error) {
 			return startKailash(kailashBin, policy)
+		}},
+		{"kailash drop-in, no cache", func(policy string) (*proc, error) {
+			return startKailash(kailashBin, policy, "--decision-cache-size", "0")
 		}},
 		{"opa-envoy", func(policy string) (*proc, error) { return startOPA(opaBin, dir, policy, false) }},
 		{"opa-envoy +io_jwt", func(policy string) (*proc, error) { return startOPA(opaBin, dir, policy, true) }},
@@ -144,27 +160,64 @@ func run(kailashBin, opaBin string, streams int, rate float64, dur, warmup time.
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workload\tserver\tmax checks/s\tCPU µs/check\tat rate: checks/s\tp50 µs\tp99 µs\tp99.9 µs\tCPU µs/check\t")
-	base := map[string]result{}
-	for _, r := range results {
-		if r.server == "kailash drop-in" {
-			base[r.workload] = r
-		}
-	}
 	for _, r := range results {
 		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%.0f\t\n", r.workload, r.server, r.maxRate,
 			float64(r.maxCPU.Nanoseconds())/1e3, r.achieved, us(r.p50), us(r.p99), us(r.p999), r.cpuFixed)
 	}
 	tw.Flush()
 	fmt.Println()
-	for _, r := range results {
-		k := base[r.workload]
-		if r.server == "kailash drop-in" || k.maxRate == 0 {
-			continue
-		}
-		fmt.Printf("%-26s kailash vs %-18s throughput ×%.1f, CPU per check ×%.1f less, p99 at %.0f/s ×%.1f lower\n", r.workload, r.server+":",
-			k.maxRate/r.maxRate, float64(r.maxCPU)/float64(k.maxCPU), rate, float64(r.p99)/float64(k.p99))
-	}
+	printRatios(results, rate)
 	return nil
+}
+
+// printRatios prints, per workload, issue 15's targets as ratios of
+// servers measured in this run: drop-in throughput against opa-envoy-plugin
+// (target ≥ 3×) and against the no-op floor (≥ 65%), and the p99 at the
+// fixed rate against the floor's (≤ 1.2×), each with and without the
+// decision cache.
+func printRatios(results []result, rate float64) {
+	by := map[[2]string]result{}
+	var order []string
+	for _, r := range results {
+		if !slices.Contains(order, r.workload) {
+			order = append(order, r.workload)
+		}
+		by[[2]string{r.workload, r.server}] = r
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	for _, w := range order {
+		floor, okf := by[[2]string{w, "no-op gRPC floor"}]
+		opa, oko := by[[2]string{w, "opa-envoy"}]
+		fmt.Printf("%s:\n", w)
+		if okf {
+			fmt.Printf("  no-op gRPC floor: %.0f checks/s, p99 at %.0f/s %s µs\n", floor.maxRate, rate, us(floor.p99))
+		}
+		for _, k := range []string{"kailash drop-in", "kailash drop-in, no cache"} {
+			r, ok := by[[2]string{w, k}]
+			if !ok {
+				continue
+			}
+			if oko {
+				x := r.maxRate / opa.maxRate
+				fmt.Printf("  %-26s ×%.2f opa-envoy-plugin's throughput (target ≥ 3: %s)", k+":", x, verdict(x >= 3))
+				if o2, ok := by[[2]string{w, "opa-envoy +io_jwt"}]; ok {
+					fmt.Printf("; ×%.2f opa-envoy +io_jwt's", r.maxRate/o2.maxRate)
+				}
+				fmt.Println()
+			}
+			if okf {
+				f := r.maxRate / floor.maxRate
+				p := float64(r.p99) / float64(floor.p99)
+				fmt.Printf("  %-26s %.0f%% of the floor's throughput (target ≥ 65%%: %s); p99 at %.0f/s ×%.2f the floor's (target ≤ 1.2: %s)\n",
+					k+":", 100*f, verdict(f >= 0.65), rate, p, verdict(p <= 1.2))
+			}
+		}
+	}
 }
 
 func us(d time.Duration) string { return strconv.FormatInt(d.Microseconds(), 10) }
@@ -333,12 +386,12 @@ func startProc(addr, bin string, args ...string) (*proc, error) {
 	return &proc{cmd: cmd, addr: addr, out: out}, nil
 }
 
-func startKailash(bin, policy string) (*proc, error) {
+func startKailash(bin, policy string, extra ...string) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	return startProc(addr, bin, "authz", "--policy", policy, "--decision", "envoy/authz/allow", "--grpc-addr", addr)
+	return startProc(addr, bin, append([]string{"authz", "--policy", policy, "--decision", "envoy/authz/allow", "--grpc-addr", addr}, extra...)...)
 }
 
 func startOPA(bin, dir, policy string, jwtCache bool) (*proc, error) {
@@ -574,4 +627,85 @@ func (k *keys) token(alg string) (string, error) {
 		return "", fmt.Errorf("alg %s", alg)
 	}
 	return in + "." + b64(sig), nil
+}
+
+// runEnvoyCompare runs the Envoy comparison on the ES256 workload: Envoy
+// alone, with kailash drop-in (with and without the cache) and with
+// opa-envoy-plugin as its ext_authz, and prints the p99 each authz adds.
+func runEnvoyCompare(kailashBin, opaBin, envoyBin string, streams int, rate float64, dur, warmup time.Duration) error {
+	dir, err := os.MkdirTemp("", "opaenvoy-envoy")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	keys, err := newKeys()
+	if err != nil {
+		return err
+	}
+	policy := filepath.Join(dir, "policy.rego")
+	if err := os.WriteFile(policy, []byte(verifyPolicy(keys.jwks)), 0o600); err != nil {
+		return err
+	}
+	tok, err := keys.token("ES256")
+	if err != nil {
+		return err
+	}
+	starts := map[string]func() (*proc, error){
+		"kailash drop-in":           func() (*proc, error) { return startKailash(kailashBin, policy) },
+		"kailash drop-in, no cache": func() (*proc, error) { return startKailash(kailashBin, policy, "--decision-cache-size", "0") },
+		"opa-envoy":                 func() (*proc, error) { return startOPA(opaBin, dir, policy, false) },
+	}
+	servers := map[string]*proc{}
+	defer func() {
+		for _, p := range servers {
+			p.stop()
+		}
+	}()
+	req := checkRequest(tok)
+	for name, start := range starts {
+		p, err := start()
+		if err != nil {
+			return err
+		}
+		servers[name] = p
+		conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		err = waitReady(authv3.NewAuthorizationClient(conn), req, p)
+		conn.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	fmt.Printf("\nThrough Envoy (%s, --concurrency 1), decode_verify ES256, %.0f req/s open loop from %d goroutines over HTTP/1.1 keep-alive, %s per arm after %s warm-up:\n\n",
+		envoyBin, rate, streams, dur, warmup)
+	res, err := runEnvoy(envoyBin, dir, servers, tok, rate, streams, dur, warmup)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "arm\treq/s\tp50 µs\tp99 µs\tp99 added µs\tauthz CPU µs/req\t")
+	alone := res[0].p99
+	added := map[string]time.Duration{}
+	for _, r := range res {
+		added[r.name] = r.p99 - alone
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%.0f\t\n", r.name, r.achieved, us(r.p50), us(r.p99), us(r.p99-alone), r.authzCPUPerRq)
+	}
+	tw.Flush()
+	fmt.Println()
+	opa := added["opa_envoy"]
+	for _, k := range []string{"kailash_drop_in", "kailash_drop_in_no_cache"} {
+		if opa <= 0 {
+			fmt.Printf("%s adds %s µs to Envoy's p99; opa-envoy-plugin adds %s µs: no ratio (opa-envoy added nothing measurable)\n", k, us(added[k]), us(opa))
+			continue
+		}
+		x := float64(added[k]) / float64(opa)
+		ok := "met"
+		if x > 0.25 {
+			ok = "NOT met"
+		}
+		fmt.Printf("%-26s adds %5s µs to Envoy-alone's p99 of %s µs; opa-envoy-plugin adds %s µs: ×%.2f (target ≤ 0.25: %s)\n", k+":", us(added[k]), us(alone), us(opa), x, ok)
+	}
+	return nil
 }

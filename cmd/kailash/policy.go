@@ -41,6 +41,7 @@ type dropInFlags struct {
 	labels                  map[string]string
 	status                  *extauthz.StatusOptions // OPA's status plugin
 	maskDecision            string                  // OPA's decision_logs.mask_decision
+	decisionCache           int                     // --decision-cache-size
 }
 
 func (d *dropInFlags) enabled() bool {
@@ -65,6 +66,7 @@ func (d *dropInFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.configFile, "config-file", "", "drop-in mode: OPA's config file (plugins.envoy_ext_authz_grpc, services, bundles, decision_logs); flags override it")
 	fs.BoolVar(&d.opaServer, "server", false, "accepted for `opa run --server` command lines (always a server)")
 	fs.StringVar(&d.httpAddr, "addr", "", "as --http-addr (OPA's --addr): /health, /metrics")
+	fs.IntVar(&d.decisionCache, "decision-cache-size", config.DefaultDecisionCacheSize, "decision cache entries (0: off); a bundle is cached only when its policy provably allows it")
 	fs.BoolVar(&d.reflection, "enable-reflection", false, "register gRPC server reflection (as opa-envoy-plugin's enable-reflection)")
 	fs.Var(&d.set, "set", "OPA's --set KEY=VALUE for plugins.envoy_ext_authz_grpc.* and decision_logs.console (repeatable)")
 }
@@ -87,7 +89,8 @@ func (d *dropInFlags) config() (*config.Config, error) {
 		Policy: config.Policy{
 			Bundle: policyPath(d.policy), Decision: d.decision, BundleURL: d.bundleURL, PersistDir: d.persistDir,
 			PollInterval: d.poll, DryRun: d.dryRun, SkipRequestBodyParse: d.skipBodyParse, Shadow: policyPath(d.shadow),
-			Signing: config.PolicySigning{PublicKeyFile: d.publicKey, KeyID: d.keyID},
+			Signing:       config.PolicySigning{PublicKeyFile: d.publicKey, KeyID: d.keyID},
+			DecisionCache: config.DecisionCache{Size: d.decisionCache, Disabled: d.decisionCache == 0},
 		},
 	}
 	switch {

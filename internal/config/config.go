@@ -286,6 +286,7 @@ type Policy struct {
 	DryRun               bool          `yaml:"dry_run"`
 	SkipRequestBodyParse bool          `yaml:"skip_request_body_parse"`
 	Shadow               string        `yaml:"shadow"`
+	DecisionCache        DecisionCache `yaml:"decision_cache"`
 }
 
 // Tenant is one customer: its domains and the identities it trusts.
@@ -547,6 +548,9 @@ func (c *Config) Validate() error {
 	c.validateGeoHeader(at)
 	if c.Authz.APIKeysInRedis && (c.Sessions.Redis == nil || c.Authz.APIKeysFile != "") {
 		at(0, "authz.api_keys_in_redis: needs sessions.redis, and not authz.api_keys_file as well")
+	}
+	if n := c.Policy.DecisionCache.Size; n < 0 || n > MaxDecisionCacheSize {
+		at(0, "policy.decision_cache.size: %d: must be between 0 (the default, %d) and %d", n, DefaultDecisionCacheSize, MaxDecisionCacheSize)
 	}
 	if strings.HasPrefix(c.Policy.Decision, "/") || strings.HasPrefix(c.Policy.Decision, "data.") {
 		at(0, "policy.decision: %q: give the path without a leading / or data. (e.g. kailash/authz/result)", c.Policy.Decision)

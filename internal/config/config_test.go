@@ -42,6 +42,8 @@ func TestErrorsNameFileLineAndField(t *testing.T) {
 		{"missing jwks file", head + "  - id: a\n    domains: [a.test]\n    jwt: {issuer: i, audiences: [a], jwks_file: nope.json}\n", []string{"jwt.jwks_file", "nope.json"}},
 		{"bad address", strings.Replace(head, "127.0.0.1:3", "localhost", 1) + tenant("a", "a.test", ""), []string{"authz.grpc"}},
 		{"no tenants", head, []string{"at least one tenant"}},
+		{"decision cache too big", head + tenant("a", "a.test", "") + "policy: {decision_cache: {size: 2000000}}\n", []string{"policy.decision_cache.size: 2000000: must be between 0"}},
+		{"decision cache negative", head + tenant("a", "a.test", "") + "policy: {decision_cache: {size: -1}}\n", []string{"policy.decision_cache.size: -1"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -36,3 +36,35 @@ type DecisionLogs struct {
 
 // Enabled reports whether any sink is configured.
 func (d DecisionLogs) Enabled() bool { return d.Console || d.File != "" || d.URL != "" }
+
+// DecisionCache is the policy decision cache: decisions kept per bundle
+// version and per value of exactly the input paths the policy reads. It is
+// on by default, and caches only a bundle whose policy reads bounded input
+// paths and calls no non-deterministic builtin (io.jwt.decode_verify
+// entries end at the token's exp/nbf); other bundles bypass it, counted by
+// reason in kailash_policy_decision_cache_bypass_total.
+type DecisionCache struct {
+	// Disabled turns the cache off.
+	Disabled bool `yaml:"disabled"`
+	// Size bounds the entries kept (least recently used go first; default
+	// 10000, at most 1000000).
+	Size int `yaml:"size"`
+}
+
+// DefaultDecisionCacheSize is policy.decision_cache.size when unset;
+// MaxDecisionCacheSize bounds it.
+const (
+	DefaultDecisionCacheSize = 10000
+	MaxDecisionCacheSize     = 1000000
+)
+
+// Entries is the cache's size, 0 when it is off.
+func (d DecisionCache) Entries() int {
+	switch {
+	case d.Disabled:
+		return 0
+	case d.Size == 0:
+		return DefaultDecisionCacheSize
+	}
+	return d.Size
+}

@@ -35,6 +35,8 @@ var Docs = map[string]string{
 	"Config.Telemetry":                     "Telemetry is tracing (telemetry.go).",
 	"Config.TenantStore":                   "TenantStore keeps tenants in PostgreSQL besides this file's, managed through the admin API (tenant_store.go).",
 	"Config.positions":                     "positions are where the file writes each field path, for errors found after decoding (positionOf).",
+	"DecisionCache.Disabled":               "Disabled turns the cache off.",
+	"DecisionCache.Size":                   "Size bounds the entries kept (least recently used go first; default 10000, at most 1000000).",
 	"DecisionLogs.MaskDecision":            "MaskDecision is OPA's mask policy: the rule (path in the bundle, default system/log/mask, as OPA's) whose value lists what to erase or replace in each event (JSON pointers, or {\"op\",\"path\",\"value\"}); a bundle without the rule masks nothing more. \"off\" disables it.",
 	"EdgeTLS.Listen":                       "Listen is the HTTPS listener address (an IP); empty means no HTTPS.",
 	"EdgeTLS.Listener":                     "Listener is the HTTPS listener's connection settings; unset fields inherit envoy.listener's.",
