@@ -852,24 +852,42 @@ func (s *Server) check(ctx context.Context, snap *snapshot, req *authv3.CheckReq
 		}
 	}
 
-	input, err := envoyauth.BuildInputTerms(req, envoyauth.IdentityTerm(id), tenant, s.inputOpts)
-	if err != nil {
-		var ie *envoyauth.InputError
-		if errors.As(err, &ie) {
-			return envoyauth.BadRequest(ie, *d), ResultDeny, "request_parse_error", nil
+	// The input holds only what the policy can read (the decision cache's
+	// plan) unless something else reads all of it: the decision log, the
+	// explain endpoint, a shadow policy.
+	idTerm, opts := envoyauth.IdentityTerm(id), s.inputOpts
+	trimmed := s.dlog == nil && !s.explain.Enabled() && s.shadow == nil
+	var inputErr error
+	var built time.Duration // building the input, not evaluating
+	build := func(need policies.InputNeed) (ast.Value, error) {
+		t0 := time.Now()
+		if trimmed && !need.All() {
+			opts.Need = need.Needs
 		}
-		return nil, ResultError, "input", status.Error(codes.Internal, "cannot build policy input")
+		v, err := envoyauth.BuildInputTerms(req, idTerm, tenant, opts)
+		inputErr, built = err, time.Since(t0)
+		return v, err
 	}
-	st.input = input
 
 	evalStart := time.Now()
 	var evalSpan trace.Span
 	if s.tracer != nil && trace.SpanFromContext(ctx).IsRecording() {
 		ctx, evalSpan = s.tracer.Start(ctx, "policy eval "+s.engine.Decision())
 	}
-	result, info, err := s.engine.EvalInfo(ctx, input)
+	result, info, input, err := s.engine.EvalBuilt(ctx, build)
+	if inputErr != nil {
+		if evalSpan != nil {
+			evalSpan.End()
+		}
+		var ie *envoyauth.InputError
+		if errors.As(inputErr, &ie) {
+			return envoyauth.BadRequest(ie, *d), ResultDeny, "request_parse_error", nil
+		}
+		return nil, ResultError, "input", status.Error(codes.Internal, "cannot build policy input")
+	}
+	st.input = input
 	rev := info.Revision
-	st.eval, st.revision, st.result, st.cached = time.Since(evalStart), rev, result, info.Cache == policies.CacheHit
+	st.eval, st.revision, st.result, st.cached = time.Since(evalStart)-built, rev, result, info.Cache == policies.CacheHit
 	s.countCache(info)
 	if evalSpan != nil {
 		evalSpan.SetAttributes(attribute.String("kailash.policy.revision", rev))

@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -248,4 +249,62 @@ func copyResult(v any) any {
 		return s
 	}
 	return v
+}
+
+// InputNeed says which parts of the input the bundle version's policy can
+// read (the decision cache's plan): an input builder may leave the rest
+// out, and the decision is the same, because the policy never reads it.
+// The zero InputNeed (no plan: no cache, or a policy that reads the input
+// as a whole, dynamically, or through a non-deterministic builtin) needs
+// everything.
+type InputNeed struct {
+	paths []ast.Ref
+	known bool
+}
+
+// Needs reports whether the value at the input path (object keys from the
+// root) or anything under it can be read.
+func (n InputNeed) Needs(path ...string) bool {
+	if !n.known {
+		return true
+	}
+	for _, p := range n.paths {
+		if prefixMatch(p, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// All reports whether the whole input is needed.
+func (n InputNeed) All() bool { return !n.known }
+
+// prefixMatch reports whether one of ref and path is a prefix of the other
+// (a term of ref that is not a string might match any key).
+func prefixMatch(ref ast.Ref, path []string) bool {
+	for i := range min(len(ref), len(path)) {
+		if s, ok := ref[i].Value.(ast.String); ok && string(s) != path[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// EvalBuilt is EvalInfo on the input build makes for the bundle version
+// that will decide: build is called with what that version's policy can
+// read, and the version cannot change between the two (a reload in
+// between would otherwise evaluate a new policy on an input built for the
+// old one). It returns the input build made.
+func (e *Engine) EvalBuilt(ctx context.Context, build func(InputNeed) (ast.Value, error)) (any, EvalInfo, ast.Value, error) {
+	p := e.cur.Load()
+	var need InputNeed
+	if e.dcache != nil && p.plan != nil && p.plan.bypass == "" {
+		need = InputNeed{paths: p.plan.paths, known: true}
+	}
+	input, err := build(need)
+	if err != nil {
+		return nil, EvalInfo{Revision: p.revision}, nil, err
+	}
+	v, info, err := e.evalInfo(ctx, p, input)
+	return v, info, input, err
 }

@@ -315,7 +315,10 @@ func (e *Engine) EvalRevision(ctx context.Context, input ast.Value) (any, string
 // EvalInfo is Eval that also reports the revision that decided and what
 // the decision cache did. A cached answer is a copy the caller may change.
 func (e *Engine) EvalInfo(ctx context.Context, input ast.Value) (any, EvalInfo, error) {
-	p := e.cur.Load()
+	return e.evalInfo(ctx, e.cur.Load(), input)
+}
+
+func (e *Engine) evalInfo(ctx context.Context, p *prepared, input ast.Value) (any, EvalInfo, error) {
 	info := EvalInfo{Revision: p.revision}
 	if e.dcache == nil {
 		v, err := e.evalPrepared(ctx, p, input, time.Time{}, nil)

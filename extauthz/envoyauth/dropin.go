@@ -28,11 +28,21 @@ var dropInVersionTerm = ast.ObjectTerm(
 	ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")),
 )
 
-func dropInAttributes(a *authv3.AttributeContext) ast.Value {
+func dropInAttributes(a *authv3.AttributeContext, need func(...string) bool) ast.Value {
 	if a == nil {
 		return emptyObject
 	}
-	return protomapAST(a.ProtoReflect())
+	if need == nil {
+		return protomapAST(a.ProtoReflect())
+	}
+	obj := ast.NewObject()
+	a.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if name := fd.JSONName(); need("attributes", name) {
+			obj.Insert(ast.StringTerm(name), ast.NewTerm(protomapField(fd, v)))
+		}
+		return true
+	})
+	return obj
 }
 
 // protomapAST converts a message as opa-envoy-plugin's protomap followed by
@@ -56,30 +66,32 @@ func protomapAST(m protoreflect.Message) ast.Value {
 	}
 	obj := ast.NewObject()
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		var val ast.Value
-		switch {
-		case fd.IsMap():
-			mo := ast.NewObject()
-			vd := fd.MapValue()
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				mo.Insert(ast.StringTerm(k.String()), ast.NewTerm(protomapScalar(vd, mv)))
-				return true
-			})
-			val = mo
-		case fd.IsList():
-			l := v.List()
-			terms := make([]*ast.Term, l.Len())
-			for i := range terms {
-				terms[i] = ast.NewTerm(protomapScalar(fd, l.Get(i)))
-			}
-			val = ast.NewArray(terms...)
-		default:
-			val = protomapScalar(fd, v)
-		}
-		obj.Insert(ast.StringTerm(fd.JSONName()), ast.NewTerm(val))
+		obj.Insert(ast.StringTerm(fd.JSONName()), ast.NewTerm(protomapField(fd, v)))
 		return true
 	})
 	return obj
+}
+
+// protomapField is one set field's value.
+func protomapField(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value {
+	switch {
+	case fd.IsMap():
+		mo := ast.NewObject()
+		vd := fd.MapValue()
+		v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+			mo.Insert(ast.StringTerm(k.String()), ast.NewTerm(protomapScalar(vd, mv)))
+			return true
+		})
+		return mo
+	case fd.IsList():
+		l := v.List()
+		terms := make([]*ast.Term, l.Len())
+		for i := range terms {
+			terms[i] = ast.NewTerm(protomapScalar(fd, l.Get(i)))
+		}
+		return ast.NewArray(terms...)
+	}
+	return protomapScalar(fd, v)
 }
 
 func protomapScalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) ast.Value {

@@ -75,7 +75,7 @@ func TestDropInAttributesMatchProtomap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := dropInAttributes(a); got.Compare(want) != 0 {
+	if got := dropInAttributes(a, nil); got.Compare(want) != 0 {
 		t.Fatalf("drop-in attributes\n got %v\nwant %v", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package envoyauth
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"math"
 	"mime"
@@ -43,6 +44,12 @@ type InputOptions struct {
 	// DropIn builds opa-envoy-plugin's input exactly: no identity and no
 	// tenant (the policy decides who the caller is).
 	DropIn bool
+	// Need, when set, says which input paths the policy can read (the
+	// decision cache's plan, policies.InputNeed.Needs): the attributes the
+	// policy never reads and a parsed_body it never reads are left out —
+	// the body is still checked, so a malformed one is refused all the
+	// same. Nil builds everything.
+	Need func(path ...string) bool
 }
 
 // BuildInput turns a Check request, the verified identity and the route's
@@ -72,17 +79,18 @@ func BuildInputTerms(req *authv3.CheckRequest, id, tenant *ast.Term, opts InputO
 		return nil, err
 	}
 	obj := ast.NewObjectWithCapacity(9)
+	need := opts.Need
 	if opts.DropIn {
-		obj.Insert(keyAttributes, ast.NewTerm(dropInAttributes(req.GetAttributes())))
+		obj.Insert(keyAttributes, ast.NewTerm(dropInAttributes(req.GetAttributes(), need)))
 		obj.Insert(keyVersion, dropInVersionTerm)
 	} else {
-		obj.Insert(keyAttributes, ast.NewTerm(attributesToAST(req.GetAttributes())))
+		obj.Insert(keyAttributes, ast.NewTerm(attributesToAST(req.GetAttributes(), need)))
 		obj.Insert(keyVersion, versionTerm)
 	}
 	obj.Insert(keyParsedPath, ast.NewTerm(path))
 	obj.Insert(keyParsedQuery, ast.NewTerm(query))
 	if !opts.SkipBodyParse {
-		body, truncated, err := parseBody(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody())
+		body, truncated, err := parseBodyNeed(httpReq.GetHeaders(), httpReq.GetBody(), httpReq.GetRawBody(), need == nil || need("parsed_body"))
 		if err != nil {
 			return nil, err
 		}
@@ -160,6 +168,13 @@ func parsePathQuery(p string) (ast.Value, ast.Value, error) {
 // null. A body shorter than its content-length, or one Envoy marked partial,
 // is truncated and not parsed.
 func parseBody(headers map[string]string, body string, raw []byte) (ast.Value, bool, error) {
+	return parseBodyNeed(headers, body, raw, true)
+}
+
+// parseBodyNeed is parseBody; without need a JSON body is only checked
+// (json.Valid accepts what util.UnmarshalJSON does: one value, nothing
+// after it), its value null, and a malformed one parsed for the error.
+func parseBodyNeed(headers map[string]string, body string, raw []byte, need bool) (ast.Value, bool, error) {
 	ct, ok := headers["content-type"]
 	if !ok {
 		return ast.Null{}, false, nil
@@ -197,6 +212,9 @@ func parseBody(headers map[string]string, body string, raw []byte) (ast.Value, b
 	var err error
 	switch kind {
 	case "json":
+		if !need && json.Valid([]byte(body)) {
+			return ast.Null{}, false, nil
+		}
 		v, err = jsonToAST([]byte(body))
 	case "form":
 		var q url.Values
@@ -422,7 +440,7 @@ func wellKnownOrMessage(m protoreflect.Message) ast.Value {
 	case *authv3.AttributeContext_HttpRequest:
 		return httpRequestToAST(x)
 	case *authv3.AttributeContext:
-		return attributesToAST(x)
+		return attributesToAST(x, nil)
 	case *structpb.Struct:
 		if v, err := ast.InterfaceToValue(x.AsMap()); err == nil {
 			return v
@@ -520,18 +538,20 @@ const (
 )
 
 // attributesToAST is messageToAST for the whole AttributeContext.
-func attributesToAST(a *authv3.AttributeContext) ast.Value {
+func attributesToAST(a *authv3.AttributeContext, need func(...string) bool) ast.Value {
 	obj := ast.NewObjectWithCapacity(4)
 	if a == nil {
 		return obj
 	}
-	if a.Source != nil {
+	// Only what the policy can read (InputOptions.Need).
+	want := func(k *ast.Term) bool { return need == nil || need("attributes", string(k.Value.(ast.String))) }
+	if a.Source != nil && want(keySource) {
 		obj.Insert(keySource, ast.NewTerm(peerToAST(a.Source)))
 	}
-	if a.Destination != nil {
+	if a.Destination != nil && want(keyDestination) {
 		obj.Insert(keyDestination, ast.NewTerm(peerToAST(a.Destination)))
 	}
-	if a.Request != nil {
+	if a.Request != nil && want(keyRequest) {
 		r := ast.NewObjectWithCapacity(2)
 		if a.Request.Time != nil {
 			r.Insert(keyTime, ast.NewTerm(wellKnownOrMessage(a.Request.Time.ProtoReflect())))
@@ -541,16 +561,16 @@ func attributesToAST(a *authv3.AttributeContext) ast.Value {
 		}
 		obj.Insert(keyRequest, ast.NewTerm(r))
 	}
-	if len(a.ContextExtensions) > 0 {
+	if len(a.ContextExtensions) > 0 && want(keyContextExtensions) {
 		obj.Insert(keyContextExtensions, ast.NewTerm(stringMapToAST(a.ContextExtensions)))
 	}
-	if a.MetadataContext != nil {
+	if a.MetadataContext != nil && want(keyMetadataContext) {
 		obj.Insert(keyMetadataContext, ast.NewTerm(messageToAST(a.MetadataContext.ProtoReflect())))
 	}
-	if a.RouteMetadataContext != nil {
+	if a.RouteMetadataContext != nil && want(keyRouteMetadataContext) {
 		obj.Insert(keyRouteMetadataContext, ast.NewTerm(messageToAST(a.RouteMetadataContext.ProtoReflect())))
 	}
-	if a.TlsSession != nil {
+	if a.TlsSession != nil && want(keyTLSSession) {
 		obj.Insert(keyTLSSession, ast.NewTerm(messageToAST(a.TlsSession.ProtoReflect())))
 	}
 	return obj

@@ -208,12 +208,12 @@ func TestAttributesMatchProtojson(t *testing.T) {
 		if got := messageToAST(attrs.ProtoReflect()); got.Compare(wantV) != 0 {
 			t.Fatalf("proto→AST differs from protojson\n got: %v\nwant: %v", got, wantV)
 		}
-		if got := attributesToAST(attrs); got.Compare(wantV) != 0 {
+		if got := attributesToAST(attrs, nil); got.Compare(wantV) != 0 {
 			t.Fatalf("attributesToAST differs from protojson\n got: %v\nwant: %v", got, wantV)
 		}
 	}
 	for _, attrs := range []*authv3.AttributeContext{{}, {Request: &authv3.AttributeContext_Request{}}, {Source: &authv3.AttributeContext_Peer{}}} {
-		if got, want := attributesToAST(attrs), messageToAST(attrs.ProtoReflect()); got.Compare(want) != 0 {
+		if got, want := attributesToAST(attrs, nil), messageToAST(attrs.ProtoReflect()); got.Compare(want) != 0 {
 			t.Fatalf("attributesToAST(%v) = %v, want %v", attrs, got, want)
 		}
 	}
