@@ -60,7 +60,7 @@ func BenchmarkThroughEnvoySQLite(b *testing.B) {
 }
 
 func BenchmarkThroughEnvoyPostgres(b *testing.B) {
-	pg := testenv.StartPostgres(b)
+	pg := testenv.StartPostgresDurable(b) // fsync and synchronous_commit on, as in production
 	benchThroughEnvoy(b, fmt.Sprintf("postgres_dsn: %q", pg.DSN))
 }
 

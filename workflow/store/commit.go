@@ -24,7 +24,8 @@ import (
 // COMMIT returns); PostgreSQL: one pipelined pgx batch, an implicit
 // transaction, for every tenant at once. A caller that waits returns once
 // its batch is committed, so concurrency makes batches larger, not fsyncs
-// more frequent, and adds no timer.
+// more frequent, and adds no timer to a waited write (a batch of only
+// Deferred writes lingers up to lingerFor for the end that follows them).
 //
 // Within a batch an execution's start and end fold into one INSERT of the
 // finished row (and its node results are written without the ownership
@@ -106,6 +107,14 @@ type committer struct {
 	s  *sqlStore
 	db *sql.DB
 	pg bool
+	// async: PostgreSQL's second writer, of the counted starts no client
+	// has been told of (Deferred): committed with synchronous_commit off,
+	// so their batch does not wait for a WAL flush. The execution's end,
+	// a synchronous commit on the other writer queued after the start's
+	// commit, flushes the WAL up to itself and so the start with it: a
+	// crash before that loses only a start nobody was told of, and its
+	// end, refused (the row is gone), reports the failure to the caller.
+	async bool
 
 	mu     sync.RWMutex // guards closed (and in's closing)
 	closed bool
@@ -115,18 +124,27 @@ type committer struct {
 	batches, writes, busy atomic.Int64 // busy: nanoseconds in transactions
 }
 
-// committer is the writer of t's database handle, started on first use.
-func (s *sqlStore) committer(t *tenantDB) *committer {
+// committerKey names a committer: its database handle and whether it
+// commits asynchronously.
+type committerKey struct {
+	db    *sql.DB
+	async bool
+}
+
+// committer is the writer of t's database handle (its asynchronous one
+// with async), started on first use.
+func (s *sqlStore) committer(t *tenantDB, async bool) *committer {
 	s.cmu.Lock()
 	defer s.cmu.Unlock()
-	if c, ok := s.commits[t.db]; ok {
+	k := committerKey{t.db, async}
+	if c, ok := s.commits[k]; ok {
 		return c
 	}
-	c := &committer{s: s, db: t.db, pg: t.dollar, in: make(chan *write, 4*maxBatch), done: make(chan struct{})}
+	c := &committer{s: s, db: t.db, pg: t.dollar, async: async, in: make(chan *write, 4*maxBatch), done: make(chan struct{})}
 	if s.commits == nil {
-		s.commits = map[*sql.DB]*committer{}
+		s.commits = map[committerKey]*committer{}
 	}
-	s.commits[t.db] = c
+	s.commits[k] = c
 	go c.loop()
 	return c
 }
@@ -155,6 +173,7 @@ type CommitStats struct {
 	Batches int64         // transactions
 	Writes  int64         // queued writes they carried
 	Busy    time.Duration // spent running them (a writer busy all the time is the bottleneck)
+	Async   int64         // of Batches, those committed with synchronous_commit off (deferred counted starts)
 }
 
 // CommitStats sums the committers' counters.
@@ -166,13 +185,18 @@ func (s *sqlStore) CommitStats() CommitStats {
 		st.Batches += c.batches.Load()
 		st.Writes += c.writes.Load()
 		st.Busy += time.Duration(c.busy.Load())
+		if c.async {
+			st.Async += c.batches.Load()
+		}
 	}
 	return st
 }
 
-// submit queues w; with wait it returns w's outcome once committed.
-func (s *sqlStore) submit(w *write, wait bool) error {
-	c := s.committer(w.t)
+// submit queues w; with wait it returns w's outcome once committed. A
+// deferred start that PostgreSQL counts (the caller waits for the count,
+// not for durability) goes to the asynchronous writer.
+func (s *sqlStore) submit(w *write, wait, deferred bool) error {
+	c := s.committer(w.t, deferred && w.countedIn(w.t.dollar))
 	w.done, w.wait = make(chan struct{}), wait
 	c.mu.RLock()
 	if c.closed {
@@ -197,6 +221,7 @@ func (c *committer) loop() {
 			return
 		}
 		batch = append(batch[:0], w)
+		waited := w.wait
 	more:
 		for len(batch) < maxBatch {
 			select {
@@ -205,13 +230,60 @@ func (c *committer) loop() {
 					break more
 				}
 				batch = append(batch, w)
+				waited = waited || w.wait
 			default:
 				break more
 			}
 		}
+		if !waited {
+			// Only Deferred writes, which nobody waits for and which a
+			// waited one (their execution's end) follows: the end is
+			// usually microseconds behind (a short synchronous
+			// execution), so rather than commit them alone and then the
+			// end in a second fsync, linger for it a little.
+			batch = c.linger(batch)
+		}
 		c.commit(batch)
 		clear(batch)
 	}
+}
+
+// lingerFor bounds how long a batch of Deferred writes waits for a write
+// somebody waits for.
+const lingerFor = 2 * time.Millisecond
+
+// linger adds to batch the writes queued until one is waited for, the
+// batch is full, or lingerFor passed.
+func (c *committer) linger(batch []*write) []*write {
+	timer := time.NewTimer(lingerFor)
+	defer timer.Stop()
+	for len(batch) < maxBatch {
+		select {
+		case w, ok := <-c.in:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, w)
+			if w.wait {
+				// Take what else is queued with it.
+				for len(batch) < maxBatch {
+					select {
+					case w, ok := <-c.in:
+						if !ok {
+							return batch
+						}
+						batch = append(batch, w)
+					default:
+						return batch
+					}
+				}
+				return batch
+			}
+		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 type execKey struct {
@@ -506,13 +578,39 @@ func (c *committer) execPostgres(ctx context.Context, batch []*write) error {
 		return err
 	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error {
+	return conn.Raw(func(dc any) (err error) {
 		pc := dc.(*stdlib.Conn).Conn()
+		if c.async {
+			// After an error PostgreSQL skips the batch up to its end,
+			// COMMIT included: the explicit transaction stays open and
+			// failed, and is rolled back before the connection goes back
+			// to the pool.
+			defer func() {
+				if err != nil {
+					pc.Exec(ctx, "ROLLBACK")
+				}
+			}()
+		}
 		b := &pgx.Batch{}
+		if c.async {
+			b.Queue("BEGIN")
+			b.Queue("SET LOCAL synchronous_commit TO off")
+		}
 		for _, x := range stmts {
 			b.Queue(x.t.q(x.q), x.args...)
 		}
+		if c.async {
+			b.Queue("COMMIT")
+		}
 		br := pc.SendBatch(ctx, b)
+		if c.async {
+			for range 2 {
+				if _, err := br.Exec(); err != nil {
+					br.Close()
+					return err
+				}
+			}
+		}
 		for _, x := range stmts {
 			if x.q == qStartLimited {
 				if err := br.QueryRow().Scan(&x.ws[0].full); err != nil {
@@ -527,6 +625,12 @@ func (c *committer) execPostgres(ctx context.Context, batch []*write) error {
 				return err
 			}
 			x.done(tag.RowsAffected())
+		}
+		if c.async {
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return err
+			}
 		}
 		return br.Close()
 	})

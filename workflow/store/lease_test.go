@@ -343,3 +343,74 @@ func TestMigrationAddsLeaseColumns(t *testing.T) {
 		t.Fatalf("new execution: owner %q (want %q), lease %v", owner, st.Owner(), time.UnixMilli(lease))
 	}
 }
+
+// A synchronous execution's start that PostgreSQL counts (Deferred: no
+// client is told of it before its end commits) is committed with
+// synchronous_commit off, by the second writer: the count is as exact
+// across runners as a durable start's, the row is committed (another
+// runner reads it) when the start returns, a refused batch (a duplicate
+// id) leaves no failed transaction on a pooled connection, and the end
+// commits durably on the first writer.
+func TestPostgresDeferredCountedStartsCommitAsync(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	a, b := openPG(t, pg.DSN, 0), openPG(t, pg.DSN, 0)
+	ctx := Deferred(t.Context())
+	start := func(st Store, id string, max int) error {
+		return st.StartExecution(ctx, &ExecutionRecord{ID: id, Workflow: "w", Tenant: "acme", User: "alice", CreatedAt: Now(), MaxRunning: max})
+	}
+	if err := startExec(t, a, "acme", "warm", 0); err != nil { // creates the tenant
+		t.Fatal(err)
+	}
+	const limit = 5
+	var ok, limited atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 40 {
+		st := []Store{a, b}[i%2]
+		wg.Go(func() {
+			var le *LimitError
+			switch err := start(st, fmt.Sprintf("d%02d", i), limit+1); { // "warm" holds one slot
+			case err == nil:
+				ok.Add(1)
+			case errors.As(err, &le):
+				limited.Add(1)
+			default:
+				t.Errorf("start: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() != limit || limited.Load() != 40-limit {
+		t.Fatalf("admitted %d, limited %d; want %d and %d", ok.Load(), limited.Load(), limit, 40-limit)
+	}
+	for _, st := range []Store{a, b} {
+		if cs := st.(*sqlStore).CommitStats(); cs.Async == 0 {
+			t.Errorf("no batch was committed asynchronously: %+v", cs)
+		}
+	}
+	// Committed when the start returned: the other runner sees it.
+	if err := start(a, "seen", 1000); err != nil {
+		t.Fatal(err)
+	}
+	if e := status(t, b, "acme", "seen"); e.Status != StatusRunning {
+		t.Fatalf("the other runner reads %q", e.Status)
+	}
+	// A duplicate id fails its start alone, and every later start on the
+	// pool's connections works.
+	if err := start(a, "seen", 1000); err == nil {
+		t.Fatal("a duplicate start was accepted")
+	}
+	for i := range 30 {
+		if err := start(a, fmt.Sprintf("after%02d", i), 1000); err != nil {
+			t.Fatalf("start %d after a refused one: %v", i, err)
+		}
+		if err := a.FinishExecution(t.Context(), "acme", fmt.Sprintf("after%02d", i), StatusCompleted, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.FinishExecution(t.Context(), "acme", "seen", StatusCompleted, map[string]any{"ok": true}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if e := status(t, b, "acme", "seen"); e.Status != StatusCompleted {
+		t.Fatalf("ended execution reads %q on the other runner", e.Status)
+	}
+}

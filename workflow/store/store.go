@@ -310,7 +310,7 @@ type sqlStore struct {
 	lease *leaser
 
 	cmu     sync.Mutex             // guards commits
-	commits map[*sql.DB]*committer // the group committers (commit.go), one per database handle
+	commits map[committerKey]*committer // the group committers (commit.go): one per database handle, and PostgreSQL's asynchronous one
 }
 
 // StoreOptions tune OpenStoreWith and OpenPostgresStoreWith.
@@ -615,7 +615,7 @@ func (s *sqlStore) StartExecution(ctx context.Context, e *ExecutionRecord) error
 	}
 	w := &write{kind: writeStart, t: t, id: e.ID, workflow: e.Workflow, version: e.WorkflowVersion, user: user, input: input, created: e.CreatedAt,
 		roles: roles, limited: max(e.MaxRunning, 0), roleLimits: e.RoleLimits}
-	return s.submit(w, !deferred(ctx) || w.countedIn(t.dollar))
+	return s.submit(w, !deferred(ctx) || w.countedIn(t.dollar), deferred(ctx))
 }
 
 // RecordNode stores one node's outcome, while this runner owns the
@@ -644,7 +644,7 @@ func (s *sqlStore) RecordNode(ctx context.Context, tenant, execID string, r Node
 	}
 	w := &write{kind: writeNode, t: t, id: execID, node: r.Node, typ: r.Type, status: r.Status, output: sout, errMsg: serr,
 		started: r.Started.UTC().Format(time.RFC3339Nano), finished: r.Finished.UTC().Format(time.RFC3339Nano)}
-	return s.submit(w, !deferred(ctx))
+	return s.submit(w, !deferred(ctx), deferred(ctx))
 }
 
 // FinishExecution records the end of an execution, unless it already ended
@@ -672,7 +672,7 @@ func (s *sqlStore) FinishExecution(ctx context.Context, tenant, id, status strin
 	if err != nil {
 		return err
 	}
-	return s.submit(&write{kind: writeFinish, t: t, id: id, status: status, output: sout, errMsg: serr, finished: Now()}, true)
+	return s.submit(&write{kind: writeFinish, t: t, id: id, status: status, output: sout, errMsg: serr, finished: Now()}, true, false)
 }
 
 // GetExecution reads an execution with its node results.
