@@ -309,7 +309,7 @@ type sqlStore struct {
 	// (lease.go).
 	lease *leaser
 
-	cmu     sync.Mutex             // guards commits
+	cmu     sync.Mutex                  // guards commits
 	commits map[committerKey]*committer // the group committers (commit.go): one per database handle, and PostgreSQL's asynchronous one
 }
 
