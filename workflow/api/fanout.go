@@ -109,37 +109,36 @@ func (f *fanout) run(ctx context.Context) {
 	}
 }
 
-// notify sends batch in as few notifications as fit the payload limit.
+// notify sends batch in as few notifications as fit the payload limit,
+// each event marshalled once (a peerBatch: {"origin", "events"}).
 func (f *fanout) notify(ctx context.Context, batch []Event) {
-	b := peerBatch{Origin: f.origin}
+	head, _ := json.Marshal(f.origin) // a string always marshals
+	head = append(append([]byte(`{"origin":`), head...), `,"events":[`...)
+	msg, n := head, 0
 	flush := func() {
-		if len(b.Events) == 0 {
+		if n == 0 {
 			return
 		}
-		msg, err := json.Marshal(b)
-		if err == nil {
-			err = f.peers.Notify(ctx, eventsChannel, string(msg))
-		}
+		err := f.peers.Notify(ctx, eventsChannel, string(append(msg, "]}"...)))
 		if err != nil && ctx.Err() == nil {
-			f.dropped.Add(int64(len(b.Events)))
-			f.log.Warn("runner: sending events to the other runners failed; they were dropped for them", "events", len(b.Events), "err", err)
+			f.dropped.Add(int64(n))
+			f.log.Warn("runner: sending events to the other runners failed; they were dropped for them", "events", n, "err", err)
 		}
-		b.Events = b.Events[:0]
+		msg, n = append(msg[:0], head...), 0
 	}
-	size := 0
 	for _, e := range batch {
-		pe := peerEvent{Event: e, Policy: e.Policy}
-		one, err := json.Marshal(pe)
-		if err != nil || len(one) > maxNotify {
+		one, err := json.Marshal(peerEvent{Event: e, Policy: e.Policy})
+		if err != nil || len(head)+len(one)+2 > maxNotify {
 			f.dropped.Add(1)
 			continue
 		}
-		if size+len(one) > maxNotify {
+		if len(msg)+1+len(one)+2 > maxNotify {
 			flush()
-			size = 0
 		}
-		b.Events = append(b.Events, pe)
-		size += len(one) + 1
+		if n > 0 {
+			msg = append(msg, ',')
+		}
+		msg, n = append(msg, one...), n+1
 	}
 	flush()
 }

@@ -268,3 +268,57 @@ func TestEventStreamAcrossRunners(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// Executions read the workflow definition from a cache: a PUT or DELETE
+// through one runner reaches the other's executions through the
+// notification alone (the cache's lifetime is set to an hour here, so
+// only the notification can drop the entry), and at once on the runner
+// that made the change.
+func TestWorkflowChangeReachesOtherRunner(t *testing.T) {
+	old := defTTL
+	defTTL = time.Hour
+	t.Cleanup(func() { defTTL = old })
+	pg := testenv.StartPostgres(t)
+	r := config.Runner{PostgresDSN: pg.DSN}
+	a, b := client(t, newTestServerCfg(t, nil, r)), client(t, newTestServerCfg(t, nil, r))
+	for _, c := range []*apiClient{&a, &b} {
+		c.hdr = map[string]string{"x-kailash-tenant": "acme", "x-kailash-user": "ann"}
+	}
+	answer := func(c apiClient) any {
+		t.Helper()
+		code, body := c.do("POST", "/v1/workflows/w/executions", `{}`)
+		if code != 200 {
+			return code
+		}
+		out, _ := body["output"].(map[string]any)
+		res, _ := out["result"].(map[string]any)
+		return res["v"]
+	}
+	if code, body := a.do("POST", "/v1/workflows", versionedWorkflow(1)); code != 201 {
+		t.Fatalf("create: %d %v", code, body)
+	}
+	if v := answer(b); v != float64(1) { // b caches version 1
+		t.Fatalf("the other runner answered %v", v)
+	}
+	if code, body, _ := a.doH("PUT", "/v1/workflows/w", versionedWorkflow(2), map[string]string{"If-Match": `"1"`}); code != 200 {
+		t.Fatalf("PUT: %d %v", code, body)
+	}
+	if v := answer(a); v != float64(2) {
+		t.Fatalf("the runner that made the change answered %v", v)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if v := answer(b); v != float64(2) {
+			return fmt.Errorf("the other runner still answers %v", v)
+		}
+		return nil
+	})
+	if code, _ := b.do("DELETE", "/v1/workflows/w", ""); code != http.StatusNoContent {
+		t.Fatalf("delete: %d", code)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if v := answer(a); v != http.StatusNotFound {
+			return fmt.Errorf("after the delete on the other runner: %v", v)
+		}
+		return nil
+	})
+}

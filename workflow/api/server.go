@@ -63,6 +63,7 @@ type Server struct {
 	exec      *workflow.Executor
 	store     store.Store
 	compiled  compileCache
+	defs      defCache             // definitions for executions (defcache.go)
 	verify    *verifier            // nil: trust the x-kailash-* headers
 	ready     *telemetry.Readiness // /readyz (readiness.go)
 	events    *broker
@@ -207,6 +208,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	// Cancels sent to another replica reach this one (PostgreSQL).
 	if s.peers = store.PeersOf(st); s.peers != nil {
 		err := s.peers.Listen(s.base, cancelChannel, s.remoteCancel)
+		if err == nil {
+			err = s.peers.Listen(s.base, workflowsChannel, s.remoteWorkflowChange)
+		}
 		if err == nil {
 			// Event streams show the executions of every replica.
 			s.fanout, err = newFanout(s.base, s, s.peers, st.Owner())
@@ -383,7 +387,11 @@ func (s *Server) createWorkflow(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d.Name, def, s.exec.LimitsFor(c).MaxWorkflows); err != nil {
+	err := s.store.PutWorkflow(r.Context(), c.Tenant, c.User, d.Name, def, s.exec.LimitsFor(c).MaxWorkflows)
+	if err == nil {
+		s.workflowChanged(r.Context(), c.Tenant, d.Name)
+	}
+	if err != nil {
 		var le *workflow.LimitError
 		switch {
 		case errors.Is(err, store.ErrExists):
@@ -446,6 +454,9 @@ func (s *Server) deleteWorkflow(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	err := s.store.DeleteWorkflow(r.Context(), c.Tenant, name)
+	if err == nil {
+		s.workflowChanged(r.Context(), c.Tenant, name)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		if _, shared := (*s.workflows.Load())[name]; shared {
 			writeError(w, http.StatusConflict, "shared_workflow", fmt.Sprintf("workflow %q is shared from runner.workflows and cannot be deleted", name))
@@ -470,7 +481,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	c := id.Caller
 	dept, _ := id.Attributes["department"].(string) // the business metrics' label (from the signed identity)
 	name := r.PathValue("name")
-	wf, sw, err := s.lookup(r.Context(), c.Tenant, name)
+	wf, sw, err := s.lookupForRun(r.Context(), c.Tenant, name)
 	if err != nil {
 		s.notFoundOr(w, r, err, "workflow")
 		return

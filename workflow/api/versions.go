@@ -139,6 +139,9 @@ func (s *Server) updateWorkflow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v, err := s.store.UpdateWorkflow(r.Context(), c.Tenant, c.User, name, def, want)
+	if err == nil {
+		s.workflowChanged(r.Context(), c.Tenant, name)
+	}
 	var vc *store.VersionConflictError
 	switch {
 	case errors.As(err, &vc):
