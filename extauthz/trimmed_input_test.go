@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/kailash-gw/kailash/internal/config"
 )
 
 // With the decision cache on (and no decision log, explain or shadow
@@ -33,6 +36,9 @@ allow if input.truncated_body`,
 default allow := false
 allow if { input.attributes.source.address.socketAddress.address == "10.0.0.1"; input.attributes.contextExtensions.tier == "gold" }
 allow if input.attributes.metadataContext.filterMetadata.k.v == "yes"`,
+		"non-deterministic builtin": `package envoy.authz
+default allow := false
+allow if { time.now_ns() > 0; input.attributes.request.http.method == "POST"; input.parsed_body.qty > 2 }`,
 		"headers object": `package envoy.authz
 default allow := {"allowed": false, "body": "no"}
 allow := {"allowed": true, "headers": {"x-ua": object.get(input.attributes.request.http.headers, "user-agent", "none")}} if {
@@ -42,9 +48,16 @@ allow := {"allowed": true, "headers": {"x-ua": object.get(input.attributes.reque
 		t.Run(name, func(t *testing.T) {
 			dir := policyDir(t, policy)
 			trimmed := startDropIn(t, dropInConfig(t, dir), nil)
+			// The reference: no cache, and a decision log, which reads the
+			// whole input (so the input is built whole).
 			full := dropInConfig(t, dir)
 			full.Policy.DecisionCache.Disabled = true
-			whole := startDropIn(t, full, nil)
+			full.Policy.DecisionLogs = config.DecisionLogs{Console: true}
+			whole := startDropIn(t, full, &bytes.Buffer{})
+			// Trimmed without the cache too.
+			nocache := dropInConfig(t, dir)
+			nocache.Policy.DecisionCache.Disabled = true
+			uncached := startDropIn(t, nocache, nil)
 			r := rand.New(rand.NewPCG(1, uint64(len(name))))
 			pick := func(s ...string) string { return s[r.IntN(len(s))] }
 			refused := 0
@@ -72,15 +85,16 @@ allow := {"allowed": true, "headers": {"x-ua": object.get(input.attributes.reque
 				}
 				a, aerr := trimmed.client.Check(t.Context(), req)
 				b, berr := whole.client.Check(t.Context(), req)
-				if (aerr == nil) != (berr == nil) {
-					t.Fatalf("request %d %v: trimmed %v, full %v", i, req, aerr, berr)
+				c, cerr := uncached.client.Check(t.Context(), req)
+				if (aerr == nil) != (berr == nil) || (cerr == nil) != (berr == nil) {
+					t.Fatalf("request %d %v: trimmed %v, uncached trimmed %v, full %v", i, req, aerr, cerr, berr)
 				}
 				if aerr != nil {
 					continue
 				}
-				a.DynamicMetadata, b.DynamicMetadata = nil, nil
-				if !proto.Equal(a, b) {
-					t.Fatalf("request %d %v:\ntrimmed %v\nfull    %v", i, req, a, b)
+				a.DynamicMetadata, b.DynamicMetadata, c.DynamicMetadata = nil, nil, nil
+				if !proto.Equal(a, b) || !proto.Equal(c, b) {
+					t.Fatalf("request %d %v:\ntrimmed  %v\nuncached %v\nfull     %v", i, req, a, c, b)
 				}
 				if ct == "application/json" && (body == `{"qty": 1` || body == `{"qty": 1} x`) && a.GetStatus().GetCode() != 0 && a.GetDeniedResponse() != nil {
 					refused++

@@ -254,9 +254,9 @@ func copyResult(v any) any {
 // InputNeed says which parts of the input the bundle version's policy can
 // read (the decision cache's plan): an input builder may leave the rest
 // out, and the decision is the same, because the policy never reads it.
-// The zero InputNeed (no plan: no cache, or a policy that reads the input
-// as a whole, dynamically, or through a non-deterministic builtin) needs
-// everything.
+// The zero InputNeed (a policy that reads the input as a whole or by a
+// computed key) needs everything. It does not depend on the cache being
+// on: a non-deterministic builtin bypasses the cache, not InputNeed.
 type InputNeed struct {
 	paths []ast.Ref
 	known bool
@@ -298,7 +298,7 @@ func prefixMatch(ref ast.Ref, path []string) bool {
 func (e *Engine) EvalBuilt(ctx context.Context, build func(InputNeed) (ast.Value, error)) (any, EvalInfo, ast.Value, error) {
 	p := e.cur.Load()
 	var need InputNeed
-	if e.dcache != nil && p.plan != nil && p.plan.bypass == "" {
+	if p.plan != nil && p.plan.pathsKnown {
 		need = InputNeed{paths: p.plan.paths, known: true}
 	}
 	input, err := build(need)

@@ -52,6 +52,10 @@ var timeDependent = map[string]bool{
 type cachePlan struct {
 	bypass string    // "" when decisions are cacheable
 	paths  []ast.Ref // input paths read (without the leading input), none a prefix of another, sorted
+	// pathsKnown: paths is complete (also when a non-deterministic
+	// builtin makes bypass non-empty); false when the input is read whole
+	// or by a computed key.
+	pathsKnown bool
 	// boundedTime: the policy can call io.jwt.decode_verify; each entry's
 	// lifetime is bounded by the tokens it verified.
 	boundedTime bool
@@ -76,6 +80,9 @@ func (p *cachePlan) Paths() []string {
 func planCache(c *ast.Compiler, decision ast.Ref) *cachePlan {
 	a := &planner{c: c, seen: map[*ast.Rule]bool{}, paths: map[string]ast.Ref{}}
 	a.reach(decision)
+	// A non-deterministic builtin bypasses the cache but does not stop
+	// the walk: the input paths stay known (InputNeed), unlike a read of
+	// the input as a whole or by a computed key.
 	for len(a.queue) > 0 && a.bypass == "" {
 		r := a.queue[len(a.queue)-1]
 		a.queue = a.queue[:len(a.queue)-1]
@@ -85,7 +92,10 @@ func planCache(c *ast.Compiler, decision ast.Ref) *cachePlan {
 	if p.bypass != "" {
 		return p
 	}
-	p.paths = minimalPaths(a.paths)
+	p.paths, p.pathsKnown = minimalPaths(a.paths), true
+	if a.nondet != "" {
+		p.bypass = a.nondet
+	}
 	return p
 }
 
@@ -95,7 +105,8 @@ type planner struct {
 	queue        []*ast.Rule
 	paths        map[string]ast.Ref
 	decodeVerify bool
-	bypass       string
+	bypass       string // the input read whole or dynamically: nothing is known
+	nondet       string // the first non-deterministic builtin: not cacheable
 }
 
 // reach queues the rules a data reference may name. A reference that
@@ -234,13 +245,12 @@ func (a *planner) ref(r ast.Ref) {
 	default:
 		name := r.String()
 		switch b, ok := ast.BuiltinMap[name]; {
-		case timeDependent[name]:
-			a.fail(BypassNondeterministic + name)
-		case !ok:
+		case timeDependent[name], ok && name != decodeVerify && b.Nondeterministic:
+			if a.nondet == "" {
+				a.nondet = BypassNondeterministic + name
+			}
 		case name == decodeVerify:
 			a.decodeVerify = true
-		case b.Nondeterministic:
-			a.fail(BypassNondeterministic + name)
 		}
 	}
 }

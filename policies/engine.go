@@ -86,7 +86,7 @@ type prepared struct {
 	revision   string
 	hash       string
 	loadedAt   time.Time
-	plan       *cachePlan // nil when the engine has no decision cache
+	plan       *cachePlan
 	generation uint64
 }
 
@@ -273,9 +273,7 @@ func (e *Engine) prepare(ctx context.Context, f *files) (*prepared, error) {
 	}
 	p := &prepared{pq: pq, compiler: compiler, store: store, revision: f.revision, hash: f.hash, loadedAt: time.Now(),
 		generation: e.gen.Add(1)}
-	if e.dcache != nil {
-		p.plan = planCache(compiler, e.ref)
-	}
+	p.plan = planCache(compiler, e.ref) // the cache's key, and the input's parts for InputNeed
 	return p, nil
 }
 
