@@ -353,7 +353,14 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 // with the typical opa-envoy-plugin policy that verifies the Bearer token in
 // Rego (io.jwt.decode_verify, ES256, against a JWKS in the policy), the
 // same token on every request.
-func BenchmarkCheckDropInVerify(b *testing.B) {
+func BenchmarkCheckDropInVerify(b *testing.B) { benchDropInVerify(b, false) }
+
+// BenchmarkCheckDropInVerifyNoCache is BenchmarkCheckDropInVerify with the
+// decision cache off: every Check evaluates the policy (the verified token
+// still comes from OPA's io_jwt cache).
+func BenchmarkCheckDropInVerifyNoCache(b *testing.B) { benchDropInVerify(b, true) }
+
+func benchDropInVerify(b *testing.B, noCache bool) {
 	jwks, err := os.ReadFile(jwksPath(b))
 	if err != nil {
 		b.Fatal(err)
@@ -375,7 +382,9 @@ allow if {
 `
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	srv, err := New(ctx, dropInConfig(b, policyDir(b, policy)), Options{DropIn: true})
+	cfg := dropInConfig(b, policyDir(b, policy))
+	cfg.Policy.DecisionCache.Disabled = noCache
+	srv, err := New(ctx, cfg, Options{DropIn: true})
 	if err != nil {
 		b.Fatal(err)
 	}
