@@ -560,7 +560,7 @@ func (s *Server) Serve(ctx context.Context) error {
 					return
 				}
 				s.reloads.WithLabelValues(name, "ok").Inc()
-				s.log.Info("policy bundle reloaded", "bundle", name, "source", e.Source(), "revision", e.Revision())
+				s.log.Info("policy bundle reloaded", "bundle", name, "source", e.Source(), "revision", e.Revision(), "decision_cache", e.CachePlan())
 				s.audit.Record(ctx, audit.Event{Component: "authz", Action: audit.PolicyActivate, Target: e.Source(),
 					Detail: map[string]any{"bundle": name, "revision": e.Revision(), "previous_revision": prevRev}})
 				prevRev = e.Revision()
@@ -596,7 +596,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		stopLog()
 		<-logDone
 	}()
-	s.log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "policy_revision", s.engine.Revision())
+	s.log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "policy_revision", s.engine.Revision(), "decision_cache", s.engine.CachePlan())
 
 	<-ctx.Done() // ServeGRPC stops the gRPC server gracefully
 	wg.Wait()

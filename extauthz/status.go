@@ -87,5 +87,5 @@ func (s *Server) Status() status.Report {
 
 func policyStatus(e *policies.Engine) *status.Policy {
 	return &status.Policy{Revision: e.Revision(), Source: status.RedactURL(e.Source()), Decision: e.Decision(),
-		LoadedAt: e.LoadedAt().UTC()}
+		LoadedAt: e.LoadedAt().UTC(), DecisionCache: e.CachePlan()}
 }

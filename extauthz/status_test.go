@@ -43,7 +43,8 @@ func TestStatusReport(t *testing.T) {
 		!rep.Tenants.List[0].Active {
 		t.Errorf("tenants: %+v", rep.Tenants)
 	}
-	if p := rep.Policy; p == nil || p.Revision != r.srv.Engine().Revision() || p.Revision == "" || p.Source != "embedded" || p.LoadedAt.IsZero() {
+	if p := rep.Policy; p == nil || p.Revision != r.srv.Engine().Revision() || p.Revision == "" || p.Source != "embedded" || p.LoadedAt.IsZero() ||
+		p.DecisionCache == "" || p.DecisionCache != r.srv.Engine().CachePlan() {
 		t.Errorf("policy: %+v", p)
 	}
 	jwks := reloadNamed(rep, "jwks ")

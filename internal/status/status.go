@@ -79,6 +79,9 @@ type Policy struct {
 	Source   string    `json:"source"`
 	Decision string    `json:"decision"`
 	LoadedAt time.Time `json:"loaded_at"`
+	// DecisionCache is the decision cache for this revision: "off",
+	// "bypassed: <reason>", or the input paths its key is made of.
+	DecisionCache string `json:"decision_cache,omitempty"`
 }
 
 // Snapshot is the xDS snapshot being served.
