@@ -265,6 +265,9 @@ func (a *API) create(ctx context.Context, c Caller, tenant string, w http.Respon
 	if err == nil {
 		err = a.Keys.Put(ctx, k)
 	}
+	if k.Name == "" {
+		k.Name = req.Name // refused: the event still names what was asked for
+	}
 	a.record(ctx, c, audit.KeyAdd, tenant, k, err, map[string]any{"roles": k.Roles, "cidrs": k.CIDRs})
 	if err != nil {
 		return err
