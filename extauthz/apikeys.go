@@ -2,6 +2,8 @@ package extauthz
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
 	"net/netip"
 	"os"
 	"strings"
@@ -57,11 +59,22 @@ func (s *Server) loadAPIKeysLocked() error {
 		s.apiKeysVersion = v
 		return nil
 	}
-	f, err := apikey.ReadFile(s.apiKeysFile)
-	if err != nil {
+	// The file as read here is what the follower compares with next.
+	fi, _ := os.Stat(s.apiKeysFile)
+	b, err := os.ReadFile(s.apiKeysFile)
+	var f apikey.File
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		fi, b = nil, nil // no keys; the file's appearance is a change
+	case err != nil:
 		return err
+	default:
+		if f, err = apikey.ParseFile(s.apiKeysFile, b); err != nil {
+			return err
+		}
 	}
 	s.apiKeys.Replace(f)
+	s.keysWatch.loaded(fi, b, time.Now())
 	return nil
 }
 
@@ -106,37 +119,77 @@ func (s *Server) keysVersion() int64 {
 
 // followAPIKeys re-reads the keys file when it changes (checked every
 // second) until ctx ends; a file that does not parse keeps the last good
-// keys. A change is a new file (WriteFile renames one into place, so
-// also a rewrite of the same size within the file system's timestamp
-// granularity, as a rotation is), or a new size or time.
+// keys. See keysFileWatch for what counts as a change.
 func (s *Server) followAPIKeys(ctx context.Context) {
 	if s.apiKeysRedis != nil {
 		s.followRedisKeys(ctx)
 		return
 	}
-	last, _ := os.Stat(s.apiKeysFile)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
+		var now time.Time
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now = <-t.C:
 		}
-		fi, err := os.Stat(s.apiKeysFile)
+		s.apiKeysMu.Lock()
+		changed := s.keysWatch.changed(s.apiKeysFile, now)
+		var err error
+		if changed {
+			err = s.loadAPIKeysLocked()
+		}
+		s.apiKeysMu.Unlock()
+		if !changed {
+			continue
+		}
 		if err != nil {
-			continue
-		}
-		if last != nil && os.SameFile(last, fi) && fi.ModTime().Equal(last.ModTime()) && fi.Size() == last.Size() {
-			continue
-		}
-		last = fi
-		if err := s.loadAPIKeys(); err != nil {
 			s.log.Error("api keys file rejected; the last good keys keep serving", "file", s.apiKeysFile, "err", err)
 			continue
 		}
 		s.log.Info("api keys reloaded", "file", s.apiKeysFile, "keys", s.apiKeys.Len())
 	}
+}
+
+// keysFileWatch tells whether the keys file changed since it was last
+// read (loaded) or looked at (changed).
+// A new file (inode), size or modification time is a change. The same
+// stat is no proof, though: two writes within one tick of the file
+// system's clock (a create, then a rotate of the same size) can leave the
+// same time and size, and the inode of a file renamed over is often
+// reused at once. So until a look comes a full second after the file's
+// time — when a later write must show a later time — the content's digest
+// is compared too (git's "racy clean" rule).
+type keysFileWatch struct {
+	last    os.FileInfo
+	digest  [sha256.Size]byte
+	settled bool // looked at a second or more after last's time: the stat suffices
+}
+
+func (w *keysFileWatch) changed(path string, now time.Time) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false // gone: the last good keys keep serving
+	}
+	same := w.last != nil && os.SameFile(w.last, fi) && fi.ModTime().Equal(w.last.ModTime()) && fi.Size() == w.last.Size()
+	if same && w.settled {
+		return false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	changed := !same || sha256.Sum256(b) != w.digest
+	w.loaded(fi, b, now)
+	return changed
+}
+
+// loaded records the file as read at now: its stat fi (nil: there was
+// none) and content b.
+func (w *keysFileWatch) loaded(fi os.FileInfo, b []byte, now time.Time) {
+	w.last, w.digest = fi, sha256.Sum256(b)
+	w.settled = fi != nil && now.Sub(fi.ModTime()) >= time.Second
 }
 
 // verifyAPIKey is the identity step for an API key.

@@ -119,6 +119,7 @@ type Server struct {
 	apiKeysRedis   *apikey.Redis // authz.api_keys_in_redis
 	apiKeysMu      sync.Mutex    // serializes loadAPIKeys and writes through APIKeys; guards apiKeysVersion
 	apiKeysVersion int64         // of the keys in force (Redis)
+	keysWatch      keysFileWatch // the keys file as last read (apiKeysMu)
 	tracer         trace.Tracer  // from tp; nil when off
 	inputOpts      envoyauth.InputOptions
 	auth           *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode

@@ -106,14 +106,19 @@ func hash(secret string) string {
 
 // ReadFile reads a keys file (a missing file is no keys).
 func ReadFile(path string) (File, error) {
-	var f File
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return f, nil
+		return File{}, nil
 	}
 	if err != nil {
-		return f, err
+		return File{}, err
 	}
+	return ParseFile(path, b)
+}
+
+// ParseFile decodes the content b of the keys file path.
+func ParseFile(path string, b []byte) (File, error) {
+	var f File
 	if err := json.Unmarshal(b, &f); err != nil {
 		return f, fmt.Errorf("%s: %v", path, err)
 	}
