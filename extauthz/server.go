@@ -117,7 +117,9 @@ type Server struct {
 	apiKeys        *apikey.Store
 	apiKeysFile    string
 	apiKeysRedis   *apikey.Redis // authz.api_keys_in_redis
+	apiKeysMu      sync.Mutex    // serializes loadAPIKeys and writes through APIKeys; guards apiKeysVersion
 	apiKeysVersion int64         // of the keys in force (Redis)
+	keysWatch      keysFileWatch // the keys file as last read (apiKeysMu)
 	tracer         trace.Tracer  // from tp; nil when off
 	inputOpts      envoyauth.InputOptions
 	auth           *login.Service           // logins, our session tokens, the identity token; nil in drop-in mode
@@ -199,8 +201,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	if f := cfg.Authz.APIKeysFile; f != "" && !opts.DropIn {
 		s.apiKeys, s.apiKeysFile = apikey.NewStore(), cfg.Path(f)
 		if err := s.loadAPIKeys(); err != nil {
-			s.stopBG()
-			return nil, fmt.Errorf("authz.api_keys_file: %w", err)
+			return nil, fmt.Errorf("authz.api_keys_file: %w", err) // nothing started yet (s.bg is not set)
 		}
 	}
 	if !opts.DropIn {

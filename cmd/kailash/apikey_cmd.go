@@ -93,7 +93,7 @@ func runAPIKey(ctx context.Context, args []string, w io.Writer) error {
 		if rs != nil {
 			return rs.Put(ctx, k)
 		}
-		return apikey.WriteFile(file, f)
+		return apikey.UpdateFile(file, func(cur *apikey.File) error { cur.Upsert(k); return nil })
 	}
 	record := func(action, target string, detail map[string]any) error {
 		return recordCLI(ctx, cfg, action, target, detail, nil)

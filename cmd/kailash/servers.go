@@ -302,6 +302,7 @@ func runAuthz(ctx context.Context, args []string, _ io.Writer) error {
 	}
 	ts.register(s)
 	ts.serveAdmin(s, cfg, aud, log)
+	serveAPIKeys(s, cfg, aud, log)
 	log.Info("authz serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "drop_in", drop.enabled(), "policy", s.Engine().Source(), "decision", s.Engine().Decision(), "gogc", gogc)
 	var follow func(context.Context) error
 	if !drop.enabled() {
@@ -416,6 +417,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ts.register(xs, as)
 	ts.serveAdmin(as, cfg, aud, log.With("part", "authz")) // before Serve builds the mux
+	serveAPIKeys(as, cfg, aud, log.With("part", "authz"))
 	g, gctx := errgroup.WithContext(sctx)
 	g.Go(func() error { return xs.Serve(gctx) })
 	g.Go(func() error { return as.Serve(gctx) })

@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kailash-gw/kailash/extauthz/envoyauth"
@@ -105,14 +106,19 @@ func hash(secret string) string {
 
 // ReadFile reads a keys file (a missing file is no keys).
 func ReadFile(path string) (File, error) {
-	var f File
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return f, nil
+		return File{}, nil
 	}
 	if err != nil {
-		return f, err
+		return File{}, err
 	}
+	return ParseFile(path, b)
+}
+
+// ParseFile decodes the content b of the keys file path.
+func ParseFile(path string, b []byte) (File, error) {
+	var f File
 	if err := json.Unmarshal(b, &f); err != nil {
 		return f, fmt.Errorf("%s: %v", path, err)
 	}
@@ -142,6 +148,39 @@ func WriteFile(path string, f File) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// UpdateFile applies change to the keys file under an exclusive lock (a
+// ".lock" file beside it, flock(2)) and writes the result atomically, so
+// that the admin API and `kailash apikey`, in whichever processes, do not
+// lose each other's writes.
+func UpdateFile(path string, change func(*File) error) error {
+	lf, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("%s: lock: %w", path, err)
+	}
+	defer syscall.Flock(int(lf.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing unlocks too
+	f, err := ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := change(&f); err != nil {
+		return err
+	}
+	return WriteFile(path, f)
+}
+
+// Upsert puts k in f: in place of the key with its id, else appended.
+func (f *File) Upsert(k Key) {
+	if i := slices.IndexFunc(f.Keys, func(o Key) bool { return o.ID == k.ID }); i >= 0 {
+		f.Keys[i] = k
+		return
+	}
+	f.Keys = append(f.Keys, k)
 }
 
 // Store answers key checks from a set of keys; Replace swaps them whole.

@@ -343,7 +343,9 @@ func newIdentityTerm(id *Identity) *ast.Term {
 	)
 }
 
-// TenantTerm is input.tenant for t (null for nil): id, plan and features.
+// TenantTerm is input.tenant for t (null for nil): id, plan, features,
+// and admin (true for tenant_store.admin_tenant, whose domains serve the
+// admin API).
 func TenantTerm(t *config.Tenant) *ast.Term {
 	if t == nil {
 		return ast.NullTerm()
@@ -356,6 +358,7 @@ func TenantTerm(t *config.Tenant) *ast.Term {
 		ast.Item(ast.InternedTerm("id"), ast.StringTerm(t.ID)),
 		ast.Item(ast.InternedTerm("plan"), ast.StringTerm(t.Plan)),
 		ast.Item(ast.InternedTerm("features"), stringsTerm(features)),
+		ast.Item(ast.InternedTerm("admin"), ast.BooleanTerm(t.Admin)),
 	)
 }
 

@@ -199,6 +199,11 @@ type Authz struct {
 	APIKeysInRedis bool `yaml:"api_keys_in_redis"`
 }
 
+// APIKeysEnabled reports whether authz verifies API keys (a file or
+// Redis); with authz.http, the API keys admin API is served
+// (wire.AdminAPIKeysPath).
+func (a Authz) APIKeysEnabled() bool { return a.APIKeysFile != "" || a.APIKeysInRedis }
+
 // Runner is the workflow runner.
 type Runner struct {
 	HTTP HostPort `yaml:"http"`
@@ -329,6 +334,11 @@ type Tenant struct {
 	// Source is where the tenant comes from: "" for the file, else the
 	// tenant store (WithTenants).
 	Source string `yaml:"-"`
+	// Admin is true for tenant_store.admin_tenant (set by SetDefaults,
+	// never read from a file or a document): the policy input's
+	// tenant.admin, which lets the shipped bundle give system:configure
+	// over other tenants on the admin tenant's domains only.
+	Admin bool `yaml:"-"`
 }
 
 // UnmarshalYAML records the tenant's line and decodes strictly.
@@ -456,6 +466,8 @@ func (c *Config) SetDefaults() {
 		c.Policy.Decision = DefaultDecision
 	}
 	for i := range c.Tenants {
+		t := &c.Tenants[i]
+		t.Admin = c.TenantStore.AdminTenant != "" && t.ID == c.TenantStore.AdminTenant && t.Source == ""
 		j := &c.Tenants[i].JWT
 		if j.ClockSkew == 0 {
 			j.ClockSkew = DefaultClockSkew

@@ -26,7 +26,10 @@ type TenantStore struct {
 	PostgresDSN string `yaml:"postgres_dsn"`
 	// AdminTenant is the tenant of this file whose domains serve the admin
 	// API, authorized by the policy (the shipped bundle requires
-	// permission system:configure). Required with postgres_dsn.
+	// permission system:configure): /v1/admin/tenants with postgres_dsn,
+	// and every tenant's /v1/admin/tenants/{tenant}/api-keys with API keys
+	// (authz.api_keys_file or authz.api_keys_in_redis). Required with
+	// postgres_dsn; without it, tenants manage only their own API keys.
 	AdminTenant string `yaml:"admin_tenant"`
 	// Resync is the period of the full read that backs up the
 	// notifications (default 1m).
@@ -42,17 +45,32 @@ func (s TenantStore) Enabled() bool { return s.PostgresDSN != "" }
 func (c *Config) validateTenantStore(at func(line int, format string, args ...any)) {
 	s := c.TenantStore
 	if !s.Enabled() {
-		if s.AdminTenant != "" {
-			at(0, "tenant_store.admin_tenant: needs tenant_store.postgres_dsn")
+		switch {
+		case s.AdminTenant == "":
+		case !c.Authz.APIKeysEnabled():
+			at(0, "tenant_store.admin_tenant: needs tenant_store.postgres_dsn (the tenant API) or API keys (authz.api_keys_file or authz.api_keys_in_redis)")
+		default:
+			c.validateAdminTenant(at)
 		}
 		return
 	}
 	if !strings.HasPrefix(s.PostgresDSN, "postgres://") && !strings.HasPrefix(s.PostgresDSN, "postgresql://") && !strings.Contains(s.PostgresDSN, "=") {
 		at(0, "tenant_store.postgres_dsn: want a postgres:// URL or a key=value connection string")
 	}
-	switch t, ok := c.fileTenant(s.AdminTenant); {
-	case s.AdminTenant == "":
+	if s.AdminTenant == "" {
 		at(0, "tenant_store.admin_tenant: required with tenant_store.postgres_dsn (the tenant whose domains serve /v1/admin/tenants)")
+	} else {
+		c.validateAdminTenant(at)
+	}
+	if s.Resync < 0 {
+		at(0, "tenant_store.resync: must not be negative")
+	}
+}
+
+// validateAdminTenant checks tenant_store.admin_tenant (set).
+func (c *Config) validateAdminTenant(at func(line int, format string, args ...any)) {
+	s := c.TenantStore
+	switch t, ok := c.fileTenant(s.AdminTenant); {
 	case !ok:
 		at(0, "tenant_store.admin_tenant: %q is not a tenant of this file", s.AdminTenant)
 	case !t.IsActive():
@@ -60,9 +78,6 @@ func (c *Config) validateTenantStore(at func(line int, format string, args ...an
 	}
 	if c.Authz.HTTP.IsZero() {
 		at(0, "tenant_store: needs authz.http (the admin API is served there, behind Envoy)")
-	}
-	if s.Resync < 0 {
-		at(0, "tenant_store.resync: must not be negative")
 	}
 }
 

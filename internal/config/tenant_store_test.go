@@ -50,6 +50,38 @@ func TestTenantStoreValidation(t *testing.T) {
 	}
 }
 
+// TestAdminTenantForAPIKeys: with API keys and no tenant store,
+// tenant_store.admin_tenant names the tenant whose domains manage every
+// tenant's keys; it is checked as with a store, and marks that tenant
+// (input.tenant.admin) and no other.
+func TestAdminTenantForAPIKeys(t *testing.T) {
+	c := storeConfig(t, "")
+	dir := filepath.Dir(c.File)
+	b, _ := os.ReadFile(c.File)
+	write := func(store, authz string) (*Config, error) {
+		s := strings.Replace(string(b), "tenants:\n", store+"tenants:\n", 1)
+		s = strings.Replace(s, "http: 127.0.0.1:5}", "http: 127.0.0.1:5"+authz+"}", 1)
+		s += "  - id: acme\n    domains: [acme.test]\n    jwt: {issuer: i, audiences: [a], jwks_file: k.json}\n"
+		if err := os.WriteFile(filepath.Join(dir, "kailash.yaml"), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return Load(c.File)
+	}
+	got, err := write("tenant_store: {admin_tenant: ops}\n", ", api_keys_file: keys.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Tenants[0].Admin || got.Tenants[1].Admin {
+		t.Errorf("admin marks: ops %v, acme %v", got.Tenants[0].Admin, got.Tenants[1].Admin)
+	}
+	if _, err := write("tenant_store: {admin_tenant: nobody}\n", ", api_keys_file: keys.json"); err == nil || !strings.Contains(err.Error(), `tenant_store.admin_tenant: "nobody" is not a tenant`) {
+		t.Errorf("unknown admin tenant: %v", err)
+	}
+	if _, err := write("tenant_store: {admin_tenant: ops}\n", ""); err == nil || !strings.Contains(err.Error(), "or API keys") {
+		t.Errorf("admin tenant without store or API keys: %v", err)
+	}
+}
+
 func TestParseTenantIsStrictAndNamesFields(t *testing.T) {
 	good := `{"id": "beta", "domains": ["beta.test"], "jwt": {"issuer": "i", "audiences": ["a"], "jwks_file": "k.json"}}`
 	tn, err := ParseTenant("request body", []byte(good))

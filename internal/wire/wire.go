@@ -57,6 +57,18 @@ const AuthPrefix = "/auth/"
 // port with ext_authz on, so the policy decides every call.
 const AdminTenantsPath = "/v1/admin/tenants"
 
+// AdminAPIKeysSegment names a tenant's API keys below AdminTenantsPath:
+// AdminAPIKeysPath(tenant) and its /{id}, /{id}/rotate. Envoy routes it to
+// the authz server's HTTP port with ext_authz on, on the admin tenant's
+// domains for every tenant and on each tenant's own domains for its own
+// keys; the policy reads the tenant from the path.
+const AdminAPIKeysSegment = "api-keys"
+
+// AdminAPIKeysPath is the API keys of tenant.
+func AdminAPIKeysPath(tenant string) string {
+	return AdminTenantsPath + "/" + tenant + "/" + AdminAPIKeysSegment
+}
+
 // Dynamic metadata ext_authz sets on allow, in MetadataNamespace, for the
 // rate-limit filter and access logs.
 const (

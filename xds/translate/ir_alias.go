@@ -36,3 +36,6 @@ const (
 	RunnerCluster      = ir.RunnerCluster
 	RunnerRouteTimeout = ir.RunnerRouteTimeout
 )
+
+// APIKeysAll is Edge.APIKeys on the admin tenant's domains.
+const APIKeysAll = ir.APIKeysAll

@@ -4,12 +4,14 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
@@ -113,7 +115,9 @@ func tenantVirtualHost(ir *IR, vh *VirtualHost, filters []httpFilter) (*routev3.
 		routes = append(routes, r)
 	}
 	if vh.AdminAPI && ir.AuthHTTP != nil {
-		routes = append(routes, adminRoute())
+		routes = append(routes, adminRoute()) // its prefix holds every tenant's API keys too
+	} else if vh.APIKeys != "" && ir.AuthHTTP != nil {
+		routes = append(routes, apiKeysRoute(vh))
 	}
 	main := &routev3.Route{
 		Match: prefixMatch("/"),
@@ -209,6 +213,27 @@ func adminRoute() *routev3.Route {
 	return &routev3.Route{
 		Name:  "admin_tenants",
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: wire.AdminTenantsPath}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AuthzHTTPCluster},
+			Timeout:          durationpb.New(AuthRouteTimeout),
+		}},
+	}
+}
+
+// apiKeysRoute sends the API keys admin API to the authz server's HTTP
+// port with ext_authz on (as adminRoute): on the admin tenant's domains
+// every tenant's keys, on any other tenant's its own only — another
+// tenant's path there goes the tenant's main route, where the shipped
+// policy refuses it.
+func apiKeysRoute(vh *VirtualHost) *routev3.Route {
+	match := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: wire.AdminAPIKeysPath(vh.TenantID)}}
+	if vh.APIKeys == APIKeysAll {
+		match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{
+			Regex: regexp.QuoteMeta(wire.AdminTenantsPath+"/") + "[^/]+" + regexp.QuoteMeta("/"+wire.AdminAPIKeysSegment) + "(/.*)?"}}}
+	}
+	return &routev3.Route{
+		Name:  "admin_api_keys",
+		Match: match,
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: AuthzHTTPCluster},
 			Timeout:          durationpb.New(AuthRouteTimeout),

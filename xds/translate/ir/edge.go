@@ -19,6 +19,11 @@ type Edge struct {
 	// AdminAPI routes wire.AdminTenantsPath to the authz HTTP port, with
 	// ext_authz on: the tenant is tenant_store.admin_tenant.
 	AdminAPI bool `json:",omitempty"`
+	// APIKeys routes the API keys admin API (wire.AdminAPIKeysPath) to the
+	// authz HTTP port, with ext_authz on, when authz has API keys:
+	// APIKeysOwn for the tenant's own keys, APIKeysAll on the admin
+	// tenant's domains (every tenant's; the policy decides); "" none.
+	APIKeys string `json:",omitempty"`
 	// Plan is informational (a stat tag).
 	Plan string
 	// Cluster is the upstream cluster: RunnerCluster or the tenant's own.
@@ -42,6 +47,12 @@ type Edge struct {
 	// TLS is the tenant's certificate on the HTTPS listener; nil when none.
 	TLS *Certificate
 }
+
+// Edge.APIKeys values.
+const (
+	APIKeysOwn = "own"
+	APIKeysAll = "all"
+)
 
 // CORS is a tenant's CORS policy, lists sorted.
 type CORS struct {
@@ -206,6 +217,12 @@ func buildEdge(cfg *config.Config, t *config.Tenant, ir *IR, tenantErr func(stri
 	e := Edge{Active: t.IsActive(), Plan: t.Plan, Cluster: RunnerCluster, Timeout: RunnerRouteTimeout,
 		Compression: t.Compression == nil || *t.Compression,
 		AdminAPI:    cfg.TenantStore.Enabled() && t.ID == cfg.TenantStore.AdminTenant && t.Source == "" && !cfg.Authz.HTTP.IsZero()}
+	if cfg.Authz.APIKeysEnabled() && !cfg.Authz.HTTP.IsZero() {
+		e.APIKeys = APIKeysOwn
+		if t.ID == cfg.TenantStore.AdminTenant && t.Source == "" {
+			e.APIKeys = APIKeysAll
+		}
+	}
 	if t.RequestTimeout < 0 {
 		tenantErr("request_timeout: must not be negative")
 	} else if t.RequestTimeout > 0 {

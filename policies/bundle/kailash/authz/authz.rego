@@ -25,6 +25,8 @@ reason := "allowed" if allow
 
 reason := sprintf("missing permission %s", [required_permission]) if not rbac_allowed
 
+reason := "the API keys of another tenant are managed on the admin tenant's domains only" if apikeys_of_another_tenant
+
 reason := concat("; ", sort(deny)) if {
 	rbac_allowed
 	abac_denied

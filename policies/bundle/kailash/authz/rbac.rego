@@ -94,11 +94,48 @@ required_permission := "workflow:read" if {
 }
 
 # The tenant admin API (tenant_store: /v1/admin/tenants and below, every
-# method), which Envoy routes on the admin tenant's domains only.
+# method), which Envoy routes on the admin tenant's domains only; a
+# tenant's API keys below it are the rules after this one.
 required_permission := "system:configure" if {
 	input.parsed_path[0] == "v1"
 	input.parsed_path[1] == "admin"
 	input.parsed_path[2] == "tenants"
+	not input.parsed_path[4] == "api-keys"
+}
+
+# A tenant's API keys (/v1/admin/tenants/{tenant}/api-keys and below, every
+# method). The route tenant's own keys need apikey:manage; another
+# tenant's need system:configure and are reachable only on the admin
+# tenant's domains (input.tenant.admin: tenant_store.admin_tenant). On any
+# other tenant's domains another tenant's keys need a permission no role
+# can hold, so they are refused (see reason).
+required_permission := "apikey:manage" if {
+	input.parsed_path[0] == "v1"
+	input.parsed_path[1] == "admin"
+	input.parsed_path[2] == "tenants"
+	input.parsed_path[4] == "api-keys"
+	input.parsed_path[3] == input.tenant.id
+	input.identity.tenant == input.tenant.id
+}
+
+required_permission := "system:configure" if {
+	input.parsed_path[0] == "v1"
+	input.parsed_path[1] == "admin"
+	input.parsed_path[2] == "tenants"
+	input.parsed_path[4] == "api-keys"
+	input.parsed_path[3] != input.tenant.id
+	input.tenant.admin == true
+}
+
+# apikeys_of_another_tenant: a request for another tenant's API keys on a
+# domain that is not the admin tenant's.
+apikeys_of_another_tenant if {
+	input.parsed_path[0] == "v1"
+	input.parsed_path[1] == "admin"
+	input.parsed_path[2] == "tenants"
+	input.parsed_path[4] == "api-keys"
+	input.parsed_path[3] != input.tenant.id
+	not input.tenant.admin
 }
 
 # tenant_config is the route tenant's overrides (data.kailash.config.tenants);

@@ -15,7 +15,7 @@ treq(t, method, path, roles) := object.union(req(method, path, roles), {"tenant"
 
 test_admin_has_every_workflow_permission if {
 	g := authz.granted with input as req("GET", [], ["admin"])
-	g == {"workflow:create", "workflow:execute", "workflow:cancel_any", "workflow:delete", "workflow:read", "user:manage", "system:configure", "audit:view"}
+	g == {"workflow:create", "workflow:execute", "workflow:cancel_any", "workflow:delete", "workflow:read", "user:manage", "system:configure", "apikey:manage", "audit:view"}
 }
 
 test_data_scientist_permissions if {
@@ -268,4 +268,46 @@ test_admin_tenants_api_needs_system_configure if {
 	authz.allow with input as req("DELETE", ["v1", "admin", "tenants", "acme"], ["admin"])
 	not authz.allow with input as req("GET", ["v1", "admin", "tenants"], ["data_scientist", "business_user"])
 	not authz.required_permission with input as req("GET", ["v1", "admin", "explain", "x"], ["admin"])
+}
+
+# --- the API keys admin API (/v1/admin/tenants/{tenant}/api-keys)
+
+# kreq is a request of an identity of tenant idt on the route of tenant t
+# (admin: the admin tenant's domains).
+kreq(t, idt, admin, method, path, roles) := {
+	"attributes": {"request": {"http": {"method": method}}},
+	"parsed_path": path,
+	"identity": {"tenant": idt, "roles": roles},
+	"tenant": {"id": t, "admin": admin},
+}
+
+test_own_api_keys_need_apikey_manage if {
+	authz.required_permission == "apikey:manage" with input as kreq("acme", "acme", false, "POST", ["v1", "admin", "tenants", "acme", "api-keys"], ["admin"])
+	authz.required_permission == "apikey:manage" with input as kreq("acme", "acme", false, "POST", ["v1", "admin", "tenants", "acme", "api-keys", "k1", "rotate"], ["admin"])
+	authz.allow with input as kreq("acme", "acme", false, "DELETE", ["v1", "admin", "tenants", "acme", "api-keys", "k1"], ["admin"])
+	not authz.allow with input as kreq("acme", "acme", false, "GET", ["v1", "admin", "tenants", "acme", "api-keys"], ["business_user", "data_scientist"])
+	r := authz.result with input as kreq("acme", "acme", false, "GET", ["v1", "admin", "tenants", "acme", "api-keys"], ["business_user"])
+	contains(r.body, "missing permission apikey:manage")
+}
+
+test_other_tenants_api_keys_need_the_admin_tenant if {
+	# On the admin tenant's domains: system:configure over any tenant.
+	authz.required_permission == "system:configure" with input as kreq("ops", "ops", true, "POST", ["v1", "admin", "tenants", "acme", "api-keys"], ["admin"])
+	authz.allow with input as kreq("ops", "ops", true, "GET", ["v1", "admin", "tenants", "acme", "api-keys"], ["admin"])
+	not authz.allow with input as kreq("ops", "ops", true, "GET", ["v1", "admin", "tenants", "acme", "api-keys"], ["business_user"])
+
+	# On another tenant's domains, even its admin is refused, naming why.
+	not authz.required_permission with input as kreq("globex", "globex", false, "GET", ["v1", "admin", "tenants", "acme", "api-keys"], ["admin"])
+	r := authz.result with input as kreq("globex", "globex", false, "GET", ["v1", "admin", "tenants", "acme", "api-keys"], ["admin"])
+	r.allowed == false
+	r.http_status == 403
+	contains(r.body, "admin tenant's domains only")
+
+	# An identity of another tenant than the route's gets nothing.
+	not authz.required_permission with input as kreq("acme", "globex", false, "GET", ["v1", "admin", "tenants", "acme", "api-keys"], ["admin"])
+}
+
+test_tenant_api_is_not_api_keys if {
+	authz.required_permission == "system:configure" with input as kreq("ops", "ops", true, "GET", ["v1", "admin", "tenants", "acme"], ["admin"])
+	authz.required_permission == "system:configure" with input as kreq("ops", "ops", true, "POST", ["v1", "admin", "tenants", "acme", "suspend"], ["admin"])
 }
