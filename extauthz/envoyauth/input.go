@@ -161,19 +161,15 @@ func parsePathQuery(p string) (ast.Value, ast.Value, error) {
 	return ast.NewArray(terms...), query, nil
 }
 
-// parseBody parses the body by content type as opa-envoy-plugin does: JSON
+// parseBodyNeed parses the body by content type as opa-envoy-plugin does: JSON
 // as a document, application/x-www-form-urlencoded as {name: [values]},
 // multipart/form-data as {name: [values]} (a part whose content type is JSON
 // as a document, any other as a string); other types, and no body, give
 // null. A body shorter than its content-length, or one Envoy marked partial,
-// is truncated and not parsed.
-func parseBody(headers map[string]string, body string, raw []byte) (ast.Value, bool, error) {
-	return parseBodyNeed(headers, body, raw, true)
-}
-
-// parseBodyNeed is parseBody; without need a JSON body is only checked
-// (json.Valid accepts what util.UnmarshalJSON does: one value, nothing
-// after it), its value null, and a malformed one parsed for the error.
+// is truncated and not parsed. Without need (the policy never reads
+// parsed_body) a JSON body is only checked — json.Valid accepts what
+// util.UnmarshalJSON does: one value, nothing after it — its value null,
+// and a malformed one parsed for the error.
 func parseBodyNeed(headers map[string]string, body string, raw []byte, need bool) (ast.Value, bool, error) {
 	ct, ok := headers["content-type"]
 	if !ok {
