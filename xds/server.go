@@ -59,8 +59,12 @@ type Options struct {
 // Server is the ADS control plane. Create it with New, run it with Serve, and
 // push new configs with Update (safe for concurrent use).
 type Server struct {
-	log   *slog.Logger
+	log *slog.Logger
+	// cache serves SotW streams and fetches (every node has its snapshot);
+	// delta serves delta streams from the changes between snapshots and
+	// hands SotW to cache (deltacache.go).
 	cache cachev3.SnapshotCache
+	delta *deltaCache
 	reg   *prometheus.Registry
 	m     *metrics
 
@@ -133,9 +137,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("xds: certificate watcher: %w", err)
 	}
 	reg := telemetry.NewRegistry()
+	sotw := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger(logger.With("component", "xds.cache")))
 	s := &Server{
 		log:   logger.With("component", "xds"),
-		cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger(logger.With("component", "xds.cache"))),
+		cache: sotw,
+		delta: newDeltaCache(sotw),
 		reg:   reg,
 		m:     newMetrics(reg),
 		nodes: map[string]struct{}{},
@@ -319,7 +325,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	xs := serverv3.NewServer(ctx, s.cache, &callbacks{s: s})
+	xs := serverv3.NewServer(ctx, s.delta, &callbacks{s: s})
 	creds := insecure.NewCredentials()
 	if s.tls != nil {
 		creds = s.tls.Credentials()

@@ -37,6 +37,11 @@ type snapshot struct {
 	// scratch and one patched to the same resources have the same sum.
 	sum     setSum
 	version string
+	// from and changes, for a patched snapshot until it is published, are
+	// the snapshot it was made from and the changes made (the delta cache
+	// answers from them); publishLocked clears them.
+	from    *snapshot
+	changes []change
 }
 
 var _ cachev3.ResourceSnapshot = (*snapshot)(nil)
@@ -125,6 +130,22 @@ func (s *snapshot) GetVersionMap(typeURL string) map[string]string {
 // its own (at 100,000 tenants the route configurations and scopes are
 // hundreds of thousands of entries); the result does not depend on it.
 func newSnapshot(res *translate.Resources, digests translate.Digests) (*snapshot, error) {
+	s, err := indexSnapshot(res, digests)
+	if err != nil {
+		return nil, err
+	}
+	cs := &cachev3.Snapshot{}
+	for t := range s.items {
+		cs.Resources[t] = cachev3.Resources{Version: "pending", Items: s.items[t]}
+	}
+	if err := cs.Consistent(); err != nil {
+		return nil, fmt.Errorf("snapshot is inconsistent: %w", err)
+	}
+	return s, nil
+}
+
+// indexSnapshot is newSnapshot without the consistency check.
+func indexSnapshot(res *translate.Resources, digests translate.Digests) (*snapshot, error) {
 	byType := resourcesByType(res)
 	s := &snapshot{}
 	var sums [types.UnknownType]setSum
@@ -164,13 +185,6 @@ func newSnapshot(res *translate.Resources, digests translate.Digests) (*snapshot
 		}
 		s.sum.add(sums[t])
 	}
-	cs := &cachev3.Snapshot{}
-	for t := range s.items {
-		cs.Resources[t] = cachev3.Resources{Version: "pending", Items: s.items[t]}
-	}
-	if err := cs.Consistent(); err != nil {
-		return nil, fmt.Errorf("snapshot is inconsistent: %w", err)
-	}
 	return s, nil
 }
 
@@ -185,7 +199,7 @@ type change struct {
 // patch is s with changes applied (s is left as it is). Only the maps of the
 // types changed are copied.
 func (s *snapshot) patch(changes []change) *snapshot {
-	n := &snapshot{items: s.items, plain: s.plain, versions: s.versions, sum: s.sum}
+	n := &snapshot{items: s.items, plain: s.plain, versions: s.versions, sum: s.sum, from: s, changes: changes}
 	cloned := [types.UnknownType]bool{}
 	for _, c := range changes {
 		t := c.typ
