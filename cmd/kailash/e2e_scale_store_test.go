@@ -15,7 +15,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -234,8 +236,36 @@ tenants:
 
 	// Start → the gRPC port answers: read the store, decode, compose,
 	// translate, first snapshot (xds binds its ports after it).
+	// KAILASH_SCALE_PPROF=dir: heap profiles of the xds process at each
+	// stage (go tool pprof -sample_index=inuse_space dir/xds-*.heap).
+	profDir := os.Getenv("KAILASH_SCALE_PPROF")
+	var env []string
+	pprofAddr := ""
+	if profDir != "" {
+		pprofAddr = a()
+		env = append(env, helperPprofEnv+"="+pprofAddr)
+	}
+	profile := func(stage string) {
+		if profDir == "" {
+			return
+		}
+		t.Helper()
+		resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?gc=1")
+		if err == nil {
+			var f *os.File
+			if f, err = os.Create(filepath.Join(profDir, fmt.Sprintf("xds-%d-%s.heap", n, stage))); err == nil {
+				_, err = io.Copy(f, resp.Body)
+				err = errors.Join(err, f.Close())
+			}
+			_ = resp.Body.Close()
+		}
+		if err != nil {
+			t.Errorf("heap profile %s: %v", stage, err)
+		}
+	}
+
 	start = time.Now()
-	x := startKailash(t, "xds", "-c", path)
+	x := startKailashEnv(t, env, "xds", "-c", path)
 	pid := x.cmd.Process.Pid
 	for {
 		if c, err := net.DialTimeout("tcp", xdsGRPC, time.Second); err == nil {
@@ -257,6 +287,7 @@ tenants:
 	cur, peak := procMem(pid)
 	t.Logf("%d tenants: xds start → serving %s (of which translate + first snapshot %.3fs); xds RSS %.0f MiB (peak %.0f MiB)",
 		n, ready.Round(time.Millisecond), build, cur, peak)
+	profile("first-snapshot")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -315,6 +346,7 @@ tenants:
 	t.Logf("%d tenants: first store edit (behind Envoy's initial sync) served after %s", n, d.Round(time.Millisecond))
 	cur, peak = procMem(pid)
 	t.Logf("%d tenants, Envoy synced: xds RSS %.0f MiB (peak %.0f MiB)", n, cur, peak)
+	profile("envoy-synced")
 
 	// One-tenant edits through the store → served by Envoy.
 	var served []time.Duration
@@ -350,6 +382,7 @@ tenants:
 	cur, peak = procMem(pid)
 	t.Logf("%d tenants: one-tenant store edit → served by Envoy: median %s of %d (%v); xds RSS %.0f MiB (peak %.0f MiB)",
 		n, median(served).Round(time.Millisecond), len(served), served, cur, peak)
+	profile("edits")
 	if clients == 0 {
 		return
 	}
@@ -396,6 +429,7 @@ tenants:
 	cur, peak = procMem(pid)
 	t.Logf("%d tenants: %d delta ADS clients connected and synced (every route configuration each) after %s; xds RSS %.0f MiB (peak %.0f MiB)",
 		n, clients, time.Since(start).Round(time.Millisecond), cur, peak)
+	profile("clients-synced")
 
 	var fanned, envoyServed []time.Duration
 	seen := map[string]bool{}
