@@ -32,7 +32,9 @@ import (
 // the stream's own; the server only touches it on the stream's goroutine
 // after cancelling the watch, which takes mu, or after receiving the
 // response from the watch's channel) and records in it, under syncedKey,
-// the publish the map is up to date with. A watch whose map says publish k
+// the publish the map is up to date with. (On a stream's first request
+// that map is the request's initial_resource_versions, which is changed
+// with it; nothing reads it after the callbacks.) A watch whose map says publish k
 // needs only the names changed since k (kept for the last maxHistory
 // publishes) and the names its request subscribes or unsubscribes; any
 // other watch (a new stream, a client's initial_resource_versions, a
