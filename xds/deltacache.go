@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"reflect"
@@ -147,10 +148,7 @@ func (c *deltaCache) publish(snap, base *snapshot, changes []change) {
 		ws = append(ws, w)
 	}
 	slices.SortFunc(ws, func(a, b *deltaWatch) int {
-		if a.typ != b.typ {
-			return int(a.typ) - int(b.typ)
-		}
-		return int(a.id - b.id)
+		return cmp.Or(cmp.Compare(a.typ, b.typ), cmp.Compare(a.id, b.id))
 	})
 	for _, w := range ws {
 		if c.respondLocked(context.Background(), w.req, w.sub, w.typ, w.ch) {
