@@ -264,6 +264,32 @@ tenants:
 		}
 	}
 
+	// cpuProfile starts a CPU profile of the xds process (seconds long);
+	// the function it returns waits for it.
+	cpuProfile := func(stage string, seconds int) func() {
+		if profDir == "" {
+			return func() {}
+		}
+		done := make(chan error, 1)
+		go func() {
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, seconds))
+			if err == nil {
+				var f *os.File
+				if f, err = os.Create(filepath.Join(profDir, fmt.Sprintf("xds-%d-%s.cpu", n, stage))); err == nil {
+					_, err = io.Copy(f, resp.Body)
+					err = errors.Join(err, f.Close())
+				}
+				_ = resp.Body.Close()
+			}
+			done <- err
+		}()
+		return func() {
+			if err := <-done; err != nil {
+				t.Errorf("CPU profile %s: %v", stage, err)
+			}
+		}
+	}
+
 	start = time.Now()
 	x := startKailashEnv(t, env, "xds", "-c", path)
 	pid := x.cmd.Process.Pid
@@ -349,6 +375,7 @@ tenants:
 	profile("envoy-synced")
 
 	// One-tenant edits through the store → served by Envoy.
+	waitCPU := cpuProfile("edits", 10)
 	var served []time.Duration
 	for k, i := range []int{n / 2, n / 3, n / 4, n / 5, n / 6} {
 		id := fmt.Sprintf("t%05d", i)
@@ -359,6 +386,7 @@ tenants:
 			t.Errorf("untouched tenant t%05d after the edit: %d %v", i+1, code, err)
 		}
 	}
+	waitCPU()
 	// A tenant created, then deleted, through the store.
 	doc := storeTenantDoc("fresh")
 	tenant, err := config.ParseTenant("fresh", []byte(doc))

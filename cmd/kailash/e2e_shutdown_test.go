@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 		if addr := os.Getenv(helperPprofEnv); addr != "" {
 			mux := http.NewServeMux()
 			mux.HandleFunc("/debug/pprof/", httppprof.Index) // /debug/pprof/heap etc.
+			mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
 			go func() { _ = http.ListenAndServe(addr, mux) }()
 		}
 		main()
