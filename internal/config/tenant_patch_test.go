@@ -111,7 +111,8 @@ func TestWithTenantsPatchEqualsFull(t *testing.T) {
 			}
 		}
 		full, ferr := c.WithTenants("tenant store", append([]Tenant(nil), extra...))
-		got, ok := c.WithTenantsPatch("tenant store", extra, changed, gone, idx)
+		all := append(make([]Tenant, len(c.Tenants)), extra...)
+		got, ok := c.WithTenantsPatch("tenant store", all, changed, gone, idx)
 		switch {
 		case ferr != nil && ok:
 			t.Fatalf("step %d: the patch accepted what the full validation refuses: %v", step, ferr)

@@ -37,7 +37,10 @@ type decoded struct {
 // decodes that tenant alone; the others are decoded on every core (the
 // first read of a large store).
 func compose(file *config.Config, docs []Doc, last *composed) (*config.Config, *config.TenantIndex, error) {
-	extra := make([]config.Tenant, len(docs))
+	// all is room for the file's tenants followed by the store's (extra):
+	// WithTenantsPatch takes it as the combination's, without a copy.
+	all := make([]config.Tenant, len(file.Tenants)+len(docs))
+	extra := all[len(file.Tenants):]
 	errs := make([]error, len(docs))
 	var todo []int
 	for i, d := range docs {
@@ -85,7 +88,7 @@ func compose(file *config.Config, docs []Doc, last *composed) (*config.Config, *
 			}
 		}
 		if len(todo)+len(gone) <= maxPatchDocs {
-			if cfg, ok := file.WithTenantsPatch(SourceName, extra, todo, gone, last.idx); ok {
+			if cfg, ok := file.WithTenantsPatch(SourceName, all, todo, gone, last.idx); ok {
 				return cfg, last.idx, nil
 			}
 		}
