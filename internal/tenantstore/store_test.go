@@ -423,3 +423,47 @@ func TestSourceValidatesOnlyWhatChanged(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowerPushOneKeepsOrder: one document changed, added or gone is
+// applied as the sorted list a full push gives, without changing the
+// list given before.
+func TestFollowerPushOneKeepsOrder(t *testing.T) {
+	var got [][]Doc
+	f := &follower{docs: map[string]Doc{}, apply: func(d []Doc) { got = append(got, d) }}
+	for _, id := range []string{"d", "b", "f"} {
+		f.docs[id] = Doc{ID: id, Version: 1}
+	}
+	f.push()
+	ids := func(ds []Doc) string {
+		var b strings.Builder
+		for _, d := range ds {
+			fmt.Fprintf(&b, "%s%d ", d.ID, d.Version)
+		}
+		return b.String()
+	}
+	for _, st := range []struct {
+		id   string
+		gone bool
+		want string
+	}{
+		{"b", false, "b2 d1 f1 "}, {"a", false, "a2 b2 d1 f1 "}, {"g", false, "a2 b2 d1 f1 g2 "},
+		{"e", false, "a2 b2 d1 e2 f1 g2 "}, {"d", true, "a2 b2 e2 f1 g2 "}, {"a", true, "b2 e2 f1 g2 "}, {"g", true, "b2 e2 f1 "},
+	} {
+		before := ids(got[len(got)-1])
+		prev := got[len(got)-1]
+		if st.gone {
+			delete(f.docs, st.id)
+			f.pushOne(st.id, nil)
+		} else {
+			d := Doc{ID: st.id, Version: 2}
+			f.docs[st.id] = d
+			f.pushOne(st.id, &d)
+		}
+		if s := ids(got[len(got)-1]); s != st.want {
+			t.Fatalf("after %s (gone %v): %s, want %s", st.id, st.gone, s, st.want)
+		}
+		if ids(prev) != before {
+			t.Fatalf("the list given before changed: %s, was %s", ids(prev), before)
+		}
+	}
+}
