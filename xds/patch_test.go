@@ -202,6 +202,14 @@ func TestPatchRefuses(t *testing.T) {
 	}
 }
 
+// typeURLs are the type URLs by response type.
+var typeURLs = func() (out [types.UnknownType]string) {
+	for i := range out {
+		out[i], _ = cachev3.GetResponseTypeURL(types.ResponseType(i))
+	}
+	return out
+}()
+
 // sameSnapshots fails unless a and b hold the same resources at the same
 // versions.
 func sameSnapshots(t *testing.T, step string, a, b *snapshot) {
@@ -210,12 +218,12 @@ func sameSnapshots(t *testing.T, step string, a, b *snapshot) {
 		t.Errorf("%s: sums differ", step)
 	}
 	for i := range types.UnknownType {
-		if len(a.plain[i]) != len(b.plain[i]) || len(a.versions[i]) != len(b.versions[i]) || len(a.items[i]) != len(b.items[i]) {
+		if len(a.plain[i]) != len(b.plain[i]) || len(a.versions[i]) != len(b.versions[i]) || len(a.GetResourcesAndTTL(typeURLs[i])) != len(b.GetResourcesAndTTL(typeURLs[i])) {
 			t.Errorf("%s: type %d: %d/%d resources, want %d/%d", step, i, len(a.plain[i]), len(a.versions[i]), len(b.plain[i]), len(b.versions[i]))
 			continue
 		}
 		for name, r := range b.plain[i] {
-			if !proto.Equal(a.plain[i][name], r) || a.versions[i][name] != b.versions[i][name] || a.items[i][name].Resource != a.plain[i][name] {
+			if !proto.Equal(a.plain[i][name], r) || a.versions[i][name] != b.versions[i][name] || a.GetResourcesAndTTL(typeURLs[i])[name].Resource != a.plain[i][name] {
 				t.Errorf("%s: type %d: %s differs (version %q, want %q)", step, i, name, a.versions[i][name], b.versions[i][name])
 			}
 		}

@@ -130,6 +130,8 @@ func (s *Server) publishLocked(p *prepared) {
 			s.log.Error("cannot set snapshot for node", "node", node, "version", version, "err", err)
 		}
 	}
+	s.delta.publish(snap, snap.from, snap.changes)
+	snap.from, snap.changes = nil, nil
 	s.m.snapshots.Inc()
 	s.m.version.Set(float64(seq))
 	s.log.Info("xds snapshot published", "version", version, "nodes", len(s.nodes))

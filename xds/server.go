@@ -44,6 +44,20 @@ import (
 // shutdownGrace bounds GracefulStop before open streams are cut.
 const shutdownGrace = 5 * time.Second
 
+// maxRequestBytes bounds one discovery request. gRPC's default, 4 MiB, is
+// too small for an Envoy that reconnects holding many resources: its
+// first request lists every one with its version (initial_resource_versions:
+// ~18 MB for 100,000 route configurations, twice that for their 200,000
+// scopes), and refused, it reconnects and is refused again, forever.
+const maxRequestBytes = 256 << 20
+
+// keepaliveTimeout is how long a keepalive ping may go unanswered before
+// the connection is closed. Envoy answers pings on its main thread, the
+// one that applies xDS: at 100,000 tenants one response (every route
+// configuration) keeps it busy for tens of seconds, and a 5 s timeout cut
+// the stream mid-sync (Envoy then reconnected and started over).
+const keepaliveTimeout = 2 * time.Minute
+
 // Options tune a Server.
 type Options struct {
 	// Logger receives the server's logs; nil means slog.Default().
@@ -59,8 +73,12 @@ type Options struct {
 // Server is the ADS control plane. Create it with New, run it with Serve, and
 // push new configs with Update (safe for concurrent use).
 type Server struct {
-	log   *slog.Logger
+	log *slog.Logger
+	// cache serves SotW streams and fetches (every node has its snapshot);
+	// delta serves delta streams from the changes between snapshots and
+	// hands SotW to cache (deltacache.go).
 	cache cachev3.SnapshotCache
+	delta *deltaCache
 	reg   *prometheus.Registry
 	m     *metrics
 
@@ -133,9 +151,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("xds: certificate watcher: %w", err)
 	}
 	reg := telemetry.NewRegistry()
+	sotw := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger(logger.With("component", "xds.cache")))
 	s := &Server{
 		log:   logger.With("component", "xds"),
-		cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger(logger.With("component", "xds.cache"))),
+		cache: sotw,
+		delta: newDeltaCache(sotw),
 		reg:   reg,
 		m:     newMetrics(reg),
 		nodes: map[string]struct{}{},
@@ -319,7 +339,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	xs := serverv3.NewServer(ctx, s.cache, &callbacks{s: s})
+	xs := serverv3.NewServer(ctx, s.delta, &callbacks{s: s})
 	creds := insecure.NewCredentials()
 	if s.tls != nil {
 		creds = s.tls.Credentials()
@@ -327,7 +347,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	gs := grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.MaxConcurrentStreams(1<<20),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
+		grpc.MaxRecvMsgSize(maxRequestBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: keepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 30 * time.Second, PermitWithoutStream: true}),
 	)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xs)

@@ -28,7 +28,10 @@ import (
 //
 // A snapshot is immutable once published; version is set by publishLocked.
 type snapshot struct {
-	items    [types.UnknownType]map[string]types.ResourceWithTTL
+	// items is plain as the SotW cache takes it, made on its first call
+	// (delta streams never need it; at 100,000 tenants each is a map of
+	// 100,000–200,000 entries that a patch would otherwise copy).
+	items    [types.UnknownType]lazyItems
 	plain    [types.UnknownType]map[string]types.Resource
 	versions [types.UnknownType]map[string]string
 	// sum is the order-independent digest of every (type, name, version):
@@ -37,6 +40,11 @@ type snapshot struct {
 	// scratch and one patched to the same resources have the same sum.
 	sum     setSum
 	version string
+	// from and changes, for a patched snapshot until it is published, are
+	// the snapshot it was made from and the changes made (the delta cache
+	// answers from them); publishLocked clears them.
+	from    *snapshot
+	changes []change
 }
 
 var _ cachev3.ResourceSnapshot = (*snapshot)(nil)
@@ -94,9 +102,28 @@ func (s *snapshot) GetVersion(typeURL string) string {
 
 func (s *snapshot) GetResourcesAndTTL(typeURL string) map[string]types.ResourceWithTTL {
 	if t := cachev3.GetResponseType(typeURL); t != types.UnknownType {
-		return s.items[t]
+		return s.items[t].get(s.plain[t])
 	}
 	return nil
+}
+
+// lazyItems is one type's resources with their (no) TTLs, made once.
+type lazyItems struct {
+	once sync.Once
+	m    map[string]types.ResourceWithTTL
+}
+
+func (l *lazyItems) get(plain map[string]types.Resource) map[string]types.ResourceWithTTL {
+	l.once.Do(func() { l.m = withTTL(plain) })
+	return l.m
+}
+
+func withTTL(plain map[string]types.Resource) map[string]types.ResourceWithTTL {
+	m := make(map[string]types.ResourceWithTTL, len(plain))
+	for name, r := range plain {
+		m[name] = types.ResourceWithTTL{Resource: r}
+	}
+	return m
 }
 
 // GetResources is the type's map itself, never a copy: callers only read it.
@@ -125,6 +152,22 @@ func (s *snapshot) GetVersionMap(typeURL string) map[string]string {
 // its own (at 100,000 tenants the route configurations and scopes are
 // hundreds of thousands of entries); the result does not depend on it.
 func newSnapshot(res *translate.Resources, digests translate.Digests) (*snapshot, error) {
+	s, err := indexSnapshot(res, digests)
+	if err != nil {
+		return nil, err
+	}
+	cs := &cachev3.Snapshot{}
+	for t := range s.plain {
+		cs.Resources[t] = cachev3.Resources{Version: "pending", Items: withTTL(s.plain[t])}
+	}
+	if err := cs.Consistent(); err != nil {
+		return nil, fmt.Errorf("snapshot is inconsistent: %w", err)
+	}
+	return s, nil
+}
+
+// indexSnapshot is newSnapshot without the consistency check.
+func indexSnapshot(res *translate.Resources, digests translate.Digests) (*snapshot, error) {
 	byType := resourcesByType(res)
 	s := &snapshot{}
 	var sums [types.UnknownType]setSum
@@ -133,7 +176,6 @@ func newSnapshot(res *translate.Resources, digests translate.Digests) (*snapshot
 	for typ, list := range byType {
 		t := cachev3.GetResponseType(typ)
 		wg.Go(func() {
-			items := make(map[string]types.ResourceWithTTL, len(list))
 			plain := make(map[string]types.Resource, len(list))
 			versions := make(map[string]string, len(list))
 			for _, r := range list {
@@ -149,12 +191,11 @@ func newSnapshot(res *translate.Resources, digests translate.Digests) (*snapshot
 					v = cachev3.HashResource(b)
 				}
 				name := cachev3.GetResourceName(r)
-				items[name] = types.ResourceWithTTL{Resource: r}
 				plain[name] = r
 				versions[name] = v
 				sums[t].add(entrySum(t, name, v))
 			}
-			s.items[t], s.plain[t], s.versions[t] = items, plain, versions
+			s.plain[t], s.versions[t] = plain, versions
 		})
 	}
 	wg.Wait()
@@ -163,13 +204,6 @@ func newSnapshot(res *translate.Resources, digests translate.Digests) (*snapshot
 			return nil, errs[t]
 		}
 		s.sum.add(sums[t])
-	}
-	cs := &cachev3.Snapshot{}
-	for t := range s.items {
-		cs.Resources[t] = cachev3.Resources{Version: "pending", Items: s.items[t]}
-	}
-	if err := cs.Consistent(); err != nil {
-		return nil, fmt.Errorf("snapshot is inconsistent: %w", err)
 	}
 	return s, nil
 }
@@ -183,31 +217,38 @@ type change struct {
 }
 
 // patch is s with changes applied (s is left as it is). Only the maps of the
-// types changed are copied.
+// types changed are copied; a change that leaves a resource's version as it
+// is (a tenant's scopes, when an edit touches only its routes) changes
+// nothing and is dropped from the snapshot's changes.
 func (s *snapshot) patch(changes []change) *snapshot {
-	n := &snapshot{items: s.items, plain: s.plain, versions: s.versions, sum: s.sum}
+	n := &snapshot{plain: s.plain, versions: s.versions, sum: s.sum, from: s}
 	cloned := [types.UnknownType]bool{}
 	for _, c := range changes {
 		t := c.typ
+		old, had := n.versions[t][c.name]
+		if c.r == nil && !had || c.r != nil && had && old == c.version {
+			continue
+		}
+		n.changes = append(n.changes, c)
 		if !cloned[t] {
 			cloned[t] = true
-			n.items[t] = cloneOrMake(s.items[t])
 			n.plain[t] = cloneOrMake(s.plain[t])
 			n.versions[t] = cloneOrMake(s.versions[t])
 		}
-		if old, ok := n.versions[t][c.name]; ok {
+		if had {
 			n.sum.sub(entrySum(t, c.name, old))
 		}
 		if c.r == nil {
-			delete(n.items[t], c.name)
 			delete(n.plain[t], c.name)
 			delete(n.versions[t], c.name)
 			continue
 		}
-		n.items[t][c.name] = types.ResourceWithTTL{Resource: c.r}
 		n.plain[t][c.name] = c.r
 		n.versions[t][c.name] = c.version
 		n.sum.add(entrySum(t, c.name, c.version))
+	}
+	if n.changes == nil {
+		n.changes = []change{} // not nil: the delta cache then knows nothing changed
 	}
 	return n
 }

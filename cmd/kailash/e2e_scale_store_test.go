@@ -15,7 +15,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -234,8 +236,62 @@ tenants:
 
 	// Start → the gRPC port answers: read the store, decode, compose,
 	// translate, first snapshot (xds binds its ports after it).
+	// KAILASH_SCALE_PPROF=dir: heap profiles of the xds process at each
+	// stage (go tool pprof -sample_index=inuse_space dir/xds-*.heap).
+	profDir := os.Getenv("KAILASH_SCALE_PPROF")
+	var env []string
+	pprofAddr := ""
+	if profDir != "" {
+		pprofAddr = a()
+		env = append(env, helperPprofEnv+"="+pprofAddr)
+	}
+	profile := func(stage string) {
+		if profDir == "" {
+			return
+		}
+		t.Helper()
+		resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?gc=1")
+		if err == nil {
+			var f *os.File
+			if f, err = os.Create(filepath.Join(profDir, fmt.Sprintf("xds-%d-%s.heap", n, stage))); err == nil {
+				_, err = io.Copy(f, resp.Body)
+				err = errors.Join(err, f.Close())
+			}
+			_ = resp.Body.Close()
+		}
+		if err != nil {
+			t.Errorf("heap profile %s: %v", stage, err)
+		}
+	}
+
+	// cpuProfile starts a CPU profile of the xds process (seconds long);
+	// the function it returns waits for it.
+	cpuProfile := func(stage string, seconds int) func() {
+		if profDir == "" {
+			return func() {}
+		}
+		done := make(chan error, 1)
+		go func() {
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, seconds))
+			if err == nil {
+				var f *os.File
+				if f, err = os.Create(filepath.Join(profDir, fmt.Sprintf("xds-%d-%s.cpu", n, stage))); err == nil {
+					_, err = io.Copy(f, resp.Body)
+					err = errors.Join(err, f.Close())
+				}
+				_ = resp.Body.Close()
+			}
+			done <- err
+		}()
+		return func() {
+			if err := <-done; err != nil {
+				t.Errorf("CPU profile %s: %v", stage, err)
+			}
+		}
+	}
+
 	start = time.Now()
-	x := startKailash(t, "xds", "-c", path)
+	x := startKailashEnv(t, env, "xds", "-c", path)
 	pid := x.cmd.Process.Pid
 	for {
 		if c, err := net.DialTimeout("tcp", xdsGRPC, time.Second); err == nil {
@@ -257,6 +313,7 @@ tenants:
 	cur, peak := procMem(pid)
 	t.Logf("%d tenants: xds start → serving %s (of which translate + first snapshot %.3fs); xds RSS %.0f MiB (peak %.0f MiB)",
 		n, ready.Round(time.Millisecond), build, cur, peak)
+	profile("first-snapshot")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -315,8 +372,10 @@ tenants:
 	t.Logf("%d tenants: first store edit (behind Envoy's initial sync) served after %s", n, d.Round(time.Millisecond))
 	cur, peak = procMem(pid)
 	t.Logf("%d tenants, Envoy synced: xds RSS %.0f MiB (peak %.0f MiB)", n, cur, peak)
+	profile("envoy-synced")
 
 	// One-tenant edits through the store → served by Envoy.
+	waitCPU := cpuProfile("edits", 10)
 	var served []time.Duration
 	for k, i := range []int{n / 2, n / 3, n / 4, n / 5, n / 6} {
 		id := fmt.Sprintf("t%05d", i)
@@ -327,6 +386,7 @@ tenants:
 			t.Errorf("untouched tenant t%05d after the edit: %d %v", i+1, code, err)
 		}
 	}
+	waitCPU()
 	// A tenant created, then deleted, through the store.
 	doc := storeTenantDoc("fresh")
 	tenant, err := config.ParseTenant("fresh", []byte(doc))
@@ -350,6 +410,7 @@ tenants:
 	cur, peak = procMem(pid)
 	t.Logf("%d tenants: one-tenant store edit → served by Envoy: median %s of %d (%v); xds RSS %.0f MiB (peak %.0f MiB)",
 		n, median(served).Round(time.Millisecond), len(served), served, cur, peak)
+	profile("edits")
 	if clients == 0 {
 		return
 	}
@@ -396,6 +457,7 @@ tenants:
 	cur, peak = procMem(pid)
 	t.Logf("%d tenants: %d delta ADS clients connected and synced (every route configuration each) after %s; xds RSS %.0f MiB (peak %.0f MiB)",
 		n, clients, time.Since(start).Round(time.Millisecond), cur, peak)
+	profile("clients-synced")
 
 	var fanned, envoyServed []time.Duration
 	seen := map[string]bool{}

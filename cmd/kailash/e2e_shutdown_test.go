@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,9 +29,19 @@ import (
 // exits, signals included) and runs no test.
 const helperArgsEnv = "KAILASH_TEST_HELPER_ARGS"
 
+// helperPprofEnv, set for a re-executed `kailash`, is an address it serves
+// net/http/pprof on (the scale test's heap profiles of the xds process).
+const helperPprofEnv = "KAILASH_TEST_HELPER_PPROF"
+
 func TestMain(m *testing.M) {
 	if args, ok := os.LookupEnv(helperArgsEnv); ok {
 		os.Args = append([]string{"kailash"}, strings.Split(args, "\x1f")...)
+		if addr := os.Getenv(helperPprofEnv); addr != "" {
+			mux := http.NewServeMux()
+			mux.HandleFunc("/debug/pprof/", httppprof.Index) // /debug/pprof/heap etc.
+			mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+			go func() { _ = http.ListenAndServe(addr, mux) }()
+		}
 		main()
 		os.Exit(0)
 	}
@@ -47,8 +58,14 @@ type kailashProc struct {
 
 func startKailash(t *testing.T, args ...string) *kailashProc {
 	t.Helper()
+	return startKailashEnv(t, nil, args...)
+}
+
+// startKailashEnv is startKailash with more environment variables.
+func startKailashEnv(t *testing.T, env []string, args ...string) *kailashProc {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), helperArgsEnv+"="+strings.Join(args, "\x1f"))
+	cmd.Env = append(append(os.Environ(), env...), helperArgsEnv+"="+strings.Join(args, "\x1f"))
 	k := &kailashProc{cmd: cmd, out: &testenv.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = k.out, k.out
 	if err := cmd.Start(); err != nil {

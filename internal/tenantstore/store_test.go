@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -363,5 +364,106 @@ func TestSourceDecodesOnlyWhatChanged(t *testing.T) {
 	}
 	if src.InForce() != second {
 		t.Fatal("the last good combination is not kept")
+	}
+}
+
+// TestSourceValidatesOnlyWhatChanged: a change of a few stored tenants is
+// validated on its own (config.WithTenantsPatch: the combination's index
+// is carried on, not built again) and composes what the full validation
+// composes; a change the patch refuses gets the full validation's error.
+func TestSourceValidatesOnlyWhatChanged(t *testing.T) {
+	file := fileConfig(t)
+	src := NewSource(file, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var docs []Doc
+	for _, id := range []string{"a", "b", "c", "d"} {
+		doc, _ := tenantDoc(id, id+".test")
+		docs = append(docs, Doc{ID: id, Document: doc, Version: 1})
+	}
+	src.SetDocs(docs)
+	src.Start(func(*config.Config) error { return nil })
+	idx := src.last.idx
+	if idx == nil || idx.Len() != len(docs)+1 {
+		t.Fatalf("index after the first composition: %v", idx)
+	}
+	steps := []struct {
+		name string
+		edit func([]Doc) []Doc
+		want string // the error; "" when the edit applies
+	}{
+		{"suspend", func(d []Doc) []Doc { d[1].Suspended = true; return d }, ""},
+		{"new domain", func(d []Doc) []Doc { d[2].Document, _ = tenantDoc("c", "c2.test"); return d }, ""},
+		{"removed", func(d []Doc) []Doc { return append(d[:3:3], d[4:]...) }, ""},
+		{"created, taking a freed domain", func(d []Doc) []Doc {
+			doc, _ := tenantDoc("e", "c.test")
+			return append(d, Doc{ID: "e", Document: doc})
+		}, ""},
+		{"a domain taken", func(d []Doc) []Doc { d[0].Document, _ = tenantDoc("a", "B.test"); return d }, `tenant "b": domains: "b.test" is already served by tenant "a"`},
+	}
+	for _, st := range steps {
+		next := st.edit(append([]Doc(nil), src.Docs()...))
+		src.SetDocs(next)
+		if st.want != "" {
+			if src.Err() == nil || !strings.Contains(src.Err().Error(), st.want) {
+				t.Fatalf("%s: err %v, want %q", st.name, src.Err(), st.want)
+			}
+			continue
+		}
+		if src.Err() != nil {
+			t.Fatalf("%s: %v", st.name, src.Err())
+		}
+		if src.last.idx != idx {
+			t.Fatalf("%s: validated in full (a new index)", st.name)
+		}
+		full, err := Compose(file, next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(src.InForce(), full) {
+			t.Fatalf("%s: the patched combination differs from the full one", st.name)
+		}
+	}
+}
+
+// TestFollowerPushOneKeepsOrder: one document changed, added or gone is
+// applied as the sorted list a full push gives, without changing the
+// list given before.
+func TestFollowerPushOneKeepsOrder(t *testing.T) {
+	var got [][]Doc
+	f := &follower{docs: map[string]Doc{}, apply: func(d []Doc) { got = append(got, d) }}
+	for _, id := range []string{"d", "b", "f"} {
+		f.docs[id] = Doc{ID: id, Version: 1}
+	}
+	f.push()
+	ids := func(ds []Doc) string {
+		var b strings.Builder
+		for _, d := range ds {
+			fmt.Fprintf(&b, "%s%d ", d.ID, d.Version)
+		}
+		return b.String()
+	}
+	for _, st := range []struct {
+		id   string
+		gone bool
+		want string
+	}{
+		{"b", false, "b2 d1 f1 "}, {"a", false, "a2 b2 d1 f1 "}, {"g", false, "a2 b2 d1 f1 g2 "},
+		{"e", false, "a2 b2 d1 e2 f1 g2 "}, {"d", true, "a2 b2 e2 f1 g2 "}, {"a", true, "b2 e2 f1 g2 "}, {"g", true, "b2 e2 f1 "},
+	} {
+		before := ids(got[len(got)-1])
+		prev := got[len(got)-1]
+		if st.gone {
+			delete(f.docs, st.id)
+			f.pushOne(st.id, nil)
+		} else {
+			d := Doc{ID: st.id, Version: 2}
+			f.docs[st.id] = d
+			f.pushOne(st.id, &d)
+		}
+		if s := ids(got[len(got)-1]); s != st.want {
+			t.Fatalf("after %s (gone %v): %s, want %s", st.id, st.gone, s, st.want)
+		}
+		if ids(prev) != before {
+			t.Fatalf("the list given before changed: %s, was %s", ids(prev), before)
+		}
 	}
 }

@@ -216,6 +216,8 @@ var Docs = map[string]string{
 	"Tenant.Source":                        "Source is where the tenant comes from: \"\" for the file, else the tenant store (WithTenants).",
 	"Tenant.StreamIdleTimeout":             "StreamIdleTimeout (over envoy.listener's) and Compression (default true) of the tenant's routes (edge.go).",
 	"Tenant.Upstreams":                     "Edge settings (edge.go). Active defaults to true; Upstreams default to the runner.",
+	"TenantIndex.domains":                  "lower-cased domain → tenant id",
+	"TenantIndex.issuers":                  "issuer → how many tenants trust it",
 	"TenantLimits.AuthPerMinute":           "AuthPerMinute is a global quota on the tenant's login endpoints (/auth/*), per client IP and minute. Those requests run without ext_authz, so they never count against the other quotas; this is their own. Unset: DefaultAuthPerMinute when ratelimit.grpc is set; 0 turns it off.",
 	"TenantLimits.Burst":                   "RequestsPerSecond and Burst are Envoy's per-tenant local token bucket (per Envoy process); Burst defaults to RequestsPerSecond.",
 	"TenantLimits.MaxAPICallsPerDay":       "MaxAPICallsPerDay is a global quota for the whole tenant.",
@@ -236,4 +238,5 @@ var Docs = map[string]string{
 	"XDS.GRPC":                             "ADS server",
 	"XDS.HTTP":                             "/metrics, /healthz, /readyz",
 	"XDS.TLS":                              "TLS, when set, requires mutual TLS on the ADS port (mtls.go).",
+	"indexedTenant.domains":                "lower-cased",
 }
