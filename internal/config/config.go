@@ -371,6 +371,9 @@ type JWT struct {
 	// RequireTenantClaim also refuses a token without it (see identity.go
 	// for the default).
 	RequireTenantClaim *bool `yaml:"require_tenant_claim"`
+	// claimDefaulted: RequireTenantClaim was set by setTenantClaimDefaults,
+	// not by the config, and is decided again by the next composition.
+	claimDefaulted bool
 	// KeyRefresh tunes how jwks_url is kept fresh (identity.go).
 	KeyRefresh `yaml:",inline"`
 }

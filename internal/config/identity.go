@@ -117,6 +117,9 @@ func validateKeyRefresh(at func(line int, format string, args ...any), line int,
 // leaves it out: a token without the tenant claim would be accepted by every
 // tenant trusting its issuer (and audience), so it is required when several
 // tenants trust the same issuer (through jwt or issuers[]), else not.
+// A composition (WithTenants) clears the defaults first: a tenant reused
+// from an earlier one (the file's, the tenant store's decoded tenants) may
+// have gained or lost a co-trusting tenant since.
 func (c *Config) setTenantClaimDefaults() {
 	trusting := map[string]map[string]bool{} // issuer -> tenant ids
 	add := func(iss, tenant string) {
@@ -138,14 +141,33 @@ func (c *Config) setTenantClaimDefaults() {
 		return &b
 	}
 	for i := range c.Tenants {
-		t := &c.Tenants[i]
-		if t.JWT.RequireTenantClaim == nil && t.JWT.Configured() {
-			t.JWT.RequireTenantClaim = shared(t.JWT.Issuer)
+		c.Tenants[i].setTenantClaimDefaults(func(iss string) bool { return *shared(iss) })
+	}
+}
+
+// clearTenantClaimDefaults undoes what setTenantClaimDefaults decided.
+func (t *Tenant) clearTenantClaimDefaults() {
+	if t.JWT.claimDefaulted {
+		t.JWT.RequireTenantClaim, t.JWT.claimDefaulted = nil, false
+	}
+	for k := range t.Issuers {
+		if o := &t.Issuers[k]; o.claimDefaulted {
+			o.RequireTenantClaim, o.claimDefaulted = nil, false
 		}
-		for k := range t.Issuers {
-			if o := &t.Issuers[k]; o.RequireTenantClaim == nil {
-				o.RequireTenantClaim = shared(o.Issuer)
-			}
+	}
+}
+
+// setTenantClaimDefaults sets require_tenant_claim where the config leaves
+// it out: shared(issuer) says whether several tenants trust the issuer.
+func (t *Tenant) setTenantClaimDefaults(shared func(string) bool) {
+	if t.JWT.RequireTenantClaim == nil && t.JWT.Configured() {
+		b := shared(t.JWT.Issuer)
+		t.JWT.RequireTenantClaim, t.JWT.claimDefaulted = &b, true
+	}
+	for k := range t.Issuers {
+		if o := &t.Issuers[k]; o.RequireTenantClaim == nil {
+			b := shared(o.Issuer)
+			o.RequireTenantClaim, o.claimDefaulted = &b, true
 		}
 	}
 }

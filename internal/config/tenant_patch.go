@@ -149,18 +149,33 @@ func (c *Config) WithTenantsPatch(source string, all []Tenant, changed []int, go
 		}
 		return n
 	}
-	for k := range fresh {
-		t := &fresh[k]
-		if t.JWT.RequireTenantClaim == nil && t.JWT.Configured() {
-			b := trusting(t.JWT.Issuer) > 1
-			t.JWT.RequireTenantClaim = &b
-		}
-		for j := range t.Issuers {
-			if o := &t.Issuers[j]; o.RequireTenantClaim == nil {
-				b := trusting(o.Issuer) > 1
-				o.RequireTenantClaim = &b
+	// An issuer the change makes shared (or no longer shared) changes the
+	// default of the other tenants trusting it too: the full composition
+	// decides them all.
+	for id := range replaced {
+		for _, iss := range idx.tenants[id].issuers {
+			if (idx.issuers[iss] > 1) != (trusting(iss) > 1) {
+				return nil, false
 			}
 		}
+	}
+	for k := range fresh {
+		for _, iss := range trustedIssuers(&fresh[k]) {
+			if (idx.issuers[iss] > 1) != (trusting(iss) > 1) {
+				return nil, false
+			}
+		}
+	}
+	// The changed tenants, and the file's (defaulted when the file was
+	// read, counting only the file's tenants), decided over every tenant.
+	shared := func(iss string) bool { return trusting(iss) > 1 }
+	for k := range fresh {
+		fresh[k].clearTenantClaimDefaults()
+		fresh[k].setTenantClaimDefaults(shared)
+	}
+	for k := range c.Tenants {
+		all[k].clearTenantClaimDefaults()
+		all[k].setTenantClaimDefaults(shared)
 	}
 	mini.SetDefaults()
 	if mini.Validate() != nil {

@@ -141,6 +141,9 @@ func (c *Config) WithTenants(source string, extra []Tenant) (*Config, error) {
 		t.Source = source
 		t.Line = 0 // its lines are its document's, not the file's
 	}
+	for i := range n.Tenants {
+		n.Tenants[i].clearTenantClaimDefaults() // decided again over every tenant
+	}
 	n.SetDefaults()
 	if err := n.Validate(); err != nil {
 		return nil, err
