@@ -84,7 +84,7 @@ type OIDCIssuer struct {
 	MinRefreshInterval time.Duration `yaml:"min_refresh_interval"`
 	// RequireTenantClaim, as in jwt (default: see identity.go).
 	RequireTenantClaim *bool `yaml:"require_tenant_claim"`
-	claimDefaulted     bool // as in JWT
+	claimDefaulted     bool  // as in JWT
 }
 
 // Configured reports whether the tenant's jwt section is used at all (a
