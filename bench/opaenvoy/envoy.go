@@ -178,7 +178,7 @@ func runEnvoy(envoyBin, dir string, servers map[string]*proc, token string, rate
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		if _, err := httpLoop(get, streams, rate, warmup); err != nil {
+		if _, err := openLoopOf(get, streams, rate, warmup); err != nil {
 			return nil, err
 		}
 		var auth *proc
@@ -191,7 +191,7 @@ func runEnvoy(envoyBin, dir string, servers map[string]*proc, token string, rate
 		if auth != nil {
 			cpu0 = auth.cpu()
 		}
-		lat, err := httpLoop(get, streams, rate, dur)
+		lat, err := openLoopOf(get, streams, rate, dur)
 		if err != nil {
 			return nil, err
 		}
@@ -206,9 +206,10 @@ func runEnvoy(envoyBin, dir string, servers map[string]*proc, token string, rate
 	return results, nil
 }
 
-// httpLoop offers rate requests/s for d from streams goroutines, each on
-// its own schedule (open loop), and returns the latencies.
-func httpLoop(get func() error, streams int, rate float64, d time.Duration) ([]time.Duration, error) {
+// openLoopOf offers rate calls of get per second for d from streams
+// goroutines, each on its own schedule (open loop: a late answer does not
+// delay the next call's schedule), and returns the latencies.
+func openLoopOf(get func() error, streams int, rate float64, d time.Duration) ([]time.Duration, error) {
 	interval := time.Duration(float64(time.Second) * float64(streams) / rate)
 	start := time.Now()
 	end := start.Add(d)
@@ -218,7 +219,7 @@ func httpLoop(get func() error, streams int, rate float64, d time.Duration) ([]t
 	var wg sync.WaitGroup
 	for i := range streams {
 		wg.Go(func() {
-			var local []time.Duration
+			local := make([]time.Duration, 0, int(d/interval)+1)
 			for next := start.Add(time.Duration(i) * interval / time.Duration(streams)); next.Before(end); next = next.Add(interval) {
 				time.Sleep(time.Until(next))
 				t := time.Now()

@@ -27,7 +27,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -322,38 +321,7 @@ func closedLoop(client authv3.AuthorizationClient, req *authv3.CheckRequest, str
 // goroutines, each sending on its own schedule (a late answer does not
 // delay the next send's schedule), and returns the latencies.
 func openLoop(client authv3.AuthorizationClient, req *authv3.CheckRequest, streams int, rate float64, d time.Duration) ([]time.Duration, error) {
-	interval := time.Duration(float64(time.Second) * float64(streams) / rate)
-	start := time.Now()
-	end := start.Add(d)
-	var mu sync.Mutex
-	var lat []time.Duration
-	var firstErr atomic.Pointer[error]
-	var wg sync.WaitGroup
-	for i := range streams {
-		wg.Go(func() {
-			local := make([]time.Duration, 0, int(d/interval)+1)
-			for next := start.Add(time.Duration(i) * interval / time.Duration(streams)); next.Before(end); next = next.Add(interval) {
-				time.Sleep(time.Until(next))
-				t := time.Now()
-				if err := check(context.Background(), client, req); err != nil {
-					firstErr.CompareAndSwap(nil, &err)
-					return
-				}
-				local = append(local, time.Since(t))
-			}
-			mu.Lock()
-			lat = append(lat, local...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	if err := firstErr.Load(); err != nil {
-		return nil, *err
-	}
-	if len(lat) == 0 {
-		return nil, errors.New("no answers")
-	}
-	return lat, nil
+	return openLoopOf(func() error { return check(context.Background(), client, req) }, streams, rate, d)
 }
 
 // proc is a server process.
