@@ -391,6 +391,13 @@ const (
 	qNodeOwn = `INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)` + qNodeUpsert
 	qFinish = `UPDATE {t}executions SET status = ?, output = ?, error = ?, finished_at = ? WHERE id = ? AND status = ? AND owner = ?`
+	// qNodes is several nodes of one execution started in an earlier
+	// batch, under one ownership check (PostgreSQL; the columns are TEXT,
+	// the type VALUES gives its parameters). VALUES_ROWS is replaced by
+	// the tuples.
+	qNodes = `INSERT INTO {t}node_results (execution_id, node, type, status, output, error, started_at, finished_at)
+		SELECT * FROM (VALUES VALUES_ROWS) AS v (execution_id, node, type, status, output, error, started_at, finished_at)
+		WHERE EXISTS (SELECT 1 FROM {t}executions WHERE id = ? AND owner = ? AND status = ?)` + qNodeUpsert
 )
 
 // statement is w's query template and arguments; "" for an end folded
@@ -428,6 +435,9 @@ type stmt struct {
 	args  []any
 	ws    []*write
 	multi bool
+	// allOrNone: rows of one execution under one ownership check (qNodes):
+	// all written, or none.
+	allOrNone bool
 }
 
 // maxRows bounds the rows of a multi-row INSERT (and so the prepared
@@ -482,7 +492,58 @@ func (c *committer) statements(batch []*write) []stmt {
 	for _, g := range nodes {
 		out = append(out, c.multi(g.t, g.q, g.rows)...)
 	}
+	if c.pg {
+		rest = c.groupNodes(rest)
+	}
 	return append(out, rest...)
+}
+
+// groupNodes folds the node results of one execution started in an
+// earlier batch (qNode, each with its own ownership check) into one
+// statement at the place of the first: PostgreSQL plans, checks and
+// inserts once. Only nodes before any other write of their execution in
+// the batch, and only distinct nodes (an upsert cannot touch a row twice),
+// are folded; the order of each execution's writes is kept.
+func (c *committer) groupNodes(rest []stmt) []stmt {
+	type group struct {
+		at    int // index in out
+		nodes map[string]bool
+		open  bool // no other write of the execution since
+	}
+	groups := map[execKey]*group{}
+	out := rest[:0:0]
+	for _, x := range rest {
+		w := x.ws[0]
+		k := execKey{w.t, w.id}
+		g := groups[k]
+		if x.q != qNode {
+			if g != nil {
+				g.open = false
+			}
+			out = append(out, x)
+			continue
+		}
+		if g != nil && g.open && !g.nodes[w.node] && len(out[g.at].ws) < maxRows {
+			g.nodes[w.node] = true
+			out[g.at].ws = append(out[g.at].ws, w)
+			continue
+		}
+		groups[k] = &group{at: len(out), nodes: map[string]bool{w.node: true}, open: true}
+		out = append(out, x)
+	}
+	for i, x := range out {
+		if x.q != qNode || len(x.ws) == 1 {
+			continue
+		}
+		tuples := strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?), ", len(x.ws)), ", ")
+		st := stmt{t: x.t, q: strings.Replace(qNodes, "VALUES_ROWS", tuples, 1), ws: x.ws, allOrNone: true}
+		for _, w := range x.ws {
+			st.args = append(st.args, w.id, w.node, w.typ, w.status, w.output, w.errMsg, w.started, w.finished)
+		}
+		st.args = append(st.args, x.ws[0].id, c.s.lease.owner, StatusRunning)
+		out[i] = st
+	}
+	return out
 }
 
 // multi is rows (of one single-row template whose VALUES (…) ends it or
@@ -559,6 +620,12 @@ func (c *committer) execSQLite(ctx context.Context, batch []*write) error {
 // done credits a statement's rows to its writes: each row of a multi-row
 // INSERT is written (any failure fails the statement).
 func (x stmt) done(n int64) {
+	if x.allOrNone {
+		for _, w := range x.ws {
+			w.affected = min(n, 1)
+		}
+		return
+	}
 	if x.multi {
 		for _, w := range x.ws {
 			w.affected = 1

@@ -414,3 +414,62 @@ func TestPostgresDeferredCountedStartsCommitAsync(t *testing.T) {
 		t.Fatalf("ended execution reads %q on the other runner", e.Status)
 	}
 }
+
+// On PostgreSQL the node results of an execution started in an earlier
+// batch are written by one statement under one ownership check: all of
+// them are stored (outputs and errors intact, a repeated node upserted),
+// and none when another runner owns the execution — each refused as a
+// lost lease, with the end.
+func TestPostgresGroupedNodeResults(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	a, b := openPG(t, pg.DSN, 0), openPG(t, pg.DSN, 0)
+	ctx := t.Context()
+	now := time.Now()
+	node := func(name string, i int) NodeRun {
+		return NodeRun{Node: name, Type: "transform", Status: StatusCompleted, Output: map[string]any{"i": i}, Started: now, Finished: now}
+	}
+	// Committed alone first (not Deferred), so the nodes are conditional.
+	if err := startExec(t, a, "acme", "grouped", 0); err != nil {
+		t.Fatal(err)
+	}
+	dctx := Deferred(ctx)
+	for i, n := range []string{"a", "b", "c", "b"} { // b twice: the second overwrites
+		r := node(n, i)
+		if n == "c" {
+			r.Status, r.Error, r.Output = "failed", "boom", nil
+		}
+		if err := a.RecordNode(dctx, "acme", "grouped", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.FinishExecution(ctx, "acme", "grouped", StatusFailed, nil, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	e := status(t, b, "acme", "grouped")
+	got := map[string]NodeRun{}
+	for _, n := range e.Nodes {
+		got[n.Node] = n
+	}
+	if e.Status != StatusFailed || len(got) != 3 || fmt.Sprint(got["a"].Output["i"]) != "0" || fmt.Sprint(got["b"].Output["i"]) != "3" ||
+		got["c"].Error != "boom" || got["c"].Status != "failed" {
+		t.Fatalf("execution %s with nodes %+v", e.Status, e.Nodes)
+	}
+	// Owned by a: b's node results and end are refused, none stored.
+	if err := startExec(t, a, "acme", "theirs", 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"x", "y"} {
+		if err := b.RecordNode(dctx, "acme", "theirs", node(n, 0)); err != nil {
+			t.Fatal(err) // deferred: refused later, logged
+		}
+	}
+	if err := b.FinishExecution(ctx, "acme", "theirs", StatusCompleted, nil, ""); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("the other runner's end: %v", err)
+	}
+	if e := status(t, a, "acme", "theirs"); e.Status != StatusRunning || len(e.Nodes) != 0 {
+		t.Fatalf("another runner wrote into a's execution: %s %+v", e.Status, e.Nodes)
+	}
+	if cs := a.(*sqlStore).CommitStats(); cs.Batches == 0 {
+		t.Fatal("no commits counted")
+	}
+}
