@@ -25,6 +25,12 @@ type indexedTenant struct {
 	issuers []string
 }
 
+// DomainOwner is the tenant serving domain (case-insensitive), if any.
+func (x *TenantIndex) DomainOwner(domain string) (string, bool) {
+	id, ok := x.domains[strings.ToLower(domain)]
+	return id, ok
+}
+
 // NewTenantIndex indexes the tenants of c, a combination that validated.
 func NewTenantIndex(c *Config) *TenantIndex {
 	x := &TenantIndex{tenants: make(map[string]indexedTenant, len(c.Tenants)),

@@ -296,6 +296,25 @@ func (a *API) check(t config.Tenant, replacing bool) error {
 			}
 		}
 	}
+	if owns, ok := a.Source.claims(); ok {
+		// The combination in force is the newest: its index answers for
+		// the domains, and the tenant is validated with the file's alone
+		// (as the one-tenant patch does: the only checks between tenants
+		// are ids, domains and issuers, and issuers only set defaults).
+		for _, d := range t.Domains {
+			if id, taken := owns(d); taken && id != t.ID {
+				o := owner{Tenant: id, Source: SourceName}
+				if _, inFile := file.Tenant(id); inFile {
+					o.Source = "file " + file.File
+				}
+				return conflict(&ConflictError{What: "domain", Value: d, Owner: o.Tenant, Source: o.Source})
+			}
+		}
+		if _, err := file.WithTenants(SourceName, []config.Tenant{t}); err != nil {
+			return invalid(err, t.ID)
+		}
+		return nil
+	}
 	claimed := map[string]owner{}
 	for i := range file.Tenants {
 		for _, d := range file.Tenants[i].Domains {

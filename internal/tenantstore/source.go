@@ -122,11 +122,12 @@ type composed struct {
 	cfg  *config.Config
 	byID map[string]decoded
 	file *config.Config
+	docs []Doc // as composed (Source.claims compares it with the newest)
 	idx  *config.TenantIndex
 }
 
 func newComposed(cfg *config.Config, docs []Doc, file *config.Config, idx *config.TenantIndex) *composed {
-	c := &composed{cfg: cfg, byID: make(map[string]decoded, len(docs)), file: file, idx: idx}
+	c := &composed{cfg: cfg, byID: make(map[string]decoded, len(docs)), file: file, docs: docs, idx: idx}
 	first := len(cfg.Tenants) - len(docs) // the store's tenants follow the file's, in docs' order
 	for i, d := range docs {
 		c.byID[d.ID] = decoded{doc: d.Document, suspended: d.Suspended, idx: first + i}
@@ -206,6 +207,24 @@ func (s *Source) composeLocked() (*config.Config, error) {
 		s.last = newComposed(cfg, s.docs, s.file, idx)
 	}
 	return cfg, err
+}
+
+// claims answers for the newest file and store contents, when they are
+// the combination in force: ok is false otherwise (then the caller decodes
+// the documents itself). owner(domain) is the tenant serving domain.
+func (s *Source) claims() (owner func(domain string) (string, bool), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.last
+	if s.err != nil || l == nil || l.idx == nil || l.file != s.file || len(l.docs) != len(s.docs) ||
+		len(s.docs) > 0 && &l.docs[0] != &s.docs[0] {
+		return nil, false
+	}
+	return func(domain string) (string, bool) {
+		s.mu.Lock() // the index follows the combination (patches update it)
+		defer s.mu.Unlock()
+		return l.idx.DomainOwner(domain)
+	}, true
 }
 
 // File is the newest file config that loaded.
