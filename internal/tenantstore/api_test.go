@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -214,4 +215,40 @@ func join(v any) string {
 		s = append(s, x.(string))
 	}
 	return strings.Join(s, "\n")
+}
+
+// BenchmarkAdminCheck is the admin API's check of a new tenant among
+// 20,000 stored ones: "indexed" against the combination in force (its
+// index, and the tenant validated with the file's alone), "full" when the
+// newest contents are not in force (every document decoded and the whole
+// combination validated).
+func BenchmarkAdminCheck(b *testing.B) {
+	var docs []Doc
+	for i := range 20_000 {
+		id := fmt.Sprintf("t%05d", i)
+		doc, _ := tenantDoc(id, id+".test")
+		docs = append(docs, Doc{ID: id, Document: doc, Version: 1})
+	}
+	_, fresh := tenantDoc("new", "new.test")
+	for _, bc := range []struct {
+		name    string
+		started bool
+	}{{"indexed", true}, {"full", false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			src := NewSource(fileConfig(b), slog.New(slog.NewTextHandler(io.Discard, nil)))
+			src.SetDocs(docs)
+			if bc.started {
+				src.Start(func(*config.Config) error { return nil })
+			}
+			if _, ok := src.claims(); ok != bc.started {
+				b.Fatalf("indexed path available: %v", ok)
+			}
+			a := &API{Source: src}
+			for b.Loop() {
+				if err := a.check(fresh, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -246,7 +246,7 @@ func TestFollowSeesNotifyResyncAndReconnects(t *testing.T) {
 }
 
 // fileConfig is a kailash.yaml with the admin tenant ops and a tenant store.
-func fileConfig(t *testing.T) *config.Config {
+func fileConfig(t testing.TB) *config.Config {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "k.json"), []byte(`{"keys":[]}`), 0o600); err != nil {
