@@ -194,7 +194,7 @@ func TestTenantClaimDefaultFollowsCoTrusters(t *testing.T) {
 		}
 	}
 	if opsIss == "" {
-		t.Skip("the store config's ops tenant has no jwt issuer")
+		t.Fatal("the store config's ops tenant has no jwt issuer: the test needs one")
 	}
 	one, err := c.WithTenants("tenant store", []Tenant{stored("x", "other")})
 	if err != nil {
