@@ -2,9 +2,9 @@ package apikey
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kailash-gw/kailash/internal/jsonapi"
 	"io"
 	"log/slog"
 	"net/http"
@@ -76,69 +76,34 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+p+"/{id}", a.wrap(a.revoke))
 }
 
-// apiError is an answer other than 2xx, in the tenant API's shape:
-// {"error": code, "message": ..., "errors": [...]}.
-type apiError struct {
-	status int
-	code   string
-	msg    string
-	errs   []string
-}
-
-func (e *apiError) Error() string {
-	if len(e.errs) > 0 {
-		return e.msg + ": " + strings.Join(e.errs, "; ")
-	}
-	return e.msg
-}
-
-func fail(status int, code, format string, args ...any) *apiError {
-	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
-}
-
 type handler func(ctx context.Context, c Caller, tenant string, w http.ResponseWriter, r *http.Request) error
 
 func (a *API) wrap(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := a.Authenticate(r)
 		if err != nil {
-			writeError(w, fail(http.StatusUnauthorized, "unauthenticated", "the API keys API is reached through Envoy, which the policy authorizes: %v", err))
+			jsonapi.WriteError(w, jsonapi.Fail(http.StatusUnauthorized, "unauthenticated", "the API keys API is reached through Envoy, which the policy authorizes: %v", err))
 			return
 		}
 		tenant := r.PathValue("tenant")
 		if c.Tenant != tenant && (a.AdminTenant == "" || c.Tenant != a.AdminTenant) {
-			writeError(w, fail(http.StatusForbidden, "forbidden", "an identity of tenant %q manages its own tenant's API keys only", c.Tenant))
+			jsonapi.WriteError(w, jsonapi.Fail(http.StatusForbidden, "forbidden", "an identity of tenant %q manages its own tenant's API keys only", c.Tenant))
 			return
 		}
 		if a.Tenant != nil && !a.Tenant(tenant) {
-			writeError(w, fail(http.StatusNotFound, "not_found", "no tenant %q", tenant))
+			jsonapi.WriteError(w, jsonapi.Fail(http.StatusNotFound, "not_found", "no tenant %q", tenant))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		if err := h(r.Context(), c, tenant, w, r); err != nil {
-			var ae *apiError
+			var ae *jsonapi.Error
 			if !errors.As(err, &ae) {
 				a.Log.Error("API keys admin API failed", "method", r.Method, "path", r.URL.Path, "err", err)
-				ae = fail(http.StatusServiceUnavailable, "store_unavailable", "the API key store failed; try again")
+				ae = jsonapi.Fail(http.StatusServiceUnavailable, "store_unavailable", "the API key store failed; try again")
 			}
-			writeError(w, ae)
+			jsonapi.WriteError(w, ae)
 		}
 	}
-}
-
-func writeError(w http.ResponseWriter, e *apiError) {
-	body := map[string]any{"error": e.code, "message": e.msg}
-	if len(e.errs) > 0 {
-		body["errors"] = e.errs
-	}
-	writeJSON(w, e.status, body)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 func (a *API) now() time.Time {
@@ -211,7 +176,7 @@ func (a *API) list(ctx context.Context, _ Caller, tenant string, w http.Response
 			out = append(out, view(k, used[k.ID], now))
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"api_keys": out})
+	jsonapi.Write(w, http.StatusOK, map[string]any{"api_keys": out})
 	return nil
 }
 
@@ -223,7 +188,7 @@ func (a *API) find(ctx context.Context, tenant, id string) (Key, error) {
 	}
 	i := slices.IndexFunc(keys, func(k Key) bool { return k.ID == id && k.Tenant == tenant })
 	if i < 0 {
-		return Key{}, fail(http.StatusNotFound, "not_found", "no API key %q in tenant %q", id, tenant)
+		return Key{}, jsonapi.Fail(http.StatusNotFound, "not_found", "no API key %q in tenant %q", id, tenant)
 	}
 	return keys[i], nil
 }
@@ -233,7 +198,7 @@ func (a *API) get(ctx context.Context, _ Caller, tenant string, w http.ResponseW
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, view(k, a.lastUsed(ctx)[k.ID], a.now()))
+	jsonapi.Write(w, http.StatusOK, view(k, a.lastUsed(ctx)[k.ID], a.now()))
 	return nil
 }
 
@@ -273,7 +238,7 @@ func (a *API) create(ctx context.Context, c Caller, tenant string, w http.Respon
 		return err
 	}
 	w.Header().Set("Location", wire.AdminAPIKeysPath(tenant)+"/"+k.ID)
-	writeJSON(w, http.StatusCreated, created{Key: secret, APIKey: view(k, time.Time{}, a.now())})
+	jsonapi.Write(w, http.StatusCreated, created{Key: secret, APIKey: view(k, time.Time{}, a.now())})
 	return nil
 }
 
@@ -283,11 +248,11 @@ func readCreate(r *http.Request) (createRequest, error) {
 	var req createRequest
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
-		return req, fail(http.StatusRequestEntityTooLarge, "too_large", "the body is larger than %d bytes", MaxBodyBytes)
+		return req, jsonapi.Fail(http.StatusRequestEntityTooLarge, "too_large", "the body is larger than %d bytes", MaxBodyBytes)
 	}
 	if err := strictjson.Unmarshal(b, &req); err != nil {
-		e := fail(http.StatusBadRequest, "bad_request", "the body is not an API key request (name, roles, cidrs, ttl or expires_at)")
-		e.errs = []string{err.Error()}
+		e := jsonapi.Fail(http.StatusBadRequest, "bad_request", "the body is not an API key request (name, roles, cidrs, ttl or expires_at)")
+		e.Errs = []string{err.Error()}
 		return req, e
 	}
 	return req, nil
@@ -340,8 +305,8 @@ func (a *API) newKey(tenant string, req createRequest) (Key, string, error) {
 		}
 	}
 	if len(errs) > 0 {
-		e := fail(http.StatusUnprocessableEntity, "invalid_api_key", "the API key request is not valid (%d problems)", len(errs))
-		e.errs = errs
+		e := jsonapi.Fail(http.StatusUnprocessableEntity, "invalid_api_key", "the API key request is not valid (%d problems)", len(errs))
+		e.Errs = errs
 		return Key{}, "", e
 	}
 	if len(roles) == 0 {
@@ -374,9 +339,9 @@ func (a *API) rotate(ctx context.Context, c Caller, tenant string, w http.Respon
 	switch {
 	case err != nil:
 	case !k.Revoked.IsZero():
-		err = fail(http.StatusConflict, "revoked", "API key %q was revoked; create a new one", id)
+		err = jsonapi.Fail(http.StatusConflict, "revoked", "API key %q was revoked; create a new one", id)
 	case !k.Expires.IsZero() && !now.Before(k.Expires):
-		err = fail(http.StatusConflict, "expired", "API key %q expired; create a new one", id)
+		err = jsonapi.Fail(http.StatusConflict, "expired", "API key %q expired; create a new one", id)
 	default:
 		if k, secret, err = Rotate(k); err == nil {
 			err = a.Keys.Put(ctx, k)
@@ -389,7 +354,7 @@ func (a *API) rotate(ctx context.Context, c Caller, tenant string, w http.Respon
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, created{Key: secret, APIKey: view(k, a.lastUsed(ctx)[k.ID], now)})
+	jsonapi.Write(w, http.StatusOK, created{Key: secret, APIKey: view(k, a.lastUsed(ctx)[k.ID], now)})
 	return nil
 }
 
@@ -431,7 +396,7 @@ func (a *API) record(ctx context.Context, c Caller, action, tenant string, k Key
 	ev := audit.Event{Component: "authz", Action: action, Actor: c.Actor(), Target: target, Outcome: audit.OK, Detail: d}
 	if err != nil {
 		ev.Outcome, ev.Error = audit.Error, err.Error()
-		var ae *apiError
+		var ae *jsonapi.Error
 		if !errors.As(err, &ae) {
 			ev.Error = "the API key store failed: " + err.Error()
 		}

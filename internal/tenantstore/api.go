@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kailash-gw/kailash/internal/jsonapi"
 	"io"
 	"log/slog"
 	"net/http"
@@ -58,24 +59,9 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+p+"/{id}/resume", a.wrap(a.suspend(false)))
 }
 
-// apiError is an answer other than 2xx.
-type apiError struct {
-	status int
-	code   string
-	msg    string
-	errs   []string
-	owner  *owner
-}
-
 type owner struct {
 	Tenant string `json:"tenant"`
 	Source string `json:"source"`
-}
-
-func (e *apiError) Error() string { return e.msg }
-
-func fail(status int, code, format string, args ...any) *apiError {
-	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
 type handler func(ctx context.Context, c Caller, w http.ResponseWriter, r *http.Request) error
@@ -84,46 +70,28 @@ func (a *API) wrap(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, err := a.Authenticate(r)
 		if err != nil {
-			writeError(w, fail(http.StatusUnauthorized, "unauthenticated", "the admin API is reached through Envoy, which the policy authorizes: %v", err))
+			jsonapi.WriteError(w, jsonapi.Fail(http.StatusUnauthorized, "unauthenticated", "the admin API is reached through Envoy, which the policy authorizes: %v", err))
 			return
 		}
 		if c.Tenant != a.AdminTenant {
-			writeError(w, fail(http.StatusForbidden, "forbidden", "identity of tenant %q; the admin tenant is %q", c.Tenant, a.AdminTenant))
+			jsonapi.WriteError(w, jsonapi.Fail(http.StatusForbidden, "forbidden", "identity of tenant %q; the admin tenant is %q", c.Tenant, a.AdminTenant))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, config.MaxTenantDocBytes+1)
 		if err := h(r.Context(), c, w, r); err != nil {
-			var ae *apiError
+			var ae *jsonapi.Error
 			if !errors.As(err, &ae) {
 				a.Log.Error("tenant admin API failed", "method", r.Method, "path", r.URL.Path, "err", err)
-				ae = fail(http.StatusServiceUnavailable, "store_unavailable", "the tenant store failed; try again")
+				ae = jsonapi.Fail(http.StatusServiceUnavailable, "store_unavailable", "the tenant store failed; try again")
 			}
-			writeError(w, ae)
+			jsonapi.WriteError(w, ae)
 		}
 	}
 }
 
-func writeError(w http.ResponseWriter, e *apiError) {
-	body := map[string]any{"error": e.code, "message": e.msg}
-	if len(e.errs) > 0 {
-		body["errors"] = e.errs
-	}
-	if e.owner != nil {
-		body["owner"] = e.owner
-	}
-	writeJSON(w, e.status, body)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func writeDoc(w http.ResponseWriter, status int, d Doc) {
 	w.Header().Set("ETag", etag(d.Version))
-	writeJSON(w, status, d)
+	jsonapi.Write(w, status, d)
 }
 
 func etag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }
@@ -133,13 +101,13 @@ func ifMatch(r *http.Request, required bool) (int64, error) {
 	h := strings.TrimSpace(r.Header.Get("If-Match"))
 	if h == "" || h == "*" {
 		if required {
-			return 0, fail(http.StatusPreconditionRequired, "precondition_required", "If-Match: the tenant's ETag (its version) is required, so a concurrent change is not overwritten")
+			return 0, jsonapi.Fail(http.StatusPreconditionRequired, "precondition_required", "If-Match: the tenant's ETag (its version) is required, so a concurrent change is not overwritten")
 		}
 		return 0, nil
 	}
 	v, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(h, "W/"), `"`), 10, 64)
 	if err != nil || v <= 0 {
-		return 0, fail(http.StatusBadRequest, "bad_request", "If-Match: want the ETag of a tenant (\"<version>\")")
+		return 0, jsonapi.Fail(http.StatusBadRequest, "bad_request", "If-Match: want the ETag of a tenant (\"<version>\")")
 	}
 	return v, nil
 }
@@ -159,7 +127,7 @@ func (a *API) list(ctx context.Context, _ Caller, w http.ResponseWriter, _ *http
 	if docs == nil {
 		docs = []Doc{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tenants": docs})
+	jsonapi.Write(w, http.StatusOK, map[string]any{"tenants": docs})
 	return nil
 }
 
@@ -255,7 +223,7 @@ func (a *API) remove(ctx context.Context, c Caller, w http.ResponseWriter, r *ht
 func (a *API) readTenant(r *http.Request, pathID string) (json.RawMessage, config.Tenant, error) {
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
-		return nil, config.Tenant{}, fail(http.StatusRequestEntityTooLarge, "too_large", "the document is larger than %d bytes", config.MaxTenantDocBytes)
+		return nil, config.Tenant{}, jsonapi.Fail(http.StatusRequestEntityTooLarge, "too_large", "the document is larger than %d bytes", config.MaxTenantDocBytes)
 	}
 	t, err := config.ParseTenant("request body", b)
 	if err != nil {
@@ -352,7 +320,7 @@ func (a *API) check(t config.Tenant, replacing bool) error {
 
 // invalid is a 400 listing each problem; those about tenant id lose the
 // config file's location (the tenant is not in the file).
-func invalid(err error, id string) *apiError {
+func invalid(err error, id string) *jsonapi.Error {
 	var msgs []string
 	for _, e := range flatten(err) {
 		m := e.Error()
@@ -363,8 +331,8 @@ func invalid(err error, id string) *apiError {
 		}
 		msgs = append(msgs, m)
 	}
-	e := fail(http.StatusBadRequest, "invalid_tenant", "the tenant document is not valid (%d problems)", len(msgs))
-	e.errs = msgs
+	e := jsonapi.Fail(http.StatusBadRequest, "invalid_tenant", "the tenant document is not valid (%d problems)", len(msgs))
+	e.Errs = msgs
 	return e
 }
 
@@ -379,15 +347,15 @@ func flatten(err error) []error {
 	return []error{err}
 }
 
-func conflict(ce *ConflictError) *apiError {
-	e := fail(http.StatusConflict, "conflict", "%s", ce.Error())
-	e.owner = &owner{Tenant: ce.Owner, Source: ce.Source}
+func conflict(ce *ConflictError) *jsonapi.Error {
+	e := jsonapi.Fail(http.StatusConflict, "conflict", "%s", ce.Error())
+	e.Extra = map[string]any{"owner": owner{Tenant: ce.Owner, Source: ce.Source}}
 	return e
 }
 
 // storeError maps the store's errors to answers.
 func (a *API) storeError(err error, id string) error {
-	var ae *apiError
+	var ae *jsonapi.Error
 	var ce *ConflictError
 	switch {
 	case errors.As(err, &ae):
@@ -395,9 +363,9 @@ func (a *API) storeError(err error, id string) error {
 	case errors.As(err, &ce):
 		return conflict(ce)
 	case errors.Is(err, ErrNotFound):
-		return fail(http.StatusNotFound, "not_found", "no tenant %q in the tenant store", id)
+		return jsonapi.Fail(http.StatusNotFound, "not_found", "no tenant %q in the tenant store", id)
 	case errors.Is(err, ErrVersionMismatch):
-		return fail(http.StatusPreconditionFailed, "version_mismatch", "tenant %q changed since the version of If-Match; GET it again", id)
+		return jsonapi.Fail(http.StatusPreconditionFailed, "version_mismatch", "tenant %q changed since the version of If-Match; GET it again", id)
 	}
 	return err
 }
@@ -407,11 +375,7 @@ func (a *API) record(ctx context.Context, c Caller, action, id string, d Doc, er
 	ev := audit.Event{Component: "authz", Action: action, Actor: c.Actor(), Target: id, Outcome: audit.OK,
 		Detail: map[string]any{"source": SourceName}}
 	if err != nil {
-		ev.Outcome, ev.Error = audit.Error, err.Error()
-		var ae *apiError
-		if errors.As(err, &ae) && len(ae.errs) > 0 {
-			ev.Error += ": " + strings.Join(ae.errs, "; ")
-		}
+		ev.Outcome, ev.Error = audit.Error, err.Error() // a *jsonapi.Error's names each problem
 	} else {
 		ev.Detail["version"] = d.Version
 		ev.Detail["suspended"] = d.Suspended
