@@ -14,13 +14,7 @@ import (
 // full validation refuses the patch refuses too.
 func TestWithTenantsPatchEqualsFull(t *testing.T) {
 	c := storeConfig(t, "tenant_store: {postgres_dsn: 'postgres://x@127.0.0.1/db', admin_tenant: ops}\n")
-	parse := func(doc string) Tenant {
-		tn, err := ParseTenant("doc", []byte(doc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tn
-	}
+	parse := func(doc string) Tenant { return mustParseTenant(t, doc) }
 	doc := func(id, domain, issuer string) Tenant {
 		return parse(fmt.Sprintf(`{"id": %q, "domains": [%q, "www.%s"], "jwt": {"issuer": %q, "audiences": ["a"], "jwks_file": "k.json"}}`, id, domain, domain, issuer))
 	}
@@ -166,13 +160,7 @@ func TestWithTenantsPatchEqualsFull(t *testing.T) {
 // once b is gone. An explicit setting is never changed.
 func TestTenantClaimDefaultFollowsCoTrusters(t *testing.T) {
 	c := storeConfig(t, "tenant_store: {postgres_dsn: 'postgres://x@127.0.0.1/db', admin_tenant: ops}\n")
-	parse := func(doc string) Tenant {
-		tn, err := ParseTenant("doc", []byte(doc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tn
-	}
+	parse := func(doc string) Tenant { return mustParseTenant(t, doc) }
 	stored := func(id, iss string) Tenant {
 		return parse(fmt.Sprintf(`{"id": %q, "domains": ["%s.test"], "jwt": {"issuer": %q, "audiences": ["a"], "jwks_file": "k.json"}}`, id, id, iss))
 	}

@@ -103,13 +103,7 @@ func TestParseTenantIsStrictAndNamesFields(t *testing.T) {
 
 func TestWithTenantsValidatesAsOneFile(t *testing.T) {
 	c := storeConfig(t, "tenant_store: {postgres_dsn: 'postgres://x@127.0.0.1/db', admin_tenant: ops}\n")
-	parse := func(doc string) Tenant {
-		tn, err := ParseTenant("doc", []byte(doc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tn
-	}
+	parse := func(doc string) Tenant { return mustParseTenant(t, doc) }
 	beta := parse(`{"id": "beta", "domains": ["beta.test"], "jwt": {"issuer": "i", "audiences": ["a"], "jwks_file": "k.json"}}`)
 	m, err := c.WithTenants("tenant store", []Tenant{beta})
 	if err != nil {
@@ -135,4 +129,14 @@ func TestWithTenantsValidatesAsOneFile(t *testing.T) {
 	if _, ok := m.fileTenant("beta"); ok {
 		t.Fatal("a stored tenant counted as the file's")
 	}
+}
+
+// mustParseTenant is ParseTenant of a test's tenant document.
+func mustParseTenant(t testing.TB, doc string) Tenant {
+	t.Helper()
+	tn, err := ParseTenant("doc", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn
 }
