@@ -155,8 +155,10 @@ func toAny(m proto.Message) (*anypb.Any, error) {
 }
 
 // typeURLs holds one type URL string per message type: a translation makes
-// about five Anys per tenant (its per-filter configs), and a string built
-// for each was 32 MB of xds's heap at 100,000 tenants.
+// about five Anys per tenant (its per-filter configs), and building a string
+// for each cost 4.1 MB and 50,000 allocations per 10,000-tenant translation
+// (BenchmarkTranslate10k), held for as long as the snapshot is. The golden
+// files (TestGolden) check the URLs.
 var typeURLs sync.Map // protoreflect.FullName → string
 
 func typeURL(m proto.Message) string {
